@@ -1,0 +1,9 @@
+//! wva-metrics-server: a Kubernetes aggregated API server for `external.metrics.k8s.io/v1beta1` that
+//! answers the HPA's `inferno_desired_replicas` requests with WVA's saturation-driven targets.
+//!
+//! Data flows one way: [`cluster`] and [`sources`] fill stores, [`engine`] reads them and decides,
+//! [`server`] authenticates ([`auth`]), asks the engine and encodes.
+
+pub mod saturation;
+pub mod server;
+pub mod sources;

@@ -1,0 +1,290 @@
+//! Step 1–4 of the WVA capacity analyzer (spec `wva.md` §2.3–2.6), reproduced exactly, float order included,
+//! because the golden vectors (A12 in particular) sit on floating-point edges.
+
+use serde::Serialize;
+
+use super::SaturationConfig;
+
+/// One Ready replica's signals, as WVA's `ReplicaMetrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaMetrics {
+    pub pod: String,
+    pub variant: String,
+    pub kv_cache_usage: f64,
+    /// Waiting requests, truncated to an integer as WVA does with the float sample.
+    pub queue_length: i64,
+}
+
+/// Per-variant part of the analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantAnalysis {
+    pub variant: String,
+    pub replicas: usize,
+    pub non_saturated_replicas: usize,
+    pub avg_spare_kv_capacity: f64,
+    pub avg_spare_queue_length: f64,
+    pub max_kv_cache_usage: f64,
+    pub max_queue_length: i64,
+    pub saturated_pods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    pub total_replicas: usize,
+    pub non_saturated_replicas: usize,
+    pub avg_spare_kv_capacity: f64,
+    pub avg_spare_queue_length: f64,
+    pub should_scale_up: bool,
+    pub scale_down_safe: bool,
+    /// Why scale-up fired (or why not), in words an operator can act on.
+    pub scale_up_reason: String,
+    pub scale_down_reason: String,
+    pub variants: Vec<VariantAnalysis>,
+}
+
+/// WVA's `MinNonSaturatedReplicasForScaleDown`.
+pub const MIN_NON_SATURATED_FOR_SCALE_DOWN: usize = 2;
+
+pub fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
+    r.kv_cache_usage >= cfg.kv_cache_threshold || r.queue_length as f64 >= cfg.queue_length_threshold
+}
+
+/// Analyzes all replicas of one model (all its variants together).
+///
+/// Variants appear in the output in the order of their first replica, which keeps the per-variant
+/// accumulation order (and so the float results) identical to WVA's.
+pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis {
+    let mut variants: Vec<VariantAnalysis> = Vec::new();
+    let mut spare_sums: Vec<(f64, f64)> = Vec::new();
+    for r in replicas {
+        let idx = match variants.iter().position(|v| v.variant == r.variant) {
+            Some(i) => i,
+            None => {
+                variants.push(VariantAnalysis {
+                    variant: r.variant.clone(),
+                    replicas: 0,
+                    non_saturated_replicas: 0,
+                    avg_spare_kv_capacity: 0.0,
+                    avg_spare_queue_length: 0.0,
+                    max_kv_cache_usage: 0.0,
+                    max_queue_length: 0,
+                    saturated_pods: Vec::new(),
+                });
+                spare_sums.push((0.0, 0.0));
+                variants.len() - 1
+            }
+        };
+        let v = &mut variants[idx];
+        v.replicas += 1;
+        v.max_kv_cache_usage = v.max_kv_cache_usage.max(r.kv_cache_usage);
+        v.max_queue_length = v.max_queue_length.max(r.queue_length);
+        if is_saturated(r, cfg) {
+            v.saturated_pods.push(r.pod.clone());
+        } else {
+            v.non_saturated_replicas += 1;
+            spare_sums[idx].0 += cfg.kv_cache_threshold - r.kv_cache_usage;
+            spare_sums[idx].1 += cfg.queue_length_threshold - r.queue_length as f64;
+        }
+    }
+    for (v, (kv, q)) in variants.iter_mut().zip(&spare_sums) {
+        if v.non_saturated_replicas > 0 {
+            v.avg_spare_kv_capacity = kv / v.non_saturated_replicas as f64;
+            v.avg_spare_queue_length = q / v.non_saturated_replicas as f64;
+        }
+    }
+
+    // Model level: replica-weighted mean of the variant averages, as WVA computes it.
+    let total_non_sat: usize = variants.iter().map(|v| v.non_saturated_replicas).sum();
+    let (mut avg_kv, mut avg_q) = (0.0, 0.0);
+    if total_non_sat > 0 {
+        let (mut wkv, mut wq) = (0.0, 0.0);
+        for v in &variants {
+            wkv += v.avg_spare_kv_capacity * v.non_saturated_replicas as f64;
+            wq += v.avg_spare_queue_length * v.non_saturated_replicas as f64;
+        }
+        avg_kv = wkv / total_non_sat as f64;
+        avg_q = wq / total_non_sat as f64;
+    }
+
+    let kv_fires = avg_kv < cfg.kv_spare_trigger;
+    let q_fires = avg_q < cfg.queue_spare_trigger;
+    // An empty model is "no action" (A10): there is nothing to scale and nothing measured.
+    let should_scale_up = !replicas.is_empty() && (kv_fires || q_fires);
+    let scale_up_reason = if replicas.is_empty() {
+        "no replicas with metrics".to_string()
+    } else {
+        let mut parts = Vec::new();
+        if kv_fires {
+            parts.push(format!("avg spare KV {avg_kv:.3} < trigger {}", cfg.kv_spare_trigger));
+        }
+        if q_fires {
+            parts.push(format!("avg spare queue {avg_q:.2} < trigger {}", cfg.queue_spare_trigger));
+        }
+        if parts.is_empty() {
+            format!(
+                "spare capacity sufficient (avg spare KV {avg_kv:.3} >= {}, avg spare queue {avg_q:.2} >= {})",
+                cfg.kv_spare_trigger, cfg.queue_spare_trigger
+            )
+        } else {
+            format!("{} across {} non-saturated of {} replicas", parts.join(" and "), total_non_sat, replicas.len())
+        }
+    };
+
+    let (scale_down_safe, scale_down_reason) = scale_down_safety(replicas, cfg);
+    Analysis {
+        total_replicas: replicas.len(),
+        non_saturated_replicas: total_non_sat,
+        avg_spare_kv_capacity: avg_kv,
+        avg_spare_queue_length: avg_q,
+        should_scale_up,
+        scale_down_safe,
+        scale_up_reason,
+        scale_down_reason,
+        variants,
+    }
+}
+
+/// Worst-case simulation: spread the non-saturated load over one replica fewer.
+fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bool, String) {
+    let non_sat: Vec<&ReplicaMetrics> = replicas.iter().filter(|r| !is_saturated(r, cfg)).collect();
+    let n = non_sat.len();
+    if n < MIN_NON_SATURATED_FOR_SCALE_DOWN {
+        return (
+            false,
+            format!("{n} non-saturated replica(s); scale-down needs at least {MIN_NON_SATURATED_FOR_SCALE_DOWN}"),
+        );
+    }
+    let total_kv: f64 = non_sat.iter().map(|r| r.kv_cache_usage).sum();
+    let total_q: i64 = non_sat.iter().map(|r| r.queue_length).sum();
+    let kv_after = total_kv / (n - 1) as f64;
+    let q_after = total_q as f64 / (n - 1) as f64;
+    let rem_kv = cfg.kv_cache_threshold - kv_after;
+    let rem_q = cfg.queue_length_threshold - q_after;
+    let safe = rem_kv >= cfg.kv_spare_trigger && rem_q >= cfg.queue_spare_trigger;
+    let reason = format!(
+        "with {} replicas the remaining spare would be KV {rem_kv:.3} (trigger {}) and queue {rem_q:.2} (trigger {})",
+        n - 1,
+        cfg.kv_spare_trigger,
+        cfg.queue_spare_trigger
+    );
+    (safe, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reps(variant: &str, pairs: &[(f64, i64)]) -> Vec<ReplicaMetrics> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (kv, q))| ReplicaMetrics {
+                pod: format!("{variant}-pod-{}", i + 1),
+                variant: variant.to_string(),
+                kv_cache_usage: *kv,
+                queue_length: *q,
+            })
+            .collect()
+    }
+
+    struct Vector {
+        name: &'static str,
+        replicas: Vec<ReplicaMetrics>,
+        non_sat: usize,
+        avg_kv: f64,
+        avg_q: f64,
+        up: bool,
+        safe: bool,
+    }
+
+    /// Golden vectors A1–A12 of spec `wva.md` §2.12, default thresholds.
+    fn vectors() -> Vec<Vector> {
+        let v = |name, replicas, non_sat, avg_kv, avg_q, up, safe| Vector { name, replicas, non_sat, avg_kv, avg_q, up, safe };
+        vec![
+            v("A1", reps("v", &[(0.75, 2), (0.76, 2)]), 2, 0.045, 3.0, true, false),
+            v("A2", reps("v", &[(0.50, 3), (0.50, 3)]), 2, 0.30, 2.0, true, false),
+            v("A3", reps("v", &[(0.50, 1), (0.50, 1)]), 2, 0.30, 4.0, false, false),
+            v("A4", reps("v", &[(0.20, 1), (0.30, 1), (0.25, 1)]), 3, 0.55, 4.0, false, true),
+            v("A5", reps("v", &[(0.70, 2), (0.75, 2)]), 2, 0.075, 3.0, true, false),
+            v("A6", reps("v", &[(0.50, 2)]), 1, 0.30, 3.0, false, false),
+            v("A7", reps("v", &[(0.85, 2), (0.50, 6), (0.90, 7)]), 0, 0.0, 0.0, true, false),
+            v("A8", reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]), 1, 0.20, 3.0, false, false),
+            v(
+                "A9",
+                [reps("variant-1", &[(0.70, 2), (0.75, 3)]), reps("variant-2", &[(0.60, 1), (0.65, 2)])].concat(),
+                4,
+                0.125,
+                3.0,
+                false,
+                false,
+            ),
+            v("A10", vec![], 0, 0.0, 0.0, false, false),
+            v("A11", reps("v", &[(0.0, 0), (0.0, 0), (0.0, 0), (0.0, 0)]), 4, 0.80, 5.0, false, true),
+            v("A12", reps("v", &[(0.65, 0), (0.72, 0)]), 2, 0.115, 5.0, false, false),
+        ]
+    }
+
+    #[test]
+    fn golden_vectors_a1_to_a12() {
+        let cfg = SaturationConfig::default();
+        for vec in vectors() {
+            let a = analyze(&vec.replicas, &cfg);
+            assert_eq!(a.total_replicas, vec.replicas.len(), "{}", vec.name);
+            assert_eq!(a.non_saturated_replicas, vec.non_sat, "{} nonSat", vec.name);
+            assert!((a.avg_spare_kv_capacity - vec.avg_kv).abs() < 1e-9, "{} avgSpareKv {}", vec.name, a.avg_spare_kv_capacity);
+            assert!((a.avg_spare_queue_length - vec.avg_q).abs() < 1e-9, "{} avgSpareQ {}", vec.name, a.avg_spare_queue_length);
+            assert_eq!(a.should_scale_up, vec.up, "{} scaleUp: {}", vec.name, a.scale_up_reason);
+            assert_eq!(a.scale_down_safe, vec.safe, "{} scaleDownSafe: {}", vec.name, a.scale_down_reason);
+        }
+    }
+
+    #[test]
+    fn a8_reports_saturated_pods_per_variant() {
+        let a = analyze(&reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]), &SaturationConfig::default());
+        assert_eq!(a.variants.len(), 1);
+        assert_eq!(a.variants[0].saturated_pods, vec!["v-pod-1", "v-pod-2"]);
+        assert_eq!(a.variants[0].non_saturated_replicas, 1);
+    }
+
+    #[test]
+    fn a9_two_variants_two_replicas_each() {
+        let replicas = [reps("variant-1", &[(0.70, 2), (0.75, 3)]), reps("variant-2", &[(0.60, 1), (0.65, 2)])].concat();
+        let a = analyze(&replicas, &SaturationConfig::default());
+        assert_eq!(a.variants.iter().map(|v| (v.variant.as_str(), v.replicas)).collect::<Vec<_>>(), vec![("variant-1", 2), ("variant-2", 2)]);
+    }
+
+    #[test]
+    fn a12_float_edge_of_the_documented_example() {
+        // The WVA doc claims (0.65, 0.75) gives avg spare 0.10 and so scales up; with strict `<` and IEEE
+        // doubles the average is 0.10000000000000003 and nothing fires.
+        let a = analyze(&reps("v", &[(0.65, 0), (0.75, 0)]), &SaturationConfig::default());
+        assert!(a.avg_spare_kv_capacity > 0.1);
+        assert!(!a.should_scale_up, "{}", a.scale_up_reason);
+    }
+
+    #[test]
+    fn thresholds_are_inclusive_and_triggers_strict() {
+        let cfg = SaturationConfig::default();
+        // Exactly at the KV threshold (0.80) or the queue threshold (5) is saturated.
+        let a = analyze(&reps("v", &[(0.80, 0), (0.0, 5)]), &cfg);
+        assert_eq!(a.non_saturated_replicas, 0);
+        assert!(a.should_scale_up);
+        // Spare exactly at the trigger does not fire (strict <): kv 0.5 → spare 0.3, queue 2 → spare 3.
+        let a = analyze(&reps("v", &[(0.5, 2)]), &cfg);
+        assert!(!a.should_scale_up, "{}", a.scale_up_reason);
+        // Scale-down safety is inclusive (>=): 2 replicas at kv 0.35 → after 0.70 → remaining 0.10.
+        let a = analyze(&reps("v", &[(0.35, 0), (0.35, 0)]), &SaturationConfig { kv_spare_trigger: 0.1, ..cfg });
+        let rem = 0.8 - (0.35 + 0.35) / 1.0;
+        assert_eq!(a.scale_down_safe, rem >= 0.1, "{}", a.scale_down_reason);
+    }
+
+    #[test]
+    fn queue_is_truncated_before_comparison_by_the_caller() {
+        // Samples arrive as floats; the engine truncates (4.9 → 4), so 4.9 waiting is not saturated at threshold 5.
+        let r = ReplicaMetrics { pod: "p".into(), variant: "v".into(), kv_cache_usage: 0.1, queue_length: 4.9_f64 as i64 };
+        assert!(!is_saturated(&r, &SaturationConfig::default()));
+    }
+}

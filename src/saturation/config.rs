@@ -1,0 +1,316 @@
+//! Saturation thresholds: defaults, the WVA ConfigMap format, validation and per-model overrides.
+//!
+//! The ConfigMap (`capacity-scaling-config` in WVA v0.4.1, `wva-saturation-scaling-config` in v0.5) has a
+//! `default` entry and any number of override entries, each a YAML document:
+//!
+//! ```yaml
+//! default: |
+//!   kvCacheThreshold: 0.80
+//!   queueLengthThreshold: 5
+//!   kvSpareTrigger: 0.10
+//!   queueSpareTrigger: 3
+//! llama-prod: |
+//!   model_id: meta/llama-3.1-8b
+//!   namespace: production
+//!   kvCacheThreshold: 0.90
+//! ```
+//!
+//! Differences from WVA, on purpose: an override may set a field to 0 when that is valid (WVA treats 0 as
+//! "unset"), an invalid entry keeps its previous good version instead of silently falling back to defaults,
+//! and when several overrides match one model the first by entry key wins (WVA: Go map order, random).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The four thresholds of the analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaturationConfig {
+    pub kv_cache_threshold: f64,
+    pub queue_length_threshold: f64,
+    pub kv_spare_trigger: f64,
+    pub queue_spare_trigger: f64,
+}
+
+impl Default for SaturationConfig {
+    fn default() -> Self {
+        Self {
+            kv_cache_threshold: 0.80,
+            queue_length_threshold: 5.0,
+            kv_spare_trigger: 0.10,
+            queue_spare_trigger: 3.0,
+        }
+    }
+}
+
+/// A subset of the thresholds, as written in one ConfigMap entry or in the `analyze` input.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PartialConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_length_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_spare_trigger: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_spare_trigger: Option<f64>,
+}
+
+impl SaturationConfig {
+    /// Fields set in `partial` replace ours, zero included.
+    pub fn merged(self, partial: &PartialConfig) -> Self {
+        Self {
+            kv_cache_threshold: partial.kv_cache_threshold.unwrap_or(self.kv_cache_threshold),
+            queue_length_threshold: partial.queue_length_threshold.unwrap_or(self.queue_length_threshold),
+            kv_spare_trigger: partial.kv_spare_trigger.unwrap_or(self.kv_spare_trigger),
+            queue_spare_trigger: partial.queue_spare_trigger.unwrap_or(self.queue_spare_trigger),
+        }
+    }
+
+    /// WVA's validation rules; the message names the field and the rule it broke.
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("kvCacheThreshold", self.kv_cache_threshold),
+            ("queueLengthThreshold", self.queue_length_threshold),
+            ("kvSpareTrigger", self.kv_spare_trigger),
+            ("queueSpareTrigger", self.queue_spare_trigger),
+        ];
+        for (name, v) in fields {
+            if !v.is_finite() {
+                return Err(format!("{name} must be a finite number, got {v}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.kv_cache_threshold) {
+            return Err(format!("kvCacheThreshold must be between 0 and 1, got {}", self.kv_cache_threshold));
+        }
+        if self.queue_length_threshold < 0.0 {
+            return Err(format!("queueLengthThreshold must be >= 0, got {}", self.queue_length_threshold));
+        }
+        if !(0.0..=1.0).contains(&self.kv_spare_trigger) {
+            return Err(format!("kvSpareTrigger must be between 0 and 1, got {}", self.kv_spare_trigger));
+        }
+        if self.queue_spare_trigger < 0.0 {
+            return Err(format!("queueSpareTrigger must be >= 0, got {}", self.queue_spare_trigger));
+        }
+        if self.kv_cache_threshold < self.kv_spare_trigger {
+            return Err(format!(
+                "kvCacheThreshold ({}) must be >= kvSpareTrigger ({})",
+                self.kv_cache_threshold, self.kv_spare_trigger
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One parsed, valid ConfigMap entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub model_id: Option<String>,
+    pub namespace: Option<String>,
+    pub fields: PartialConfig,
+}
+
+/// The saturation configuration in force: the `default` entry and the overrides, by entry key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScalingConfig {
+    entries: BTreeMap<String, Entry>,
+}
+
+/// What a ConfigMap update did, for logging.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateReport {
+    /// `(entry key, message)` for every rejected entry; the previous good version (if any) was kept.
+    pub rejected: Vec<(String, String)>,
+    /// Keys present in the entry that this server does not use (typos, or v0.5-only keys).
+    pub ignored_keys: Vec<(String, String)>,
+}
+
+/// Keys WVA v0.5 accepts in the saturation ConfigMap that only its other engines use.
+const V05_KEYS: &[&str] = &["enableLimiter", "analyzerName", "scaleUpThreshold", "scaleDownBoundary"];
+
+pub const DEFAULT_ENTRY: &str = "default";
+
+impl ScalingConfig {
+    /// Builds the configuration from a ConfigMap's `data`, keeping the previous good version of any
+    /// entry that fails to parse or validate.
+    pub fn from_configmap(previous: &ScalingConfig, data: &BTreeMap<String, String>) -> (ScalingConfig, UpdateReport) {
+        let mut report = UpdateReport::default();
+        let mut entries = BTreeMap::new();
+        // The default entry first: overrides are validated on top of it.
+        let mut keys: Vec<&String> = data.keys().collect();
+        keys.sort_by_key(|k| (k.as_str() != DEFAULT_ENTRY, k.as_str()));
+        for key in keys {
+            let base = entries
+                .get(DEFAULT_ENTRY)
+                .map(|e: &Entry| SaturationConfig::default().merged(&e.fields))
+                .unwrap_or_default();
+            match parse_entry(key, &data[key], base, &mut report) {
+                Ok(entry) => {
+                    entries.insert(key.clone(), entry);
+                }
+                Err(message) => {
+                    report.rejected.push((key.clone(), message));
+                    if let Some(prev) = previous.entries.get(key) {
+                        entries.insert(key.clone(), prev.clone());
+                    }
+                }
+            }
+        }
+        (ScalingConfig { entries }, report)
+    }
+
+    pub fn default_config(&self) -> SaturationConfig {
+        self.entries
+            .get(DEFAULT_ENTRY)
+            .map(|e| SaturationConfig::default().merged(&e.fields))
+            .unwrap_or_default()
+    }
+
+    /// The thresholds for one model: defaults, then the `default` entry, then the first matching override.
+    pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, Option<&str>) {
+        let base = self.default_config();
+        let hit = self.entries.iter().find(|(key, e)| {
+            key.as_str() != DEFAULT_ENTRY && e.model_id.as_deref() == Some(model_id) && e.namespace.as_deref() == Some(namespace)
+        });
+        match hit {
+            Some((key, e)) => (base.merged(&e.fields), Some(key.as_str())),
+            None => (base, None),
+        }
+    }
+}
+
+fn parse_entry(key: &str, text: &str, base: SaturationConfig, report: &mut UpdateReport) -> Result<Entry, String> {
+    let map: BTreeMap<String, Value> = serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
+    let mut entry = Entry {
+        model_id: None,
+        namespace: None,
+        fields: PartialConfig::default(),
+    };
+    for (k, v) in &map {
+        let slot = match k.as_str() {
+            "kvCacheThreshold" => &mut entry.fields.kv_cache_threshold,
+            "queueLengthThreshold" => &mut entry.fields.queue_length_threshold,
+            "kvSpareTrigger" => &mut entry.fields.kv_spare_trigger,
+            "queueSpareTrigger" => &mut entry.fields.queue_spare_trigger,
+            "model_id" | "namespace" => {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("{k} must be a string, got {v} (quote the value in YAML)"))?;
+                if k == "model_id" {
+                    entry.model_id = Some(s.to_string());
+                } else {
+                    entry.namespace = Some(s.to_string());
+                }
+                continue;
+            }
+            other => {
+                let note = if V05_KEYS.contains(&other) {
+                    "used only by WVA v0.5 engines; ignored".to_string()
+                } else {
+                    "unknown key; ignored (check the spelling)".to_string()
+                };
+                report.ignored_keys.push((key.to_string(), format!("{other}: {note}")));
+                continue;
+            }
+        };
+        let number = match v {
+            Value::Number(n) => n.as_f64(),
+            // YAML authors quote numbers often enough that "0.8" deserves to work.
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        *slot = Some(number.ok_or_else(|| format!("{k} must be a number, got {v}"))?);
+    }
+    if key != DEFAULT_ENTRY && (entry.model_id.is_none() || entry.namespace.is_none()) {
+        return Err("an override entry needs both model_id and namespace".to_string());
+    }
+    base.merged(&entry.fields).validate()?;
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_wva() {
+        let c = SaturationConfig::default();
+        assert_eq!((c.kv_cache_threshold, c.queue_length_threshold, c.kv_spare_trigger, c.queue_spare_trigger), (0.80, 5.0, 0.10, 3.0));
+        assert_eq!(ScalingConfig::default().resolve("m", "ns").0, c);
+    }
+
+    #[test]
+    fn default_entry_and_override_resolution() {
+        let (cfg, report) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[
+                ("default", "kvCacheThreshold: 0.75\nqueueLengthThreshold: 10\nkvSpareTrigger: 0.15\nqueueSpareTrigger: 5\n"),
+                ("llama", "model_id: meta/llama\nnamespace: prod\nkvCacheThreshold: 0.9\nqueueSpareTrigger: 0\n"),
+            ]),
+        );
+        assert_eq!(report, UpdateReport::default());
+        let (c, key) = cfg.resolve("meta/llama", "prod");
+        assert_eq!(key, Some("llama"));
+        // Unlike WVA, a valid 0 in an override is applied.
+        assert_eq!(c, SaturationConfig { kv_cache_threshold: 0.9, queue_length_threshold: 10.0, kv_spare_trigger: 0.15, queue_spare_trigger: 0.0 });
+        // Another namespace or model gets the default entry only.
+        assert_eq!(cfg.resolve("meta/llama", "dev").0.kv_cache_threshold, 0.75);
+        assert_eq!(cfg.resolve("other", "prod").1, None);
+    }
+
+    #[test]
+    fn invalid_entries_are_rejected_naming_the_rule_and_keep_the_previous_version() {
+        let (good, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "kvCacheThreshold: 0.7"), ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2")]),
+        );
+        let cases: &[(&str, &str, &str)] = &[
+            ("default", "kvCacheThreshold: 1.5", "kvCacheThreshold must be between 0 and 1"),
+            ("default", "queueLengthThreshold: -1", "queueLengthThreshold must be >= 0"),
+            ("default", "kvSpareTrigger: 2", "kvSpareTrigger must be between 0 and 1"),
+            ("default", "queueSpareTrigger: -3", "queueSpareTrigger must be >= 0"),
+            ("default", "kvCacheThreshold: 0.05", "kvCacheThreshold (0.05) must be >= kvSpareTrigger (0.1)"),
+            ("default", "kvCacheThreshold: high", "kvCacheThreshold must be a number"),
+            ("default", "[1, 2", "not a YAML mapping"),
+            ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.9", "kvCacheThreshold (0.7) must be >= kvSpareTrigger (0.9)"),
+            ("o", "kvSpareTrigger: 0.2", "needs both model_id and namespace"),
+        ];
+        for (key, text, want) in cases {
+            let mut d = data(&[("default", "kvCacheThreshold: 0.7"), ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2")]);
+            d.insert(key.to_string(), text.to_string());
+            let (cfg, report) = ScalingConfig::from_configmap(&good, &d);
+            assert_eq!(report.rejected.len(), 1, "{key}: {text}");
+            assert_eq!(report.rejected[0].0, *key);
+            assert!(report.rejected[0].1.contains(want), "{key}: {text}: {}", report.rejected[0].1);
+            assert_eq!(cfg, good, "previous good entry kept for {key}: {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_v05_keys_are_reported_not_fatal() {
+        let (cfg, report) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "kvCacheTreshold: 0.5\nenableLimiter: true\nkvCacheThreshold: \"0.6\"")]),
+        );
+        assert_eq!(cfg.default_config().kv_cache_threshold, 0.6);
+        assert_eq!(report.ignored_keys.len(), 2);
+        assert!(report.ignored_keys.iter().any(|(_, m)| m.contains("kvCacheTreshold: unknown key")));
+        assert!(report.ignored_keys.iter().any(|(_, m)| m.contains("enableLimiter: used only by WVA v0.5")));
+    }
+
+    #[test]
+    fn several_matching_overrides_resolve_deterministically() {
+        let (cfg, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("b", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.6"), ("a", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.7")]),
+        );
+        assert_eq!(cfg.resolve("m", "ns1"), (SaturationConfig { kv_cache_threshold: 0.7, ..Default::default() }, Some("a")));
+    }
+}

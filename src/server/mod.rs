@@ -1,0 +1,4 @@
+//! The HTTPS front door.
+
+pub mod quantity;
+pub mod selector;

@@ -1,0 +1,514 @@
+//! A small, zero-copy parser for the Prometheus text exposition format (0.0.4, and the OpenMetrics text
+//! that python prometheus_client emits), and the extraction of the vLLM signals the analysis needs.
+//!
+//! Why our own: `prometheus-parse` drops every name with a colon (all `vllm:*` series) and splits label
+//! values on commas (spec `rust-stack.md` §6). This parser accepts names `[a-zA-Z_:][a-zA-Z0-9_:]*`,
+//! quoted label values with `\\`, `\"` and `\n` escapes (borrowed unless escaped), Go float spellings,
+//! an optional timestamp, OpenMetrics exemplars (skipped) and `# EOF`. A bad line becomes a warning with
+//! its line number; the rest of the page is kept.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One sample line. `labels` is borrowed from a buffer reused across lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a, 'b> {
+    pub name: &'a str,
+    pub labels: &'b [(&'a str, Cow<'a, str>)],
+    pub value: f64,
+    pub timestamp: Option<f64>,
+}
+
+impl Sample<'_, '_> {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParseWarning {
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Parses `text`, calling `on_sample` for every valid sample line. Returns the warnings for bad lines.
+pub fn parse<'a>(text: &'a str, mut on_sample: impl FnMut(&Sample<'a, '_>)) -> Vec<ParseWarning> {
+    let mut warnings = Vec::new();
+    let mut labels: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(8);
+    for (idx, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if comment.trim() == "EOF" {
+                break;
+            }
+            continue;
+        }
+        labels.clear();
+        match parse_sample_line(trimmed, &mut labels) {
+            Ok((name, value, timestamp)) => on_sample(&Sample { name, labels: &labels, value, timestamp }),
+            Err(message) => warnings.push(ParseWarning { line: idx + 1, message }),
+        }
+    }
+    warnings
+}
+
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+}
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+fn parse_sample_line<'a>(line: &'a str, labels: &mut Vec<(&'a str, Cow<'a, str>)>) -> Result<(&'a str, f64, Option<f64>), String> {
+    let bytes = line.as_bytes();
+    if !is_name_start(bytes[0]) {
+        return Err(format!("expected a metric name, found {:?}", first_char(line)));
+    }
+    let mut i = 1;
+    while i < bytes.len() && is_name_char(bytes[i]) {
+        i += 1;
+    }
+    let name = &line[..i];
+    if i < bytes.len() && bytes[i] == b'{' {
+        i = parse_labels(line, i + 1, labels)?;
+    }
+    let rest = &line[i..];
+    if !rest.starts_with([' ', '\t']) {
+        return Err(if rest.is_empty() {
+            "expected a value after the labels".to_string()
+        } else {
+            format!("unexpected {:?} after the metric name", first_char(rest))
+        });
+    }
+    let mut fields = rest.split_ascii_whitespace();
+    let value_text = fields.next().ok_or("expected a value after the labels")?;
+    let value = parse_float(value_text).ok_or_else(|| format!("invalid value {value_text:?}"))?;
+    let timestamp = match fields.next() {
+        None => None,
+        // An OpenMetrics exemplar follows ` # `; it carries nothing we use.
+        Some("#") => None,
+        Some(t) => {
+            let ts = parse_float(t).filter(|v| v.is_finite()).ok_or_else(|| format!("invalid timestamp {t:?}"))?;
+            match fields.next() {
+                None | Some("#") => Some(ts),
+                Some(extra) => return Err(format!("unexpected {extra:?} after the timestamp")),
+            }
+        }
+    };
+    Ok((name, value, timestamp))
+}
+
+fn first_char(s: &str) -> char {
+    s.chars().next().unwrap_or(' ')
+}
+
+/// Parses `{…}` content starting after the `{`; returns the index just after the closing `}`.
+fn parse_labels<'a>(line: &'a str, mut i: usize, labels: &mut Vec<(&'a str, Cow<'a, str>)>) -> Result<usize, String> {
+    let bytes = line.as_bytes();
+    loop {
+        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+            i += 1;
+        }
+        match bytes.get(i) {
+            None => return Err("unterminated label set: missing '}'".to_string()),
+            Some(b'}') => return Ok(i + 1),
+            Some(&b) if is_name_start(b) && b != b':' => {}
+            Some(_) => return Err(format!("expected a label name or '}}', found {:?}", first_char(&line[i..]))),
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        let key = &line[start..i];
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            return Err(format!("expected '=' after label name {key:?}"));
+        }
+        i += 1;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'"') {
+            return Err(format!("expected '\"' to open the value of label {key:?}"));
+        }
+        i += 1;
+        let (value, next) = parse_label_value(line, i).ok_or_else(|| format!("unterminated or badly escaped value of label {key:?}"))?;
+        labels.push((key, value));
+        i = next;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok(i + 1),
+            _ => return Err(format!("expected ',' or '}}' after the value of label {key:?}")),
+        }
+    }
+}
+
+/// Reads a quoted value starting after the opening quote; returns the value and the index after the closing quote.
+fn parse_label_value(line: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
+    let bytes = line.as_bytes();
+    let mut i = start;
+    // Fast path: no escapes, borrow the slice.
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Some((Cow::Borrowed(&line[start..i]), i + 1)),
+            b'\\' => break,
+            _ => i += 1,
+        }
+    }
+    let mut owned = String::from(&line[start..i]);
+    let mut chars = line[i..].char_indices();
+    while let Some((off, c)) = chars.next() {
+        match c {
+            '"' => return Some((Cow::Owned(owned), i + off + 1)),
+            '\\' => match chars.next()?.1 {
+                'n' => owned.push('\n'),
+                '\\' => owned.push('\\'),
+                '"' => owned.push('"'),
+                _ => return None,
+            },
+            c => owned.push(c),
+        }
+    }
+    None
+}
+
+/// Go's float spellings: `NaN`, `+Inf`, `-Inf`, exponents with any number of digits.
+pub fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => {
+            // Rust also accepts "inf"/"infinity" in any case; Prometheus does not, so refuse words.
+            if s.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') {
+                return None;
+            }
+            s.parse().ok()
+        }
+    }
+}
+
+/// The per-model signals of one page.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSignals {
+    /// Max over series of the KV-cache usage (0–1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_usage: Option<f64>,
+    /// Max over series of the waiting-queue length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<f64>,
+    /// Sum over series (engines) of running requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_requests: Option<f64>,
+}
+
+impl ModelSignals {
+    /// The analysis needs both KV usage and queue length.
+    pub fn is_complete(&self) -> bool {
+        self.kv_cache_usage.is_some() && self.queue_length.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Extraction {
+    pub models: BTreeMap<String, ModelSignals>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Kv,
+    KvDeprecated,
+    Queue,
+    Running,
+}
+
+/// Maps a sample name to the signal it carries. `vllm_x` is accepted for `vllm:x` because python
+/// prometheus_client ≥ 0.23 rewrites colons to underscores in OpenMetrics output (spec `vllm-metrics.md` §4.3);
+/// SGLang's gauges map onto the same signals.
+fn signal_of(name: &str) -> Option<Signal> {
+    let base = name.strip_prefix("vllm:").or_else(|| name.strip_prefix("vllm_"));
+    if let Some(base) = base {
+        return match base {
+            "kv_cache_usage_perc" => Some(Signal::Kv),
+            "gpu_cache_usage_perc" => Some(Signal::KvDeprecated),
+            "num_requests_waiting" => Some(Signal::Queue),
+            "num_requests_running" => Some(Signal::Running),
+            _ => None,
+        };
+    }
+    match name.strip_prefix("sglang:").or_else(|| name.strip_prefix("sglang_"))? {
+        "token_usage" => Some(Signal::Kv),
+        "num_queue_reqs" => Some(Signal::Queue),
+        "num_running_reqs" => Some(Signal::Running),
+        _ => None,
+    }
+}
+
+/// Extracts per-`model_name` signals from one page.
+pub fn extract(text: &str) -> Extraction {
+    #[derive(Default)]
+    struct Acc {
+        kv: Option<f64>,
+        kv_old: Option<f64>,
+        queue: Option<f64>,
+        running: Option<f64>,
+    }
+    fn max(slot: &mut Option<f64>, v: f64) {
+        *slot = Some(slot.map_or(v, |cur| cur.max(v)));
+    }
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut nan_series = 0usize;
+    let warnings = parse(text, |s| {
+        let Some(signal) = signal_of(s.name) else { return };
+        // NaN is legal for a gauge but says nothing; it must not poison a max.
+        if s.value.is_nan() {
+            nan_series += 1;
+            return;
+        }
+        // SGLang's `priority` label: the series with priority="" is the total, others are parts of it.
+        if s.label("priority").is_some_and(|p| !p.is_empty()) {
+            return;
+        }
+        let model = s.label("model_name").unwrap_or("");
+        let entry = match acc.get_mut(model) {
+            Some(e) => e,
+            None => acc.entry(model.to_string()).or_default(),
+        };
+        match signal {
+            Signal::Kv => max(&mut entry.kv, s.value),
+            Signal::KvDeprecated => max(&mut entry.kv_old, s.value),
+            Signal::Queue => max(&mut entry.queue, s.value),
+            Signal::Running => entry.running = Some(entry.running.unwrap_or(0.0) + s.value),
+        }
+    });
+    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    if nan_series > 0 {
+        warnings.push(format!("{nan_series} NaN sample(s) of vLLM signals ignored"));
+    }
+    let models = acc
+        .into_iter()
+        .map(|(model, a)| {
+            (
+                model,
+                ModelSignals {
+                    // The deprecated name only when the new one is absent: with hidden metrics re-enabled both exist.
+                    kv_cache_usage: a.kv.or(a.kv_old),
+                    queue_length: a.queue,
+                    running_requests: a.running,
+                },
+            )
+        })
+        .collect();
+    Extraction { models, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_FIXTURE: &str = include_str!("../../tests/fixtures/spec-appendix-a.txt");
+    const KUBEAI_V0: &str = include_str!("../../tests/fixtures/vllm-0.5.x-v0-kubeai-hack-mock-metrics.txt");
+    const SGLANG: &str = include_str!("../../tests/fixtures/sglang-0.4.x-sglang-docs-production-metrics.txt");
+
+    fn collect(text: &str) -> (Vec<(String, Vec<(String, String)>, f64, Option<f64>)>, Vec<ParseWarning>) {
+        let mut out = Vec::new();
+        let w = parse(text, |s| {
+            out.push((
+                s.name.to_string(),
+                s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                s.value,
+                s.timestamp,
+            ))
+        });
+        (out, w)
+    }
+
+    #[test]
+    fn spec_fixture_every_quirk() {
+        let (samples, warnings) = collect(SPEC_FIXTURE);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let find = |name: &str, label: (&str, &str)| {
+            samples
+                .iter()
+                .find(|(n, l, _, _)| n == name && l.iter().any(|(k, v)| k == label.0 && v == label.1))
+                .unwrap_or_else(|| panic!("{name} {label:?} missing"))
+                .clone()
+        };
+        assert_eq!(find("vllm:kv_cache_usage_perc", ("engine", "0")).2, 0.4213);
+        let lora = find("vllm:lora_requests_info", ("max_lora", "2"));
+        assert_eq!(lora.1[1].1, "sql-lora,chat \"v2\"");
+        assert_eq!(lora.1[2], ("waiting_lora_adapters".to_string(), String::new()));
+        let tricky = find("demo_tricky", ("b", "C:\\path"));
+        assert_eq!(tricky.1[0].1, "x=y}z");
+        assert_eq!(tricky.1[2].1, "line1\nline2");
+        let spaced = find("demo_tricky", ("a", "spaced"));
+        assert_eq!(spaced.1[1], ("b".to_string(), "after comma".to_string()));
+        assert!(find("demo_special", ("kind", "nan")).2.is_nan());
+        assert_eq!(find("demo_special", ("kind", "pinf")).2, f64::INFINITY);
+        assert_eq!(find("demo_special", ("kind", "ninf")).2, f64::NEG_INFINITY);
+        assert_eq!(find("demo_special", ("kind", "ts")).3, Some(1_732_000_000_000.0));
+        assert_eq!(find("vllm:e2e_request_latency_seconds_bucket", ("le", "+Inf")).2, 94.0);
+        assert_eq!(samples.iter().filter(|s| s.0 == "demo_summary_count").count(), 1);
+        // Every sample line of the fixture came out.
+        let sample_lines = SPEC_FIXTURE.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+        assert_eq!(samples.len(), sample_lines);
+    }
+
+    #[test]
+    fn spec_fixture_extraction() {
+        let e = extract(SPEC_FIXTURE);
+        assert_eq!(
+            e.models["Qwen/Qwen3-0.6B"],
+            ModelSignals { kv_cache_usage: Some(0.4213), queue_length: Some(7.0), running_requests: Some(3.0) }
+        );
+    }
+
+    #[test]
+    fn real_v0_capture_uses_the_deprecated_kv_name_and_keeps_models_apart() {
+        let (samples, warnings) = collect(KUBEAI_V0);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(samples.len(), KUBEAI_V0.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count());
+        let e = extract(KUBEAI_V0);
+        let m = e.models["neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"];
+        assert_eq!(m.kv_cache_usage, Some(0.0026235242675994863));
+        assert_eq!(m.queue_length, Some(2.0));
+        assert_eq!(m.running_requests, Some(3.0));
+        assert_eq!(e.models["other/OTHER"].queue_length, Some(3.0));
+        assert_eq!(e.models["other/OTHER"].kv_cache_usage, None);
+    }
+
+    #[test]
+    fn real_sglang_capture_multiprocess_order_and_ugly_floats() {
+        let (samples, warnings) = collect(SGLANG);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(samples.iter().any(|(_, l, _, _)| l.iter().any(|(k, v)| k == "le" && v == "0.07500000000000001")));
+        let e = extract(SGLANG);
+        assert_eq!(e.models.len(), 1);
+        let m = e.models.values().next().unwrap();
+        assert!(m.is_complete(), "{m:?}");
+    }
+
+    #[test]
+    fn two_engines_new_and_deprecated_names_created_series() {
+        let page = "\
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.25
+vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.5
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.99
+vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 1.0
+vllm:num_requests_waiting{engine=\"1\",model_name=\"m\"} 4.0
+vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 2.0
+vllm:num_requests_running{engine=\"1\",model_name=\"m\"} 3.0
+# TYPE vllm:prompt_tokens_created gauge
+vllm:prompt_tokens_created{engine=\"0\",model_name=\"m\"} 1.7769301736864982e+09
+vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
+";
+        let e = extract(page);
+        assert_eq!(e.models["m"], ModelSignals { kv_cache_usage: Some(0.5), queue_length: Some(6.0), running_requests: Some(5.0) });
+        assert!(e.warnings.is_empty());
+    }
+
+    #[test]
+    fn bad_lines_are_reported_by_number_and_the_rest_is_kept() {
+        let page = "vllm:num_requests_waiting{model_name=\"m\"} 3\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\"}\n\
+                    9bad 1\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\" 0.1\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\",engine=\"1\"} zero\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\\q\"} 0.3\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\"} 0.2 123 extra\n\
+                    vllm:kv_cache_usage_perc{model_name=\"m\"} 0.1\n\
+                    vllm:num_requests_running{model_name=\"m\"} NaN\n";
+        let e = extract(page);
+        assert_eq!(e.models["m"], ModelSignals { kv_cache_usage: Some(0.1), queue_length: Some(3.0), running_requests: None });
+        let lines: Vec<&str> = e.warnings.iter().map(String::as_str).collect();
+        assert_eq!(lines.len(), 7, "{lines:?}");
+        assert!(lines[0].starts_with("line 2: expected a value after the labels"), "{lines:?}");
+        assert!(lines[1].starts_with("line 3: expected a metric name"));
+        assert!(lines[2].starts_with("line 4: expected ',' or '}'"));
+        assert!(lines[3].starts_with("line 5: invalid value \"zero\""));
+        assert!(lines[4].starts_with("line 6: unterminated or badly escaped"));
+        assert!(lines[5].starts_with("line 7: unexpected \"extra\""));
+        assert!(lines[6].contains("NaN"));
+    }
+
+    #[test]
+    fn openmetrics_exemplars_timestamps_and_eof() {
+        let page = "# TYPE vllm:num_requests_waiting gauge\n# UNIT x y\n\
+                    vllm:num_requests_waiting{model_name=\"m\"} 2 1732000000.123 # {trace_id=\"a\"} 0.7 1732000000.123\n\
+                    vllm:num_requests_running{model_name=\"m\"} 1 # {trace_id=\"b\"} 1\r\n\
+                    # EOF\nvllm:num_requests_waiting{model_name=\"m\"} 99\n";
+        let (samples, warnings) = collect(page);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[0].3, Some(1_732_000_000.123));
+        assert_eq!(extract(page).models["m"].queue_length, Some(2.0));
+    }
+
+    #[test]
+    fn go_float_spellings() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("1.0", Some(1.0)),
+            ("3.9024848896e+010", Some(3.9024848896e10)),
+            ("1.048576e+06", Some(1_048_576.0)),
+            ("+Inf", Some(f64::INFINITY)),
+            ("-Inf", Some(f64::NEG_INFINITY)),
+            ("-1", Some(-1.0)),
+            ("inf", None),
+            ("infinity", None),
+            ("0x10", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_float(s), *want, "{s:?}");
+        }
+        assert!(parse_float("NaN").unwrap().is_nan());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn escape(v: &str) -> String {
+        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    }
+
+    proptest! {
+        #[test]
+        fn label_values_round_trip(values in prop::collection::vec("[a-z\"\\\\\n,=} {]{0,12}", 1..4), value in -1e9f64..1e9) {
+            let rendered: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("l{i}=\"{}\"", escape(v))).collect();
+            let line = format!("vllm:metric{{{}}} {value}\n", rendered.join(","));
+            let mut seen = Vec::new();
+            let warnings = parse(&line, |s| {
+                seen.push((s.labels.iter().map(|(_, v)| v.to_string()).collect::<Vec<_>>(), s.value));
+            });
+            prop_assert!(warnings.is_empty(), "{:?}", warnings);
+            prop_assert_eq!(seen.len(), 1);
+            prop_assert_eq!(&seen[0].0, &values);
+            prop_assert_eq!(seen[0].1, value);
+        }
+    }
+}
