@@ -4,6 +4,8 @@
 //! Data flows one way: [`cluster`] and [`sources`] fill stores, [`engine`] reads them and decides,
 //! [`server`] authenticates ([`auth`]), asks the engine and encodes.
 
+pub mod cluster;
+pub mod engine;
 pub mod saturation;
 pub mod server;
 pub mod sources;

@@ -1,3 +1,76 @@
 //! Replica samples: vLLM exposition parsing, the pod scraper and its window cache, the Prometheus client.
+//!
+//! Every source answers the same narrow question through [`SampleSource`]: "what is the freshest
+//! KV-cache usage and queue length of this pod for this model?". The engine never learns how.
 
 pub mod exposition;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::snapshot::PodTarget;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceKind {
+    Pods,
+    Prometheus,
+}
+
+/// The peak signals of one pod over the look-back window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSample {
+    pub kv_cache_usage: f64,
+    pub queue_length: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_requests: Option<f64>,
+    /// Age of the newest sample in the window.
+    #[serde(with = "duration_secs")]
+    pub age: Duration,
+    pub source: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Fresh(PodSample),
+    /// No fresh sample. `since` is how long the pod has gone without one (0 for a pod just discovered).
+    Missing { since: Duration, reason: String },
+}
+
+pub trait SampleSource: Send + Sync {
+    fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup;
+}
+
+/// Sources in priority order: the first fresh answer wins (`--metrics-source both` = pods, then Prometheus).
+pub struct Chain(pub Vec<std::sync::Arc<dyn SampleSource>>);
+
+impl SampleSource for Chain {
+    fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
+        let mut since = Duration::MAX;
+        let mut reasons = Vec::new();
+        for source in &self.0 {
+            match source.lookup(pod, model) {
+                fresh @ Lookup::Fresh(_) => return fresh,
+                Lookup::Missing { since: s, reason } => {
+                    since = since.min(s);
+                    reasons.push(reason);
+                }
+            }
+        }
+        if reasons.is_empty() {
+            return Lookup::Missing { since: Duration::ZERO, reason: "no metric source configured".into() };
+        }
+        Lookup::Missing { since, reason: reasons.join("; ") }
+    }
+}
+
+pub(crate) mod duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+}

@@ -1,0 +1,156 @@
+//! The VariantAutoscaling CRD (`llmd.ai/v1alpha1`), as WVA defines it. We read the spec fields of v0.4.1
+//! (`modelID`, `variantCost`, `modelProfile`) and v0.5 (`scaleTargetRef`), and write only `status`.
+//! The CRD itself belongs to WVA; `manifests/crd-variantautoscalings.yaml` ships a compatible schema
+//! and a test keeps it and these types in agreement.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Label carrying the variant's accelerator (required by WVA v0.4.1 and v0.5).
+pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
+/// WVA's default `spec.variantCost`.
+pub const DEFAULT_VARIANT_COST: f64 = 10.0;
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[kube(
+    group = "llmd.ai",
+    version = "v1alpha1",
+    kind = "VariantAutoscaling",
+    plural = "variantautoscalings",
+    shortname = "va",
+    namespaced,
+    status = "VariantAutoscalingStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantAutoscalingSpec {
+    /// Model served by the variant; equals vLLM's `model_name` label.
+    #[serde(rename = "modelID")]
+    pub model_id: String,
+    /// Cost per replica as a decimal string (default "10.0").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_cost: Option<String>,
+    /// v0.5+: the Deployment this VA scales. Absent in v0.4.1, where the Deployment has the VA's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
+    /// v0.4.1 model-based optimizer profile; kept so such objects round-trip, unused here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub model_profile: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+}
+
+/// Status as WVA writes it; every field optional so v0.4.1 and v0.5 objects both parse.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantAutoscalingStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub current_alloc: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub desired_optimized_alloc: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub actuation: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub conditions: Option<Vec<serde_json::Value>>,
+}
+
+impl VariantAutoscaling {
+    /// The target Deployment's name: `spec.scaleTargetRef.name` (v0.5) or the VA's own name (v0.4.1).
+    pub fn target_deployment(&self) -> Result<String, String> {
+        match &self.spec.scale_target_ref {
+            Some(r) => {
+                let kind = r.kind.as_deref().unwrap_or("Deployment");
+                if kind != "Deployment" {
+                    return Err(format!("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)"));
+                }
+                if r.name.is_empty() {
+                    return Err("spec.scaleTargetRef.name is empty".to_string());
+                }
+                Ok(r.name.clone())
+            }
+            None => self.metadata.name.clone().ok_or_else(|| "VariantAutoscaling has no name".to_string()),
+        }
+    }
+
+    pub fn accelerator(&self) -> Result<String, String> {
+        match self.metadata.labels.as_ref().and_then(|l| l.get(ACCELERATOR_LABEL)) {
+            Some(a) if !a.is_empty() => Ok(a.clone()),
+            Some(_) => Err(format!("label {ACCELERATOR_LABEL} is empty")),
+            None => Err(format!("label {ACCELERATOR_LABEL} is missing")),
+        }
+    }
+
+    /// `spec.variantCost` as a number. Unlike WVA (which silently uses 10.0), an unparsable cost is an error:
+    /// a variant ranked at the wrong cost would take scale-ups meant for another.
+    pub fn cost(&self) -> Result<f64, String> {
+        match self.spec.variant_cost.as_deref() {
+            None | Some("") => Ok(DEFAULT_VARIANT_COST),
+            Some(s) => parse_cost(s).map_err(|e| format!("spec.variantCost {s:?}: {e}")),
+        }
+    }
+}
+
+/// WVA's pattern `^\d+(\.\d+)?$`, parsed as f64.
+pub fn parse_cost(s: &str) -> Result<f64, String> {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || frac.is_some_and(|f| !digits(f)) {
+        return Err("must be a non-negative decimal number like \"10\" or \"12.5\"".to_string());
+    }
+    s.parse::<f64>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_pattern() {
+        for (s, ok) in [("10", true), ("10.0", true), ("0.5", true), ("-1", false), ("1e3", false), ("abc", false), (".5", false), ("5.", false)] {
+            assert_eq!(parse_cost(s).is_ok(), ok, "{s}");
+        }
+    }
+
+    #[test]
+    fn v041_and_v05_objects_parse() {
+        let v041: VariantAutoscaling = serde_json::from_value(serde_json::json!({
+            "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+            "metadata": {"name": "llama-decode", "namespace": "ns", "labels": {ACCELERATOR_LABEL: "H100"}},
+            "spec": {"modelID": "meta/llama", "variantCost": "20.5",
+                     "modelProfile": {"accelerators": [{"acc": "H100", "accCount": 1, "maxBatchSize": 256}]}},
+            "status": {"currentAlloc": {"accelerator": "H100", "numReplicas": 2}}
+        }))
+        .unwrap();
+        assert_eq!(v041.target_deployment(), Ok("llama-decode".to_string()));
+        assert_eq!(v041.cost(), Ok(20.5));
+        assert_eq!(v041.accelerator(), Ok("H100".to_string()));
+
+        let v05: VariantAutoscaling = serde_json::from_value(serde_json::json!({
+            "apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+            "metadata": {"name": "llama-va", "namespace": "ns"},
+            "spec": {"modelID": "meta/llama", "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-decode"}}
+        }))
+        .unwrap();
+        assert_eq!(v05.target_deployment(), Ok("llama-decode".to_string()));
+        assert_eq!(v05.cost(), Ok(DEFAULT_VARIANT_COST));
+        assert_eq!(v05.accelerator(), Err(format!("label {ACCELERATOR_LABEL} is missing")));
+    }
+}

@@ -1,0 +1,4 @@
+//! Cluster state: the VariantAutoscaling CRD types, the joined snapshot, and the kube-rs watchers that keep it current.
+
+pub mod crd;
+pub mod snapshot;

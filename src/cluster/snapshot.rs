@@ -1,0 +1,314 @@
+//! A read-only view of the variants, joined from VariantAutoscalings, Deployments and Pods.
+//!
+//! Built by a pure function from object lists, so the kube reflectors and the standalone file produce
+//! the same thing, and the request path only reads an `Arc<Snapshot>`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::Serialize;
+
+use super::crd::VariantAutoscaling;
+use crate::server::selector::Selector;
+
+/// A pod to read samples for: where to scrape it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTarget {
+    pub namespace: String,
+    pub name: String,
+    pub ip: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// A variant the engine can decide for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Variant {
+    pub namespace: String,
+    pub name: String,
+    pub model_id: String,
+    pub accelerator: String,
+    pub cost: f64,
+    pub deployment: String,
+    pub spec_replicas: i64,
+    pub ready_replicas: i64,
+    /// Ready pods only, sorted by name.
+    pub pods: Vec<PodTarget>,
+}
+
+/// A VariantAutoscaling that cannot be decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExcludedVariant {
+    pub namespace: String,
+    pub name: String,
+    pub model_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Sorted by (namespace, model, name).
+    pub variants: Vec<Variant>,
+    pub excluded: Vec<ExcludedVariant>,
+    /// `false` until every source has delivered its initial list; the server answers 503 before that.
+    pub synced: bool,
+}
+
+impl Snapshot {
+    /// Variants of one model in one namespace.
+    pub fn model<'a>(&'a self, namespace: &'a str, model_id: &'a str) -> impl Iterator<Item = &'a Variant> + 'a {
+        self.variants.iter().filter(move |v| v.namespace == namespace && v.model_id == model_id)
+    }
+
+    /// Every pod the scraper should follow, de-duplicated.
+    pub fn pod_targets(&self) -> Vec<PodTarget> {
+        let mut pods: Vec<PodTarget> = self.variants.iter().flat_map(|v| v.pods.iter().cloned()).collect();
+        pods.sort();
+        pods.dedup();
+        pods
+    }
+}
+
+/// The shared, swappable snapshot: writers publish whole snapshots, readers load them lock-free.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+pub fn shared(snapshot: Snapshot) -> SharedSnapshot {
+    Arc::new(ArcSwap::from_pointee(snapshot))
+}
+
+pub const PORT_ANNOTATION: &str = "prometheus.io/port";
+pub const PATH_ANNOTATION: &str = "prometheus.io/path";
+/// vLLM's default port when nothing else names one.
+pub const DEFAULT_METRICS_PORT: u16 = 8000;
+
+/// Joins the three object kinds into a snapshot.
+pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod]) -> Snapshot {
+    let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
+    for d in deployments {
+        if let (Some(ns), Some(name)) = (d.metadata.namespace.as_deref(), d.metadata.name.as_deref()) {
+            deployments_by_key.insert((ns, name), d);
+        }
+    }
+    let mut pods_by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for p in pods {
+        if let Some(ns) = p.metadata.namespace.as_deref() {
+            pods_by_ns.entry(ns).or_default().push(p);
+        }
+    }
+
+    let mut snapshot = Snapshot { synced: true, ..Default::default() };
+    for va in vas {
+        if va.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let namespace = va.metadata.namespace.clone().unwrap_or_default();
+        let name = va.metadata.name.clone().unwrap_or_default();
+        let model_id = va.spec.model_id.clone();
+        let exclude = |reason: String| ExcludedVariant { namespace: namespace.clone(), name: name.clone(), model_id: model_id.clone(), reason };
+        if model_id.is_empty() {
+            snapshot.excluded.push(exclude("spec.modelID is empty".into()));
+            continue;
+        }
+        let accelerator = match va.accelerator() {
+            Ok(a) => a,
+            Err(e) => {
+                snapshot.excluded.push(exclude(e));
+                continue;
+            }
+        };
+        let cost = match va.cost() {
+            Ok(c) => c,
+            Err(e) => {
+                snapshot.excluded.push(exclude(e));
+                continue;
+            }
+        };
+        let deployment_name = match va.target_deployment() {
+            Ok(d) => d,
+            Err(e) => {
+                snapshot.excluded.push(exclude(e));
+                continue;
+            }
+        };
+        let Some(deployment) = deployments_by_key.get(&(namespace.as_str(), deployment_name.as_str())) else {
+            snapshot.excluded.push(exclude(format!("target Deployment {namespace}/{deployment_name} not found")));
+            continue;
+        };
+        let spec = deployment.spec.as_ref();
+        let selector = match spec.map(|s| selector_from(&s.selector)) {
+            Some(Ok(s)) if !s.is_empty() => s,
+            Some(Err(e)) => {
+                snapshot.excluded.push(exclude(format!("Deployment {deployment_name} has an unusable selector: {e}")));
+                continue;
+            }
+            _ => {
+                snapshot.excluded.push(exclude(format!("Deployment {deployment_name} has no pod selector")));
+                continue;
+            }
+        };
+        // A nil spec.replicas means 1 (the API default).
+        let spec_replicas = spec.and_then(|s| s.replicas).unwrap_or(1) as i64;
+        let ready_replicas = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) as i64;
+        let mut targets: Vec<PodTarget> = pods_by_ns
+            .get(namespace.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+            .filter_map(|p| pod_target(p))
+            .collect();
+        targets.sort();
+        snapshot.variants.push(Variant {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            model_id: model_id.clone(),
+            accelerator,
+            cost,
+            deployment: deployment_name,
+            spec_replicas,
+            ready_replicas,
+            pods: targets,
+        });
+    }
+    snapshot
+        .variants
+        .sort_by(|a, b| (&a.namespace, &a.model_id, &a.name).cmp(&(&b.namespace, &b.model_id, &b.name)));
+    snapshot.excluded.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    snapshot
+}
+
+/// A Deployment's `spec.selector` as our selector type.
+pub fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
+    let mut parts = Vec::new();
+    for (k, v) in ls.match_labels.iter().flatten() {
+        parts.push(format!("{k}={v}"));
+    }
+    for e in ls.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            op => return Err(format!("unknown operator {op:?}")),
+        });
+    }
+    Selector::parse(&parts.join(",")).map_err(|e| e.to_string())
+}
+
+/// A Ready, running pod with an IP becomes a scrape target.
+fn pod_target(p: &Pod) -> Option<PodTarget> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = p.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    if !ready {
+        return None;
+    }
+    let (port, path) = scrape_endpoint(p);
+    Some(PodTarget { namespace: p.metadata.namespace.clone()?, name: p.metadata.name.clone()?, ip, port, path })
+}
+
+/// Port and path: the `prometheus.io/*` annotations, else the container port named `metrics`, else `http`,
+/// else 8000; path `/metrics`.
+pub fn scrape_endpoint(p: &Pod) -> (u16, String) {
+    let annotations = p.metadata.annotations.as_ref();
+    let path = annotations
+        .and_then(|a| a.get(PATH_ANNOTATION))
+        .filter(|p| p.starts_with('/'))
+        .cloned()
+        .unwrap_or_else(|| "/metrics".to_string());
+    let annotated = annotations.and_then(|a| a.get(PORT_ANNOTATION)).and_then(|p| p.parse::<u16>().ok());
+    let named = |wanted: &str| {
+        p.spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|port| port.name.as_deref() == Some(wanted))
+            .and_then(|port| u16::try_from(port.container_port).ok())
+    };
+    let port = annotated.or_else(|| named("metrics")).or_else(|| named("http")).unwrap_or(DEFAULT_METRICS_PORT);
+    (port, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn va(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> VariantAutoscaling {
+        serde_json::from_value(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+            "metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": spec}))
+        .unwrap()
+    }
+
+    fn deployment(name: &str, app: &str, spec: i32, ready: i32) -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+            "spec": {"replicas": spec, "selector": {"matchLabels": {"app": app}}, "template": {}},
+            "status": {"readyReplicas": ready}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, app: &str, ready: bool, extra: serde_json::Value) -> Pod {
+        let mut p = json!({"metadata": {"name": name, "namespace": "ns", "labels": {"app": app}},
+            "spec": {"containers": [{"name": "vllm", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                       "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}});
+        if let Some(a) = extra.get("annotations") {
+            p["metadata"]["annotations"] = a.clone();
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
+    #[test]
+    fn joins_and_excludes_with_reasons() {
+        let acc = json!({"inference.optimization/acceleratorName": "H100"});
+        let vas = vec![
+            va("a", acc.clone(), json!({"modelID": "m", "variantCost": "5"})),
+            va("b-va", acc.clone(), json!({"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "b"}})),
+            va("no-acc", json!({}), json!({"modelID": "m"})),
+            va("bad-cost", acc.clone(), json!({"modelID": "m", "variantCost": "cheap"})),
+            va("no-deploy", acc.clone(), json!({"modelID": "m"})),
+        ];
+        let deployments = vec![deployment("a", "a", 2, 2), deployment("b", "b", 3, 1), deployment("no-acc", "x", 1, 1), deployment("bad-cost", "y", 1, 1)];
+        let pods = vec![
+            pod("a-1", "a", true, json!({})),
+            pod("a-2", "a", false, json!({})),
+            pod("b-1", "b", true, json!({"annotations": {"prometheus.io/port": "9100", "prometheus.io/path": "/m"}})),
+        ];
+        let s = build(&vas, &deployments, &pods);
+        assert_eq!(s.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["a", "b-va"]);
+        let a = &s.variants[0];
+        assert_eq!((a.cost, a.spec_replicas, a.ready_replicas, a.pods.len()), (5.0, 2, 2, 1));
+        assert_eq!((a.pods[0].port, a.pods[0].path.as_str()), (8080, "/metrics"));
+        let b = &s.variants[1];
+        assert_eq!((b.deployment.as_str(), b.cost, b.pods[0].port, b.pods[0].path.as_str()), ("b", 10.0, 9100, "/m"));
+        let reasons: Vec<(&str, &str)> = s.excluded.iter().map(|e| (e.name.as_str(), e.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 3);
+        assert!(reasons.contains(&("no-acc", "label inference.optimization/acceleratorName is missing")));
+        assert!(reasons.iter().any(|(n, r)| *n == "bad-cost" && r.contains("spec.variantCost \"cheap\"")));
+        assert!(reasons.contains(&("no-deploy", "target Deployment ns/no-deploy not found")));
+    }
+
+    #[test]
+    fn port_fallbacks() {
+        let mut p = pod("p", "a", true, json!({}));
+        assert_eq!(scrape_endpoint(&p).0, 8080);
+        p.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap().push(serde_json::from_value(json!({"name": "metrics", "containerPort": 9000})).unwrap());
+        assert_eq!(scrape_endpoint(&p).0, 9000);
+        p.spec.as_mut().unwrap().containers[0].ports = None;
+        assert_eq!(scrape_endpoint(&p), (8000, "/metrics".to_string()));
+    }
+}
