@@ -4,8 +4,13 @@
 //! Data flows one way: [`cluster`] and [`sources`] fill stores, [`engine`] reads them and decides,
 //! [`server`] authenticates ([`auth`]), asks the engine and encodes.
 
+pub mod app;
+pub mod auth;
+pub mod config;
 pub mod cluster;
 pub mod engine;
 pub mod saturation;
+pub mod telemetry;
 pub mod server;
+pub mod standalone;
 pub mod sources;

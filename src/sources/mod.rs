@@ -4,6 +4,9 @@
 //! KV-cache usage and queue length of this pod for this model?". The engine never learns how.
 
 pub mod exposition;
+pub mod prometheus;
+pub mod scraper;
+pub mod window;
 
 use std::time::Duration;
 

@@ -1,0 +1,279 @@
+//! vllm-emulator: a tool for demos and tests, not a model server. Each `--listen` address is one
+//! emulated vLLM pod serving a V1-style `/metrics` page (HELP/TYPE, `engine` and `model_name` labels,
+//! counters with `_total` and `_created`, histograms) and an OpenAI-style `POST /v1/completions` that
+//! occupies a sequence slot for `--service-time`: requests beyond `--max-num-seqs` wait (that is the
+//! queue) and KV-cache usage grows with running sequences.
+//!
+//! Control endpoints (per pod), for scripted load and faults:
+//!   POST /emulator/load   {"inFlight": 40}     hold 40 synthetic requests in flight (running + waiting)
+//!   POST /emulator/fault  {"metrics": "ok" | "hang" | "error" | "garbage"}
+//!   GET  /emulator/state  the current numbers as JSON
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser, Clone)]
+#[command(name = "vllm-emulator", about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests")]
+struct Args {
+    /// Address of one emulated pod (repeatable): --listen 127.0.0.2:8000 --listen 127.0.0.3:8000
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
+    /// model_name label value (vLLM's served model name).
+    #[arg(long, default_value = "Qwen/Qwen3-0.6B")]
+    model: String,
+    /// Sequences processed at once; more requests wait.
+    #[arg(long, default_value_t = 16)]
+    max_num_seqs: usize,
+    /// How long one request occupies its slot, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    service_time: f64,
+    /// Fraction of the KV cache one running sequence uses.
+    #[arg(long, default_value_t = 0.05)]
+    kv_per_seq: f64,
+    /// Data-parallel engines per pod (series with engine="0".."N-1"; load is split across them).
+    #[arg(long, default_value_t = 1)]
+    engines: usize,
+    /// Synthetic requests in flight at start.
+    #[arg(long, default_value_t = 0)]
+    in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum MetricsFault {
+    #[default]
+    Ok,
+    Hang,
+    Error,
+    Garbage,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    real_in_flight: usize,
+    synthetic: usize,
+    succeeded: u64,
+    prompt_tokens: u64,
+    generation_tokens: u64,
+    latency_buckets: Vec<u64>,
+    latency_count: u64,
+    latency_sum: f64,
+    fault: MetricsFault,
+}
+
+struct Pod {
+    args: Args,
+    slots: Semaphore,
+    counters: Mutex<Counters>,
+    created: f64,
+}
+
+const BUCKETS: [f64; 10] = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0];
+
+impl Pod {
+    fn gauges(&self) -> (usize, usize, f64) {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let demand = c.real_in_flight + c.synthetic;
+        let running = demand.min(self.args.max_num_seqs);
+        let waiting = demand - running;
+        let kv = (running as f64 * self.args.kv_per_seq).min(1.0);
+        (running, waiting, kv)
+    }
+
+    fn page(&self) -> String {
+        let (running, waiting, kv) = self.gauges();
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let m = &self.args.model;
+        let engines = self.args.engines.max(1);
+        let mut out = String::with_capacity(8192);
+        let split = |total: usize, e: usize| total / engines + usize::from(e < total % engines);
+        let mut family = |name: &str, kind: &str, help: &str, series: &mut dyn FnMut(&mut String, &str)| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for e in 0..engines {
+                let labels = format!("engine=\"{e}\",model_name=\"{m}\"");
+                series(&mut out, &labels);
+            }
+        };
+        let mut e = 0;
+        family("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", &mut |o, l| {
+            let _ = writeln!(o, "vllm:num_requests_running{{{l}}} {:.1}", split(running, e) as f64);
+            e += 1;
+        });
+        let mut e = 0;
+        family("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", &mut |o, l| {
+            let _ = writeln!(o, "vllm:num_requests_waiting{{{l}}} {:.1}", split(waiting, e) as f64);
+            e += 1;
+        });
+        family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", &mut |o, l| {
+            let _ = writeln!(o, "vllm:kv_cache_usage_perc{{{l}}} {kv}");
+        });
+        let per = |v: u64| v as f64 / engines as f64;
+        for (name, help, value) in [
+            ("vllm:prompt_tokens", "Number of prefill tokens processed.", c.prompt_tokens),
+            ("vllm:generation_tokens", "Number of generation tokens processed.", c.generation_tokens),
+        ] {
+            family(&format!("{name}_total"), "counter", help, &mut |o, l| {
+                let _ = writeln!(o, "{name}_total{{{l}}} {:.1}", per(value));
+            });
+            family(&format!("{name}_created"), "gauge", help, &mut |o, l| {
+                let _ = writeln!(o, "{name}_created{{{l}}} {:e}", self.created);
+            });
+        }
+        family("vllm:request_success_total", "counter", "Count of successfully processed requests.", &mut |o, l| {
+            for reason in ["stop", "length", "abort"] {
+                let v = if reason == "stop" { per(c.succeeded) } else { 0.0 };
+                let _ = writeln!(o, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {v:.1}");
+            }
+        });
+        family("vllm:e2e_request_latency_seconds", "histogram", "Histogram of e2e request latency in seconds.", &mut |o, l| {
+            let engine = l.split('"').nth(1).unwrap_or("0");
+            let labels_with = |le: &str| format!("engine=\"{engine}\",le=\"{le}\",model_name=\"{m}\"");
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(o, "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}", labels_with(&format!("{b:?}")), per(c.latency_buckets.get(i).copied().unwrap_or(0)));
+            }
+            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}", labels_with("+Inf"), per(c.latency_count));
+            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_count{{{l}}} {:.1}", per(c.latency_count));
+            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_sum{{{l}}} {}", c.latency_sum / engines as f64);
+        });
+        family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", &mut |o, l| {
+            let _ = writeln!(o, "vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",{l},num_gpu_blocks=\"2048\"}} 1.0");
+        });
+        out
+    }
+
+    fn record(&self, latency: f64, prompt: u64, generated: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.succeeded += 1;
+        c.prompt_tokens += prompt;
+        c.generation_tokens += generated;
+        if c.latency_buckets.len() != BUCKETS.len() {
+            c.latency_buckets = vec![0; BUCKETS.len()];
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if latency <= *b {
+                c.latency_buckets[i] += 1;
+            }
+        }
+        c.latency_count += 1;
+        c.latency_sum += latency;
+    }
+}
+
+async fn metrics(State(pod): State<Arc<Pod>>) -> Response {
+    let fault = pod.counters.lock().unwrap_or_else(|p| p.into_inner()).fault;
+    match fault {
+        MetricsFault::Hang => {
+            std::future::pending::<()>().await;
+            StatusCode::OK.into_response()
+        }
+        MetricsFault::Error => (StatusCode::INTERNAL_SERVER_ERROR, "emulated failure\n").into_response(),
+        MetricsFault::Garbage => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], "<html>not metrics</html>\n").into_response(),
+        MetricsFault::Ok => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], pod.page()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    prompt: String,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: u64,
+}
+
+fn default_max_tokens() -> u64 {
+    16
+}
+
+async fn completions(State(pod): State<Arc<Pod>>, Json(req): Json<Completion>) -> Response {
+    let start = std::time::Instant::now();
+    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).real_in_flight += 1;
+    let permit = pod.slots.acquire().await;
+    tokio::time::sleep(Duration::from_secs_f64(pod.args.service_time)).await;
+    drop(permit);
+    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).real_in_flight -= 1;
+    let prompt_tokens = (req.prompt.split_whitespace().count() as u64).max(1);
+    pod.record(start.elapsed().as_secs_f64(), prompt_tokens, req.max_tokens);
+    let body = serde_json::json!({
+        "id": "cmpl-emulated", "object": "text_completion", "model": pod.args.model,
+        "choices": [{"index": 0, "text": " emulated", "finish_reason": "length"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": req.max_tokens, "total_tokens": prompt_tokens + req.max_tokens}
+    });
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Load {
+    in_flight: usize,
+}
+
+async fn set_load(State(pod): State<Arc<Pod>>, Json(load): Json<Load>) -> Response {
+    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).synthetic = load.in_flight;
+    state(State(pod)).await
+}
+
+#[derive(Deserialize)]
+struct Fault {
+    metrics: MetricsFault,
+}
+
+async fn set_fault(State(pod): State<Arc<Pod>>, Json(f): Json<Fault>) -> Response {
+    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).fault = f.metrics;
+    state(State(pod)).await
+}
+
+async fn state(State(pod): State<Arc<Pod>>) -> Response {
+    let (running, waiting, kv) = pod.gauges();
+    let c = pod.counters.lock().unwrap_or_else(|p| p.into_inner());
+    Json(serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault}))
+        .into_response()
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.max_num_seqs == 0 || args.service_time < 0.0 || !(0.0..=1.0).contains(&args.kv_per_seq) {
+        eprintln!("error: --max-num-seqs must be >= 1, --service-time >= 0 and --kv-per-seq within 0..1");
+        return std::process::ExitCode::FAILURE;
+    }
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let mut tasks = Vec::new();
+    for addr in &args.listen {
+        let pod = Arc::new(Pod {
+            args: args.clone(),
+            slots: Semaphore::new(args.max_num_seqs),
+            counters: Mutex::new(Counters { synthetic: args.in_flight, latency_buckets: vec![0; BUCKETS.len()], ..Default::default() }),
+            created,
+        });
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/v1/completions", post(completions))
+            .route("/emulator/load", post(set_load))
+            .route("/emulator/fault", post(set_fault))
+            .route("/emulator/state", get(state))
+            .route("/health", get(|| async { "ok" }))
+            .with_state(pod);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: listening on {addr}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        eprintln!("vllm-emulator: pod on http://{addr} (model {:?}, max-num-seqs {})", args.model, args.max_num_seqs);
+        tasks.push(tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await }));
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,251 @@
+//! kube-rs watchers that keep the cluster snapshot, the saturation thresholds and the authentication
+//! configuration current. Each concern follows its objects with a watcher (list, then watch, with
+//! backoff on errors) and publishes whole values; nothing here is on the request path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::crd::VariantAutoscaling;
+use super::snapshot::{self, SharedSnapshot, Snapshot};
+use crate::auth::config::{AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE};
+use crate::auth::Auth;
+use crate::saturation::config::ScalingConfig;
+use crate::telemetry::{Metrics, WatchLabels};
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Explains the usual reasons a watch fails, so the log line says what to fix.
+fn hint(err: &watcher::Error) -> &'static str {
+    let text = err.to_string();
+    if text.contains("403") || text.contains("forbidden") {
+        " (RBAC: apply manifests/rbac.yaml so the service account can list and watch this resource)"
+    } else if text.contains("404") {
+        " (is the resource's CRD installed? kubectl apply -f manifests/crd-variantautoscalings.yaml)"
+    } else {
+        ""
+    }
+}
+
+/// Runs a reflector into `writer`, poking `changed` on every event.
+async fn reflect<K>(name: &'static str, api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>, metrics: Arc<Metrics>, slim: fn(&mut K))
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let labels = WatchLabels { resource: name.into() };
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim)).default_backoff();
+    futures::pin_mut!(stream);
+    loop {
+        match stream.next().await {
+            Some(Ok(event)) => {
+                if matches!(event, watcher::Event::InitDone) {
+                    metrics.watch_up.get_or_create(&labels).set(1);
+                    tracing::info!(resource = name, "initial list loaded");
+                }
+                changed.notify_one();
+            }
+            Some(Err(e)) => {
+                metrics.watch_errors.get_or_create(&labels).inc();
+                metrics.watch_up.get_or_create(&labels).set(0);
+                tracing::warn!(resource = name, error = %e, "watch failed; retrying with backoff{}", hint(&e));
+            }
+            None => return,
+        }
+    }
+}
+
+/// Drops what we never read, so 10,000 pods do not cost 10,000 full objects.
+fn slim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.owner_references = None;
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == snapshot::PORT_ANNOTATION || k == snapshot::PATH_ANNOTATION);
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in &mut spec.containers {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.args = None;
+            c.command = None;
+            c.resources = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+    if let Some(s) = p.status.as_mut() {
+        s.container_statuses = None;
+        s.init_container_statuses = None;
+    }
+}
+
+fn slim_deployment(d: &mut Deployment) {
+    d.metadata.managed_fields = None;
+    d.metadata.annotations = None;
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+fn slim_va(v: &mut VariantAutoscaling) {
+    v.metadata.managed_fields = None;
+}
+
+/// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced).
+pub async fn run_snapshot(client: Client, namespace: Option<String>, shared: SharedSnapshot, metrics: Arc<Metrics>, debounce: Duration) {
+    let changed = Arc::new(Notify::new());
+    let (vas, va_w) = reflector::store::<VariantAutoscaling>();
+    let (deps, dep_w) = reflector::store::<Deployment>();
+    let (pods, pod_w) = reflector::store::<Pod>();
+    let ns = namespace.as_deref();
+    tokio::spawn(reflect("variantautoscalings", api(&client, ns), va_w, changed.clone(), metrics.clone(), slim_va));
+    tokio::spawn(reflect("deployments", api(&client, ns), dep_w, changed.clone(), metrics.clone(), slim_deployment));
+    tokio::spawn(reflect("pods", api(&client, ns), pod_w, changed.clone(), metrics.clone(), slim_pod));
+
+    let mut last_excluded: BTreeMap<(String, String), String> = BTreeMap::new();
+    loop {
+        changed.notified().await;
+        // Coalesce bursts (a rollout touches many pods at once) into one rebuild.
+        tokio::time::sleep(debounce).await;
+        let synced = ready(&vas) && ready(&deps) && ready(&pods);
+        let mut snap = snapshot::build(&state(&vas), &state(&deps), &state(&pods));
+        snap.synced = synced;
+        log_exclusions(&snap, &mut last_excluded);
+        shared.store(Arc::new(snap));
+    }
+}
+
+fn ready<K: Resource + Clone>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
+}
+
+fn state<K: Resource + Clone>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// Logs each exclusion once per change of its reason, and when it clears.
+pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), String>) {
+    let now: BTreeMap<(String, String), String> = snap.excluded.iter().map(|e| ((e.namespace.clone(), e.name.clone()), e.reason.clone())).collect();
+    for (key, reason) in &now {
+        if last.get(key) != Some(reason) {
+            tracing::warn!(namespace = %key.0, variant = %key.1, %reason, "VariantAutoscaling excluded from decisions");
+        }
+    }
+    for key in last.keys() {
+        if !now.contains_key(key) {
+            tracing::info!(namespace = %key.0, variant = %key.1, "VariantAutoscaling no longer excluded");
+        }
+    }
+    *last = now;
+}
+
+/// Follows one named ConfigMap, calling `apply` with its data (or `None` when it is absent or deleted).
+async fn follow_configmap(client: Client, namespace: String, name: String, metrics: Arc<Metrics>, mut apply: impl FnMut(Option<&BTreeMap<String, String>>)) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let labels = WatchLabels { resource: format!("configmap/{namespace}/{name}") };
+    let stream = watcher(api, watcher::Config::default().fields(&format!("metadata.name={name}"))).default_backoff();
+    futures::pin_mut!(stream);
+    let mut seen_in_init = false;
+    let empty = BTreeMap::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => seen_in_init = false,
+            Ok(watcher::Event::InitApply(cm)) | Ok(watcher::Event::Apply(cm)) => {
+                seen_in_init = true;
+                apply(Some(cm.data.as_ref().unwrap_or(&empty)));
+            }
+            Ok(watcher::Event::InitDone) => {
+                metrics.watch_up.get_or_create(&labels).set(1);
+                if !seen_in_init {
+                    apply(None);
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => apply(None),
+            Err(e) => {
+                metrics.watch_errors.get_or_create(&labels).inc();
+                metrics.watch_up.get_or_create(&labels).set(0);
+                tracing::warn!(configmap = %format!("{namespace}/{name}"), error = %e, "watch failed; retrying with backoff{}", hint(&e));
+            }
+        }
+    }
+}
+
+/// Keeps the saturation thresholds current from the WVA ConfigMap.
+pub async fn run_scaling_config(client: Client, namespace: String, name: String, target: Arc<ArcSwap<ScalingConfig>>, metrics: Arc<Metrics>) {
+    let cm = format!("{namespace}/{name}");
+    follow_configmap(client, namespace, name, metrics, |data| {
+        let Some(data) = data else {
+            tracing::info!(configmap = %cm, "saturation ConfigMap absent; using the default thresholds 0.80 / 5 / 0.10 / 3");
+            target.store(Arc::new(ScalingConfig::default()));
+            return;
+        };
+        let (next, report) = ScalingConfig::from_configmap(&target.load(), data);
+        for (key, why) in &report.rejected {
+            tracing::error!(configmap = %cm, entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
+        }
+        for (key, note) in &report.ignored_keys {
+            tracing::warn!(configmap = %cm, entry = %key, "{note}");
+        }
+        tracing::info!(configmap = %cm, default = ?next.default_config(), "saturation config loaded");
+        target.store(Arc::new(next));
+    })
+    .await
+}
+
+/// Keeps the trust configuration current from `kube-system/extension-apiserver-authentication`.
+pub async fn run_auth_config(client: Client, auth: Arc<Auth>, overrides: AuthOverrides, metrics: Arc<Metrics>) {
+    let provider = crate::server::tls::provider();
+    follow_configmap(client, AUTH_CONFIGMAP_NAMESPACE.into(), AUTH_CONFIGMAP_NAME.into(), metrics, |data| {
+        let empty = BTreeMap::new();
+        if data.is_none() {
+            tracing::error!(
+                "ConfigMap {AUTH_CONFIGMAP_NAMESPACE}/{AUTH_CONFIGMAP_NAME} not found: kube-apiserver publishes it when the aggregation layer is configured \
+                 (--requestheader-client-ca-file); only the command-line overrides apply"
+            );
+        }
+        match AuthConfig::from_configmap(data.unwrap_or(&empty), &overrides, &provider) {
+            Ok(cfg) => {
+                tracing::info!(
+                    request_header = cfg.request_header.is_some(),
+                    client_ca = cfg.client_ca.is_some(),
+                    allowed_names = ?cfg.request_header.as_ref().map(|r| r.allowed_names.clone()),
+                    "authentication configuration loaded"
+                );
+                auth.set_config(cfg);
+            }
+            Err(e) => tracing::error!(error = %e, "authentication configuration rejected; the previous one stays in force"),
+        }
+    })
+    .await
+}

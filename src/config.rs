@@ -1,0 +1,270 @@
+//! Command line and environment: every flag can also be set by an environment variable (shown in
+//! `--help`); Prometheus and namespace settings use WVA's variable names so existing deployments carry over.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wva-metrics-server",
+    version,
+    about = "Kubernetes external-metrics API server serving WVA saturation-driven desired replicas (inferno_desired_replicas, wva_desired_replicas)",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve external.metrics.k8s.io/v1beta1 over HTTPS (in a cluster, or --standalone from a file).
+    Serve(Box<ServeArgs>),
+    /// Decide one model from a JSON snapshot (FILE or - for stdin) and print the decision as JSON.
+    Analyze {
+        /// JSON input: {"config": {...}, "variants": [{"name", "cost", "specReplicas", "readyReplicas", "replicas": [...]}]}
+        #[arg(default_value = "-")]
+        input: String,
+    },
+    /// Fetch (URL) or read (FILE, or - for stdin) one metrics page and print the vLLM signals found, as JSON.
+    Scrape {
+        source: String,
+        /// Request timeout when SOURCE is a URL.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsSource {
+    /// Scrape pods directly only.
+    Pods,
+    /// Query Prometheus only.
+    Prometheus,
+    /// Scraped sample when fresh, Prometheus otherwise.
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTPS port.
+    #[arg(long, env = "WVA_SECURE_PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Address to listen on [default: 0.0.0.0; 127.0.0.1 with --standalone].
+    #[arg(long, env = "WVA_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
+    /// Serving certificate (PEM). Reloaded when it changes on disk. Without it a self-signed one is generated.
+    #[arg(long, env = "WVA_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "WVA_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (polling sees Secret symlink swaps).
+    #[arg(long, env = "WVA_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Where the CA of a generated certificate is written (ca.crt).
+    #[arg(long, env = "WVA_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Extra DNS names or IPs for a generated certificate (repeatable, or comma-separated).
+    #[arg(long = "tls-san", env = "WVA_TLS_SANS", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// Kubeconfig to use; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of this server (its ConfigMaps live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "wva-metrics-server")]
+    pub namespace: String,
+    /// Only watch VariantAutoscalings, Deployments and Pods in this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Saturation thresholds ConfigMap in --namespace (WVA v0.5 name; v0.4.1 used capacity-scaling-config).
+    #[arg(long, env = "SATURATION_CONFIG_MAP_NAME", default_value = "wva-saturation-scaling-config")]
+    pub saturation_configmap: String,
+
+    /// CA bundle for x509 client certificates (overrides client-ca-file of kube-system/extension-apiserver-authentication).
+    #[arg(long, env = "WVA_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// CA bundle for front-proxy (request-header) client certificates (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Allowed CNs of front-proxy client certificates; empty accepts any CN signed by the CA (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
+    pub requestheader_allowed_names: Option<Vec<String>>,
+    /// Headers carrying the user name (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_USERNAME_HEADERS", value_delimiter = ',')]
+    pub requestheader_username_headers: Option<Vec<String>>,
+    /// Headers carrying the groups (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_GROUP_HEADERS", value_delimiter = ',')]
+    pub requestheader_group_headers: Option<Vec<String>>,
+    /// Prefixes of headers carrying extra user attributes (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_EXTRA_HEADERS_PREFIX", value_delimiter = ',')]
+    pub requestheader_extra_headers_prefix: Option<Vec<String>>,
+    /// Headers carrying the user UID (overrides the ConfigMap).
+    #[arg(long, env = "WVA_REQUESTHEADER_UID_HEADERS", value_delimiter = ',')]
+    pub requestheader_uid_headers: Option<Vec<String>>,
+    /// How long TokenReview and SubjectAccessReview answers (allow and deny) are cached.
+    #[arg(long, env = "WVA_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+
+    /// Where replica samples come from.
+    #[arg(long, env = "WVA_METRICS_SOURCE", value_enum, default_value = "both")]
+    pub metrics_source: MetricsSource,
+    /// How often pods are scraped.
+    #[arg(long, env = "WVA_SCRAPE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+    /// Timeout of one pod scrape.
+    #[arg(long, env = "WVA_SCRAPE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub scrape_timeout: Duration,
+    /// Pods scraped at once.
+    #[arg(long, env = "WVA_SCRAPE_CONCURRENCY", default_value_t = 64)]
+    pub scrape_concurrency: usize,
+    /// Largest metrics page read; larger pages are cut (and logged).
+    #[arg(long, env = "WVA_MAX_PAGE_BYTES", default_value_t = 8 << 20)]
+    pub max_page_bytes: usize,
+    /// Look-back window: the peak over this window is used (WVA's max_over_time[1m]).
+    #[arg(long, env = "WVA_LOOKBACK", default_value = "60s", value_parser = parse_duration)]
+    pub lookback: Duration,
+    /// While Ready pods lack fresh samples, answer spec.replicas for this long; after that answer 503.
+    #[arg(long, env = "WVA_MAX_METRIC_AGE", default_value = "2m", value_parser = parse_duration)]
+    pub max_metric_age: Duration,
+
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+
+    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
+    /// cluster (reloaded when it changes). No authentication: loopback addresses only.
+    #[arg(long, env = "WVA_STANDALONE")]
+    pub standalone: Option<PathBuf>,
+
+    /// Connections served at once; further ones are closed.
+    #[arg(long, env = "WVA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    #[arg(long, env = "WVA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "WVA_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "WVA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or env-filter directive (e.g. info, debug, wva_metrics_server=debug).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrometheusArgs {
+    /// Prometheus (or Thanos querier) base URL; must be https:// unless --prometheus-allow-http.
+    #[arg(long = "prometheus-base-url", env = "PROMETHEUS_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Skip verification of Prometheus' certificate (development only).
+    #[arg(long = "prometheus-tls-insecure-skip-verify", env = "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", default_value_t = false)]
+    pub insecure_skip_verify: bool,
+    /// CA bundle to verify Prometheus' certificate.
+    #[arg(long = "prometheus-ca-cert-path", env = "PROMETHEUS_CA_CERT_PATH")]
+    pub ca_cert_path: Option<PathBuf>,
+    /// Client certificate for mTLS to Prometheus.
+    #[arg(long = "prometheus-client-cert-path", env = "PROMETHEUS_CLIENT_CERT_PATH", requires = "client_key_path")]
+    pub client_cert_path: Option<PathBuf>,
+    /// Client key for mTLS to Prometheus.
+    #[arg(long = "prometheus-client-key-path", env = "PROMETHEUS_CLIENT_KEY_PATH", requires = "client_cert_path")]
+    pub client_key_path: Option<PathBuf>,
+    /// TLS server name to verify instead of the URL's host.
+    #[arg(long = "prometheus-server-name", env = "PROMETHEUS_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Bearer token sent to Prometheus (wins over --prometheus-token-path).
+    #[arg(long = "prometheus-bearer-token", env = "PROMETHEUS_BEARER_TOKEN", hide_env_values = true)]
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token (re-read on every refresh, so rotated tokens work).
+    #[arg(long = "prometheus-token-path", env = "PROMETHEUS_TOKEN_PATH")]
+    pub token_path: Option<PathBuf>,
+    /// Allow an http:// Prometheus URL (WVA refuses it; so do we unless told).
+    #[arg(long = "prometheus-allow-http", env = "PROMETHEUS_ALLOW_HTTP", default_value_t = false)]
+    pub allow_http: bool,
+    /// Timeout of one PromQL query.
+    #[arg(long = "prometheus-timeout", env = "PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl ServeArgs {
+    /// Checks combinations clap cannot express; messages say what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.scrape_interval.is_zero() {
+            return Err("--scrape-interval must be greater than 0".into());
+        }
+        if self.lookback < self.scrape_interval {
+            return Err(format!("--lookback ({:?}) must be at least --scrape-interval ({:?})", self.lookback, self.scrape_interval));
+        }
+        if self.scrape_concurrency == 0 || self.max_connections == 0 {
+            return Err("--scrape-concurrency and --max-connections must be at least 1".into());
+        }
+        if self.standalone.is_some() {
+            let addr = self.bind_address.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            if !addr.is_loopback() {
+                return Err(format!(
+                    "--standalone serves without authentication and only on loopback; --bind-address {addr} is not a loopback address"
+                ));
+            }
+        }
+        if self.metrics_source == MetricsSource::Prometheus && self.prometheus.base_url.is_none() {
+            return Err("--metrics-source prometheus needs --prometheus-base-url (PROMETHEUS_BASE_URL)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn standalone_refuses_non_loopback() {
+        let cli = Cli::try_parse_from(["wva-metrics-server", "serve", "--standalone", "f.yaml", "--bind-address", "0.0.0.0"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert!(args.validate().unwrap_err().contains("only on loopback"));
+    }
+}

@@ -1,0 +1,356 @@
+//! Request routing: health, discovery, the external-metrics path and our own /metrics, behind
+//! authentication and authorization. Hand-routed on the raw path so every miss is a metav1.Status (an
+//! extractor rejection would be plain text) and percent-decoding is ours to control.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::discovery::{self, GROUP, VERSION};
+use super::provider::{MetricsProvider, ProviderError};
+use super::quantity::format_milli;
+use super::selector::Selector;
+use super::status::{failure, failure_with_details, json_response, Details};
+use crate::auth::review::Attributes;
+use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
+use crate::telemetry::{Metrics, PathLabels, RequestLabels};
+
+/// Everything a request needs.
+pub struct AppState {
+    pub provider: Arc<dyn MetricsProvider>,
+    /// `None` disables authentication and authorization (standalone mode on loopback only).
+    pub auth: Option<Arc<Auth>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Route classes, used as the low-cardinality `path` label of our own metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health(&'static str),
+    OpenApi,
+    ApiGroupList,
+    ApiGroup,
+    ApiResourceList,
+    ExternalMetric,
+    OwnMetrics,
+    NotFound,
+}
+
+impl Route {
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Health(p) => p,
+            Route::OpenApi => "/openapi",
+            Route::ApiGroupList => "/apis",
+            Route::ApiGroup => "/apis/external.metrics.k8s.io",
+            Route::ApiResourceList => "/apis/external.metrics.k8s.io/v1beta1",
+            Route::ExternalMetric => "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            Route::OwnMetrics => "/metrics",
+            Route::NotFound => "other",
+        }
+    }
+}
+
+/// Splits the raw path into percent-decoded segments, ignoring one trailing slash.
+fn segments(path: &str) -> Result<Vec<String>, String> {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    trimmed
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| format!("path segment {s:?} is not valid UTF-8 after percent-decoding"))
+        })
+        .collect()
+}
+
+/// Classifies a path; for the metric route also returns (namespace, metric).
+pub fn classify(path: &str) -> (Route, Option<(String, String)>) {
+    match path {
+        "/healthz" => return (Route::Health("/healthz"), None),
+        "/livez" => return (Route::Health("/livez"), None),
+        "/readyz" => return (Route::Health("/readyz"), None),
+        "/metrics" => return (Route::OwnMetrics, None),
+        _ => {}
+    }
+    if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
+        return (Route::OpenApi, None);
+    }
+    let Ok(segs) = segments(path) else { return (Route::NotFound, None) };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match segs.as_slice() {
+        ["apis"] => (Route::ApiGroupList, None),
+        ["apis", g] if *g == GROUP => (Route::ApiGroup, None),
+        ["apis", g, v] if *g == GROUP && *v == VERSION => (Route::ApiResourceList, None),
+        ["apis", g, v, "namespaces", ns, metric] if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() => {
+            (Route::ExternalMetric, Some((ns.to_string(), metric.to_ascii_lowercase())))
+        }
+        _ => (Route::NotFound, None),
+    }
+}
+
+pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    let start = Instant::now();
+    let (route, target) = classify(req.uri().path());
+    let resp = dispatch(&state, route, target, req).await;
+    let label = route.label().to_string();
+    state.metrics.requests.get_or_create(&RequestLabels { path: label.clone(), code: resp.status().as_u16() }).inc();
+    state.metrics.request_duration.get_or_create(&PathLabels { path: label }).observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn text(code: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+async fn dispatch(state: &AppState, route: Route, target: Option<(String, String)>, req: Request<Body>) -> Response<Body> {
+    let method = req.method().clone();
+    if route != Route::NotFound && method != Method::GET && method != Method::HEAD {
+        let mut resp = failure(StatusCode::METHOD_NOT_ALLOWED, &format!("the server does not allow this method on the requested resource: {method}"));
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match route {
+        // Health needs no credentials: kubelet probes present none.
+        Route::Health(path) => return health(state, path),
+        // Before authorization, so a denial can never become a 403 that puts the aggregator's OpenAPI
+        // controller into error backoff.
+        Route::OpenApi => return failure(StatusCode::NOT_FOUND, "the server does not serve OpenAPI documents"),
+        _ => {}
+    }
+
+    let user = match &state.auth {
+        None => None,
+        Some(auth) => {
+            let peer = req.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
+            match auth.authenticate(&peer, req.headers()).await {
+                Ok(u) => Some(u),
+                Err(AuthError::Unauthorized(why)) => {
+                    tracing::info!(path = %req.uri().path(), reason = %why, "request not authenticated");
+                    return failure(StatusCode::UNAUTHORIZED, "Unauthorized");
+                }
+                Err(e @ AuthError::Unavailable(_)) => {
+                    tracing::warn!(error = %e, "authentication unavailable");
+                    return failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error occurred: {e}"));
+                }
+            }
+        }
+    };
+
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let json_ok = discovery::accepts_plain_json(accept.as_deref());
+    match route {
+        Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
+            StatusCode::NOT_ACCEPTABLE,
+            &format!("only application/json is served here; the Accept header {:?} lists none of it (aggregated discovery is not implemented)", accept.unwrap_or_default()),
+        ),
+        // Discovery is static and public to every authenticated caller, like Go's system:discovery binding.
+        Route::ApiGroupList => json_response(StatusCode::OK, &discovery::api_group_list()),
+        Route::ApiGroup => json_response(StatusCode::OK, &discovery::api_group()),
+        Route::ApiResourceList => json_response(StatusCode::OK, &discovery::api_resource_list()),
+        Route::ExternalMetric => {
+            let Some((namespace, metric)) = target else { return not_found() };
+            if let (Some(auth), Some(user)) = (&state.auth, &user) {
+                let attrs = Attributes::Resource {
+                    verb: "list".into(),
+                    group: GROUP.into(),
+                    version: VERSION.into(),
+                    resource: metric.clone(),
+                    namespace: namespace.clone(),
+                };
+                if let Some(denied) = authorize(auth, user, &attrs, || {
+                    format!(
+                        "{metric}.{GROUP} is forbidden: User \"{}\" cannot list resource \"{metric}\" in API group \"{GROUP}\" in the namespace \"{namespace}\"",
+                        user.username
+                    )
+                })
+                .await
+                {
+                    return denied;
+                }
+            }
+            if !json_ok {
+                return failure(StatusCode::NOT_ACCEPTABLE, "only application/json is served");
+            }
+            external_metric(state, &namespace, &metric, req.uri().query())
+        }
+        Route::OwnMetrics => {
+            if let (Some(auth), Some(user)) = (&state.auth, &user) {
+                let attrs = Attributes::NonResource { path: "/metrics".into(), verb: "get".into() };
+                if let Some(denied) = authorize(auth, user, &attrs, || format!("forbidden: User \"{}\" cannot get path \"/metrics\"", user.username)).await {
+                    return denied;
+                }
+            }
+            let mut resp = text(StatusCode::OK, state.metrics.encode());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        Route::Health(_) | Route::OpenApi | Route::NotFound => not_found(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    failure(StatusCode::NOT_FOUND, "the server could not find the requested resource")
+}
+
+/// `None` when allowed; otherwise the response to send.
+async fn authorize(auth: &Auth, user: &UserInfo, attrs: &Attributes, forbidden: impl FnOnce() -> String) -> Option<Response<Body>> {
+    match auth.authorize(user, attrs).await {
+        Ok(d) if d.allowed => None,
+        Ok(d) => {
+            let mut message = forbidden();
+            if !d.reason.is_empty() {
+                message = format!("{message}: {}", d.reason);
+            }
+            Some(failure(StatusCode::FORBIDDEN, &message))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "authorization unavailable");
+            Some(failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error occurred: {e}")))
+        }
+    }
+}
+
+fn health(state: &AppState, path: &str) -> Response<Body> {
+    if path != "/readyz" {
+        return text(StatusCode::OK, "ok".into());
+    }
+    // Readiness is "able to serve": TLS is up (we are answering) and the authentication configuration is
+    // loaded. Upstream health stays out of it on purpose: an unready APIService breaks discovery for the
+    // whole cluster, while upstream failures are reported per request.
+    let auth_ok = state.auth.as_ref().is_none_or(|a| a.config_loaded());
+    let body = format!("[+]tls ok\n[{}]authentication-config {}\n", if auth_ok { "+" } else { "-" }, if auth_ok { "ok" } else { "not loaded" });
+    if auth_ok {
+        text(StatusCode::OK, format!("{body}readyz check passed\n"))
+    } else {
+        text(StatusCode::INTERNAL_SERVER_ERROR, format!("{body}readyz check failed\n"))
+    }
+}
+
+#[derive(Serialize)]
+struct ValueList<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    items: Vec<Value<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Value<'a> {
+    metric_name: &'a str,
+    metric_labels: std::collections::BTreeMap<String, String>,
+    timestamp: &'a str,
+    value: String,
+}
+
+/// The request's `labelSelector`, form-decoded (the aggregator re-encodes the query).
+pub fn label_selector(query: Option<&str>) -> Result<Selector, String> {
+    let raw = query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    Selector::parse(&raw).map_err(|e| e.to_string())
+}
+
+/// RFC 3339 in UTC with second precision, as metav1.Time serializes.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn external_metric(state: &AppState, namespace: &str, metric: &str, query: Option<&str>) -> Response<Body> {
+    let selector = match label_selector(query) {
+        Ok(s) => s,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, &e),
+    };
+    match state.provider.external_metric(namespace, metric, &selector) {
+        Ok(items) => {
+            let ts = now_rfc3339();
+            let items = items
+                .into_iter()
+                .map(|i| Value { metric_name: metric, metric_labels: i.labels, timestamp: &ts, value: format_milli(i.value_milli) })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &ValueList { kind: "ExternalMetricValueList", api_version: discovery::GROUP_VERSION, metadata: Default::default(), items },
+            )
+        }
+        Err(e @ ProviderError::UnknownMetric { .. }) => {
+            failure_with_details(StatusCode::NOT_FOUND, &e.to_string(), Some(Details { name: Some(metric), group: Some(GROUP), kind: Some(metric) }))
+        }
+        Err(e @ ProviderError::NoMatch { .. }) => failure(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ ProviderError::Unavailable(_)) => {
+            tracing::warn!(namespace, metric, selector = %selector, reason = %e, "metric unavailable");
+            failure(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table() {
+        let m = |ns: &str, metric: &str| Some((ns.to_string(), metric.to_string()));
+        let cases: &[(&str, Route, Option<(String, String)>)] = &[
+            ("/healthz", Route::Health("/healthz"), None),
+            ("/readyz", Route::Health("/readyz"), None),
+            ("/openapi/v2", Route::OpenApi, None),
+            ("/openapi/v3/apis/external.metrics.k8s.io/v1beta1", Route::OpenApi, None),
+            ("/apis", Route::ApiGroupList, None),
+            ("/apis/", Route::ApiGroupList, None),
+            ("/apis/external.metrics.k8s.io", Route::ApiGroup, None),
+            ("/apis/external.metrics.k8s.io/v1beta1", Route::ApiResourceList, None),
+            ("/apis/external.metrics.k8s.io/v1beta1/", Route::ApiResourceList, None),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas", Route::ExternalMetric, m("ns", "inferno_desired_replicas")),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/INFERNO_Desired_Replicas", Route::ExternalMetric, m("ns", "inferno_desired_replicas")),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/a%7Cb", Route::ExternalMetric, m("ns", "a|b")),
+            ("/apis/external.metrics.k8s.io/v1beta1/nonexistent-metric", Route::NotFound, None),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/foo", Route::NotFound, None),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/foo/group/metric", Route::NotFound, None),
+            ("/apis/custom.metrics.k8s.io/v1beta1", Route::NotFound, None),
+            ("/apis/external.metrics.k8s.io/v1beta2", Route::NotFound, None),
+            ("/", Route::NotFound, None),
+            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/%FF", Route::NotFound, None),
+        ];
+        for (path, route, target) in cases {
+            assert_eq!(classify(path), (*route, target.clone()), "{path}");
+        }
+    }
+
+    #[test]
+    fn selectors_from_queries() {
+        assert_eq!(label_selector(None).unwrap(), Selector::everything());
+        assert_eq!(label_selector(Some("labelSelector=variant_name%3Dv")).unwrap().to_string(), "variant_name=v");
+        assert_eq!(
+            label_selector(Some("foo=bar&labelSelector=exported_namespace%3Dns%2Cvariant_name+in+%28a%2Cb%29")).unwrap().to_string(),
+            "exported_namespace=ns,variant_name in (a,b)"
+        );
+        assert!(label_selector(Some("labelSelector=a%3D%3D%3Db")).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_utc_seconds() {
+        let ts = now_rfc3339();
+        assert_eq!(ts.len(), 20, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T');
+    }
+}

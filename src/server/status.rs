@@ -1,0 +1,100 @@
+//! metav1.Status error bodies. client-go only turns a body into a typed error when it decodes as a
+//! Status with `status: "Failure"`, so every error this server returns goes through here.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+struct Status<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+    code: u16,
+}
+
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+#[derive(Debug, Serialize)]
+pub struct Details<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
+}
+
+/// The Kubernetes `reason` for an HTTP status.
+pub fn reason_for(code: StatusCode) -> &'static str {
+    match code {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::NOT_ACCEPTABLE => "NotAcceptable",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        StatusCode::GATEWAY_TIMEOUT => "Timeout",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+        _ => "InternalError",
+    }
+}
+
+pub fn failure(code: StatusCode, message: &str) -> Response<Body> {
+    failure_with_details(code, message, None)
+}
+
+pub fn failure_with_details(code: StatusCode, message: &str, details: Option<Details<'_>>) -> Response<Body> {
+    let body = Status {
+        kind: "Status",
+        api_version: "v1",
+        metadata: Empty {},
+        status: "Failure",
+        message,
+        reason: reason_for(code),
+        details,
+        code: code.as_u16(),
+    };
+    json_response(code, &body)
+}
+
+/// Every JSON body carries `Content-Type: application/json`: without it client-go decodes with its own
+/// default (protobuf for the HPA) and fails.
+pub fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(b) => b,
+        // Serializing our own plain structs cannot fail; answer something well-formed if it ever does.
+        Err(e) => format!(r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"encoding error: {e}","reason":"InternalError","code":500}}"#)
+            .into_bytes(),
+    };
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn status_shape() {
+        let resp = failure(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})
+        );
+    }
+}

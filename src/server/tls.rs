@@ -1,0 +1,247 @@
+//! Serving TLS: rustls with the ring provider, TLS 1.2+, ALPN h2 and http/1.1, client certificates
+//! requested but optional, and a serving certificate that is hot-reloaded from files (polling, so the
+//! Secret volume's `..data` symlink swap is seen) or generated at start.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("{cert} and {key} do not form a usable serving key pair: {message}")]
+    KeyPair { cert: PathBuf, key: PathBuf, message: String },
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("building the TLS configuration: {0}")]
+    Config(String),
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every PEM certificate in a file; an empty file is an error.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })?;
+    let certs = parse_certs(&bytes).map_err(|message| TlsError::Pem { path: path.into(), message })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
+    Ok(certs)
+}
+
+/// Parses PEM certificates from bytes (empty input gives an empty list).
+pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("invalid PEM certificate: {e}"))
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8], provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let certs = parse_certs(cert_pem)?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the certificate file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("invalid PEM private key: {e}"))?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| e.to_string())
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generated at start; the CA that signed it is written to `ca_path` so clients can trust it.
+    Generated { ca_path: PathBuf },
+}
+
+/// Resolves the current serving certificate; swapped atomically on reload.
+pub struct ReloadingCert {
+    current: ArcSwap<CertifiedKey>,
+    loaded_from: ArcSwap<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReloadingCert")
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl ReloadingCert {
+    pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<Self>, TlsError> {
+        let (ck, bytes) = read_pair(cert, key, provider)?;
+        Ok(Arc::new(Self { current: ArcSwap::from_pointee(ck), loaded_from: ArcSwap::from_pointee(bytes) }))
+    }
+
+    pub fn from_key(ck: CertifiedKey) -> Arc<Self> {
+        Arc::new(Self { current: ArcSwap::from_pointee(ck), loaded_from: ArcSwap::from_pointee((Vec::new(), Vec::new())) })
+    }
+
+    /// Re-reads the files; swaps in the new pair when the bytes changed and they form a valid pair.
+    /// On error the previous certificate stays in service. Returns whether a new certificate was loaded.
+    pub fn reload(&self, cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<bool, TlsError> {
+        let cert_bytes = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
+        let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
+        let prev = self.loaded_from.load();
+        if prev.0 == cert_bytes && prev.1 == key_bytes {
+            return Ok(false);
+        }
+        let ck = certified_key(&cert_bytes, &key_bytes, provider)
+            .map_err(|message| TlsError::KeyPair { cert: cert.into(), key: key.into(), message })?;
+        self.current.store(Arc::new(ck));
+        self.loaded_from.store(Arc::new((cert_bytes, key_bytes)));
+        Ok(true)
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<(CertifiedKey, (Vec<u8>, Vec<u8>)), TlsError> {
+    let cert_bytes = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
+    let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
+    let ck = certified_key(&cert_bytes, &key_bytes, provider)
+        .map_err(|message| TlsError::KeyPair { cert: cert.into(), key: key.into(), message })?;
+    Ok((ck, (cert_bytes, key_bytes)))
+}
+
+/// Polls the certificate files and reloads them when they change. Polling (rather than inotify on the
+/// files) sees Kubernetes' atomic `..data` symlink swap of Secret volumes.
+pub async fn watch_files(resolver: Arc<ReloadingCert>, cert: PathBuf, key: PathBuf, every: Duration, provider: Arc<CryptoProvider>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match resolver.reload(&cert, &key, &provider) {
+            Ok(true) => tracing::info!(cert = %cert.display(), "serving certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in service"),
+        }
+    }
+}
+
+/// A self-signed CA and a serving certificate signed by it, for the given DNS names and IPs.
+pub struct Generated {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn generate_self_signed(names: &[String]) -> Result<Generated, TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName as Dn, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let ca_key = KeyPair::generate().map_err(gen)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let mut dn = Dn::new();
+    dn.push(DnType::CommonName, "wva-metrics-server self-signed CA");
+    ca_params.distinguished_name = dn;
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(gen)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().map_err(gen)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(gen)?;
+    let mut dn = Dn::new();
+    dn.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "localhost".into()));
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let cert = params.signed_by(&key, &issuer).map_err(gen)?;
+    Ok(Generated { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+impl Generated {
+    pub fn certified_key(&self, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), provider).map_err(TlsError::Generate)
+    }
+}
+
+/// Requests a client certificate and checks that the client holds its key, but defers trust to the
+/// authenticators: which CA a chain must lead to depends on what the request wants to assert
+/// (front-proxy headers need the request-header CA, a user identity the client CA), and those CAs
+/// are followed live from the cluster. An untrusted certificate is thus a 401 Status, as in Go servers.
+#[derive(Debug)]
+pub struct DeferredClientAuth {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl DeferredClientAuth {
+    pub fn new(provider: &CryptoProvider) -> Self {
+        Self { algorithms: provider.signature_verification_algorithms }
+    }
+}
+
+impl ClientCertVerifier for DeferredClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(&self, _end: &CertificateDer<'_>, _inter: &[CertificateDer<'_>], _now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// TLS 1.2 and 1.3, ALPN h2 then http/1.1, optional client certificates.
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, provider: Arc<CryptoProvider>) -> Result<ServerConfig, TlsError> {
+    let verifier = Arc::new(DeferredClientAuth::new(&provider));
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Writes a file with the given mode, creating parent directories.
+pub fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.into(), source })?;
+    }
+    std::fs::write(path, contents).map_err(|source| TlsError::Write { path: path.into(), source })
+}

@@ -1,0 +1,396 @@
+//! The Prometheus source: WVA's per-pod peak queries over HTTPS, run in the background for every model
+//! of the snapshot, so the request path reads a cache and a burst of HPA requests costs no query at all.
+//! Configuration uses WVA's names (PROMETHEUS_BASE_URL, PROMETHEUS_CA_CERT_PATH, …).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::{Lookup, PodSample, SampleSource, SourceKind};
+use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
+use crate::config::PrometheusArgs;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Error)]
+pub enum PrometheusError {
+    #[error("PROMETHEUS_BASE_URL {0:?} is not https://; WVA requires HTTPS (use --prometheus-allow-http for a test setup)")]
+    NotHttps(String),
+    #[error("PROMETHEUS_BASE_URL {url:?} is not a valid URL: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("reading {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("query {query:?}: {message}")]
+    Query { query: String, message: String },
+}
+
+/// Escapes a PromQL label value (backslash and double quote), as WVA's saturation queries do.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Per-pod peak of the KV-cache usage over the window, falling back per pod to the pre-0.9.2 name.
+pub fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
+    let sel = format!("namespace=\"{}\",model_name=\"{}\"", escape_label(namespace), escape_label(model));
+    let w = window.as_secs().max(1);
+    format!(
+        "max by (pod) (max_over_time(vllm:kv_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{{{sel}}}[{w}s]))"
+    )
+}
+
+/// Per-pod peak of the waiting queue over the window.
+pub fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
+    let sel = format!("namespace=\"{}\",model_name=\"{}\"", escape_label(namespace), escape_label(model));
+    format!("max by (pod) (max_over_time(vllm:num_requests_waiting{{{sel}}}[{}s]))", window.as_secs().max(1))
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<VectorSample>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// Accepts any server certificate (PROMETHEUS_TLS_INSECURE_SKIP_VERIFY) but still checks handshake signatures.
+#[derive(Debug)]
+struct SkipVerify(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// Verifies the certificate against PROMETHEUS_SERVER_NAME instead of the URL's host.
+#[derive(Debug)]
+struct ServerNameOverride {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for ServerNameOverride {
+    fn verify_server_cert(&self, e: &CertificateDer<'_>, i: &[CertificateDer<'_>], _: &ServerName<'_>, o: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(e, i, &self.name, o, now)
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+const SYSTEM_CA_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, PrometheusError> {
+    std::fs::read(path).map_err(|e| PrometheusError::File { path: path.clone(), message: e.to_string() })
+}
+
+/// Builds the rustls client configuration from the WVA settings.
+pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError> {
+    let provider = crate::server::tls::provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| PrometheusError::Tls(e.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if args.insecure_skip_verify {
+        Arc::new(SkipVerify(provider.signature_verification_algorithms))
+    } else {
+        let mut roots = RootCertStore::empty();
+        let (pem, from) = match &args.ca_cert_path {
+            Some(p) => (read(p)?, p.display().to_string()),
+            None => {
+                let found = SYSTEM_CA_BUNDLES.iter().find(|p| std::path::Path::new(p).exists());
+                let p = found.ok_or_else(|| PrometheusError::Tls("no system CA bundle found; set PROMETHEUS_CA_CERT_PATH".into()))?;
+                (read(&PathBuf::from(p))?, p.to_string())
+            }
+        };
+        let certs = crate::server::tls::parse_certs(&pem).map_err(|e| PrometheusError::Tls(format!("{from}: {e}")))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(PrometheusError::Tls(format!("{from}: no usable CA certificate")));
+        }
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| PrometheusError::Tls(e.to_string()))?;
+        match &args.server_name {
+            Some(name) => {
+                let name = ServerName::try_from(name.clone()).map_err(|e| PrometheusError::Tls(format!("PROMETHEUS_SERVER_NAME {name:?}: {e}")))?;
+                Arc::new(ServerNameOverride { inner, name })
+            }
+            None => inner,
+        }
+    };
+    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let mut cfg = match (&args.client_cert_path, &args.client_key_path) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::server::tls::read_certs(cert).map_err(|e| PrometheusError::Tls(e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| PrometheusError::Tls(format!("{}: {e}", key.display())))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| PrometheusError::Tls(format!("client certificate: {e}")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+pub struct PrometheusClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    bearer: Option<String>,
+    token_path: Option<PathBuf>,
+}
+
+impl PrometheusClient {
+    pub fn new(args: &PrometheusArgs) -> Result<Self, PrometheusError> {
+        let url = args.base_url.clone().unwrap_or_default();
+        let base = reqwest::Url::parse(&url).map_err(|e| PrometheusError::BadUrl { url: url.clone(), message: e.to_string() })?;
+        match base.scheme() {
+            "https" => {}
+            "http" if args.allow_http => {}
+            _ => return Err(PrometheusError::NotHttps(url)),
+        }
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(args)?)
+            .timeout(args.timeout)
+            .connect_timeout(args.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| PrometheusError::Tls(e.to_string()))?;
+        Ok(Self { http, base, bearer: args.bearer_token.clone().filter(|t| !t.is_empty()), token_path: args.token_path.clone() })
+    }
+
+    fn token(&self) -> Result<Option<String>, PrometheusError> {
+        if let Some(t) = &self.bearer {
+            return Ok(Some(t.clone()));
+        }
+        match &self.token_path {
+            Some(p) => Ok(Some(String::from_utf8_lossy(&read(p)?).trim().to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs an instant query and returns `(labels, value)` per series. NaN and infinite values are dropped.
+    pub async fn query(&self, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, PrometheusError> {
+        let err = |message: String| PrometheusError::Query { query: query.to_string(), message };
+        let mut url = self.base.clone();
+        url.path_segments_mut().map_err(|_| err("base URL cannot have a path".into()))?.pop_if_empty().extend(["api", "v1", "query"]);
+        let mut req = self.http.post(url).form(&[("query", query)]);
+        if let Some(t) = self.token()? {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
+        let parsed: ApiResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
+            err(format!("HTTP {status}, not a Prometheus API response ({e}): {head}"))
+        })?;
+        if parsed.status != "success" {
+            return Err(err(format!("HTTP {status}: {}: {}", parsed.error_type.unwrap_or_default(), parsed.error.unwrap_or_default())));
+        }
+        let data = parsed.data.ok_or_else(|| err("response has no data".into()))?;
+        if data.result_type != "vector" {
+            return Err(err(format!("expected a vector result, got {}", data.result_type)));
+        }
+        Ok(data.result.into_iter().filter_map(|s| s.value.1.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (s.metric, v))).collect())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out = format!("{out}: {t}");
+        }
+        cur = s.source();
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct ModelResult {
+    at: Instant,
+    per_pod: HashMap<String, (Option<f64>, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelState {
+    last: Option<ModelResult>,
+    last_error: Option<String>,
+    first_asked: Option<Instant>,
+}
+
+/// Background poller and cache of Prometheus answers, per (namespace, model).
+pub struct PrometheusSource {
+    client: PrometheusClient,
+    lookback: Duration,
+    state: RwLock<HashMap<(String, String), ModelState>>,
+    metrics: Arc<Metrics>,
+}
+
+impl PrometheusSource {
+    pub fn new(client: PrometheusClient, lookback: Duration, metrics: Arc<Metrics>) -> Self {
+        Self { client, lookback, state: RwLock::new(HashMap::new()), metrics }
+    }
+
+    /// Queries every model of the snapshot every `interval`.
+    pub async fn run(self: Arc<Self>, snapshot: SharedSnapshot, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let models: BTreeSet<(String, String)> = snapshot.load().variants.iter().map(|v| (v.namespace.clone(), v.model_id.clone())).collect();
+            self.state.write().unwrap_or_else(|p| p.into_inner()).retain(|k, _| models.contains(k));
+            futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
+        }
+    }
+
+    /// Runs the two queries of one model (in parallel, like WVA) and records the result or the error.
+    pub async fn refresh(&self, namespace: &str, model: &str) {
+        let key = (namespace.to_string(), model.to_string());
+        {
+            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+            s.entry(key.clone()).or_default().first_asked.get_or_insert_with(Instant::now);
+        }
+        self.metrics.prometheus_queries.inc_by(2);
+        let (kv_q, queue_q) = (kv_query(namespace, model, self.lookback), queue_query(namespace, model, self.lookback));
+        let (kv, q) = futures::join!(self.client.query(&kv_q), self.client.query(&queue_q));
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let entry = s.entry(key).or_default();
+        match (kv, q) {
+            (Ok(kv), Ok(q)) => {
+                let mut per_pod: HashMap<String, (Option<f64>, Option<f64>)> = HashMap::new();
+                for (labels, v) in kv {
+                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
+                        per_pod.entry(pod.clone()).or_default().0 = Some(v);
+                    }
+                }
+                for (labels, v) in q {
+                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
+                        per_pod.entry(pod.clone()).or_default().1 = Some(v);
+                    }
+                }
+                entry.last = Some(ModelResult { at: Instant::now(), per_pod });
+                entry.last_error = None;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.metrics.prometheus_failures.inc();
+                tracing::warn!(namespace, model, error = %e, "Prometheus query failed; keeping the previous result until it ages out");
+                entry.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = s.get(&(pod.namespace.clone(), model.to_string())) else {
+            return Lookup::Missing { since: Duration::ZERO, reason: "Prometheus not queried yet".into() };
+        };
+        let since_base = state.last.as_ref().map(|r| r.at).or(state.first_asked).unwrap_or(now);
+        let since = now.saturating_duration_since(since_base);
+        let Some(result) = state.last.as_ref().filter(|r| now.saturating_duration_since(r.at) <= self.lookback) else {
+            let reason = state.last_error.as_ref().map_or_else(|| "Prometheus not answered yet".to_string(), |e| format!("Prometheus error: {e}"));
+            return Lookup::Missing { since, reason };
+        };
+        match result.per_pod.get(&pod.name) {
+            Some((Some(kv), Some(q))) => Lookup::Fresh(PodSample {
+                kv_cache_usage: *kv,
+                queue_length: *q,
+                running_requests: None,
+                age: now.saturating_duration_since(result.at),
+                source: SourceKind::Prometheus,
+            }),
+            // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
+            Some(_) => Lookup::Missing {
+                since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
+                reason: "Prometheus has only one of KV-cache usage and queue length for this pod".into(),
+            },
+            None => Lookup::Missing {
+                since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
+                reason: format!("Prometheus has no vLLM series for pod {} with model_name={model:?} in namespace {}", pod.name, pod.namespace),
+            },
+        }
+    }
+}
+
+impl SampleSource for PrometheusSource {
+    fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
+        self.lookup_at(pod, model, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_escape_label_values() {
+        assert_eq!(
+            queue_query("ns", "a\"b\\c", Duration::from_secs(60)),
+            r#"max by (pod) (max_over_time(vllm:num_requests_waiting{namespace="ns",model_name="a\"b\\c"}[60s]))"#
+        );
+        assert!(kv_query("ns", "m", Duration::from_secs(60)).contains(" or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{"));
+    }
+
+    #[test]
+    fn http_is_refused_unless_allowed() {
+        let args = |url: &str, allow: bool| PrometheusArgs {
+            base_url: Some(url.into()),
+            insecure_skip_verify: true,
+            ca_cert_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            server_name: None,
+            bearer_token: None,
+            token_path: None,
+            allow_http: allow,
+            timeout: Duration::from_secs(1),
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        assert!(matches!(PrometheusClient::new(&args("http://p:9090", false)), Err(PrometheusError::NotHttps(_))));
+        assert!(PrometheusClient::new(&args("http://p:9090", true)).is_ok());
+        assert!(PrometheusClient::new(&args("https://p:9090", false)).is_ok());
+        assert!(matches!(PrometheusClient::new(&args("not a url", false)), Err(PrometheusError::BadUrl { .. })));
+    }
+}

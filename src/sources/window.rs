@@ -1,0 +1,194 @@
+//! The in-memory window of scraped samples: per pod and model, the samples of the last `lookback`,
+//! served as their maximum (WVA's `max_over_time[1m]`). Only pods the scraper is told about are kept.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use super::exposition::ModelSignals;
+use super::{Lookup, PodSample, SampleSource, SourceKind};
+use crate::cluster::snapshot::PodTarget;
+
+type PodKey = (String, String);
+
+#[derive(Debug)]
+struct PodWindow {
+    first_tracked: Instant,
+    last_success: Option<Instant>,
+    last_error: Option<String>,
+    /// Per model_name, samples oldest first.
+    models: HashMap<String, VecDeque<(Instant, ModelSignals)>>,
+}
+
+pub struct WindowCache {
+    lookback: Duration,
+    pods: RwLock<HashMap<PodKey, PodWindow>>,
+}
+
+fn key(pod: &PodTarget) -> PodKey {
+    (pod.namespace.clone(), pod.name.clone())
+}
+
+impl WindowCache {
+    pub fn new(lookback: Duration) -> Self {
+        Self { lookback, pods: RwLock::new(HashMap::new()) }
+    }
+
+    /// Keeps exactly the given pods; returns the ones forgotten.
+    pub fn retain(&self, pods: &[PodTarget], now: Instant) -> Vec<PodKey> {
+        let wanted: std::collections::HashSet<PodKey> = pods.iter().map(key).collect();
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<PodKey> = map.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        for k in &gone {
+            map.remove(k);
+        }
+        for k in wanted {
+            map.entry(k).or_insert_with(|| PodWindow { first_tracked: now, last_success: None, last_error: None, models: HashMap::new() });
+        }
+        gone
+    }
+
+    /// Records one successful scrape. Models absent from this page keep their older samples until they age out.
+    pub fn record(&self, pod: &PodTarget, at: Instant, models: &std::collections::BTreeMap<String, ModelSignals>) {
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = map.get_mut(&key(pod)) else { return };
+        w.last_success = Some(at);
+        w.last_error = None;
+        for (model, signals) in models {
+            let q = w.models.entry(model.clone()).or_default();
+            q.push_back((at, *signals));
+        }
+        let horizon = at.checked_sub(self.lookback);
+        for q in w.models.values_mut() {
+            while q.front().is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h)) {
+                q.pop_front();
+            }
+        }
+        w.models.retain(|_, q| !q.is_empty());
+    }
+
+    /// Records a failed scrape. The samples already in the window stay: a failure is never a zero.
+    pub fn record_error(&self, pod: &PodTarget, error: String) {
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get_mut(&key(pod)) {
+            w.last_error = Some(error);
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.pods.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
+        let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = map.get(&key(pod)) else {
+            return Lookup::Missing { since: Duration::ZERO, reason: "not scraped yet".into() };
+        };
+        let horizon = now.checked_sub(self.lookback);
+        let in_window = |t: &Instant| horizon.is_none_or(|h| *t >= h);
+        let since_base = w.last_success.unwrap_or(w.first_tracked).max(w.first_tracked);
+        let since = now.saturating_duration_since(since_base);
+        let Some(samples) = w.models.get(model) else {
+            let reason = match (&w.last_error, w.models.is_empty()) {
+                (Some(e), _) => format!("scrape failing: {e}"),
+                (None, true) if w.last_success.is_none() => "not scraped yet".to_string(),
+                (None, true) => "the page has no vLLM queue or KV-cache metrics".to_string(),
+                (None, false) => format!(
+                    "the page has no series with model_name={model:?} (it serves {})",
+                    w.models.keys().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            // A model mismatch is a lasting condition; count it from when the pod was first seen.
+            let since = if w.models.is_empty() { since } else { now.saturating_duration_since(w.first_tracked) };
+            return Lookup::Missing { since, reason };
+        };
+        let mut kv: Option<f64> = None;
+        let mut queue: Option<f64> = None;
+        let mut newest: Option<(Instant, Option<f64>)> = None;
+        for (t, s) in samples.iter().filter(|(t, _)| in_window(t)) {
+            if let Some(v) = s.kv_cache_usage {
+                kv = Some(kv.map_or(v, |k| k.max(v)));
+            }
+            if let Some(v) = s.queue_length {
+                queue = Some(queue.map_or(v, |q| q.max(v)));
+            }
+            newest = Some((*t, s.running_requests));
+        }
+        match (kv, queue, newest) {
+            (Some(kv), Some(queue), Some((t, running))) => Lookup::Fresh(PodSample {
+                kv_cache_usage: kv,
+                queue_length: queue,
+                running_requests: running,
+                age: now.saturating_duration_since(t),
+                source: SourceKind::Pods,
+            }),
+            (_, _, None) => Lookup::Missing {
+                since,
+                reason: w.last_error.as_ref().map(|e| format!("scrape failing: {e}")).unwrap_or_else(|| format!("no sample in the last {}s", self.lookback.as_secs())),
+            },
+            (kv, _, Some(_)) => Lookup::Missing {
+                since: now.saturating_duration_since(w.first_tracked),
+                reason: if kv.is_none() {
+                    format!("the page has no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) for model_name={model:?}")
+                } else {
+                    format!("the page has no vllm:num_requests_waiting for model_name={model:?}")
+                },
+            },
+        }
+    }
+}
+
+impl SampleSource for WindowCache {
+    fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
+        self.lookup_at(pod, model, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn pod(name: &str) -> PodTarget {
+        PodTarget { namespace: "ns".into(), name: name.into(), ip: "127.0.0.1".into(), port: 8000, path: "/metrics".into() }
+    }
+
+    fn page(model: &str, kv: f64, q: f64) -> BTreeMap<String, ModelSignals> {
+        BTreeMap::from([(model.to_string(), ModelSignals { kv_cache_usage: Some(kv), queue_length: Some(q), running_requests: Some(1.0) })])
+    }
+
+    #[test]
+    fn serves_the_max_within_the_window_and_forgets_old_samples() {
+        let c = WindowCache::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let p = pod("a");
+        c.retain(std::slice::from_ref(&p), t0);
+        assert!(matches!(c.lookup_at(&p, "m", t0), Lookup::Missing { ref reason, .. } if reason == "not scraped yet"));
+        c.record(&p, t0, &page("m", 0.9, 1.0));
+        c.record(&p, t0 + Duration::from_secs(30), &page("m", 0.2, 7.0));
+        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(31)) else { panic!() };
+        assert_eq!((s.kv_cache_usage, s.queue_length, s.age), (0.9, 7.0, Duration::from_secs(1)));
+        // At t0+61 the first sample left the window.
+        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(61)) else { panic!() };
+        assert_eq!(s.kv_cache_usage, 0.2);
+        // At t0+91 nothing is fresh; the failure is named and timed from the last success.
+        c.record_error(&p, "connection refused".into());
+        let Lookup::Missing { since, reason } = c.lookup_at(&p, "m", t0 + Duration::from_secs(91)) else { panic!() };
+        assert_eq!(since, Duration::from_secs(61));
+        assert_eq!(reason, "scrape failing: connection refused");
+    }
+
+    #[test]
+    fn gone_pods_are_forgotten_and_model_mismatch_is_explained() {
+        let c = WindowCache::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let (a, b) = (pod("a"), pod("b"));
+        c.retain(&[a.clone(), b.clone()], t0);
+        c.record(&a, t0, &page("other", 0.1, 0.0));
+        let Lookup::Missing { reason, .. } = c.lookup_at(&a, "m", t0) else { panic!() };
+        assert!(reason.contains("no series with model_name=\"m\" (it serves \"other\")"), "{reason}");
+        assert_eq!(c.retain(std::slice::from_ref(&b), t0), vec![("ns".to_string(), "a".to_string())]);
+        assert_eq!(c.tracked(), 1);
+        assert!(matches!(c.lookup_at(&a, "other", t0), Lookup::Missing { .. }));
+    }
+}

@@ -1,0 +1,186 @@
+//! The embedded default: the cluster stores filled from a local multi-document YAML file of
+//! VariantAutoscalings, Deployments and Pods instead of a kube API, reloaded when the file changes.
+//! Everything downstream (scraper, engine, server) is the same code as in a cluster.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::DeserializeOwned;
+
+use crate::cluster::crd::VariantAutoscaling;
+use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
+use crate::cluster::watch::log_exclusions;
+
+/// One problem in the file, located precisely enough to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    pub file: PathBuf,
+    /// 0-based index of the YAML document.
+    pub document: usize,
+    /// First line of the document in the file (1-based).
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: document {} (line {}): {}", self.file.display(), self.document, self.line, self.message)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Objects {
+    pub vas: Vec<VariantAutoscaling>,
+    pub deployments: Vec<Deployment>,
+    pub pods: Vec<Pod>,
+}
+
+/// Splits on `---` document separators, keeping each document's first line number.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs.into_iter().filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))).collect()
+}
+
+fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        format!("field {path}: {}", e.inner())
+    })
+}
+
+/// Parses the file's objects. Malformed documents are reported and skipped; the rest is kept.
+pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
+    let mut objects = Objects::default();
+    let mut problems = Vec::new();
+    for (index, (line, doc)) in documents(text).into_iter().enumerate() {
+        let problem = |message: String| FileProblem { file: file.to_path_buf(), document: index, line, message };
+        let value: serde_json::Value = match serde_saphyr::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(problem(format!("invalid YAML: {e}")));
+                continue;
+            }
+        };
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+        let name = value.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("").to_string();
+        if name.is_empty() {
+            problems.push(problem(format!("{kind}: field metadata.name is missing")));
+            continue;
+        }
+        let result = match kind.as_str() {
+            "VariantAutoscaling" => typed::<VariantAutoscaling>(value).map(|o| objects.vas.push(with_namespace(o))),
+            "Deployment" => typed::<Deployment>(value).map(|o| objects.deployments.push(with_namespace(o))),
+            "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(with_namespace(o))),
+            "" => Err("field kind is missing".into()),
+            other => Err(format!("kind {other:?} is not used here (expected VariantAutoscaling, Deployment or Pod)")),
+        };
+        if let Err(message) = result {
+            problems.push(problem(format!("{kind} {name}: {message}")));
+        }
+    }
+    (objects, problems)
+}
+
+/// Objects without a namespace land in `default`, as `kubectl apply` would put them.
+fn with_namespace<K: kube::Resource>(mut o: K) -> K {
+    if o.meta().namespace.is_none() {
+        o.meta_mut().namespace = Some("default".into());
+    }
+    o
+}
+
+pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let (objects, problems) = parse(file, &text);
+    Ok((snapshot::build(&objects.vas, &objects.deployments, &objects.pods), problems))
+}
+
+/// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read
+/// leaves the last good snapshot in place.
+pub async fn watch_file(file: PathBuf, shared: SharedSnapshot, every: Duration) {
+    let mut last = std::fs::read(&file).ok();
+    let mut excluded = Default::default();
+    log_exclusions(&shared.load(), &mut excluded);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "standalone file unreadable; keeping the last good state");
+                continue;
+            }
+        };
+        if last.as_deref() == Some(now.as_slice()) {
+            continue;
+        }
+        last = Some(now);
+        match load(&file) {
+            Ok((snap, problems)) => {
+                for p in &problems {
+                    tracing::error!("{p}");
+                }
+                log_exclusions(&snap, &mut excluded);
+                tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
+                shared.store(Arc::new(snap));
+            }
+            Err(e) => tracing::warn!(error = %e, "standalone file not reloaded"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_objects_are_located_and_the_rest_is_served() {
+        let text = r#"
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata: {name: a, namespace: ns, labels: {inference.optimization/acceleratorName: L40S}}
+spec: {modelID: m}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: a, namespace: ns}
+spec: {replicas: "two", selector: {matchLabels: {app: a}}, template: {}}
+---
+kind: Deployment
+metadata: {name: a, namespace: ns}
+spec: {replicas: 1, selector: {matchLabels: {app: a}}, template: {}}
+status: {readyReplicas: 1}
+---
+kind: Secret
+metadata: {name: s}
+---
+kind: Pod
+metadata: {namespace: ns}
+---
+key: [unclosed
+"#;
+        let (objects, problems) = parse(Path::new("f.yaml"), text);
+        assert_eq!((objects.vas.len(), objects.deployments.len(), objects.pods.len()), (1, 1, 0));
+        let p: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(p[0].starts_with("f.yaml: document 1 (line 7): Deployment a: field spec.replicas:"), "{}", p[0]);
+        assert!(p[1].contains("document 3") && p[1].contains("kind \"Secret\" is not used here"), "{}", p[1]);
+        assert!(p[2].contains("document 4") && p[2].contains("metadata.name is missing"), "{}", p[2]);
+        assert!(p[3].contains("document 5") && p[3].contains("invalid YAML"), "{}", p[3]);
+    }
+}
