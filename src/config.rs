@@ -84,7 +84,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Saturation thresholds ConfigMap in --namespace (WVA v0.5 name; v0.4.1 used capacity-scaling-config).
-    #[arg(long, env = "SATURATION_CONFIG_MAP_NAME", default_value = "wva-saturation-scaling-config")]
+    #[arg(
+        long,
+        env = "SATURATION_CONFIG_MAP_NAME",
+        default_value = "wva-saturation-scaling-config"
+    )]
     pub saturation_configmap: String,
 
     /// CA bundle for x509 client certificates (overrides client-ca-file of kube-system/extension-apiserver-authentication).
@@ -97,13 +101,21 @@ pub struct ServeArgs {
     #[arg(long, env = "WVA_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
     pub requestheader_allowed_names: Option<Vec<String>>,
     /// Headers carrying the user name (overrides the ConfigMap).
-    #[arg(long, env = "WVA_REQUESTHEADER_USERNAME_HEADERS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WVA_REQUESTHEADER_USERNAME_HEADERS",
+        value_delimiter = ','
+    )]
     pub requestheader_username_headers: Option<Vec<String>>,
     /// Headers carrying the groups (overrides the ConfigMap).
     #[arg(long, env = "WVA_REQUESTHEADER_GROUP_HEADERS", value_delimiter = ',')]
     pub requestheader_group_headers: Option<Vec<String>>,
     /// Prefixes of headers carrying extra user attributes (overrides the ConfigMap).
-    #[arg(long, env = "WVA_REQUESTHEADER_EXTRA_HEADERS_PREFIX", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WVA_REQUESTHEADER_EXTRA_HEADERS_PREFIX",
+        value_delimiter = ','
+    )]
     pub requestheader_extra_headers_prefix: Option<Vec<String>>,
     /// Headers carrying the user UID (overrides the ConfigMap).
     #[arg(long, env = "WVA_REQUESTHEADER_UID_HEADERS", value_delimiter = ',')]
@@ -166,28 +178,48 @@ pub struct PrometheusArgs {
     #[arg(long = "prometheus-base-url", env = "PROMETHEUS_BASE_URL")]
     pub base_url: Option<String>,
     /// Skip verification of Prometheus' certificate (development only).
-    #[arg(long = "prometheus-tls-insecure-skip-verify", env = "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", default_value_t = false)]
+    #[arg(
+        long = "prometheus-tls-insecure-skip-verify",
+        env = "PROMETHEUS_TLS_INSECURE_SKIP_VERIFY",
+        default_value_t = false
+    )]
     pub insecure_skip_verify: bool,
     /// CA bundle to verify Prometheus' certificate.
     #[arg(long = "prometheus-ca-cert-path", env = "PROMETHEUS_CA_CERT_PATH")]
     pub ca_cert_path: Option<PathBuf>,
     /// Client certificate for mTLS to Prometheus.
-    #[arg(long = "prometheus-client-cert-path", env = "PROMETHEUS_CLIENT_CERT_PATH", requires = "client_key_path")]
+    #[arg(
+        long = "prometheus-client-cert-path",
+        env = "PROMETHEUS_CLIENT_CERT_PATH",
+        requires = "client_key_path"
+    )]
     pub client_cert_path: Option<PathBuf>,
     /// Client key for mTLS to Prometheus.
-    #[arg(long = "prometheus-client-key-path", env = "PROMETHEUS_CLIENT_KEY_PATH", requires = "client_cert_path")]
+    #[arg(
+        long = "prometheus-client-key-path",
+        env = "PROMETHEUS_CLIENT_KEY_PATH",
+        requires = "client_cert_path"
+    )]
     pub client_key_path: Option<PathBuf>,
     /// TLS server name to verify instead of the URL's host.
     #[arg(long = "prometheus-server-name", env = "PROMETHEUS_SERVER_NAME")]
     pub server_name: Option<String>,
     /// Bearer token sent to Prometheus (wins over --prometheus-token-path).
-    #[arg(long = "prometheus-bearer-token", env = "PROMETHEUS_BEARER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "prometheus-bearer-token",
+        env = "PROMETHEUS_BEARER_TOKEN",
+        hide_env_values = true
+    )]
     pub bearer_token: Option<String>,
     /// File holding the bearer token (re-read on every refresh, so rotated tokens work).
     #[arg(long = "prometheus-token-path", env = "PROMETHEUS_TOKEN_PATH")]
     pub token_path: Option<PathBuf>,
     /// Allow an http:// Prometheus URL (WVA refuses it; so do we unless told).
-    #[arg(long = "prometheus-allow-http", env = "PROMETHEUS_ALLOW_HTTP", default_value_t = false)]
+    #[arg(
+        long = "prometheus-allow-http",
+        env = "PROMETHEUS_ALLOW_HTTP",
+        default_value_t = false
+    )]
     pub allow_http: bool,
     /// Timeout of one PromQL query.
     #[arg(long = "prometheus-timeout", env = "PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -197,15 +229,23 @@ pub struct PrometheusArgs {
 /// `500ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h"))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
@@ -220,7 +260,10 @@ impl ServeArgs {
             return Err("--scrape-interval must be greater than 0".into());
         }
         if self.lookback < self.scrape_interval {
-            return Err(format!("--lookback ({:?}) must be at least --scrape-interval ({:?})", self.lookback, self.scrape_interval));
+            return Err(format!(
+                "--lookback ({:?}) must be at least --scrape-interval ({:?})",
+                self.lookback, self.scrape_interval
+            ));
         }
         if self.scrape_concurrency == 0 || self.max_connections == 0 {
             return Err("--scrape-concurrency and --max-connections must be at least 1".into());
@@ -234,7 +277,10 @@ impl ServeArgs {
             }
         }
         if self.metrics_source == MetricsSource::Prometheus && self.prometheus.base_url.is_none() {
-            return Err("--metrics-source prometheus needs --prometheus-base-url (PROMETHEUS_BASE_URL)".into());
+            return Err(
+                "--metrics-source prometheus needs --prometheus-base-url (PROMETHEUS_BASE_URL)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -263,8 +309,18 @@ mod tests {
 
     #[test]
     fn standalone_refuses_non_loopback() {
-        let cli = Cli::try_parse_from(["wva-metrics-server", "serve", "--standalone", "f.yaml", "--bind-address", "0.0.0.0"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "wva-metrics-server",
+            "serve",
+            "--standalone",
+            "f.yaml",
+            "--bind-address",
+            "0.0.0.0",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert!(args.validate().unwrap_err().contains("only on loopback"));
     }
 }

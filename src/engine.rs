@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
 use crate::saturation::config::{PartialConfig, ScalingConfig};
-use crate::saturation::{analyze, compute_targets, Analysis, ReplicaMetrics, SaturationConfig, VariantState, VariantTarget};
+use crate::saturation::{
+    analyze, compute_targets, Analysis, ReplicaMetrics, SaturationConfig, VariantState,
+    VariantTarget,
+};
 use crate::server::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::server::quantity::milli_from_f64;
 use crate::server::selector::Selector;
@@ -29,7 +32,9 @@ pub enum MetricKind {
 /// WVA v0.4.1 names (`inferno_*`) and v0.5 names (`wva_*`); matched case-insensitively.
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
     let lower = name.to_ascii_lowercase();
-    let base = lower.strip_prefix("inferno_").or_else(|| lower.strip_prefix("wva_"))?;
+    let base = lower
+        .strip_prefix("inferno_")
+        .or_else(|| lower.strip_prefix("wva_"))?;
     match base {
         "desired_replicas" => Some(MetricKind::DesiredReplicas),
         "current_replicas" => Some(MetricKind::CurrentReplicas),
@@ -85,8 +90,11 @@ fn cost_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, 
     }
     match Cost::deserialize(d)? {
         Cost::Number(n) if n.is_finite() && n >= 0.0 => Ok(n),
-        Cost::Number(n) => Err(serde::de::Error::custom(format!("cost must be a non-negative number, got {n}"))),
-        Cost::Text(s) => crate::cluster::crd::parse_cost(&s).map_err(|e| serde::de::Error::custom(format!("cost {s:?}: {e}"))),
+        Cost::Number(n) => Err(serde::de::Error::custom(format!(
+            "cost must be a non-negative number, got {n}"
+        ))),
+        Cost::Text(s) => crate::cluster::crd::parse_cost(&s)
+            .map_err(|e| serde::de::Error::custom(format!("cost {s:?}: {e}"))),
     }
 }
 
@@ -119,11 +127,21 @@ pub fn decide(input: &ModelInput) -> Result<ModelDecision, String> {
             return Err(format!("variant {:?} appears twice", v.name));
         }
         if v.spec_replicas < 0 || v.ready_replicas < 0 {
-            return Err(format!("variant {:?}: specReplicas and readyReplicas must be >= 0", v.name));
+            return Err(format!(
+                "variant {:?}: specReplicas and readyReplicas must be >= 0",
+                v.name
+            ));
         }
         for r in &v.replicas {
-            if !r.kv_cache_usage.is_finite() || !r.queue_length.is_finite() || r.queue_length < 0.0 || r.kv_cache_usage < 0.0 {
-                return Err(format!("variant {:?} pod {:?}: kvCacheUsage and queueLength must be finite and >= 0", v.name, r.pod));
+            if !r.kv_cache_usage.is_finite()
+                || !r.queue_length.is_finite()
+                || r.queue_length < 0.0
+                || r.kv_cache_usage < 0.0
+            {
+                return Err(format!(
+                    "variant {:?} pod {:?}: kvCacheUsage and queueLength must be finite and >= 0",
+                    v.name, r.pod
+                ));
             }
         }
     }
@@ -155,7 +173,13 @@ pub fn decide(input: &ModelInput) -> Result<ModelDecision, String> {
     let in_transition = states.iter().any(VariantState::in_transition);
     let reasons = compute_targets(&states, &analysis);
     let targets = reasons.iter().map(|t| (t.name.clone(), t.target)).collect();
-    Ok(ModelDecision { config, analysis, in_transition, targets, reasons })
+    Ok(ModelDecision {
+        config,
+        analysis,
+        in_transition,
+        targets,
+        reasons,
+    })
 }
 
 /// A pod's input as the explain output shows it.
@@ -193,8 +217,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(snapshot: SharedSnapshot, samples: Arc<dyn SampleSource>, config: Arc<ArcSwap<ScalingConfig>>, max_metric_age: Duration) -> Self {
-        Self { snapshot, samples, config, max_metric_age }
+    pub fn new(
+        snapshot: SharedSnapshot,
+        samples: Arc<dyn SampleSource>,
+        config: Arc<ArcSwap<ScalingConfig>>,
+        max_metric_age: Duration,
+    ) -> Self {
+        Self {
+            snapshot,
+            samples,
+            config,
+            max_metric_age,
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -213,14 +247,32 @@ impl Engine {
             for pod in &v.pods {
                 match self.samples.lookup(pod, model_id) {
                     Lookup::Fresh(sample) => {
-                        replicas.push(ReplicaInput { pod: pod.name.clone(), kv_cache_usage: sample.kv_cache_usage, queue_length: sample.queue_length });
-                        pods.push(PodInput { variant: v.name.clone(), pod: pod.name.clone(), sample: Some(sample), missing: None });
+                        replicas.push(ReplicaInput {
+                            pod: pod.name.clone(),
+                            kv_cache_usage: sample.kv_cache_usage,
+                            queue_length: sample.queue_length,
+                        });
+                        pods.push(PodInput {
+                            variant: v.name.clone(),
+                            pod: pod.name.clone(),
+                            sample: Some(sample),
+                            missing: None,
+                        });
                     }
                     Lookup::Missing { since, reason } => {
                         if since > self.max_metric_age {
-                            overdue.push(format!("{} ({reason}, for {}s)", pod.name, since.as_secs()));
+                            overdue.push(format!(
+                                "{} ({reason}, for {}s)",
+                                pod.name,
+                                since.as_secs()
+                            ));
                         }
-                        pods.push(PodInput { variant: v.name.clone(), pod: pod.name.clone(), sample: None, missing: Some(reason) });
+                        pods.push(PodInput {
+                            variant: v.name.clone(),
+                            pod: pod.name.clone(),
+                            sample: None,
+                            missing: Some(reason),
+                        });
                     }
                 }
             }
@@ -233,12 +285,20 @@ impl Engine {
                 replicas,
             });
         }
-        let input = ModelInput { config: full(&config), variants };
+        let input = ModelInput {
+            config: full(&config),
+            variants,
+        };
         // The configuration was validated when it was loaded, and inputs come from the snapshot, so this
         // cannot fail; still, an error becomes a 503 rather than a panic.
         let (decision, error) = match decide(&input) {
             Ok(d) => (d, None),
-            Err(e) => (empty_decision(config), Some(format!("cannot decide model {model_id:?} in {namespace}: {e}"))),
+            Err(e) => (
+                empty_decision(config),
+                Some(format!(
+                    "cannot decide model {model_id:?} in {namespace}: {e}"
+                )),
+            ),
         };
         let unavailable = error.or_else(|| {
             (!overdue.is_empty()).then(|| {
@@ -249,7 +309,14 @@ impl Engine {
                 )
             })
         });
-        ModelReport { namespace: namespace.to_string(), model_id: model_id.to_string(), config_override: config_override.map(str::to_string), pods, decision, unavailable }
+        ModelReport {
+            namespace: namespace.to_string(),
+            model_id: model_id.to_string(),
+            config_override: config_override.map(str::to_string),
+            pods,
+            decision,
+            unavailable,
+        }
     }
 }
 
@@ -263,7 +330,13 @@ fn full(c: &SaturationConfig) -> PartialConfig {
 }
 
 fn empty_decision(config: SaturationConfig) -> ModelDecision {
-    ModelDecision { config, analysis: analyze(&[], &config), in_transition: false, targets: BTreeMap::new(), reasons: Vec::new() }
+    ModelDecision {
+        config,
+        analysis: analyze(&[], &config),
+        in_transition: false,
+        targets: BTreeMap::new(),
+        reasons: Vec::new(),
+    }
 }
 
 pub fn item_labels(v: &Variant) -> BTreeMap<String, String> {
@@ -276,13 +349,23 @@ pub fn item_labels(v: &Variant) -> BTreeMap<String, String> {
 }
 
 impl MetricsProvider for Engine {
-    fn external_metric(&self, namespace: &str, metric: &str, selector: &Selector) -> Result<Vec<MetricItem>, ProviderError> {
+    fn external_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+    ) -> Result<Vec<MetricItem>, ProviderError> {
         let Some(kind) = metric_kind(metric) else {
-            return Err(ProviderError::UnknownMetric { metric: metric.to_string(), namespace: namespace.to_string() });
+            return Err(ProviderError::UnknownMetric {
+                metric: metric.to_string(),
+                namespace: namespace.to_string(),
+            });
         };
         let snapshot = self.snapshot();
         if !snapshot.synced {
-            return Err(ProviderError::Unavailable("the cluster state has not been loaded yet; retry in a few seconds".into()));
+            return Err(ProviderError::Unavailable(
+                "the cluster state has not been loaded yet; retry in a few seconds".into(),
+            ));
         }
         let matching: Vec<(&Variant, BTreeMap<String, String>)> = snapshot
             .variants
@@ -303,7 +386,11 @@ impl MetricsProvider for Engine {
                         ("exported_namespace".to_string(), e.namespace.clone()),
                     ]);
                     // The accelerator may be what is missing, so ignore requirements on it.
-                    selector.requirements().iter().filter(|r| r.key != "accelerator_type").all(|r| r.matches(&labels))
+                    selector
+                        .requirements()
+                        .iter()
+                        .filter(|r| r.key != "accelerator_type")
+                        .all(|r| r.matches(&labels))
                 })
                 .map(|e| format!("{}: {}", e.name, e.reason))
                 .collect();
@@ -314,7 +401,11 @@ impl MetricsProvider for Engine {
                     excluded.join("; ")
                 )));
             }
-            return Err(ProviderError::NoMatch { metric: metric.to_string(), namespace: namespace.to_string(), selector: selector.to_string() });
+            return Err(ProviderError::NoMatch {
+                metric: metric.to_string(),
+                namespace: namespace.to_string(),
+                selector: selector.to_string(),
+            });
         }
 
         let mut reports: BTreeMap<&str, ModelReport> = BTreeMap::new();
@@ -332,18 +423,27 @@ impl MetricsProvider for Engine {
         let mut items = Vec::with_capacity(matching.len());
         for (v, labels) in matching {
             let current = v.ready_replicas;
-            let desired = reports.get(v.model_id.as_str()).and_then(|r| r.decision.targets.get(&v.name).copied());
+            let desired = reports
+                .get(v.model_id.as_str())
+                .and_then(|r| r.decision.targets.get(&v.name).copied());
             let value = match (kind, desired) {
                 (MetricKind::CurrentReplicas, _) => current as f64,
                 (MetricKind::DesiredReplicas, Some(d)) => d as f64,
                 (MetricKind::DesiredRatio, Some(d)) if current == 0 => d as f64,
                 (MetricKind::DesiredRatio, Some(d)) => d as f64 / current as f64,
                 (_, None) => {
-                    return Err(ProviderError::Unavailable(format!("no decision for variant {} of model {:?}", v.name, v.model_id)));
+                    return Err(ProviderError::Unavailable(format!(
+                        "no decision for variant {} of model {:?}",
+                        v.name, v.model_id
+                    )));
                 }
             };
-            let value_milli = milli_from_f64(value).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-            items.push(MetricItem { labels, value_milli });
+            let value_milli =
+                milli_from_f64(value).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            items.push(MetricItem {
+                labels,
+                value_milli,
+            });
         }
         Ok(items)
     }
@@ -362,12 +462,26 @@ mod tests {
 
     impl SampleSource for Samples {
         fn lookup(&self, pod: &PodTarget, _model: &str) -> Lookup {
-            self.0.lock().unwrap().get(&pod.name).cloned().unwrap_or(Lookup::Missing { since: Duration::ZERO, reason: "not scraped yet".into() })
+            self.0
+                .lock()
+                .unwrap()
+                .get(&pod.name)
+                .cloned()
+                .unwrap_or(Lookup::Missing {
+                    since: Duration::ZERO,
+                    reason: "not scraped yet".into(),
+                })
         }
     }
 
     fn fresh(kv: f64, q: f64) -> Lookup {
-        Lookup::Fresh(PodSample { kv_cache_usage: kv, queue_length: q, running_requests: None, age: Duration::from_secs(1), source: SourceKind::Pods })
+        Lookup::Fresh(PodSample {
+            kv_cache_usage: kv,
+            queue_length: q,
+            running_requests: None,
+            age: Duration::from_secs(1),
+            source: SourceKind::Pods,
+        })
     }
 
     fn variant(name: &str, model: &str, cost: f64, spec: i64, ready: i64, pods: usize) -> Variant {
@@ -381,7 +495,13 @@ mod tests {
             spec_replicas: spec,
             ready_replicas: ready,
             pods: (0..pods)
-                .map(|i| PodTarget { namespace: "ns".into(), name: format!("{name}-{i}"), ip: "127.0.0.1".into(), port: 8000, path: "/metrics".into() })
+                .map(|i| PodTarget {
+                    namespace: "ns".into(),
+                    name: format!("{name}-{i}"),
+                    ip: "127.0.0.1".into(),
+                    port: 8000,
+                    path: "/metrics".into(),
+                })
                 .collect(),
         }
     }
@@ -391,37 +511,82 @@ mod tests {
         for (pod, l) in samples {
             store.0.lock().unwrap().insert(pod.to_string(), l.clone());
         }
-        let snapshot = Snapshot { variants, excluded: vec![], synced: true };
-        Engine::new(shared(snapshot), Arc::new(store), Arc::new(ArcSwap::from_pointee(ScalingConfig::default())), Duration::from_secs(120))
+        let snapshot = Snapshot {
+            variants,
+            excluded: vec![],
+            synced: true,
+        };
+        Engine::new(
+            shared(snapshot),
+            Arc::new(store),
+            Arc::new(ArcSwap::from_pointee(ScalingConfig::default())),
+            Duration::from_secs(120),
+        )
     }
 
     fn values(items: &[MetricItem]) -> Vec<(String, i64)> {
-        items.iter().map(|i| (i.labels["variant_name"].clone(), i.value_milli)).collect()
+        items
+            .iter()
+            .map(|i| (i.labels["variant_name"].clone(), i.value_milli))
+            .collect()
     }
 
     #[test]
     fn metric_names_are_case_insensitive() {
-        assert_eq!(metric_kind("INFERNO_Desired_Replicas"), Some(MetricKind::DesiredReplicas));
-        assert_eq!(metric_kind("wva_desired_ratio"), Some(MetricKind::DesiredRatio));
-        assert_eq!(metric_kind("wva_current_replicas"), Some(MetricKind::CurrentReplicas));
+        assert_eq!(
+            metric_kind("INFERNO_Desired_Replicas"),
+            Some(MetricKind::DesiredReplicas)
+        );
+        assert_eq!(
+            metric_kind("wva_desired_ratio"),
+            Some(MetricKind::DesiredRatio)
+        );
+        assert_eq!(
+            metric_kind("wva_current_replicas"),
+            Some(MetricKind::CurrentReplicas)
+        );
         assert_eq!(metric_kind("desired_replicas"), None);
     }
 
     #[test]
     fn saturated_model_scales_the_cheapest_variant() {
         let e = engine(
-            vec![variant("cheap", "m", 5.0, 1, 1, 1), variant("pricey", "m", 20.0, 1, 1, 1)],
+            vec![
+                variant("cheap", "m", 5.0, 1, 1, 1),
+                variant("pricey", "m", 20.0, 1, 1, 1),
+            ],
             &[("cheap-0", fresh(0.9, 6.0)), ("pricey-0", fresh(0.85, 1.0))],
         );
         let all = Selector::everything();
-        assert_eq!(values(&e.external_metric("ns", "inferno_desired_replicas", &all).unwrap()), vec![("cheap".into(), 2000), ("pricey".into(), 1000)]);
-        assert_eq!(values(&e.external_metric("ns", "wva_desired_ratio", &all).unwrap()), vec![("cheap".into(), 2000), ("pricey".into(), 1000)]);
-        assert_eq!(values(&e.external_metric("ns", "inferno_current_replicas", &all).unwrap()), vec![("cheap".into(), 1000), ("pricey".into(), 1000)]);
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "inferno_desired_replicas", &all)
+                    .unwrap()
+            ),
+            vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
+        );
+        assert_eq!(
+            values(&e.external_metric("ns", "wva_desired_ratio", &all).unwrap()),
+            vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
+        );
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "inferno_current_replicas", &all)
+                    .unwrap()
+            ),
+            vec![("cheap".into(), 1000), ("pricey".into(), 1000)]
+        );
     }
 
     #[test]
     fn selectors_match_every_item_label() {
-        let e = engine(vec![variant("a", "m", 5.0, 1, 1, 1), variant("b", "m", 6.0, 1, 1, 1)], &[("a-0", fresh(0.1, 0.0)), ("b-0", fresh(0.1, 0.0))]);
+        let e = engine(
+            vec![
+                variant("a", "m", 5.0, 1, 1, 1),
+                variant("b", "m", 6.0, 1, 1, 1),
+            ],
+            &[("a-0", fresh(0.1, 0.0)), ("b-0", fresh(0.1, 0.0))],
+        );
         for (sel, want) in [
             ("variant_name=a", vec!["a"]),
             ("variant_name=b,exported_namespace=ns", vec!["b"]),
@@ -429,37 +594,99 @@ mod tests {
             ("accelerator_type=acc-b", vec!["b"]),
             ("variant_name in (a,b),accelerator_type!=acc-a", vec!["b"]),
         ] {
-            let items = e.external_metric("ns", "inferno_desired_replicas", &Selector::parse(sel).unwrap()).unwrap();
-            assert_eq!(items.iter().map(|i| i.labels["variant_name"].as_str()).collect::<Vec<_>>(), want, "{sel}");
+            let items = e
+                .external_metric(
+                    "ns",
+                    "inferno_desired_replicas",
+                    &Selector::parse(sel).unwrap(),
+                )
+                .unwrap();
+            assert_eq!(
+                items
+                    .iter()
+                    .map(|i| i.labels["variant_name"].as_str())
+                    .collect::<Vec<_>>(),
+                want,
+                "{sel}"
+            );
         }
-        let err = e.external_metric("ns", "inferno_desired_replicas", &Selector::parse("variant_name=zzz").unwrap()).unwrap_err();
+        let err = e
+            .external_metric(
+                "ns",
+                "inferno_desired_replicas",
+                &Selector::parse("variant_name=zzz").unwrap(),
+            )
+            .unwrap_err();
         assert!(matches!(err, ProviderError::NoMatch { .. }), "{err}");
         assert!(err.to_string().contains("variant_name=zzz"));
-        assert!(matches!(e.external_metric("other", "inferno_desired_replicas", &Selector::everything()), Err(ProviderError::NoMatch { .. })));
-        assert!(matches!(e.external_metric("ns", "cpu", &Selector::everything()), Err(ProviderError::UnknownMetric { .. })));
+        assert!(matches!(
+            e.external_metric("other", "inferno_desired_replicas", &Selector::everything()),
+            Err(ProviderError::NoMatch { .. })
+        ));
+        assert!(matches!(
+            e.external_metric("ns", "cpu", &Selector::everything()),
+            Err(ProviderError::UnknownMetric { .. })
+        ));
     }
 
     #[test]
     fn ratio_with_zero_current_is_the_desired_value() {
         let e = engine(vec![variant("a", "m", 5.0, 1, 0, 0)], &[]);
         // Nothing ready: transition (spec 1 != ready 0) → hold spec 1; ratio = desired when current is 0.
-        assert_eq!(values(&e.external_metric("ns", "inferno_desired_ratio", &Selector::everything()).unwrap()), vec![("a".into(), 1000)]);
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "inferno_desired_ratio", &Selector::everything())
+                    .unwrap()
+            ),
+            vec![("a".into(), 1000)]
+        );
     }
 
     #[test]
     fn missing_samples_hold_spec_then_fail_with_503() {
-        let young = Lookup::Missing { since: Duration::from_secs(30), reason: "connection refused".into() };
-        let e = engine(vec![variant("a", "m", 5.0, 3, 3, 3)], &[("a-0", fresh(0.1, 0.0)), ("a-1", young.clone()), ("a-2", young)]);
-        assert_eq!(values(&e.external_metric("ns", "inferno_desired_replicas", &Selector::everything()).unwrap()), vec![("a".into(), 3000)]);
+        let young = Lookup::Missing {
+            since: Duration::from_secs(30),
+            reason: "connection refused".into(),
+        };
+        let e = engine(
+            vec![variant("a", "m", 5.0, 3, 3, 3)],
+            &[
+                ("a-0", fresh(0.1, 0.0)),
+                ("a-1", young.clone()),
+                ("a-2", young),
+            ],
+        );
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "inferno_desired_replicas", &Selector::everything())
+                    .unwrap()
+            ),
+            vec![("a".into(), 3000)]
+        );
 
-        let old = Lookup::Missing { since: Duration::from_secs(300), reason: "connection refused".into() };
-        let e = engine(vec![variant("a", "m", 5.0, 3, 3, 2)], &[("a-0", old.clone()), ("a-1", old)]);
-        let err = e.external_metric("ns", "inferno_desired_replicas", &Selector::everything()).unwrap_err();
-        let ProviderError::Unavailable(msg) = err else { panic!("{err:?}") };
-        assert!(msg.contains("no fresh vLLM metrics for model \"m\""), "{msg}");
+        let old = Lookup::Missing {
+            since: Duration::from_secs(300),
+            reason: "connection refused".into(),
+        };
+        let e = engine(
+            vec![variant("a", "m", 5.0, 3, 3, 2)],
+            &[("a-0", old.clone()), ("a-1", old)],
+        );
+        let err = e
+            .external_metric("ns", "inferno_desired_replicas", &Selector::everything())
+            .unwrap_err();
+        let ProviderError::Unavailable(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.contains("no fresh vLLM metrics for model \"m\""),
+            "{msg}"
+        );
         assert!(msg.contains("a-0 (connection refused, for 300s)"), "{msg}");
         // Current replicas do not depend on samples.
-        assert!(e.external_metric("ns", "inferno_current_replicas", &Selector::everything()).is_ok());
+        assert!(e
+            .external_metric("ns", "inferno_current_replicas", &Selector::everything())
+            .is_ok());
     }
 
     #[test]
@@ -467,18 +694,36 @@ mod tests {
         let mut e = engine(vec![], &[]);
         e.snapshot = shared(Snapshot {
             variants: vec![],
-            excluded: vec![crate::cluster::snapshot::ExcludedVariant { namespace: "ns".into(), name: "x".into(), model_id: "m".into(), reason: "label inference.optimization/acceleratorName is missing".into() }],
+            excluded: vec![crate::cluster::snapshot::ExcludedVariant {
+                namespace: "ns".into(),
+                name: "x".into(),
+                model_id: "m".into(),
+                reason: "label inference.optimization/acceleratorName is missing".into(),
+            }],
             synced: true,
         });
-        let err = e.external_metric("ns", "inferno_desired_replicas", &Selector::parse("variant_name=x").unwrap()).unwrap_err();
-        assert!(err.to_string().contains("x: label inference.optimization/acceleratorName is missing"), "{err}");
+        let err = e
+            .external_metric(
+                "ns",
+                "inferno_desired_replicas",
+                &Selector::parse("variant_name=x").unwrap(),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("x: label inference.optimization/acceleratorName is missing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn not_synced_is_unavailable() {
         let mut e = engine(vec![], &[]);
         e.snapshot = shared(Snapshot::default());
-        assert!(matches!(e.external_metric("ns", "inferno_desired_replicas", &Selector::everything()), Err(ProviderError::Unavailable(_))));
+        assert!(matches!(
+            e.external_metric("ns", "inferno_desired_replicas", &Selector::everything()),
+            Err(ProviderError::Unavailable(_))
+        ));
     }
 
     #[test]
@@ -487,9 +732,18 @@ mod tests {
         assert_eq!(input.variants[0].cost, 12.5);
         let d = decide(&input).unwrap();
         assert_eq!(d.targets["a"], 2);
-        assert!(serde_json::from_str::<ModelInput>(r#"{"variants":[{"name":"a","cost":"x","specReplicas":1,"readyReplicas":1}]}"#).is_err());
+        assert!(serde_json::from_str::<ModelInput>(
+            r#"{"variants":[{"name":"a","cost":"x","specReplicas":1,"readyReplicas":1}]}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ModelInput>(r#"{"varients":[]}"#).is_err());
-        let bad = ModelInput { config: PartialConfig { kv_cache_threshold: Some(2.0), ..Default::default() }, variants: vec![] };
+        let bad = ModelInput {
+            config: PartialConfig {
+                kv_cache_threshold: Some(2.0),
+                ..Default::default()
+            },
+            variants: vec![],
+        };
         assert!(decide(&bad).unwrap_err().contains("kvCacheThreshold"));
     }
 }

@@ -6,11 +6,11 @@
 
 pub mod app;
 pub mod auth;
-pub mod config;
 pub mod cluster;
+pub mod config;
 pub mod engine;
 pub mod saturation;
-pub mod telemetry;
 pub mod server;
-pub mod standalone;
 pub mod sources;
+pub mod standalone;
+pub mod telemetry;

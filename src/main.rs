@@ -9,7 +9,10 @@ fn main() -> std::process::ExitCode {
     // One crypto provider for every rustls user in the process (kube, reqwest, our server).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -17,9 +20,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => telemetry::init_logging(args.log_format, &args.log_level).and_then(|_| runtime.block_on(app::serve(*args))),
+        Command::Serve(args) => telemetry::init_logging(args.log_format, &args.log_level)
+            .and_then(|_| runtime.block_on(app::serve(*args))),
         Command::Analyze { input } => app::analyze(&input).map(|out| println!("{out}")),
-        Command::Scrape { source, timeout } => runtime.block_on(app::scrape(&source, timeout)).map(|out| println!("{out}")),
+        Command::Scrape { source, timeout } => runtime
+            .block_on(app::scrape(&source, timeout))
+            .map(|out| println!("{out}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

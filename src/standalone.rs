@@ -27,7 +27,14 @@ pub struct FileProblem {
 
 impl std::fmt::Display for FileProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: document {} (line {}): {}", self.file.display(), self.document, self.line, self.message)
+        write!(
+            f,
+            "{}: document {} (line {}): {}",
+            self.file.display(),
+            self.document,
+            self.line,
+            self.message
+        )
     }
 }
 
@@ -53,7 +60,12 @@ fn documents(text: &str) -> Vec<(usize, String)> {
         current.push('\n');
     }
     docs.push((start, current));
-    docs.into_iter().filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))).collect()
+    docs.into_iter()
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
 }
 
 fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
@@ -68,7 +80,12 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
     let mut objects = Objects::default();
     let mut problems = Vec::new();
     for (index, (line, doc)) in documents(text).into_iter().enumerate() {
-        let problem = |message: String| FileProblem { file: file.to_path_buf(), document: index, line, message };
+        let problem = |message: String| FileProblem {
+            file: file.to_path_buf(),
+            document: index,
+            line,
+            message,
+        };
         let value: serde_json::Value = match serde_saphyr::from_str(&doc) {
             Ok(v) => v,
             Err(e) => {
@@ -76,18 +93,32 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
                 continue;
             }
         };
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
-        let name = value.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("").to_string();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
             problems.push(problem(format!("{kind}: field metadata.name is missing")));
             continue;
         }
         let result = match kind.as_str() {
-            "VariantAutoscaling" => typed::<VariantAutoscaling>(value).map(|o| objects.vas.push(with_namespace(o))),
-            "Deployment" => typed::<Deployment>(value).map(|o| objects.deployments.push(with_namespace(o))),
+            "VariantAutoscaling" => {
+                typed::<VariantAutoscaling>(value).map(|o| objects.vas.push(with_namespace(o)))
+            }
+            "Deployment" => {
+                typed::<Deployment>(value).map(|o| objects.deployments.push(with_namespace(o)))
+            }
             "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(with_namespace(o))),
             "" => Err("field kind is missing".into()),
-            other => Err(format!("kind {other:?} is not used here (expected VariantAutoscaling, Deployment or Pod)")),
+            other => Err(format!(
+                "kind {other:?} is not used here (expected VariantAutoscaling, Deployment or Pod)"
+            )),
         };
         if let Err(message) = result {
             problems.push(problem(format!("{kind} {name}: {message}")));
@@ -105,9 +136,13 @@ fn with_namespace<K: kube::Resource>(mut o: K) -> K {
 }
 
 pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
-    Ok((snapshot::build(&objects.vas, &objects.deployments, &objects.pods), problems))
+    Ok((
+        snapshot::build(&objects.vas, &objects.deployments, &objects.pods),
+        problems,
+    ))
 }
 
 /// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read
@@ -175,12 +210,35 @@ metadata: {namespace: ns}
 key: [unclosed
 "#;
         let (objects, problems) = parse(Path::new("f.yaml"), text);
-        assert_eq!((objects.vas.len(), objects.deployments.len(), objects.pods.len()), (1, 1, 0));
+        assert_eq!(
+            (
+                objects.vas.len(),
+                objects.deployments.len(),
+                objects.pods.len()
+            ),
+            (1, 1, 0)
+        );
         let p: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(p.len(), 4, "{p:#?}");
-        assert!(p[0].starts_with("f.yaml: document 1 (line 7): Deployment a: field spec.replicas:"), "{}", p[0]);
-        assert!(p[1].contains("document 3") && p[1].contains("kind \"Secret\" is not used here"), "{}", p[1]);
-        assert!(p[2].contains("document 4") && p[2].contains("metadata.name is missing"), "{}", p[2]);
-        assert!(p[3].contains("document 5") && p[3].contains("invalid YAML"), "{}", p[3]);
+        assert!(
+            p[0].starts_with("f.yaml: document 1 (line 7): Deployment a: field spec.replicas:"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].contains("document 3") && p[1].contains("kind \"Secret\" is not used here"),
+            "{}",
+            p[1]
+        );
+        assert!(
+            p[2].contains("document 4") && p[2].contains("metadata.name is missing"),
+            "{}",
+            p[2]
+        );
+        assert!(
+            p[3].contains("document 5") && p[3].contains("invalid YAML"),
+            "{}",
+            p[3]
+        );
     }
 }

@@ -67,27 +67,73 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("wva_metrics_server");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status code", requests.clone());
-        let request_duration = Family::<PathLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 18)));
-        registry.register("http_request_duration_seconds", "Request latency by route", request_duration.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status code",
+            requests.clone(),
+        );
+        let request_duration = Family::<PathLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by route",
+            request_duration.clone(),
+        );
         let auth_cache = Family::<CacheLabels, Counter>::default();
-        registry.register("auth_cache_lookups", "Token and authorization cache lookups by result", auth_cache.clone());
+        registry.register(
+            "auth_cache_lookups",
+            "Token and authorization cache lookups by result",
+            auth_cache.clone(),
+        );
         let watch_up = Family::<WatchLabels, Gauge>::default();
-        registry.register("watch_up", "1 when the watch of a resource is established and synced", watch_up.clone());
+        registry.register(
+            "watch_up",
+            "1 when the watch of a resource is established and synced",
+            watch_up.clone(),
+        );
         let watch_errors = Family::<WatchLabels, Counter>::default();
-        registry.register("watch_errors", "Watch errors by resource", watch_errors.clone());
+        registry.register(
+            "watch_errors",
+            "Watch errors by resource",
+            watch_errors.clone(),
+        );
         let scrapes = Family::<PodLabels, Counter>::default();
-        registry.register("pod_scrapes", "Successful pod metric scrapes", scrapes.clone());
+        registry.register(
+            "pod_scrapes",
+            "Successful pod metric scrapes",
+            scrapes.clone(),
+        );
         let scrape_failures = Family::<PodLabels, Counter>::default();
-        registry.register("pod_scrape_failures", "Failed pod metric scrapes", scrape_failures.clone());
+        registry.register(
+            "pod_scrape_failures",
+            "Failed pod metric scrapes",
+            scrape_failures.clone(),
+        );
         let connections_rejected = Counter::default();
-        registry.register("connections_rejected", "Connections closed because the connection limit was reached", connections_rejected.clone());
+        registry.register(
+            "connections_rejected",
+            "Connections closed because the connection limit was reached",
+            connections_rejected.clone(),
+        );
         let tls_handshake_failures = Counter::default();
-        registry.register("tls_handshake_failures", "TLS handshakes that failed or timed out", tls_handshake_failures.clone());
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         let prometheus_queries = Counter::default();
-        registry.register("prometheus_queries", "PromQL queries sent", prometheus_queries.clone());
+        registry.register(
+            "prometheus_queries",
+            "PromQL queries sent",
+            prometheus_queries.clone(),
+        );
         let prometheus_failures = Counter::default();
-        registry.register("prometheus_query_failures", "PromQL queries that failed", prometheus_failures.clone());
+        registry.register(
+            "prometheus_query_failures",
+            "PromQL queries that failed",
+            prometheus_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -105,12 +151,20 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, cache: &str, hit: bool) {
-        self.auth_cache.get_or_create(&CacheLabels { cache: cache.into(), result: if hit { "hit" } else { "miss" }.into() }).inc();
+        self.auth_cache
+            .get_or_create(&CacheLabels {
+                cache: cache.into(),
+                result: if hit { "hit" } else { "miss" }.into(),
+            })
+            .inc();
     }
 
     /// Forgets the per-pod series of a pod that is gone, so the page does not grow with pod churn.
     pub fn forget_pod(&self, namespace: &str, pod: &str) {
-        let l = PodLabels { namespace: namespace.into(), pod: pod.into() };
+        let l = PodLabels {
+            namespace: namespace.into(),
+            pod: pod.into(),
+        };
         self.scrapes.remove(&l);
         self.scrape_failures.remove(&l);
     }
@@ -131,8 +185,12 @@ pub enum LogFormat {
 
 /// Sets up tracing once. `level` is an env-filter directive (`info`, `wva_metrics_server=debug`, …).
 pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("--log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -10,16 +10,28 @@ const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 const EMULATOR: &str = env!("CARGO_BIN_EXE_vllm-emulator");
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(SERVER).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(SERVER)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
@@ -30,7 +42,11 @@ fn analyze_reads_a_model_snapshot_and_prints_the_decision() {
                    {"name": "llama-h100", "cost": "20.0", "specReplicas": 1, "readyReplicas": 1,
                     "replicas": [{"pod": "llama-h100-0", "kvCacheUsage": 0.85, "queueLength": 2}]}]}"#;
     let out = run(&["analyze", "-"], Some(input));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out);
     assert_eq!(v["analysis"]["totalReplicas"], 3);
     assert_eq!(v["analysis"]["nonSaturatedReplicas"], 0);
@@ -38,7 +54,10 @@ fn analyze_reads_a_model_snapshot_and_prints_the_decision() {
     assert_eq!(v["analysis"]["shouldScaleUp"], true);
     assert_eq!(v["analysis"]["scaleDownSafe"], false);
     assert_eq!(v["inTransition"], false);
-    assert_eq!(v["targets"], serde_json::json!({"llama-l40s": 3, "llama-h100": 1}));
+    assert_eq!(
+        v["targets"],
+        serde_json::json!({"llama-l40s": 3, "llama-h100": 1})
+    );
 
     // Defaults apply when config is omitted; a file works like stdin.
     let dir = temp("analyze");
@@ -49,11 +68,26 @@ fn analyze_reads_a_model_snapshot_and_prints_the_decision() {
     assert_eq!(v["targets"]["v"], 1);
 
     for (input, fragment) in [
-        (r#"{"variants": [{"name": "v", "cost": "cheap", "specReplicas": 1, "readyReplicas": 1}]}"#, "variants[0].cost"),
-        (r#"{"variants": [{"name": "v", "specReplicas": 1}]}"#, "missing field `readyReplicas`"),
-        (r#"{"variants": [{"name": "v", "specReplicas": 1, "readyReplicas": 1, "replicas": [{"pod": "p", "kvCacheUsage": "high", "queueLength": 0}]}]}"#, "variants[0].replicas[0].kvCacheUsage"),
-        (r#"{"config": {"kvCacheThreshold": 2}, "variants": []}"#, "kvCacheThreshold must be between 0 and 1"),
-        (r#"{"config": {"kvCacheTreshold": 0.5}, "variants": []}"#, "config"),
+        (
+            r#"{"variants": [{"name": "v", "cost": "cheap", "specReplicas": 1, "readyReplicas": 1}]}"#,
+            "variants[0].cost",
+        ),
+        (
+            r#"{"variants": [{"name": "v", "specReplicas": 1}]}"#,
+            "missing field `readyReplicas`",
+        ),
+        (
+            r#"{"variants": [{"name": "v", "specReplicas": 1, "readyReplicas": 1, "replicas": [{"pod": "p", "kvCacheUsage": "high", "queueLength": 0}]}]}"#,
+            "variants[0].replicas[0].kvCacheUsage",
+        ),
+        (
+            r#"{"config": {"kvCacheThreshold": 2}, "variants": []}"#,
+            "kvCacheThreshold must be between 0 and 1",
+        ),
+        (
+            r#"{"config": {"kvCacheTreshold": 0.5}, "variants": []}"#,
+            "config",
+        ),
         ("not json", "invalid input"),
     ] {
         let out = run(&["analyze", "-"], Some(input));
@@ -65,17 +99,34 @@ fn analyze_reads_a_model_snapshot_and_prints_the_decision() {
 
 #[test]
 fn scrape_extracts_signals_from_files_and_refuses_pages_without_them() {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vllm-0.5.x-v0-kubeai-hack-mock-metrics.txt");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vllm-0.5.x-v0-kubeai-hack-mock-metrics.txt"
+    );
     let out = run(&["scrape", fixture], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out);
-    assert_eq!(v["models"]["neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"]["queueLength"], 2.0);
+    assert_eq!(
+        v["models"]["neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"]["queueLength"],
+        2.0
+    );
     assert_eq!(v["warnings"], serde_json::json!([]));
 
-    let out = run(&["scrape", "-"], Some("vllm:num_requests_waiting{model_name=\"m\"} 1\nbroken line {\n"));
+    let out = run(
+        &["scrape", "-"],
+        Some("vllm:num_requests_waiting{model_name=\"m\"} 1\nbroken line {\n"),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 2:") && err.contains("no model with both KV-cache usage and queue length"), "{err}");
+    assert!(
+        err.contains("line 2:")
+            && err.contains("no model with both KV-cache usage and queue length"),
+        "{err}"
+    );
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -93,7 +144,11 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn curl_like(ca: &Path, url: &str) -> Option<serde_json::Value> {
@@ -103,19 +158,37 @@ fn curl_like(ca: &Path, url: &str) -> Option<serde_json::Value> {
     for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
         roots.add(c.ok()?).ok()?;
     }
-    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     rt.block_on(async {
-        let c = reqwest::Client::builder().tls_backend_preconfigured(cfg).timeout(Duration::from_secs(5)).build().ok()?;
+        let c = reqwest::Client::builder()
+            .tls_backend_preconfigured(cfg)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
         c.get(url).send().await.ok()?.json().await.ok()
     })
 }
 
 fn post(url: &str, body: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let r = c.post(url).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+        let r = c
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{url}: {}", r.status());
     });
 }
@@ -124,7 +197,20 @@ fn post(url: &str, body: &str) {
 fn desired(ca: &Path, port: u16) -> Option<Vec<(String, String)>> {
     let v = curl_like(ca, &format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas"))?;
     let items = v["items"].as_array()?;
-    Some(items.iter().map(|i| (i["metricLabels"]["variant_name"].as_str().unwrap_or("").to_string(), i["value"].as_str().unwrap_or("").to_string())).collect())
+    Some(
+        items
+            .iter()
+            .map(|i| {
+                (
+                    i["metricLabels"]["variant_name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    i["value"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -140,20 +226,43 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
     let emu_port = free_port();
     let dir = temp("standalone");
     // The bundled example with its pods moved to a free port.
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/examples/standalone.yaml")).unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/examples/standalone.yaml"
+    ))
+    .unwrap();
     let file = dir.join("standalone.yaml");
-    std::fs::write(&file, example.replace("\"18000\"", &format!("\"{emu_port}\""))).unwrap();
+    std::fs::write(
+        &file,
+        example.replace("\"18000\"", &format!("\"{emu_port}\"")),
+    )
+    .unwrap();
     let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
     let mut emu = Command::new(EMULATOR);
     for a in addrs {
         emu.args(["--listen", &format!("{a}:{emu_port}")]);
     }
-    let _emu = Kill(emu.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let _emu = Kill(
+        emu.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let port = free_port();
     let cert_dir = dir.join("certs");
     let _srv = Kill(
         Command::new(SERVER)
-            .args(["serve", "--standalone", file.to_str().unwrap(), "--secure-port", &port.to_string(), "--scrape-interval", "500ms", "--lookback", "2s"])
+            .args([
+                "serve",
+                "--standalone",
+                file.to_str().unwrap(),
+                "--secure-port",
+                &port.to_string(),
+                "--scrape-interval",
+                "500ms",
+                "--lookback",
+                "2s",
+            ])
             .args(["--cert-dir", cert_dir.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -163,38 +272,99 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
     let ca = cert_dir.join("ca.crt");
 
     // Idle: scale-down is safe; the only variant above one replica (the cheap L40S at 2) gives one back.
-    wait_for("idle decision", Duration::from_secs(30), || desired(&ca, port) == Some(vec![("qwen-h100".into(), "1".into()), ("qwen-l40s".into(), "1".into())]));
+    wait_for("idle decision", Duration::from_secs(30), || {
+        desired(&ca, port)
+            == Some(vec![
+                ("qwen-h100".into(), "1".into()),
+                ("qwen-l40s".into(), "1".into()),
+            ])
+    });
 
     // Every pod saturated (16 running → KV 0.8, 14 waiting): the cheapest variant gets +1.
     for a in addrs {
-        post(&format!("http://{a}:{emu_port}/emulator/load"), r#"{"inFlight": 30}"#);
+        post(
+            &format!("http://{a}:{emu_port}/emulator/load"),
+            r#"{"inFlight": 30}"#,
+        );
     }
-    wait_for("scale-up of the cheap variant", Duration::from_secs(30), || desired(&ca, port) == Some(vec![("qwen-h100".into(), "1".into()), ("qwen-l40s".into(), "3".into())]));
+    wait_for(
+        "scale-up of the cheap variant",
+        Duration::from_secs(30),
+        || {
+            desired(&ca, port)
+                == Some(vec![
+                    ("qwen-h100".into(), "1".into()),
+                    ("qwen-l40s".into(), "3".into()),
+                ])
+        },
+    );
 
     // A malformed edit is reported and the rest of the file keeps being served.
     let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str("---\nkind: Deployment\nmetadata: {name: broken, namespace: llm}\nspec: {replicas: many}\n");
+    text.push_str(
+        "---\nkind: Deployment\nmetadata: {name: broken, namespace: llm}\nspec: {replicas: many}\n",
+    );
     std::fs::write(&file, text).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(desired(&ca, port), Some(vec![("qwen-h100".into(), "1".into()), ("qwen-l40s".into(), "3".into())]));
+    assert_eq!(
+        desired(&ca, port),
+        Some(vec![
+            ("qwen-h100".into(), "1".into()),
+            ("qwen-l40s".into(), "3".into())
+        ])
+    );
 }
 
 #[test]
 fn standalone_refuses_bad_files_and_non_loopback_addresses() {
     let dir = temp("bad");
-    let out = run(&["serve", "--standalone", dir.join("missing.yaml").to_str().unwrap(), "--secure-port", &free_port().to_string()], None);
+    let out = run(
+        &[
+            "serve",
+            "--standalone",
+            dir.join("missing.yaml").to_str().unwrap(),
+            "--secure-port",
+            &free_port().to_string(),
+        ],
+        None,
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["serve", "--standalone", "x.yaml", "--bind-address", "0.0.0.0"], None);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.yaml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &[
+            "serve",
+            "--standalone",
+            "x.yaml",
+            "--bind-address",
+            "0.0.0.0",
+        ],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only on loopback"));
 
     // A malformed object is reported with file, document index and field, and the server still starts.
     let file = dir.join("objects.yaml");
-    std::fs::write(&file, "kind: Pod\nmetadata: {name: p, namespace: llm}\nstatus: {phase: 7, podIP: [1]}\n").unwrap();
+    std::fs::write(
+        &file,
+        "kind: Pod\nmetadata: {name: p, namespace: llm}\nstatus: {phase: 7, podIP: [1]}\n",
+    )
+    .unwrap();
     let port = free_port();
     let mut child = Command::new(SERVER)
-        .args(["serve", "--standalone", file.to_str().unwrap(), "--secure-port", &port.to_string(), "--cert-dir", dir.join("c").to_str().unwrap()])
+        .args([
+            "serve",
+            "--standalone",
+            file.to_str().unwrap(),
+            "--secure-port",
+            &port.to_string(),
+            "--cert-dir",
+            dir.join("c").to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,11 +373,47 @@ fn standalone_refuses_bad_files_and_non_loopback_addresses() {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("server did not start: {}", String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr));
+            panic!(
+                "server did not start: {}",
+                String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
     let out = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string();
     assert!(out.contains("objects.yaml: document 0 (line 1): Pod p: field status.phase: invalid type: integer `7`"), "{out}");
+}
+
+#[test]
+fn readme_documents_every_serve_flag() {
+    let help = String::from_utf8(run(&["serve", "--help"], None).stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches([',', ']', ')', ';']))
+        .filter(|w| w.len() > 2)
+        .collect();
+    assert!(flags.len() > 30, "{flags:?}");
+    for flag in flags {
+        if flag == "--help" {
+            continue;
+        }
+        assert!(
+            readme.contains(&format!("`{flag}`")),
+            "README's configuration table lacks {flag}"
+        );
+    }
+    for env in help
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("[env: "))
+        .map(|e| e.split(['=', ']']).next().unwrap())
+    {
+        assert!(
+            readme.contains(&format!("`{env}`")),
+            "README's configuration table lacks {env}"
+        );
+    }
 }

@@ -34,21 +34,38 @@ const METRIC_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/i
 struct Busy;
 impl SampleSource for Busy {
     fn lookup(&self, _pod: &PodTarget, _model: &str) -> Lookup {
-        Lookup::Fresh(PodSample { kv_cache_usage: 0.9, queue_length: 6.0, running_requests: Some(4.0), age: Duration::from_secs(1), source: SourceKind::Pods })
+        Lookup::Fresh(PodSample {
+            kv_cache_usage: 0.9,
+            queue_length: 6.0,
+            running_requests: Some(4.0),
+            age: Duration::from_secs(1),
+            source: SourceKind::Pods,
+        })
     }
 }
 
 /// Wraps a provider and takes its time, to have requests in flight during shutdown.
 struct Slow(Arc<dyn MetricsProvider>, Duration);
 impl MetricsProvider for Slow {
-    fn external_metric(&self, ns: &str, metric: &str, sel: &Selector) -> Result<Vec<MetricItem>, ProviderError> {
+    fn external_metric(
+        &self,
+        ns: &str,
+        metric: &str,
+        sel: &Selector,
+    ) -> Result<Vec<MetricItem>, ProviderError> {
         std::thread::sleep(self.1);
         self.0.external_metric(ns, metric, sel)
     }
 }
 
 fn snapshot() -> Snapshot {
-    let pod = |n: &str| PodTarget { namespace: "ns".into(), name: n.into(), ip: "127.0.0.1".into(), port: 1, path: "/metrics".into() };
+    let pod = |n: &str| PodTarget {
+        namespace: "ns".into(),
+        name: n.into(),
+        ip: "127.0.0.1".into(),
+        port: 1,
+        path: "/metrics".into(),
+    };
     Snapshot {
         variants: vec![Variant {
             namespace: "ns".into(),
@@ -79,14 +96,22 @@ struct Harness {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wva-test-{name}-{}-{}", std::process::id(), rand_suffix()));
+    let d = std::env::temp_dir().join(format!(
+        "wva-test-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn rand_suffix() -> u64 {
     static N: AtomicUsize = AtomicUsize::new(0);
-    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64) ^ (N.fetch_add(1, Ordering::Relaxed) as u64)
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64)
+        ^ (N.fetch_add(1, Ordering::Relaxed) as u64)
 }
 
 /// Writes cert/key the way the kubelet fills a Secret volume: files behind a `..data` symlink that is
@@ -114,27 +139,57 @@ async fn start(slow: Option<Duration>) -> Harness {
     let front_proxy = Ca::new("front-proxy-ca");
     let client_ca = Ca::new("client-ca");
     let api = FakeKubeApi::start(ApiState {
-        tokens: [("good-token".to_string(), ("alice".to_string(), vec!["dev".to_string()]))].into(),
+        tokens: [(
+            "good-token".to_string(),
+            ("alice".to_string(), vec!["dev".to_string()]),
+        )]
+        .into(),
         allowed_users: vec![HPA_USER.into(), "alice".into()],
-        auth_configmap: Some(auth_configmap_data(&client_ca.pem, &front_proxy.pem, &["front-proxy-client"])),
+        auth_configmap: Some(auth_configmap_data(
+            &client_ca.pem,
+            &front_proxy.pem,
+            &["front-proxy-client"],
+        )),
         resource_version: 1,
         ..Default::default()
     })
     .await;
     let metrics = Metrics::new();
-    let auth = Arc::new(Auth::new(Some(Arc::new(KubeReviewer::new(api.client(), Duration::from_secs(5)))), Duration::from_secs(10), metrics.clone()));
-    tokio::spawn(watch::run_auth_config(api.client(), auth.clone(), AuthOverrides::default(), metrics.clone()));
+    let auth = Arc::new(Auth::new(
+        Some(Arc::new(KubeReviewer::new(
+            api.client(),
+            Duration::from_secs(5),
+        ))),
+        Duration::from_secs(10),
+        metrics.clone(),
+    ));
+    tokio::spawn(watch::run_auth_config(
+        api.client(),
+        auth.clone(),
+        AuthOverrides::default(),
+        metrics.clone(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !auth.config_loaded() {
-        assert!(Instant::now() < deadline, "auth ConfigMap was never loaded from the fake API");
+        assert!(
+            Instant::now() < deadline,
+            "auth ConfigMap was never loaded from the fake API"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let dir = temp_dir("server");
     write_secret_volume(&dir, 1, &serving_ca.server(&["localhost", "127.0.0.1"]));
     let provider = tls::provider();
-    let resolver = ReloadingCert::load(&dir.join("tls.crt"), &dir.join("tls.key"), &provider).unwrap();
-    tokio::spawn(tls::watch_files(resolver.clone(), dir.join("tls.crt"), dir.join("tls.key"), Duration::from_millis(50), provider.clone()));
+    let resolver =
+        ReloadingCert::load(&dir.join("tls.crt"), &dir.join("tls.key"), &provider).unwrap();
+    tokio::spawn(tls::watch_files(
+        resolver.clone(),
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        Duration::from_millis(50),
+        provider.clone(),
+    ));
     let config = Arc::new(tls::server_config(resolver, provider).unwrap());
 
     let engine: Arc<dyn MetricsProvider> = Arc::new(Engine::new(
@@ -147,15 +202,32 @@ async fn start(slow: Option<Duration>) -> Harness {
         Some(d) => Arc::new(Slow(engine, d)),
         None => engine,
     };
-    let state = Arc::new(AppState { provider, auth: Some(auth.clone()), metrics });
+    let state = Arc::new(AppState {
+        provider,
+        auth: Some(auth.clone()),
+        metrics,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let opts = ServeOptions { shutdown_grace: Duration::from_secs(5), ..Default::default() };
+    let opts = ServeOptions {
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
     let server = tokio::spawn(serve(listener, config, state, opts, async {
         let _ = rx.await;
     }));
-    Harness { addr, serving_ca, front_proxy, client_ca, api, auth, dir, shutdown: Some(tx), server }
+    Harness {
+        addr,
+        serving_ca,
+        front_proxy,
+        client_ca,
+        api,
+        auth,
+        dir,
+        shutdown: Some(tx),
+        server,
+    }
 }
 
 impl Harness {
@@ -167,14 +239,26 @@ impl Harness {
         self.front_proxy.client("front-proxy-client", &[])
     }
 
-    async fn get(&self, client: &reqwest::Client, path: &str, headers: &[(&str, &str)]) -> (u16, String, Value) {
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, Value) {
         let mut req = client.get(self.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let status = resp.status().as_u16();
-        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         let body = resp.text().await.unwrap();
         let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
         (status, ct, json)
@@ -199,19 +283,43 @@ async fn aggregator_identities_over_http1_and_h2() {
         let agg = https_client(&h.serving_ca.pem, Some(&h.aggregator()), http2);
         // Availability probe: system:kube-aggregator in system:masters.
         let before = h.sar_count();
-        let (code, ct, body) =
-            h.get(&agg, "/apis/external.metrics.k8s.io/v1beta1", &[("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")]).await;
+        let (code, ct, body) = h
+            .get(
+                &agg,
+                "/apis/external.metrics.k8s.io/v1beta1",
+                &[
+                    ("X-Remote-User", "system:kube-aggregator"),
+                    ("X-Remote-Group", "system:masters"),
+                ],
+            )
+            .await;
         assert_eq!((code, ct.as_str()), (200, "application/json"));
         assert_eq!(body["resources"][0]["name"], "externalmetrics");
         // Legacy discovery fallback: same user, no groups; discovery needs no SAR.
-        let (code, _, body) = h.get(&agg, "/apis/external.metrics.k8s.io/v1beta1/", &[("X-Remote-User", "system:kube-aggregator")]).await;
+        let (code, _, body) = h
+            .get(
+                &agg,
+                "/apis/external.metrics.k8s.io/v1beta1/",
+                &[("X-Remote-User", "system:kube-aggregator")],
+            )
+            .await;
         assert_eq!(code, 200);
         assert_eq!(body["groupVersion"], "external.metrics.k8s.io/v1beta1");
         // OpenAPI download as system:aggregator: 404 without authorization.
-        let (code, ct, body) = h.get(&agg, "/openapi/v2", &[("X-Remote-User", "system:aggregator")]).await;
+        let (code, ct, body) = h
+            .get(
+                &agg,
+                "/openapi/v2",
+                &[("X-Remote-User", "system:aggregator")],
+            )
+            .await;
         assert_eq!((code, ct.as_str()), (404, "application/json"));
         assert_status(&body, 404, "NotFound");
-        assert_eq!(h.sar_count(), before, "discovery and OpenAPI must not cost a SubjectAccessReview");
+        assert_eq!(
+            h.sar_count(),
+            before,
+            "discovery and OpenAPI must not cost a SubjectAccessReview"
+        );
 
         // The HPA's request, with repeated group headers and an escaped extra key.
         let (code, ct, body) = h
@@ -231,11 +339,32 @@ async fn aggregator_identities_over_http1_and_h2() {
         assert_eq!((code, ct.as_str()), (200, "application/json"), "{body}");
         assert_eq!(body["kind"], "ExternalMetricValueList");
         assert_eq!(body["items"][0]["metricLabels"]["variant_name"], "v1");
-        assert_eq!(body["items"][0]["value"], "3", "busy single variant at 2 ready replicas scales to 3");
-        let sar = h.api.state.lock().unwrap().sar_requests.last().cloned().expect("the metric request is authorized by SAR");
+        assert_eq!(
+            body["items"][0]["value"], "3",
+            "busy single variant at 2 ready replicas scales to 3"
+        );
+        let sar = h
+            .api
+            .state
+            .lock()
+            .unwrap()
+            .sar_requests
+            .last()
+            .cloned()
+            .expect("the metric request is authorized by SAR");
         assert_eq!(sar["user"], HPA_USER);
-        assert_eq!(sar["groups"], serde_json::json!(["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]));
-        assert_eq!(sar["extra"], serde_json::json!({"acme.com/project": ["a", "b"]}));
+        assert_eq!(
+            sar["groups"],
+            serde_json::json!([
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated"
+            ])
+        );
+        assert_eq!(
+            sar["extra"],
+            serde_json::json!({"acme.com/project": ["a", "b"]})
+        );
         assert_eq!(
             sar["resourceAttributes"],
             serde_json::json!({"verb": "list", "group": "external.metrics.k8s.io", "version": "v1beta1", "resource": "inferno_desired_replicas", "namespace": "ns"})
@@ -253,64 +382,171 @@ async fn untrusted_credentials_are_refused() {
     let (code, _, body) = h.get(&anonymous, METRIC_PATH, &[]).await;
     assert_eq!(code, 403);
     assert_status(&body, 403, "Forbidden");
-    assert!(body["message"].as_str().unwrap().contains(r#"User "system:anonymous" cannot list resource "inferno_desired_replicas""#), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"User "system:anonymous" cannot list resource "inferno_desired_replicas""#),
+        "{body}"
+    );
 
     // Spoofed front-proxy headers without a trusted certificate are never believed.
-    let (code, _, _) = h.get(&anonymous, METRIC_PATH, &[("X-Remote-User", HPA_USER), ("X-Remote-Group", "system:masters")]).await;
+    let (code, _, _) = h
+        .get(
+            &anonymous,
+            METRIC_PATH,
+            &[
+                ("X-Remote-User", HPA_USER),
+                ("X-Remote-Group", "system:masters"),
+            ],
+        )
+        .await;
     assert_eq!(code, 403);
-    let last = h.api.state.lock().unwrap().sar_requests.last().cloned().unwrap();
+    let last = h
+        .api
+        .state
+        .lock()
+        .unwrap()
+        .sar_requests
+        .last()
+        .cloned()
+        .unwrap();
     assert_eq!(last["user"], "system:anonymous");
 
     let agg_headers = [("X-Remote-User", HPA_USER)];
     for (what, leaf) in [
-        ("certificate from an unknown CA", rogue.client("front-proxy-client", &[])),
-        ("front-proxy CN not in requestheader-allowed-names", h.front_proxy.client("intruder", &[])),
+        (
+            "certificate from an unknown CA",
+            rogue.client("front-proxy-client", &[]),
+        ),
+        (
+            "front-proxy CN not in requestheader-allowed-names",
+            h.front_proxy.client("intruder", &[]),
+        ),
         (
             "front-proxy certificate without the ClientAuth usage",
-            h.front_proxy.leaf(&["x"], "front-proxy-client", &[], vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]),
+            h.front_proxy.leaf(
+                &["x"],
+                "front-proxy-client",
+                &[],
+                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+            ),
         ),
     ] {
         let c = https_client(&h.serving_ca.pem, Some(&leaf), false);
         let (code, ct, body) = h.get(&c, METRIC_PATH, &agg_headers).await;
-        assert_eq!((code, ct.as_str()), (401, "application/json"), "{what}: {body}");
+        assert_eq!(
+            (code, ct.as_str()),
+            (401, "application/json"),
+            "{what}: {body}"
+        );
         assert_status(&body, 401, "Unauthorized");
     }
 
     // x509 client certificate from the client CA: user = CN, groups = O; bob is denied by SAR, alice allowed.
-    let bob = https_client(&h.serving_ca.pem, Some(&h.client_ca.client("bob", &["dev"])), false);
+    let bob = https_client(
+        &h.serving_ca.pem,
+        Some(&h.client_ca.client("bob", &["dev"])),
+        false,
+    );
     let before = h.sar_count();
     for _ in 0..3 {
         let (code, _, body) = h.get(&bob, METRIC_PATH, &[]).await;
         assert_eq!(code, 403, "{body}");
-        assert!(body["message"].as_str().unwrap().contains("no RBAC policy matched"), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("no RBAC policy matched"),
+            "{body}"
+        );
     }
     assert_eq!(h.sar_count(), before + 1, "deny decisions are cached");
-    let alice = https_client(&h.serving_ca.pem, Some(&h.client_ca.client("alice", &["dev"])), false);
+    let alice = https_client(
+        &h.serving_ca.pem,
+        Some(&h.client_ca.client("alice", &["dev"])),
+        false,
+    );
     assert_eq!(h.get(&alice, METRIC_PATH, &[]).await.0, 200);
 
     // Bearer tokens via TokenReview, cached either way.
-    let (code, _, body) = h.get(&anonymous, METRIC_PATH, &[("Authorization", "Bearer bad-token")]).await;
+    let (code, _, body) = h
+        .get(
+            &anonymous,
+            METRIC_PATH,
+            &[("Authorization", "Bearer bad-token")],
+        )
+        .await;
     assert_eq!(code, 401);
     assert_status(&body, 401, "Unauthorized");
-    assert_eq!(h.get(&anonymous, METRIC_PATH, &[("Authorization", "Bearer good-token")]).await.0, 200);
-    assert_eq!(h.get(&anonymous, METRIC_PATH, &[("Authorization", "Bearer good-token")]).await.0, 200);
-    assert_eq!(h.get(&anonymous, METRIC_PATH, &[("Authorization", "Bearer bad-token")]).await.0, 401);
-    assert_eq!(h.api.state.lock().unwrap().token_reviews, 2, "token reviews are cached for accepted and rejected tokens");
+    assert_eq!(
+        h.get(
+            &anonymous,
+            METRIC_PATH,
+            &[("Authorization", "Bearer good-token")]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        h.get(
+            &anonymous,
+            METRIC_PATH,
+            &[("Authorization", "Bearer good-token")]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        h.get(
+            &anonymous,
+            METRIC_PATH,
+            &[("Authorization", "Bearer bad-token")]
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        h.api.state.lock().unwrap().token_reviews,
+        2,
+        "token reviews are cached for accepted and rejected tokens"
+    );
 }
 
 #[tokio::test]
 async fn discovery_negotiation_routes_and_health() {
     let h = start(None).await;
     let agg = https_client(&h.serving_ca.pem, Some(&h.aggregator()), false);
-    let masters = [("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")];
+    let masters = [
+        ("X-Remote-User", "system:kube-aggregator"),
+        ("X-Remote-Group", "system:masters"),
+    ];
     let aggregated_only = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
-    let (code, ct, body) = h.get(&agg, "/apis", &[masters[0], masters[1], ("Accept", aggregated_only)]).await;
+    let (code, ct, body) = h
+        .get(
+            &agg,
+            "/apis",
+            &[masters[0], masters[1], ("Accept", aggregated_only)],
+        )
+        .await;
     assert_eq!((code, ct.as_str()), (406, "application/json"));
     assert_status(&body, 406, "NotAcceptable");
-    let (code, _, body) = h.get(&agg, "/apis", &[masters[0], masters[1], ("Accept", "application/json, */*")]).await;
+    let (code, _, body) = h
+        .get(
+            &agg,
+            "/apis",
+            &[masters[0], masters[1], ("Accept", "application/json, */*")],
+        )
+        .await;
     assert_eq!(code, 200);
     assert_eq!(body["kind"], "APIGroupList");
-    assert_eq!(body["groups"][0]["preferredVersion"]["groupVersion"], "external.metrics.k8s.io/v1beta1");
+    assert_eq!(
+        body["groups"][0]["preferredVersion"]["groupVersion"],
+        "external.metrics.k8s.io/v1beta1"
+    );
     let (code, _, body) = h.get(&agg, "/apis/external.metrics.k8s.io", &masters).await;
     assert_eq!((code, body["kind"].as_str()), (200, Some("APIGroup")));
 
@@ -335,7 +571,13 @@ async fn discovery_negotiation_routes_and_health() {
             assert_eq!(body["items"][0]["metricName"], path.split('/').nth(6).unwrap().split('?').next().unwrap().to_ascii_lowercase(), "{path}");
         }
     }
-    let resp = agg.post(h.url(METRIC_PATH)).header("X-Remote-User", "system:kube-aggregator").header("X-Remote-Group", "system:masters").send().await.unwrap();
+    let resp = agg
+        .post(h.url(METRIC_PATH))
+        .header("X-Remote-User", "system:kube-aggregator")
+        .header("X-Remote-Group", "system:masters")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
 
     // Health without any credentials; never a redirect.
@@ -347,7 +589,12 @@ async fn discovery_negotiation_routes_and_health() {
     // Our own /metrics: authorized with a non-resource SAR; masters pass.
     let (code, _, body) = h.get(&agg, "/metrics", &masters).await;
     assert_eq!(code, 200);
-    assert!(body.as_str().unwrap().contains("wva_metrics_server_http_requests_total"), "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("wva_metrics_server_http_requests_total"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -358,17 +605,28 @@ async fn auth_configmap_is_followed_live() {
     assert_eq!(h.get(&agg, METRIC_PATH, &hdr).await.0, 200);
     // kube-apiserver rotates the front-proxy CA: the old aggregator certificate stops being trusted.
     let new_front_proxy = Ca::new("front-proxy-ca-2");
-    h.api.update_auth_configmap(auth_configmap_data(&h.client_ca.pem, &new_front_proxy.pem, &["front-proxy-client"]));
+    h.api.update_auth_configmap(auth_configmap_data(
+        &h.client_ca.pem,
+        &new_front_proxy.pem,
+        &["front-proxy-client"],
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let fresh = https_client(&h.serving_ca.pem, Some(&h.aggregator()), false);
         if h.get(&fresh, METRIC_PATH, &hdr).await.0 == 401 {
             break;
         }
-        assert!(Instant::now() < deadline, "CA rotation in the ConfigMap was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "CA rotation in the ConfigMap was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rotated = https_client(&h.serving_ca.pem, Some(&new_front_proxy.client("front-proxy-client", &[])), false);
+    let rotated = https_client(
+        &h.serving_ca.pem,
+        Some(&new_front_proxy.client("front-proxy-client", &[])),
+        false,
+    );
     assert_eq!(h.get(&rotated, METRIC_PATH, &hdr).await.0, 200);
     // A broken update is rejected and the previous configuration stays.
     let mut broken = auth_configmap_data(&h.client_ca.pem, "not a certificate", &[]);
@@ -384,21 +642,34 @@ async fn serving_certificate_hot_reload_drops_no_request() {
     let h = start(None).await;
     let new_ca = Ca::new("serving-ca-2");
     let both = format!("{}{}", h.serving_ca.pem, new_ca.pem);
-    let masters = [("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")];
+    let masters = [
+        ("X-Remote-User", "system:kube-aggregator"),
+        ("X-Remote-Group", "system:masters"),
+    ];
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = h.url("/apis/external.metrics.k8s.io/v1beta1");
     let agg = h.aggregator();
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (both, url, failures, done) = (both.clone(), url.clone(), failures.clone(), done.clone());
-        let agg = Leaf { cert_pem: agg.cert_pem.clone(), key_pem: agg.key_pem.clone() };
+        let (both, url, failures, done) =
+            (both.clone(), url.clone(), failures.clone(), done.clone());
+        let agg = Leaf {
+            cert_pem: agg.cert_pem.clone(),
+            key_pem: agg.key_pem.clone(),
+        };
         load.push(tokio::spawn(async move {
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
                 // A new client per request forces new connections, so every request does a handshake.
                 let c = https_client(&both, Some(&agg), n % 2 == 0);
-                let ok = c.get(&url).header(masters[0].0, masters[0].1).header(masters[1].0, masters[1].1).send().await.is_ok_and(|r| r.status() == 200);
+                let ok = c
+                    .get(&url)
+                    .header(masters[0].0, masters[0].1)
+                    .header(masters[1].0, masters[1].1)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
                 if !ok {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -411,8 +682,18 @@ async fn serving_certificate_hot_reload_drops_no_request() {
     write_secret_volume(&h.dir, 2, &new_ca.server(&["localhost", "127.0.0.1"]));
     let only_new = https_client(&new_ca.pem, Some(&h.aggregator()), false);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while only_new.get(&url).header(masters[0].0, masters[0].1).header(masters[1].0, masters[1].1).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the new serving certificate was never served");
+    while only_new
+        .get(&url)
+        .header(masters[0].0, masters[0].1)
+        .header(masters[1].0, masters[1].1)
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new serving certificate was never served"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -422,7 +703,11 @@ async fn serving_certificate_hot_reload_drops_no_request() {
         total += t.await.unwrap();
     }
     assert!(total > 10, "load loop made only {total} requests");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during the certificate swap ({total} made)");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the certificate swap ({total} made)"
+    );
     // A client trusting only the old CA is now refused at the handshake.
     let only_old = https_client(&h.serving_ca.pem, Some(&h.aggregator()), false);
     assert!(only_old.get(&url).send().await.is_err());
@@ -433,11 +718,27 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut h = start(Some(Duration::from_millis(700))).await;
     let agg = https_client(&h.serving_ca.pem, Some(&h.aggregator()), true);
     let url = h.url(METRIC_PATH);
-    let in_flight = tokio::spawn(async move { agg.get(url).header("X-Remote-User", HPA_USER).send().await.map(|r| r.status().as_u16()) });
+    let in_flight = tokio::spawn(async move {
+        agg.get(url)
+            .header("X-Remote-User", HPA_USER)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.shutdown.take().unwrap().send(()).unwrap();
-    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request completes");
-    tokio::time::timeout(Duration::from_secs(5), &mut h.server).await.expect("server stops after draining").unwrap();
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the in-flight request completes"
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut h.server)
+        .await
+        .expect("server stops after draining")
+        .unwrap();
     let late = https_client(&h.serving_ca.pem, Some(&h.aggregator()), false);
-    assert!(late.get(h.url("/healthz")).send().await.is_err(), "no longer accepting");
+    assert!(
+        late.get(h.url("/healthz")).send().await.is_err(),
+        "no longer accepting"
+    );
 }

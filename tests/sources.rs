@@ -37,11 +37,20 @@ fn vllm_page(kv: f64, waiting: f64) -> String {
 async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    (addr, tokio::spawn(async move { axum::serve(l, app).await.unwrap() }))
+    (
+        addr,
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() }),
+    )
 }
 
 fn pod(name: &str, addr: SocketAddr) -> PodTarget {
-    PodTarget { namespace: "ns".into(), name: name.into(), ip: addr.ip().to_string(), port: addr.port(), path: "/metrics".into() }
+    PodTarget {
+        namespace: "ns".into(),
+        name: name.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port(),
+        path: "/metrics".into(),
+    }
 }
 
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
@@ -72,7 +81,8 @@ fn missing_reason(l: Lookup) -> String {
 #[tokio::test]
 async fn scraper_against_real_http_servers() {
     install_provider();
-    let (good, _) = serve(Router::new().route("/metrics", get(|| async { vllm_page(0.42, 7.0) }))).await;
+    let (good, _) =
+        serve(Router::new().route("/metrics", get(|| async { vllm_page(0.42, 7.0) }))).await;
     let (slow, _) = serve(Router::new().route(
         "/metrics",
         get(|| async {
@@ -82,43 +92,109 @@ async fn scraper_against_real_http_servers() {
     ))
     .await;
     // 2 MiB page: the samples are at the top, then padding lines the limit cuts away mid-line.
-    let (huge, _) = serve(Router::new().route("/metrics", get(|| async { format!("{}{}", vllm_page(0.5, 1.0), "# padding padding padding padding\n".repeat(60_000)) }))).await;
-    let (garbage, _) = serve(Router::new().route("/metrics", get(|| async { "<html><body>login required</body></html>\n" }))).await;
-    let (redirect, _) = serve(Router::new().route("/metrics", get(|| async { Redirect::temporary("/elsewhere").into_response() }))).await;
-    let (gone, gone_task) = serve(Router::new().route("/metrics", get(|| async { vllm_page(0.9, 3.0) }))).await;
+    let (huge, _) = serve(Router::new().route(
+        "/metrics",
+        get(|| async {
+            format!(
+                "{}{}",
+                vllm_page(0.5, 1.0),
+                "# padding padding padding padding\n".repeat(60_000)
+            )
+        }),
+    ))
+    .await;
+    let (garbage, _) = serve(Router::new().route(
+        "/metrics",
+        get(|| async { "<html><body>login required</body></html>\n" }),
+    ))
+    .await;
+    let (redirect, _) = serve(Router::new().route(
+        "/metrics",
+        get(|| async { Redirect::temporary("/elsewhere").into_response() }),
+    ))
+    .await;
+    let (gone, gone_task) =
+        serve(Router::new().route("/metrics", get(|| async { vllm_page(0.9, 3.0) }))).await;
 
-    let pods = vec![pod("good", good), pod("slow", slow), pod("huge", huge), pod("garbage", garbage), pod("redirect", redirect), pod("gone", gone)];
+    let pods = vec![
+        pod("good", good),
+        pod("slow", slow),
+        pod("huge", huge),
+        pod("garbage", garbage),
+        pod("redirect", redirect),
+        pod("gone", gone),
+    ];
     let shared = snapshot::shared(snapshot_of(pods.clone()));
     let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
     let metrics = Metrics::new();
-    let opts = ScrapeOptions { interval: Duration::from_secs(1), timeout: Duration::from_millis(500), concurrency: 4, max_body_bytes: 256 * 1024 };
+    let opts = ScrapeOptions {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        concurrency: 4,
+        max_body_bytes: 256 * 1024,
+    };
     let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts).unwrap();
     let started = Instant::now();
     scraper.scrape_once().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "the slow pod held the round for {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the slow pod held the round for {:?}",
+        started.elapsed()
+    );
 
-    let Lookup::Fresh(s) = cache.lookup(&pods[0], MODEL) else { panic!("good pod not fresh") };
-    assert_eq!((s.kv_cache_usage, s.queue_length, s.running_requests, s.source), (0.42, 7.0, Some(2.0), SourceKind::Pods));
-    assert!(missing_reason(cache.lookup(&pods[1], MODEL)).contains("scrape failing"), "slow pod times out");
-    let Lookup::Fresh(s) = cache.lookup(&pods[2], MODEL) else { panic!("huge page: the part within the limit is used") };
+    let Lookup::Fresh(s) = cache.lookup(&pods[0], MODEL) else {
+        panic!("good pod not fresh")
+    };
+    assert_eq!(
+        (
+            s.kv_cache_usage,
+            s.queue_length,
+            s.running_requests,
+            s.source
+        ),
+        (0.42, 7.0, Some(2.0), SourceKind::Pods)
+    );
+    assert!(
+        missing_reason(cache.lookup(&pods[1], MODEL)).contains("scrape failing"),
+        "slow pod times out"
+    );
+    let Lookup::Fresh(s) = cache.lookup(&pods[2], MODEL) else {
+        panic!("huge page: the part within the limit is used")
+    };
     assert_eq!(s.kv_cache_usage, 0.5);
-    assert_eq!(missing_reason(cache.lookup(&pods[3], MODEL)), "the page has no vLLM queue or KV-cache metrics");
-    assert!(missing_reason(cache.lookup(&pods[4], MODEL)).contains("HTTP 307"), "redirects are reported, not followed");
+    assert_eq!(
+        missing_reason(cache.lookup(&pods[3], MODEL)),
+        "the page has no vLLM queue or KV-cache metrics"
+    );
+    assert!(
+        missing_reason(cache.lookup(&pods[4], MODEL)).contains("HTTP 307"),
+        "redirects are reported, not followed"
+    );
     assert!(matches!(cache.lookup(&pods[5], MODEL), Lookup::Fresh(_)));
 
     // The pod's server dies: its samples stay until they age out; the failure is never a zero.
     gone_task.abort();
     let _ = gone_task.await;
     scraper.scrape_once().await;
-    let Lookup::Fresh(s) = cache.lookup(&pods[5], MODEL) else { panic!("window keeps the last samples") };
+    let Lookup::Fresh(s) = cache.lookup(&pods[5], MODEL) else {
+        panic!("window keeps the last samples")
+    };
     assert_eq!(s.kv_cache_usage, 0.9);
     let text = metrics.encode();
-    assert!(text.contains(r#"wva_metrics_server_pod_scrape_failures_total{namespace="ns",pod="gone"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"wva_metrics_server_pod_scrape_failures_total{namespace="ns",pod="gone"} 1"#
+        ),
+        "{text}"
+    );
 
     // The pod leaves the API: it is forgotten at once, with its metric series.
     shared.store(Arc::new(snapshot_of(pods[..5].to_vec())));
     scraper.scrape_once().await;
-    assert_eq!(missing_reason(cache.lookup(&pods[5], MODEL)), "not scraped yet");
+    assert_eq!(
+        missing_reason(cache.lookup(&pods[5], MODEL)),
+        "not scraped yet"
+    );
     assert!(!metrics.encode().contains(r#"pod="gone""#));
 }
 
@@ -139,7 +215,11 @@ impl Drop for Prometheus {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn prometheus_binary() -> String {
@@ -158,11 +238,20 @@ async fn start_prometheus(targets: &[(SocketAddr, &str)]) -> Prometheus {
     let leaf = ca.server(&["localhost", "127.0.0.1"]);
     std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.join("web.yml"), format!("tls_server_config:\n  cert_file: {0}/tls.crt\n  key_file: {0}/tls.key\n", dir.display())).unwrap();
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {0}/tls.crt\n  key_file: {0}/tls.key\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
     let mut scrape = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vllm\n    static_configs:\n");
     for (addr, pod) in targets {
         // The labels a PodMonitor's relabelling adds.
-        scrape.push_str(&format!("      - targets: ['{addr}']\n        labels: {{namespace: ns, pod: {pod}}}\n"));
+        scrape.push_str(&format!(
+            "      - targets: ['{addr}']\n        labels: {{namespace: ns, pod: {pod}}}\n"
+        ));
     }
     std::fs::write(dir.join("prometheus.yml"), scrape).unwrap();
     let port = free_port();
@@ -176,7 +265,12 @@ async fn start_prometheus(targets: &[(SocketAddr, &str)]) -> Prometheus {
         .stderr(log)
         .spawn()
         .expect("starting prometheus");
-    Prometheus { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), ca, dir }
+    Prometheus {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        ca,
+        dir,
+    }
 }
 
 fn prom_args(url: String, ca: Option<PathBuf>) -> PrometheusArgs {
@@ -197,31 +291,49 @@ fn prom_args(url: String, ca: Option<PathBuf>) -> PrometheusArgs {
 #[tokio::test]
 async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     install_provider();
-    let (p1, _) = serve(Router::new().route("/metrics", get(|| async { vllm_page(0.61, 4.0) }))).await;
-    let (p2, _) = serve(Router::new().route("/metrics", get(|| async { vllm_page(0.2, 0.0) }))).await;
+    let (p1, _) =
+        serve(Router::new().route("/metrics", get(|| async { vllm_page(0.61, 4.0) }))).await;
+    let (p2, _) =
+        serve(Router::new().route("/metrics", get(|| async { vllm_page(0.2, 0.0) }))).await;
     let prom = start_prometheus(&[(p1, "pod-1"), (p2, "pod-2")]).await;
     let ca_path = prom.dir.join("ca.crt");
     std::fs::write(&ca_path, &prom.ca.pem).unwrap();
     let url = format!("https://127.0.0.1:{}", prom.addr.port());
     let metrics = Metrics::new();
 
-    let source = PrometheusSource::new(PrometheusClient::new(&prom_args(url.clone(), Some(ca_path.clone()))).unwrap(), Duration::from_secs(60), metrics.clone());
+    let source = PrometheusSource::new(
+        PrometheusClient::new(&prom_args(url.clone(), Some(ca_path.clone()))).unwrap(),
+        Duration::from_secs(60),
+        metrics.clone(),
+    );
     let (t1, t2) = (pod("pod-1", p1), pod("pod-2", p2));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         source.refresh("ns", MODEL).await;
-        if let (Lookup::Fresh(a), Lookup::Fresh(b)) = (source.lookup(&t1, MODEL), source.lookup(&t2, MODEL)) {
-            assert_eq!((a.kv_cache_usage, a.queue_length, a.source), (0.61, 4.0, SourceKind::Prometheus));
+        if let (Lookup::Fresh(a), Lookup::Fresh(b)) =
+            (source.lookup(&t1, MODEL), source.lookup(&t2, MODEL))
+        {
+            assert_eq!(
+                (a.kv_cache_usage, a.queue_length, a.source),
+                (0.61, 4.0, SourceKind::Prometheus)
+            );
             assert_eq!((b.kv_cache_usage, b.queue_length), (0.2, 0.0));
             break;
         }
         let log = std::fs::read_to_string(prom.dir.join("prometheus.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "Prometheus never returned both pods: {:?}\n{log}", source.lookup(&t1, MODEL));
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned both pods: {:?}\n{log}",
+            source.lookup(&t1, MODEL)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // A pod Prometheus does not know is named, not zeroed.
     let reason = missing_reason(source.lookup(&pod("pod-3", p1), MODEL));
-    assert!(reason.contains("Prometheus has no vLLM series for pod pod-3"), "{reason}");
+    assert!(
+        reason.contains("Prometheus has no vLLM series for pod pod-3"),
+        "{reason}"
+    );
 
     // CA mismatch: the query fails with a TLS error, and earlier results are not replaced by zeros.
     let other = Ca::new("unrelated-ca");
@@ -229,7 +341,10 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     std::fs::write(&wrong_ca, &other.pem).unwrap();
     let client = PrometheusClient::new(&prom_args(url.clone(), Some(wrong_ca))).unwrap();
     let err = client.query("up").await.unwrap_err().to_string();
-    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
 
     // Behind a bearer-token proxy (as Thanos querier behind an OAuth proxy): no token → refused, token → answered.
     let upstream = https_client(&prom.ca.pem, None, false);
@@ -237,20 +352,33 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     let proxy = Router::new().fallback(move |req: axum::extract::Request| {
         let (upstream, target) = (upstream.clone(), target.clone());
         async move {
-            let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer s3cret");
+            let authorized = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                == Some("Bearer s3cret");
             if !authorized {
                 return (axum::http::StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
             }
             let uri = req.uri().clone();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap();
             let resp = upstream
-                .post(format!("{target}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")))
+                .post(format!(
+                    "{target}{}",
+                    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                ))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body)
                 .send()
                 .await
                 .unwrap();
-            (axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap(), resp.bytes().await.unwrap()).into_response()
+            (
+                axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap(),
+                resp.bytes().await.unwrap(),
+            )
+                .into_response()
         }
     });
     let proxy_ca = Ca::new("proxy-ca");
@@ -259,12 +387,17 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     let proxy_ca_path = prom.dir.join("proxy-ca.crt");
     std::fs::write(&proxy_ca_path, &proxy_ca.pem).unwrap();
     let proxy_url = format!("https://127.0.0.1:{}", proxy_addr.port());
-    let no_token = PrometheusClient::new(&prom_args(proxy_url.clone(), Some(proxy_ca_path.clone()))).unwrap();
+    let no_token =
+        PrometheusClient::new(&prom_args(proxy_url.clone(), Some(proxy_ca_path.clone()))).unwrap();
     let err = no_token.query("up").await.unwrap_err().to_string();
     assert!(err.contains("401"), "{err}");
     let token_file = prom.dir.join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
-    let with_token = PrometheusClient::new(&PrometheusArgs { token_path: Some(token_file), ..prom_args(proxy_url, Some(proxy_ca_path)) }).unwrap();
+    let with_token = PrometheusClient::new(&PrometheusArgs {
+        token_path: Some(token_file),
+        ..prom_args(proxy_url, Some(proxy_ca_path))
+    })
+    .unwrap();
     let up = with_token.query("up").await.unwrap();
     assert_eq!(up.len(), 2, "{up:?}");
 }
@@ -272,26 +405,41 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
 /// Serves an axum app over TLS with the given certificate (a bearer-token proxy in front of Prometheus).
 async fn serve_tls(app: Router, leaf: &Leaf) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move { tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let app = app.clone();
+                        async move {
+                            tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
             });
         }
     });

@@ -40,10 +40,14 @@ impl CaVerifier {
         if added == 0 {
             return Err(format!("none of the {ignored} certificates is a usable CA"));
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| format!("building the verifier: {e}"))?;
-        Ok(Self { verifier, subjects: added })
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("building the verifier: {e}"))?;
+        Ok(Self {
+            verifier,
+            subjects: added,
+        })
     }
 
     /// `Ok` when the chain leads to this CA and the leaf may be used for client authentication.
@@ -89,41 +93,81 @@ pub struct AuthOverrides {
 fn string_list(data: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, String> {
     match data.get(key).map(|s| s.trim()) {
         None | Some("") => Ok(Vec::new()),
-        Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| format!("{key}: expected a JSON array of strings: {e}")),
+        Some(s) => serde_json::from_str::<Vec<String>>(s)
+            .map_err(|e| format!("{key}: expected a JSON array of strings: {e}")),
     }
 }
 
 impl AuthConfig {
     /// Builds the configuration from the ConfigMap's data plus overrides. A broken CA or list is an error
     /// naming the key, so the caller keeps the previous configuration.
-    pub fn from_configmap(data: &BTreeMap<String, String>, overrides: &AuthOverrides, provider: &Arc<CryptoProvider>) -> Result<Self, String> {
-        let client_ca_pem = overrides.client_ca_pem.clone().or_else(|| data.get("client-ca-file").map(|s| s.clone().into_bytes()));
+    pub fn from_configmap(
+        data: &BTreeMap<String, String>,
+        overrides: &AuthOverrides,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
+        let client_ca_pem = overrides
+            .client_ca_pem
+            .clone()
+            .or_else(|| data.get("client-ca-file").map(|s| s.clone().into_bytes()));
         let client_ca = match client_ca_pem {
-            Some(pem) if !pem.is_empty() => Some(CaVerifier::from_pem(&pem, provider).map_err(|e| format!("client-ca-file: {e}"))?),
+            Some(pem) if !pem.is_empty() => Some(
+                CaVerifier::from_pem(&pem, provider).map_err(|e| format!("client-ca-file: {e}"))?,
+            ),
             _ => None,
         };
-        let rh_pem = overrides.requestheader_ca_pem.clone().or_else(|| data.get("requestheader-client-ca-file").map(|s| s.clone().into_bytes()));
+        let rh_pem = overrides.requestheader_ca_pem.clone().or_else(|| {
+            data.get("requestheader-client-ca-file")
+                .map(|s| s.clone().into_bytes())
+        });
         let request_header = match rh_pem {
             Some(pem) if !pem.is_empty() => {
-                let ca = CaVerifier::from_pem(&pem, provider).map_err(|e| format!("requestheader-client-ca-file: {e}"))?;
-                let pick = |o: &Option<Vec<String>>, key: &str, default: &[&str]| -> Result<Vec<String>, String> {
+                let ca = CaVerifier::from_pem(&pem, provider)
+                    .map_err(|e| format!("requestheader-client-ca-file: {e}"))?;
+                let pick = |o: &Option<Vec<String>>,
+                            key: &str,
+                            default: &[&str]|
+                 -> Result<Vec<String>, String> {
                     if let Some(v) = o {
                         return Ok(v.clone());
                     }
                     let v = string_list(data, key)?;
-                    Ok(if v.is_empty() && !default.is_empty() { default.iter().map(|s| s.to_string()).collect() } else { v })
+                    Ok(if v.is_empty() && !default.is_empty() {
+                        default.iter().map(|s| s.to_string()).collect()
+                    } else {
+                        v
+                    })
                 };
                 Some(RequestHeaderConfig {
                     ca,
-                    allowed_names: pick(&overrides.allowed_names, "requestheader-allowed-names", &[])?,
-                    username_headers: pick(&overrides.username_headers, "requestheader-username-headers", &["X-Remote-User"])?,
+                    allowed_names: pick(
+                        &overrides.allowed_names,
+                        "requestheader-allowed-names",
+                        &[],
+                    )?,
+                    username_headers: pick(
+                        &overrides.username_headers,
+                        "requestheader-username-headers",
+                        &["X-Remote-User"],
+                    )?,
                     uid_headers: pick(&overrides.uid_headers, "requestheader-uid-headers", &[])?,
-                    group_headers: pick(&overrides.group_headers, "requestheader-group-headers", &["X-Remote-Group"])?,
-                    extra_headers_prefix: pick(&overrides.extra_headers_prefix, "requestheader-extra-headers-prefix", &["X-Remote-Extra-"])?,
+                    group_headers: pick(
+                        &overrides.group_headers,
+                        "requestheader-group-headers",
+                        &["X-Remote-Group"],
+                    )?,
+                    extra_headers_prefix: pick(
+                        &overrides.extra_headers_prefix,
+                        "requestheader-extra-headers-prefix",
+                        &["X-Remote-Extra-"],
+                    )?,
                 })
             }
             _ => None,
         };
-        Ok(Self { request_header, client_ca })
+        Ok(Self {
+            request_header,
+            client_ca,
+        })
     }
 }

@@ -38,7 +38,11 @@ pub struct UserInfo {
 
 impl UserInfo {
     pub fn anonymous() -> Self {
-        Self { username: ANONYMOUS_USER.into(), groups: vec![UNAUTHENTICATED_GROUP.into()], ..Default::default() }
+        Self {
+            username: ANONYMOUS_USER.into(),
+            groups: vec![UNAUTHENTICATED_GROUP.into()],
+            ..Default::default()
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -85,20 +89,43 @@ pub struct Auth {
 
 /// Subject (CN) and organizations (O) of a certificate.
 fn subject_of(cert: &CertificateDer<'_>) -> Result<(String, Vec<String>), String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| format!("unparsable client certificate: {e}"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("unparsable client certificate: {e}"))?;
     let subject = parsed.subject();
-    let cn = subject.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_string();
-    let orgs = subject.iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_string).collect();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let orgs = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
     Ok((cn, orgs))
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok())
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
 }
 
 impl Auth {
-    pub fn new(reviewer: Option<Arc<dyn Reviewer>>, cache_ttl: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { config: ArcSwapOption::empty(), reviewer, tokens: TtlCache::new(cache_ttl, 10_000), decisions: TtlCache::new(cache_ttl, 10_000), metrics }
+    pub fn new(
+        reviewer: Option<Arc<dyn Reviewer>>,
+        cache_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config: ArcSwapOption::empty(),
+            reviewer,
+            tokens: TtlCache::new(cache_ttl, 10_000),
+            decisions: TtlCache::new(cache_ttl, 10_000),
+            metrics,
+        }
     }
 
     /// Replaces the trust configuration (CAs, allowed names, header names). Cached decisions made under
@@ -114,8 +141,16 @@ impl Auth {
     }
 
     /// The authenticated user, anonymous when no credentials were presented, or 401.
-    pub async fn authenticate(&self, peer: &PeerCertificates, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
-        let config = self.config.load_full().ok_or_else(|| AuthError::Unavailable("the authentication configuration has not been loaded yet".into()))?;
+    pub async fn authenticate(
+        &self,
+        peer: &PeerCertificates,
+        headers: &HeaderMap,
+    ) -> Result<UserInfo, AuthError> {
+        let config = self.config.load_full().ok_or_else(|| {
+            AuthError::Unavailable(
+                "the authentication configuration has not been loaded yet".into(),
+            )
+        })?;
         let mut failures = Vec::new();
         if let Some(chain) = peer.0.as_deref() {
             // 1. Front-proxy: the chain leads to the request-header CA and the CN is allowed.
@@ -123,7 +158,7 @@ impl Auth {
                 match rh.ca.verify(chain) {
                     Ok(()) => {
                         let (cn, _) = subject_of(&chain[0]).map_err(AuthError::Unauthorized)?;
-                        if !rh.allowed_names.is_empty() && !rh.allowed_names.iter().any(|n| *n == cn) {
+                        if !rh.allowed_names.is_empty() && !rh.allowed_names.contains(&cn) {
                             failures.push(format!("request-header client certificate CN {cn:?} is not in requestheader-allowed-names {:?}", rh.allowed_names));
                         } else if let Some(user) = self.user_from_headers(rh, headers) {
                             return Ok(user.with_authenticated_group());
@@ -138,7 +173,12 @@ impl Auth {
                     Ok(()) => {
                         let (cn, orgs) = subject_of(&chain[0]).map_err(AuthError::Unauthorized)?;
                         if !cn.is_empty() {
-                            return Ok(UserInfo { username: cn, groups: orgs, ..Default::default() }.with_authenticated_group());
+                            return Ok(UserInfo {
+                                username: cn,
+                                groups: orgs,
+                                ..Default::default()
+                            }
+                            .with_authenticated_group());
                         }
                         failures.push("client certificate has an empty CN".into());
                     }
@@ -146,7 +186,9 @@ impl Auth {
                 }
             }
             if config.request_header.is_none() && config.client_ca.is_none() {
-                failures.push("a client certificate was presented but no client CA is configured".into());
+                failures.push(
+                    "a client certificate was presented but no client CA is configured".into(),
+                );
             }
         }
         // 3. Bearer token via TokenReview.
@@ -162,12 +204,27 @@ impl Auth {
         Ok(UserInfo::anonymous())
     }
 
-    fn user_from_headers(&self, rh: &config::RequestHeaderConfig, headers: &HeaderMap) -> Option<UserInfo> {
-        let first_non_empty = |names: &[String]| names.iter().flat_map(|n| header_values(headers, n)).find(|v| !v.is_empty()).map(str::to_string);
+    fn user_from_headers(
+        &self,
+        rh: &config::RequestHeaderConfig,
+        headers: &HeaderMap,
+    ) -> Option<UserInfo> {
+        let first_non_empty = |names: &[String]| {
+            names
+                .iter()
+                .flat_map(|n| header_values(headers, n))
+                .find(|v| !v.is_empty())
+                .map(str::to_string)
+        };
         let username = first_non_empty(&rh.username_headers)?;
         let uid = first_non_empty(&rh.uid_headers).unwrap_or_default();
         // One header per group, repeated; values are taken as they are.
-        let groups: Vec<String> = rh.group_headers.iter().flat_map(|n| header_values(headers, n)).map(str::to_string).collect();
+        let groups: Vec<String> = rh
+            .group_headers
+            .iter()
+            .flat_map(|n| header_values(headers, n))
+            .map(str::to_string)
+            .collect();
         let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in headers {
             for prefix in &rh.extra_headers_prefix {
@@ -178,14 +235,21 @@ impl Auth {
                         continue;
                     }
                     // The key is percent-escaped by the sender (client-go `headerKeyEscape`).
-                    let key = percent_encoding::percent_decode_str(suffix).decode_utf8_lossy().to_ascii_lowercase();
+                    let key = percent_encoding::percent_decode_str(suffix)
+                        .decode_utf8_lossy()
+                        .to_ascii_lowercase();
                     if let Ok(v) = value.to_str() {
                         extra.entry(key).or_default().push(v.to_string());
                     }
                 }
             }
         }
-        Some(UserInfo { username, uid, groups, extra })
+        Some(UserInfo {
+            username,
+            uid,
+            groups,
+            extra,
+        })
     }
 
     /// `Ok(Ok(user))` accepted, `Ok(Err(reason))` rejected (both cached), `Err` when the review failed.
@@ -195,16 +259,30 @@ impl Auth {
             return Ok(hit);
         }
         self.metrics.cache_lookup("token", false);
-        let reviewer = self.reviewer.as_ref().ok_or_else(|| AuthError::Unauthorized("bearer tokens are not accepted: no Kubernetes API to review them".into()))?;
-        let result = reviewer.review_token(token).await.map_err(AuthError::Unavailable)?;
+        let reviewer = self.reviewer.as_ref().ok_or_else(|| {
+            AuthError::Unauthorized(
+                "bearer tokens are not accepted: no Kubernetes API to review them".into(),
+            )
+        })?;
+        let result = reviewer
+            .review_token(token)
+            .await
+            .map_err(AuthError::Unavailable)?;
         self.tokens.insert(token.to_string(), result.clone());
         Ok(result)
     }
 
     /// SubjectAccessReview, cached. `system:masters` is always allowed.
-    pub async fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Result<Decision, AuthError> {
+    pub async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+    ) -> Result<Decision, AuthError> {
         if user.groups.iter().any(|g| g == MASTERS_GROUP) {
-            return Ok(Decision { allowed: true, reason: "system:masters".into() });
+            return Ok(Decision {
+                allowed: true,
+                reason: "system:masters".into(),
+            });
         }
         let key = review::cache_key(user, attrs);
         if let Some(hit) = self.decisions.get(&key) {
@@ -212,15 +290,23 @@ impl Auth {
             return Ok(hit);
         }
         self.metrics.cache_lookup("authorization", false);
-        let reviewer = self.reviewer.as_ref().ok_or_else(|| AuthError::Unavailable("no Kubernetes API to authorize requests".into()))?;
-        let decision = reviewer.review_access(user, attrs).await.map_err(AuthError::Unavailable)?;
+        let reviewer = self.reviewer.as_ref().ok_or_else(|| {
+            AuthError::Unavailable("no Kubernetes API to authorize requests".into())
+        })?;
+        let decision = reviewer
+            .review_access(user, attrs)
+            .await
+            .map_err(AuthError::Unavailable)?;
         self.decisions.insert(key, decision.clone());
         Ok(decision)
     }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde::Serialize;
@@ -15,16 +17,32 @@ use super::{Decision, UserInfo};
 /// What a request asks to do, in SubjectAccessReview terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Attributes {
-    Resource { verb: String, group: String, version: String, resource: String, namespace: String },
-    NonResource { path: String, verb: String },
+    Resource {
+        verb: String,
+        group: String,
+        version: String,
+        resource: String,
+        namespace: String,
+    },
+    NonResource {
+        path: String,
+        verb: String,
+    },
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait Reviewer: Send + Sync {
     /// `Ok(Ok(user))` authenticated, `Ok(Err(reason))` rejected, `Err` review not obtained.
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>>;
-    fn review_access<'a>(&'a self, user: &'a UserInfo, attrs: &'a Attributes) -> BoxFuture<'a, Result<Decision, String>>;
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>>;
+    fn review_access<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        attrs: &'a Attributes,
+    ) -> BoxFuture<'a, Result<Decision, String>>;
 }
 
 /// The cache key is the review's spec, as in Go's webhook authorizer: every distinct user, verb,
@@ -52,7 +70,13 @@ impl KubeReviewer {
             ..Default::default()
         };
         match attrs {
-            Attributes::Resource { verb, group, version, resource, namespace } => {
+            Attributes::Resource {
+                verb,
+                group,
+                version,
+                resource,
+                namespace,
+            } => {
                 spec.resource_attributes = Some(ResourceAttributes {
                     verb: Some(verb.clone()),
                     group: Some(group.clone()),
@@ -63,7 +87,10 @@ impl KubeReviewer {
                 });
             }
             Attributes::NonResource { path, verb } => {
-                spec.non_resource_attributes = Some(NonResourceAttributes { path: Some(path.clone()), verb: Some(verb.clone()) });
+                spec.non_resource_attributes = Some(NonResourceAttributes {
+                    path: Some(path.clone()),
+                    verb: Some(verb.clone()),
+                });
             }
         }
         spec
@@ -71,17 +98,30 @@ impl KubeReviewer {
 }
 
 impl Reviewer for KubeReviewer {
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>> {
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>> {
         Box::pin(async move {
             let api: Api<TokenReview> = Api::all(self.client.clone());
-            let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None }, ..Default::default() };
-            let created = tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
-                .await
-                .map_err(|_| format!("TokenReview timed out after {:?}", self.timeout))?
-                .map_err(|e| format!("TokenReview failed: {e}"))?;
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(token.to_string()),
+                    audiences: None,
+                },
+                ..Default::default()
+            };
+            let created =
+                tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
+                    .await
+                    .map_err(|_| format!("TokenReview timed out after {:?}", self.timeout))?
+                    .map_err(|e| format!("TokenReview failed: {e}"))?;
             let status = created.status.unwrap_or_default();
             if status.authenticated != Some(true) {
-                let why = status.error.filter(|e| !e.is_empty()).unwrap_or_else(|| "token not authenticated".into());
+                let why = status
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "token not authenticated".into());
                 return Ok(Err(format!("TokenReview rejected the bearer token: {why}")));
             }
             let user = status.user.unwrap_or_default();
@@ -94,20 +134,35 @@ impl Reviewer for KubeReviewer {
         })
     }
 
-    fn review_access<'a>(&'a self, user: &'a UserInfo, attrs: &'a Attributes) -> BoxFuture<'a, Result<Decision, String>> {
+    fn review_access<'a>(
+        &'a self,
+        user: &'a UserInfo,
+        attrs: &'a Attributes,
+    ) -> BoxFuture<'a, Result<Decision, String>> {
         Box::pin(async move {
             let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-            let review = SubjectAccessReview { spec: Self::sar_spec(user, attrs), ..Default::default() };
-            let created = tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
-                .await
-                .map_err(|_| format!("SubjectAccessReview timed out after {:?}", self.timeout))?
-                .map_err(|e| format!("SubjectAccessReview failed: {e}"))?;
+            let review = SubjectAccessReview {
+                spec: Self::sar_spec(user, attrs),
+                ..Default::default()
+            };
+            let created =
+                tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
+                    .await
+                    .map_err(|_| format!("SubjectAccessReview timed out after {:?}", self.timeout))?
+                    .map_err(|e| format!("SubjectAccessReview failed: {e}"))?;
             let status = created.status.unwrap_or_default();
             let mut reason = status.reason.unwrap_or_default();
             if let Some(err) = status.evaluation_error.filter(|e| !e.is_empty()) {
-                reason = if reason.is_empty() { err } else { format!("{reason}; {err}") };
+                reason = if reason.is_empty() {
+                    err
+                } else {
+                    format!("{reason}; {err}")
+                };
             }
-            Ok(Decision { allowed: status.allowed && status.denied != Some(true), reason })
+            Ok(Decision {
+                allowed: status.allowed && status.denied != Some(true),
+                reason,
+            })
         })
     }
 }

@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser, Clone)]
-#[command(name = "vllm-emulator", about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests")]
+#[command(
+    name = "vllm-emulator",
+    about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests"
+)]
 struct Args {
     /// Address of one emulated pod (repeatable): --listen 127.0.0.2:8000 --listen 127.0.0.3:8000
     #[arg(long, required = true)]
@@ -98,30 +101,62 @@ impl Pod {
         let engines = self.args.engines.max(1);
         let mut out = String::with_capacity(8192);
         let split = |total: usize, e: usize| total / engines + usize::from(e < total % engines);
-        let mut family = |name: &str, kind: &str, help: &str, series: &mut dyn FnMut(&mut String, &str)| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for e in 0..engines {
-                let labels = format!("engine=\"{e}\",model_name=\"{m}\"");
-                series(&mut out, &labels);
-            }
-        };
+        let mut family =
+            |name: &str, kind: &str, help: &str, series: &mut dyn FnMut(&mut String, &str)| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for e in 0..engines {
+                    let labels = format!("engine=\"{e}\",model_name=\"{m}\"");
+                    series(&mut out, &labels);
+                }
+            };
         let mut e = 0;
-        family("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", &mut |o, l| {
-            let _ = writeln!(o, "vllm:num_requests_running{{{l}}} {:.1}", split(running, e) as f64);
-            e += 1;
-        });
+        family(
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            &mut |o, l| {
+                let _ = writeln!(
+                    o,
+                    "vllm:num_requests_running{{{l}}} {:.1}",
+                    split(running, e) as f64
+                );
+                e += 1;
+            },
+        );
         let mut e = 0;
-        family("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", &mut |o, l| {
-            let _ = writeln!(o, "vllm:num_requests_waiting{{{l}}} {:.1}", split(waiting, e) as f64);
-            e += 1;
-        });
-        family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", &mut |o, l| {
-            let _ = writeln!(o, "vllm:kv_cache_usage_perc{{{l}}} {kv}");
-        });
+        family(
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            &mut |o, l| {
+                let _ = writeln!(
+                    o,
+                    "vllm:num_requests_waiting{{{l}}} {:.1}",
+                    split(waiting, e) as f64
+                );
+                e += 1;
+            },
+        );
+        family(
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            &mut |o, l| {
+                let _ = writeln!(o, "vllm:kv_cache_usage_perc{{{l}}} {kv}");
+            },
+        );
         let per = |v: u64| v as f64 / engines as f64;
         for (name, help, value) in [
-            ("vllm:prompt_tokens", "Number of prefill tokens processed.", c.prompt_tokens),
-            ("vllm:generation_tokens", "Number of generation tokens processed.", c.generation_tokens),
+            (
+                "vllm:prompt_tokens",
+                "Number of prefill tokens processed.",
+                c.prompt_tokens,
+            ),
+            (
+                "vllm:generation_tokens",
+                "Number of generation tokens processed.",
+                c.generation_tokens,
+            ),
         ] {
             family(&format!("{name}_total"), "counter", help, &mut |o, l| {
                 let _ = writeln!(o, "{name}_total{{{l}}} {:.1}", per(value));
@@ -130,25 +165,66 @@ impl Pod {
                 let _ = writeln!(o, "{name}_created{{{l}}} {:e}", self.created);
             });
         }
-        family("vllm:request_success_total", "counter", "Count of successfully processed requests.", &mut |o, l| {
-            for reason in ["stop", "length", "abort"] {
-                let v = if reason == "stop" { per(c.succeeded) } else { 0.0 };
-                let _ = writeln!(o, "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {v:.1}");
-            }
-        });
-        family("vllm:e2e_request_latency_seconds", "histogram", "Histogram of e2e request latency in seconds.", &mut |o, l| {
-            let engine = l.split('"').nth(1).unwrap_or("0");
-            let labels_with = |le: &str| format!("engine=\"{engine}\",le=\"{le}\",model_name=\"{m}\"");
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(o, "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}", labels_with(&format!("{b:?}")), per(c.latency_buckets.get(i).copied().unwrap_or(0)));
-            }
-            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}", labels_with("+Inf"), per(c.latency_count));
-            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_count{{{l}}} {:.1}", per(c.latency_count));
-            let _ = writeln!(o, "vllm:e2e_request_latency_seconds_sum{{{l}}} {}", c.latency_sum / engines as f64);
-        });
-        family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", &mut |o, l| {
-            let _ = writeln!(o, "vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",{l},num_gpu_blocks=\"2048\"}} 1.0");
-        });
+        family(
+            "vllm:request_success_total",
+            "counter",
+            "Count of successfully processed requests.",
+            &mut |o, l| {
+                for reason in ["stop", "length", "abort"] {
+                    let v = if reason == "stop" {
+                        per(c.succeeded)
+                    } else {
+                        0.0
+                    };
+                    let _ = writeln!(
+                        o,
+                        "vllm:request_success_total{{{l},finished_reason=\"{reason}\"}} {v:.1}"
+                    );
+                }
+            },
+        );
+        family(
+            "vllm:e2e_request_latency_seconds",
+            "histogram",
+            "Histogram of e2e request latency in seconds.",
+            &mut |o, l| {
+                let engine = l.split('"').nth(1).unwrap_or("0");
+                let labels_with =
+                    |le: &str| format!("engine=\"{engine}\",le=\"{le}\",model_name=\"{m}\"");
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        o,
+                        "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}",
+                        labels_with(&format!("{b:?}")),
+                        per(c.latency_buckets.get(i).copied().unwrap_or(0))
+                    );
+                }
+                let _ = writeln!(
+                    o,
+                    "vllm:e2e_request_latency_seconds_bucket{{{}}} {:.1}",
+                    labels_with("+Inf"),
+                    per(c.latency_count)
+                );
+                let _ = writeln!(
+                    o,
+                    "vllm:e2e_request_latency_seconds_count{{{l}}} {:.1}",
+                    per(c.latency_count)
+                );
+                let _ = writeln!(
+                    o,
+                    "vllm:e2e_request_latency_seconds_sum{{{l}}} {}",
+                    c.latency_sum / engines as f64
+                );
+            },
+        );
+        family(
+            "vllm:cache_config_info",
+            "gauge",
+            "Information of the LLMEngine CacheConfig",
+            &mut |o, l| {
+                let _ = writeln!(o, "vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",{l},num_gpu_blocks=\"2048\"}} 1.0");
+            },
+        );
         out
     }
 
@@ -177,9 +253,25 @@ async fn metrics(State(pod): State<Arc<Pod>>) -> Response {
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
         }
-        MetricsFault::Error => (StatusCode::INTERNAL_SERVER_ERROR, "emulated failure\n").into_response(),
-        MetricsFault::Garbage => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], "<html>not metrics</html>\n").into_response(),
-        MetricsFault::Ok => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], pod.page()).into_response(),
+        MetricsFault::Error => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "emulated failure\n").into_response()
+        }
+        MetricsFault::Garbage => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            "<html>not metrics</html>\n",
+        )
+            .into_response(),
+        MetricsFault::Ok => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            pod.page(),
+        )
+            .into_response(),
     }
 }
 
@@ -197,11 +289,17 @@ fn default_max_tokens() -> u64 {
 
 async fn completions(State(pod): State<Arc<Pod>>, Json(req): Json<Completion>) -> Response {
     let start = std::time::Instant::now();
-    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).real_in_flight += 1;
+    pod.counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .real_in_flight += 1;
     let permit = pod.slots.acquire().await;
     tokio::time::sleep(Duration::from_secs_f64(pod.args.service_time)).await;
     drop(permit);
-    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).real_in_flight -= 1;
+    pod.counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .real_in_flight -= 1;
     let prompt_tokens = (req.prompt.split_whitespace().count() as u64).max(1);
     pod.record(start.elapsed().as_secs_f64(), prompt_tokens, req.max_tokens);
     let body = serde_json::json!({
@@ -219,7 +317,10 @@ struct Load {
 }
 
 async fn set_load(State(pod): State<Arc<Pod>>, Json(load): Json<Load>) -> Response {
-    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).synthetic = load.in_flight;
+    pod.counters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .synthetic = load.in_flight;
     state(State(pod)).await
 }
 
@@ -243,17 +344,27 @@ async fn state(State(pod): State<Arc<Pod>>) -> Response {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if args.max_num_seqs == 0 || args.service_time < 0.0 || !(0.0..=1.0).contains(&args.kv_per_seq) {
-        eprintln!("error: --max-num-seqs must be >= 1, --service-time >= 0 and --kv-per-seq within 0..1");
+    if args.max_num_seqs == 0 || args.service_time < 0.0 || !(0.0..=1.0).contains(&args.kv_per_seq)
+    {
+        eprintln!(
+            "error: --max-num-seqs must be >= 1, --service-time >= 0 and --kv-per-seq within 0..1"
+        );
         return std::process::ExitCode::FAILURE;
     }
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut tasks = Vec::new();
     for addr in &args.listen {
         let pod = Arc::new(Pod {
             args: args.clone(),
             slots: Semaphore::new(args.max_num_seqs),
-            counters: Mutex::new(Counters { synthetic: args.in_flight, latency_buckets: vec![0; BUCKETS.len()], ..Default::default() }),
+            counters: Mutex::new(Counters {
+                synthetic: args.in_flight,
+                latency_buckets: vec![0; BUCKETS.len()],
+                ..Default::default()
+            }),
             created,
         });
         let app = Router::new()
@@ -271,8 +382,13 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        eprintln!("vllm-emulator: pod on http://{addr} (model {:?}, max-num-seqs {})", args.model, args.max_num_seqs);
-        tasks.push(tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await }));
+        eprintln!(
+            "vllm-emulator: pod on http://{addr} (model {:?}, max-num-seqs {})",
+            args.model, args.max_num_seqs
+        );
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service()).await
+        }));
     }
     let _ = tokio::signal::ctrl_c().await;
     std::process::ExitCode::SUCCESS

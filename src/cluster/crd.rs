@@ -76,19 +76,30 @@ impl VariantAutoscaling {
             Some(r) => {
                 let kind = r.kind.as_deref().unwrap_or("Deployment");
                 if kind != "Deployment" {
-                    return Err(format!("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)"));
+                    return Err(format!(
+                        "spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)"
+                    ));
                 }
                 if r.name.is_empty() {
                     return Err("spec.scaleTargetRef.name is empty".to_string());
                 }
                 Ok(r.name.clone())
             }
-            None => self.metadata.name.clone().ok_or_else(|| "VariantAutoscaling has no name".to_string()),
+            None => self
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| "VariantAutoscaling has no name".to_string()),
         }
     }
 
     pub fn accelerator(&self) -> Result<String, String> {
-        match self.metadata.labels.as_ref().and_then(|l| l.get(ACCELERATOR_LABEL)) {
+        match self
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(ACCELERATOR_LABEL))
+        {
             Some(a) if !a.is_empty() => Ok(a.clone()),
             Some(_) => Err(format!("label {ACCELERATOR_LABEL} is empty")),
             None => Err(format!("label {ACCELERATOR_LABEL} is missing")),
@@ -124,7 +135,16 @@ mod tests {
 
     #[test]
     fn cost_pattern() {
-        for (s, ok) in [("10", true), ("10.0", true), ("0.5", true), ("-1", false), ("1e3", false), ("abc", false), (".5", false), ("5.", false)] {
+        for (s, ok) in [
+            ("10", true),
+            ("10.0", true),
+            ("0.5", true),
+            ("-1", false),
+            ("1e3", false),
+            ("abc", false),
+            (".5", false),
+            ("5.", false),
+        ] {
             assert_eq!(parse_cost(s).is_ok(), ok, "{s}");
         }
     }
@@ -151,6 +171,9 @@ mod tests {
         .unwrap();
         assert_eq!(v05.target_deployment(), Ok("llama-decode".to_string()));
         assert_eq!(v05.cost(), Ok(DEFAULT_VARIANT_COST));
-        assert_eq!(v05.accelerator(), Err(format!("label {ACCELERATOR_LABEL} is missing")));
+        assert_eq!(
+            v05.accelerator(),
+            Err(format!("label {ACCELERATOR_LABEL} is missing"))
+        );
     }
 }

@@ -64,13 +64,23 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Variants of one model in one namespace.
-    pub fn model<'a>(&'a self, namespace: &'a str, model_id: &'a str) -> impl Iterator<Item = &'a Variant> + 'a {
-        self.variants.iter().filter(move |v| v.namespace == namespace && v.model_id == model_id)
+    pub fn model<'a>(
+        &'a self,
+        namespace: &'a str,
+        model_id: &'a str,
+    ) -> impl Iterator<Item = &'a Variant> + 'a {
+        self.variants
+            .iter()
+            .filter(move |v| v.namespace == namespace && v.model_id == model_id)
     }
 
     /// Every pod the scraper should follow, de-duplicated.
     pub fn pod_targets(&self) -> Vec<PodTarget> {
-        let mut pods: Vec<PodTarget> = self.variants.iter().flat_map(|v| v.pods.iter().cloned()).collect();
+        let mut pods: Vec<PodTarget> = self
+            .variants
+            .iter()
+            .flat_map(|v| v.pods.iter().cloned())
+            .collect();
         pods.sort();
         pods.dedup();
         pods
@@ -93,7 +103,9 @@ pub const DEFAULT_METRICS_PORT: u16 = 8000;
 pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod]) -> Snapshot {
     let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
     for d in deployments {
-        if let (Some(ns), Some(name)) = (d.metadata.namespace.as_deref(), d.metadata.name.as_deref()) {
+        if let (Some(ns), Some(name)) =
+            (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
+        {
             deployments_by_key.insert((ns, name), d);
         }
     }
@@ -104,7 +116,10 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
         }
     }
 
-    let mut snapshot = Snapshot { synced: true, ..Default::default() };
+    let mut snapshot = Snapshot {
+        synced: true,
+        ..Default::default()
+    };
     for va in vas {
         if va.metadata.deletion_timestamp.is_some() {
             continue;
@@ -112,9 +127,16 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
         let namespace = va.metadata.namespace.clone().unwrap_or_default();
         let name = va.metadata.name.clone().unwrap_or_default();
         let model_id = va.spec.model_id.clone();
-        let exclude = |reason: String| ExcludedVariant { namespace: namespace.clone(), name: name.clone(), model_id: model_id.clone(), reason };
+        let exclude = |reason: String| ExcludedVariant {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            model_id: model_id.clone(),
+            reason,
+        };
         if model_id.is_empty() {
-            snapshot.excluded.push(exclude("spec.modelID is empty".into()));
+            snapshot
+                .excluded
+                .push(exclude("spec.modelID is empty".into()));
             continue;
         }
         let accelerator = match va.accelerator() {
@@ -138,25 +160,37 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
                 continue;
             }
         };
-        let Some(deployment) = deployments_by_key.get(&(namespace.as_str(), deployment_name.as_str())) else {
-            snapshot.excluded.push(exclude(format!("target Deployment {namespace}/{deployment_name} not found")));
+        let Some(deployment) =
+            deployments_by_key.get(&(namespace.as_str(), deployment_name.as_str()))
+        else {
+            snapshot.excluded.push(exclude(format!(
+                "target Deployment {namespace}/{deployment_name} not found"
+            )));
             continue;
         };
         let spec = deployment.spec.as_ref();
         let selector = match spec.map(|s| selector_from(&s.selector)) {
             Some(Ok(s)) if !s.is_empty() => s,
             Some(Err(e)) => {
-                snapshot.excluded.push(exclude(format!("Deployment {deployment_name} has an unusable selector: {e}")));
+                snapshot.excluded.push(exclude(format!(
+                    "Deployment {deployment_name} has an unusable selector: {e}"
+                )));
                 continue;
             }
             _ => {
-                snapshot.excluded.push(exclude(format!("Deployment {deployment_name} has no pod selector")));
+                snapshot.excluded.push(exclude(format!(
+                    "Deployment {deployment_name} has no pod selector"
+                )));
                 continue;
             }
         };
         // A nil spec.replicas means 1 (the API default).
         let spec_replicas = spec.and_then(|s| s.replicas).unwrap_or(1) as i64;
-        let ready_replicas = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) as i64;
+        let ready_replicas = deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0) as i64;
         let mut targets: Vec<PodTarget> = pods_by_ns
             .get(namespace.as_str())
             .into_iter()
@@ -177,10 +211,12 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
             pods: targets,
         });
     }
+    snapshot.variants.sort_by(|a, b| {
+        (&a.namespace, &a.model_id, &a.name).cmp(&(&b.namespace, &b.model_id, &b.name))
+    });
     snapshot
-        .variants
-        .sort_by(|a, b| (&a.namespace, &a.model_id, &a.name).cmp(&(&b.namespace, &b.model_id, &b.name)));
-    snapshot.excluded.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        .excluded
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     snapshot
 }
 
@@ -212,13 +248,23 @@ fn pod_target(p: &Pod) -> Option<PodTarget> {
     if status.phase.as_deref() != Some("Running") {
         return None;
     }
-    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
     if !ready {
         return None;
     }
     let (port, path) = scrape_endpoint(p);
-    Some(PodTarget { namespace: p.metadata.namespace.clone()?, name: p.metadata.name.clone()?, ip, port, path })
+    Some(PodTarget {
+        namespace: p.metadata.namespace.clone()?,
+        name: p.metadata.name.clone()?,
+        ip,
+        port,
+        path,
+    })
 }
 
 /// Port and path: the `prometheus.io/*` annotations, else the container port named `metrics`, else `http`,
@@ -230,7 +276,9 @@ pub fn scrape_endpoint(p: &Pod) -> (u16, String) {
         .filter(|p| p.starts_with('/'))
         .cloned()
         .unwrap_or_else(|| "/metrics".to_string());
-    let annotated = annotations.and_then(|a| a.get(PORT_ANNOTATION)).and_then(|p| p.parse::<u16>().ok());
+    let annotated = annotations
+        .and_then(|a| a.get(PORT_ANNOTATION))
+        .and_then(|p| p.parse::<u16>().ok());
     let named = |wanted: &str| {
         p.spec
             .iter()
@@ -239,7 +287,10 @@ pub fn scrape_endpoint(p: &Pod) -> (u16, String) {
             .find(|port| port.name.as_deref() == Some(wanted))
             .and_then(|port| u16::try_from(port.container_port).ok())
     };
-    let port = annotated.or_else(|| named("metrics")).or_else(|| named("http")).unwrap_or(DEFAULT_METRICS_PORT);
+    let port = annotated
+        .or_else(|| named("metrics"))
+        .or_else(|| named("http"))
+        .unwrap_or(DEFAULT_METRICS_PORT);
     (port, path)
 }
 
@@ -249,8 +300,10 @@ mod tests {
     use serde_json::json;
 
     fn va(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> VariantAutoscaling {
-        serde_json::from_value(json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
-            "metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": spec}))
+        serde_json::from_value(
+            json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+            "metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": spec}),
+        )
         .unwrap()
     }
 
@@ -276,29 +329,80 @@ mod tests {
     fn joins_and_excludes_with_reasons() {
         let acc = json!({"inference.optimization/acceleratorName": "H100"});
         let vas = vec![
-            va("a", acc.clone(), json!({"modelID": "m", "variantCost": "5"})),
-            va("b-va", acc.clone(), json!({"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "b"}})),
+            va(
+                "a",
+                acc.clone(),
+                json!({"modelID": "m", "variantCost": "5"}),
+            ),
+            va(
+                "b-va",
+                acc.clone(),
+                json!({"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "b"}}),
+            ),
             va("no-acc", json!({}), json!({"modelID": "m"})),
-            va("bad-cost", acc.clone(), json!({"modelID": "m", "variantCost": "cheap"})),
+            va(
+                "bad-cost",
+                acc.clone(),
+                json!({"modelID": "m", "variantCost": "cheap"}),
+            ),
             va("no-deploy", acc.clone(), json!({"modelID": "m"})),
         ];
-        let deployments = vec![deployment("a", "a", 2, 2), deployment("b", "b", 3, 1), deployment("no-acc", "x", 1, 1), deployment("bad-cost", "y", 1, 1)];
+        let deployments = vec![
+            deployment("a", "a", 2, 2),
+            deployment("b", "b", 3, 1),
+            deployment("no-acc", "x", 1, 1),
+            deployment("bad-cost", "y", 1, 1),
+        ];
         let pods = vec![
             pod("a-1", "a", true, json!({})),
             pod("a-2", "a", false, json!({})),
-            pod("b-1", "b", true, json!({"annotations": {"prometheus.io/port": "9100", "prometheus.io/path": "/m"}})),
+            pod(
+                "b-1",
+                "b",
+                true,
+                json!({"annotations": {"prometheus.io/port": "9100", "prometheus.io/path": "/m"}}),
+            ),
         ];
         let s = build(&vas, &deployments, &pods);
-        assert_eq!(s.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["a", "b-va"]);
+        assert_eq!(
+            s.variants
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "b-va"]
+        );
         let a = &s.variants[0];
-        assert_eq!((a.cost, a.spec_replicas, a.ready_replicas, a.pods.len()), (5.0, 2, 2, 1));
-        assert_eq!((a.pods[0].port, a.pods[0].path.as_str()), (8080, "/metrics"));
+        assert_eq!(
+            (a.cost, a.spec_replicas, a.ready_replicas, a.pods.len()),
+            (5.0, 2, 2, 1)
+        );
+        assert_eq!(
+            (a.pods[0].port, a.pods[0].path.as_str()),
+            (8080, "/metrics")
+        );
         let b = &s.variants[1];
-        assert_eq!((b.deployment.as_str(), b.cost, b.pods[0].port, b.pods[0].path.as_str()), ("b", 10.0, 9100, "/m"));
-        let reasons: Vec<(&str, &str)> = s.excluded.iter().map(|e| (e.name.as_str(), e.reason.as_str())).collect();
+        assert_eq!(
+            (
+                b.deployment.as_str(),
+                b.cost,
+                b.pods[0].port,
+                b.pods[0].path.as_str()
+            ),
+            ("b", 10.0, 9100, "/m")
+        );
+        let reasons: Vec<(&str, &str)> = s
+            .excluded
+            .iter()
+            .map(|e| (e.name.as_str(), e.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 3);
-        assert!(reasons.contains(&("no-acc", "label inference.optimization/acceleratorName is missing")));
-        assert!(reasons.iter().any(|(n, r)| *n == "bad-cost" && r.contains("spec.variantCost \"cheap\"")));
+        assert!(reasons.contains(&(
+            "no-acc",
+            "label inference.optimization/acceleratorName is missing"
+        )));
+        assert!(reasons
+            .iter()
+            .any(|(n, r)| *n == "bad-cost" && r.contains("spec.variantCost \"cheap\"")));
         assert!(reasons.contains(&("no-deploy", "target Deployment ns/no-deploy not found")));
     }
 
@@ -306,7 +410,13 @@ mod tests {
     fn port_fallbacks() {
         let mut p = pod("p", "a", true, json!({}));
         assert_eq!(scrape_endpoint(&p).0, 8080);
-        p.spec.as_mut().unwrap().containers[0].ports.as_mut().unwrap().push(serde_json::from_value(json!({"name": "metrics", "containerPort": 9000})).unwrap());
+        p.spec.as_mut().unwrap().containers[0]
+            .ports
+            .as_mut()
+            .unwrap()
+            .push(
+                serde_json::from_value(json!({"name": "metrics", "containerPort": 9000})).unwrap(),
+            );
         assert_eq!(scrape_endpoint(&p).0, 9000);
         p.spec.as_mut().unwrap().containers[0].ports = None;
         assert_eq!(scrape_endpoint(&p), (8000, "/metrics".to_string()));

@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 
 use super::crd::VariantAutoscaling;
 use super::snapshot::{self, SharedSnapshot, Snapshot};
-use crate::auth::config::{AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE};
+use crate::auth::config::{
+    AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
+};
 use crate::auth::Auth;
 use crate::saturation::config::ScalingConfig;
 use crate::telemetry::{Metrics, WatchLabels};
@@ -47,13 +49,25 @@ fn hint(err: &watcher::Error) -> &'static str {
 }
 
 /// Runs a reflector into `writer`, poking `changed` on every event.
-async fn reflect<K>(name: &'static str, api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>, metrics: Arc<Metrics>, slim: fn(&mut K))
-where
+async fn reflect<K>(
+    name: &'static str,
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    slim: fn(&mut K),
+) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let labels = WatchLabels { resource: name.into() };
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim)).default_backoff();
+    let labels = WatchLabels {
+        resource: name.into(),
+    };
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim),
+    )
+    .default_backoff();
     futures::pin_mut!(stream);
     loop {
         match stream.next().await {
@@ -117,15 +131,42 @@ fn slim_va(v: &mut VariantAutoscaling) {
 }
 
 /// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced).
-pub async fn run_snapshot(client: Client, namespace: Option<String>, shared: SharedSnapshot, metrics: Arc<Metrics>, debounce: Duration) {
+pub async fn run_snapshot(
+    client: Client,
+    namespace: Option<String>,
+    shared: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    debounce: Duration,
+) {
     let changed = Arc::new(Notify::new());
     let (vas, va_w) = reflector::store::<VariantAutoscaling>();
     let (deps, dep_w) = reflector::store::<Deployment>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let ns = namespace.as_deref();
-    tokio::spawn(reflect("variantautoscalings", api(&client, ns), va_w, changed.clone(), metrics.clone(), slim_va));
-    tokio::spawn(reflect("deployments", api(&client, ns), dep_w, changed.clone(), metrics.clone(), slim_deployment));
-    tokio::spawn(reflect("pods", api(&client, ns), pod_w, changed.clone(), metrics.clone(), slim_pod));
+    tokio::spawn(reflect(
+        "variantautoscalings",
+        api(&client, ns),
+        va_w,
+        changed.clone(),
+        metrics.clone(),
+        slim_va,
+    ));
+    tokio::spawn(reflect(
+        "deployments",
+        api(&client, ns),
+        dep_w,
+        changed.clone(),
+        metrics.clone(),
+        slim_deployment,
+    ));
+    tokio::spawn(reflect(
+        "pods",
+        api(&client, ns),
+        pod_w,
+        changed.clone(),
+        metrics.clone(),
+        slim_pod,
+    ));
 
     let mut last_excluded: BTreeMap<(String, String), String> = BTreeMap::new();
     loop {
@@ -156,7 +197,11 @@ where
 
 /// Logs each exclusion once per change of its reason, and when it clears.
 pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), String>) {
-    let now: BTreeMap<(String, String), String> = snap.excluded.iter().map(|e| ((e.namespace.clone(), e.name.clone()), e.reason.clone())).collect();
+    let now: BTreeMap<(String, String), String> = snap
+        .excluded
+        .iter()
+        .map(|e| ((e.namespace.clone(), e.name.clone()), e.reason.clone()))
+        .collect();
     for (key, reason) in &now {
         if last.get(key) != Some(reason) {
             tracing::warn!(namespace = %key.0, variant = %key.1, %reason, "VariantAutoscaling excluded from decisions");
@@ -171,10 +216,22 @@ pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), Str
 }
 
 /// Follows one named ConfigMap, calling `apply` with its data (or `None` when it is absent or deleted).
-async fn follow_configmap(client: Client, namespace: String, name: String, metrics: Arc<Metrics>, mut apply: impl FnMut(Option<&BTreeMap<String, String>>)) {
+async fn follow_configmap(
+    client: Client,
+    namespace: String,
+    name: String,
+    metrics: Arc<Metrics>,
+    mut apply: impl FnMut(Option<&BTreeMap<String, String>>),
+) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let labels = WatchLabels { resource: format!("configmap/{namespace}/{name}") };
-    let stream = watcher(api, watcher::Config::default().fields(&format!("metadata.name={name}"))).default_backoff();
+    let labels = WatchLabels {
+        resource: format!("configmap/{namespace}/{name}"),
+    };
+    let stream = watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff();
     futures::pin_mut!(stream);
     let mut seen_in_init = false;
     let empty = BTreeMap::new();
@@ -202,7 +259,13 @@ async fn follow_configmap(client: Client, namespace: String, name: String, metri
 }
 
 /// Keeps the saturation thresholds current from the WVA ConfigMap.
-pub async fn run_scaling_config(client: Client, namespace: String, name: String, target: Arc<ArcSwap<ScalingConfig>>, metrics: Arc<Metrics>) {
+pub async fn run_scaling_config(
+    client: Client,
+    namespace: String,
+    name: String,
+    target: Arc<ArcSwap<ScalingConfig>>,
+    metrics: Arc<Metrics>,
+) {
     let cm = format!("{namespace}/{name}");
     follow_configmap(client, namespace, name, metrics, |data| {
         let Some(data) = data else {
@@ -224,7 +287,12 @@ pub async fn run_scaling_config(client: Client, namespace: String, name: String,
 }
 
 /// Keeps the trust configuration current from `kube-system/extension-apiserver-authentication`.
-pub async fn run_auth_config(client: Client, auth: Arc<Auth>, overrides: AuthOverrides, metrics: Arc<Metrics>) {
+pub async fn run_auth_config(
+    client: Client,
+    auth: Arc<Auth>,
+    overrides: AuthOverrides,
+    metrics: Arc<Metrics>,
+) {
     let provider = crate::server::tls::provider();
     follow_configmap(client, AUTH_CONFIGMAP_NAMESPACE.into(), AUTH_CONFIGMAP_NAME.into(), metrics, |data| {
         let empty = BTreeMap::new();

@@ -49,7 +49,8 @@ pub struct Analysis {
 pub const MIN_NON_SATURATED_FOR_SCALE_DOWN: usize = 2;
 
 pub fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
-    r.kv_cache_usage >= cfg.kv_cache_threshold || r.queue_length as f64 >= cfg.queue_length_threshold
+    r.kv_cache_usage >= cfg.kv_cache_threshold
+        || r.queue_length as f64 >= cfg.queue_length_threshold
 }
 
 /// Analyzes all replicas of one model (all its variants together).
@@ -118,10 +119,16 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
     } else {
         let mut parts = Vec::new();
         if kv_fires {
-            parts.push(format!("avg spare KV {avg_kv:.3} < trigger {}", cfg.kv_spare_trigger));
+            parts.push(format!(
+                "avg spare KV {avg_kv:.3} < trigger {}",
+                cfg.kv_spare_trigger
+            ));
         }
         if q_fires {
-            parts.push(format!("avg spare queue {avg_q:.2} < trigger {}", cfg.queue_spare_trigger));
+            parts.push(format!(
+                "avg spare queue {avg_q:.2} < trigger {}",
+                cfg.queue_spare_trigger
+            ));
         }
         if parts.is_empty() {
             format!(
@@ -129,7 +136,12 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
                 cfg.kv_spare_trigger, cfg.queue_spare_trigger
             )
         } else {
-            format!("{} across {} non-saturated of {} replicas", parts.join(" and "), total_non_sat, replicas.len())
+            format!(
+                "{} across {} non-saturated of {} replicas",
+                parts.join(" and "),
+                total_non_sat,
+                replicas.len()
+            )
         }
     };
 
@@ -202,19 +214,87 @@ mod tests {
 
     /// Golden vectors A1–A12 of spec `wva.md` §2.12, default thresholds.
     fn vectors() -> Vec<Vector> {
-        let v = |name, replicas, non_sat, avg_kv, avg_q, up, safe| Vector { name, replicas, non_sat, avg_kv, avg_q, up, safe };
+        let v = |name, replicas, non_sat, avg_kv, avg_q, up, safe| Vector {
+            name,
+            replicas,
+            non_sat,
+            avg_kv,
+            avg_q,
+            up,
+            safe,
+        };
         vec![
-            v("A1", reps("v", &[(0.75, 2), (0.76, 2)]), 2, 0.045, 3.0, true, false),
-            v("A2", reps("v", &[(0.50, 3), (0.50, 3)]), 2, 0.30, 2.0, true, false),
-            v("A3", reps("v", &[(0.50, 1), (0.50, 1)]), 2, 0.30, 4.0, false, false),
-            v("A4", reps("v", &[(0.20, 1), (0.30, 1), (0.25, 1)]), 3, 0.55, 4.0, false, true),
-            v("A5", reps("v", &[(0.70, 2), (0.75, 2)]), 2, 0.075, 3.0, true, false),
+            v(
+                "A1",
+                reps("v", &[(0.75, 2), (0.76, 2)]),
+                2,
+                0.045,
+                3.0,
+                true,
+                false,
+            ),
+            v(
+                "A2",
+                reps("v", &[(0.50, 3), (0.50, 3)]),
+                2,
+                0.30,
+                2.0,
+                true,
+                false,
+            ),
+            v(
+                "A3",
+                reps("v", &[(0.50, 1), (0.50, 1)]),
+                2,
+                0.30,
+                4.0,
+                false,
+                false,
+            ),
+            v(
+                "A4",
+                reps("v", &[(0.20, 1), (0.30, 1), (0.25, 1)]),
+                3,
+                0.55,
+                4.0,
+                false,
+                true,
+            ),
+            v(
+                "A5",
+                reps("v", &[(0.70, 2), (0.75, 2)]),
+                2,
+                0.075,
+                3.0,
+                true,
+                false,
+            ),
             v("A6", reps("v", &[(0.50, 2)]), 1, 0.30, 3.0, false, false),
-            v("A7", reps("v", &[(0.85, 2), (0.50, 6), (0.90, 7)]), 0, 0.0, 0.0, true, false),
-            v("A8", reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]), 1, 0.20, 3.0, false, false),
+            v(
+                "A7",
+                reps("v", &[(0.85, 2), (0.50, 6), (0.90, 7)]),
+                0,
+                0.0,
+                0.0,
+                true,
+                false,
+            ),
+            v(
+                "A8",
+                reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]),
+                1,
+                0.20,
+                3.0,
+                false,
+                false,
+            ),
             v(
                 "A9",
-                [reps("variant-1", &[(0.70, 2), (0.75, 3)]), reps("variant-2", &[(0.60, 1), (0.65, 2)])].concat(),
+                [
+                    reps("variant-1", &[(0.70, 2), (0.75, 3)]),
+                    reps("variant-2", &[(0.60, 1), (0.65, 2)]),
+                ]
+                .concat(),
                 4,
                 0.125,
                 3.0,
@@ -222,8 +302,24 @@ mod tests {
                 false,
             ),
             v("A10", vec![], 0, 0.0, 0.0, false, false),
-            v("A11", reps("v", &[(0.0, 0), (0.0, 0), (0.0, 0), (0.0, 0)]), 4, 0.80, 5.0, false, true),
-            v("A12", reps("v", &[(0.65, 0), (0.72, 0)]), 2, 0.115, 5.0, false, false),
+            v(
+                "A11",
+                reps("v", &[(0.0, 0), (0.0, 0), (0.0, 0), (0.0, 0)]),
+                4,
+                0.80,
+                5.0,
+                false,
+                true,
+            ),
+            v(
+                "A12",
+                reps("v", &[(0.65, 0), (0.72, 0)]),
+                2,
+                0.115,
+                5.0,
+                false,
+                false,
+            ),
         ]
     }
 
@@ -234,16 +330,37 @@ mod tests {
             let a = analyze(&vec.replicas, &cfg);
             assert_eq!(a.total_replicas, vec.replicas.len(), "{}", vec.name);
             assert_eq!(a.non_saturated_replicas, vec.non_sat, "{} nonSat", vec.name);
-            assert!((a.avg_spare_kv_capacity - vec.avg_kv).abs() < 1e-9, "{} avgSpareKv {}", vec.name, a.avg_spare_kv_capacity);
-            assert!((a.avg_spare_queue_length - vec.avg_q).abs() < 1e-9, "{} avgSpareQ {}", vec.name, a.avg_spare_queue_length);
-            assert_eq!(a.should_scale_up, vec.up, "{} scaleUp: {}", vec.name, a.scale_up_reason);
-            assert_eq!(a.scale_down_safe, vec.safe, "{} scaleDownSafe: {}", vec.name, a.scale_down_reason);
+            assert!(
+                (a.avg_spare_kv_capacity - vec.avg_kv).abs() < 1e-9,
+                "{} avgSpareKv {}",
+                vec.name,
+                a.avg_spare_kv_capacity
+            );
+            assert!(
+                (a.avg_spare_queue_length - vec.avg_q).abs() < 1e-9,
+                "{} avgSpareQ {}",
+                vec.name,
+                a.avg_spare_queue_length
+            );
+            assert_eq!(
+                a.should_scale_up, vec.up,
+                "{} scaleUp: {}",
+                vec.name, a.scale_up_reason
+            );
+            assert_eq!(
+                a.scale_down_safe, vec.safe,
+                "{} scaleDownSafe: {}",
+                vec.name, a.scale_down_reason
+            );
         }
     }
 
     #[test]
     fn a8_reports_saturated_pods_per_variant() {
-        let a = analyze(&reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]), &SaturationConfig::default());
+        let a = analyze(
+            &reps("v", &[(0.85, 2), (0.50, 6), (0.60, 2)]),
+            &SaturationConfig::default(),
+        );
         assert_eq!(a.variants.len(), 1);
         assert_eq!(a.variants[0].saturated_pods, vec!["v-pod-1", "v-pod-2"]);
         assert_eq!(a.variants[0].non_saturated_replicas, 1);
@@ -251,16 +368,29 @@ mod tests {
 
     #[test]
     fn a9_two_variants_two_replicas_each() {
-        let replicas = [reps("variant-1", &[(0.70, 2), (0.75, 3)]), reps("variant-2", &[(0.60, 1), (0.65, 2)])].concat();
+        let replicas = [
+            reps("variant-1", &[(0.70, 2), (0.75, 3)]),
+            reps("variant-2", &[(0.60, 1), (0.65, 2)]),
+        ]
+        .concat();
         let a = analyze(&replicas, &SaturationConfig::default());
-        assert_eq!(a.variants.iter().map(|v| (v.variant.as_str(), v.replicas)).collect::<Vec<_>>(), vec![("variant-1", 2), ("variant-2", 2)]);
+        assert_eq!(
+            a.variants
+                .iter()
+                .map(|v| (v.variant.as_str(), v.replicas))
+                .collect::<Vec<_>>(),
+            vec![("variant-1", 2), ("variant-2", 2)]
+        );
     }
 
     #[test]
     fn a12_float_edge_of_the_documented_example() {
         // The WVA doc claims (0.65, 0.75) gives avg spare 0.10 and so scales up; with strict `<` and IEEE
         // doubles the average is 0.10000000000000003 and nothing fires.
-        let a = analyze(&reps("v", &[(0.65, 0), (0.75, 0)]), &SaturationConfig::default());
+        let a = analyze(
+            &reps("v", &[(0.65, 0), (0.75, 0)]),
+            &SaturationConfig::default(),
+        );
         assert!(a.avg_spare_kv_capacity > 0.1);
         assert!(!a.should_scale_up, "{}", a.scale_up_reason);
     }
@@ -276,7 +406,13 @@ mod tests {
         let a = analyze(&reps("v", &[(0.5, 2)]), &cfg);
         assert!(!a.should_scale_up, "{}", a.scale_up_reason);
         // Scale-down safety is inclusive (>=): 2 replicas at kv 0.35 → after 0.70 → remaining 0.10.
-        let a = analyze(&reps("v", &[(0.35, 0), (0.35, 0)]), &SaturationConfig { kv_spare_trigger: 0.1, ..cfg });
+        let a = analyze(
+            &reps("v", &[(0.35, 0), (0.35, 0)]),
+            &SaturationConfig {
+                kv_spare_trigger: 0.1,
+                ..cfg
+            },
+        );
         let rem = 0.8 - (0.35 + 0.35) / 1.0;
         assert_eq!(a.scale_down_safe, rem >= 0.1, "{}", a.scale_down_reason);
     }
@@ -284,7 +420,12 @@ mod tests {
     #[test]
     fn queue_is_truncated_before_comparison_by_the_caller() {
         // Samples arrive as floats; the engine truncates (4.9 → 4), so 4.9 waiting is not saturated at threshold 5.
-        let r = ReplicaMetrics { pod: "p".into(), variant: "v".into(), kv_cache_usage: 0.1, queue_length: 4.9_f64 as i64 };
+        let r = ReplicaMetrics {
+            pod: "p".into(),
+            variant: "v".into(),
+            kv_cache_usage: 0.1,
+            queue_length: 4.9_f64 as i64,
+        };
         assert!(!is_saturated(&r, &SaturationConfig::default()));
     }
 }

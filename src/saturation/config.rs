@@ -63,10 +63,16 @@ impl SaturationConfig {
     /// Fields set in `partial` replace ours, zero included.
     pub fn merged(self, partial: &PartialConfig) -> Self {
         Self {
-            kv_cache_threshold: partial.kv_cache_threshold.unwrap_or(self.kv_cache_threshold),
-            queue_length_threshold: partial.queue_length_threshold.unwrap_or(self.queue_length_threshold),
+            kv_cache_threshold: partial
+                .kv_cache_threshold
+                .unwrap_or(self.kv_cache_threshold),
+            queue_length_threshold: partial
+                .queue_length_threshold
+                .unwrap_or(self.queue_length_threshold),
             kv_spare_trigger: partial.kv_spare_trigger.unwrap_or(self.kv_spare_trigger),
-            queue_spare_trigger: partial.queue_spare_trigger.unwrap_or(self.queue_spare_trigger),
+            queue_spare_trigger: partial
+                .queue_spare_trigger
+                .unwrap_or(self.queue_spare_trigger),
         }
     }
 
@@ -84,16 +90,28 @@ impl SaturationConfig {
             }
         }
         if !(0.0..=1.0).contains(&self.kv_cache_threshold) {
-            return Err(format!("kvCacheThreshold must be between 0 and 1, got {}", self.kv_cache_threshold));
+            return Err(format!(
+                "kvCacheThreshold must be between 0 and 1, got {}",
+                self.kv_cache_threshold
+            ));
         }
         if self.queue_length_threshold < 0.0 {
-            return Err(format!("queueLengthThreshold must be >= 0, got {}", self.queue_length_threshold));
+            return Err(format!(
+                "queueLengthThreshold must be >= 0, got {}",
+                self.queue_length_threshold
+            ));
         }
         if !(0.0..=1.0).contains(&self.kv_spare_trigger) {
-            return Err(format!("kvSpareTrigger must be between 0 and 1, got {}", self.kv_spare_trigger));
+            return Err(format!(
+                "kvSpareTrigger must be between 0 and 1, got {}",
+                self.kv_spare_trigger
+            ));
         }
         if self.queue_spare_trigger < 0.0 {
-            return Err(format!("queueSpareTrigger must be >= 0, got {}", self.queue_spare_trigger));
+            return Err(format!(
+                "queueSpareTrigger must be >= 0, got {}",
+                self.queue_spare_trigger
+            ));
         }
         if self.kv_cache_threshold < self.kv_spare_trigger {
             return Err(format!(
@@ -129,14 +147,22 @@ pub struct UpdateReport {
 }
 
 /// Keys WVA v0.5 accepts in the saturation ConfigMap that only its other engines use.
-const V05_KEYS: &[&str] = &["enableLimiter", "analyzerName", "scaleUpThreshold", "scaleDownBoundary"];
+const V05_KEYS: &[&str] = &[
+    "enableLimiter",
+    "analyzerName",
+    "scaleUpThreshold",
+    "scaleDownBoundary",
+];
 
 pub const DEFAULT_ENTRY: &str = "default";
 
 impl ScalingConfig {
     /// Builds the configuration from a ConfigMap's `data`, keeping the previous good version of any
     /// entry that fails to parse or validate.
-    pub fn from_configmap(previous: &ScalingConfig, data: &BTreeMap<String, String>) -> (ScalingConfig, UpdateReport) {
+    pub fn from_configmap(
+        previous: &ScalingConfig,
+        data: &BTreeMap<String, String>,
+    ) -> (ScalingConfig, UpdateReport) {
         let mut report = UpdateReport::default();
         let mut entries = BTreeMap::new();
         // The default entry first: overrides are validated on top of it.
@@ -173,7 +199,9 @@ impl ScalingConfig {
     pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, Option<&str>) {
         let base = self.default_config();
         let hit = self.entries.iter().find(|(key, e)| {
-            key.as_str() != DEFAULT_ENTRY && e.model_id.as_deref() == Some(model_id) && e.namespace.as_deref() == Some(namespace)
+            key.as_str() != DEFAULT_ENTRY
+                && e.model_id.as_deref() == Some(model_id)
+                && e.namespace.as_deref() == Some(namespace)
         });
         match hit {
             Some((key, e)) => (base.merged(&e.fields), Some(key.as_str())),
@@ -182,8 +210,14 @@ impl ScalingConfig {
     }
 }
 
-fn parse_entry(key: &str, text: &str, base: SaturationConfig, report: &mut UpdateReport) -> Result<Entry, String> {
-    let map: BTreeMap<String, Value> = serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
+fn parse_entry(
+    key: &str,
+    text: &str,
+    base: SaturationConfig,
+    report: &mut UpdateReport,
+) -> Result<Entry, String> {
+    let map: BTreeMap<String, Value> =
+        serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     let mut entry = Entry {
         model_id: None,
         namespace: None,
@@ -196,9 +230,9 @@ fn parse_entry(key: &str, text: &str, base: SaturationConfig, report: &mut Updat
             "kvSpareTrigger" => &mut entry.fields.kv_spare_trigger,
             "queueSpareTrigger" => &mut entry.fields.queue_spare_trigger,
             "model_id" | "namespace" => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| format!("{k} must be a string, got {v} (quote the value in YAML)"))?;
+                let s = v.as_str().ok_or_else(|| {
+                    format!("{k} must be a string, got {v} (quote the value in YAML)")
+                })?;
                 if k == "model_id" {
                     entry.model_id = Some(s.to_string());
                 } else {
@@ -212,7 +246,9 @@ fn parse_entry(key: &str, text: &str, base: SaturationConfig, report: &mut Updat
                 } else {
                     "unknown key; ignored (check the spelling)".to_string()
                 };
-                report.ignored_keys.push((key.to_string(), format!("{other}: {note}")));
+                report
+                    .ignored_keys
+                    .push((key.to_string(), format!("{other}: {note}")));
                 continue;
             }
         };
@@ -236,13 +272,24 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_match_wva() {
         let c = SaturationConfig::default();
-        assert_eq!((c.kv_cache_threshold, c.queue_length_threshold, c.kv_spare_trigger, c.queue_spare_trigger), (0.80, 5.0, 0.10, 3.0));
+        assert_eq!(
+            (
+                c.kv_cache_threshold,
+                c.queue_length_threshold,
+                c.kv_spare_trigger,
+                c.queue_spare_trigger
+            ),
+            (0.80, 5.0, 0.10, 3.0)
+        );
         assert_eq!(ScalingConfig::default().resolve("m", "ns").0, c);
     }
 
@@ -259,7 +306,15 @@ mod tests {
         let (c, key) = cfg.resolve("meta/llama", "prod");
         assert_eq!(key, Some("llama"));
         // Unlike WVA, a valid 0 in an override is applied.
-        assert_eq!(c, SaturationConfig { kv_cache_threshold: 0.9, queue_length_threshold: 10.0, kv_spare_trigger: 0.15, queue_spare_trigger: 0.0 });
+        assert_eq!(
+            c,
+            SaturationConfig {
+                kv_cache_threshold: 0.9,
+                queue_length_threshold: 10.0,
+                kv_spare_trigger: 0.15,
+                queue_spare_trigger: 0.0
+            }
+        );
         // Another namespace or model gets the default entry only.
         assert_eq!(cfg.resolve("meta/llama", "dev").0.kv_cache_threshold, 0.75);
         assert_eq!(cfg.resolve("other", "prod").1, None);
@@ -269,26 +324,68 @@ mod tests {
     fn invalid_entries_are_rejected_naming_the_rule_and_keep_the_previous_version() {
         let (good, _) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
-            &data(&[("default", "kvCacheThreshold: 0.7"), ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2")]),
+            &data(&[
+                ("default", "kvCacheThreshold: 0.7"),
+                ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2"),
+            ]),
         );
         let cases: &[(&str, &str, &str)] = &[
-            ("default", "kvCacheThreshold: 1.5", "kvCacheThreshold must be between 0 and 1"),
-            ("default", "queueLengthThreshold: -1", "queueLengthThreshold must be >= 0"),
-            ("default", "kvSpareTrigger: 2", "kvSpareTrigger must be between 0 and 1"),
-            ("default", "queueSpareTrigger: -3", "queueSpareTrigger must be >= 0"),
-            ("default", "kvCacheThreshold: 0.05", "kvCacheThreshold (0.05) must be >= kvSpareTrigger (0.1)"),
-            ("default", "kvCacheThreshold: high", "kvCacheThreshold must be a number"),
+            (
+                "default",
+                "kvCacheThreshold: 1.5",
+                "kvCacheThreshold must be between 0 and 1",
+            ),
+            (
+                "default",
+                "queueLengthThreshold: -1",
+                "queueLengthThreshold must be >= 0",
+            ),
+            (
+                "default",
+                "kvSpareTrigger: 2",
+                "kvSpareTrigger must be between 0 and 1",
+            ),
+            (
+                "default",
+                "queueSpareTrigger: -3",
+                "queueSpareTrigger must be >= 0",
+            ),
+            (
+                "default",
+                "kvCacheThreshold: 0.05",
+                "kvCacheThreshold (0.05) must be >= kvSpareTrigger (0.1)",
+            ),
+            (
+                "default",
+                "kvCacheThreshold: high",
+                "kvCacheThreshold must be a number",
+            ),
             ("default", "[1, 2", "not a YAML mapping"),
-            ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.9", "kvCacheThreshold (0.7) must be >= kvSpareTrigger (0.9)"),
-            ("o", "kvSpareTrigger: 0.2", "needs both model_id and namespace"),
+            (
+                "o",
+                "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.9",
+                "kvCacheThreshold (0.7) must be >= kvSpareTrigger (0.9)",
+            ),
+            (
+                "o",
+                "kvSpareTrigger: 0.2",
+                "needs both model_id and namespace",
+            ),
         ];
         for (key, text, want) in cases {
-            let mut d = data(&[("default", "kvCacheThreshold: 0.7"), ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2")]);
+            let mut d = data(&[
+                ("default", "kvCacheThreshold: 0.7"),
+                ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2"),
+            ]);
             d.insert(key.to_string(), text.to_string());
             let (cfg, report) = ScalingConfig::from_configmap(&good, &d);
             assert_eq!(report.rejected.len(), 1, "{key}: {text}");
             assert_eq!(report.rejected[0].0, *key);
-            assert!(report.rejected[0].1.contains(want), "{key}: {text}: {}", report.rejected[0].1);
+            assert!(
+                report.rejected[0].1.contains(want),
+                "{key}: {text}: {}",
+                report.rejected[0].1
+            );
             assert_eq!(cfg, good, "previous good entry kept for {key}: {text}");
         }
     }
@@ -297,20 +394,41 @@ mod tests {
     fn unknown_and_v05_keys_are_reported_not_fatal() {
         let (cfg, report) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
-            &data(&[("default", "kvCacheTreshold: 0.5\nenableLimiter: true\nkvCacheThreshold: \"0.6\"")]),
+            &data(&[(
+                "default",
+                "kvCacheTreshold: 0.5\nenableLimiter: true\nkvCacheThreshold: \"0.6\"",
+            )]),
         );
         assert_eq!(cfg.default_config().kv_cache_threshold, 0.6);
         assert_eq!(report.ignored_keys.len(), 2);
-        assert!(report.ignored_keys.iter().any(|(_, m)| m.contains("kvCacheTreshold: unknown key")));
-        assert!(report.ignored_keys.iter().any(|(_, m)| m.contains("enableLimiter: used only by WVA v0.5")));
+        assert!(report
+            .ignored_keys
+            .iter()
+            .any(|(_, m)| m.contains("kvCacheTreshold: unknown key")));
+        assert!(report
+            .ignored_keys
+            .iter()
+            .any(|(_, m)| m.contains("enableLimiter: used only by WVA v0.5")));
     }
 
     #[test]
     fn several_matching_overrides_resolve_deterministically() {
         let (cfg, _) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
-            &data(&[("b", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.6"), ("a", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.7")]),
+            &data(&[
+                ("b", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.6"),
+                ("a", "model_id: m\nnamespace: ns1\nkvCacheThreshold: 0.7"),
+            ]),
         );
-        assert_eq!(cfg.resolve("m", "ns1"), (SaturationConfig { kv_cache_threshold: 0.7, ..Default::default() }, Some("a")));
+        assert_eq!(
+            cfg.resolve("m", "ns1"),
+            (
+                SaturationConfig {
+                    kv_cache_threshold: 0.7,
+                    ..Default::default()
+                },
+                Some("a")
+            )
+        );
     }
 }

@@ -53,7 +53,12 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
     if !moving.is_empty() {
         let why = moving
             .iter()
-            .map(|v| format!("{} (spec {}, ready {}, with samples {})", v.name, v.spec_replicas, v.ready_replicas, v.seen_replicas))
+            .map(|v| {
+                format!(
+                    "{} (spec {}, ready {}, with samples {})",
+                    v.name, v.spec_replicas, v.ready_replicas, v.seen_replicas
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         return variants
@@ -76,7 +81,10 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
             message: if analysis.should_scale_up || analysis.scale_down_safe {
                 "another variant of the model was chosen".to_string()
             } else {
-                format!("no change: {}; scale-down unsafe: {}", analysis.scale_up_reason, analysis.scale_down_reason)
+                format!(
+                    "no change: {}; scale-down unsafe: {}",
+                    analysis.scale_up_reason, analysis.scale_down_reason
+                )
             },
         })
         .collect();
@@ -89,7 +97,10 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
         if let Some((i, v)) = cheapest {
             targets[i].target = v.ready_replicas + 1;
             targets[i].reason = TargetReason::ScaleUp;
-            targets[i].message = format!("scale up (cheapest variant, cost {}): {}", v.cost, analysis.scale_up_reason);
+            targets[i].message = format!(
+                "scale up (cheapest variant, cost {}): {}",
+                v.cost, analysis.scale_up_reason
+            );
         }
     } else if analysis.scale_down_safe {
         let most_expensive = variants
@@ -100,7 +111,10 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
         if let Some((i, v)) = most_expensive {
             targets[i].target = v.ready_replicas - 1;
             targets[i].reason = TargetReason::ScaleDown;
-            targets[i].message = format!("scale down (most expensive variant above 1 replica, cost {}): {}", v.cost, analysis.scale_down_reason);
+            targets[i].message = format!(
+                "scale down (most expensive variant above 1 replica, cost {}): {}",
+                v.cost, analysis.scale_down_reason
+            );
         } else {
             for t in &mut targets {
                 t.message = "scale-down safe but no variant has more than 1 replica".to_string();
@@ -116,7 +130,13 @@ mod tests {
     use crate::saturation::{analyze, SaturationConfig};
 
     fn state(name: &str, cost: f64, seen: i64, spec: i64, ready: i64) -> VariantState {
-        VariantState { name: name.into(), cost, spec_replicas: spec, ready_replicas: ready, seen_replicas: seen }
+        VariantState {
+            name: name.into(),
+            cost,
+            spec_replicas: spec,
+            ready_replicas: ready,
+            seen_replicas: seen,
+        }
     }
 
     fn flags(up: bool, safe: bool) -> Analysis {
@@ -135,55 +155,99 @@ mod tests {
     /// up as `spec.replicas` (what the HPA applied) differing from ready.
     #[test]
     fn golden_vectors_b() {
-        let cases: Vec<(&str, Vec<VariantState>, Analysis, Vec<(&str, i64)>)> = vec![
+        type Case = (
+            &'static str,
+            Vec<VariantState>,
+            Analysis,
+            Vec<(&'static str, i64)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "B1",
-                vec![state("v1-expensive", 20.0, 2, 2, 2), state("v2-cheap", 5.0, 2, 2, 2), state("v3-medium", 15.0, 2, 2, 2)],
+                vec![
+                    state("v1-expensive", 20.0, 2, 2, 2),
+                    state("v2-cheap", 5.0, 2, 2, 2),
+                    state("v3-medium", 15.0, 2, 2, 2),
+                ],
                 flags(true, false),
                 vec![("v1-expensive", 2), ("v2-cheap", 3), ("v3-medium", 2)],
             ),
             (
                 "B2",
-                vec![state("v1-expensive", 20.0, 2, 2, 2), state("v2-cheap", 5.0, 2, 2, 2), state("v3-medium", 15.0, 2, 2, 2)],
+                vec![
+                    state("v1-expensive", 20.0, 2, 2, 2),
+                    state("v2-cheap", 5.0, 2, 2, 2),
+                    state("v3-medium", 15.0, 2, 2, 2),
+                ],
                 flags(false, true),
                 vec![("v1-expensive", 1), ("v2-cheap", 2), ("v3-medium", 2)],
             ),
             (
                 "B3'",
-                vec![state("v1-expensive", 20.0, 2, 4, 2), state("v2-cheap", 5.0, 2, 2, 2)],
+                vec![
+                    state("v1-expensive", 20.0, 2, 4, 2),
+                    state("v2-cheap", 5.0, 2, 2, 2),
+                ],
                 flags(true, false),
                 vec![("v1-expensive", 4), ("v2-cheap", 2)],
             ),
-            ("B4", vec![state("v1", 5.0, 2, 4, 2), state("v2", 10.0, 3, 5, 3)], flags(true, false), vec![("v1", 4), ("v2", 5)]),
+            (
+                "B4",
+                vec![state("v1", 5.0, 2, 4, 2), state("v2", 10.0, 3, 5, 3)],
+                flags(true, false),
+                vec![("v1", 4), ("v2", 5)],
+            ),
             (
                 "B5",
-                vec![state("v-zebra", 10.0, 2, 2, 2), state("v-alpha", 10.0, 2, 2, 2), state("v-middle", 10.0, 2, 2, 2)],
+                vec![
+                    state("v-zebra", 10.0, 2, 2, 2),
+                    state("v-alpha", 10.0, 2, 2, 2),
+                    state("v-middle", 10.0, 2, 2, 2),
+                ],
                 flags(true, false),
                 vec![("v-zebra", 2), ("v-alpha", 3), ("v-middle", 2)],
             ),
-            ("B6", vec![state("v1", 20.0, 1, 1, 1), state("v2", 10.0, 2, 2, 2)], flags(false, true), vec![("v1", 1), ("v2", 1)]),
+            (
+                "B6",
+                vec![state("v1", 20.0, 1, 1, 1), state("v2", 10.0, 2, 2, 2)],
+                flags(false, true),
+                vec![("v1", 1), ("v2", 1)],
+            ),
             (
                 "B7",
-                vec![state("v1-expensive", 20.0, 2, 3, 3), state("v2-cheap", 5.0, 2, 2, 2)],
+                vec![
+                    state("v1-expensive", 20.0, 2, 3, 3),
+                    state("v2-cheap", 5.0, 2, 2, 2),
+                ],
                 flags(true, false),
                 vec![("v1-expensive", 3), ("v2-cheap", 2)],
             ),
         ];
         for (name, variants, analysis, want) in cases {
-            assert_eq!(by_name(&compute_targets(&variants, &analysis)), want, "{name}");
+            assert_eq!(
+                by_name(&compute_targets(&variants, &analysis)),
+                want,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn scale_up_wins_over_scale_down() {
-        let t = compute_targets(&[state("a", 1.0, 2, 2, 2), state("b", 2.0, 2, 2, 2)], &flags(true, true));
+        let t = compute_targets(
+            &[state("a", 1.0, 2, 2, 2), state("b", 2.0, 2, 2, 2)],
+            &flags(true, true),
+        );
         assert_eq!(by_name(&t), vec![("a", 3), ("b", 2)]);
         assert_eq!(t[0].reason, TargetReason::ScaleUp);
     }
 
     #[test]
     fn scale_down_tie_picks_the_alphabetically_largest_name() {
-        let t = compute_targets(&[state("a", 5.0, 2, 2, 2), state("z", 5.0, 2, 2, 2)], &flags(false, true));
+        let t = compute_targets(
+            &[state("a", 5.0, 2, 2, 2), state("z", 5.0, 2, 2, 2)],
+            &flags(false, true),
+        );
         assert_eq!(by_name(&t), vec![("a", 2), ("z", 1)]);
     }
 
@@ -197,7 +261,10 @@ mod tests {
     #[test]
     fn missing_samples_hold_spec() {
         // 3 ready but only 2 with samples: nobody moves, and nobody answers a lower number.
-        let t = compute_targets(&[state("a", 5.0, 2, 3, 3), state("b", 1.0, 1, 1, 1)], &flags(true, false));
+        let t = compute_targets(
+            &[state("a", 5.0, 2, 3, 3), state("b", 1.0, 1, 1, 1)],
+            &flags(true, false),
+        );
         assert_eq!(by_name(&t), vec![("a", 3), ("b", 1)]);
         assert!(t.iter().all(|t| t.reason == TargetReason::HoldTransition));
     }
@@ -210,7 +277,13 @@ mod proptests {
     use proptest::prelude::*;
 
     fn variant() -> impl Strategy<Value = (f64, i64, i64, i64, Vec<(f64, i64)>)> {
-        (0.0f64..50.0, 0i64..6, 0i64..6, 0i64..6, prop::collection::vec((0.0f64..1.0, 0i64..10), 0..6))
+        (
+            0.0f64..50.0,
+            0i64..6,
+            0i64..6,
+            0i64..6,
+            prop::collection::vec((0.0f64..1.0, 0i64..10), 0..6),
+        )
     }
 
     proptest! {

@@ -59,7 +59,9 @@ pub fn accepts_plain_json(accept: Option<&str>) -> bool {
             .collect();
         // A `g=`/`as=` parameter asks for a specific typed document, which we do not serve.
         let typed = params.iter().any(|(k, _)| k == "g" || k == "as");
-        let refused = params.iter().any(|(k, v)| k == "q" && v.parse::<f64>().is_ok_and(|q| q == 0.0));
+        let refused = params
+            .iter()
+            .any(|(k, v)| k == "q" && v.parse::<f64>().is_ok_and(|q| q == 0.0));
         !typed && !refused && matches!(media.as_str(), "application/json" | "application/*" | "*/*")
     })
 }
@@ -98,7 +100,10 @@ mod tests {
         assert_eq!(v["resources"].as_array().unwrap().len(), 1);
         assert_eq!(v["resources"][0]["verbs"], json!(["get"]));
         assert!(v["resources"][0].get("group").is_none());
-        assert_eq!(api_group()["preferredVersion"]["groupVersion"], GROUP_VERSION);
+        assert_eq!(
+            api_group()["preferredVersion"]["groupVersion"],
+            GROUP_VERSION
+        );
         assert!(api_group_list()["groups"][0].get("kind").is_none());
     }
 }

@@ -41,19 +41,36 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10), header_read_timeout: Duration::from_secs(30), max_connections: 1024, shutdown_grace: Duration::from_secs(30) }
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
     }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and waits (up to the grace period) for
 /// in-flight requests to finish. HTTP/2 connections get a GOAWAY, HTTP/1 ones close after their response.
-pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<AppState>, opts: ServeOptions, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: Arc<AppState>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -96,7 +113,12 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<App
                     return;
                 }
             };
-            let peer = PeerCertificates(tls.get_ref().1.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+            let peer = PeerCertificates(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+            );
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let state = state.clone();
                 req.extensions_mut().insert(peer.clone());
@@ -110,7 +132,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<App
     }
     drop(listener);
     tracing::info!(grace = ?opts.shutdown_grace, "shutting down: no longer accepting, draining in-flight requests");
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }

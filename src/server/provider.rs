@@ -21,8 +21,14 @@ pub enum ProviderError {
     #[error("the server could not find the metric {metric} for namespace {namespace}")]
     UnknownMetric { metric: String, namespace: String },
     /// 404: nothing matches the selector.
-    #[error("no variant in namespace {namespace:?} matches selector {selector:?} for metric {metric}")]
-    NoMatch { metric: String, namespace: String, selector: String },
+    #[error(
+        "no variant in namespace {namespace:?} matches selector {selector:?} for metric {metric}"
+    )]
+    NoMatch {
+        metric: String,
+        namespace: String,
+        selector: String,
+    },
     /// 503: the data needed to answer is missing or stale; the message says what is missing.
     #[error("{0}")]
     Unavailable(String),
@@ -30,5 +36,10 @@ pub enum ProviderError {
 
 pub trait MetricsProvider: Send + Sync + 'static {
     /// `metric` arrives lowercased and percent-decoded.
-    fn external_metric(&self, namespace: &str, metric: &str, selector: &Selector) -> Result<Vec<MetricItem>, ProviderError>;
+    fn external_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        selector: &Selector,
+    ) -> Result<Vec<MetricItem>, ProviderError>;
 }

@@ -95,8 +95,17 @@ mod tests {
 
     #[test]
     fn refuses_unrepresentable_values() {
-        assert!(matches!(milli_from_f64(f64::NAN), Err(QuantityError::NotFinite(_))));
-        assert!(matches!(milli_from_f64(f64::INFINITY), Err(QuantityError::NotFinite(_))));
-        assert!(matches!(milli_from_f64(1e20), Err(QuantityError::OutOfRange(_))));
+        assert!(matches!(
+            milli_from_f64(f64::NAN),
+            Err(QuantityError::NotFinite(_))
+        ));
+        assert!(matches!(
+            milli_from_f64(f64::INFINITY),
+            Err(QuantityError::NotFinite(_))
+        ));
+        assert!(matches!(
+            milli_from_f64(1e20),
+            Err(QuantityError::OutOfRange(_))
+        ));
     }
 }

@@ -47,7 +47,9 @@ impl Route {
             Route::ApiGroupList => "/apis",
             Route::ApiGroup => "/apis/external.metrics.k8s.io",
             Route::ApiResourceList => "/apis/external.metrics.k8s.io/v1beta1",
-            Route::ExternalMetric => "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            Route::ExternalMetric => {
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
+            }
             Route::OwnMetrics => "/metrics",
             Route::NotFound => "other",
         }
@@ -67,7 +69,9 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| format!("path segment {s:?} is not valid UTF-8 after percent-decoding"))
+                .map_err(|_| {
+                    format!("path segment {s:?} is not valid UTF-8 after percent-decoding")
+                })
         })
         .collect()
 }
@@ -84,14 +88,21 @@ pub fn classify(path: &str) -> (Route, Option<(String, String)>) {
     if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
         return (Route::OpenApi, None);
     }
-    let Ok(segs) = segments(path) else { return (Route::NotFound, None) };
+    let Ok(segs) = segments(path) else {
+        return (Route::NotFound, None);
+    };
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["apis"] => (Route::ApiGroupList, None),
         ["apis", g] if *g == GROUP => (Route::ApiGroup, None),
         ["apis", g, v] if *g == GROUP && *v == VERSION => (Route::ApiResourceList, None),
-        ["apis", g, v, "namespaces", ns, metric] if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() => {
-            (Route::ExternalMetric, Some((ns.to_string(), metric.to_ascii_lowercase())))
+        ["apis", g, v, "namespaces", ns, metric]
+            if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() =>
+        {
+            (
+                Route::ExternalMetric,
+                Some((ns.to_string(), metric.to_ascii_lowercase())),
+            )
         }
         _ => (Route::NotFound, None),
     }
@@ -102,23 +113,46 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
     let (route, target) = classify(req.uri().path());
     let resp = dispatch(&state, route, target, req).await;
     let label = route.label().to_string();
-    state.metrics.requests.get_or_create(&RequestLabels { path: label.clone(), code: resp.status().as_u16() }).inc();
-    state.metrics.request_duration.get_or_create(&PathLabels { path: label }).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            path: label.clone(),
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&PathLabels { path: label })
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 
 fn text(code: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
-async fn dispatch(state: &AppState, route: Route, target: Option<(String, String)>, req: Request<Body>) -> Response<Body> {
+async fn dispatch(
+    state: &AppState,
+    route: Route,
+    target: Option<(String, String)>,
+    req: Request<Body>,
+) -> Response<Body> {
     let method = req.method().clone();
     if route != Route::NotFound && method != Method::GET && method != Method::HEAD {
-        let mut resp = failure(StatusCode::METHOD_NOT_ALLOWED, &format!("the server does not allow this method on the requested resource: {method}"));
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut resp = failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("the server does not allow this method on the requested resource: {method}"),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     match route {
@@ -126,14 +160,23 @@ async fn dispatch(state: &AppState, route: Route, target: Option<(String, String
         Route::Health(path) => return health(state, path),
         // Before authorization, so a denial can never become a 403 that puts the aggregator's OpenAPI
         // controller into error backoff.
-        Route::OpenApi => return failure(StatusCode::NOT_FOUND, "the server does not serve OpenAPI documents"),
+        Route::OpenApi => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "the server does not serve OpenAPI documents",
+            )
+        }
         _ => {}
     }
 
     let user = match &state.auth {
         None => None,
         Some(auth) => {
-            let peer = req.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
+            let peer = req
+                .extensions()
+                .get::<PeerCertificates>()
+                .cloned()
+                .unwrap_or_default();
             match auth.authenticate(&peer, req.headers()).await {
                 Ok(u) => Some(u),
                 Err(AuthError::Unauthorized(why)) => {
@@ -142,13 +185,20 @@ async fn dispatch(state: &AppState, route: Route, target: Option<(String, String
                 }
                 Err(e @ AuthError::Unavailable(_)) => {
                     tracing::warn!(error = %e, "authentication unavailable");
-                    return failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error occurred: {e}"));
+                    return failure(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("Internal error occurred: {e}"),
+                    );
                 }
             }
         }
     };
 
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let json_ok = discovery::accepts_plain_json(accept.as_deref());
     match route {
         Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
@@ -204,11 +254,19 @@ async fn dispatch(state: &AppState, route: Route, target: Option<(String, String
 }
 
 fn not_found() -> Response<Body> {
-    failure(StatusCode::NOT_FOUND, "the server could not find the requested resource")
+    failure(
+        StatusCode::NOT_FOUND,
+        "the server could not find the requested resource",
+    )
 }
 
 /// `None` when allowed; otherwise the response to send.
-async fn authorize(auth: &Auth, user: &UserInfo, attrs: &Attributes, forbidden: impl FnOnce() -> String) -> Option<Response<Body>> {
+async fn authorize(
+    auth: &Auth,
+    user: &UserInfo,
+    attrs: &Attributes,
+    forbidden: impl FnOnce() -> String,
+) -> Option<Response<Body>> {
     match auth.authorize(user, attrs).await {
         Ok(d) if d.allowed => None,
         Ok(d) => {
@@ -220,7 +278,10 @@ async fn authorize(auth: &Auth, user: &UserInfo, attrs: &Attributes, forbidden: 
         }
         Err(e) => {
             tracing::warn!(error = %e, "authorization unavailable");
-            Some(failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("Internal error occurred: {e}")))
+            Some(failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Internal error occurred: {e}"),
+            ))
         }
     }
 }
@@ -233,11 +294,18 @@ fn health(state: &AppState, path: &str) -> Response<Body> {
     // loaded. Upstream health stays out of it on purpose: an unready APIService breaks discovery for the
     // whole cluster, while upstream failures are reported per request.
     let auth_ok = state.auth.as_ref().is_none_or(|a| a.config_loaded());
-    let body = format!("[+]tls ok\n[{}]authentication-config {}\n", if auth_ok { "+" } else { "-" }, if auth_ok { "ok" } else { "not loaded" });
+    let body = format!(
+        "[+]tls ok\n[{}]authentication-config {}\n",
+        if auth_ok { "+" } else { "-" },
+        if auth_ok { "ok" } else { "not loaded" }
+    );
     if auth_ok {
         text(StatusCode::OK, format!("{body}readyz check passed\n"))
     } else {
-        text(StatusCode::INTERNAL_SERVER_ERROR, format!("{body}readyz check failed\n"))
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{body}readyz check failed\n"),
+        )
     }
 }
 
@@ -272,10 +340,17 @@ pub fn label_selector(query: Option<&str>) -> Result<Selector, String> {
 
 /// RFC 3339 in UTC with second precision, as metav1.Time serializes.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
-fn external_metric(state: &AppState, namespace: &str, metric: &str, query: Option<&str>) -> Response<Body> {
+fn external_metric(
+    state: &AppState,
+    namespace: &str,
+    metric: &str,
+    query: Option<&str>,
+) -> Response<Body> {
     let selector = match label_selector(query) {
         Ok(s) => s,
         Err(e) => return failure(StatusCode::BAD_REQUEST, &e),
@@ -285,16 +360,32 @@ fn external_metric(state: &AppState, namespace: &str, metric: &str, query: Optio
             let ts = now_rfc3339();
             let items = items
                 .into_iter()
-                .map(|i| Value { metric_name: metric, metric_labels: i.labels, timestamp: &ts, value: format_milli(i.value_milli) })
+                .map(|i| Value {
+                    metric_name: metric,
+                    metric_labels: i.labels,
+                    timestamp: &ts,
+                    value: format_milli(i.value_milli),
+                })
                 .collect();
             json_response(
                 StatusCode::OK,
-                &ValueList { kind: "ExternalMetricValueList", api_version: discovery::GROUP_VERSION, metadata: Default::default(), items },
+                &ValueList {
+                    kind: "ExternalMetricValueList",
+                    api_version: discovery::GROUP_VERSION,
+                    metadata: Default::default(),
+                    items,
+                },
             )
         }
-        Err(e @ ProviderError::UnknownMetric { .. }) => {
-            failure_with_details(StatusCode::NOT_FOUND, &e.to_string(), Some(Details { name: Some(metric), group: Some(GROUP), kind: Some(metric) }))
-        }
+        Err(e @ ProviderError::UnknownMetric { .. }) => failure_with_details(
+            StatusCode::NOT_FOUND,
+            &e.to_string(),
+            Some(Details {
+                name: Some(metric),
+                group: Some(GROUP),
+                kind: Some(metric),
+            }),
+        ),
         Err(e @ ProviderError::NoMatch { .. }) => failure(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ ProviderError::Unavailable(_)) => {
             tracing::warn!(namespace, metric, selector = %selector, reason = %e, "metric unavailable");
@@ -310,26 +401,71 @@ mod tests {
     #[test]
     fn route_table() {
         let m = |ns: &str, metric: &str| Some((ns.to_string(), metric.to_string()));
-        let cases: &[(&str, Route, Option<(String, String)>)] = &[
+        type Case = (&'static str, Route, Option<(String, String)>);
+        let cases: &[Case] = &[
             ("/healthz", Route::Health("/healthz"), None),
             ("/readyz", Route::Health("/readyz"), None),
             ("/openapi/v2", Route::OpenApi, None),
-            ("/openapi/v3/apis/external.metrics.k8s.io/v1beta1", Route::OpenApi, None),
+            (
+                "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+                Route::OpenApi,
+                None,
+            ),
             ("/apis", Route::ApiGroupList, None),
             ("/apis/", Route::ApiGroupList, None),
             ("/apis/external.metrics.k8s.io", Route::ApiGroup, None),
-            ("/apis/external.metrics.k8s.io/v1beta1", Route::ApiResourceList, None),
-            ("/apis/external.metrics.k8s.io/v1beta1/", Route::ApiResourceList, None),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas", Route::ExternalMetric, m("ns", "inferno_desired_replicas")),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/INFERNO_Desired_Replicas", Route::ExternalMetric, m("ns", "inferno_desired_replicas")),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/a%7Cb", Route::ExternalMetric, m("ns", "a|b")),
-            ("/apis/external.metrics.k8s.io/v1beta1/nonexistent-metric", Route::NotFound, None),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/foo", Route::NotFound, None),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/foo/group/metric", Route::NotFound, None),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1",
+                Route::ApiResourceList,
+                None,
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/",
+                Route::ApiResourceList,
+                None,
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas",
+                Route::ExternalMetric,
+                m("ns", "inferno_desired_replicas"),
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/INFERNO_Desired_Replicas",
+                Route::ExternalMetric,
+                m("ns", "inferno_desired_replicas"),
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/a%7Cb",
+                Route::ExternalMetric,
+                m("ns", "a|b"),
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/nonexistent-metric",
+                Route::NotFound,
+                None,
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/foo",
+                Route::NotFound,
+                None,
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/foo/group/metric",
+                Route::NotFound,
+                None,
+            ),
             ("/apis/custom.metrics.k8s.io/v1beta1", Route::NotFound, None),
-            ("/apis/external.metrics.k8s.io/v1beta2", Route::NotFound, None),
+            (
+                "/apis/external.metrics.k8s.io/v1beta2",
+                Route::NotFound,
+                None,
+            ),
             ("/", Route::NotFound, None),
-            ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/%FF", Route::NotFound, None),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/%FF",
+                Route::NotFound,
+                None,
+            ),
         ];
         for (path, route, target) in cases {
             assert_eq!(classify(path), (*route, target.clone()), "{path}");
@@ -339,9 +475,18 @@ mod tests {
     #[test]
     fn selectors_from_queries() {
         assert_eq!(label_selector(None).unwrap(), Selector::everything());
-        assert_eq!(label_selector(Some("labelSelector=variant_name%3Dv")).unwrap().to_string(), "variant_name=v");
         assert_eq!(
-            label_selector(Some("foo=bar&labelSelector=exported_namespace%3Dns%2Cvariant_name+in+%28a%2Cb%29")).unwrap().to_string(),
+            label_selector(Some("labelSelector=variant_name%3Dv"))
+                .unwrap()
+                .to_string(),
+            "variant_name=v"
+        );
+        assert_eq!(
+            label_selector(Some(
+                "foo=bar&labelSelector=exported_namespace%3Dns%2Cvariant_name+in+%28a%2Cb%29"
+            ))
+            .unwrap()
+            .to_string(),
             "exported_namespace=ns,variant_name in (a,b)"
         );
         assert!(label_selector(Some("labelSelector=a%3D%3D%3Db")).is_err());

@@ -232,7 +232,13 @@ impl<'a> Parser<'a> {
                 (Token::End, _) => break,
                 (Token::Comma, _) => continue,
                 (other, at) => {
-                    return Err(self.error(at, format!("expected ',' or end of selector, found {}", describe(&other))))
+                    return Err(self.error(
+                        at,
+                        format!(
+                            "expected ',' or end of selector, found {}",
+                            describe(&other)
+                        ),
+                    ))
                 }
             }
         }
@@ -245,10 +251,20 @@ impl<'a> Parser<'a> {
         let (key, negated) = match token {
             Token::Bang => match self.next() {
                 (Token::Ident(k), at) => (self.key(k, at)?, true),
-                (other, at) => return Err(self.error(at, format!("expected a label key after '!', found {}", describe(&other)))),
+                (other, at) => {
+                    return Err(self.error(
+                        at,
+                        format!("expected a label key after '!', found {}", describe(&other)),
+                    ))
+                }
             },
             Token::Ident(k) => (self.key(k, at)?, false),
-            other => return Err(self.error(at, format!("expected a label key, found {}", describe(&other)))),
+            other => {
+                return Err(self.error(
+                    at,
+                    format!("expected a label key, found {}", describe(&other)),
+                ))
+            }
         };
         if negated {
             return Ok(Requirement {
@@ -297,7 +313,11 @@ impl<'a> Parser<'a> {
                 BTreeSet::from([value])
             }
         };
-        Ok(Requirement { key, operator, values })
+        Ok(Requirement {
+            key,
+            operator,
+            values,
+        })
     }
 
     fn single_value(&mut self) -> Result<String, SelectorError> {
@@ -309,7 +329,12 @@ impl<'a> Parser<'a> {
             // `in`/`notin` are only keywords in operator position; as a value they are plain words.
             Token::In => "in",
             Token::NotIn => "notin",
-            other => return Err(self.error(start, format!("expected a label value, found {}", describe(&other)))),
+            other => {
+                return Err(self.error(
+                    start,
+                    format!("expected a label value, found {}", describe(&other)),
+                ))
+            }
         };
         self.next();
         Ok(word.to_string())
@@ -318,7 +343,15 @@ impl<'a> Parser<'a> {
     fn value_set(&mut self, key: &str) -> Result<BTreeSet<String>, SelectorError> {
         match self.next() {
             (Token::Open, _) => {}
-            (other, at) => return Err(self.error(at, format!("expected '(' after 'in'/'notin' for key {key:?}, found {}", describe(&other)))),
+            (other, at) => {
+                return Err(self.error(
+                    at,
+                    format!(
+                        "expected '(' after 'in'/'notin' for key {key:?}, found {}",
+                        describe(&other)
+                    ),
+                ))
+            }
         }
         let mut values = BTreeSet::new();
         loop {
@@ -334,7 +367,15 @@ impl<'a> Parser<'a> {
                     match self.next() {
                         (Token::Comma, _) => continue,
                         (Token::Close, _) => break,
-                        (other, at) => return Err(self.error(at, format!("expected ',' or ')' in value list, found {}", describe(&other)))),
+                        (other, at) => {
+                            return Err(self.error(
+                                at,
+                                format!(
+                                    "expected ',' or ')' in value list, found {}",
+                                    describe(&other)
+                                ),
+                            ))
+                        }
                     }
                 }
                 // `(a,)` and `(,a)` carry an empty value, as in apimachinery.
@@ -348,7 +389,12 @@ impl<'a> Parser<'a> {
                     values.insert(String::new());
                     break;
                 }
-                other => return Err(self.error(at, format!("expected a value in the list, found {}", describe(&other)))),
+                other => {
+                    return Err(self.error(
+                        at,
+                        format!("expected a value in the list, found {}", describe(&other)),
+                    ))
+                }
             }
         }
         Ok(values)
@@ -390,7 +436,9 @@ fn is_name_segment(s: &str) -> bool {
         && bytes.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A DNS-1123 subdomain, used as the optional key prefix (`example.com/`).
@@ -402,7 +450,8 @@ fn is_dns_subdomain(s: &str) -> bool {
             !b.is_empty()
                 && b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         })
 }
 
@@ -413,7 +462,9 @@ pub fn validate_key(key: &str) -> Result<(), String> {
     };
     if let Some(prefix) = prefix {
         if !is_dns_subdomain(prefix) {
-            return Err(format!("invalid label key {key:?}: prefix {prefix:?} must be a lowercase DNS subdomain"));
+            return Err(format!(
+                "invalid label key {key:?}: prefix {prefix:?} must be a lowercase DNS subdomain"
+            ));
         }
     }
     if !is_name_segment(name) {
@@ -440,7 +491,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -455,8 +509,14 @@ mod tests {
             ("b,a", "a,b"),
             ("!a", "!a"),
             (" ! a , b = c ", "!a,b=c"),
-            ("exported_namespace=ns,variant_name=v", "exported_namespace=ns,variant_name=v"),
-            ("variant_name=v,exported_namespace=ns", "exported_namespace=ns,variant_name=v"),
+            (
+                "exported_namespace=ns,variant_name=v",
+                "exported_namespace=ns,variant_name=v",
+            ),
+            (
+                "variant_name=v,exported_namespace=ns",
+                "exported_namespace=ns,variant_name=v",
+            ),
             ("example.com/key=v", "example.com/key=v"),
             ("a=", "a="),
             ("a in (x,)", "a in (,x)"),
@@ -468,7 +528,11 @@ mod tests {
             let got = Selector::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
             assert_eq!(got.to_string(), *want, "input {input:?}");
             // The canonical form parses back to the same selector.
-            assert_eq!(Selector::parse(&got.to_string()).unwrap(), got, "round trip of {input:?}");
+            assert_eq!(
+                Selector::parse(&got.to_string()).unwrap(),
+                got,
+                "round trip of {input:?}"
+            );
         }
     }
 
@@ -486,7 +550,7 @@ mod tests {
             ("-bad=x", "invalid label key"),
             ("a=-bad", "invalid label value"),
             ("Upper.Case/x=y", "prefix"),
-            (&"k=".repeat(1), ""),
+            ("k=", ""),
         ];
         for (input, fragment) in cases {
             match Selector::parse(input) {
@@ -529,8 +593,11 @@ mod tests {
     #[test]
     fn form_decoded_hpa_selectors_parse() {
         // What the aggregator forwards after re-encoding: `labelSelector=variant_name%3Dv%2Cexported_namespace%3Dns`.
-        let decoded: Vec<(String, String)> =
-            form_urlencoded::parse(b"labelSelector=exported_namespace%3Dns%2Cvariant_name+in+%28a%2Cb%29").into_owned().collect();
+        let decoded: Vec<(String, String)> = form_urlencoded::parse(
+            b"labelSelector=exported_namespace%3Dns%2Cvariant_name+in+%28a%2Cb%29",
+        )
+        .into_owned()
+        .collect();
         let s = Selector::parse(&decoded[0].1).unwrap();
         assert_eq!(s.to_string(), "exported_namespace=ns,variant_name in (a,b)");
     }
@@ -546,14 +613,20 @@ mod proptests {
     }
 
     fn requirement() -> impl Strategy<Value = String> {
-        (segment(), segment(), prop::collection::vec(segment(), 1..4), 0..6usize).prop_map(|(k, v, vs, op)| match op {
-            0 => format!("{k}={v}"),
-            1 => format!("{k}!={v}"),
-            2 => format!("{k} in ({})", vs.join(",")),
-            3 => format!("{k} notin ({})", vs.join(",")),
-            4 => k,
-            _ => format!("!{k}"),
-        })
+        (
+            segment(),
+            segment(),
+            prop::collection::vec(segment(), 1..4),
+            0..6usize,
+        )
+            .prop_map(|(k, v, vs, op)| match op {
+                0 => format!("{k}={v}"),
+                1 => format!("{k}!={v}"),
+                2 => format!("{k} in ({})", vs.join(",")),
+                3 => format!("{k} notin ({})", vs.join(",")),
+                4 => k,
+                _ => format!("!{k}"),
+            })
     }
 
     proptest! {

@@ -52,7 +52,11 @@ pub fn failure(code: StatusCode, message: &str) -> Response<Body> {
     failure_with_details(code, message, None)
 }
 
-pub fn failure_with_details(code: StatusCode, message: &str, details: Option<Details<'_>>) -> Response<Body> {
+pub fn failure_with_details(
+    code: StatusCode,
+    message: &str,
+    details: Option<Details<'_>>,
+) -> Response<Body> {
     let body = Status {
         kind: "Status",
         api_version: "v1",
@@ -77,7 +81,10 @@ pub fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response<Body>
     };
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -87,9 +94,14 @@ mod tests {
 
     #[tokio::test]
     async fn status_shape() {
-        let resp = failure(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+        let resp = failure(
+            StatusCode::NOT_FOUND,
+            "the server could not find the requested resource",
+        );
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,

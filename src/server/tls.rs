@@ -21,19 +21,29 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: PathBuf },
     #[error("{path}: {message}")]
     Pem { path: PathBuf, message: String },
     #[error("{cert} and {key} do not form a usable serving key pair: {message}")]
-    KeyPair { cert: PathBuf, key: PathBuf, message: String },
+    KeyPair {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
     #[error("generating a self-signed certificate: {0}")]
     Generate(String),
     #[error("building the TLS configuration: {0}")]
     Config(String),
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -42,8 +52,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads every PEM certificate in a file; an empty file is an error.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })?;
-    let certs = parse_certs(&bytes).map_err(|message| TlsError::Pem { path: path.into(), message })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs = parse_certs(&bytes).map_err(|message| TlsError::Pem {
+        path: path.into(),
+        message,
+    })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: path.into() });
     }
@@ -52,30 +68,42 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Parses PEM certificates from bytes (empty input gives an empty list).
 pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("invalid PEM certificate: {e}"))
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM certificate: {e}"))
 }
 
-fn certified_key(cert_pem: &[u8], key_pem: &[u8], provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let certs = parse_certs(cert_pem)?;
     if certs.is_empty() {
         return Err("no PEM certificate in the certificate file".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("invalid PEM private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("invalid PEM private key: {e}"))?;
     CertifiedKey::from_der(certs, key, provider).map_err(|e| e.to_string())
 }
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Generated at start; the CA that signed it is written to `ca_path` so clients can trust it.
-    Generated { ca_path: PathBuf },
+    Generated {
+        ca_path: PathBuf,
+    },
 }
 
 /// Resolves the current serving certificate; swapped atomically on reload.
 pub struct ReloadingCert {
     current: ArcSwap<CertifiedKey>,
-    loaded_from: ArcSwap<(Vec<u8>, Vec<u8>)>,
+    loaded_from: ArcSwap<PemPair>,
 }
 
 impl fmt::Debug for ReloadingCert {
@@ -90,29 +118,66 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// The raw bytes of a certificate file and its key file.
+type PemPair = (Vec<u8>, Vec<u8>);
+
+fn read_pair(cert: &Path, key: &Path) -> Result<PemPair, TlsError> {
+    let cert_bytes = std::fs::read(cert).map_err(|source| TlsError::Read {
+        path: cert.into(),
+        source,
+    })?;
+    let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read {
+        path: key.into(),
+        source,
+    })?;
+    Ok((cert_bytes, key_bytes))
+}
+
+fn parse_pair(
+    pair: &PemPair,
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    certified_key(&pair.0, &pair.1, provider).map_err(|message| TlsError::KeyPair {
+        cert: cert.into(),
+        key: key.into(),
+        message,
+    })
+}
+
 impl ReloadingCert {
     pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<Self>, TlsError> {
-        let (ck, bytes) = read_pair(cert, key, provider)?;
-        Ok(Arc::new(Self { current: ArcSwap::from_pointee(ck), loaded_from: ArcSwap::from_pointee(bytes) }))
+        let pair = read_pair(cert, key)?;
+        let ck = parse_pair(&pair, cert, key, provider)?;
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(ck),
+            loaded_from: ArcSwap::from_pointee(pair),
+        }))
     }
 
     pub fn from_key(ck: CertifiedKey) -> Arc<Self> {
-        Arc::new(Self { current: ArcSwap::from_pointee(ck), loaded_from: ArcSwap::from_pointee((Vec::new(), Vec::new())) })
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(ck),
+            loaded_from: ArcSwap::from_pointee((Vec::new(), Vec::new())),
+        })
     }
 
     /// Re-reads the files; swaps in the new pair when the bytes changed and they form a valid pair.
     /// On error the previous certificate stays in service. Returns whether a new certificate was loaded.
-    pub fn reload(&self, cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<bool, TlsError> {
-        let cert_bytes = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
-        let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
-        let prev = self.loaded_from.load();
-        if prev.0 == cert_bytes && prev.1 == key_bytes {
+    pub fn reload(
+        &self,
+        cert: &Path,
+        key: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<bool, TlsError> {
+        let pair = read_pair(cert, key)?;
+        if **self.loaded_from.load() == pair {
             return Ok(false);
         }
-        let ck = certified_key(&cert_bytes, &key_bytes, provider)
-            .map_err(|message| TlsError::KeyPair { cert: cert.into(), key: key.into(), message })?;
+        let ck = parse_pair(&pair, cert, key, provider)?;
         self.current.store(Arc::new(ck));
-        self.loaded_from.store(Arc::new((cert_bytes, key_bytes)));
+        self.loaded_from.store(Arc::new(pair));
         Ok(true)
     }
 
@@ -121,17 +186,15 @@ impl ReloadingCert {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<(CertifiedKey, (Vec<u8>, Vec<u8>)), TlsError> {
-    let cert_bytes = std::fs::read(cert).map_err(|source| TlsError::Read { path: cert.into(), source })?;
-    let key_bytes = std::fs::read(key).map_err(|source| TlsError::Read { path: key.into(), source })?;
-    let ck = certified_key(&cert_bytes, &key_bytes, provider)
-        .map_err(|message| TlsError::KeyPair { cert: cert.into(), key: key.into(), message })?;
-    Ok((ck, (cert_bytes, key_bytes)))
-}
-
 /// Polls the certificate files and reloads them when they change. Polling (rather than inotify on the
 /// files) sees Kubernetes' atomic `..data` symlink swap of Secret volumes.
-pub async fn watch_files(resolver: Arc<ReloadingCert>, cert: PathBuf, key: PathBuf, every: Duration, provider: Arc<CryptoProvider>) {
+pub async fn watch_files(
+    resolver: Arc<ReloadingCert>,
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+    provider: Arc<CryptoProvider>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -139,7 +202,9 @@ pub async fn watch_files(resolver: Arc<ReloadingCert>, cert: PathBuf, key: PathB
         match resolver.reload(&cert, &key, &provider) {
             Ok(true) => tracing::info!(cert = %cert.display(), "serving certificate reloaded"),
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in service"),
+            Err(e) => {
+                tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in service")
+            }
         }
     }
 }
@@ -152,12 +217,19 @@ pub struct Generated {
 }
 
 pub fn generate_self_signed(names: &[String]) -> Result<Generated, TlsError> {
-    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName as Dn, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName as Dn, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let ca_key = KeyPair::generate().map_err(gen)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let mut dn = Dn::new();
     dn.push(DnType::CommonName, "wva-metrics-server self-signed CA");
     ca_params.distinguished_name = dn;
@@ -167,17 +239,28 @@ pub fn generate_self_signed(names: &[String]) -> Result<Generated, TlsError> {
     let key = KeyPair::generate().map_err(gen)?;
     let mut params = CertificateParams::new(names.to_vec()).map_err(gen)?;
     let mut dn = Dn::new();
-    dn.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "localhost".into()));
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| "localhost".into()),
+    );
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let cert = params.signed_by(&key, &issuer).map_err(gen)?;
-    Ok(Generated { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(Generated {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 impl Generated {
     pub fn certified_key(&self, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
-        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), provider).map_err(TlsError::Generate)
+        certified_key(self.cert_pem.as_bytes(), self.key_pem.as_bytes(), provider)
+            .map_err(TlsError::Generate)
     }
 }
 
@@ -192,7 +275,9 @@ pub struct DeferredClientAuth {
 
 impl DeferredClientAuth {
     pub fn new(provider: &CryptoProvider) -> Self {
-        Self { algorithms: provider.signature_verification_algorithms }
+        Self {
+            algorithms: provider.signature_verification_algorithms,
+        }
     }
 }
 
@@ -209,15 +294,30 @@ impl ClientCertVerifier for DeferredClientAuth {
         &[]
     }
 
-    fn verify_client_cert(&self, _end: &CertificateDer<'_>, _inter: &[CertificateDer<'_>], _now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _end: &CertificateDer<'_>,
+        _inter: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -227,7 +327,10 @@ impl ClientCertVerifier for DeferredClientAuth {
 }
 
 /// TLS 1.2 and 1.3, ALPN h2 then http/1.1, optional client certificates.
-pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, provider: Arc<CryptoProvider>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, TlsError> {
     let verifier = Arc::new(DeferredClientAuth::new(&provider));
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -241,7 +344,13 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, provider: Arc<Crypto
 /// Writes a file with the given mode, creating parent directories.
 pub fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.into(),
+            source,
+        })?;
     }
-    std::fs::write(path, contents).map_err(|source| TlsError::Write { path: path.into(), source })
+    std::fs::write(path, contents).map_err(|source| TlsError::Write {
+        path: path.into(),
+        source,
+    })
 }

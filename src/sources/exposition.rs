@@ -23,7 +23,10 @@ pub struct Sample<'a, 'b> {
 
 impl Sample<'_, '_> {
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_ref())
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -57,8 +60,16 @@ pub fn parse<'a>(text: &'a str, mut on_sample: impl FnMut(&Sample<'a, '_>)) -> V
         }
         labels.clear();
         match parse_sample_line(trimmed, &mut labels) {
-            Ok((name, value, timestamp)) => on_sample(&Sample { name, labels: &labels, value, timestamp }),
-            Err(message) => warnings.push(ParseWarning { line: idx + 1, message }),
+            Ok((name, value, timestamp)) => on_sample(&Sample {
+                name,
+                labels: &labels,
+                value,
+                timestamp,
+            }),
+            Err(message) => warnings.push(ParseWarning {
+                line: idx + 1,
+                message,
+            }),
         }
     }
     warnings
@@ -72,10 +83,16 @@ fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
-fn parse_sample_line<'a>(line: &'a str, labels: &mut Vec<(&'a str, Cow<'a, str>)>) -> Result<(&'a str, f64, Option<f64>), String> {
+fn parse_sample_line<'a>(
+    line: &'a str,
+    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+) -> Result<(&'a str, f64, Option<f64>), String> {
     let bytes = line.as_bytes();
     if !is_name_start(bytes[0]) {
-        return Err(format!("expected a metric name, found {:?}", first_char(line)));
+        return Err(format!(
+            "expected a metric name, found {:?}",
+            first_char(line)
+        ));
     }
     let mut i = 1;
     while i < bytes.len() && is_name_char(bytes[i]) {
@@ -101,7 +118,9 @@ fn parse_sample_line<'a>(line: &'a str, labels: &mut Vec<(&'a str, Cow<'a, str>)
         // An OpenMetrics exemplar follows ` # `; it carries nothing we use.
         Some("#") => None,
         Some(t) => {
-            let ts = parse_float(t).filter(|v| v.is_finite()).ok_or_else(|| format!("invalid timestamp {t:?}"))?;
+            let ts = parse_float(t)
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("invalid timestamp {t:?}"))?;
             match fields.next() {
                 None | Some("#") => Some(ts),
                 Some(extra) => return Err(format!("unexpected {extra:?} after the timestamp")),
@@ -116,7 +135,11 @@ fn first_char(s: &str) -> char {
 }
 
 /// Parses `{…}` content starting after the `{`; returns the index just after the closing `}`.
-fn parse_labels<'a>(line: &'a str, mut i: usize, labels: &mut Vec<(&'a str, Cow<'a, str>)>) -> Result<usize, String> {
+fn parse_labels<'a>(
+    line: &'a str,
+    mut i: usize,
+    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+) -> Result<usize, String> {
     let bytes = line.as_bytes();
     loop {
         while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
@@ -126,7 +149,12 @@ fn parse_labels<'a>(line: &'a str, mut i: usize, labels: &mut Vec<(&'a str, Cow<
             None => return Err("unterminated label set: missing '}'".to_string()),
             Some(b'}') => return Ok(i + 1),
             Some(&b) if is_name_start(b) && b != b':' => {}
-            Some(_) => return Err(format!("expected a label name or '}}', found {:?}", first_char(&line[i..]))),
+            Some(_) => {
+                return Err(format!(
+                    "expected a label name or '}}', found {:?}",
+                    first_char(&line[i..])
+                ))
+            }
         }
         let start = i;
         while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
@@ -147,7 +175,8 @@ fn parse_labels<'a>(line: &'a str, mut i: usize, labels: &mut Vec<(&'a str, Cow<
             return Err(format!("expected '\"' to open the value of label {key:?}"));
         }
         i += 1;
-        let (value, next) = parse_label_value(line, i).ok_or_else(|| format!("unterminated or badly escaped value of label {key:?}"))?;
+        let (value, next) = parse_label_value(line, i)
+            .ok_or_else(|| format!("unterminated or badly escaped value of label {key:?}"))?;
         labels.push((key, value));
         i = next;
         while i < bytes.len() && bytes[i] == b' ' {
@@ -156,7 +185,11 @@ fn parse_labels<'a>(line: &'a str, mut i: usize, labels: &mut Vec<(&'a str, Cow<
         match bytes.get(i) {
             Some(b',') => i += 1,
             Some(b'}') => return Ok(i + 1),
-            _ => return Err(format!("expected ',' or '}}' after the value of label {key:?}")),
+            _ => {
+                return Err(format!(
+                    "expected ',' or '}}' after the value of label {key:?}"
+                ))
+            }
         }
     }
 }
@@ -198,7 +231,9 @@ pub fn parse_float(s: &str) -> Option<f64> {
         "-Inf" => Some(f64::NEG_INFINITY),
         _ => {
             // Rust also accepts "inf"/"infinity" in any case; Prometheus does not, so refuse words.
-            if s.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') {
+            if s.bytes()
+                .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+            {
                 return None;
             }
             s.parse().ok()
@@ -246,7 +281,9 @@ enum Signal {
 /// prometheus_client ≥ 0.23 rewrites colons to underscores in OpenMetrics output (spec `vllm-metrics.md` §4.3);
 /// SGLang's gauges map onto the same signals.
 fn signal_of(name: &str) -> Option<Signal> {
-    let base = name.strip_prefix("vllm:").or_else(|| name.strip_prefix("vllm_"));
+    let base = name
+        .strip_prefix("vllm:")
+        .or_else(|| name.strip_prefix("vllm_"));
     if let Some(base) = base {
         return match base {
             "kv_cache_usage_perc" => Some(Signal::Kv),
@@ -256,7 +293,10 @@ fn signal_of(name: &str) -> Option<Signal> {
             _ => None,
         };
     }
-    match name.strip_prefix("sglang:").or_else(|| name.strip_prefix("sglang_"))? {
+    match name
+        .strip_prefix("sglang:")
+        .or_else(|| name.strip_prefix("sglang_"))?
+    {
         "token_usage" => Some(Signal::Kv),
         "num_queue_reqs" => Some(Signal::Queue),
         "num_running_reqs" => Some(Signal::Running),
@@ -279,7 +319,9 @@ pub fn extract(text: &str) -> Extraction {
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     let mut nan_series = 0usize;
     let warnings = parse(text, |s| {
-        let Some(signal) = signal_of(s.name) else { return };
+        let Some(signal) = signal_of(s.name) else {
+            return;
+        };
         // NaN is legal for a gauge but says nothing; it must not poison a max.
         if s.value.is_nan() {
             nan_series += 1;
@@ -303,7 +345,9 @@ pub fn extract(text: &str) -> Extraction {
     });
     let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     if nan_series > 0 {
-        warnings.push(format!("{nan_series} NaN sample(s) of vLLM signals ignored"));
+        warnings.push(format!(
+            "{nan_series} NaN sample(s) of vLLM signals ignored"
+        ));
     }
     let models = acc
         .into_iter()
@@ -327,15 +371,25 @@ mod tests {
     use super::*;
 
     const SPEC_FIXTURE: &str = include_str!("../../tests/fixtures/spec-appendix-a.txt");
-    const KUBEAI_V0: &str = include_str!("../../tests/fixtures/vllm-0.5.x-v0-kubeai-hack-mock-metrics.txt");
-    const SGLANG: &str = include_str!("../../tests/fixtures/sglang-0.4.x-sglang-docs-production-metrics.txt");
+    const KUBEAI_V0: &str =
+        include_str!("../../tests/fixtures/vllm-0.5.x-v0-kubeai-hack-mock-metrics.txt");
+    const SGLANG: &str =
+        include_str!("../../tests/fixtures/sglang-0.4.x-sglang-docs-production-metrics.txt");
 
-    fn collect(text: &str) -> (Vec<(String, Vec<(String, String)>, f64, Option<f64>)>, Vec<ParseWarning>) {
+    type Collected = (
+        Vec<(String, Vec<(String, String)>, f64, Option<f64>)>,
+        Vec<ParseWarning>,
+    );
+
+    fn collect(text: &str) -> Collected {
         let mut out = Vec::new();
         let w = parse(text, |s| {
             out.push((
                 s.name.to_string(),
-                s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                s.labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 s.value,
                 s.timestamp,
             ))
@@ -350,14 +404,19 @@ mod tests {
         let find = |name: &str, label: (&str, &str)| {
             samples
                 .iter()
-                .find(|(n, l, _, _)| n == name && l.iter().any(|(k, v)| k == label.0 && v == label.1))
+                .find(|(n, l, _, _)| {
+                    n == name && l.iter().any(|(k, v)| k == label.0 && v == label.1)
+                })
                 .unwrap_or_else(|| panic!("{name} {label:?} missing"))
                 .clone()
         };
         assert_eq!(find("vllm:kv_cache_usage_perc", ("engine", "0")).2, 0.4213);
         let lora = find("vllm:lora_requests_info", ("max_lora", "2"));
         assert_eq!(lora.1[1].1, "sql-lora,chat \"v2\"");
-        assert_eq!(lora.1[2], ("waiting_lora_adapters".to_string(), String::new()));
+        assert_eq!(
+            lora.1[2],
+            ("waiting_lora_adapters".to_string(), String::new())
+        );
         let tricky = find("demo_tricky", ("b", "C:\\path"));
         assert_eq!(tricky.1[0].1, "x=y}z");
         assert_eq!(tricky.1[2].1, "line1\nline2");
@@ -366,11 +425,26 @@ mod tests {
         assert!(find("demo_special", ("kind", "nan")).2.is_nan());
         assert_eq!(find("demo_special", ("kind", "pinf")).2, f64::INFINITY);
         assert_eq!(find("demo_special", ("kind", "ninf")).2, f64::NEG_INFINITY);
-        assert_eq!(find("demo_special", ("kind", "ts")).3, Some(1_732_000_000_000.0));
-        assert_eq!(find("vllm:e2e_request_latency_seconds_bucket", ("le", "+Inf")).2, 94.0);
-        assert_eq!(samples.iter().filter(|s| s.0 == "demo_summary_count").count(), 1);
+        assert_eq!(
+            find("demo_special", ("kind", "ts")).3,
+            Some(1_732_000_000_000.0)
+        );
+        assert_eq!(
+            find("vllm:e2e_request_latency_seconds_bucket", ("le", "+Inf")).2,
+            94.0
+        );
+        assert_eq!(
+            samples
+                .iter()
+                .filter(|s| s.0 == "demo_summary_count")
+                .count(),
+            1
+        );
         // Every sample line of the fixture came out.
-        let sample_lines = SPEC_FIXTURE.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+        let sample_lines = SPEC_FIXTURE
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
         assert_eq!(samples.len(), sample_lines);
     }
 
@@ -379,7 +453,11 @@ mod tests {
         let e = extract(SPEC_FIXTURE);
         assert_eq!(
             e.models["Qwen/Qwen3-0.6B"],
-            ModelSignals { kv_cache_usage: Some(0.4213), queue_length: Some(7.0), running_requests: Some(3.0) }
+            ModelSignals {
+                kv_cache_usage: Some(0.4213),
+                queue_length: Some(7.0),
+                running_requests: Some(3.0)
+            }
         );
     }
 
@@ -387,7 +465,13 @@ mod tests {
     fn real_v0_capture_uses_the_deprecated_kv_name_and_keeps_models_apart() {
         let (samples, warnings) = collect(KUBEAI_V0);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(samples.len(), KUBEAI_V0.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count());
+        assert_eq!(
+            samples.len(),
+            KUBEAI_V0
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .count()
+        );
         let e = extract(KUBEAI_V0);
         let m = e.models["neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"];
         assert_eq!(m.kv_cache_usage, Some(0.0026235242675994863));
@@ -401,7 +485,9 @@ mod tests {
     fn real_sglang_capture_multiprocess_order_and_ugly_floats() {
         let (samples, warnings) = collect(SGLANG);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert!(samples.iter().any(|(_, l, _, _)| l.iter().any(|(k, v)| k == "le" && v == "0.07500000000000001")));
+        assert!(samples.iter().any(|(_, l, _, _)| l
+            .iter()
+            .any(|(k, v)| k == "le" && v == "0.07500000000000001")));
         let e = extract(SGLANG);
         assert_eq!(e.models.len(), 1);
         let m = e.models.values().next().unwrap();
@@ -425,7 +511,14 @@ vllm:prompt_tokens_created{engine=\"0\",model_name=\"m\"} 1.7769301736864982e+09
 vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
 ";
         let e = extract(page);
-        assert_eq!(e.models["m"], ModelSignals { kv_cache_usage: Some(0.5), queue_length: Some(6.0), running_requests: Some(5.0) });
+        assert_eq!(
+            e.models["m"],
+            ModelSignals {
+                kv_cache_usage: Some(0.5),
+                queue_length: Some(6.0),
+                running_requests: Some(5.0)
+            }
+        );
         assert!(e.warnings.is_empty());
     }
 
@@ -441,10 +534,20 @@ vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
                     vllm:kv_cache_usage_perc{model_name=\"m\"} 0.1\n\
                     vllm:num_requests_running{model_name=\"m\"} NaN\n";
         let e = extract(page);
-        assert_eq!(e.models["m"], ModelSignals { kv_cache_usage: Some(0.1), queue_length: Some(3.0), running_requests: None });
+        assert_eq!(
+            e.models["m"],
+            ModelSignals {
+                kv_cache_usage: Some(0.1),
+                queue_length: Some(3.0),
+                running_requests: None
+            }
+        );
         let lines: Vec<&str> = e.warnings.iter().map(String::as_str).collect();
         assert_eq!(lines.len(), 7, "{lines:?}");
-        assert!(lines[0].starts_with("line 2: expected a value after the labels"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("line 2: expected a value after the labels"),
+            "{lines:?}"
+        );
         assert!(lines[1].starts_with("line 3: expected a metric name"));
         assert!(lines[2].starts_with("line 4: expected ',' or '}'"));
         assert!(lines[3].starts_with("line 5: invalid value \"zero\""));
@@ -493,7 +596,9 @@ mod proptests {
     use proptest::prelude::*;
 
     fn escape(v: &str) -> String {
-        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
     }
 
     proptest! {

@@ -39,7 +39,10 @@ pub struct PodSample {
 pub enum Lookup {
     Fresh(PodSample),
     /// No fresh sample. `since` is how long the pod has gone without one (0 for a pod just discovered).
-    Missing { since: Duration, reason: String },
+    Missing {
+        since: Duration,
+        reason: String,
+    },
 }
 
 pub trait SampleSource: Send + Sync {
@@ -63,9 +66,15 @@ impl SampleSource for Chain {
             }
         }
         if reasons.is_empty() {
-            return Lookup::Missing { since: Duration::ZERO, reason: "no metric source configured".into() };
+            return Lookup::Missing {
+                since: Duration::ZERO,
+                reason: "no metric source configured".into(),
+            };
         }
-        Lookup::Missing { since, reason: reasons.join("; ") }
+        Lookup::Missing {
+            since,
+            reason: reasons.join("; "),
+        }
     }
 }
 

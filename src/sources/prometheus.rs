@@ -36,12 +36,18 @@ pub enum PrometheusError {
 
 /// Escapes a PromQL label value (backslash and double quote), as WVA's saturation queries do.
 pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Per-pod peak of the KV-cache usage over the window, falling back per pod to the pre-0.9.2 name.
 pub fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
-    let sel = format!("namespace=\"{}\",model_name=\"{}\"", escape_label(namespace), escape_label(model));
+    let sel = format!(
+        "namespace=\"{}\",model_name=\"{}\"",
+        escape_label(namespace),
+        escape_label(model)
+    );
     let w = window.as_secs().max(1);
     format!(
         "max by (pod) (max_over_time(vllm:kv_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{{{sel}}}[{w}s]))"
@@ -50,8 +56,15 @@ pub fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
 
 /// Per-pod peak of the waiting queue over the window.
 pub fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
-    let sel = format!("namespace=\"{}\",model_name=\"{}\"", escape_label(namespace), escape_label(model));
-    format!("max by (pod) (max_over_time(vllm:num_requests_waiting{{{sel}}}[{}s]))", window.as_secs().max(1))
+    let sel = format!(
+        "namespace=\"{}\",model_name=\"{}\"",
+        escape_label(namespace),
+        escape_label(model)
+    );
+    format!(
+        "max by (pod) (max_over_time(vllm:num_requests_waiting{{{sel}}}[{}s]))",
+        window.as_secs().max(1)
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,13 +96,30 @@ struct VectorSample {
 struct SkipVerify(rustls::crypto::WebPkiSupportedAlgorithms);
 
 impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -105,13 +135,30 @@ struct ServerNameOverride {
 }
 
 impl ServerCertVerifier for ServerNameOverride {
-    fn verify_server_cert(&self, e: &CertificateDer<'_>, i: &[CertificateDer<'_>], _: &ServerName<'_>, o: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        e: &CertificateDer<'_>,
+        i: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        o: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         self.inner.verify_server_cert(e, i, &self.name, o, now)
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(m, c, d)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -119,10 +166,17 @@ impl ServerCertVerifier for ServerNameOverride {
     }
 }
 
-const SYSTEM_CA_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, PrometheusError> {
-    std::fs::read(path).map_err(|e| PrometheusError::File { path: path.clone(), message: e.to_string() })
+    std::fs::read(path).map_err(|e| PrometheusError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Builds the rustls client configuration from the WVA settings.
@@ -138,33 +192,50 @@ pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError
         let (pem, from) = match &args.ca_cert_path {
             Some(p) => (read(p)?, p.display().to_string()),
             None => {
-                let found = SYSTEM_CA_BUNDLES.iter().find(|p| std::path::Path::new(p).exists());
-                let p = found.ok_or_else(|| PrometheusError::Tls("no system CA bundle found; set PROMETHEUS_CA_CERT_PATH".into()))?;
+                let found = SYSTEM_CA_BUNDLES
+                    .iter()
+                    .find(|p| std::path::Path::new(p).exists());
+                let p = found.ok_or_else(|| {
+                    PrometheusError::Tls(
+                        "no system CA bundle found; set PROMETHEUS_CA_CERT_PATH".into(),
+                    )
+                })?;
                 (read(&PathBuf::from(p))?, p.to_string())
             }
         };
-        let certs = crate::server::tls::parse_certs(&pem).map_err(|e| PrometheusError::Tls(format!("{from}: {e}")))?;
+        let certs = crate::server::tls::parse_certs(&pem)
+            .map_err(|e| PrometheusError::Tls(format!("{from}: {e}")))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(PrometheusError::Tls(format!("{from}: no usable CA certificate")));
+            return Err(PrometheusError::Tls(format!(
+                "{from}: no usable CA certificate"
+            )));
         }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| PrometheusError::Tls(e.to_string()))?;
         match &args.server_name {
             Some(name) => {
-                let name = ServerName::try_from(name.clone()).map_err(|e| PrometheusError::Tls(format!("PROMETHEUS_SERVER_NAME {name:?}: {e}")))?;
+                let name = ServerName::try_from(name.clone()).map_err(|e| {
+                    PrometheusError::Tls(format!("PROMETHEUS_SERVER_NAME {name:?}: {e}"))
+                })?;
                 Arc::new(ServerNameOverride { inner, name })
             }
             None => inner,
         }
     };
-    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut cfg = match (&args.client_cert_path, &args.client_key_path) {
         (Some(cert), Some(key)) => {
-            let certs = crate::server::tls::read_certs(cert).map_err(|e| PrometheusError::Tls(e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| PrometheusError::Tls(format!("{}: {e}", key.display())))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| PrometheusError::Tls(format!("client certificate: {e}")))?
+            let certs = crate::server::tls::read_certs(cert)
+                .map_err(|e| PrometheusError::Tls(e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+                .map_err(|e| PrometheusError::Tls(format!("{}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| PrometheusError::Tls(format!("client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -182,7 +253,10 @@ pub struct PrometheusClient {
 impl PrometheusClient {
     pub fn new(args: &PrometheusArgs) -> Result<Self, PrometheusError> {
         let url = args.base_url.clone().unwrap_or_default();
-        let base = reqwest::Url::parse(&url).map_err(|e| PrometheusError::BadUrl { url: url.clone(), message: e.to_string() })?;
+        let base = reqwest::Url::parse(&url).map_err(|e| PrometheusError::BadUrl {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         match base.scheme() {
             "https" => {}
             "http" if args.allow_http => {}
@@ -195,7 +269,12 @@ impl PrometheusClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| PrometheusError::Tls(e.to_string()))?;
-        Ok(Self { http, base, bearer: args.bearer_token.clone().filter(|t| !t.is_empty()), token_path: args.token_path.clone() })
+        Ok(Self {
+            http,
+            base,
+            bearer: args.bearer_token.clone().filter(|t| !t.is_empty()),
+            token_path: args.token_path.clone(),
+        })
     }
 
     fn token(&self) -> Result<Option<String>, PrometheusError> {
@@ -209,10 +288,19 @@ impl PrometheusClient {
     }
 
     /// Runs an instant query and returns `(labels, value)` per series. NaN and infinite values are dropped.
-    pub async fn query(&self, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, PrometheusError> {
-        let err = |message: String| PrometheusError::Query { query: query.to_string(), message };
+    pub async fn query(
+        &self,
+        query: &str,
+    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, PrometheusError> {
+        let err = |message: String| PrometheusError::Query {
+            query: query.to_string(),
+            message,
+        };
         let mut url = self.base.clone();
-        url.path_segments_mut().map_err(|_| err("base URL cannot have a path".into()))?.pop_if_empty().extend(["api", "v1", "query"]);
+        url.path_segments_mut()
+            .map_err(|_| err("base URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(["api", "v1", "query"]);
         let mut req = self.http.post(url).form(&[("query", query)]);
         if let Some(t) = self.token()? {
             req = req.bearer_auth(t);
@@ -222,16 +310,38 @@ impl PrometheusClient {
         let bytes = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
         let parsed: ApiResponse = serde_json::from_slice(&bytes).map_err(|e| {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
-            err(format!("HTTP {status}, not a Prometheus API response ({e}): {head}"))
+            err(format!(
+                "HTTP {status}, not a Prometheus API response ({e}): {head}"
+            ))
         })?;
         if parsed.status != "success" {
-            return Err(err(format!("HTTP {status}: {}: {}", parsed.error_type.unwrap_or_default(), parsed.error.unwrap_or_default())));
+            return Err(err(format!(
+                "HTTP {status}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            )));
         }
-        let data = parsed.data.ok_or_else(|| err("response has no data".into()))?;
+        let data = parsed
+            .data
+            .ok_or_else(|| err("response has no data".into()))?;
         if data.result_type != "vector" {
-            return Err(err(format!("expected a vector result, got {}", data.result_type)));
+            return Err(err(format!(
+                "expected a vector result, got {}",
+                data.result_type
+            )));
         }
-        Ok(data.result.into_iter().filter_map(|s| s.value.1.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (s.metric, v))).collect())
+        Ok(data
+            .result
+            .into_iter()
+            .filter_map(|s| {
+                s.value
+                    .1
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(|v| (s.metric, v))
+            })
+            .collect())
     }
 }
 
@@ -271,7 +381,12 @@ pub struct PrometheusSource {
 
 impl PrometheusSource {
     pub fn new(client: PrometheusClient, lookback: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { client, lookback, state: RwLock::new(HashMap::new()), metrics }
+        Self {
+            client,
+            lookback,
+            state: RwLock::new(HashMap::new()),
+            metrics,
+        }
     }
 
     /// Queries every model of the snapshot every `interval`.
@@ -280,8 +395,16 @@ impl PrometheusSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let models: BTreeSet<(String, String)> = snapshot.load().variants.iter().map(|v| (v.namespace.clone(), v.model_id.clone())).collect();
-            self.state.write().unwrap_or_else(|p| p.into_inner()).retain(|k, _| models.contains(k));
+            let models: BTreeSet<(String, String)> = snapshot
+                .load()
+                .variants
+                .iter()
+                .map(|v| (v.namespace.clone(), v.model_id.clone()))
+                .collect();
+            self.state
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|k, _| models.contains(k));
             futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
         }
     }
@@ -291,10 +414,16 @@ impl PrometheusSource {
         let key = (namespace.to_string(), model.to_string());
         {
             let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-            s.entry(key.clone()).or_default().first_asked.get_or_insert_with(Instant::now);
+            s.entry(key.clone())
+                .or_default()
+                .first_asked
+                .get_or_insert_with(Instant::now);
         }
         self.metrics.prometheus_queries.inc_by(2);
-        let (kv_q, queue_q) = (kv_query(namespace, model, self.lookback), queue_query(namespace, model, self.lookback));
+        let (kv_q, queue_q) = (
+            kv_query(namespace, model, self.lookback),
+            queue_query(namespace, model, self.lookback),
+        );
         let (kv, q) = futures::join!(self.client.query(&kv_q), self.client.query(&queue_q));
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
         let entry = s.entry(key).or_default();
@@ -311,7 +440,10 @@ impl PrometheusSource {
                         per_pod.entry(pod.clone()).or_default().1 = Some(v);
                     }
                 }
-                entry.last = Some(ModelResult { at: Instant::now(), per_pod });
+                entry.last = Some(ModelResult {
+                    at: Instant::now(),
+                    per_pod,
+                });
                 entry.last_error = None;
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -325,12 +457,27 @@ impl PrometheusSource {
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
         let Some(state) = s.get(&(pod.namespace.clone(), model.to_string())) else {
-            return Lookup::Missing { since: Duration::ZERO, reason: "Prometheus not queried yet".into() };
+            return Lookup::Missing {
+                since: Duration::ZERO,
+                reason: "Prometheus not queried yet".into(),
+            };
         };
-        let since_base = state.last.as_ref().map(|r| r.at).or(state.first_asked).unwrap_or(now);
+        let since_base = state
+            .last
+            .as_ref()
+            .map(|r| r.at)
+            .or(state.first_asked)
+            .unwrap_or(now);
         let since = now.saturating_duration_since(since_base);
-        let Some(result) = state.last.as_ref().filter(|r| now.saturating_duration_since(r.at) <= self.lookback) else {
-            let reason = state.last_error.as_ref().map_or_else(|| "Prometheus not answered yet".to_string(), |e| format!("Prometheus error: {e}"));
+        let Some(result) = state
+            .last
+            .as_ref()
+            .filter(|r| now.saturating_duration_since(r.at) <= self.lookback)
+        else {
+            let reason = state.last_error.as_ref().map_or_else(
+                || "Prometheus not answered yet".to_string(),
+                |e| format!("Prometheus error: {e}"),
+            );
             return Lookup::Missing { since, reason };
         };
         match result.per_pod.get(&pod.name) {
@@ -370,7 +517,8 @@ mod tests {
             queue_query("ns", "a\"b\\c", Duration::from_secs(60)),
             r#"max by (pod) (max_over_time(vllm:num_requests_waiting{namespace="ns",model_name="a\"b\\c"}[60s]))"#
         );
-        assert!(kv_query("ns", "m", Duration::from_secs(60)).contains(" or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{"));
+        assert!(kv_query("ns", "m", Duration::from_secs(60))
+            .contains(" or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{"));
     }
 
     #[test]
@@ -388,9 +536,15 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        assert!(matches!(PrometheusClient::new(&args("http://p:9090", false)), Err(PrometheusError::NotHttps(_))));
+        assert!(matches!(
+            PrometheusClient::new(&args("http://p:9090", false)),
+            Err(PrometheusError::NotHttps(_))
+        ));
         assert!(PrometheusClient::new(&args("http://p:9090", true)).is_ok());
         assert!(PrometheusClient::new(&args("https://p:9090", false)).is_ok());
-        assert!(matches!(PrometheusClient::new(&args("not a url", false)), Err(PrometheusError::BadUrl { .. })));
+        assert!(matches!(
+            PrometheusClient::new(&args("not a url", false)),
+            Err(PrometheusError::BadUrl { .. })
+        ));
     }
 }

@@ -23,7 +23,12 @@ pub struct ScrapeOptions {
 
 impl Default for ScrapeOptions {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), timeout: Duration::from_secs(3), concurrency: 64, max_body_bytes: 8 << 20 }
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+            concurrency: 64,
+            max_body_bytes: 8 << 20,
+        }
     }
 }
 
@@ -58,10 +63,21 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 /// Fetches a metrics page with `Accept: text/plain;version=0.0.4` (servers that negotiate would otherwise
 /// send OpenMetrics with escaped names), reading at most `max` bytes.
 pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Page, FetchError> {
-    let req_err = |e: reqwest::Error| FetchError::Request { url: url.to_string(), message: error_chain(&e) };
-    let mut resp = client.get(url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4").send().await.map_err(req_err)?;
+    let req_err = |e: reqwest::Error| FetchError::Request {
+        url: url.to_string(),
+        message: error_chain(&e),
+    };
+    let mut resp = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4")
+        .send()
+        .await
+        .map_err(req_err)?;
     if !resp.status().is_success() {
-        return Err(FetchError::Status { url: url.to_string(), status: resp.status().as_u16() });
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+        });
     }
     let mut body: Vec<u8> = Vec::new();
     let mut truncated = false;
@@ -78,7 +94,9 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Pa
         let end = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         body.truncate(end);
     }
-    let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8 { url: url.to_string() })?;
+    let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8 {
+        url: url.to_string(),
+    })?;
     Ok(Page { text, truncated })
 }
 
@@ -97,7 +115,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub fn pod_url(pod: &PodTarget) -> String {
-    let host = if pod.ip.contains(':') { format!("[{}]", pod.ip) } else { pod.ip.clone() };
+    let host = if pod.ip.contains(':') {
+        format!("[{}]", pod.ip)
+    } else {
+        pod.ip.clone()
+    };
     format!("http://{host}:{}{}", pod.port, pod.path)
 }
 
@@ -110,8 +132,19 @@ pub struct Scraper {
 }
 
 impl Scraper {
-    pub fn new(cache: Arc<WindowCache>, snapshot: SharedSnapshot, metrics: Arc<Metrics>, opts: ScrapeOptions) -> Result<Self, String> {
-        Ok(Self { client: http_client(opts.timeout)?, cache, snapshot, metrics, opts })
+    pub fn new(
+        cache: Arc<WindowCache>,
+        snapshot: SharedSnapshot,
+        metrics: Arc<Metrics>,
+        opts: ScrapeOptions,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            client: http_client(opts.timeout)?,
+            cache,
+            snapshot,
+            metrics,
+            opts,
+        })
     }
 
     pub async fn run(self) {
@@ -130,13 +163,18 @@ impl Scraper {
             self.metrics.forget_pod(&ns, &pod);
         }
         futures::stream::iter(targets)
-            .for_each_concurrent(self.opts.concurrency, |pod| async move { self.scrape_pod(&pod).await })
+            .for_each_concurrent(self.opts.concurrency, |pod| async move {
+                self.scrape_pod(&pod).await
+            })
             .await;
     }
 
     async fn scrape_pod(&self, pod: &PodTarget) {
         let url = pod_url(pod);
-        let labels = PodLabels { namespace: pod.namespace.clone(), pod: pod.name.clone() };
+        let labels = PodLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+        };
         match fetch(&self.client, &url, self.opts.max_body_bytes).await {
             Ok(page) => {
                 let Extraction { models, warnings } = extract(&page.text);

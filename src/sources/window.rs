@@ -31,27 +31,46 @@ fn key(pod: &PodTarget) -> PodKey {
 
 impl WindowCache {
     pub fn new(lookback: Duration) -> Self {
-        Self { lookback, pods: RwLock::new(HashMap::new()) }
+        Self {
+            lookback,
+            pods: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Keeps exactly the given pods; returns the ones forgotten.
     pub fn retain(&self, pods: &[PodTarget], now: Instant) -> Vec<PodKey> {
         let wanted: std::collections::HashSet<PodKey> = pods.iter().map(key).collect();
         let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        let gone: Vec<PodKey> = map.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let gone: Vec<PodKey> = map
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
         for k in &gone {
             map.remove(k);
         }
         for k in wanted {
-            map.entry(k).or_insert_with(|| PodWindow { first_tracked: now, last_success: None, last_error: None, models: HashMap::new() });
+            map.entry(k).or_insert_with(|| PodWindow {
+                first_tracked: now,
+                last_success: None,
+                last_error: None,
+                models: HashMap::new(),
+            });
         }
         gone
     }
 
     /// Records one successful scrape. Models absent from this page keep their older samples until they age out.
-    pub fn record(&self, pod: &PodTarget, at: Instant, models: &std::collections::BTreeMap<String, ModelSignals>) {
+    pub fn record(
+        &self,
+        pod: &PodTarget,
+        at: Instant,
+        models: &std::collections::BTreeMap<String, ModelSignals>,
+    ) {
         let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = map.get_mut(&key(pod)) else { return };
+        let Some(w) = map.get_mut(&key(pod)) else {
+            return;
+        };
         w.last_success = Some(at);
         w.last_error = None;
         for (model, signals) in models {
@@ -60,7 +79,10 @@ impl WindowCache {
         }
         let horizon = at.checked_sub(self.lookback);
         for q in w.models.values_mut() {
-            while q.front().is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h)) {
+            while q
+                .front()
+                .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
+            {
                 q.pop_front();
             }
         }
@@ -82,11 +104,17 @@ impl WindowCache {
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
         let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
         let Some(w) = map.get(&key(pod)) else {
-            return Lookup::Missing { since: Duration::ZERO, reason: "not scraped yet".into() };
+            return Lookup::Missing {
+                since: Duration::ZERO,
+                reason: "not scraped yet".into(),
+            };
         };
         let horizon = now.checked_sub(self.lookback);
         let in_window = |t: &Instant| horizon.is_none_or(|h| *t >= h);
-        let since_base = w.last_success.unwrap_or(w.first_tracked).max(w.first_tracked);
+        let since_base = w
+            .last_success
+            .unwrap_or(w.first_tracked)
+            .max(w.first_tracked);
         let since = now.saturating_duration_since(since_base);
         let Some(samples) = w.models.get(model) else {
             let reason = match (&w.last_error, w.models.is_empty()) {
@@ -95,11 +123,19 @@ impl WindowCache {
                 (None, true) => "the page has no vLLM queue or KV-cache metrics".to_string(),
                 (None, false) => format!(
                     "the page has no series with model_name={model:?} (it serves {})",
-                    w.models.keys().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
+                    w.models
+                        .keys()
+                        .map(|m| format!("{m:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             // A model mismatch is a lasting condition; count it from when the pod was first seen.
-            let since = if w.models.is_empty() { since } else { now.saturating_duration_since(w.first_tracked) };
+            let since = if w.models.is_empty() {
+                since
+            } else {
+                now.saturating_duration_since(w.first_tracked)
+            };
             return Lookup::Missing { since, reason };
         };
         let mut kv: Option<f64> = None;
@@ -124,7 +160,13 @@ impl WindowCache {
             }),
             (_, _, None) => Lookup::Missing {
                 since,
-                reason: w.last_error.as_ref().map(|e| format!("scrape failing: {e}")).unwrap_or_else(|| format!("no sample in the last {}s", self.lookback.as_secs())),
+                reason: w
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("scrape failing: {e}"))
+                    .unwrap_or_else(|| {
+                        format!("no sample in the last {}s", self.lookback.as_secs())
+                    }),
             },
             (kv, _, Some(_)) => Lookup::Missing {
                 since: now.saturating_duration_since(w.first_tracked),
@@ -150,11 +192,24 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn pod(name: &str) -> PodTarget {
-        PodTarget { namespace: "ns".into(), name: name.into(), ip: "127.0.0.1".into(), port: 8000, path: "/metrics".into() }
+        PodTarget {
+            namespace: "ns".into(),
+            name: name.into(),
+            ip: "127.0.0.1".into(),
+            port: 8000,
+            path: "/metrics".into(),
+        }
     }
 
     fn page(model: &str, kv: f64, q: f64) -> BTreeMap<String, ModelSignals> {
-        BTreeMap::from([(model.to_string(), ModelSignals { kv_cache_usage: Some(kv), queue_length: Some(q), running_requests: Some(1.0) })])
+        BTreeMap::from([(
+            model.to_string(),
+            ModelSignals {
+                kv_cache_usage: Some(kv),
+                queue_length: Some(q),
+                running_requests: Some(1.0),
+            },
+        )])
     }
 
     #[test]
@@ -163,17 +218,29 @@ mod tests {
         let t0 = Instant::now();
         let p = pod("a");
         c.retain(std::slice::from_ref(&p), t0);
-        assert!(matches!(c.lookup_at(&p, "m", t0), Lookup::Missing { ref reason, .. } if reason == "not scraped yet"));
+        assert!(
+            matches!(c.lookup_at(&p, "m", t0), Lookup::Missing { ref reason, .. } if reason == "not scraped yet")
+        );
         c.record(&p, t0, &page("m", 0.9, 1.0));
         c.record(&p, t0 + Duration::from_secs(30), &page("m", 0.2, 7.0));
-        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(31)) else { panic!() };
-        assert_eq!((s.kv_cache_usage, s.queue_length, s.age), (0.9, 7.0, Duration::from_secs(1)));
+        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(31)) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.kv_cache_usage, s.queue_length, s.age),
+            (0.9, 7.0, Duration::from_secs(1))
+        );
         // At t0+61 the first sample left the window.
-        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(61)) else { panic!() };
+        let Lookup::Fresh(s) = c.lookup_at(&p, "m", t0 + Duration::from_secs(61)) else {
+            panic!()
+        };
         assert_eq!(s.kv_cache_usage, 0.2);
         // At t0+91 nothing is fresh; the failure is named and timed from the last success.
         c.record_error(&p, "connection refused".into());
-        let Lookup::Missing { since, reason } = c.lookup_at(&p, "m", t0 + Duration::from_secs(91)) else { panic!() };
+        let Lookup::Missing { since, reason } = c.lookup_at(&p, "m", t0 + Duration::from_secs(91))
+        else {
+            panic!()
+        };
         assert_eq!(since, Duration::from_secs(61));
         assert_eq!(reason, "scrape failing: connection refused");
     }
@@ -185,10 +252,21 @@ mod tests {
         let (a, b) = (pod("a"), pod("b"));
         c.retain(&[a.clone(), b.clone()], t0);
         c.record(&a, t0, &page("other", 0.1, 0.0));
-        let Lookup::Missing { reason, .. } = c.lookup_at(&a, "m", t0) else { panic!() };
-        assert!(reason.contains("no series with model_name=\"m\" (it serves \"other\")"), "{reason}");
-        assert_eq!(c.retain(std::slice::from_ref(&b), t0), vec![("ns".to_string(), "a".to_string())]);
+        let Lookup::Missing { reason, .. } = c.lookup_at(&a, "m", t0) else {
+            panic!()
+        };
+        assert!(
+            reason.contains("no series with model_name=\"m\" (it serves \"other\")"),
+            "{reason}"
+        );
+        assert_eq!(
+            c.retain(std::slice::from_ref(&b), t0),
+            vec![("ns".to_string(), "a".to_string())]
+        );
         assert_eq!(c.tracked(), 1);
-        assert!(matches!(c.lookup_at(&a, "other", t0), Lookup::Missing { .. }));
+        assert!(matches!(
+            c.lookup_at(&a, "other", t0),
+            Lookup::Missing { .. }
+        ));
     }
 }

@@ -13,7 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -37,31 +40,56 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::CrlSign,
+        ];
         p.distinguished_name.push(DnType::CommonName, cn);
         let cert = p.self_signed(&key).unwrap();
-        Self { pem: cert.pem(), issuer: Issuer::new(p, key) }
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
     }
 
     pub fn server(&self, names: &[&str]) -> Leaf {
-        self.leaf(names, names[0], &[], vec![ExtendedKeyUsagePurpose::ServerAuth])
+        self.leaf(
+            names,
+            names[0],
+            &[],
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
     }
 
     pub fn client(&self, cn: &str, orgs: &[&str]) -> Leaf {
         self.leaf(&[], cn, orgs, vec![ExtendedKeyUsagePurpose::ClientAuth])
     }
 
-    pub fn leaf(&self, names: &[&str], cn: &str, orgs: &[&str], eku: Vec<ExtendedKeyUsagePurpose>) -> Leaf {
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        cn: &str,
+        orgs: &[&str],
+        eku: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         for o in orgs {
             p.distinguished_name.push(DnType::OrganizationName, *o);
         }
         p.extended_key_usages = eku;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let cert = p.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 }
 
@@ -98,21 +126,33 @@ fn configmap(data: &BTreeMap<String, String>, rv: u64) -> Value {
         "data": data})
 }
 
-async fn configmaps(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+async fn configmaps(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
     if q.get("watch").map(String::as_str) == Some("true") {
         // A long-lived watch: forward every update pushed by the test as one JSON line.
         let mut rx = s.events.subscribe();
-        let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>| async move {
-            while let Ok(line) = rx.recv().await {
-                if tx.send(Ok(Bytes::from(line))).await.is_err() {
-                    break;
+        let stream = async_stream(
+            move |tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>| async move {
+                while let Ok(line) = rx.recv().await {
+                    if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        return Response::builder().header("content-type", "application/json").body(stream).unwrap();
+            },
+        );
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(stream)
+            .unwrap();
     }
     let st = s.state.lock().unwrap();
-    let items: Vec<Value> = st.auth_configmap.iter().map(|d| configmap(d, st.resource_version)).collect();
+    let items: Vec<Value> = st
+        .auth_configmap
+        .iter()
+        .map(|d| configmap(d, st.resource_version))
+        .collect();
     Json(json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": st.resource_version.to_string()}, "items": items})).into_response()
 }
 
@@ -124,15 +164,22 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(f(tx));
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 async fn token_reviews(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
     let mut st = s.state.lock().unwrap();
     st.token_reviews += 1;
-    let token = body.pointer("/spec/token").and_then(Value::as_str).unwrap_or("");
+    let token = body
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let status = match st.tokens.get(token) {
-        Some((user, groups)) => json!({"authenticated": true, "user": {"username": user, "uid": "uid-1", "groups": groups}}),
+        Some((user, groups)) => {
+            json!({"authenticated": true, "user": {"username": user, "uid": "uid-1", "groups": groups}})
+        }
         None => json!({"authenticated": false, "error": "invalid bearer token"}),
     };
     let mut out = body.clone();
@@ -147,23 +194,40 @@ async fn access_reviews(State(s): State<Shared>, Json(body): Json<Value>) -> Res
     let user = spec.get("user").and_then(Value::as_str).unwrap_or("");
     let allowed = st.allowed_users.iter().any(|u| u == user);
     let mut out = body.clone();
-    out["status"] = if allowed { json!({"allowed": true, "reason": "RBAC: allowed by test"}) } else { json!({"allowed": false, "reason": "no RBAC policy matched"}) };
+    out["status"] = if allowed {
+        json!({"allowed": true, "reason": "RBAC: allowed by test"})
+    } else {
+        json!({"allowed": false, "reason": "no RBAC policy matched"})
+    };
     (StatusCode::CREATED, Json(out)).into_response()
 }
 
 impl FakeKubeApi {
     pub async fn start(state: ApiState) -> Self {
         let (events, _) = broadcast::channel(16);
-        let shared = Shared { state: Arc::new(Mutex::new(state)), events: events.clone() };
+        let shared = Shared {
+            state: Arc::new(Mutex::new(state)),
+            events: events.clone(),
+        };
         let app = Router::new()
             .route("/api/v1/namespaces/kube-system/configmaps", get(configmaps))
-            .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_reviews))
-            .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(access_reviews))
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(token_reviews),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                post(access_reviews),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state: shared.state, events }
+        Self {
+            addr,
+            state: shared.state,
+            events,
+        }
     }
 
     pub fn client(&self) -> kube::Client {
@@ -177,21 +241,43 @@ impl FakeKubeApi {
             let mut st = self.state.lock().unwrap();
             st.resource_version += 1;
             st.auth_configmap = Some(data.clone());
-            format!("{}\n", json!({"type": "MODIFIED", "object": configmap(&data, st.resource_version)}))
+            format!(
+                "{}\n",
+                json!({"type": "MODIFIED", "object": configmap(&data, st.resource_version)})
+            )
         };
         let _ = self.events.send(line);
     }
 }
 
 /// The data kube-apiserver publishes, with JSON-encoded lists.
-pub fn auth_configmap_data(client_ca: &str, front_proxy_ca: &str, allowed: &[&str]) -> BTreeMap<String, String> {
+pub fn auth_configmap_data(
+    client_ca: &str,
+    front_proxy_ca: &str,
+    allowed: &[&str],
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("client-ca-file".to_string(), client_ca.to_string()),
-        ("requestheader-client-ca-file".to_string(), front_proxy_ca.to_string()),
-        ("requestheader-allowed-names".to_string(), serde_json::to_string(allowed).unwrap()),
-        ("requestheader-username-headers".to_string(), r#"["X-Remote-User"]"#.to_string()),
-        ("requestheader-group-headers".to_string(), r#"["X-Remote-Group"]"#.to_string()),
-        ("requestheader-extra-headers-prefix".to_string(), r#"["X-Remote-Extra-"]"#.to_string()),
+        (
+            "requestheader-client-ca-file".to_string(),
+            front_proxy_ca.to_string(),
+        ),
+        (
+            "requestheader-allowed-names".to_string(),
+            serde_json::to_string(allowed).unwrap(),
+        ),
+        (
+            "requestheader-username-headers".to_string(),
+            r#"["X-Remote-User"]"#.to_string(),
+        ),
+        (
+            "requestheader-group-headers".to_string(),
+            r#"["X-Remote-Group"]"#.to_string(),
+        ),
+        (
+            "requestheader-extra-headers-prefix".to_string(),
+            r#"["X-Remote-Extra-"]"#.to_string(),
+        ),
     ])
 }
 
@@ -205,14 +291,23 @@ pub fn https_client(ca_pem: &str, identity: Option<&Leaf>, http2: bool) -> reqwe
     let mut cfg = match identity {
         Some(leaf) => {
             use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
             builder.with_client_auth_cert(certs, key).unwrap()
         }
         None => builder.with_no_client_auth(),
     };
-    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-    let mut b = reqwest::Client::builder().tls_backend_preconfigured(cfg).timeout(std::time::Duration::from_secs(10));
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .timeout(std::time::Duration::from_secs(10));
     if http2 {
         b = b.http2_prior_knowledge();
     }

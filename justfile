@@ -1,0 +1,44 @@
+# wva-metrics-server tasks. `just --list` shows them all.
+
+# Build the server and the emulator (release).
+build:
+    cargo build --release --bins
+
+# The embedded default: emulated vLLM pods + the server in standalone mode + a load step (no cluster).
+demo: build
+    scripts/demo.sh
+
+# Run the server in standalone mode on the bundled example (start pods with `just emulators`).
+run: build
+    target/release/wva-metrics-server serve --standalone manifests/examples/standalone.yaml
+
+# Emulated vLLM pods for the bundled example (127.0.0.2-4:18000).
+emulators: build
+    target/release/vllm-emulator --listen 127.0.0.2:18000 --listen 127.0.0.3:18000 --listen 127.0.0.4:18000
+
+# Unit, integration and CLI tests (needs the Debian package `prometheus` for the Prometheus tests).
+test:
+    cargo test --all-targets
+
+# Formatting, lints, and the one-crypto-provider rule (no aws-lc in the tree).
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+    @if cargo tree -e normal,build -i aws-lc-sys >/dev/null 2>&1; then echo "aws-lc-sys is in the dependency tree" >&2; exit 1; fi
+
+# End-to-end: real etcd, kube-apiserver, kube-controller-manager and Prometheus; the real HPA scales a Deployment.
+e2e:
+    cargo build --release --bins
+    tests/e2e/run.sh
+
+# Benchmarks: figures and ratios against baselines measured in the same run.
+bench:
+    cargo bench --bench decision --bench parse
+
+# Fuzz the exposition parser (needs nightly and cargo-fuzz): just fuzz 60
+fuzz seconds="60":
+    cargo +nightly fuzz run exposition -- -max_total_time={{seconds}}
+
+# Container image (needs a Docker engine).
+image tag="wva-metrics-server:dev":
+    docker build -t {{tag}} .

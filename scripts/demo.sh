@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The demo behind `just demo`: emulated vLLM pods for two variants of one model, the server in
+# standalone mode on manifests/examples/standalone.yaml, a load step, and inferno_desired_replicas
+# for each variant before and after, read through the real HTTPS endpoint. Stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${CARGO_TARGET_DIR:-target}/release"
+port="${WVA_DEMO_PORT:-16443}"
+certs="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$certs"; }
+trap cleanup EXIT INT TERM
+
+"$bin/vllm-emulator" --listen 127.0.0.2:18000 --listen 127.0.0.3:18000 --listen 127.0.0.4:18000 --max-num-seqs 16 2>/dev/null &
+pids+=($!)
+"$bin/wva-metrics-server" serve --standalone manifests/examples/standalone.yaml --secure-port "$port" \
+  --cert-dir "$certs" --scrape-interval 1s --lookback 5s --log-level warn &
+pids+=($!)
+
+url="https://127.0.0.1:${port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas"
+show() {
+  # What `kubectl get --raw` would print for the HPA's query, one line per variant.
+  curl -sf --cacert "$certs/ca.crt" "$url" | python3 -c '
+import json, sys
+for i in json.load(sys.stdin)["items"]:
+    l = i["metricLabels"]
+    print(f"    {l[\"variant_name\"]:<10} accelerator={l[\"accelerator_type\"]:<5} inferno_desired_replicas={i[\"value\"]}")'
+}
+wait_for() { # wait_for WHAT EXPECTED: poll until the output has the expected target for qwen-l40s
+  for _ in $(seq 1 60); do
+    out="$(show 2>/dev/null || true)"
+    if grep -q "qwen-l40s .*=$2\$" <<<"$out"; then echo "$out"; return 0; fi
+    sleep 0.5
+  done
+  echo "demo: timed out waiting for $1; last answer:" >&2; echo "$out" >&2; return 1
+}
+
+echo "== variants (manifests/examples/standalone.yaml): qwen-l40s (L40S, cost 5, 2 pods), qwen-h100 (H100, cost 20, 1 pod)"
+echo "== idle: every pod has spare KV cache and no queue, so the cheap variant can give one replica back"
+wait_for "the idle decision" 1
+echo "== load step: 30 requests in flight on every pod (16 running, 14 waiting, KV cache 80%)"
+for a in 127.0.0.2 127.0.0.3 127.0.0.4; do
+  curl -sf -XPOST "http://$a:18000/emulator/load" -H 'content-type: application/json' -d '{"inFlight": 30}' >/dev/null
+done
+echo "== saturated: the cheapest variant gets +1"
+wait_for "the scale-up" 3
+echo "== try it yourself while the demo runs: curl --cacert $certs/ca.crt '$url'"

@@ -1,0 +1,248 @@
+//! The shipped manifests agree with the code: CRD fields and the Rust types, examples parse into the
+//! types the server reads, RBAC grants what the server calls, and certs/make-certs.sh produces a
+//! certificate the server loads and the aggregator would accept.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use kube::CustomResourceExt;
+use serde_json::Value;
+use wva_metrics_server::cluster::crd::VariantAutoscaling;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+    text.split("\n---\n")
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn crd_and_rust_types_agree() {
+    let shipped = &docs("manifests/crd-variantautoscalings.yaml")[0];
+    let generated = serde_json::to_value(VariantAutoscaling::crd()).unwrap();
+    assert_eq!(shipped["metadata"]["name"], generated["metadata"]["name"]);
+    assert_eq!(shipped["spec"]["group"], generated["spec"]["group"]);
+    assert_eq!(
+        shipped["spec"]["names"]["plural"],
+        generated["spec"]["names"]["plural"]
+    );
+    assert_eq!(shipped["spec"]["scope"], "Namespaced");
+    let schema = |crd: &Value| crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    let (s, g) = (schema(shipped), schema(&generated));
+    assert_eq!(
+        keys(&s["properties"]["spec"]["properties"]),
+        keys(&g["properties"]["spec"]["properties"]),
+        "spec fields"
+    );
+    assert_eq!(
+        keys(&s["properties"]["status"]["properties"]),
+        keys(&g["properties"]["status"]["properties"]),
+        "status fields"
+    );
+    assert_eq!(
+        keys(&s["properties"]["spec"]["properties"]["scaleTargetRef"]["properties"]),
+        keys(&g["properties"]["spec"]["properties"]["scaleTargetRef"]["properties"])
+    );
+    assert_eq!(
+        shipped["spec"]["versions"][0]["subresources"],
+        serde_json::json!({"status": {}})
+    );
+}
+
+#[test]
+fn examples_parse_into_the_types_the_server_reads() {
+    for doc in docs("manifests/examples/variantautoscaling.yaml") {
+        let va: VariantAutoscaling = serde_json::from_value(doc).unwrap();
+        assert!(va.accelerator().is_ok() && va.cost().is_ok() && va.target_deployment().is_ok());
+    }
+    let (objects, problems) = wva_metrics_server::standalone::parse(
+        Path::new("standalone.yaml"),
+        &std::fs::read_to_string(Path::new(ROOT).join("manifests/examples/standalone.yaml"))
+            .unwrap(),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (
+            objects.vas.len(),
+            objects.deployments.len(),
+            objects.pods.len()
+        ),
+        (2, 2, 3)
+    );
+    let cm = &docs("manifests/examples/saturation-configmap.yaml")[0];
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(cm["data"].clone()).unwrap();
+    let (cfg, report) = wva_metrics_server::saturation::config::ScalingConfig::from_configmap(
+        &Default::default(),
+        &data,
+    );
+    assert!(
+        report.rejected.is_empty() && report.ignored_keys.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(
+        cfg.resolve("Qwen/Qwen3-0.6B", "llm").0.kv_cache_threshold,
+        0.85
+    );
+    for f in [
+        "manifests/examples/hpa-v041.yaml",
+        "manifests/examples/hpa-v05.yaml",
+    ] {
+        let hpa: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
+            serde_json::from_value(docs(f)[0].clone()).unwrap();
+        let metric = &hpa.spec.unwrap().metrics.unwrap()[0];
+        let ext = metric.external.as_ref().unwrap();
+        assert!(
+            wva_metrics_server::engine::metric_kind(&ext.metric.name).is_some(),
+            "{f}"
+        );
+        assert_eq!(
+            ext.target.average_value.as_ref().map(|q| q.0.as_str()),
+            Some("1")
+        );
+    }
+}
+
+#[test]
+fn rbac_grants_what_the_server_uses() {
+    let rbac = docs("manifests/rbac.yaml");
+    let find = |kind: &str, name: &str| {
+        rbac.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+            .clone()
+    };
+    let role = find("ClusterRole", "wva-metrics-server");
+    let grants = |group: &str, resource: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            r["apiGroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == group)
+                && r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+                && ["list", "watch"]
+                    .iter()
+                    .all(|v| r["verbs"].as_array().unwrap().iter().any(|x| x == v))
+        })
+    };
+    assert!(
+        grants("llmd.ai", "variantautoscalings")
+            && grants("apps", "deployments")
+            && grants("", "pods")
+    );
+    assert_eq!(
+        find(
+            "ClusterRoleBinding",
+            "wva-metrics-server:system:auth-delegator"
+        )["roleRef"]["name"],
+        "system:auth-delegator"
+    );
+    let reader = find("RoleBinding", "wva-metrics-server-auth-reader");
+    assert_eq!(
+        (
+            reader["metadata"]["namespace"].as_str(),
+            reader["roleRef"]["name"].as_str()
+        ),
+        (
+            Some("kube-system"),
+            Some("extension-apiserver-authentication-reader")
+        )
+    );
+    assert_eq!(
+        find("Role", "wva-metrics-server-config")["rules"][0]["resources"][0],
+        "configmaps"
+    );
+
+    let kustomization = &docs("manifests/kustomization.yaml")[0];
+    for r in kustomization["resources"].as_array().unwrap() {
+        assert!(
+            Path::new(ROOT)
+                .join("manifests")
+                .join(r.as_str().unwrap())
+                .exists(),
+            "{r}"
+        );
+    }
+    let api = &docs("apiservice/apiservice.yaml")[0];
+    assert_eq!(api["metadata"]["name"], "v1beta1.external.metrics.k8s.io");
+    assert_eq!(
+        (
+            api["spec"]["groupPriorityMinimum"].as_i64(),
+            api["spec"]["versionPriority"].as_i64()
+        ),
+        (Some(100), Some(100))
+    );
+    let svc = &docs("manifests/service.yaml")[0];
+    assert_eq!(
+        (
+            svc["spec"]["ports"][0]["port"].as_i64(),
+            svc["spec"]["ports"][0]["targetPort"].as_str()
+        ),
+        (Some(443), Some("https"))
+    );
+}
+
+#[test]
+fn make_certs_output_is_accepted_by_the_server_tls_loader() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let out = std::env::temp_dir().join(format!("wva-make-certs-{}", std::process::id()));
+    let status = std::process::Command::new(Path::new(ROOT).join("certs/make-certs.sh"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let bundle = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        bundle.trim().starts_with("LS0tLS1CRUdJTi"),
+        "prints the base64 caBundle"
+    );
+    let provider = wva_metrics_server::server::tls::provider();
+    wva_metrics_server::server::tls::ReloadingCert::load(
+        &out.join("tls.crt"),
+        &out.join("tls.key"),
+        &provider,
+    )
+    .unwrap();
+    // The certificate verifies against the CA for the name the aggregator dials.
+    let ca = wva_metrics_server::server::tls::read_certs(&out.join("ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca[0].clone()).unwrap();
+    let verifier = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    let leaf = wva_metrics_server::server::tls::read_certs(&out.join("tls.crt")).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("wva-metrics-server.wva-metrics-server.svc")
+        .unwrap();
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        &*verifier,
+        &leaf[0],
+        &[],
+        &name,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .unwrap();
+    let api = std::fs::read_to_string(out.join("apiservice.yaml")).unwrap();
+    assert!(api.contains(&format!("caBundle: {}", bundle.trim())));
+}
