@@ -24,7 +24,7 @@ show() {
 import json, sys
 for i in json.load(sys.stdin)["items"]:
     l = i["metricLabels"]
-    print(f"    {l[\"variant_name\"]:<10} accelerator={l[\"accelerator_type\"]:<5} inferno_desired_replicas={i[\"value\"]}")'
+    print("    %-10s accelerator=%-5s inferno_desired_replicas=%s" % (l["variant_name"], l["accelerator_type"], i["value"]))'
 }
 wait_for() { # wait_for WHAT EXPECTED: poll until the output has the expected target for qwen-l40s
   for _ in $(seq 1 60); do
@@ -44,4 +44,4 @@ for a in 127.0.0.2 127.0.0.3 127.0.0.4; do
 done
 echo "== saturated: the cheapest variant gets +1"
 wait_for "the scale-up" 3
-echo "== try it yourself while the demo runs: curl --cacert $certs/ca.crt '$url'"
+echo "== done; to keep it running: just emulators (one terminal), just run (another), then curl --cacert <printed ca.crt> $url"
