@@ -28,7 +28,6 @@ lint:
 
 # End-to-end: real etcd, kube-apiserver, kube-controller-manager and Prometheus; the real HPA scales a Deployment.
 e2e:
-    cargo build --release --bins
     tests/e2e/run.sh
 
 # Benchmarks: figures and ratios against baselines measured in the same run.

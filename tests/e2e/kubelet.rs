@@ -1,0 +1,200 @@
+//! The harness plays kubelet for the test namespace: every new pod gets a loopback IP and a
+//! `vllm-emulator` process, and is marked Running and Ready; a deleted pod's emulator is stopped and
+//! the pod removed. It also spreads each app's offered load over its running pods (as a gateway
+//! would), applies per-pod faults, and writes Prometheus' file_sd targets with the `namespace` and
+//! `pod` labels a PodMonitor adds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::harness::Proc;
+
+pub const EMULATOR_PORT: u16 = 8000;
+
+#[derive(Default)]
+pub struct Control {
+    /// Offered load per `app` label: requests in flight across all its pods.
+    pub load: BTreeMap<String, usize>,
+    /// Metrics faults per pod name ("hang", "error", …); absent = ok.
+    pub faults: BTreeMap<String, String>,
+}
+
+struct Running {
+    ip: String,
+    app: String,
+    _proc: Proc,
+    applied_load: Option<usize>,
+    applied_fault: String,
+}
+
+pub struct Kubelet {
+    pub control: Arc<Mutex<Control>>,
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+pub fn start(
+    client: Client,
+    namespace: &str,
+    emulator: PathBuf,
+    dir: PathBuf,
+    targets_file: PathBuf,
+) -> Kubelet {
+    let control = Arc::new(Mutex::new(Control::default()));
+    let ctl = control.clone();
+    let ns = namespace.to_string();
+    let handle = tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(client, &ns);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mut running: BTreeMap<String, Running> = BTreeMap::new();
+        let mut next_ip = 10u32;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let Ok(list) = pods.list(&ListParams::default()).await else {
+                continue;
+            };
+            let mut seen = Vec::new();
+            for pod in list.items {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                if pod.metadata.deletion_timestamp.is_some() {
+                    running.remove(&name);
+                    let _ = pods
+                        .delete(
+                            &name,
+                            &DeleteParams {
+                                grace_period_seconds: Some(0),
+                                ..Default::default()
+                            },
+                        )
+                        .await;
+                    continue;
+                }
+                seen.push(name.clone());
+                if running.contains_key(&name) {
+                    continue;
+                }
+                let ip = format!("127.0.1.{next_ip}");
+                next_ip += 1;
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                let app = labels.get("app").cloned().unwrap_or_default();
+                let model = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.wva/model"))
+                    .cloned()
+                    .unwrap_or_else(|| "Qwen/Qwen3-0.6B".into());
+                let proc = Proc::spawn(
+                    &dir,
+                    &format!("emulator-{name}"),
+                    &emulator,
+                    &[
+                        "--listen".into(),
+                        format!("{ip}:{EMULATOR_PORT}"),
+                        "--model".into(),
+                        model,
+                        "--max-num-seqs".into(),
+                        "16".into(),
+                    ],
+                );
+                // Wait for the emulator to listen before declaring the pod Ready.
+                for _ in 0..40 {
+                    if http
+                        .get(format!("http://{ip}:{EMULATOR_PORT}/health"))
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let now = jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
+                let status = json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now}
+                ]}});
+                if let Err(e) = pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    eprintln!("kubelet: marking {name} ready failed: {e}");
+                    continue;
+                }
+                running.insert(
+                    name,
+                    Running {
+                        ip,
+                        app,
+                        _proc: proc,
+                        applied_load: None,
+                        applied_fault: "ok".into(),
+                    },
+                );
+            }
+            running.retain(|name, _| seen.contains(name));
+
+            // Spread each app's load over its pods, and apply faults.
+            let (load, faults) = {
+                let c = ctl.lock().unwrap();
+                (c.load.clone(), c.faults.clone())
+            };
+            let mut per_app: BTreeMap<String, usize> = BTreeMap::new();
+            for r in running.values() {
+                *per_app.entry(r.app.clone()).or_default() += 1;
+            }
+            for (name, r) in running.iter_mut() {
+                let total = load.get(&r.app).copied().unwrap_or(0);
+                let n = per_app[&r.app].max(1);
+                let share = total.div_ceil(n);
+                if r.applied_load != Some(share) {
+                    let ok = http
+                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/load", r.ip))
+                        .json(&json!({"inFlight": share}))
+                        .send()
+                        .await
+                        .is_ok();
+                    if ok {
+                        r.applied_load = Some(share);
+                    }
+                }
+                let fault = faults.get(name).cloned().unwrap_or_else(|| "ok".into());
+                if r.applied_fault != fault {
+                    let ok = http
+                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/fault", r.ip))
+                        .json(&json!({"metrics": fault}))
+                        .send()
+                        .await
+                        .is_ok();
+                    if ok {
+                        r.applied_fault = fault;
+                    }
+                }
+            }
+            let targets: Vec<serde_json::Value> = running
+                .iter()
+                .map(|(name, r)| json!({"targets": [format!("{}:{EMULATOR_PORT}", r.ip)], "labels": {"namespace": ns, "pod": name}}))
+                .collect();
+            let tmp = targets_file.with_extension("tmp");
+            if std::fs::write(&tmp, serde_json::to_vec(&targets).unwrap()).is_ok() {
+                let _ = std::fs::rename(&tmp, &targets_file);
+            }
+        }
+    });
+    Kubelet { control, handle }
+}

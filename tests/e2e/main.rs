@@ -1,0 +1,770 @@
+//! End-to-end on a real control plane: etcd, kube-apiserver (with the aggregation layer and real
+//! front-proxy PKI) and kube-controller-manager built from the Kubernetes Go modules, a real
+//! Prometheus over HTTPS, `vllm-emulator` pods run by a harness-kubelet, and wva-metrics-server
+//! registered as `v1beta1.external.metrics.k8s.io` with the shipped RBAC, APIService and certs script.
+//! The real HPA controller scales the Deployments. Run with `just e2e` (ignored by `cargo test`).
+
+mod harness;
+mod kubelet;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client};
+use rcgen::ExtendedKeyUsagePurpose as Eku;
+use serde_json::Value;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
+const EMULATOR: &str = env!("CARGO_BIN_EXE_vllm-emulator");
+const NS: &str = "llm";
+const HPA_SYNC: &str = "5s";
+
+struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    admin_kubeconfig: PathBuf,
+    client: Client,
+    procs: BTreeMap<&'static str, Proc>,
+    server_port: u16,
+    server_args: Vec<String>,
+    certs: PathBuf,
+    apiserver_url: String,
+    cluster_ca: PathBuf,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_as(None, args)
+    }
+
+    fn kubectl_as(&self, user: Option<&str>, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(self.bin.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.admin_kubeconfig);
+        if let Some(u) = user {
+            cmd.arg(format!("--as={u}"));
+        }
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        if out.status.success() {
+            Ok(format!("{stdout}{stderr}"))
+        } else {
+            Err(format!("kubectl {}: {stderr}{stdout}", args.join(" ")))
+        }
+    }
+
+    fn apply(&self, yaml: &str) {
+        let file = self.dir.join(format!(
+            "apply-{}.yaml",
+            Instant::now().elapsed().as_nanos() ^ rand_u32()
+        ));
+        std::fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "-f", file.to_str().unwrap()])
+            .unwrap();
+    }
+
+    fn start_server(&mut self) {
+        let p = Proc::spawn(
+            &self.dir,
+            "wva-metrics-server",
+            Path::new(SERVER),
+            &self.server_args,
+        );
+        self.procs.insert("server", p);
+    }
+
+    fn check_procs(&mut self) {
+        for p in self.procs.values_mut() {
+            p.assert_running();
+        }
+    }
+}
+
+fn rand_u32() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+async fn admin_client(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+async fn start_cluster() -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = binaries();
+    let dir = run_dir();
+    eprintln!("e2e: logs and state in {}", dir.display());
+    let mut procs = BTreeMap::new();
+
+    // PKI: cluster CA (serving + client certs), service-account keys, front-proxy CA.
+    let ca = Ca::new(&dir, "cluster-ca");
+    let (api_crt, api_key) = ca.issue(
+        "apiserver",
+        "kube-apiserver",
+        &[],
+        &[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default.svc",
+            "10.0.0.1",
+        ],
+        Eku::ServerAuth,
+    );
+    let (admin_crt, admin_key) =
+        ca.issue("admin", "admin", &["system:masters"], &[], Eku::ClientAuth);
+    let (kcm_crt, kcm_key) = ca.issue(
+        "kcm",
+        "system:kube-controller-manager",
+        &[],
+        &[],
+        Eku::ClientAuth,
+    );
+    let fp = Ca::new(&dir, "front-proxy-ca");
+    let (fp_crt, fp_key) = fp.issue(
+        "front-proxy-client",
+        "front-proxy-client",
+        &[],
+        &[],
+        Eku::ClientAuth,
+    );
+    let sa_key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("sa.key"), sa_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem()).unwrap();
+
+    let etcd_port = free_port();
+    let etcd = Proc::spawn(
+        &dir,
+        "etcd",
+        &bin.join("etcd"),
+        &[
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()),
+            "--log-level=warn".into(),
+        ],
+    );
+    procs.insert("etcd", etcd);
+
+    let api_port = free_port();
+    let p = |x: &Path| x.display().to_string();
+    let apiserver = Proc::spawn(
+        &dir,
+        "kube-apiserver",
+        &bin.join("kube-apiserver"),
+        &[
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", p(&api_crt)),
+            format!("--tls-private-key-file={}", p(&api_key)),
+            format!("--client-ca-file={}", p(&ca.cert)),
+            format!("--service-account-key-file={}", p(&dir.join("sa.pub"))),
+            format!(
+                "--service-account-signing-key-file={}",
+                p(&dir.join("sa.key"))
+            ),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=RBAC".into(),
+            format!("--requestheader-client-ca-file={}", p(&fp.cert)),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!("--proxy-client-cert-file={}", p(&fp_crt)),
+            format!("--proxy-client-key-file={}", p(&fp_key)),
+            format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
+            "--disable-admission-plugins=ServiceAccount".into(),
+        ],
+    );
+    procs.insert("apiserver", apiserver);
+    let apiserver_url = format!("https://127.0.0.1:{api_port}");
+    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    kubeconfig(
+        &admin_kubeconfig,
+        &apiserver_url,
+        &ca.cert,
+        BTreeMap::from([
+            ("client-certificate", p(&admin_crt)),
+            ("client-key", p(&admin_key)),
+        ]),
+    );
+    let kcm_kubeconfig = dir.join("kcm.kubeconfig");
+    kubeconfig(
+        &kcm_kubeconfig,
+        &apiserver_url,
+        &ca.cert,
+        BTreeMap::from([
+            ("client-certificate", p(&kcm_crt)),
+            ("client-key", p(&kcm_key)),
+        ]),
+    );
+
+    let mut cluster = Cluster {
+        dir: dir.clone(),
+        bin: bin.clone(),
+        admin_kubeconfig: admin_kubeconfig.clone(),
+        client: admin_client(&admin_kubeconfig).await,
+        procs,
+        server_port: free_port(),
+        server_args: vec![],
+        certs: dir.join("wva-certs"),
+        apiserver_url: apiserver_url.clone(),
+        cluster_ca: ca.cert.clone(),
+    };
+    let c = &cluster;
+    eventually(
+        "kube-apiserver /readyz",
+        Duration::from_secs(90),
+        || async { c.kubectl(&["get", "--raw", "/readyz"]).map(|_| ()) },
+    )
+    .await;
+
+    let kcm = Proc::spawn(
+        &dir,
+        "kube-controller-manager",
+        &bin.join("kube-controller-manager"),
+        &[
+            format!("--kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authentication-kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
+            "--controllers=deployment-controller,replicaset-controller,horizontal-pod-autoscaler-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller".into(),
+            "--use-service-account-credentials=true".into(),
+            format!("--root-ca-file={}", p(&ca.cert)),
+            format!("--horizontal-pod-autoscaler-sync-period={HPA_SYNC}"),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+        ],
+    );
+    cluster.procs.insert("kcm", kcm);
+    cluster
+}
+
+/// Installs our server the way the README says: shipped namespace, CRD, RBAC; certs script; APIService.
+async fn install_server(c: &mut Cluster) {
+    for f in [
+        "namespace.yaml",
+        "crd-variantautoscalings.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+    ] {
+        c.kubectl(&["apply", "-f", &format!("{ROOT}/manifests/{f}")])
+            .unwrap();
+    }
+    // Outside the cluster: the server runs under its ServiceAccount's token (so the shipped RBAC is what
+    // is tested) and is reached through an ExternalName Service pointing at loopback.
+    let token = eventually(
+        "a token for the wva-metrics-server ServiceAccount",
+        Duration::from_secs(60),
+        || async {
+            c.kubectl(&[
+                "-n",
+                "wva-metrics-server",
+                "create",
+                "token",
+                "wva-metrics-server",
+                "--duration=4h",
+            ])
+            .map(|t| t.trim().to_string())
+        },
+    )
+    .await;
+    let sa_kubeconfig = c.dir.join("server.kubeconfig");
+    kubeconfig(
+        &sa_kubeconfig,
+        &c.apiserver_url,
+        &c.cluster_ca,
+        BTreeMap::from([("token", token)]),
+    );
+    let out = Command::new(format!("{ROOT}/certs/make-certs.sh"))
+        .arg(&c.certs)
+        .env("KUBECTL", c.bin.join("kubectl"))
+        .env("EXTRA_SANS", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certs/make-certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: wva-metrics-server, namespace: wva-metrics-server}\nspec: {type: ExternalName, externalName: 127.0.0.1}\n",
+    );
+    let apiservice = std::fs::read_to_string(c.certs.join("apiservice.yaml"))
+        .unwrap()
+        .replace("port: 443", &format!("port: {}", c.server_port));
+    c.apply(&apiservice);
+
+    c.server_args = vec![
+        "serve".into(),
+        format!("--kubeconfig={}", sa_kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={}", c.server_port),
+        format!("--tls-cert-file={}", c.certs.join("tls.crt").display()),
+        format!(
+            "--tls-private-key-file={}",
+            c.certs.join("tls.key").display()
+        ),
+        "--namespace=wva-metrics-server".into(),
+        "--scrape-interval=1s".into(),
+        "--lookback=10s".into(),
+        "--max-metric-age=20s".into(),
+        format!(
+            "--prometheus-base-url=https://127.0.0.1:{}",
+            c.prometheus_port()
+        ),
+        format!(
+            "--prometheus-ca-cert-path={}",
+            c.dir.join("prometheus-ca.crt").display()
+        ),
+        "--log-level=info,wva_metrics_server=debug".into(),
+    ];
+    c.start_server();
+}
+
+impl Cluster {
+    fn prometheus_port(&self) -> u16 {
+        std::fs::read_to_string(self.dir.join("prometheus.port"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+fn start_prometheus(c: &mut Cluster) {
+    let ca = Ca::new(&c.dir, "prometheus-ca");
+    let (crt, key) = ca.issue(
+        "prometheus",
+        "prometheus",
+        &[],
+        &["127.0.0.1", "localhost"],
+        Eku::ServerAuth,
+    );
+    let web = c.dir.join("prometheus-web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            crt.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let cfg = c.dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n  - job_name: vllm\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
+            c.dir.join("targets.json").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(c.dir.join("targets.json"), "[]").unwrap();
+    let port = free_port();
+    std::fs::write(c.dir.join("prometheus.port"), port.to_string()).unwrap();
+    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+    let p = Proc::spawn(
+        &c.dir,
+        "prometheus",
+        Path::new(&bin),
+        &[
+            format!("--config.file={}", cfg.display()),
+            format!("--web.config.file={}", web.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                c.dir.join("prometheus-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+    );
+    c.procs.insert("prometheus", p);
+}
+
+fn workload_yaml() -> String {
+    let deployment = |name: &str, app: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
+        )
+    };
+    let hpa = |name: &str, target: &str, metric: &str, selector: &str| {
+        format!(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {target}}}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: {metric}\n        selector: {{matchLabels: {selector}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0, policies: [{{type: Pods, value: 4, periodSeconds: 5}}]}}\n    scaleDown: {{stabilizationWindowSeconds: 5, policies: [{{type: Pods, value: 4, periodSeconds: 5}}]}}\n"
+        )
+    };
+    [
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"),
+        deployment("qwen-l40s-decode", "qwen-l40s"),
+        deployment("qwen-h100-decode", "qwen-h100"),
+        // v0.5 form (scaleTargetRef), cheap.
+        format!("apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-l40s\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: Qwen/Qwen3-0.6B, variantCost: \"5.0\", scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-l40s-decode}}}}\n"),
+        // v0.4.1 form (VA named like its Deployment), expensive.
+        format!("apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-h100-decode\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: H100}}\nspec: {{modelID: Qwen/Qwen3-0.6B, variantCost: \"20.0\"}}\n"),
+        hpa("qwen-l40s-v05", "qwen-l40s-decode", "wva_desired_replicas", &format!("{{variant_name: qwen-l40s, exported_namespace: {NS}}}")),
+        hpa("qwen-h100-v041", "qwen-h100-decode", "inferno_desired_replicas", "{variant_name: qwen-h100-decode}"),
+    ]
+    .join("---\n")
+}
+
+async fn replicas(client: &Client, name: &str) -> (i32, i32) {
+    let d = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap();
+    (
+        d.spec.and_then(|s| s.replicas).unwrap_or(0),
+        d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+    )
+}
+
+async fn hpa_condition(
+    client: &Client,
+    name: &str,
+    kind: &str,
+) -> Option<(String, String, String)> {
+    let h = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .ok()?;
+    h.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| {
+            (
+                c.status,
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default(),
+            )
+        })
+}
+
+async fn wait_replicas(c: &Cluster, name: &str, want: i32, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    eventually(&format!("{name} at {want} replicas"), timeout, || async {
+        let (spec, ready) = replicas(&c.client, name).await;
+        if spec == want && ready == want {
+            Ok(())
+        } else {
+            Err(format!("spec {spec}, ready {ready}; served: {}", c.kubectl(&["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas")]).unwrap_or_else(|e| e)))
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
+fn set_load(k: &kubelet::Kubelet, app: &str, in_flight: usize) {
+    k.control.lock().unwrap().load.insert(app.into(), in_flight);
+}
+
+/// Asserts for `period` that the Deployment never goes below `min` replicas.
+async fn never_below(c: &Cluster, name: &str, min: i32, period: Duration) {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        let (spec, _) = replicas(&c.client, name).await;
+        assert!(
+            spec >= min,
+            "{name} scaled down to {spec} (< {min}) while data was missing"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control-plane binaries and Prometheus; run with `just e2e`"]
+async fn end_to_end() {
+    let mut c = start_cluster().await;
+    start_prometheus(&mut c);
+    install_server(&mut c).await;
+    let kubelet = kubelet::start(
+        c.client.clone(),
+        NS,
+        PathBuf::from(EMULATOR),
+        c.dir.clone(),
+        c.dir.join("targets.json"),
+    );
+    let dir = c.dir.clone();
+    let result = tokio::time::timeout(Duration::from_secs(900), scenarios(&mut c, &kubelet)).await;
+    kubelet.handle.abort();
+    c.check_procs();
+    match result {
+        Ok(()) => eprintln!("e2e: all scenarios passed; logs in {}", dir.display()),
+        Err(_) => panic!("e2e timed out; logs in {}", dir.display()),
+    }
+}
+
+async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
+    // 1. Registration and discovery through the real aggregator.
+    eventually("APIService v1beta1.external.metrics.k8s.io Available=True", Duration::from_secs(60), || async {
+        let out = c.kubectl(&["get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Available\")].message}"])?;
+        if out.starts_with("True") { Ok(()) } else { Err(out) }
+    })
+    .await;
+    let discovery: Value = serde_json::from_str(
+        &c.kubectl(&["get", "--raw", "/apis/external.metrics.k8s.io/v1beta1"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        discovery["resources"][0]["name"], "externalmetrics",
+        "{discovery}"
+    );
+    let resources = c.kubectl(&["api-resources"]).unwrap();
+    assert!(
+        !resources.to_lowercase().contains("unable to retrieve")
+            && !resources.contains("couldn't get resource list"),
+        "kubectl api-resources warned:\n{resources}"
+    );
+    eprintln!("e2e[1] APIService available, discovery clean");
+
+    // 2. Workloads and both HPA styles.
+    c.apply(&workload_yaml());
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(60)).await;
+    wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(60)).await;
+    let raw = eventually("the metric path answering through kubectl", Duration::from_secs(60), || async {
+        c.kubectl(&["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas?labelSelector=variant_name%3Dqwen-h100-decode")])
+    })
+    .await;
+    let list: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(list["kind"], "ExternalMetricValueList");
+    assert_eq!(
+        list["items"][0]["metricLabels"]["accelerator_type"], "H100",
+        "{list}"
+    );
+    for hpa in ["qwen-l40s-v05", "qwen-h100-v041"] {
+        eventually(
+            &format!("HPA {hpa} ScalingActive=True"),
+            Duration::from_secs(90),
+            || async {
+                match hpa_condition(&c.client, hpa, "ScalingActive").await {
+                    Some((s, r, m)) if s == "True" => Ok((r, m)),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    eprintln!("e2e[2] v0.4.1 and v0.5 HPAs ScalingActive=True");
+
+    // 3 + 4. Load step on both variants of the model: the cheaper variant (L40S) scales first.
+    let step = Instant::now();
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    let first = wait_replicas(c, "qwen-l40s-decode", 2, Duration::from_secs(120)).await;
+    let (h100, _) = replicas(&c.client, "qwen-h100-decode").await;
+    assert_eq!(
+        h100, 1,
+        "the expensive variant must not scale before the cheap one"
+    );
+    eprintln!(
+        "e2e[3] load step → qwen-l40s-decode spec.replicas 2 after {:.1}s (HPA sync {HPA_SYNC})",
+        first.as_secs_f64()
+    );
+    let up_more = wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(120)).await;
+    eprintln!("e2e[4] cheaper variant kept absorbing load: 3 replicas {:.1}s after the step; H100 still {}", step.elapsed().as_secs_f64(), replicas(&c.client, "qwen-h100-decode").await.0);
+    let _ = up_more;
+    // Load removed: scale-down, most expensive variant above one replica first (here the L40S at 3).
+    let drop_at = Instant::now();
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
+    eprintln!(
+        "e2e[3] load removed → qwen-l40s-decode back to 1 after {:.1}s",
+        drop_at.elapsed().as_secs_f64()
+    );
+
+    // 5. Faults, with the model under load so that a wrongful scale-down would be visible.
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(120)).await;
+    // (a) Prometheus stopped: pod scraping carries on; nothing scales down and the HPA stays active.
+    c.procs.get_mut("prometheus").unwrap().stop();
+    never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(15)).await;
+    assert_eq!(
+        hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive")
+            .await
+            .map(|c| c.0),
+        Some("True".into())
+    );
+    eprintln!("e2e[5a] Prometheus down: HPA still active, no scale-down");
+    // (b) One emulator pod hangs and the load goes away: with data, that would be a scale-down; with a
+    // pod missing, the answer holds spec.replicas, then turns into a 503 the HPA reports. Never a scale-down.
+    let pod = c
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app=qwen-l40s",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .unwrap();
+    k.control
+        .lock()
+        .unwrap()
+        .faults
+        .insert(pod.trim().to_string(), "hang".into());
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    let reported = eventually(
+        "HPA reporting FailedGetExternalMetric for the hung pod",
+        Duration::from_secs(90),
+        || async {
+            match hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive").await {
+                Some((s, r, m)) if s == "False" && r == "FailedGetExternalMetric" => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        reported.contains(pod.trim()),
+        "the HPA message names the pod: {reported}"
+    );
+    never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(10)).await;
+    k.control.lock().unwrap().faults.clear();
+    eventually(
+        "HPA recovering after the pod answers again",
+        Duration::from_secs(90),
+        || async {
+            match hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive").await {
+                Some((s, _, _)) if s == "True" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!("e2e[5b] hung pod: HPA reported FailedGetExternalMetric, no scale-down, recovered");
+    // (c) Our server restarted mid-run, under load.
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(180)).await;
+    c.procs.get_mut("server").unwrap().stop();
+    set_load(k, "qwen-l40s", 0);
+    never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(12)).await;
+    c.start_server();
+    eventually(
+        "HPA active again after the server restart",
+        Duration::from_secs(90),
+        || async {
+            match hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive").await {
+                Some((s, _, _)) if s == "True" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!("e2e[5c] server restart: no scale-down while it was down, recovered");
+    set_load(k, "qwen-h100", 0);
+
+    // 6. Security through the real aggregator and directly.
+    let denied = c.kubectl_as(Some("mallory"), &["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas")]).unwrap_err();
+    assert!(
+        denied.contains("Forbidden") || denied.contains("forbidden"),
+        "{denied}"
+    );
+    let direct = format!("https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas", c.server_port);
+    let rogue = Ca::new(&c.dir, "rogue-ca");
+    let (rc, rk) = rogue.issue(
+        "rogue-client",
+        "front-proxy-client",
+        &[],
+        &[],
+        Eku::ClientAuth,
+    );
+    let status = curl(
+        &c.certs.join("ca.crt"),
+        Some((&rc, &rk)),
+        &direct,
+        &[
+            "X-Remote-User: system:admin",
+            "X-Remote-Group: system:masters",
+        ],
+    );
+    assert_eq!(status, "401", "unknown-CA client certificate");
+    let status = curl(
+        &c.certs.join("ca.crt"),
+        None,
+        &direct,
+        &[
+            "X-Remote-User: system:admin",
+            "X-Remote-Group: system:masters",
+        ],
+    );
+    assert_eq!(
+        status, "403",
+        "front-proxy headers without a trusted certificate are ignored (anonymous)"
+    );
+    eprintln!("e2e[6] no-RBAC user refused, unknown CA 401, spoofed headers 403");
+
+    // 7. Uninstall in the README's order leaves no stuck namespace.
+    c.kubectl(&["delete", "apiservice", "v1beta1.external.metrics.k8s.io"])
+        .unwrap();
+    c.kubectl(&["delete", "namespace", NS, "--wait=false"])
+        .unwrap();
+    c.kubectl(&[
+        "delete",
+        "-f",
+        &format!("{ROOT}/manifests/rbac.yaml"),
+        "--wait=false",
+    ])
+    .unwrap();
+    c.kubectl(&["delete", "namespace", "wva-metrics-server", "--wait=false"])
+        .unwrap();
+    let nss = Api::<Namespace>::all(c.client.clone());
+    eventually(
+        "namespaces llm and wva-metrics-server gone",
+        Duration::from_secs(120),
+        || async {
+            let left: Vec<String> = nss
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .filter(|n| n == NS || n == "wva-metrics-server")
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!("e2e[7] uninstall: namespaces finalized");
+}
+
+/// `curl` as a user would run it: returns the HTTP status code.
+fn curl(ca: &Path, cert: Option<(&Path, &Path)>, url: &str, headers: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(ca);
+    if let Some((c, k)) = cert {
+        cmd.arg("--cert").arg(c).arg("--key").arg(k);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    String::from_utf8(cmd.arg(url).output().unwrap().stdout).unwrap()
+}
