@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::snapshot::ExcludedVariant;
 use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
 use crate::saturation::config::{PartialConfig, ScalingConfig};
 use crate::saturation::{
@@ -19,7 +20,7 @@ use crate::saturation::{
 use crate::server::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::server::quantity::milli_from_f64;
 use crate::server::selector::Selector;
-use crate::sources::{Lookup, PodSample, SampleSource};
+use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
 
 /// The metrics served, by what they mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,10 +204,21 @@ pub struct ModelReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_override: Option<String>,
     pub pods: Vec<PodInput>,
+    /// Model-level load from Prometheus, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadFigures>,
     pub decision: ModelDecision,
     /// Set when ready pods have been without samples for too long to hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    pub synced: bool,
+    pub models: Vec<ModelReport>,
+    pub excluded: Vec<ExcludedVariant>,
 }
 
 pub struct Engine {
@@ -309,13 +321,41 @@ impl Engine {
                 )
             })
         });
+        let load = self.samples.model_load(namespace, model_id);
         ModelReport {
             namespace: namespace.to_string(),
             model_id: model_id.to_string(),
             config_override: config_override.map(str::to_string),
             pods,
+            load,
             decision,
             unavailable,
+        }
+    }
+
+    /// Every model (optionally of one namespace) with its inputs, analysis and targets, and every
+    /// VariantAutoscaling that cannot be decided with the reason: the `/debug/variants` document.
+    pub fn explain(&self, namespace: Option<&str>) -> Explanation {
+        let snapshot = self.snapshot();
+        let mut models: Vec<(String, String)> = snapshot
+            .variants
+            .iter()
+            .filter(|v| namespace.is_none_or(|ns| v.namespace == ns))
+            .map(|v| (v.namespace.clone(), v.model_id.clone()))
+            .collect();
+        models.dedup();
+        Explanation {
+            synced: snapshot.synced,
+            models: models
+                .iter()
+                .map(|(ns, m)| self.report(&snapshot, ns, m))
+                .collect(),
+            excluded: snapshot
+                .excluded
+                .iter()
+                .filter(|e| namespace.is_none_or(|ns| e.namespace == ns))
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -349,6 +389,10 @@ pub fn item_labels(v: &Variant) -> BTreeMap<String, String> {
 }
 
 impl MetricsProvider for Engine {
+    fn explain(&self, namespace: Option<&str>) -> Option<serde_json::Value> {
+        serde_json::to_value(Engine::explain(self, namespace)).ok()
+    }
+
     fn external_metric(
         &self,
         namespace: &str,

@@ -742,3 +742,199 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+/// The engine through the HTTP surface, with the real window cache filled directly (no auth, as in
+/// standalone mode): selector matching on every item label, the explain document, and the 503 once
+/// Ready pods have gone without samples for longer than `--max-metric-age`.
+#[tokio::test]
+async fn engine_over_http_with_a_filled_sample_store() {
+    use std::collections::BTreeMap;
+    use wva_metrics_server::cluster::snapshot::ExcludedVariant;
+    use wva_metrics_server::sources::exposition::ModelSignals;
+    use wva_metrics_server::sources::window::WindowCache;
+    install_provider();
+    let pod = |v: &str, i: usize| PodTarget {
+        namespace: "ns".into(),
+        name: format!("{v}-{i}"),
+        ip: "127.0.0.1".into(),
+        port: 1,
+        path: "/metrics".into(),
+    };
+    let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
+        namespace: "ns".into(),
+        name: name.into(),
+        model_id: "m".into(),
+        accelerator: acc.into(),
+        cost,
+        deployment: name.into(),
+        spec_replicas: pods.len() as i64,
+        ready_replicas: pods.len() as i64,
+        pods,
+    };
+    let cheap = variant("cheap", "L40S", 5.0, vec![pod("cheap", 0), pod("cheap", 1)]);
+    let pricey = variant("pricey", "H100", 20.0, vec![pod("pricey", 0)]);
+    let stalled = Variant {
+        namespace: "other".into(),
+        model_id: "m2".into(),
+        ..variant("stalled", "A100", 1.0, vec![pod("stalled", 0)])
+    };
+    let snap = Snapshot {
+        variants: vec![cheap.clone(), pricey.clone(), stalled.clone()],
+        excluded: vec![ExcludedVariant {
+            namespace: "ns".into(),
+            name: "broken".into(),
+            model_id: "m".into(),
+            reason: "label inference.optimization/acceleratorName is missing".into(),
+        }],
+        synced: true,
+    };
+    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+    let now = Instant::now();
+    let mut pods: Vec<PodTarget> = cheap.pods.iter().chain(&pricey.pods).cloned().collect();
+    pods.push(stalled.pods[0].clone());
+    cache.retain(&pods, now - Duration::from_secs(1));
+    let busy = BTreeMap::from([(
+        "m".to_string(),
+        ModelSignals {
+            kv_cache_usage: Some(0.9),
+            queue_length: Some(6.0),
+            running_requests: Some(16.0),
+        },
+    )]);
+    for p in &pods[..3] {
+        cache.record(p, now, &busy);
+    }
+    let engine = Engine::new(
+        snapshot::shared(snap),
+        cache,
+        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Duration::from_millis(500),
+    );
+    let generated = tls::generate_self_signed(&["127.0.0.1".into()]).unwrap();
+    let provider = tls::provider();
+    let config = Arc::new(
+        tls::server_config(
+            ReloadingCert::from_key(generated.certified_key(&provider).unwrap()),
+            provider,
+        )
+        .unwrap(),
+    );
+    let state = Arc::new(AppState {
+        provider: Arc::new(engine),
+        auth: None,
+        metrics: Metrics::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(
+        listener,
+        config,
+        state,
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let client = https_client(&generated.ca_pem, None, true);
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("https://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let metric = |m: &str, sel: &str| {
+        format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/{m}?labelSelector={}",
+            percent_encode(sel)
+        )
+    };
+    for (sel, want) in [
+        ("", vec![("cheap", "3"), ("pricey", "1")]),
+        ("variant_name=cheap", vec![("cheap", "3")]),
+        ("namespace=ns,variant_name!=cheap", vec![("pricey", "1")]),
+        (
+            "exported_namespace=ns,variant_name=pricey",
+            vec![("pricey", "1")],
+        ),
+        ("accelerator_type in (L40S)", vec![("cheap", "3")]),
+        ("variant_name=nope", vec![]),
+    ] {
+        let (code, body) = get(metric("inferno_desired_replicas", sel)).await;
+        if want.is_empty() {
+            assert_eq!(code, 404, "{sel}: {body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("variant_name=nope"),
+                "{body}"
+            );
+            continue;
+        }
+        assert_eq!(code, 200, "{sel}: {body}");
+        let got: Vec<(String, String)> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["metricLabels"]["variant_name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    i["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>(),
+            "{sel}"
+        );
+    }
+    let (code, body) = get(metric("wva_desired_ratio", "variant_name=cheap")).await;
+    assert_eq!(
+        (code, body["items"][0]["value"].as_str()),
+        (200, Some("1500m"))
+    );
+    let (code, body) = get(metric("inferno_desired_replicas", "variant_name=broken")).await;
+    assert_eq!(code, 503);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken: label inference.optimization/acceleratorName is missing"),
+        "{body}"
+    );
+
+    // The stalled pod was never scraped: held while young, then 503 naming it.
+    let stalled_path =
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/other/inferno_desired_replicas"
+            .to_string();
+    let (code, body) = get(stalled_path).await;
+    assert_eq!(code, 503, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no fresh vLLM metrics for model \"m2\" in namespace other")
+            && msg.contains("stalled-0 (not scraped yet"),
+        "{msg}"
+    );
+
+    let (code, doc) = get("/debug/variants?namespace=ns".to_string()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        doc["models"][0]["decision"]["targets"],
+        serde_json::json!({"cheap": 3, "pricey": 1})
+    );
+    assert_eq!(doc["models"][0]["pods"][0]["sample"]["source"], "pods");
+    assert_eq!(doc["excluded"][0]["name"], "broken");
+}
+
+fn percent_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

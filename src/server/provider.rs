@@ -42,4 +42,9 @@ pub trait MetricsProvider: Send + Sync + 'static {
         metric: &str,
         selector: &Selector,
     ) -> Result<Vec<MetricItem>, ProviderError>;
+
+    /// The inputs and reasoning behind the values, for `/debug/variants`; `None` if not supported.
+    fn explain(&self, _namespace: Option<&str>) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -36,6 +36,7 @@ pub enum Route {
     ApiResourceList,
     ExternalMetric,
     OwnMetrics,
+    DebugVariants,
     NotFound,
 }
 
@@ -51,6 +52,7 @@ impl Route {
                 "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
             }
             Route::OwnMetrics => "/metrics",
+            Route::DebugVariants => "/debug/variants",
             Route::NotFound => "other",
         }
     }
@@ -83,6 +85,7 @@ pub fn classify(path: &str) -> (Route, Option<(String, String)>) {
         "/livez" => return (Route::Health("/livez"), None),
         "/readyz" => return (Route::Health("/readyz"), None),
         "/metrics" => return (Route::OwnMetrics, None),
+        "/debug/variants" => return (Route::DebugVariants, None),
         _ => {}
     }
     if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
@@ -249,6 +252,27 @@ async fn dispatch(
             );
             resp
         }
+        Route::DebugVariants => {
+            if let (Some(auth), Some(user)) = (&state.auth, &user) {
+                let attrs = Attributes::NonResource { path: "/debug/variants".into(), verb: "get".into() };
+                if let Some(denied) =
+                    authorize(auth, user, &attrs, || format!("forbidden: User \"{}\" cannot get path \"/debug/variants\"", user.username)).await
+                {
+                    return denied;
+                }
+            }
+            let namespace = req
+                .uri()
+                .query()
+                .into_iter()
+                .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+                .find(|(k, _)| k == "namespace")
+                .map(|(_, v)| v.into_owned());
+            match state.provider.explain(namespace.as_deref()) {
+                Some(doc) => json_response(StatusCode::OK, &doc),
+                None => not_found(),
+            }
+        }
         Route::Health(_) | Route::OpenApi | Route::NotFound => not_found(),
     }
 }
@@ -404,6 +428,7 @@ mod tests {
         type Case = (&'static str, Route, Option<(String, String)>);
         let cases: &[Case] = &[
             ("/healthz", Route::Health("/healthz"), None),
+            ("/debug/variants", Route::DebugVariants, None),
             ("/readyz", Route::Health("/readyz"), None),
             ("/openapi/v2", Route::OpenApi, None),
             (

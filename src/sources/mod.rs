@@ -45,8 +45,29 @@ pub enum Lookup {
     },
 }
 
+/// Model-level load, as WVA v0.4.1 reports it in `status.currentAlloc.load` (from Prometheus).
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadFigures {
+    /// Requests per minute.
+    pub arrival_rate: f64,
+    pub avg_input_tokens: f64,
+    pub avg_output_tokens: f64,
+    /// Milliseconds.
+    pub ttft_average: f64,
+    /// Milliseconds (inter-token latency; `time_per_output_token` on vLLM < 0.10.2).
+    pub itl_average: f64,
+    #[serde(with = "duration_secs")]
+    pub age: Duration,
+}
+
 pub trait SampleSource: Send + Sync {
     fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup;
+
+    /// Model-level load figures, when this source has them.
+    fn model_load(&self, _namespace: &str, _model: &str) -> Option<LoadFigures> {
+        None
+    }
 }
 
 /// Sources in priority order: the first fresh answer wins (`--metrics-source both` = pods, then Prometheus).

@@ -15,7 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::{Lookup, PodSample, SampleSource, SourceKind};
+use super::{LoadFigures, Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
 use crate::config::PrometheusArgs;
 use crate::telemetry::Metrics;
@@ -66,6 +66,38 @@ pub fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
         window.as_secs().max(1)
     )
 }
+
+/// WVA v0.4.1's load queries (spec `wva.md` §4.1), label values escaped. ITL prefers
+/// `vllm:inter_token_latency_seconds` (vLLM >= 0.10.2) and falls back to `time_per_output_token_seconds`.
+pub fn load_queries(namespace: &str, model: &str) -> [(&'static str, String); 5] {
+    let sel = format!(
+        "model_name=\"{}\",namespace=\"{}\"",
+        escape_label(model),
+        escape_label(namespace)
+    );
+    let avg =
+        |m: &str| format!("sum(rate({m}_sum{{{sel}}}[1m]))/sum(rate({m}_count{{{sel}}}[1m]))");
+    [
+        (
+            "arrivalRate",
+            format!("sum(rate(vllm:request_success_total{{{sel}}}[1m]))"),
+        ),
+        ("avgInputTokens", avg("vllm:request_prompt_tokens")),
+        ("avgOutputTokens", avg("vllm:request_generation_tokens")),
+        ("ttftAverage", avg("vllm:time_to_first_token_seconds")),
+        (
+            "itlAverage",
+            format!(
+                "({}) or ({})",
+                avg("vllm:inter_token_latency_seconds"),
+                avg("vllm:time_per_output_token_seconds")
+            ),
+        ),
+    ]
+}
+
+/// How often the (slower-moving) load figures are refreshed.
+const LOAD_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 struct ApiResponse {
@@ -369,6 +401,7 @@ struct ModelState {
     last: Option<ModelResult>,
     last_error: Option<String>,
     first_asked: Option<Instant>,
+    load: Option<(Instant, LoadFigures)>,
 }
 
 /// Background poller and cache of Prometheus answers, per (namespace, model).
@@ -425,8 +458,22 @@ impl PrometheusSource {
             queue_query(namespace, model, self.lookback),
         );
         let (kv, q) = futures::join!(self.client.query(&kv_q), self.client.query(&queue_q));
+        let load_due = {
+            let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+            s.get(&key)
+                .and_then(|e| e.load.as_ref())
+                .is_none_or(|(at, _)| at.elapsed() >= LOAD_EVERY)
+        };
+        let load = if load_due {
+            self.load_figures(namespace, model).await
+        } else {
+            None
+        };
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
         let entry = s.entry(key).or_default();
+        if let Some(l) = load {
+            entry.load = Some((Instant::now(), l));
+        }
         match (kv, q) {
             (Ok(kv), Ok(q)) => {
                 let mut per_pod: HashMap<String, (Option<f64>, Option<f64>)> = HashMap::new();
@@ -452,6 +499,34 @@ impl PrometheusSource {
                 entry.last_error = Some(e.to_string());
             }
         }
+    }
+
+    /// Runs the five load queries; a failure is logged and leaves the previous figures in place.
+    async fn load_figures(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
+        let queries = load_queries(namespace, model);
+        self.metrics.prometheus_queries.inc_by(queries.len() as u64);
+        let results =
+            futures::future::join_all(queries.iter().map(|(_, q)| self.client.query(q))).await;
+        let mut values = [0.0f64; 5];
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                // An empty result (no traffic yet) and NaN (0/0) both mean 0, as in WVA.
+                Ok(series) => values[i] = series.first().map(|(_, v)| *v).unwrap_or(0.0),
+                Err(e) => {
+                    self.metrics.prometheus_failures.inc();
+                    tracing::debug!(namespace, model, query = queries[i].0, error = %e, "load query failed");
+                    return None;
+                }
+            }
+        }
+        Some(LoadFigures {
+            arrival_rate: values[0] * 60.0,
+            avg_input_tokens: values[1],
+            avg_output_tokens: values[2],
+            ttft_average: values[3] * 1000.0,
+            itl_average: values[4] * 1000.0,
+            age: Duration::ZERO,
+        })
     }
 
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
@@ -505,6 +580,18 @@ impl SampleSource for PrometheusSource {
     fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
         self.lookup_at(pod, model, Instant::now())
     }
+
+    fn model_load(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let (at, figures) = s
+            .get(&(namespace.to_string(), model.to_string()))?
+            .load
+            .clone()?;
+        Some(LoadFigures {
+            age: at.elapsed(),
+            ..figures
+        })
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +606,24 @@ mod tests {
         );
         assert!(kv_query("ns", "m", Duration::from_secs(60))
             .contains(" or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{"));
+    }
+
+    #[test]
+    fn load_queries_match_wva_and_fall_back_for_itl() {
+        let q = load_queries("ns", "m");
+        assert_eq!(
+            q[0].1,
+            r#"sum(rate(vllm:request_success_total{model_name="m",namespace="ns"}[1m]))"#
+        );
+        assert_eq!(
+            q[1].1,
+            r#"sum(rate(vllm:request_prompt_tokens_sum{model_name="m",namespace="ns"}[1m]))/sum(rate(vllm:request_prompt_tokens_count{model_name="m",namespace="ns"}[1m]))"#
+        );
+        assert!(
+            q[4].1.contains("vllm:inter_token_latency_seconds_sum")
+                && q[4].1.contains(") or (")
+                && q[4].1.contains("vllm:time_per_output_token_seconds_count")
+        );
     }
 
     #[test]
