@@ -810,30 +810,8 @@ async fn engine_over_http_with_a_filled_sample_store() {
         Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
         Duration::from_millis(500),
     );
-    let generated = tls::generate_self_signed(&["127.0.0.1".into()]).unwrap();
-    let provider = tls::provider();
-    let config = Arc::new(
-        tls::server_config(
-            ReloadingCert::from_key(generated.certified_key(&provider).unwrap()),
-            provider,
-        )
-        .unwrap(),
-    );
-    let state = Arc::new(AppState {
-        provider: Arc::new(engine),
-        auth: None,
-        metrics: Metrics::new(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        listener,
-        config,
-        state,
-        ServeOptions::default(),
-        std::future::pending(),
-    ));
-    let client = https_client(&generated.ca_pem, None, true);
+    let (port, ca_pem) = start_unauthenticated(Arc::new(engine), ServeOptions::default()).await;
+    let client = https_client(&ca_pem, None, true);
     let get = |path: String| {
         let client = client.clone();
         async move {
@@ -937,4 +915,76 @@ async fn engine_over_http_with_a_filled_sample_store() {
 
 fn percent_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The server without authentication (standalone mode's setup) and a generated certificate.
+async fn start_unauthenticated(
+    provider: Arc<dyn MetricsProvider>,
+    opts: ServeOptions,
+) -> (u16, String) {
+    let generated = tls::generate_self_signed(&["127.0.0.1".into()]).unwrap();
+    let crypto = tls::provider();
+    let config = Arc::new(
+        tls::server_config(
+            ReloadingCert::from_key(generated.certified_key(&crypto).unwrap()),
+            crypto,
+        )
+        .unwrap(),
+    );
+    let state = Arc::new(AppState {
+        provider,
+        auth: None,
+        metrics: Metrics::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(listener, config, state, opts, std::future::pending()));
+    (port, generated.ca_pem)
+}
+
+/// Connections beyond `--max-connections` are closed at once; a client that never finishes its TLS
+/// handshake is dropped after the handshake timeout and frees its slot.
+#[tokio::test]
+async fn connection_limit_and_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    install_provider();
+    let engine = Engine::new(
+        snapshot::shared(snapshot()),
+        Arc::new(Busy),
+        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Duration::from_secs(120),
+    );
+    let opts = ServeOptions {
+        max_connections: 1,
+        handshake_timeout: Duration::from_millis(800),
+        ..Default::default()
+    };
+    let (port, ca) = start_unauthenticated(Arc::new(engine), opts).await;
+    // A silent client takes the only slot.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf))
+        .await
+        .expect("the second connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the limit is closed");
+    // The silent one is dropped after the handshake timeout, and the slot serves again.
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
+        .await
+        .expect("handshake timeout closes the silent client")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let client = https_client(&ca, None, false);
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
