@@ -12,7 +12,9 @@ use arc_swap::ArcSwap;
 use crate::auth::config::AuthOverrides;
 use crate::auth::review::KubeReviewer;
 use crate::auth::Auth;
+use crate::cluster::leader::LeaderElector;
 use crate::cluster::snapshot::{self, Snapshot};
+use crate::cluster::status::StatusWriter;
 use crate::cluster::watch;
 use crate::config::{MetricsSource, ServeArgs};
 use crate::engine::{self, Engine, ModelInput};
@@ -109,6 +111,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // Cluster state and trust configuration.
     let scaling = Arc::new(ArcSwap::from_pointee(ScalingConfig::default()));
+    let mut status_client: Option<kube::Client> = None;
     let (shared, auth) = if let Some(file) = &args.standalone {
         let (snap, problems) = crate::standalone::load(file)?;
         for p in &problems {
@@ -157,11 +160,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             metrics.clone(),
         ));
         tokio::spawn(watch::run_auth_config(
-            client,
+            client.clone(),
             auth.clone(),
             overrides,
             metrics.clone(),
         ));
+        status_client = Some(client);
         (shared, Some(auth))
     };
 
@@ -202,6 +206,39 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         scaling,
         args.max_metric_age,
     ));
+    // Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.
+    let tick = Duration::from_secs(2).min(args.status_interval);
+    match status_client {
+        Some(client) if args.write_status => {
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            let elector = LeaderElector::new(
+                client.clone(),
+                &args.namespace,
+                "wva-metrics-server-status",
+                &identity,
+                args.lease_duration,
+            );
+            let writer = StatusWriter {
+                client,
+                engine: engine.clone(),
+                elector,
+                metrics: metrics.clone(),
+                interval: args.status_interval,
+                tick,
+            };
+            tokio::spawn(writer.run());
+        }
+        _ => {
+            tokio::spawn(crate::cluster::status::run_gauges(
+                engine.clone(),
+                metrics.clone(),
+                tick,
+            ));
+        }
+    }
 
     // The front door.
     let (resolver, cert_source) = serving_cert(&args, bind)?;

@@ -149,6 +149,19 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
 
+    /// Write each VariantAutoscaling's status (desiredOptimizedAlloc, conditions) and events; one replica at a time (Lease).
+    #[arg(long, env = "WVA_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_status: bool,
+    /// How often status is rewritten even without a change (changes are written within seconds).
+    #[arg(long, env = "WVA_STATUS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+    /// Lease duration for the status writer's leader election (Lease wva-metrics-server-status in --namespace).
+    #[arg(long, env = "WVA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease [default: hostname and process id].
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
     /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
     /// cluster (reloaded when it changes). No authentication: loopback addresses only.
     #[arg(long, env = "WVA_STANDALONE")]

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -40,7 +41,7 @@ pub struct PodLabels {
     pub pod: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct VariantLabels {
     pub variant_name: String,
     pub namespace: String,
@@ -61,13 +62,49 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
+    /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
+    variant_gauges: Vec<(VariantKind, Family<VariantLabels, Gauge<f64, AtomicU64>>)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VariantKind {
+    Desired,
+    Current,
+    Ratio,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("wva_metrics_server");
+        let mut root = Registry::default();
+        let mut variant_gauges = Vec::new();
+        for (kind, base, help) in [
+            (
+                VariantKind::Desired,
+                "desired_replicas",
+                "Desired replicas per variant (what the external metric serves)",
+            ),
+            (
+                VariantKind::Current,
+                "current_replicas",
+                "Ready replicas per variant",
+            ),
+            (
+                VariantKind::Ratio,
+                "desired_ratio",
+                "Desired over current replicas per variant",
+            ),
+        ] {
+            for prefix in ["inferno", "wva"] {
+                let family = Family::<VariantLabels, Gauge<f64, AtomicU64>>::default();
+                root.register(format!("{prefix}_{base}"), help, family.clone());
+                variant_gauges.push((kind, family));
+            }
+        }
+        let registry_root = root;
+        let mut registry = registry_root;
+        let own = registry.sub_registry_with_prefix("wva_metrics_server");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        own.register(
             "http_requests",
             "HTTP requests by route and status code",
             requests.clone(),
@@ -75,61 +112,61 @@ impl Metrics {
         let request_duration = Family::<PathLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.00005, 2.0, 18))
         });
-        registry.register(
+        own.register(
             "http_request_duration_seconds",
             "Request latency by route",
             request_duration.clone(),
         );
         let auth_cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        own.register(
             "auth_cache_lookups",
             "Token and authorization cache lookups by result",
             auth_cache.clone(),
         );
         let watch_up = Family::<WatchLabels, Gauge>::default();
-        registry.register(
+        own.register(
             "watch_up",
             "1 when the watch of a resource is established and synced",
             watch_up.clone(),
         );
         let watch_errors = Family::<WatchLabels, Counter>::default();
-        registry.register(
+        own.register(
             "watch_errors",
             "Watch errors by resource",
             watch_errors.clone(),
         );
         let scrapes = Family::<PodLabels, Counter>::default();
-        registry.register(
+        own.register(
             "pod_scrapes",
             "Successful pod metric scrapes",
             scrapes.clone(),
         );
         let scrape_failures = Family::<PodLabels, Counter>::default();
-        registry.register(
+        own.register(
             "pod_scrape_failures",
             "Failed pod metric scrapes",
             scrape_failures.clone(),
         );
         let connections_rejected = Counter::default();
-        registry.register(
+        own.register(
             "connections_rejected",
             "Connections closed because the connection limit was reached",
             connections_rejected.clone(),
         );
         let tls_handshake_failures = Counter::default();
-        registry.register(
+        own.register(
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             tls_handshake_failures.clone(),
         );
         let prometheus_queries = Counter::default();
-        registry.register(
+        own.register(
             "prometheus_queries",
             "PromQL queries sent",
             prometheus_queries.clone(),
         );
         let prometheus_failures = Counter::default();
-        registry.register(
+        own.register(
             "prometheus_query_failures",
             "PromQL queries that failed",
             prometheus_failures.clone(),
@@ -147,7 +184,25 @@ impl Metrics {
             tls_handshake_failures,
             prometheus_queries,
             prometheus_failures,
+            variant_gauges,
         })
+    }
+
+    pub fn set_variant(&self, labels: &VariantLabels, desired: f64, current: f64, ratio: f64) {
+        for (kind, family) in &self.variant_gauges {
+            let v = match kind {
+                VariantKind::Desired => desired,
+                VariantKind::Current => current,
+                VariantKind::Ratio => ratio,
+            };
+            family.get_or_create(labels).set(v);
+        }
+    }
+
+    pub fn remove_variant(&self, labels: &VariantLabels) {
+        for (_, family) in &self.variant_gauges {
+            family.remove(labels);
+        }
     }
 
     pub fn cache_lookup(&self, cache: &str, hit: bool) {

@@ -36,6 +36,7 @@ struct Cluster {
     certs: PathBuf,
     apiserver_url: String,
     cluster_ca: PathBuf,
+    replica_b_port: u16,
 }
 
 impl Cluster {
@@ -228,6 +229,7 @@ async fn start_cluster() -> Cluster {
         certs: dir.join("wva-certs"),
         apiserver_url: apiserver_url.clone(),
         cluster_ca: ca.cert.clone(),
+        replica_b_port: 0,
     };
     let c = &cluster;
     eventually(
@@ -335,8 +337,27 @@ async fn install_server(c: &mut Cluster) {
             c.dir.join("prometheus-ca.crt").display()
         ),
         "--log-level=info,wva_metrics_server=debug".into(),
+        "--status-interval=10s".into(),
+        "--identity=replica-a".into(),
     ];
     c.start_server();
+    // A second replica (HA): same cluster state, its own port; only one of them writes status.
+    c.replica_b_port = free_port();
+    let b_args: Vec<String> = c
+        .server_args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--secure-port=") {
+                format!("--secure-port={}", c.replica_b_port)
+            } else if a == "--identity=replica-a" {
+                "--identity=replica-b".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let b = Proc::spawn(&c.dir, "wva-metrics-server-b", Path::new(SERVER), &b_args);
+    c.procs.insert("server-b", b);
 }
 
 impl Cluster {
@@ -580,6 +601,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     let up_more = wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(120)).await;
     eprintln!("e2e[4] cheaper variant kept absorbing load: 3 replicas {:.1}s after the step; H100 still {}", step.elapsed().as_secs_f64(), replicas(&c.client, "qwen-h100-decode").await.0);
     let _ = up_more;
+    operating_checks(c).await;
     // Load removed: scale-down, most expensive variant above one replica first (here the L40S at 3).
     let drop_at = Instant::now();
     set_load(k, "qwen-l40s", 0);
@@ -658,8 +680,26 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     set_load(k, "qwen-l40s", 30);
     set_load(k, "qwen-h100", 30);
     wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(180)).await;
+    assert_eq!(
+        lease_holder(c),
+        "replica-a",
+        "replica A wrote status so far"
+    );
     c.procs.get_mut("server").unwrap().stop();
     set_load(k, "qwen-l40s", 0);
+    eventually(
+        "replica B taking over the status Lease",
+        Duration::from_secs(40),
+        || async {
+            let h = lease_holder(c);
+            if h == "replica-b" {
+                Ok(())
+            } else {
+                Err(h)
+            }
+        },
+    )
+    .await;
     never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(12)).await;
     c.start_server();
     eventually(
@@ -816,4 +856,130 @@ fn curl(ca: &Path, cert: Option<(&Path, &Path)>, url: &str, headers: &[&str]) ->
         cmd.args(["-H", h]);
     }
     String::from_utf8(cmd.arg(url).output().unwrap().stdout).unwrap()
+}
+
+fn lease_holder(c: &Cluster) -> String {
+    c.kubectl(&[
+        "-n",
+        "wva-metrics-server",
+        "get",
+        "lease",
+        "wva-metrics-server-status",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .unwrap_or_default()
+    .trim()
+    .to_string()
+}
+
+/// The served values, asked directly from one replica as the aggregator would (front-proxy certificate).
+fn served_by(c: &Cluster, port: u16) -> Vec<(String, String)> {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(c.certs.join("ca.crt"))
+        .arg("--cert")
+        .arg(c.dir.join("front-proxy-client.crt"))
+        .arg("--key")
+        .arg(c.dir.join("front-proxy-client.key"))
+        .args(["-H", "X-Remote-User: system:kube-aggregator", "-H", "X-Remote-Group: system:masters"])
+        .arg(format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i["metricLabels"]["variant_name"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        i["value"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Operating it: VA status written back (kubectl get va), events recorded, both replicas agreeing.
+async fn operating_checks(c: &Cluster) {
+    eventually(
+        "kubectl get va showing Optimized = 3 for qwen-l40s and MetricsReady True",
+        Duration::from_secs(60),
+        || async {
+            let out = c.kubectl(&["-n", NS, "get", "va"])?;
+            let row = out
+                .lines()
+                .find(|l| l.starts_with("qwen-l40s "))
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if out.contains("OPTIMIZED")
+                && row.contains("Qwen/Qwen3-0.6B L40S qwen-l40s-decode")
+                && row.contains(" 3 True ")
+            {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    let va: Value = serde_json::from_str(
+        &c.kubectl(&["-n", NS, "get", "va", "qwen-l40s", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let conds = va["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ready = conds
+        .iter()
+        .find(|c| c["type"] == "OptimizationReady")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("OptimizationSucceeded")),
+        "{va}"
+    );
+    let events: Value = serde_json::from_str(
+        &c.kubectl(&["-n", NS, "get", "events.events.k8s.io", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let ups: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "ScaleUpRecommended" && e["regarding"]["name"] == "qwen-l40s")
+        .collect();
+    assert!(
+        !ups.is_empty(),
+        "no ScaleUpRecommended event for qwen-l40s: {events}"
+    );
+    assert!(
+        ups[0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("scale up (cheapest variant"),
+        "{}",
+        ups[0]
+    );
+    let (a, b) = (served_by(c, c.server_port), served_by(c, c.replica_b_port));
+    assert!(!a.is_empty(), "replica A answered nothing");
+    assert_eq!(
+        a, b,
+        "both replicas answer the same for the same cluster state"
+    );
+    eprintln!(
+        "e2e[8] kubectl get va shows Optimized, ScaleUpRecommended recorded, replicas agree: {a:?}"
+    );
 }

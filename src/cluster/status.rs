@@ -1,0 +1,583 @@
+//! VariantAutoscaling status write-back, events, and the per-variant gauges.
+//!
+//! Every replica refreshes its own gauges from its engine; only the Lease holder writes status (server-side
+//! apply on the status subresource, never the spec) and records events. Writes happen every
+//! `--status-interval` and as soon as a decision changes; a failed write is retried with backoff on a later
+//! tick and never touches request serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::crd::VariantAutoscaling;
+use super::leader::LeaderElector;
+use crate::engine::{Engine, Explanation, ModelReport};
+use crate::saturation::TargetReason;
+use crate::telemetry::{Metrics, VariantLabels};
+
+pub const FIELD_MANAGER: &str = "wva-metrics-server";
+
+/// What the engine would answer now for one VariantAutoscaling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantView {
+    pub namespace: String,
+    pub name: String,
+    pub accelerator: Option<String>,
+    pub spec_replicas: i64,
+    pub ready_replicas: i64,
+    pub cost: f64,
+    /// `None` when no decision can be made (excluded, or data missing for too long).
+    pub desired: Option<i64>,
+    pub desired_reason: Option<TargetReason>,
+    pub message: String,
+    pub metrics: Condition,
+    pub optimization: Condition,
+    pub target_resolved: Condition,
+    pub load: Option<crate::sources::LoadFigures>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn cond(status: bool, reason: &'static str, message: impl Into<String>) -> Condition {
+    Condition {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Turns the engine's explanation into one view per VariantAutoscaling (decided or excluded).
+pub fn views(
+    explanation: &Explanation,
+    engine_snapshot: &super::snapshot::Snapshot,
+) -> Vec<VariantView> {
+    let mut out = Vec::new();
+    for model in &explanation.models {
+        for v in engine_snapshot.model(&model.namespace, &model.model_id) {
+            out.push(view_of(model, v));
+        }
+    }
+    for e in &explanation.excluded {
+        let resolved = if e.reason.contains("not found") || e.reason.contains("scaleTargetRef") {
+            cond(false, "TargetNotFound", e.reason.clone())
+        } else {
+            cond(true, "TargetFound", "target Deployment found")
+        };
+        out.push(VariantView {
+            namespace: e.namespace.clone(),
+            name: e.name.clone(),
+            accelerator: None,
+            spec_replicas: 0,
+            ready_replicas: 0,
+            cost: 0.0,
+            desired: None,
+            desired_reason: None,
+            message: e.reason.clone(),
+            metrics: cond(
+                false,
+                "MetricsMissing",
+                format!("not evaluated: {}", e.reason),
+            ),
+            optimization: cond(false, "InvalidConfiguration", e.reason.clone()),
+            target_resolved: resolved,
+            load: None,
+        });
+    }
+    out
+}
+
+fn view_of(model: &ModelReport, v: &super::snapshot::Variant) -> VariantView {
+    let pods: Vec<_> = model.pods.iter().filter(|p| p.variant == v.name).collect();
+    let missing: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.missing.as_ref().map(|m| format!("{} ({m})", p.pod)))
+        .collect();
+    let fresh = pods.len() - missing.len();
+    let metrics = if let Some(why) = &model.unavailable {
+        let prometheus = missing.iter().any(|m| m.contains("Prometheus error"));
+        cond(
+            false,
+            if prometheus {
+                "PrometheusError"
+            } else {
+                "MetricsStale"
+            },
+            why.clone(),
+        )
+    } else if !missing.is_empty() {
+        cond(
+            false,
+            "MetricsMissing",
+            format!(
+                "{fresh}/{} ready pods have fresh samples; missing: {}",
+                pods.len(),
+                missing.join(", ")
+            ),
+        )
+    } else {
+        cond(
+            true,
+            "MetricsFound",
+            format!("fresh samples from {fresh}/{} ready pods", pods.len()),
+        )
+    };
+    let target = model.decision.reasons.iter().find(|t| t.name == v.name);
+    let (desired, desired_reason, message, optimization) = match (&model.unavailable, target) {
+        (Some(why), _) => (
+            None,
+            None,
+            why.clone(),
+            cond(false, "MetricsUnavailable", why.clone()),
+        ),
+        (None, Some(t)) => (
+            Some(t.target),
+            Some(t.reason.clone()),
+            t.message.clone(),
+            cond(true, "OptimizationSucceeded", t.message.clone()),
+        ),
+        (None, None) => (
+            None,
+            None,
+            "no decision".to_string(),
+            cond(false, "OptimizationFailed", "no decision for this variant"),
+        ),
+    };
+    VariantView {
+        namespace: v.namespace.clone(),
+        name: v.name.clone(),
+        accelerator: Some(v.accelerator.clone()),
+        spec_replicas: v.spec_replicas,
+        ready_replicas: v.ready_replicas,
+        cost: v.cost,
+        desired,
+        desired_reason,
+        message,
+        metrics,
+        optimization,
+        target_resolved: cond(true, "TargetFound", format!("Deployment {}", v.deployment)),
+        load: model.load.clone(),
+    }
+}
+
+/// The conditions as written, keeping `lastTransitionTime` when the status did not change.
+fn condition_json(kind: &str, c: &Condition, existing: &[Value], now: &str) -> Value {
+    let status = if c.status { "True" } else { "False" };
+    let previous = existing.iter().find(|e| e["type"] == kind);
+    let since = match previous {
+        Some(p) if p["status"] == status => {
+            p["lastTransitionTime"].as_str().unwrap_or(now).to_string()
+        }
+        _ => now.to_string(),
+    };
+    json!({"type": kind, "status": status, "reason": c.reason, "message": truncate(&c.message, 1000), "lastTransitionTime": since})
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The server-side-apply body for one VariantAutoscaling's status. `existing` is its current
+/// `status.conditions`. Fields the installed CRD lacks (v0.5 has no `currentAlloc`) are pruned by the API server.
+pub fn status_patch(v: &VariantView, existing: &[Value], now: &str) -> Value {
+    let mut status = serde_json::Map::new();
+    let mut conditions = vec![
+        condition_json("MetricsAvailable", &v.metrics, existing, now),
+        condition_json("OptimizationReady", &v.optimization, existing, now),
+    ];
+    conditions.push(condition_json(
+        "TargetResolved",
+        &v.target_resolved,
+        existing,
+        now,
+    ));
+    status.insert("conditions".into(), Value::Array(conditions));
+    // WVA's CRD requires an accelerator of at least 2 characters in desiredOptimizedAlloc.
+    let accelerator = v.accelerator.clone().filter(|a| a.len() >= 2);
+    if let (Some(desired), Some(acc)) = (v.desired, &accelerator) {
+        status.insert(
+            "desiredOptimizedAlloc".into(),
+            json!({"numReplicas": desired, "accelerator": acc, "lastRunTime": now}),
+        );
+        status.insert("actuation".into(), json!({"applied": true}));
+    }
+    // v0.4.1's currentAlloc, written only with real load figures (never invented zeros).
+    if let (Some(load), Some(acc)) = (&v.load, &accelerator) {
+        status.insert(
+            "currentAlloc".into(),
+            json!({
+                "accelerator": acc,
+                "numReplicas": v.spec_replicas,
+                "maxBatch": 256,
+                "variantCost": format!("{:.2}", v.spec_replicas as f64 * v.cost),
+                "itlAverage": format!("{:.2}", load.itl_average),
+                "ttftAverage": format!("{:.2}", load.ttft_average),
+                "load": {
+                    "arrivalRate": format!("{:.2}", load.arrival_rate),
+                    "avgInputTokens": format!("{:.2}", load.avg_input_tokens),
+                    "avgOutputTokens": format!("{:.2}", load.avg_output_tokens),
+                },
+            }),
+        );
+    }
+    json!({
+        "apiVersion": "llmd.ai/v1alpha1",
+        "kind": "VariantAutoscaling",
+        "metadata": {"name": v.name, "namespace": v.namespace},
+        "status": Value::Object(status),
+    })
+}
+
+/// The event to record when a VariantAutoscaling's recommendation or decidability changes, if any.
+pub fn event_for(
+    v: &VariantView,
+    previous_desired: Option<i64>,
+    previous_optimization_message: Option<&str>,
+) -> Option<Event> {
+    match (v.desired, previous_desired) {
+        (Some(now), Some(before)) if now != before => Some(Event {
+            type_: EventType::Normal,
+            reason: if now > before {
+                "ScaleUpRecommended"
+            } else {
+                "ScaleDownRecommended"
+            }
+            .into(),
+            note: Some(truncate(
+                &format!("desired replicas {before} → {now}: {}", v.message),
+                1000,
+            )),
+            action: "Recommend".into(),
+            secondary: None,
+        }),
+        (None, _) if previous_optimization_message != Some(v.optimization.message.as_str()) => {
+            Some(Event {
+                type_: EventType::Warning,
+                reason: match (v.target_resolved.status, v.optimization.reason) {
+                    (false, _) => "TargetNotFound",
+                    (_, "MetricsUnavailable") => "MetricsUnavailable",
+                    _ => "InvalidConfiguration",
+                }
+                .into(),
+                note: Some(truncate(&v.optimization.message, 1000)),
+                action: "Evaluate".into(),
+                secondary: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Updates the per-variant gauges from the views, removing series of variants that are gone.
+pub fn update_gauges(
+    metrics: &Metrics,
+    views: &[VariantView],
+    previous: &mut BTreeSet<VariantLabels>,
+) {
+    let mut now = BTreeSet::new();
+    for v in views {
+        let (Some(desired), Some(acc)) = (v.desired, &v.accelerator) else {
+            continue;
+        };
+        let labels = VariantLabels {
+            variant_name: v.name.clone(),
+            namespace: v.namespace.clone(),
+            accelerator_type: acc.clone(),
+        };
+        let ratio = if v.ready_replicas == 0 {
+            desired as f64
+        } else {
+            desired as f64 / v.ready_replicas as f64
+        };
+        metrics.set_variant(&labels, desired as f64, v.ready_replicas as f64, ratio);
+        now.insert(labels);
+    }
+    for gone in previous.difference(&now) {
+        metrics.remove_variant(gone);
+    }
+    *previous = now;
+}
+
+/// Standalone mode (no cluster to write to): keeps the gauges current.
+pub async fn run_gauges(engine: Arc<Engine>, metrics: Arc<Metrics>, every: Duration) {
+    let mut gauges = BTreeSet::new();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let snapshot = engine.snapshot();
+        update_gauges(
+            &metrics,
+            &views(&engine.explain(None), &snapshot),
+            &mut gauges,
+        );
+    }
+}
+
+pub struct StatusWriter {
+    pub client: Client,
+    pub engine: Arc<Engine>,
+    pub elector: LeaderElector,
+    pub metrics: Arc<Metrics>,
+    pub interval: Duration,
+    pub tick: Duration,
+}
+
+impl StatusWriter {
+    pub async fn run(self) {
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(self.elector.identity().to_string()),
+            },
+        );
+        let mut gauges = BTreeSet::new();
+        let mut last_written: BTreeMap<(String, String), Option<i64>> = BTreeMap::new();
+        let mut last_full = None::<Instant>;
+        let mut retry_at: BTreeMap<(String, String), (Instant, u32)> = BTreeMap::new();
+        let mut leading = false;
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let snapshot = self.engine.snapshot();
+            if !snapshot.synced {
+                continue;
+            }
+            let views = views(&self.engine.explain(None), &snapshot);
+            update_gauges(&self.metrics, &views, &mut gauges);
+
+            let leader = match self.elector.try_acquire_or_renew().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election failed; not writing status this round");
+                    false
+                }
+            };
+            if leader != leading {
+                tracing::info!(
+                    identity = self.elector.identity(),
+                    leader,
+                    "status writer leadership changed"
+                );
+                leading = leader;
+                last_written.clear();
+            }
+            if !leader {
+                continue;
+            }
+            let full = last_full.is_none_or(|t| t.elapsed() >= self.interval);
+            let now = Instant::now();
+            for v in &views {
+                let key = (v.namespace.clone(), v.name.clone());
+                let changed = last_written.get(&key) != Some(&v.desired);
+                let due = retry_at.get(&key).is_none_or(|(at, _)| now >= *at);
+                if !(full || changed) || !due {
+                    continue;
+                }
+                match self.write(&recorder, v).await {
+                    Ok(()) => {
+                        last_written.insert(key.clone(), v.desired);
+                        retry_at.remove(&key);
+                    }
+                    Err(e) => {
+                        let attempts = retry_at.get(&key).map_or(0, |(_, n)| *n) + 1;
+                        let backoff = Duration::from_secs(1 << attempts.min(5)).min(self.interval);
+                        tracing::warn!(namespace = %v.namespace, variant = %v.name, error = %e, retry_in = ?backoff, "status write failed");
+                        retry_at.insert(key, (now + backoff, attempts));
+                    }
+                }
+            }
+            if full {
+                last_full = Some(now);
+            }
+            let live: BTreeSet<(String, String)> = views
+                .iter()
+                .map(|v| (v.namespace.clone(), v.name.clone()))
+                .collect();
+            last_written.retain(|k, _| live.contains(k));
+            retry_at.retain(|k, _| live.contains(k));
+        }
+    }
+
+    async fn write(&self, recorder: &Recorder, v: &VariantView) -> Result<(), kube::Error> {
+        let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), &v.namespace);
+        // Re-read, as WVA does: the VA may be gone, and conditions keep their transition times.
+        let Some(current) = api.get_opt(&v.name).await? else {
+            return Ok(());
+        };
+        let status = current.status.clone().unwrap_or_default();
+        let existing = status.conditions.clone().unwrap_or_default();
+        let previous_desired = status
+            .desired_optimized_alloc
+            .as_ref()
+            .and_then(|d| d["numReplicas"].as_i64());
+        let previous_message = existing
+            .iter()
+            .find(|c| c["type"] == "OptimizationReady")
+            .and_then(|c| c["message"].as_str())
+            .map(str::to_string);
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let body = status_patch(v, &existing, &now);
+        api.patch_status(
+            &v.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        if let Some(event) = event_for(v, previous_desired, previous_message.as_deref()) {
+            let reference = ObjectReference {
+                api_version: Some("llmd.ai/v1alpha1".into()),
+                kind: Some("VariantAutoscaling".into()),
+                name: Some(v.name.clone()),
+                namespace: Some(v.namespace.clone()),
+                uid: current.metadata.uid.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(variant = %v.name, error = %e, "recording an event failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(desired: Option<i64>) -> VariantView {
+        VariantView {
+            namespace: "ns".into(),
+            name: "v".into(),
+            accelerator: Some("H100".into()),
+            spec_replicas: 2,
+            ready_replicas: 2,
+            cost: 10.0,
+            desired,
+            desired_reason: Some(TargetReason::ScaleUp),
+            message: "scale up (cheapest variant, cost 10): avg spare KV 0.040 < trigger 0.1"
+                .into(),
+            metrics: cond(true, "MetricsFound", "fresh samples from 2/2 ready pods"),
+            optimization: cond(true, "OptimizationSucceeded", "scale up"),
+            target_resolved: cond(true, "TargetFound", "Deployment v"),
+            load: None,
+        }
+    }
+
+    #[test]
+    fn patch_shape_is_status_only_and_keeps_transition_times() {
+        let existing = vec![
+            json!({"type": "MetricsAvailable", "status": "True", "reason": "MetricsFound", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
+        ];
+        let p = status_patch(&view(Some(3)), &existing, "2026-11-29T00:00:00Z");
+        assert_eq!(p["apiVersion"], "llmd.ai/v1alpha1");
+        assert_eq!(p["metadata"], json!({"name": "v", "namespace": "ns"}));
+        assert!(p.get("spec").is_none(), "never writes the spec");
+        assert_eq!(
+            p["status"]["desiredOptimizedAlloc"],
+            json!({"numReplicas": 3, "accelerator": "H100", "lastRunTime": "2026-11-29T00:00:00Z"})
+        );
+        let conds = p["status"]["conditions"].as_array().unwrap();
+        assert_eq!(
+            conds[0]["lastTransitionTime"], "2026-01-01T00:00:00Z",
+            "unchanged status keeps its transition time"
+        );
+        assert_eq!(conds[1]["type"], "OptimizationReady");
+        assert_eq!(conds[1]["lastTransitionTime"], "2026-11-29T00:00:00Z");
+        assert!(
+            p["status"].get("currentAlloc").is_none(),
+            "no load figures, no invented currentAlloc"
+        );
+
+        let mut with_load = view(Some(3));
+        with_load.load = Some(crate::sources::LoadFigures {
+            arrival_rate: 120.0,
+            avg_input_tokens: 100.0,
+            avg_output_tokens: 50.0,
+            ttft_average: 20.0,
+            itl_average: 7.5,
+            age: Duration::ZERO,
+        });
+        let p = status_patch(&with_load, &[], "t");
+        assert_eq!(p["status"]["currentAlloc"]["variantCost"], "20.00");
+        assert_eq!(p["status"]["currentAlloc"]["load"]["arrivalRate"], "120.00");
+
+        // No decision: conditions only, the last desiredOptimizedAlloc stays as it was.
+        let p = status_patch(&view(None), &[], "t");
+        assert!(p["status"].get("desiredOptimizedAlloc").is_none());
+        // A one-letter accelerator would fail WVA's CRD validation: skipped, like WVA.
+        let mut short = view(Some(3));
+        short.accelerator = Some("X".into());
+        assert!(status_patch(&short, &[], "t")["status"]
+            .get("desiredOptimizedAlloc")
+            .is_none());
+    }
+
+    #[test]
+    fn events_on_change_only() {
+        let e = event_for(&view(Some(3)), Some(2), None).unwrap();
+        assert_eq!(
+            (e.reason.as_str(), e.type_),
+            ("ScaleUpRecommended", EventType::Normal)
+        );
+        assert!(e
+            .note
+            .unwrap()
+            .starts_with("desired replicas 2 → 3: scale up"));
+        assert_eq!(
+            event_for(&view(Some(1)), Some(2), None).unwrap().reason,
+            "ScaleDownRecommended"
+        );
+        assert!(event_for(&view(Some(2)), Some(2), None).is_none());
+        assert!(
+            event_for(&view(Some(2)), None, None).is_none(),
+            "first write: no change to report"
+        );
+        let mut bad = view(None);
+        bad.optimization = cond(
+            false,
+            "InvalidConfiguration",
+            "label inference.optimization/acceleratorName is missing",
+        );
+        bad.target_resolved = cond(true, "TargetFound", "");
+        let e = event_for(&bad, None, None).unwrap();
+        assert_eq!(
+            (e.reason.as_str(), e.type_),
+            ("InvalidConfiguration", EventType::Warning)
+        );
+        assert!(
+            event_for(
+                &bad,
+                None,
+                Some("label inference.optimization/acceleratorName is missing")
+            )
+            .is_none(),
+            "once per change"
+        );
+        bad.target_resolved = cond(false, "TargetNotFound", "target Deployment ns/x not found");
+        assert_eq!(
+            event_for(&bad, None, None).unwrap().reason,
+            "TargetNotFound"
+        );
+    }
+}
