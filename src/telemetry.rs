@@ -63,8 +63,11 @@ pub struct Metrics {
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
-    variant_gauges: Vec<(VariantKind, Family<VariantLabels, Gauge<f64, AtomicU64>>)>,
+    variant_gauges: Vec<(VariantKind, VariantGauge)>,
 }
+
+/// A float gauge per variant.
+type VariantGauge = Family<VariantLabels, Gauge<f64, AtomicU64>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum VariantKind {
@@ -95,7 +98,7 @@ impl Metrics {
             ),
         ] {
             for prefix in ["inferno", "wva"] {
-                let family = Family::<VariantLabels, Gauge<f64, AtomicU64>>::default();
+                let family = VariantGauge::default();
                 root.register(format!("{prefix}_{base}"), help, family.clone());
                 variant_gauges.push((kind, family));
             }
