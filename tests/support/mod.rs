@@ -106,6 +106,8 @@ pub struct ApiState {
     /// The auth ConfigMap's data; `None` = absent.
     pub auth_configmap: Option<BTreeMap<String, String>>,
     pub resource_version: u64,
+    /// Leases by name, with their resourceVersion.
+    pub leases: BTreeMap<String, Value>,
 }
 
 pub struct FakeKubeApi {
@@ -202,6 +204,42 @@ async fn access_reviews(State(s): State<Shared>, Json(body): Json<Value>) -> Res
     (StatusCode::CREATED, Json(out)).into_response()
 }
 
+fn status(code: u16, reason: &str) -> Response {
+    (StatusCode::from_u16(code).unwrap(), Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": reason, "code": code}))).into_response()
+}
+
+async fn get_lease(State(s): State<Shared>, axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>) -> Response {
+    match s.state.lock().unwrap().leases.get(&name) {
+        Some(l) => Json(l.clone()).into_response(),
+        None => status(404, "NotFound"),
+    }
+}
+
+async fn create_lease(State(s): State<Shared>, Json(mut body): Json<Value>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if st.leases.contains_key(&name) {
+        return status(409, "AlreadyExists");
+    }
+    st.resource_version += 1;
+    body["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
+    st.leases.insert(name, body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// Optimistic concurrency as the API server does it: a stale resourceVersion is a 409 Conflict.
+async fn replace_lease(State(s): State<Shared>, axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>, Json(mut body): Json<Value>) -> Response {
+    let mut st = s.state.lock().unwrap();
+    let Some(current) = st.leases.get(&name) else { return status(404, "NotFound") };
+    if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"] {
+        return status(409, "Conflict");
+    }
+    st.resource_version += 1;
+    body["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
+    st.leases.insert(name, body.clone());
+    Json(body).into_response()
+}
+
 impl FakeKubeApi {
     pub async fn start(state: ApiState) -> Self {
         let (events, _) = broadcast::channel(16);
@@ -219,6 +257,8 @@ impl FakeKubeApi {
                 "/apis/authorization.k8s.io/v1/subjectaccessreviews",
                 post(access_reviews),
             )
+            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
+            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
