@@ -208,7 +208,10 @@ fn status(code: u16, reason: &str) -> Response {
     (StatusCode::from_u16(code).unwrap(), Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": reason, "code": code}))).into_response()
 }
 
-async fn get_lease(State(s): State<Shared>, axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>) -> Response {
+async fn get_lease(
+    State(s): State<Shared>,
+    axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>,
+) -> Response {
     match s.state.lock().unwrap().leases.get(&name) {
         Some(l) => Json(l.clone()).into_response(),
         None => status(404, "NotFound"),
@@ -228,9 +231,15 @@ async fn create_lease(State(s): State<Shared>, Json(mut body): Json<Value>) -> R
 }
 
 /// Optimistic concurrency as the API server does it: a stale resourceVersion is a 409 Conflict.
-async fn replace_lease(State(s): State<Shared>, axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>, Json(mut body): Json<Value>) -> Response {
+async fn replace_lease(
+    State(s): State<Shared>,
+    axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>,
+    Json(mut body): Json<Value>,
+) -> Response {
     let mut st = s.state.lock().unwrap();
-    let Some(current) = st.leases.get(&name) else { return status(404, "NotFound") };
+    let Some(current) = st.leases.get(&name) else {
+        return status(404, "NotFound");
+    };
     if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"] {
         return status(409, "Conflict");
     }
@@ -257,8 +266,14 @@ impl FakeKubeApi {
                 "/apis/authorization.k8s.io/v1/subjectaccessreviews",
                 post(access_reviews),
             )
-            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", post(create_lease))
-            .route("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", get(get_lease).put(replace_lease))
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                post(create_lease),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(get_lease).put(replace_lease),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
