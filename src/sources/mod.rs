@@ -99,6 +99,21 @@ impl SampleSource for Chain {
     }
 }
 
+/// An error with its whole source chain ("error sending request: connection refused"): HTTP client
+/// errors hide the cause in their top-level message.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 pub(crate) mod duration_secs {
     use serde::Serializer;
     use std::time::Duration;

@@ -15,6 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use serde::Deserialize;
 use thiserror::Error;
 
+use super::error_chain;
 use super::{LoadFigures, Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
 use crate::config::PrometheusArgs;
@@ -123,59 +124,31 @@ struct VectorSample {
     value: (f64, String),
 }
 
-/// Accepts any server certificate (PROMETHEUS_TLS_INSECURE_SKIP_VERIFY) but still checks handshake signatures.
+/// Verifies Prometheus' certificate as WVA configures it: against the CA (`webpki`), optionally for
+/// PROMETHEUS_SERVER_NAME instead of the URL's host, or not at all with PROMETHEUS_TLS_INSECURE_SKIP_VERIFY
+/// (`webpki: None`). Handshake signatures are always checked.
 #[derive(Debug)]
-struct SkipVerify(rustls::crypto::WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
+struct PrometheusVerifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    server_name: Option<ServerName<'static>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
-/// Verifies the certificate against PROMETHEUS_SERVER_NAME instead of the URL's host.
-#[derive(Debug)]
-struct ServerNameOverride {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for ServerNameOverride {
+impl ServerCertVerifier for PrometheusVerifier {
     fn verify_server_cert(
         &self,
         e: &CertificateDer<'_>,
         i: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
+        name: &ServerName<'_>,
         o: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner.verify_server_cert(e, i, &self.name, o, now)
+        match &self.webpki {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(v) => {
+                v.verify_server_cert(e, i, self.server_name.as_ref().unwrap_or(name), o, now)
+            }
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -183,7 +156,7 @@ impl ServerCertVerifier for ServerNameOverride {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(m, c, d)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -191,10 +164,10 @@ impl ServerCertVerifier for ServerNameOverride {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(m, c, d)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -217,8 +190,8 @@ pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| PrometheusError::Tls(e.to_string()))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if args.insecure_skip_verify {
-        Arc::new(SkipVerify(provider.signature_verification_algorithms))
+    let webpki = if args.insecure_skip_verify {
+        None
     } else {
         let mut roots = RootCertStore::empty();
         let (pem, from) = match &args.ca_cert_path {
@@ -243,19 +216,24 @@ pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError
                 "{from}: no usable CA certificate"
             )));
         }
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| PrometheusError::Tls(e.to_string()))?;
-        match &args.server_name {
-            Some(name) => {
-                let name = ServerName::try_from(name.clone()).map_err(|e| {
-                    PrometheusError::Tls(format!("PROMETHEUS_SERVER_NAME {name:?}: {e}"))
-                })?;
-                Arc::new(ServerNameOverride { inner, name })
-            }
-            None => inner,
-        }
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| PrometheusError::Tls(e.to_string()))?,
+        )
     };
+    let server_name =
+        match &args.server_name {
+            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|e| {
+                PrometheusError::Tls(format!("PROMETHEUS_SERVER_NAME {name:?}: {e}"))
+            })?),
+            None => None,
+        };
+    let verifier = Arc::new(PrometheusVerifier {
+        webpki,
+        server_name,
+        algorithms: provider.signature_verification_algorithms,
+    });
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
@@ -375,19 +353,6 @@ impl PrometheusClient {
             })
             .collect())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out = format!("{out}: {t}");
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use thiserror::Error;
 
+use super::error_chain;
 use super::exposition::{extract, Extraction};
 use super::window::WindowCache;
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
@@ -98,20 +99,6 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Pa
         url: url.to_string(),
     })?;
     Ok(Page { text, truncated })
-}
-
-/// reqwest's top-level message hides the cause ("error sending request"); include the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 pub fn pod_url(pod: &PodTarget) -> String {
