@@ -1,10 +1,14 @@
 //! The shipped binaries as a user runs them: `analyze`, `scrape`, and `serve --standalone` against
 //! `vllm-emulator` pods on loopback addresses, checked through the real HTTPS endpoint.
 
+mod support;
+
 use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::free_port;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 const EMULATOR: &str = env!("CARGO_BIN_EXE_vllm-emulator");
@@ -143,14 +147,6 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn curl_like(ca: &Path, url: &str) -> Option<serde_json::Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pem = std::fs::read(ca).ok()?;
@@ -196,21 +192,8 @@ fn post(url: &str, body: &str) {
 /// Desired replicas per variant as served over HTTPS.
 fn desired(ca: &Path, port: u16) -> Option<Vec<(String, String)>> {
     let v = curl_like(ca, &format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas"))?;
-    let items = v["items"].as_array()?;
-    Some(
-        items
-            .iter()
-            .map(|i| {
-                (
-                    i["metricLabels"]["variant_name"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    i["value"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect(),
-    )
+    v["items"].as_array()?;
+    Some(support::variant_values(&v))
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -8,51 +8,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::ExtendedKeyUsagePurpose;
+
+pub use crate::support::free_port;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A CA on disk that issues certificates into the run directory.
+/// A CA on disk that issues certificates into the run directory (support::Ca, written out as files).
 pub struct Ca {
     pub cert: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
+    inner: crate::support::Ca,
     dir: PathBuf,
 }
 
 impl Ca {
     pub fn new(dir: &Path, name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::CrlSign,
-        ];
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.self_signed(&key).unwrap();
-        let path = dir.join(format!("{name}.crt"));
-        std::fs::write(&path, cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        let inner = crate::support::Ca::new(name);
+        let cert = dir.join(format!("{name}.crt"));
+        std::fs::write(&cert, &inner.pem).unwrap();
         Self {
-            cert: path,
-            issuer: Issuer::new(p, key),
+            cert,
+            inner,
             dir: dir.to_path_buf(),
         }
     }
 
-    /// Issues `name.crt`/`name.key`; returns their paths.
+    /// Issues `name.crt`/`name.key` (SANs that parse as IPs become IP SANs); returns their paths.
     pub fn issue(
         &self,
         name: &str,
@@ -61,31 +42,13 @@ impl Ca {
         sans: &[&str],
         eku: ExtendedKeyUsagePurpose,
     ) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = sans
-            .iter()
-            .map(|s| match s.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(s.to_string().try_into().unwrap()),
-            })
-            .collect();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        for o in orgs {
-            p.distinguished_name.push(DnType::OrganizationName, *o);
-        }
-        p.extended_key_usages = vec![eku];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let leaf = self.inner.leaf(sans, cn, orgs, vec![eku]);
         let (c, k) = (
             self.dir.join(format!("{name}.crt")),
             self.dir.join(format!("{name}.key")),
         );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&c, &leaf.cert_pem).unwrap();
+        std::fs::write(&k, &leaf.key_pem).unwrap();
         (c, k)
     }
 }

@@ -6,6 +6,8 @@
 
 mod harness;
 mod kubelet;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -492,6 +494,21 @@ async fn hpa_condition(
         })
 }
 
+/// Waits for the HPA's `ScalingActive` condition to be True.
+async fn hpa_active(c: &Cluster, hpa: &str, timeout: Duration) {
+    eventually(
+        &format!("HPA {hpa} ScalingActive=True"),
+        timeout,
+        || async {
+            match hpa_condition(&c.client, hpa, "ScalingActive").await {
+                Some((s, _, _)) if s == "True" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
 async fn wait_replicas(c: &Cluster, name: &str, want: i32, timeout: Duration) -> Duration {
     let start = Instant::now();
     eventually(&format!("{name} at {want} replicas"), timeout, || async {
@@ -585,17 +602,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         "{list}"
     );
     for hpa in ["qwen-l40s-v05", "qwen-h100-v041"] {
-        eventually(
-            &format!("HPA {hpa} ScalingActive=True"),
-            Duration::from_secs(90),
-            || async {
-                match hpa_condition(&c.client, hpa, "ScalingActive").await {
-                    Some((s, r, m)) if s == "True" => Ok((r, m)),
-                    other => Err(format!("{other:?}")),
-                }
-            },
-        )
-        .await;
+        hpa_active(c, hpa, Duration::from_secs(90)).await;
     }
     eprintln!("e2e[2] v0.4.1 and v0.5 HPAs ScalingActive=True");
 
@@ -679,17 +686,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     );
     never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(10)).await;
     k.control.lock().unwrap().faults.clear();
-    eventually(
-        "HPA recovering after the pod answers again",
-        Duration::from_secs(90),
-        || async {
-            match hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive").await {
-                Some((s, _, _)) if s == "True" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    hpa_active(c, "qwen-l40s-v05", Duration::from_secs(90)).await;
     eprintln!("e2e[5b] hung pod: HPA reported FailedGetExternalMetric, no scale-down, recovered");
     // (c) Our server restarted mid-run, under load.
     set_load(k, "qwen-l40s", 30);
@@ -699,17 +696,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     set_load(k, "qwen-l40s", 0);
     never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(12)).await;
     c.start_server();
-    eventually(
-        "HPA active again after the server restart",
-        Duration::from_secs(90),
-        || async {
-            match hpa_condition(&c.client, "qwen-l40s-v05", "ScalingActive").await {
-                Some((s, _, _)) if s == "True" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    hpa_active(c, "qwen-l40s-v05", Duration::from_secs(90)).await;
     eprintln!("e2e[5c] server restart: no scale-down while it was down, recovered");
     // (d) The status Lease moves to the other replica when its holder stops, and status keeps being written.
     let holder = eventually("a status Lease holder", Duration::from_secs(30), || async {
@@ -926,24 +913,7 @@ fn served_by(c: &Cluster, port: u16) -> Vec<(String, String)> {
         .arg(format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas"))
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|i| {
-                    (
-                        i["metricLabels"]["variant_name"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string(),
-                        i["value"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    support::variant_values(&serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
 }
 
 /// Operating it: VA status written back (kubectl get va), events recorded, both replicas agreeing.

@@ -20,6 +20,33 @@ use rcgen::{
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `(variant_name, value)` of every item of an ExternalMetricValueList.
+pub fn variant_values(list: &Value) -> Vec<(String, String)> {
+    let field = |v: &Value| v.as_str().unwrap_or("").to_string();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        field(&i["metricLabels"]["variant_name"]),
+                        field(&i["value"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
