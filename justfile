@@ -34,8 +34,10 @@ e2e:
 bench:
     cargo bench --bench decision --bench parse
 
-# Fuzz the exposition parser (needs nightly and cargo-fuzz): just fuzz 60
+# Fuzz the exposition parser, seeded with the real captures (needs `rustup toolchain install nightly` and
+# `cargo install cargo-fuzz`): just fuzz 300
 fuzz seconds="60":
+    mkdir -p fuzz/corpus/exposition && cp tests/fixtures/*.txt fuzz/corpus/exposition/
     cargo +nightly fuzz run exposition -- -max_total_time={{seconds}}
 
 # Container image (needs a Docker engine).
