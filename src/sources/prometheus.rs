@@ -97,6 +97,9 @@ pub fn load_queries(namespace: &str, model: &str) -> [(&'static str, String); 5]
     ]
 }
 
+/// Largest Prometheus API response read.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
 /// How often the (slower-moving) load figures are refreshed.
 const LOAD_EVERY: Duration = Duration::from_secs(30);
 
@@ -315,9 +318,19 @@ impl PrometheusClient {
         if let Some(t) = self.token()? {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| err(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
+        // Bounded read: a per-pod peak query over a large fleet is a few MB at most; anything far larger is
+        // a misdirected URL or a runaway query, not something to buffer.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| err(error_chain(&e)))? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(err(format!(
+                    "HTTP {status}: response larger than {MAX_RESPONSE_BYTES} bytes; refusing it"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let parsed: ApiResponse = serde_json::from_slice(&bytes).map_err(|e| {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
             err(format!(
