@@ -379,6 +379,21 @@ fn empty_decision(config: SaturationConfig) -> ModelDecision {
     }
 }
 
+/// A variant's item labels as the selector sees them, without building a map: the request path
+/// evaluates the selector against every variant of the namespace.
+struct ItemLabels<'a>(&'a Variant);
+
+impl crate::server::selector::Labels for ItemLabels<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "variant_name" => Some(&self.0.name),
+            "namespace" | "exported_namespace" => Some(&self.0.namespace),
+            "accelerator_type" => Some(&self.0.accelerator),
+            _ => None,
+        }
+    }
+}
+
 pub fn item_labels(v: &Variant) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("variant_name".to_string(), v.name.clone()),
@@ -411,12 +426,10 @@ impl MetricsProvider for Engine {
                 "the cluster state has not been loaded yet; retry in a few seconds".into(),
             ));
         }
-        let matching: Vec<(&Variant, BTreeMap<String, String>)> = snapshot
+        let matching: Vec<&Variant> = snapshot
             .variants
             .iter()
-            .filter(|v| v.namespace == namespace)
-            .map(|v| (v, item_labels(v)))
-            .filter(|(_, labels)| selector.matches(labels))
+            .filter(|v| v.namespace == namespace && selector.matches(&ItemLabels(v)))
             .collect();
         if matching.is_empty() {
             let excluded: Vec<String> = snapshot
@@ -454,7 +467,7 @@ impl MetricsProvider for Engine {
 
         let mut reports: BTreeMap<&str, ModelReport> = BTreeMap::new();
         if kind != MetricKind::CurrentReplicas {
-            for (v, _) in &matching {
+            for v in &matching {
                 if !reports.contains_key(v.model_id.as_str()) {
                     let report = self.report(&snapshot, namespace, &v.model_id);
                     if let Some(why) = &report.unavailable {
@@ -465,7 +478,7 @@ impl MetricsProvider for Engine {
             }
         }
         let mut items = Vec::with_capacity(matching.len());
-        for (v, labels) in matching {
+        for v in matching {
             let current = v.ready_replicas;
             let desired = reports
                 .get(v.model_id.as_str())
@@ -485,7 +498,7 @@ impl MetricsProvider for Engine {
             let value_milli =
                 milli_from_f64(value).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
             items.push(MetricItem {
-                labels,
+                labels: item_labels(v),
                 value_milli,
             });
         }

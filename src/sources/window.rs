@@ -20,13 +20,21 @@ struct PodWindow {
     models: HashMap<String, VecDeque<(Instant, ModelSignals)>>,
 }
 
+/// Pods by namespace, then name: lookups on the request path borrow the names instead of allocating a key.
+type Pods = HashMap<String, HashMap<String, PodWindow>>;
+
 pub struct WindowCache {
     lookback: Duration,
-    pods: RwLock<HashMap<PodKey, PodWindow>>,
+    pods: RwLock<Pods>,
 }
 
-fn key(pod: &PodTarget) -> PodKey {
-    (pod.namespace.clone(), pod.name.clone())
+fn get<'a>(map: &'a Pods, pod: &PodTarget) -> Option<&'a PodWindow> {
+    map.get(pod.namespace.as_str())?.get(pod.name.as_str())
+}
+
+fn get_mut<'a>(map: &'a mut Pods, pod: &PodTarget) -> Option<&'a mut PodWindow> {
+    map.get_mut(pod.namespace.as_str())?
+        .get_mut(pod.name.as_str())
 }
 
 impl WindowCache {
@@ -39,23 +47,32 @@ impl WindowCache {
 
     /// Keeps exactly the given pods; returns the ones forgotten.
     pub fn retain(&self, pods: &[PodTarget], now: Instant) -> Vec<PodKey> {
-        let wanted: std::collections::HashSet<PodKey> = pods.iter().map(key).collect();
-        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        let gone: Vec<PodKey> = map
-            .keys()
-            .filter(|k| !wanted.contains(*k))
-            .cloned()
+        let wanted: std::collections::HashSet<(&str, &str)> = pods
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str()))
             .collect();
-        for k in &gone {
-            map.remove(k);
-        }
-        for k in wanted {
-            map.entry(k).or_insert_with(|| PodWindow {
-                first_tracked: now,
-                last_success: None,
-                last_error: None,
-                models: HashMap::new(),
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        for (ns, by_name) in map.iter_mut() {
+            by_name.retain(|name, _| {
+                let keep = wanted.contains(&(ns.as_str(), name.as_str()));
+                if !keep {
+                    gone.push((ns.clone(), name.clone()));
+                }
+                keep
             });
+        }
+        map.retain(|_, by_name| !by_name.is_empty());
+        for (ns, name) in wanted {
+            map.entry(ns.to_string())
+                .or_default()
+                .entry(name.to_string())
+                .or_insert_with(|| PodWindow {
+                    first_tracked: now,
+                    last_success: None,
+                    last_error: None,
+                    models: HashMap::new(),
+                });
         }
         gone
     }
@@ -68,7 +85,7 @@ impl WindowCache {
         models: &std::collections::BTreeMap<String, ModelSignals>,
     ) {
         let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = map.get_mut(&key(pod)) else {
+        let Some(w) = get_mut(&mut map, pod) else {
             return;
         };
         w.last_success = Some(at);
@@ -92,18 +109,23 @@ impl WindowCache {
     /// Records a failed scrape. The samples already in the window stay: a failure is never a zero.
     pub fn record_error(&self, pod: &PodTarget, error: String) {
         let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = map.get_mut(&key(pod)) {
+        if let Some(w) = get_mut(&mut map, pod) {
             w.last_error = Some(error);
         }
     }
 
     pub fn tracked(&self) -> usize {
-        self.pods.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
         let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = map.get(&key(pod)) else {
+        let Some(w) = get(&map, pod) else {
             return Lookup::Missing {
                 since: Duration::ZERO,
                 reason: "not scraped yet".into(),
