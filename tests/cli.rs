@@ -148,6 +148,10 @@ impl Drop for Kill {
 }
 
 fn curl_like(ca: &Path, url: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&https_text(ca, url)?).ok()
+}
+
+fn https_text(ca: &Path, url: &str) -> Option<String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pem = std::fs::read(ca).ok()?;
     let mut roots = rustls::RootCertStore::empty();
@@ -167,7 +171,7 @@ fn curl_like(ca: &Path, url: &str) -> Option<serde_json::Value> {
             .timeout(Duration::from_secs(5))
             .build()
             .ok()?;
-        c.get(url).send().await.ok()?.json().await.ok()
+        c.get(url).send().await.ok()?.text().await.ok()
     })
 }
 
@@ -295,6 +299,50 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
             ("qwen-h100".into(), "1".into()),
             ("qwen-l40s".into(), "3".into())
         ])
+    );
+
+    // WVA's gauges on our /metrics follow the decisions.
+    wait_for(
+        "inferno_desired_replicas gauges on /metrics",
+        Duration::from_secs(20),
+        || {
+            https_text(&ca, &format!("https://127.0.0.1:{port}/metrics")).is_some_and(|t| {
+                t.lines().any(|l| {
+                    l.starts_with("inferno_desired_replicas{")
+                        && l.contains("variant_name=\"qwen-l40s\"")
+                        && l.ends_with(" 3.0")
+                }) && t.lines().any(|l| {
+                    l.starts_with("wva_current_replicas{")
+                        && l.contains("variant_name=\"qwen-h100\"")
+                        && l.ends_with(" 1.0")
+                })
+            })
+        },
+    );
+
+    // A valid edit is picked up: the L40S Deployment now has 5 ready of 5 but only 2 pods are seen, so
+    // the model holds at spec.replicas.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "replicas: 2\n  selector: {matchLabels: {app: qwen-l40s}}",
+            "replicas: 5\n  selector: {matchLabels: {app: qwen-l40s}}",
+        )
+        .replace(
+            "status: {replicas: 2, readyReplicas: 2}",
+            "status: {replicas: 5, readyReplicas: 5}",
+        );
+    std::fs::write(&file, text).unwrap();
+    wait_for(
+        "the edited file to be served",
+        Duration::from_secs(20),
+        || {
+            desired(&ca, port)
+                == Some(vec![
+                    ("qwen-h100".into(), "1".into()),
+                    ("qwen-l40s".into(), "5".into()),
+                ])
+        },
     );
 }
 

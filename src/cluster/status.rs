@@ -534,6 +534,31 @@ mod tests {
     }
 
     #[test]
+    fn gauges_follow_views_and_disappear_with_the_variant() {
+        let metrics = Metrics::new();
+        let mut known = BTreeSet::new();
+        let mut other = view(Some(1));
+        other.name = "w".into();
+        update_gauges(&metrics, &[view(Some(3)), other], &mut known);
+        let text = metrics.encode();
+        assert!(text.contains(r#"inferno_desired_replicas{variant_name="v",namespace="ns",accelerator_type="H100"} 3.0"#), "{text}");
+        assert!(
+            text.contains(
+                r#"wva_desired_ratio{variant_name="v",namespace="ns",accelerator_type="H100"} 1.5"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"variant_name="w""#));
+        update_gauges(&metrics, &[view(Some(2))], &mut known);
+        let text = metrics.encode();
+        assert!(
+            !text.contains(r#"variant_name="w""#),
+            "a variant that is gone leaves no series: {text}"
+        );
+        assert!(text.contains(r#"inferno_desired_replicas{variant_name="v",namespace="ns",accelerator_type="H100"} 2.0"#));
+    }
+
+    #[test]
     fn events_on_change_only() {
         let e = event_for(&view(Some(3)), Some(2), None).unwrap();
         assert_eq!(
