@@ -135,6 +135,14 @@ pub struct ApiState {
     pub resource_version: u64,
     /// Leases by name, with their resourceVersion.
     pub leases: BTreeMap<String, Value>,
+    /// VariantAutoscalings by name (GET returns them; status patches are recorded).
+    pub vas: BTreeMap<String, Value>,
+    /// Status patches received: (name, query string, body).
+    pub status_patches: Vec<(String, String, Value)>,
+    /// The next this-many status patches fail with 500.
+    pub fail_status_patches: usize,
+    /// Events received (events.k8s.io/v1).
+    pub events: Vec<Value>,
 }
 
 pub struct FakeKubeApi {
@@ -276,6 +284,45 @@ async fn replace_lease(
     Json(body).into_response()
 }
 
+async fn get_va(
+    State(s): State<Shared>,
+    axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match s.state.lock().unwrap().vas.get(&name) {
+        Some(v) => Json(v.clone()).into_response(),
+        None => status(404, "NotFound"),
+    }
+}
+
+async fn patch_va_status(
+    State(s): State<Shared>,
+    axum::extract::Path((_ns, name)): axum::extract::Path<(String, String)>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let mut st = s.state.lock().unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    st.status_patches.push((
+        name.clone(),
+        uri.query().unwrap_or("").to_string(),
+        body.clone(),
+    ));
+    if st.fail_status_patches > 0 {
+        st.fail_status_patches -= 1;
+        return status(500, "InternalError");
+    }
+    let Some(va) = st.vas.get_mut(&name) else {
+        return status(404, "NotFound");
+    };
+    va["status"] = body["status"].clone();
+    Json(va.clone()).into_response()
+}
+
+async fn create_event(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    s.state.lock().unwrap().events.push(body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
 impl FakeKubeApi {
     pub async fn start(state: ApiState) -> Self {
         let (events, _) = broadcast::channel(16);
@@ -300,6 +347,18 @@ impl FakeKubeApi {
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
                 get(get_lease).put(replace_lease),
+            )
+            .route(
+                "/apis/llmd.ai/v1alpha1/namespaces/{ns}/variantautoscalings/{name}",
+                get(get_va),
+            )
+            .route(
+                "/apis/llmd.ai/v1alpha1/namespaces/{ns}/variantautoscalings/{name}/status",
+                axum::routing::patch(patch_va_status),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(create_event),
             )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

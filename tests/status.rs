@@ -1,0 +1,214 @@
+//! The status writer against a test double of the Kubernetes API: server-side-apply patches on the
+//! status subresource only, retried with backoff after failures, an event when the recommendation
+//! changes, and the Lease deciding who writes.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+use wva_metrics_server::cluster::leader::LeaderElector;
+use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::status::StatusWriter;
+use wva_metrics_server::engine::Engine;
+use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
+use wva_metrics_server::telemetry::Metrics;
+
+struct Busy;
+impl SampleSource for Busy {
+    fn lookup(&self, _: &PodTarget, _: &str) -> Lookup {
+        Lookup::Fresh(PodSample {
+            kv_cache_usage: 0.95,
+            queue_length: 9.0,
+            running_requests: None,
+            age: Duration::from_secs(1),
+            source: SourceKind::Pods,
+        })
+    }
+}
+
+#[tokio::test]
+async fn status_patches_are_retried_and_events_recorded() {
+    install_provider();
+    let va = json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+        "metadata": {"name": "v1", "namespace": "ns", "uid": "uid-v1", "labels": {"inference.optimization/acceleratorName": "H100"}},
+        "spec": {"modelID": "m"},
+        "status": {"desiredOptimizedAlloc": {"numReplicas": 2, "accelerator": "H100", "lastRunTime": "2026-01-01T00:00:00Z"},
+                   "conditions": [{"type": "MetricsAvailable", "status": "True", "reason": "MetricsFound", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let api = FakeKubeApi::start(ApiState {
+        vas: [("v1".to_string(), va)].into(),
+        fail_status_patches: 2,
+        ..Default::default()
+    })
+    .await;
+    let pod = |n: &str| PodTarget {
+        namespace: "ns".into(),
+        name: n.into(),
+        ip: "127.0.0.1".into(),
+        port: 1,
+        path: "/metrics".into(),
+    };
+    let snap = Snapshot {
+        variants: vec![Variant {
+            namespace: "ns".into(),
+            name: "v1".into(),
+            model_id: "m".into(),
+            accelerator: "H100".into(),
+            cost: 10.0,
+            deployment: "v1".into(),
+            spec_replicas: 2,
+            ready_replicas: 2,
+            pods: vec![pod("v1-a"), pod("v1-b")],
+        }],
+        excluded: vec![],
+        synced: true,
+    };
+    let engine = Arc::new(Engine::new(
+        snapshot::shared(snap),
+        Arc::new(Busy),
+        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Duration::from_secs(120),
+    ));
+    let writer = StatusWriter {
+        client: api.client(),
+        engine,
+        elector: LeaderElector::new(
+            api.client(),
+            "wva",
+            "wva-metrics-server-status",
+            "replica-a",
+            Duration::from_secs(15),
+        ),
+        metrics: Metrics::new(),
+        interval: Duration::from_secs(60),
+        tick: Duration::from_millis(100),
+    };
+    let task = tokio::spawn(writer.run());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = api.state.lock().unwrap().vas["v1"]["status"]["desiredOptimizedAlloc"]
+            ["numReplicas"]
+            == 3;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never written: {:?}",
+            api.state.lock().unwrap().status_patches.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    let st = api.state.lock().unwrap();
+    // Two failures, then success: retried, with growing backoff between attempts.
+    assert!(st.status_patches.len() >= 3, "{}", st.status_patches.len());
+    let (name, query, body) = &st.status_patches[2];
+    assert_eq!(name, "v1");
+    assert!(
+        query.contains("fieldManager=wva-metrics-server") && query.contains("force=true"),
+        "server-side apply: {query}"
+    );
+    assert!(body.get("spec").is_none(), "never writes the spec: {body}");
+    assert_eq!(body["status"]["desiredOptimizedAlloc"]["numReplicas"], 3);
+    let conditions = body["status"]["conditions"].as_array().unwrap();
+    let metrics = conditions
+        .iter()
+        .find(|c| c["type"] == "MetricsAvailable")
+        .unwrap();
+    assert_eq!(
+        metrics["lastTransitionTime"], "2026-01-01T00:00:00Z",
+        "unchanged condition keeps its transition time"
+    );
+    let ready = conditions
+        .iter()
+        .find(|c| c["type"] == "OptimizationReady")
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("OptimizationSucceeded"))
+    );
+    // The recommendation went 2 → 3: one ScaleUpRecommended event on the VA.
+    let ups: Vec<_> = st
+        .events
+        .iter()
+        .filter(|e| e["reason"] == "ScaleUpRecommended")
+        .collect();
+    assert_eq!(ups.len(), 1, "{:?}", st.events);
+    assert_eq!(ups[0]["regarding"]["name"], "v1");
+    assert!(
+        ups[0]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("desired replicas 2 → 3"),
+        "{}",
+        ups[0]
+    );
+    assert_eq!(
+        st.leases["wva-metrics-server-status"]["spec"]["holderIdentity"],
+        "replica-a"
+    );
+}
+
+#[tokio::test]
+async fn followers_do_not_write() {
+    install_provider();
+    let api = FakeKubeApi::start(ApiState::default()).await;
+    // Someone else holds a fresh lease.
+    let other = LeaderElector::new(
+        api.client(),
+        "wva",
+        "wva-metrics-server-status",
+        "replica-b",
+        Duration::from_secs(30),
+    );
+    assert!(other.try_acquire_or_renew().await.unwrap());
+    let snap = Snapshot {
+        variants: vec![Variant {
+            namespace: "ns".into(),
+            name: "v1".into(),
+            model_id: "m".into(),
+            accelerator: "H100".into(),
+            cost: 10.0,
+            deployment: "v1".into(),
+            spec_replicas: 0,
+            ready_replicas: 0,
+            pods: vec![],
+        }],
+        excluded: vec![],
+        synced: true,
+    };
+    let engine = Arc::new(Engine::new(
+        snapshot::shared(snap),
+        Arc::new(Busy),
+        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Duration::from_secs(120),
+    ));
+    let metrics = Metrics::new();
+    let writer = StatusWriter {
+        client: api.client(),
+        engine,
+        elector: LeaderElector::new(
+            api.client(),
+            "wva",
+            "wva-metrics-server-status",
+            "replica-a",
+            Duration::from_secs(30),
+        ),
+        metrics: metrics.clone(),
+        interval: Duration::from_secs(60),
+        tick: Duration::from_millis(50),
+    };
+    let task = tokio::spawn(writer.run());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    task.abort();
+    assert!(
+        api.state.lock().unwrap().status_patches.is_empty(),
+        "a follower wrote status"
+    );
+    // Followers still keep their gauges current.
+    assert!(metrics.encode().contains(r#"inferno_desired_replicas{variant_name="v1",namespace="ns",accelerator_type="H100"} 0.0"#), "{}", metrics.encode());
+}
