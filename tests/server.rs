@@ -24,26 +24,12 @@ use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::selector::Selector;
 use wva_metrics_server::server::tls::{self, ReloadingCert};
 use wva_metrics_server::server::{serve, ServeOptions};
-use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 use wva_metrics_server::telemetry::Metrics;
 
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 const METRIC_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name%3Dv1";
 
 /// Every pod is busy: KV 0.9, queue 6.
-struct Busy;
-impl SampleSource for Busy {
-    fn lookup(&self, _pod: &PodTarget, _model: &str) -> Lookup {
-        Lookup::Fresh(PodSample {
-            kv_cache_usage: 0.9,
-            queue_length: 6.0,
-            running_requests: Some(4.0),
-            age: Duration::from_secs(1),
-            source: SourceKind::Pods,
-        })
-    }
-}
-
 /// Wraps a provider and takes its time, to have requests in flight during shutdown.
 struct Slow(Arc<dyn MetricsProvider>, Duration);
 impl MetricsProvider for Slow {
@@ -55,31 +41,6 @@ impl MetricsProvider for Slow {
     ) -> Result<Vec<MetricItem>, ProviderError> {
         std::thread::sleep(self.1);
         self.0.external_metric(ns, metric, sel)
-    }
-}
-
-fn snapshot() -> Snapshot {
-    let pod = |n: &str| PodTarget {
-        namespace: "ns".into(),
-        name: n.into(),
-        ip: "127.0.0.1".into(),
-        port: 1,
-        path: "/metrics".into(),
-    };
-    Snapshot {
-        variants: vec![Variant {
-            namespace: "ns".into(),
-            name: "v1".into(),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: "v1".into(),
-            spec_replicas: 2,
-            ready_replicas: 2,
-            pods: vec![pod("v1-a"), pod("v1-b")],
-        }],
-        excluded: vec![],
-        synced: true,
     }
 }
 
@@ -193,8 +154,8 @@ async fn start(slow: Option<Duration>) -> Harness {
     let config = Arc::new(tls::server_config(resolver, provider).unwrap());
 
     let engine: Arc<dyn MetricsProvider> = Arc::new(Engine::new(
-        snapshot::shared(snapshot()),
-        Arc::new(Busy),
+        snapshot::shared(one_variant("v1", 2)),
+        Arc::new(FixedSamples(0.9, 6.0)),
         Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
         Duration::from_secs(120),
     ));
@@ -479,36 +440,16 @@ async fn untrusted_credentials_are_refused() {
         .await;
     assert_eq!(code, 401);
     assert_status(&body, 401, "Unauthorized");
-    assert_eq!(
-        h.get(
-            &anonymous,
-            METRIC_PATH,
-            &[("Authorization", "Bearer good-token")]
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        h.get(
-            &anonymous,
-            METRIC_PATH,
-            &[("Authorization", "Bearer good-token")]
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        h.get(
-            &anonymous,
-            METRIC_PATH,
-            &[("Authorization", "Bearer bad-token")]
-        )
-        .await
-        .0,
-        401
-    );
+    for (token, want) in [("good-token", 200), ("good-token", 200), ("bad-token", 401)] {
+        let auth = format!("Bearer {token}");
+        assert_eq!(
+            h.get(&anonymous, METRIC_PATH, &[("Authorization", auth.as_str())])
+                .await
+                .0,
+            want,
+            "{token}"
+        );
+    }
     assert_eq!(
         h.api.state.lock().unwrap().token_reviews,
         2,
@@ -949,8 +890,8 @@ async fn connection_limit_and_handshake_timeout() {
     use tokio::io::AsyncReadExt;
     install_provider();
     let engine = Engine::new(
-        snapshot::shared(snapshot()),
-        Arc::new(Busy),
+        snapshot::shared(one_variant("v1", 2)),
+        Arc::new(FixedSamples(0.9, 6.0)),
         Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
         Duration::from_secs(120),
     );

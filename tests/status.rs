@@ -10,25 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 use wva_metrics_server::cluster::leader::LeaderElector;
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot;
 use wva_metrics_server::cluster::status::StatusWriter;
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::ScalingConfig;
-use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 use wva_metrics_server::telemetry::Metrics;
-
-struct Busy;
-impl SampleSource for Busy {
-    fn lookup(&self, _: &PodTarget, _: &str) -> Lookup {
-        Lookup::Fresh(PodSample {
-            kv_cache_usage: 0.95,
-            queue_length: 9.0,
-            running_requests: None,
-            age: Duration::from_secs(1),
-            source: SourceKind::Pods,
-        })
-    }
-}
 
 #[tokio::test]
 async fn status_patches_are_retried_and_events_recorded() {
@@ -44,31 +30,10 @@ async fn status_patches_are_retried_and_events_recorded() {
         ..Default::default()
     })
     .await;
-    let pod = |n: &str| PodTarget {
-        namespace: "ns".into(),
-        name: n.into(),
-        ip: "127.0.0.1".into(),
-        port: 1,
-        path: "/metrics".into(),
-    };
-    let snap = Snapshot {
-        variants: vec![Variant {
-            namespace: "ns".into(),
-            name: "v1".into(),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: "v1".into(),
-            spec_replicas: 2,
-            ready_replicas: 2,
-            pods: vec![pod("v1-a"), pod("v1-b")],
-        }],
-        excluded: vec![],
-        synced: true,
-    };
+    let snap = one_variant("v1", 2);
     let engine = Arc::new(Engine::new(
         snapshot::shared(snap),
-        Arc::new(Busy),
+        Arc::new(FixedSamples(0.95, 9.0)),
         Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
         Duration::from_secs(120),
     ));
@@ -166,24 +131,10 @@ async fn followers_do_not_write() {
         Duration::from_secs(30),
     );
     assert!(other.try_acquire_or_renew().await.unwrap());
-    let snap = Snapshot {
-        variants: vec![Variant {
-            namespace: "ns".into(),
-            name: "v1".into(),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: "v1".into(),
-            spec_replicas: 0,
-            ready_replicas: 0,
-            pods: vec![],
-        }],
-        excluded: vec![],
-        synced: true,
-    };
+    let snap = one_variant("v1", 0);
     let engine = Arc::new(Engine::new(
         snapshot::shared(snap),
-        Arc::new(Busy),
+        Arc::new(FixedSamples(0.95, 9.0)),
         Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
         Duration::from_secs(120),
     ));

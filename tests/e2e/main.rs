@@ -494,6 +494,19 @@ async fn hpa_condition(
         })
 }
 
+/// Waits until the Deployment's `spec.replicas` is at least `min`.
+async fn wait_at_least(c: &Cluster, name: &str, min: i32, what: &str, timeout: Duration) {
+    eventually(what, timeout, || async {
+        let (spec, _) = replicas(&c.client, name).await;
+        if spec >= min {
+            Ok(())
+        } else {
+            Err(format!("{name} spec {spec}"))
+        }
+    })
+    .await
+}
+
 /// Waits for the HPA's `ScalingActive` condition to be True.
 async fn hpa_active(c: &Cluster, hpa: &str, timeout: Duration) {
     eventually(
@@ -748,17 +761,12 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: wva-saturation-scaling-config, namespace: wva-metrics-server}}\ndata:\n  default: |\n{body}")
     };
     c.apply(&cm("    queueSpareTrigger: 6\n"));
-    eventually(
+    wait_at_least(
+        c,
+        "qwen-l40s-decode",
+        2,
         "idle model scaled up by the ConfigMap's trigger",
         Duration::from_secs(90),
-        || async {
-            let (spec, _) = replicas(&c.client, "qwen-l40s-decode").await;
-            if spec >= 2 {
-                Ok(())
-            } else {
-                Err(format!("spec {spec}"))
-            }
-        },
     )
     .await;
     c.apply(&cm("    queueSpareTrigger: 6\n    kvSpareTrigger: 0.95\n"));
@@ -1041,17 +1049,12 @@ async fn tolerance(c: &Cluster, k: &kubelet::Kubelet) {
         r#"{"spec": {"behavior": {"scaleUp": {"tolerance": "0.05"}}}}"#,
     ])
     .unwrap();
-    eventually(
+    wait_at_least(
+        c,
+        "tol-decode",
+        12,
         "tol-decode scaled past 11 with tolerance 0.05",
         Duration::from_secs(60),
-        || async {
-            let (spec, _) = replicas(&c.client, "tol-decode").await;
-            if spec >= 12 {
-                Ok(())
-            } else {
-                Err(format!("spec {spec}"))
-            }
-        },
     )
     .await;
     set_load(k, "tol", 0);

@@ -47,6 +47,57 @@ pub fn variant_values(list: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Every pod reports the same KV-cache usage and queue (a store "filled directly").
+pub struct FixedSamples(pub f64, pub f64);
+
+impl wva_metrics_server::sources::SampleSource for FixedSamples {
+    fn lookup(
+        &self,
+        _: &wva_metrics_server::cluster::snapshot::PodTarget,
+        _: &str,
+    ) -> wva_metrics_server::sources::Lookup {
+        wva_metrics_server::sources::Lookup::Fresh(wva_metrics_server::sources::PodSample {
+            kv_cache_usage: self.0,
+            queue_length: self.1,
+            running_requests: None,
+            age: std::time::Duration::from_secs(1),
+            source: wva_metrics_server::sources::SourceKind::Pods,
+        })
+    }
+}
+
+pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::snapshot::PodTarget {
+    wva_metrics_server::cluster::snapshot::PodTarget {
+        namespace: namespace.into(),
+        name: name.into(),
+        ip: "127.0.0.1".into(),
+        port: 1,
+        path: "/metrics".into(),
+    }
+}
+
+/// A synced snapshot with one variant `name` of model `m` in namespace `ns` (H100, cost 10), its Deployment at
+/// `replicas` spec and ready, and that many pods.
+pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::snapshot::Snapshot {
+    wva_metrics_server::cluster::snapshot::Snapshot {
+        variants: vec![wva_metrics_server::cluster::snapshot::Variant {
+            namespace: "ns".into(),
+            name: name.into(),
+            model_id: "m".into(),
+            accelerator: "H100".into(),
+            cost: 10.0,
+            deployment: name.into(),
+            spec_replicas: replicas as i64,
+            ready_replicas: replicas as i64,
+            pods: (0..replicas)
+                .map(|i| pod_target("ns", &format!("{name}-{i}")))
+                .collect(),
+        }],
+        excluded: vec![],
+        synced: true,
+    }
+}
+
 pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
