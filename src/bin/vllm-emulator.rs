@@ -26,7 +26,8 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Parser, Clone)]
 #[command(
     name = "vllm-emulator",
-    about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests"
+    about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests (not a model server)",
+    after_help = "Per pod: GET /metrics, POST /v1/completions, and for scripted load and faults:\n  POST /emulator/load   {\"inFlight\": 40}   hold 40 synthetic requests in flight\n  POST /emulator/fault  {\"metrics\": \"ok\" | \"hang\" | \"error\" | \"garbage\"}\n  GET  /emulator/state"
 )]
 struct Args {
     /// Address of one emulated pod (repeatable): --listen 127.0.0.2:8000 --listen 127.0.0.3:8000
