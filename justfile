@@ -32,7 +32,7 @@ e2e:
 
 # Benchmarks: figures and ratios against baselines measured in the same run.
 bench:
-    cargo bench --bench decision --bench parse
+    cargo bench --bench decision --bench parse --bench request
 
 # Fuzz the exposition parser, seeded with the real captures (needs `rustup toolchain install nightly` and
 # `cargo install cargo-fuzz`): just fuzz 300
