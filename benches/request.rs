@@ -10,10 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use wva_metrics_server::auth::config::{AuthConfig, AuthOverrides};
 use wva_metrics_server::auth::review::{Attributes, BoxFuture, Reviewer};
 use wva_metrics_server::auth::{Auth, Decision, UserInfo};
@@ -60,33 +59,6 @@ impl SampleSource for Moderate {
             source: SourceKind::Pods,
         })
     }
-}
-
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.distinguished_name.push(DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(p, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'static, KeyPair>,
-    cn: &str,
-    sans: Vec<String>,
-    eku: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(sans).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.extended_key_usages = vec![eku];
-    let cert = p.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 /// `variants` variants in models of two, two pods each, one namespace.
@@ -204,10 +176,11 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let provider = tls::provider();
-        let (serving_ca, serving_issuer) = ca("serving");
-        let (front_ca, front_issuer) = ca("front-proxy");
-        let (cert, key) = leaf(&serving_issuer, "127.0.0.1", vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
-        let (fp_cert, fp_key) = leaf(&front_issuer, "front-proxy-client", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+        let serving = support::Ca::new("serving");
+        let front = support::Ca::new("front-proxy");
+        let server_leaf = serving.server(&["127.0.0.1"]);
+        let fp = front.client("front-proxy-client", &[]);
+        let (serving_ca, front_ca, cert, key, fp_cert, fp_key) = (serving.pem.clone(), front.pem.clone(), server_leaf.cert_pem, server_leaf.key_pem, fp.cert_pem, fp.key_pem);
         let dir = std::env::temp_dir().join(format!("wva-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("tls.crt"), &cert).unwrap();
