@@ -8,8 +8,10 @@
 //! is not built yet.)
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[allow(dead_code)]
+mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -94,72 +96,119 @@ fn snapshot_of(variants: usize) -> Snapshot {
     s
 }
 
-struct Latency {
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    rps: f64,
+/// Our server in this process on its own 2-worker runtime (as the binary runs on 2 cores), serving
+/// `variants` variants with fresh samples for every pod, front-proxy authentication and a warm, allow-all
+/// authorization cache.
+struct InProcess {
+    port: u16,
+    // Kept alive for the server task; dropped (and the server with it) after `stop`.
+    _runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-async fn drive(
-    client: reqwest::Client,
-    urls: Arc<Vec<String>>,
-    tasks: usize,
+impl InProcess {
+    fn start(variants: usize, front_ca: &str, cert_dir: &std::path::Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let provider = tls::provider();
+        let metrics = Metrics::new();
+        let auth = Arc::new(Auth::new(
+            Some(Arc::new(AllowAll)),
+            Duration::from_secs(3600),
+            metrics.clone(),
+        ));
+        let data = std::collections::BTreeMap::from([
+            (
+                "requestheader-client-ca-file".to_string(),
+                front_ca.to_string(),
+            ),
+            (
+                "requestheader-allowed-names".to_string(),
+                r#"["front-proxy-client"]"#.to_string(),
+            ),
+            (
+                "requestheader-username-headers".to_string(),
+                r#"["X-Remote-User"]"#.to_string(),
+            ),
+        ]);
+        auth.set_config(
+            AuthConfig::from_configmap(&data, &AuthOverrides::default(), &provider).unwrap(),
+        );
+        let engine = Engine::new(
+            snapshot::shared(snapshot_of(variants)),
+            Arc::new(Moderate),
+            Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+            Duration::from_secs(120),
+        );
+        let resolver = ReloadingCert::load(
+            &cert_dir.join("tls.crt"),
+            &cert_dir.join("tls.key"),
+            &provider,
+        )
+        .unwrap();
+        let config = Arc::new(tls::server_config(resolver, provider.clone()).unwrap());
+        let state = Arc::new(AppState {
+            provider: Arc::new(engine),
+            auth: Some(auth),
+            metrics,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(serve(
+            listener,
+            config,
+            state,
+            ServeOptions::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            port,
+            _runtime: runtime,
+            stop: Some(tx),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The HPA's request for `variant-{i}` in namespace `ns`.
+fn metric_paths(variants: usize) -> Arc<Vec<String>> {
+    Arc::new(
+        (0..variants)
+            .map(|i| format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name%3Dvariant-{i}"))
+            .collect(),
+    )
+}
+
+/// Latency at a modest, HPA-like concurrency; peak throughput with many requests in flight.
+const LATENCY: (usize, usize) = (4, 2);
+const PEAK: (usize, usize) = (32, 8);
+
+fn shape(
+    http2: bool,
+    (h1_connections, h2_streams): (usize, usize),
     duration: Duration,
-) -> Latency {
-    // Warm up: connections, the authorization cache, the allocator.
-    for u in urls.iter().take(64) {
-        let _ = client
-            .get(u)
-            .header(
-                "X-Remote-User",
-                "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-            )
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await;
-    }
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let (client, urls) = (client.clone(), urls.clone());
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(100_000);
-            let mut i = t;
-            while start.elapsed() < duration {
-                let u = &urls[i % urls.len()];
-                i += tasks;
-                let t0 = Instant::now();
-                let r = client
-                    .get(u)
-                    .header(
-                        "X-Remote-User",
-                        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                let _ = r.bytes().await.unwrap();
-                lat.push(t0.elapsed().as_secs_f64() * 1e6);
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort_by(f64::total_cmp);
-    let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Latency {
-        p50: q(0.50),
-        p99: q(0.99),
-        p999: q(0.999),
-        rps: all.len() as f64 / elapsed,
+) -> load::Shape {
+    load::Shape {
+        http2,
+        connections: if http2 { 2 } else { h1_connections },
+        streams: h2_streams,
+        duration,
     }
 }
 
@@ -169,73 +218,65 @@ fn main() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let seconds: u64 = std::env::var("WVA_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let duration = Duration::from_secs(seconds);
+    let serving = support::Ca::new("serving");
+    let front = support::Ca::new("front-proxy");
+    let server_leaf = serving.server(&["127.0.0.1"]);
+    let fp = front.client("front-proxy-client", &[]);
+    let dir = std::env::temp_dir().join(format!("wva-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &server_leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &server_leaf.key_pem).unwrap();
+    let client_tls = load::client_tls(&serving.pem, Some((&fp.cert_pem, &fp.key_pem)));
+    // The client runs on one thread of its own; the server has two workers. All share this machine's cores.
+    let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let provider = tls::provider();
-        let serving = support::Ca::new("serving");
-        let front = support::Ca::new("front-proxy");
-        let server_leaf = serving.server(&["127.0.0.1"]);
-        let fp = front.client("front-proxy-client", &[]);
-        let (serving_ca, front_ca, cert, key, fp_cert, fp_key) = (serving.pem.clone(), front.pem.clone(), server_leaf.cert_pem, server_leaf.key_pem, fp.cert_pem, fp.key_pem);
-        let dir = std::env::temp_dir().join(format!("wva-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("tls.crt"), &cert).unwrap();
-        std::fs::write(dir.join("tls.key"), &key).unwrap();
-        println!("\n[request] {} | client and server share this machine's cores", std::env::consts::ARCH);
-        println!("[request] {:>8} {:>6} {:>24} {:>10} {:>10} {:>10} {:>10}", "variants", "proto", "path", "p50 µs", "p99 µs", "p999 µs", "req/s");
-        for variants in [1usize, 100, 1000] {
-            let metrics = Metrics::new();
-            let auth = Arc::new(Auth::new(Some(Arc::new(AllowAll)), Duration::from_secs(3600), metrics.clone()));
-            let data = std::collections::BTreeMap::from([
-                ("requestheader-client-ca-file".to_string(), front_ca.clone()),
-                ("requestheader-allowed-names".to_string(), r#"["front-proxy-client"]"#.to_string()),
-            ]);
-            auth.set_config(AuthConfig::from_configmap(&data, &AuthOverrides::default(), &provider).unwrap());
-            let engine = Engine::new(snapshot::shared(snapshot_of(variants)), Arc::new(Moderate), Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())), Duration::from_secs(120));
-            let resolver = ReloadingCert::load(&dir.join("tls.crt"), &dir.join("tls.key"), &provider).unwrap();
-            let config = Arc::new(tls::server_config(resolver, provider.clone()).unwrap());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let state = Arc::new(AppState { provider: Arc::new(engine), auth: Some(auth), metrics });
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve(listener, config, state, ServeOptions::default(), async {
-                let _ = rx.await;
-            }));
-            let metric_urls: Arc<Vec<String>> = Arc::new(
-                (0..variants.min(1000))
-                    .map(|i| format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name%3Dvariant-{i}"))
-                    .collect(),
-            );
-            let floor_urls = Arc::new(vec![format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1")]);
-            for http2 in [false, true] {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls::pki_types::pem::PemObject::pem_slice_iter(serving_ca.as_bytes()) {
-                    roots.add(c.unwrap()).unwrap();
-                }
-                let certs = rustls::pki_types::pem::PemObject::pem_slice_iter(fp_cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-                let pkey = rustls::pki_types::pem::PemObject::from_pem_slice(fp_key.as_bytes()).unwrap();
-                let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, pkey).unwrap();
-                cfg.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-                let mut b = reqwest::Client::builder().tls_backend_preconfigured(cfg).pool_max_idle_per_host(64);
-                if http2 {
-                    b = b.http2_prior_knowledge();
-                }
-                let client = b.build().unwrap();
-                let proto = if http2 { "h2" } else { "http/1.1" };
-                let floor = drive(client.clone(), floor_urls.clone(), 8, Duration::from_secs(2)).await;
-                let m = drive(client, metric_urls.clone(), 8, Duration::from_secs(2)).await;
-                for (path, r) in [("discovery (floor)", &floor), ("inferno_desired_replicas", &m)] {
-                    println!("[request] {variants:>8} {proto:>6} {path:>24} {:>10.0} {:>10.0} {:>10.0} {:>10.0}", r.p50, r.p99, r.p999, r.rps);
-                }
-                println!("[request] {variants:>8} {proto:>6} {:>24} p99 ratio metric/floor {:.2}x, throughput ratio {:.2}x", "", m.p99 / floor.p99, m.rps / floor.rps);
+    println!("\n[request] {} cores | client (1 thread) and server (2 workers) share them | {seconds} s per row", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("[request] latency at {}×1 (http/1.1) or 2×{} (h2) requests in flight; peak at {}×1 or 2×{}", LATENCY.0, LATENCY.1, PEAK.0, PEAK.1);
+    println!(
+        "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "variants", "proto", "path", "p50 µs", "p99 µs", "p999 µs", "req/s", "peak req/s"
+    );
+    for variants in [1usize, 100, 1000] {
+        let server = InProcess::start(variants, &front.pem, &dir);
+        let target = load::Target {
+            addr: format!("127.0.0.1:{}", server.port).parse().unwrap(),
+            server_name: "127.0.0.1".try_into().unwrap(),
+            tls: client_tls.clone(),
+            headers: vec![(
+                "X-Remote-User".into(),
+                "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
+            )],
+        };
+        let floor_paths = Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]);
+        let paths = metric_paths(variants);
+        for http2 in [false, true] {
+            let proto = if http2 { "h2" } else { "http/1.1" };
+            let mut rows = Vec::new();
+            for (name, p) in [
+                ("discovery (floor)", &floor_paths),
+                ("inferno_desired_replicas", &paths),
+            ] {
+                let lat = client.block_on(load::run(
+                    &target,
+                    p.clone(),
+                    shape(http2, LATENCY, duration),
+                ));
+                let peak =
+                    client.block_on(load::run(&target, p.clone(), shape(http2, PEAK, duration)));
+                println!("[request] {variants:>8} {proto:>8} {name:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}", lat.p50, lat.p99, lat.p999, lat.rps, peak.rps);
+                rows.push((lat, peak));
             }
-            let _ = tx.send(());
-            let _ = server.await;
+            let ((fl, fp), (ml, mp)) = (rows[0], rows[1]);
+            println!("[request] {variants:>8} {proto:>8} {:>26} metric/floor: p99 {:.2}x, peak throughput {:.2}x", "", ml.p99 / fl.p99, mp.rps / fp.rps);
         }
-        let _ = std::fs::remove_dir_all(&dir);
-    });
+        drop(server);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

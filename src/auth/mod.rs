@@ -7,8 +7,8 @@ pub mod config;
 pub mod review;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use axum::http::HeaderMap;
@@ -75,9 +75,61 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// The peer certificate chain of a TLS connection, as a request extension.
+/// How long a connection's verified client certificate is trusted before its chain is checked again.
+/// Within it, a keep-alive connection pays for the signature checks and X.509 parsing once rather than
+/// on every request (they were half of the request path's CPU under load); past it, an expired or
+/// revoked-by-rotation certificate stops working within this bound even on a connection that stays open.
+const CHAIN_VERDICT_TTL: Duration = Duration::from_secs(10);
+
+/// The peer certificate chain of a TLS connection, as a request extension shared by the requests of
+/// that connection, with the outcome of verifying it against the current trust configuration.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificates(pub Option<Arc<Vec<CertificateDer<'static>>>>);
+pub struct PeerCertificates {
+    chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    verdict: Arc<Mutex<Option<ChainVerdict>>>,
+}
+
+impl PeerCertificates {
+    pub fn new(chain: Option<Vec<CertificateDer<'static>>>) -> Self {
+        Self {
+            chain: chain.map(Arc::new),
+            verdict: Arc::default(),
+        }
+    }
+}
+
+/// Outcome of checking a chain against one trust configuration (`config`, compared by identity, so a
+/// CA rotation forces a fresh check).
+#[derive(Debug, Clone)]
+struct ChainVerdict {
+    config: Arc<AuthConfig>,
+    checked: Instant,
+    /// CN of a valid request-header (front-proxy) certificate, or why it is not one.
+    request_header: Option<Result<String, String>>,
+    /// CN and organizations of a valid client-ca certificate, or why it is not one.
+    client_ca: Option<Result<(String, Vec<String>), String>>,
+}
+
+impl ChainVerdict {
+    fn check(config: &Arc<AuthConfig>, chain: &[CertificateDer<'static>]) -> Self {
+        let subject = || subject_of(&chain[0]);
+        Self {
+            config: config.clone(),
+            checked: Instant::now(),
+            request_header: config.request_header.as_ref().map(|rh| {
+                rh.ca
+                    .verify(chain)
+                    .map_err(|e| format!("not a request-header certificate: {e}"))
+                    .and_then(|()| subject().map(|(cn, _)| cn))
+            }),
+            client_ca: config.client_ca.as_ref().map(|ca| {
+                ca.verify(chain)
+                    .map_err(|e| format!("not a client-ca certificate: {e}"))
+                    .and_then(|()| subject())
+            }),
+        }
+    }
+}
 
 pub struct Auth {
     config: ArcSwapOption<AuthConfig>,
@@ -152,26 +204,36 @@ impl Auth {
             )
         })?;
         let mut failures = Vec::new();
-        if let Some(chain) = peer.0.as_deref() {
+        if let Some(chain) = peer.chain.as_deref().filter(|c| !c.is_empty()) {
+            let verdict = {
+                let mut memo = peer.verdict.lock().unwrap_or_else(|p| p.into_inner());
+                match memo.as_ref() {
+                    Some(v)
+                        if Arc::ptr_eq(&v.config, &config)
+                            && v.checked.elapsed() < CHAIN_VERDICT_TTL =>
+                    {
+                        v.clone()
+                    }
+                    _ => memo.insert(ChainVerdict::check(&config, chain)).clone(),
+                }
+            };
             // 1. Front-proxy: the chain leads to the request-header CA and the CN is allowed.
-            if let Some(rh) = &config.request_header {
-                match rh.ca.verify(chain) {
-                    Ok(()) => {
-                        let (cn, _) = subject_of(&chain[0]).map_err(AuthError::Unauthorized)?;
+            if let (Some(rh), Some(outcome)) = (&config.request_header, verdict.request_header) {
+                match outcome {
+                    Ok(cn) => {
                         if !rh.allowed_names.is_empty() && !rh.allowed_names.contains(&cn) {
                             failures.push(format!("request-header client certificate CN {cn:?} is not in requestheader-allowed-names {:?}", rh.allowed_names));
                         } else if let Some(user) = self.user_from_headers(rh, headers) {
                             return Ok(user.with_authenticated_group());
                         }
                     }
-                    Err(e) => failures.push(format!("not a request-header certificate: {e}")),
+                    Err(e) => failures.push(e),
                 }
             }
             // 2. x509 client certificate: user = CN, groups = O.
-            if let Some(ca) = &config.client_ca {
-                match ca.verify(chain) {
-                    Ok(()) => {
-                        let (cn, orgs) = subject_of(&chain[0]).map_err(AuthError::Unauthorized)?;
+            if let Some(outcome) = verdict.client_ca {
+                match outcome {
+                    Ok((cn, orgs)) => {
                         if !cn.is_empty() {
                             return Ok(UserInfo {
                                 username: cn,
@@ -182,7 +244,7 @@ impl Auth {
                         }
                         failures.push("client certificate has an empty CN".into());
                     }
-                    Err(e) => failures.push(format!("not a client-ca certificate: {e}")),
+                    Err(e) => failures.push(e),
                 }
             }
             if config.request_header.is_none() && config.client_ca.is_none() {

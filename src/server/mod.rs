@@ -113,11 +113,11 @@ pub async fn serve(
                     return;
                 }
             };
-            let peer = PeerCertificates(
+            let peer = PeerCertificates::new(
                 tls.get_ref()
                     .1
                     .peer_certificates()
-                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
             );
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let state = state.clone();
