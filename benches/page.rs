@@ -20,7 +20,11 @@ const TOK: &[f64] = &[
 ];
 
 pub fn vllm_page(engines: usize) -> String {
-    let model = "meta-llama/Llama-3.1-8B-Instruct";
+    vllm_page_for("meta-llama/Llama-3.1-8B-Instruct", engines)
+}
+
+/// The same page for another `model_name`.
+pub fn vllm_page_for(model: &str, engines: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# HELP python_gc_objects_collected_total Objects collected during gc\n# TYPE python_gc_objects_collected_total counter");
     for g in 0..3 {

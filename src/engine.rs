@@ -427,9 +427,9 @@ impl MetricsProvider for Engine {
             ));
         }
         let matching: Vec<&Variant> = snapshot
-            .variants
+            .namespace(namespace)
             .iter()
-            .filter(|v| v.namespace == namespace && selector.matches(&ItemLabels(v)))
+            .filter(|v| selector.matches(&ItemLabels(v)))
             .collect();
         if matching.is_empty() {
             let excluded: Vec<String> = snapshot

@@ -56,7 +56,10 @@ pub struct Metrics {
     pub auth_cache: Family<CacheLabels, Counter>,
     pub watch_up: Family<WatchLabels, Gauge>,
     pub watch_errors: Family<WatchLabels, Counter>,
-    pub scrapes: Family<PodLabels, Counter>,
+    /// All successful scrapes: one series, not one per pod, because at 10,000 pods per-pod success
+    /// counters cost megabytes and a label set built per scrape. Failures stay per pod (only failing
+    /// pods appear), since which pod fails is what an operator needs.
+    pub scrapes: Counter,
     pub scrape_failures: Family<PodLabels, Counter>,
     pub connections_rejected: Counter,
     pub tls_handshake_failures: Counter,
@@ -138,10 +141,10 @@ impl Metrics {
             "Watch errors by resource",
             watch_errors.clone(),
         );
-        let scrapes = Family::<PodLabels, Counter>::default();
+        let scrapes = Counter::default();
         own.register(
             "pod_scrapes",
-            "Successful pod metric scrapes",
+            "Successful pod metric scrapes (all pods)",
             scrapes.clone(),
         );
         let scrape_failures = Family::<PodLabels, Counter>::default();
@@ -223,7 +226,6 @@ impl Metrics {
             namespace: namespace.into(),
             pod: pod.into(),
         };
-        self.scrapes.remove(&l);
         self.scrape_failures.remove(&l);
     }
 

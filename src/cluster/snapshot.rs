@@ -63,15 +63,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Variants of one model in one namespace.
-    pub fn model<'a>(
-        &'a self,
-        namespace: &'a str,
-        model_id: &'a str,
-    ) -> impl Iterator<Item = &'a Variant> + 'a {
-        self.variants
-            .iter()
-            .filter(move |v| v.namespace == namespace && v.model_id == model_id)
+    /// Variants of one namespace: a slice of the sorted list, found by binary search, because the request
+    /// path looks this up on every call and a linear scan costs microseconds at thousands of variants.
+    pub fn namespace(&self, namespace: &str) -> &[Variant] {
+        debug_assert!(
+            self.variants.is_sorted_by(|a, b| {
+                (&a.namespace, &a.model_id, &a.name) <= (&b.namespace, &b.model_id, &b.name)
+            }),
+            "Snapshot.variants must be sorted by (namespace, model, name)"
+        );
+        let start = self
+            .variants
+            .partition_point(|v| v.namespace.as_str() < namespace);
+        let len = self.variants[start..].partition_point(|v| v.namespace == namespace);
+        &self.variants[start..start + len]
+    }
+
+    /// Variants of one model in one namespace (a sub-slice of [`Snapshot::namespace`]).
+    pub fn model(&self, namespace: &str, model_id: &str) -> &[Variant] {
+        let in_namespace = self.namespace(namespace);
+        let start = in_namespace.partition_point(|v| v.model_id.as_str() < model_id);
+        let len = in_namespace[start..].partition_point(|v| v.model_id == model_id);
+        &in_namespace[start..start + len]
     }
 
     /// Every pod the scraper should follow, de-duplicated.

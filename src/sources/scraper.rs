@@ -50,13 +50,16 @@ pub struct Page {
 }
 
 /// A client for scraping pods: plain HTTP, no redirects (a redirect from a pod is a misconfiguration
-/// we report, not follow), the given timeout.
+/// we report, not follow), the given timeout, and no idle connections kept: an idle keep-alive
+/// connection holds its grown read buffer (~90 KB after a vLLM page), which made memory grow by that
+/// much per pod (114 MiB at 1,000 pods against 27 MiB without; `benches/fleet.rs`), while a fresh
+/// loopback-or-pod-network connection every scrape interval costs little CPU.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("building the scrape client: {e}"))
 }
@@ -80,7 +83,9 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Pa
             status: resp.status().as_u16(),
         });
     }
-    let mut body: Vec<u8> = Vec::new();
+    // One allocation of the announced size (capped) instead of regrowing through a 50 KB page.
+    let announced = resp.content_length().unwrap_or(0).min(max as u64) as usize;
+    let mut body: Vec<u8> = Vec::with_capacity(announced);
     let mut truncated = false;
     while let Some(chunk) = resp.chunk().await.map_err(req_err)? {
         if body.len() + chunk.len() > max {
@@ -158,10 +163,6 @@ impl Scraper {
 
     async fn scrape_pod(&self, pod: &PodTarget) {
         let url = pod_url(pod);
-        let labels = PodLabels {
-            namespace: pod.namespace.clone(),
-            pod: pod.name.clone(),
-        };
         match fetch(&self.client, &url, self.opts.max_body_bytes).await {
             Ok(page) => {
                 let Extraction { models, warnings } = extract(&page.text);
@@ -171,10 +172,14 @@ impl Scraper {
                 if !warnings.is_empty() {
                     tracing::debug!(pod = %pod.name, %url, count = warnings.len(), first = %warnings[0], "metrics page has malformed lines");
                 }
-                self.metrics.scrapes.get_or_create(&labels).inc();
+                self.metrics.scrapes.inc();
                 self.cache.record(pod, Instant::now(), &models);
             }
             Err(e) => {
+                let labels = PodLabels {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                };
                 self.metrics.scrape_failures.get_or_create(&labels).inc();
                 tracing::debug!(pod = %pod.name, error = %e, "scrape failed");
                 self.cache.record_error(pod, e.to_string());

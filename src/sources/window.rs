@@ -91,8 +91,15 @@ impl WindowCache {
         w.last_success = Some(at);
         w.last_error = None;
         for (model, signals) in models {
-            let q = w.models.entry(model.clone()).or_default();
-            q.push_back((at, *signals));
+            // Look up before inserting: the model is almost always known, and `entry` would allocate
+            // its key on every scrape of every pod.
+            match w.models.get_mut(model) {
+                Some(q) => q.push_back((at, *signals)),
+                None => {
+                    w.models
+                        .insert(model.clone(), VecDeque::from([(at, *signals)]));
+                }
+            }
         }
         let horizon = at.checked_sub(self.lookback);
         for q in w.models.values_mut() {
