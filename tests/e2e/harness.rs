@@ -164,3 +164,111 @@ pub fn binaries() -> PathBuf {
     assert!(out.status.success(), "building the control-plane binaries failed (see the output above); Go 1.24+ and the Go module proxy are needed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+/// etcd and kube-apiserver on loopback, with the cluster CA, service-account keys and an admin
+/// (system:masters) kubeconfig in `dir`.
+pub struct ControlPlane {
+    pub etcd: Proc,
+    pub apiserver: Proc,
+    pub url: String,
+    /// Issues the cluster's client and serving certificates.
+    pub ca: Ca,
+    pub admin_kubeconfig: PathBuf,
+}
+
+/// Starts etcd and kube-apiserver (RBAC, request-header authentication from `front_proxy_ca`, the
+/// aggregator's client certificate `front_proxy_client`) plus `extra_args`; does not wait for readiness.
+pub fn start_control_plane(
+    dir: &Path,
+    bin: &Path,
+    front_proxy_ca: &Path,
+    front_proxy_client: (&Path, &Path),
+    extra_args: &[String],
+) -> ControlPlane {
+    let ca = Ca::new(dir, "cluster-ca");
+    let (api_crt, api_key) = ca.issue(
+        "apiserver",
+        "kube-apiserver",
+        &[],
+        &[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default.svc",
+            "10.0.0.1",
+        ],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (admin_crt, admin_key) = ca.issue(
+        "admin",
+        "admin",
+        &["system:masters"],
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let sa_key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("sa.key"), sa_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem()).unwrap();
+
+    let etcd_port = free_port();
+    let etcd = Proc::spawn(
+        dir,
+        "etcd",
+        &bin.join("etcd"),
+        &[
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()),
+            "--log-level=warn".into(),
+        ],
+    );
+    let api_port = free_port();
+    let p = |x: &Path| x.display().to_string();
+    let mut args = vec![
+        format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--secure-port={api_port}"),
+        format!("--tls-cert-file={}", p(&api_crt)),
+        format!("--tls-private-key-file={}", p(&api_key)),
+        format!("--client-ca-file={}", p(&ca.cert)),
+        format!("--service-account-key-file={}", p(&dir.join("sa.pub"))),
+        format!(
+            "--service-account-signing-key-file={}",
+            p(&dir.join("sa.key"))
+        ),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--authorization-mode=RBAC".into(),
+        format!("--requestheader-client-ca-file={}", p(front_proxy_ca)),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!("--proxy-client-cert-file={}", p(front_proxy_client.0)),
+        format!("--proxy-client-key-file={}", p(front_proxy_client.1)),
+        format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
+        "--disable-admission-plugins=ServiceAccount".into(),
+    ];
+    args.extend_from_slice(extra_args);
+    let apiserver = Proc::spawn(dir, "kube-apiserver", &bin.join("kube-apiserver"), &args);
+    let url = format!("https://127.0.0.1:{api_port}");
+    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    kubeconfig(
+        &admin_kubeconfig,
+        &url,
+        &ca.cert,
+        BTreeMap::from([
+            ("client-certificate", p(&admin_crt)),
+            ("client-key", p(&admin_key)),
+        ]),
+    );
+    ControlPlane {
+        etcd,
+        apiserver,
+        url,
+        ca,
+        admin_kubeconfig,
+    }
+}

@@ -114,30 +114,7 @@ async fn start_cluster() -> Cluster {
     eprintln!("e2e: logs and state in {}", dir.display());
     let mut procs = BTreeMap::new();
 
-    // PKI: cluster CA (serving + client certs), service-account keys, front-proxy CA.
-    let ca = Ca::new(&dir, "cluster-ca");
-    let (api_crt, api_key) = ca.issue(
-        "apiserver",
-        "kube-apiserver",
-        &[],
-        &[
-            "127.0.0.1",
-            "localhost",
-            "kubernetes",
-            "kubernetes.default.svc",
-            "10.0.0.1",
-        ],
-        Eku::ServerAuth,
-    );
-    let (admin_crt, admin_key) =
-        ca.issue("admin", "admin", &["system:masters"], &[], Eku::ClientAuth);
-    let (kcm_crt, kcm_key) = ca.issue(
-        "kcm",
-        "system:kube-controller-manager",
-        &[],
-        &[],
-        Eku::ClientAuth,
-    );
+    // PKI: front-proxy CA (the aggregator's client identity); the control plane makes the cluster CA.
     let fp = Ca::new(&dir, "front-proxy-ca");
     let (fp_crt, fp_key) = fp.issue(
         "front-proxy-client",
@@ -146,70 +123,24 @@ async fn start_cluster() -> Cluster {
         &[],
         Eku::ClientAuth,
     );
-    let sa_key = rcgen::KeyPair::generate().unwrap();
-    std::fs::write(dir.join("sa.key"), sa_key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem()).unwrap();
-
-    let etcd_port = free_port();
-    let etcd = Proc::spawn(
+    let cp = start_control_plane(
         &dir,
-        "etcd",
-        &bin.join("etcd"),
-        &[
-            format!("--data-dir={}", dir.join("etcd").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()),
-            "--log-level=warn".into(),
-        ],
+        &bin,
+        &fp.cert,
+        (&fp_crt, &fp_key),
+        &["--feature-gates=HPAConfigurableTolerance=true".into()],
     );
-    procs.insert("etcd", etcd);
-
-    let api_port = free_port();
+    let ca = cp.ca;
+    procs.insert("etcd", cp.etcd);
+    procs.insert("apiserver", cp.apiserver);
+    let (apiserver_url, admin_kubeconfig) = (cp.url, cp.admin_kubeconfig);
     let p = |x: &Path| x.display().to_string();
-    let apiserver = Proc::spawn(
-        &dir,
-        "kube-apiserver",
-        &bin.join("kube-apiserver"),
-        &[
-            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--secure-port={api_port}"),
-            format!("--tls-cert-file={}", p(&api_crt)),
-            format!("--tls-private-key-file={}", p(&api_key)),
-            format!("--client-ca-file={}", p(&ca.cert)),
-            format!("--service-account-key-file={}", p(&dir.join("sa.pub"))),
-            format!(
-                "--service-account-signing-key-file={}",
-                p(&dir.join("sa.key"))
-            ),
-            "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--authorization-mode=RBAC".into(),
-            format!("--requestheader-client-ca-file={}", p(&fp.cert)),
-            "--requestheader-allowed-names=front-proxy-client".into(),
-            "--requestheader-username-headers=X-Remote-User".into(),
-            "--requestheader-group-headers=X-Remote-Group".into(),
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-            format!("--proxy-client-cert-file={}", p(&fp_crt)),
-            format!("--proxy-client-key-file={}", p(&fp_key)),
-            format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
-            "--disable-admission-plugins=ServiceAccount".into(),
-            "--feature-gates=HPAConfigurableTolerance=true".into(),
-        ],
-    );
-    procs.insert("apiserver", apiserver);
-    let apiserver_url = format!("https://127.0.0.1:{api_port}");
-    let admin_kubeconfig = dir.join("admin.kubeconfig");
-    kubeconfig(
-        &admin_kubeconfig,
-        &apiserver_url,
-        &ca.cert,
-        BTreeMap::from([
-            ("client-certificate", p(&admin_crt)),
-            ("client-key", p(&admin_key)),
-        ]),
+    let (kcm_crt, kcm_key) = ca.issue(
+        "kcm",
+        "system:kube-controller-manager",
+        &[],
+        &[],
+        Eku::ClientAuth,
     );
     let kcm_kubeconfig = dir.join("kcm.kubeconfig");
     kubeconfig(
