@@ -30,9 +30,15 @@ lint:
 e2e:
     tests/e2e/run.sh
 
-# Benchmarks: figures and ratios against baselines measured in the same run.
+# Benchmarks: figures and ratios against baselines measured in the same run (BENCHMARKS.md). Needs what
+# `just e2e` needs (Go, the Debian package prometheus, curl); builds prometheus-adapter once (~2 min).
 bench:
-    cargo bench --bench decision --bench parse --bench request
+    tests/e2e/build-binaries.sh >/dev/null
+    benches/tools/build-adapter.sh >/dev/null
+    cargo bench --bench decision --bench parse
+    cargo bench --bench request
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null; cargo bench --bench fleet
+    cargo test --test e2e -- reaction_time --exact --ignored --nocapture --test-threads=1
 
 # Fuzz the exposition parser, seeded with the real captures (needs `rustup toolchain install nightly` and
 # `cargo install cargo-fuzz`): just fuzz 300

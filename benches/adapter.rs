@@ -42,7 +42,9 @@ pub struct Baseline {
 
 /// `namespaces`: (namespace, variants) — WVA's exported gauge for `variant-0..variants` in each.
 fn exposition(namespaces: &[(String, usize)]) -> String {
-    let mut page = String::from("# HELP inferno_desired_replicas Desired replicas\n# TYPE inferno_desired_replicas gauge\n");
+    let mut page = String::from(
+        "# HELP inferno_desired_replicas Desired replicas\n# TYPE inferno_desired_replicas gauge\n",
+    );
     for (ns, n) in namespaces {
         for i in 0..*n {
             // WVA's labels; Prometheus renames `namespace` to `exported_namespace` because the scrape
@@ -74,7 +76,12 @@ fn serve_page(page: String) -> u16 {
     port
 }
 
-fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+fn kubectl(
+    bin: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, String> {
     let mut child = Command::new(bin.join("kubectl"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -85,7 +92,12 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) ->
         .spawn()
         .map_err(|e| e.to_string())?;
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
@@ -96,7 +108,12 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) ->
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, procs: &mut [Proc], mut ready: impl FnMut() -> Result<(), String>) {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    procs: &mut [Proc],
+    mut ready: impl FnMut() -> Result<(), String>,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match ready() {
@@ -106,7 +123,10 @@ fn wait_for(what: &str, timeout: Duration, procs: &mut [Proc], mut ready: impl F
         for p in procs.iter_mut() {
             p.assert_running();
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {last}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -126,7 +146,10 @@ pub fn start(
             .stderr(Stdio::inherit())
             .output()
             .expect("running benches/tools/build-adapter.sh");
-        assert!(out.status.success(), "building prometheus-adapter failed (see above); Go and the Go module proxy are needed");
+        assert!(
+            out.status.success(),
+            "building prometheus-adapter failed (see above); Go and the Go module proxy are needed"
+        );
         PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
     };
     let dir = Path::new(harness::ROOT)
@@ -140,38 +163,81 @@ pub fn start(
     std::fs::write(&fp_ca, front_proxy_ca_pem).unwrap();
     let aggregator = Ca::new(&dir, "aggregator-ca");
     // kube-apiserver's own proxy client identity (unused here: nothing goes through the aggregator).
-    let (agg_crt, agg_key) = aggregator.issue("aggregator", "front-proxy-client", &[], &[], Eku::ClientAuth);
+    let (agg_crt, agg_key) = aggregator.issue(
+        "aggregator",
+        "front-proxy-client",
+        &[],
+        &[],
+        Eku::ClientAuth,
+    );
     let cp = harness::start_control_plane(&dir, &bin, &fp_ca, (&agg_crt, &agg_key), &[]);
     let kubeconfig = cp.admin_kubeconfig.clone();
     procs.push(cp.etcd);
     procs.push(cp.apiserver);
-    wait_for("kube-apiserver /readyz", Duration::from_secs(90), &mut procs, || {
-        kubectl(&bin, &kubeconfig, &["get", "--raw", "/readyz"], None).map(|_| ())
-    });
-    kubectl(&bin, &kubeconfig, &["apply", "-f", "-"], Some(HPA_RBAC)).expect("applying the HPA's RBAC");
+    wait_for(
+        "kube-apiserver /readyz",
+        Duration::from_secs(90),
+        &mut procs,
+        || kubectl(&bin, &kubeconfig, &["get", "--raw", "/readyz"], None).map(|_| ()),
+    );
+    kubectl(&bin, &kubeconfig, &["apply", "-f", "-"], Some(HPA_RBAC))
+        .expect("applying the HPA's RBAC");
 
     // Prometheus over HTTPS scraping WVA's gauges every second.
     let page_port = serve_page(exposition(namespaces));
     let prom_ca = Ca::new(&dir, "prometheus-ca");
-    let (prom_crt, prom_key) = prom_ca.issue("prometheus", "prometheus", &[], &["127.0.0.1"], Eku::ServerAuth);
+    let (prom_crt, prom_key) = prom_ca.issue(
+        "prometheus",
+        "prometheus",
+        &[],
+        &["127.0.0.1"],
+        Eku::ServerAuth,
+    );
     let web = dir.join("prometheus-web.yml");
-    std::fs::write(&web, format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", prom_crt.display(), prom_key.display())).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            prom_crt.display(),
+            prom_key.display()
+        ),
+    )
+    .unwrap();
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, format!("global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n  - job_name: wva-controller-manager\n    static_configs:\n      - targets: ['127.0.0.1:{page_port}']\n        labels: {{namespace: workload-variant-autoscaler-system}}\n")).unwrap();
     let prom_port = support::free_port();
     let prometheus = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
-    procs.push(Proc::spawn(&dir, "prometheus", Path::new(&prometheus), &[
-        format!("--config.file={}", cfg.display()),
-        format!("--web.config.file={}", web.display()),
-        format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()),
-        format!("--web.listen-address=127.0.0.1:{prom_port}"),
-    ]));
+    procs.push(Proc::spawn(
+        &dir,
+        "prometheus",
+        Path::new(&prometheus),
+        &[
+            format!("--config.file={}", cfg.display()),
+            format!("--web.config.file={}", web.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+        ],
+    ));
     let expected: usize = namespaces.iter().map(|(_, n)| n).sum();
-    wait_for("Prometheus to have every inferno_desired_replicas series", Duration::from_secs(60), &mut procs, || {
-        let url = format!("https://127.0.0.1:{prom_port}/api/v1/query?query=count(inferno_desired_replicas)");
-        let body = curl(&prom_ca.cert, None, &url)?;
-        if body.contains(&format!("\"{expected}\"]")) { Ok(()) } else { Err(body) }
-    });
+    wait_for(
+        "Prometheus to have every inferno_desired_replicas series",
+        Duration::from_secs(60),
+        &mut procs,
+        || {
+            let url = format!(
+                "https://127.0.0.1:{prom_port}/api/v1/query?query=count(inferno_desired_replicas)"
+            );
+            let body = curl(&prom_ca.cert, None, &url)?;
+            if body.contains(&format!("\"{expected}\"]")) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    );
 
     // The adapter, as WVA's chart deploys it (external rule above), serving TLS from our serving CA.
     let leaf = serving.server(&["127.0.0.1"]);
@@ -182,34 +248,53 @@ pub fn start(
     std::fs::write(&rules, RULES).unwrap();
     let port = support::free_port();
     let k = kubeconfig.display().to_string();
-    procs.push(Proc::spawn(&dir, "prometheus-adapter", &adapter, &[
-        format!("--secure-port={port}"),
-        "--bind-address=127.0.0.1".into(),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
-        format!("--lister-kubeconfig={k}"),
-        format!("--authentication-kubeconfig={k}"),
-        format!("--authorization-kubeconfig={k}"),
-        "--authentication-skip-lookup".into(),
-        format!("--requestheader-client-ca-file={}", fp_ca.display()),
-        "--requestheader-allowed-names=front-proxy-client".into(),
-        format!("--prometheus-url=https://127.0.0.1:{prom_port}/"),
-        format!("--prometheus-ca-file={}", prom_ca.cert.display()),
-        format!("--config={}", rules.display()),
-        "--metrics-relist-interval=1m".into(),
-        "--v=1".into(),
-    ]));
+    procs.push(Proc::spawn(
+        &dir,
+        "prometheus-adapter",
+        &adapter,
+        &[
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--tls-cert-file={}", crt.display()),
+            format!("--tls-private-key-file={}", key.display()),
+            format!("--lister-kubeconfig={k}"),
+            format!("--authentication-kubeconfig={k}"),
+            format!("--authorization-kubeconfig={k}"),
+            "--authentication-skip-lookup".into(),
+            format!("--requestheader-client-ca-file={}", fp_ca.display()),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            format!("--prometheus-url=https://127.0.0.1:{prom_port}/"),
+            format!("--prometheus-ca-file={}", prom_ca.cert.display()),
+            format!("--config={}", rules.display()),
+            "--metrics-relist-interval=1m".into(),
+            "--v=1".into(),
+        ],
+    ));
     // Ready when it answers the HPA's question for the last namespace (series discovered, authz warm).
     let serving_ca = dir.join("serving-ca.crt");
     std::fs::write(&serving_ca, &serving.pem).unwrap();
     let (ns, _) = namespaces.last().expect("at least one namespace");
     let url = format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/inferno_desired_replicas?labelSelector=variant_name%3Dvariant-0");
-    wait_for("prometheus-adapter to serve inferno_desired_replicas", Duration::from_secs(120), &mut procs, || {
-        let body = curl(&serving_ca, Some(client), &url)?;
-        let list: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-        if list["items"][0]["metricName"] == "inferno_desired_replicas" { Ok(()) } else { Err(body) }
-    });
-    Baseline { port, dir, _procs: procs }
+    wait_for(
+        "prometheus-adapter to serve inferno_desired_replicas",
+        Duration::from_secs(120),
+        &mut procs,
+        || {
+            let body = curl(&serving_ca, Some(client), &url)?;
+            let list: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+            if list["items"][0]["metricName"] == "inferno_desired_replicas" {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    );
+    Baseline {
+        port,
+        dir,
+        _procs: procs,
+    }
 }
 
 /// GET with curl (trusting `ca`, presenting `client` as the front proxy with the HPA's identity).
@@ -220,7 +305,10 @@ fn curl(ca: &Path, client: Option<(&Path, &Path)>, url: &str) -> Result<String, 
         cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         cmd.args(["-H", &format!("X-Remote-User: {HPA_USER}")]);
     }
-    let out = cmd.arg(url).output().map_err(|e| format!("running curl: {e}"))?;
+    let out = cmd
+        .arg(url)
+        .output()
+        .map_err(|e| format!("running curl: {e}"))?;
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(body)

@@ -7,7 +7,7 @@ mod page;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wva_metrics_server::sources::exposition::{extract, parse};
+use wva_metrics_server::sources::exposition::{extract, extract_validated, parse};
 
 fn ours_count(text: &str) -> usize {
     let mut n = 0;
@@ -50,16 +50,19 @@ fn bench(c: &mut Criterion) {
             assert!(ours > base, "our parser must return every sample");
             continue;
         }
-        let (ours_rate, extract_rate, base_rate) = (
+        let (ours_rate, extract_rate, validated_rate, base_rate) = (
             mbps(&text, ours_count),
             mbps(&text, |t| extract(t).models.len()),
+            mbps(&text, |t| extract_validated(t).models.len()),
             mbps(&text, baseline_count),
         );
         println!(
             "\n[parse] {engines} engine(s): page {} bytes, {lines} sample lines | ours parse {ours_rate:.0} MB/s ({ours} samples), \
-             ours extract {extract_rate:.0} MB/s | prometheus-parse 0.2.5 {base_rate:.0} MB/s ({base} samples) | speed ratio {:.1}x",
+             extract (scraper) {extract_rate:.0} MB/s, extract validating every line {validated_rate:.0} MB/s | \
+             prometheus-parse 0.2.5 {base_rate:.0} MB/s ({base} samples) | parse ratio {:.1}x, extract ratio {:.1}x",
             text.len(),
-            ours_rate / base_rate
+            ours_rate / base_rate,
+            extract_rate / base_rate
         );
         group.throughput(Throughput::Bytes(text.len() as u64));
         group.bench_function(format!("parse/{engines}-engines"), |b| {

@@ -10,15 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-#[allow(dead_code)]
-mod load;
-#[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+mod adapter;
 #[path = "../tests/e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
-mod adapter;
+#[allow(dead_code)]
+mod load;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use wva_metrics_server::auth::config::{AuthConfig, AuthOverrides};
 use wva_metrics_server::auth::review::{Attributes, BoxFuture, Reviewer};
@@ -242,16 +241,24 @@ fn main() {
     // The baseline: Prometheus Adapter with WVA's rule, one namespace per fleet size (`v1`, `v100`, …).
     let sizes = [1usize, 100, 1000];
     let baseline = (std::env::var("WVA_BENCH_ADAPTER").as_deref() != Ok("0")).then(|| {
-        let namespaces: Vec<(String, usize)> = sizes.iter().map(|n| (format!("v{n}"), *n)).collect();
+        let namespaces: Vec<(String, usize)> =
+            sizes.iter().map(|n| (format!("v{n}"), *n)).collect();
         adapter::start(
             &serving,
             &front.pem,
-            (&dir.join("front-proxy-client.crt"), &dir.join("front-proxy-client.key")),
+            (
+                &dir.join("front-proxy-client.crt"),
+                &dir.join("front-proxy-client.key"),
+            ),
             &namespaces,
         )
     });
     if let Some(b) = &baseline {
-        println!("\n[request] baseline: prometheus-adapter (WVA v0.4.1 rule) on port {}, logs in {}", b.port, b.dir.display());
+        println!(
+            "\n[request] baseline: prometheus-adapter (WVA v0.4.1 rule) on port {}, logs in {}",
+            b.port,
+            b.dir.display()
+        );
     }
     // The client runs on one thread of its own; the server has two workers. All share this machine's cores.
     let client = tokio::runtime::Builder::new_current_thread()
@@ -297,13 +304,20 @@ fn main() {
             let ((fl, fp), (ml, mp)) = (rows[0], rows[1]);
             println!("[request] {variants:>8} {proto:>8} {:>26} metric/floor: p99 {:.2}x, peak throughput {:.2}x", "", ml.p99 / fl.p99, mp.rps / fp.rps);
             if let Some(b) = &baseline {
-                let target = load::Target { addr: format!("127.0.0.1:{}", b.port).parse().unwrap(), ..target.clone() };
+                let target = load::Target {
+                    addr: format!("127.0.0.1:{}", b.port).parse().unwrap(),
+                    ..target.clone()
+                };
                 let paths: Arc<Vec<String>> = Arc::new(
                     (0..variants)
                         .map(|i| format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/v{variants}/inferno_desired_replicas?labelSelector=variant_name%3Dvariant-{i}"))
                         .collect(),
                 );
-                let al = client.block_on(load::run(&target, paths.clone(), shape(http2, LATENCY, duration)));
+                let al = client.block_on(load::run(
+                    &target,
+                    paths.clone(),
+                    shape(http2, LATENCY, duration),
+                ));
                 let ap = client.block_on(load::run(&target, paths, shape(http2, PEAK, duration)));
                 println!("[request] {variants:>8} {proto:>8} {:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}", "prometheus-adapter", al.p50, al.p99, al.p999, al.rps, ap.rps);
                 println!("[request] {variants:>8} {proto:>8} {:>26} adapter/ours: p99 {:.1}x, p50 {:.1}x; ours/adapter peak throughput {:.1}x", "", al.p99 / ml.p99, al.p50 / ml.p50, mp.rps / ap.rps);

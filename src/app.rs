@@ -342,7 +342,7 @@ pub async fn scrape(source: &str, timeout: Duration) -> Result<String, String> {
     } else {
         read_input(source)?
     };
-    let extraction = crate::sources::exposition::extract(&text);
+    let extraction = crate::sources::exposition::extract_validated(&text);
     let json = serde_json::to_string_pretty(&extraction).map_err(|e| e.to_string())?;
     if !extraction.models.values().any(|m| m.is_complete()) {
         return Err(format!(

@@ -324,8 +324,19 @@ fn signal_of(name: &str) -> Option<Signal> {
     }
 }
 
-/// Extracts per-`model_name` signals from one page.
+/// Extracts per-`model_name` signals from one page, reading only the lines of the series it needs:
+/// malformed lines of other metrics go unnoticed. The scraper's path.
 pub fn extract(text: &str) -> Extraction {
+    extract_with(text, false)
+}
+
+/// Like [`extract`], but every line is parsed and every malformed line is reported: for diagnosing a
+/// page (`wva-metrics-server scrape`), where the cost does not matter.
+pub fn extract_validated(text: &str) -> Extraction {
+    extract_with(text, true)
+}
+
+fn extract_with(text: &str, validate_all: bool) -> Extraction {
     #[derive(Default)]
     struct Acc {
         kv: Option<f64>,
@@ -340,7 +351,7 @@ pub fn extract(text: &str) -> Extraction {
     let mut nan_series = 0usize;
     let warnings = parse_wanted(
         text,
-        |name| signal_of(name).is_some(),
+        |name| validate_all || signal_of(name).is_some(),
         |s| {
             let Some(signal) = signal_of(s.name) else {
                 return;
@@ -393,6 +404,29 @@ pub fn extract(text: &str) -> Extraction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scraper_path_skips_other_metrics_and_their_malformations() {
+        let page = "broken line {\nvllm:num_requests_waiting{model_name=\"m\"} 2\nvllm:kv_cache_usage_perc{model_name=\"m\"} oops\nvllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n";
+        let fast = extract(page);
+        let full = extract_validated(page);
+        assert_eq!(fast.models, full.models);
+        assert_eq!(fast.models["m"].queue_length, Some(2.0));
+        assert_eq!(fast.models["m"].kv_cache_usage, Some(0.5));
+        // A malformed line of a wanted series is reported either way; others only when validating all.
+        assert_eq!(fast.warnings.len(), 1, "{:?}", fast.warnings);
+        assert!(
+            fast.warnings[0].starts_with("line 3:"),
+            "{:?}",
+            fast.warnings
+        );
+        assert_eq!(full.warnings.len(), 2, "{:?}", full.warnings);
+        assert!(
+            full.warnings[0].starts_with("line 1:"),
+            "{:?}",
+            full.warnings
+        );
+    }
 
     const SPEC_FIXTURE: &str = include_str!("../../tests/fixtures/spec-appendix-a.txt");
     const KUBEAI_V0: &str =

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/../.."
 command -v go >/dev/null || { echo "just e2e needs Go (1.24+) to build kube-apiserver, kube-controller-manager, kubectl and etcd" >&2; exit 1; }
 command -v prometheus >/dev/null || { echo "just e2e needs Prometheus: sudo apt-get install -y prometheus" >&2; exit 1; }
 tests/e2e/build-binaries.sh >/dev/null
-exec cargo test --test e2e -- --ignored --nocapture --test-threads=1
+exec cargo test --test e2e -- end_to_end --exact --ignored --nocapture --test-threads=1
