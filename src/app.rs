@@ -179,7 +179,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             concurrency: args.scrape_concurrency,
             max_body_bytes: args.max_page_bytes,
         };
-        let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts)?;
+        let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
         tokio::spawn(scraper.run());
         sources.push(cache);
     }

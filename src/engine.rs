@@ -247,8 +247,15 @@ impl Engine {
         self.snapshot.load_full()
     }
 
-    /// Decides one model from the current state.
-    pub fn report(&self, snapshot: &Snapshot, namespace: &str, model_id: &str) -> ModelReport {
+    /// Decides one model from the current state. `with_pods`: also list every pod's input (for
+    /// explanations); the request path leaves it out, which halves its allocations at 1,000 pods.
+    pub fn report(
+        &self,
+        snapshot: &Snapshot,
+        namespace: &str,
+        model_id: &str,
+        with_pods: bool,
+    ) -> ModelReport {
         let scaling = self.config.load();
         let (config, config_override) = scaling.resolve(model_id, namespace);
         let mut pods = Vec::new();
@@ -264,12 +271,14 @@ impl Engine {
                             kv_cache_usage: sample.kv_cache_usage,
                             queue_length: sample.queue_length,
                         });
-                        pods.push(PodInput {
-                            variant: v.name.clone(),
-                            pod: pod.name.clone(),
-                            sample: Some(sample),
-                            missing: None,
-                        });
+                        if with_pods {
+                            pods.push(PodInput {
+                                variant: v.name.clone(),
+                                pod: pod.name.clone(),
+                                sample: Some(sample),
+                                missing: None,
+                            });
+                        }
                     }
                     Lookup::Missing { since, reason } => {
                         if since > self.max_metric_age {
@@ -279,12 +288,14 @@ impl Engine {
                                 since.as_secs()
                             ));
                         }
-                        pods.push(PodInput {
-                            variant: v.name.clone(),
-                            pod: pod.name.clone(),
-                            sample: None,
-                            missing: Some(reason),
-                        });
+                        if with_pods {
+                            pods.push(PodInput {
+                                variant: v.name.clone(),
+                                pod: pod.name.clone(),
+                                sample: None,
+                                missing: Some(reason),
+                            });
+                        }
                     }
                 }
             }
@@ -348,7 +359,7 @@ impl Engine {
             synced: snapshot.synced,
             models: models
                 .iter()
-                .map(|(ns, m)| self.report(&snapshot, ns, m))
+                .map(|(ns, m)| self.report(&snapshot, ns, m, true))
                 .collect(),
             excluded: snapshot
                 .excluded
@@ -469,7 +480,7 @@ impl MetricsProvider for Engine {
         if kind != MetricKind::CurrentReplicas {
             for v in &matching {
                 if !reports.contains_key(v.model_id.as_str()) {
-                    let report = self.report(&snapshot, namespace, &v.model_id);
+                    let report = self.report(&snapshot, namespace, &v.model_id, false);
                     if let Some(why) = &report.unavailable {
                         return Err(ProviderError::Unavailable(why.clone()));
                     }

@@ -133,7 +133,7 @@ async fn scraper_against_real_http_servers() {
         concurrency: 4,
         max_body_bytes: 256 * 1024,
     };
-    let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts).unwrap();
+    let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
     let started = Instant::now();
     scraper.scrape_once().await;
     assert!(
