@@ -82,25 +82,9 @@ fn kubectl(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<String, String> {
-    let mut child = Command::new(bin.join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin.join("kubectl"));
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    let out = support::output_with_stdin(&mut cmd, stdin).map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

@@ -147,16 +147,32 @@ struct MetricsClient {
     http: reqwest::Client,
 }
 
-/// Sum of one counter family on the server's /metrics.
+/// Sum of one counter family on the server's /metrics (a few attempts: a failed read must not pass for 0).
 fn counter_sum(client: &MetricsClient, url: &str, name: &str) -> f64 {
-    let text = client
-        .rt
-        .block_on(async { client.http.get(url).send().await?.text().await })
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let mut last = String::new();
+    for _ in 0..5 {
+        match client.rt.block_on(async {
+            client
+                .http
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await
+        }) {
+            Ok(text) => {
+                return text
+                    .lines()
+                    .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("reading {url}: {last}");
 }
 
 struct Server(Child);
@@ -214,7 +230,9 @@ fn measure(dir: &Path, variants: usize, pods: usize, window: Duration) -> Row {
                     .enable_all()
                     .build()
                     .unwrap(),
+                // No idle connection: the server may close it during the measurement window.
                 http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
                     .tls_backend_preconfigured(load::client_tls(&ca, None))
                     .build()
                     .unwrap(),

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::Write;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,23 +12,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 const EMULATOR: &str = env!("CARGO_BIN_EXE_vllm-emulator");
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(SERVER)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    support::output_with_stdin(Command::new(SERVER).args(args), stdin).unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {

@@ -489,19 +489,28 @@ async fn never_below(c: &Cluster, name: &str, min: i32, period: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the control-plane binaries and Prometheus; run with `just e2e`"]
-async fn end_to_end() {
-    let mut c = start_cluster(HPA_SYNC, SCRAPE_INTERVAL).await;
+/// A cluster with Prometheus, our server installed the README's way, and the harness kubelet.
+async fn start_everything(
+    hpa_sync: &str,
+    scrape_interval: &'static str,
+) -> (Cluster, kubelet::Kubelet) {
+    let mut c = start_cluster(hpa_sync, scrape_interval).await;
     start_prometheus(&mut c);
     install_server(&mut c).await;
-    let kubelet = kubelet::start(
+    let k = kubelet::start(
         c.client.clone(),
         NS,
         PathBuf::from(EMULATOR),
         c.dir.clone(),
         c.dir.join("targets.json"),
     );
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control-plane binaries and Prometheus; run with `just e2e`"]
+async fn end_to_end() {
+    let (mut c, kubelet) = start_everything(HPA_SYNC, SCRAPE_INTERVAL).await;
     let dir = c.dir.clone();
     let result = tokio::time::timeout(Duration::from_secs(900), scenarios(&mut c, &kubelet)).await;
     kubelet.handle.abort();
@@ -523,16 +532,7 @@ async fn reaction_time() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let mut c = start_cluster("15s", "5s").await;
-    start_prometheus(&mut c);
-    install_server(&mut c).await;
-    let k = kubelet::start(
-        c.client.clone(),
-        NS,
-        PathBuf::from(EMULATOR),
-        c.dir.clone(),
-        c.dir.join("targets.json"),
-    );
+    let (mut c, k) = start_everything("15s", "5s").await;
     c.apply(&workload_yaml());
     wait_replicas(&c, "qwen-l40s-decode", 1, Duration::from_secs(90)).await;
     for hpa in ["qwen-l40s-v05", "qwen-h100-v041"] {

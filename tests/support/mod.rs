@@ -507,3 +507,22 @@ pub fn https_client(ca_pem: &str, identity: Option<&Leaf>, http2: bool) -> reqwe
 }
 
 use rustls::pki_types::pem::PemObject;
+
+/// Runs `cmd` with `stdin` (when given) written to it and closed, capturing stdout and stderr.
+pub fn output_with_stdin(
+    cmd: &mut std::process::Command,
+    stdin: Option<&str>,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    child.wait_with_output()
+}
