@@ -130,6 +130,19 @@ where
     }
 }
 
+/// A kubeconfig for a user authenticating with a client certificate.
+pub fn cert_kubeconfig(path: &Path, server: &str, ca: &Path, (cert, key): (&Path, &Path)) {
+    kubeconfig(
+        path,
+        server,
+        ca,
+        BTreeMap::from([
+            ("client-certificate", cert.display().to_string()),
+            ("client-key", key.display().to_string()),
+        ]),
+    );
+}
+
 pub fn kubeconfig(path: &Path, server: &str, ca: &Path, user: BTreeMap<&str, String>) {
     let mut user_yaml = String::new();
     for (k, v) in user {
@@ -255,15 +268,7 @@ pub fn start_control_plane(
     let apiserver = Proc::spawn(dir, "kube-apiserver", &bin.join("kube-apiserver"), &args);
     let url = format!("https://127.0.0.1:{api_port}");
     let admin_kubeconfig = dir.join("admin.kubeconfig");
-    kubeconfig(
-        &admin_kubeconfig,
-        &url,
-        &ca.cert,
-        BTreeMap::from([
-            ("client-certificate", p(&admin_crt)),
-            ("client-key", p(&admin_key)),
-        ]),
-    );
+    cert_kubeconfig(&admin_kubeconfig, &url, &ca.cert, (&admin_crt, &admin_key));
     ControlPlane {
         etcd,
         apiserver,

@@ -147,14 +147,11 @@ async fn start_cluster(hpa_sync: &str, scrape_interval: &'static str) -> Cluster
         Eku::ClientAuth,
     );
     let kcm_kubeconfig = dir.join("kcm.kubeconfig");
-    kubeconfig(
+    cert_kubeconfig(
         &kcm_kubeconfig,
         &apiserver_url,
         &ca.cert,
-        BTreeMap::from([
-            ("client-certificate", p(&kcm_crt)),
-            ("client-key", p(&kcm_key)),
-        ]),
+        (&kcm_crt, &kcm_key),
     );
 
     let mut cluster = Cluster {
