@@ -7,8 +7,8 @@ use wva_metrics_server::telemetry;
 
 /// glibc gives every thread that allocates concurrently an arena of its own and keeps freed pages in
 /// each. The scraper allocates and frees a page-sized body per pod on whichever worker runs it, so at
-/// 10,000 pods the extra arenas held ~25 MiB more than two do (`benches/fleet.rs`: 68 vs 44 MiB RSS).
-/// Two arenas still keep the two runtime workers from contending on one lock.
+/// 10,000 pods glibc's default arenas held 68 MiB RSS where two held ~50 and one 44 (`benches/fleet.rs`).
+/// Two rather than one keep the two runtime workers from contending on one lock.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     const M_ARENA_MAX: std::ffi::c_int = -8;

@@ -90,19 +90,21 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Pa
             break;
         }
     }
-    finish_page(body, truncated, url)
+    finish_page(body, truncated, || url.to_string())
 }
 
 /// The body as a page: cut at the last complete line when truncated (so the tail is not misread as a
-/// bad sample), and UTF-8.
-fn finish_page(mut body: Vec<u8>, truncated: bool, url: &str) -> Result<Page, FetchError> {
+/// bad sample), and UTF-8. `url` is only built for the error.
+fn finish_page(
+    mut body: Vec<u8>,
+    truncated: bool,
+    url: impl FnOnce() -> String,
+) -> Result<Page, FetchError> {
     if truncated {
         let end = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         body.truncate(end);
     }
-    let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8 {
-        url: url.to_string(),
-    })?;
+    let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8 { url: url() })?;
     Ok(Page { text, truncated })
 }
 
@@ -193,7 +195,7 @@ pub async fn fetch_pod(pod: &PodTarget, timeout: Duration, max: usize) -> Result
     let (body, truncated) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| request_error(format!("no complete answer within {timeout:?}")))??;
-    finish_page(body, truncated, &pod_url(pod))
+    finish_page(body, truncated, || pod_url(pod))
 }
 
 pub fn pod_url(pod: &PodTarget) -> String {
