@@ -16,6 +16,40 @@ use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::ScalingConfig;
 use wva_metrics_server::telemetry::Metrics;
 
+/// The engine over `snap` with every pod saturated (KV cache 95 %, 9 waiting) and default scaling.
+fn saturated_engine(snap: snapshot::Snapshot) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        snapshot::shared(snap),
+        Arc::new(FixedSamples(0.95, 9.0)),
+        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Duration::from_secs(120),
+    ))
+}
+
+/// A status writer running as `replica-a` with a Lease of `lease`, writing every 60 s, checking every `tick`.
+fn status_writer(
+    api: &FakeKubeApi,
+    engine: Arc<Engine>,
+    lease: Duration,
+    metrics: Arc<Metrics>,
+    tick: Duration,
+) -> StatusWriter {
+    StatusWriter {
+        client: api.client(),
+        engine,
+        elector: LeaderElector::new(
+            api.client(),
+            "wva",
+            "wva-metrics-server-status",
+            "replica-a",
+            lease,
+        ),
+        metrics,
+        interval: Duration::from_secs(60),
+        tick,
+    }
+}
+
 #[tokio::test]
 async fn status_patches_are_retried_and_events_recorded() {
     install_provider();
@@ -31,26 +65,13 @@ async fn status_patches_are_retried_and_events_recorded() {
     })
     .await;
     let snap = one_variant("v1", 2);
-    let engine = Arc::new(Engine::new(
-        snapshot::shared(snap),
-        Arc::new(FixedSamples(0.95, 9.0)),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
-        Duration::from_secs(120),
-    ));
-    let writer = StatusWriter {
-        client: api.client(),
-        engine,
-        elector: LeaderElector::new(
-            api.client(),
-            "wva",
-            "wva-metrics-server-status",
-            "replica-a",
-            Duration::from_secs(15),
-        ),
-        metrics: Metrics::new(),
-        interval: Duration::from_secs(60),
-        tick: Duration::from_millis(100),
-    };
+    let writer = status_writer(
+        &api,
+        saturated_engine(snap),
+        Duration::from_secs(15),
+        Metrics::new(),
+        Duration::from_millis(100),
+    );
     let task = tokio::spawn(writer.run());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -132,27 +153,14 @@ async fn followers_do_not_write() {
     );
     assert!(other.try_acquire_or_renew().await.unwrap());
     let snap = one_variant("v1", 0);
-    let engine = Arc::new(Engine::new(
-        snapshot::shared(snap),
-        Arc::new(FixedSamples(0.95, 9.0)),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
-        Duration::from_secs(120),
-    ));
     let metrics = Metrics::new();
-    let writer = StatusWriter {
-        client: api.client(),
-        engine,
-        elector: LeaderElector::new(
-            api.client(),
-            "wva",
-            "wva-metrics-server-status",
-            "replica-a",
-            Duration::from_secs(30),
-        ),
-        metrics: metrics.clone(),
-        interval: Duration::from_secs(60),
-        tick: Duration::from_millis(50),
-    };
+    let writer = status_writer(
+        &api,
+        saturated_engine(snap),
+        Duration::from_secs(30),
+        metrics.clone(),
+        Duration::from_millis(50),
+    );
     let task = tokio::spawn(writer.run());
     tokio::time::sleep(Duration::from_millis(600)).await;
     task.abort();

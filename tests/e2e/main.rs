@@ -79,14 +79,15 @@ impl Cluster {
             .unwrap();
     }
 
-    fn start_server(&mut self) {
-        let p = Proc::spawn(
-            &self.dir,
-            "wva-metrics-server",
-            Path::new(SERVER),
-            &self.server_args,
-        );
-        self.procs.insert("server", p);
+    /// Starts (or restarts) one of our two replicas: `"server"` or `"server-b"`.
+    fn start_replica(&mut self, which: &'static str) {
+        let (log, args) = match which {
+            "server" => ("wva-metrics-server", &self.server_args),
+            "server-b" => ("wva-metrics-server-b", &self.server_b_args),
+            other => panic!("no replica {other:?}"),
+        };
+        let p = Proc::spawn(&self.dir, log, Path::new(SERVER), args);
+        self.procs.insert(which, p);
     }
 
     fn check_procs(&mut self) {
@@ -289,7 +290,7 @@ async fn install_server(c: &mut Cluster) {
         "--status-interval=10s".into(),
         "--identity=replica-a".into(),
     ];
-    c.start_server();
+    c.start_replica("server");
     // A second replica (HA): same cluster state, its own port; only one of them writes status.
     c.replica_b_port = free_port();
     let b_args: Vec<String> = c
@@ -305,9 +306,8 @@ async fn install_server(c: &mut Cluster) {
             }
         })
         .collect();
-    c.server_b_args = b_args.clone();
-    let b = Proc::spawn(&c.dir, "wva-metrics-server-b", Path::new(SERVER), &b_args);
-    c.procs.insert("server-b", b);
+    c.server_b_args = b_args;
+    c.start_replica("server-b");
 }
 
 impl Cluster {
@@ -719,7 +719,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     c.procs.get_mut("server").unwrap().stop();
     set_load(k, "qwen-l40s", 0);
     never_below(c, "qwen-l40s-decode", 3, Duration::from_secs(12)).await;
-    c.start_server();
+    c.start_replica("server");
     hpa_active(c, "qwen-l40s-v05", Duration::from_secs(90)).await;
     eprintln!("e2e[5c] server restart: no scale-down while it was down, recovered");
     // (d) The status Lease moves to the other replica when its holder stops, and status keeps being written.
@@ -751,17 +751,7 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         },
     )
     .await;
-    if stopped == "server" {
-        c.start_server();
-    } else {
-        let b = Proc::spawn(
-            &c.dir,
-            "wva-metrics-server-b",
-            Path::new(SERVER),
-            &c.server_b_args,
-        );
-        c.procs.insert("server-b", b);
-    }
+    c.start_replica(stopped);
     eprintln!("e2e[5d] Lease handed over from {holder} to {other}");
     set_load(k, "qwen-h100", 0);
 
