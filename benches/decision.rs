@@ -8,9 +8,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::{decide, Engine, ModelInput, ReplicaInput, VariantInput};
+use wva_metrics_server::provider::selector::Selector;
+use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::ScalingConfig;
-use wva_metrics_server::server::provider::MetricsProvider;
-use wva_metrics_server::server::selector::Selector;
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 
 const VARIANTS: usize = 10;

@@ -26,10 +26,10 @@ use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::ScalingConfig;
 use wva_metrics_server::server::routes::AppState;
-use wva_metrics_server::server::tls::{self, ReloadingCert};
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 use wva_metrics_server::telemetry::Metrics;
+use wva_metrics_server::tls::{self, ReloadingCert};
 
 /// SubjectAccessReview that allows everything (the cache is warm after the first request anyway).
 struct AllowAll;

@@ -14,19 +14,19 @@ use crate::auth::review::KubeReviewer;
 use crate::auth::Auth;
 use crate::cluster::leader::LeaderElector;
 use crate::cluster::snapshot::{self, Snapshot};
-use crate::cluster::status::StatusWriter;
 use crate::cluster::watch;
 use crate::config::{MetricsSource, ServeArgs};
 use crate::engine::{self, Engine, ModelInput};
 use crate::saturation::config::ScalingConfig;
 use crate::server::routes::AppState;
-use crate::server::tls::{self, CertSource, ReloadingCert};
 use crate::server::{self as http, ServeOptions};
 use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
 use crate::sources::scraper::{ScrapeOptions, Scraper};
 use crate::sources::window::WindowCache;
 use crate::sources::{Chain, SampleSource};
+use crate::status::StatusWriter;
 use crate::telemetry::Metrics;
+use crate::tls::{self, CertSource, ReloadingCert};
 
 fn read_optional(path: &Option<PathBuf>, what: &str) -> Result<Option<Vec<u8>>, String> {
     path.as_ref()
@@ -232,7 +232,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             tokio::spawn(writer.run());
         }
         _ => {
-            tokio::spawn(crate::cluster::status::run_gauges(
+            tokio::spawn(crate::status::run_gauges(
                 engine.clone(),
                 metrics.clone(),
                 tick,

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::snapshot::ExcludedVariant;
 use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
+use crate::provider::quantity::milli_from_f64;
+use crate::provider::selector::Selector;
+use crate::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::saturation::config::{PartialConfig, ScalingConfig};
 use crate::saturation::{
     analyze, compute_targets, Analysis, ReplicaMetrics, SaturationConfig, VariantState,
     VariantTarget,
 };
-use crate::server::provider::{MetricItem, MetricsProvider, ProviderError};
-use crate::server::quantity::milli_from_f64;
-use crate::server::selector::Selector;
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
 
 /// The metrics served, by what they mean.
@@ -394,7 +394,7 @@ fn empty_decision(config: SaturationConfig) -> ModelDecision {
 /// evaluates the selector against every variant of the namespace.
 struct ItemLabels<'a>(&'a Variant);
 
-impl crate::server::selector::Labels for ItemLabels<'_> {
+impl crate::provider::selector::Labels for ItemLabels<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         match key {
             "variant_name" => Some(&self.0.name),

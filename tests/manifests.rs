@@ -217,21 +217,21 @@ fn make_certs_output_is_accepted_by_the_server_tls_loader() {
         bundle.trim().starts_with("LS0tLS1CRUdJTi"),
         "prints the base64 caBundle"
     );
-    let provider = wva_metrics_server::server::tls::provider();
-    wva_metrics_server::server::tls::ReloadingCert::load(
+    let provider = wva_metrics_server::tls::provider();
+    wva_metrics_server::tls::ReloadingCert::load(
         &out.join("tls.crt"),
         &out.join("tls.key"),
         &provider,
     )
     .unwrap();
     // The certificate verifies against the CA for the name the aggregator dials.
-    let ca = wva_metrics_server::server::tls::read_certs(&out.join("ca.crt")).unwrap();
+    let ca = wva_metrics_server::tls::read_certs(&out.join("ca.crt")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca[0].clone()).unwrap();
     let verifier = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
         .build()
         .unwrap();
-    let leaf = wva_metrics_server::server::tls::read_certs(&out.join("tls.crt")).unwrap();
+    let leaf = wva_metrics_server::tls::read_certs(&out.join("tls.crt")).unwrap();
     let name = rustls::pki_types::ServerName::try_from("wva-metrics-server.wva-metrics-server.svc")
         .unwrap();
     rustls::client::danger::ServerCertVerifier::verify_server_cert(

@@ -18,13 +18,13 @@ use wva_metrics_server::auth::Auth;
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::cluster::watch;
 use wva_metrics_server::engine::Engine;
+use wva_metrics_server::provider::selector::Selector;
+use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::saturation::config::ScalingConfig;
-use wva_metrics_server::server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::server::routes::AppState;
-use wva_metrics_server::server::selector::Selector;
-use wva_metrics_server::server::tls::{self, ReloadingCert};
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::telemetry::Metrics;
+use wva_metrics_server::tls::{self, ReloadingCert};
 
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 const METRIC_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name%3Dv1";

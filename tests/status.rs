@@ -11,9 +11,9 @@ use serde_json::json;
 use support::*;
 use wva_metrics_server::cluster::leader::LeaderElector;
 use wva_metrics_server::cluster::snapshot;
-use wva_metrics_server::cluster::status::StatusWriter;
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::status::StatusWriter;
 use wva_metrics_server::telemetry::Metrics;
 
 /// The engine over `snap` with every pod saturated (KV cache 95 %, 9 waiting) and default scaling.

@@ -11,7 +11,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
-use crate::server::tls::parse_certs;
+use crate::tls::parse_certs;
 
 pub const AUTH_CONFIGMAP_NAMESPACE: &str = "kube-system";
 pub const AUTH_CONFIGMAP_NAME: &str = "extension-apiserver-authentication";

@@ -3,5 +3,4 @@
 pub mod crd;
 pub mod leader;
 pub mod snapshot;
-pub mod status;
 pub mod watch;

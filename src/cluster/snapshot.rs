@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
 
 use super::crd::VariantAutoscaling;
-use crate::server::selector::Selector;
+use crate::provider::selector::Selector;
 
 /// A pod to read samples for: where to scrape it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -293,7 +293,7 @@ pub async fn run_auth_config(
     overrides: AuthOverrides,
     metrics: Arc<Metrics>,
 ) {
-    let provider = crate::server::tls::provider();
+    let provider = crate::tls::provider();
     follow_configmap(client, AUTH_CONFIGMAP_NAMESPACE.into(), AUTH_CONFIGMAP_NAME.into(), metrics, |data| {
         let empty = BTreeMap::new();
         if data.is_none() {

@@ -2,12 +2,8 @@
 //! shutdown; routing and encoding live in [`routes`].
 
 pub mod discovery;
-pub mod provider;
-pub mod quantity;
+pub mod reply;
 pub mod routes;
-pub mod selector;
-pub mod status;
-pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -10,12 +10,12 @@ use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::discovery::{self, GROUP, VERSION};
-use super::provider::{MetricsProvider, ProviderError};
-use super::quantity::format_milli;
-use super::selector::Selector;
-use super::status::{failure, failure_with_details, json_response, Details};
+use super::reply::{failure, failure_with_details, json_response, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
+use crate::provider::quantity::format_milli;
+use crate::provider::selector::Selector;
+use crate::provider::{MetricsProvider, ProviderError};
 use crate::telemetry::{Metrics, PathLabels, RequestLabels};
 
 /// Everything a request needs.

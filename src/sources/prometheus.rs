@@ -189,7 +189,7 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, PrometheusError> {
 
 /// Builds the rustls client configuration from the WVA settings.
 pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError> {
-    let provider = crate::server::tls::provider();
+    let provider = crate::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| PrometheusError::Tls(e.to_string()))?;
@@ -211,7 +211,7 @@ pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError
                 (read(&PathBuf::from(p))?, p.to_string())
             }
         };
-        let certs = crate::server::tls::parse_certs(&pem)
+        let certs = crate::tls::parse_certs(&pem)
             .map_err(|e| PrometheusError::Tls(format!("{from}: {e}")))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
@@ -242,8 +242,8 @@ pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError
         .with_custom_certificate_verifier(verifier);
     let mut cfg = match (&args.client_cert_path, &args.client_key_path) {
         (Some(cert), Some(key)) => {
-            let certs = crate::server::tls::read_certs(cert)
-                .map_err(|e| PrometheusError::Tls(e.to_string()))?;
+            let certs =
+                crate::tls::read_certs(cert).map_err(|e| PrometheusError::Tls(e.to_string()))?;
             let key = PrivateKeyDer::from_pem_slice(&read(key)?)
                 .map_err(|e| PrometheusError::Tls(format!("{}: {e}", key.display())))?;
             builder

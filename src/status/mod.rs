@@ -15,8 +15,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::crd::VariantAutoscaling;
-use super::leader::LeaderElector;
+use crate::cluster::crd::VariantAutoscaling;
+use crate::cluster::leader::LeaderElector;
 use crate::engine::{Engine, Explanation, ModelReport};
 use crate::saturation::TargetReason;
 use crate::telemetry::{Metrics, VariantLabels};
@@ -60,7 +60,7 @@ fn cond(status: bool, reason: &'static str, message: impl Into<String>) -> Condi
 /// Turns the engine's explanation into one view per VariantAutoscaling (decided or excluded).
 pub fn views(
     explanation: &Explanation,
-    engine_snapshot: &super::snapshot::Snapshot,
+    engine_snapshot: &crate::cluster::snapshot::Snapshot,
 ) -> Vec<VariantView> {
     let mut out = Vec::new();
     for model in &explanation.models {
@@ -97,7 +97,7 @@ pub fn views(
     out
 }
 
-fn view_of(model: &ModelReport, v: &super::snapshot::Variant) -> VariantView {
+fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> VariantView {
     let pods: Vec<_> = model.pods.iter().filter(|p| p.variant == v.name).collect();
     let missing: Vec<String> = pods
         .iter()

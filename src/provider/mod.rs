@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::selector::Selector;
+pub mod quantity;
+pub mod selector;
+
+use selector::Selector;
 
 /// One series of an ExternalMetricValueList.
 #[derive(Debug, Clone, PartialEq)]
