@@ -108,7 +108,8 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("decision/10x100");
     g.bench_function("pure-decide", |b| {
-        b.iter(|| decide(std::hint::black_box(&input)).unwrap())
+        let config = input.validate().unwrap();
+        b.iter(|| decide(&config, std::hint::black_box(&input.variants)))
     });
     g.bench_function("engine-request", |b| {
         b.iter(|| {

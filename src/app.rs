@@ -16,7 +16,7 @@ use crate::cluster::leader::LeaderElector;
 use crate::cluster::snapshot::{self, Snapshot};
 use crate::cluster::watch;
 use crate::config::{MetricsSource, ServeArgs};
-use crate::engine::{self, Engine, ModelInput};
+use crate::engine::{self, Engine};
 use crate::saturation::config::ScalingConfig;
 use crate::server::routes::AppState;
 use crate::server::{self as http, ServeOptions};
@@ -318,16 +318,7 @@ fn read_input(input: &str) -> Result<String, String> {
 /// `analyze`: one model's snapshot in, the decision out.
 pub fn analyze(input: &str) -> Result<String, String> {
     let text = read_input(input)?;
-    let mut de = serde_json::Deserializer::from_str(&text);
-    let parsed: ModelInput = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            format!("invalid input: {}", e.inner())
-        } else {
-            format!("invalid input at {path}: {}", e.inner())
-        }
-    })?;
-    let decision = engine::decide(&parsed).map_err(|e| format!("invalid input: {e}"))?;
+    let decision = engine::input::analyze_json(&text).map_err(|e| e.to_string())?;
     serde_json::to_string_pretty(&decision).map_err(|e| e.to_string())
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod provider;
 pub mod saturation;
 pub mod server;

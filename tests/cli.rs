@@ -83,6 +83,19 @@ fn analyze_reads_a_model_snapshot_and_prints_the_decision() {
     }
 }
 
+/// WVA parity, from the issue's repros: a variant at 0 replicas never takes the +1 (WVA answers
+/// cheap 0, pricey 3), and a 17-digit decimal one ULP below a threshold of 1.0 stays below it.
+#[test]
+fn analyze_matches_wva_on_the_parity_repros() {
+    let zero = r#"{"variants":[{"name":"cheap","cost":5,"specReplicas":0,"readyReplicas":0,"replicas":[]},{"name":"pricey","cost":20,"specReplicas":2,"readyReplicas":2,"replicas":[{"pod":"p0","kvCacheUsage":0.9,"queueLength":0},{"pod":"p1","kvCacheUsage":0.9,"queueLength":0}]}]}"#;
+    let v = json(&run(&["analyze", "-"], Some(zero)));
+    assert_eq!(v["targets"], serde_json::json!({"cheap": 0, "pricey": 3}));
+
+    let ulp = r#"{"config":{"kvCacheThreshold":1.0},"variants":[{"name":"a","specReplicas":2,"readyReplicas":2,"replicas":[{"pod":"p0","kvCacheUsage":0.9999999999999999,"queueLength":0},{"pod":"p1","kvCacheUsage":0.9999999999999999,"queueLength":0}]}]}"#;
+    let v = json(&run(&["analyze", "-"], Some(ulp)));
+    assert_eq!(v["analysis"]["nonSaturatedReplicas"], 2, "{v}");
+}
+
 #[test]
 fn scrape_extracts_signals_from_files_and_refuses_pages_without_them() {
     let fixture = concat!(

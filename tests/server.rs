@@ -725,7 +725,9 @@ async fn engine_over_http_with_a_filled_sample_store() {
             namespace: "ns".into(),
             name: "broken".into(),
             model_id: "m".into(),
-            reason: "label inference.optimization/acceleratorName is missing".into(),
+            reason: wva_metrics_server::error::Exclusion::MissingAccelerator {
+                label: wva_metrics_server::cluster::crd::ACCELERATOR_LABEL,
+            },
         }],
         synced: true,
     };

@@ -73,7 +73,7 @@ fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
 
 fn missing_reason(l: Lookup) -> String {
     match l {
-        Lookup::Missing { reason, .. } => reason,
+        Lookup::Missing { reason, .. } => reason.to_string(),
         Lookup::Fresh(s) => panic!("expected missing, got {s:?}"),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::Exclusion;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -71,29 +72,25 @@ pub struct VariantAutoscalingStatus {
 
 impl VariantAutoscaling {
     /// The target Deployment's name: `spec.scaleTargetRef.name` (v0.5) or the VA's own name (v0.4.1).
-    pub fn target_deployment(&self) -> Result<String, String> {
+    pub fn target_deployment(&self) -> Result<String, Exclusion> {
         match &self.spec.scale_target_ref {
             Some(r) => {
                 let kind = r.kind.as_deref().unwrap_or("Deployment");
                 if kind != "Deployment" {
-                    return Err(format!(
-                        "spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)"
-                    ));
+                    return Err(Exclusion::UnsupportedTargetKind {
+                        kind: kind.to_string(),
+                    });
                 }
                 if r.name.is_empty() {
-                    return Err("spec.scaleTargetRef.name is empty".to_string());
+                    return Err(Exclusion::EmptyTargetName);
                 }
                 Ok(r.name.clone())
             }
-            None => self
-                .metadata
-                .name
-                .clone()
-                .ok_or_else(|| "VariantAutoscaling has no name".to_string()),
+            None => self.metadata.name.clone().ok_or(Exclusion::NoName),
         }
     }
 
-    pub fn accelerator(&self) -> Result<String, String> {
+    pub fn accelerator(&self) -> Result<String, Exclusion> {
         match self
             .metadata
             .labels
@@ -101,17 +98,24 @@ impl VariantAutoscaling {
             .and_then(|l| l.get(ACCELERATOR_LABEL))
         {
             Some(a) if !a.is_empty() => Ok(a.clone()),
-            Some(_) => Err(format!("label {ACCELERATOR_LABEL} is empty")),
-            None => Err(format!("label {ACCELERATOR_LABEL} is missing")),
+            Some(_) => Err(Exclusion::EmptyAccelerator {
+                label: ACCELERATOR_LABEL,
+            }),
+            None => Err(Exclusion::MissingAccelerator {
+                label: ACCELERATOR_LABEL,
+            }),
         }
     }
 
     /// `spec.variantCost` as a number. Unlike WVA (which silently uses 10.0), an unparsable cost is an error:
     /// a variant ranked at the wrong cost would take scale-ups meant for another.
-    pub fn cost(&self) -> Result<f64, String> {
+    pub fn cost(&self) -> Result<f64, Exclusion> {
         match self.spec.variant_cost.as_deref() {
             None | Some("") => Ok(DEFAULT_VARIANT_COST),
-            Some(s) => parse_cost(s).map_err(|e| format!("spec.variantCost {s:?}: {e}")),
+            Some(s) => parse_cost(s).map_err(|why| Exclusion::BadCost {
+                value: s.to_string(),
+                why,
+            }),
         }
     }
 }
@@ -173,7 +177,9 @@ mod tests {
         assert_eq!(v05.cost(), Ok(DEFAULT_VARIANT_COST));
         assert_eq!(
             v05.accelerator(),
-            Err(format!("label {ACCELERATOR_LABEL} is missing"))
+            Err(Exclusion::MissingAccelerator {
+                label: ACCELERATOR_LABEL
+            })
         );
     }
 }

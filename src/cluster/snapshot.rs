@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
 
 use super::crd::VariantAutoscaling;
+use crate::error::Exclusion;
 use crate::provider::selector::Selector;
 
 /// A pod to read samples for: where to scrape it.
@@ -49,7 +50,7 @@ pub struct ExcludedVariant {
     pub namespace: String,
     pub name: String,
     pub model_id: String,
-    pub reason: String,
+    pub reason: Exclusion,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -140,16 +141,14 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
         let namespace = va.metadata.namespace.clone().unwrap_or_default();
         let name = va.metadata.name.clone().unwrap_or_default();
         let model_id = va.spec.model_id.clone();
-        let exclude = |reason: String| ExcludedVariant {
+        let exclude = |reason: Exclusion| ExcludedVariant {
             namespace: namespace.clone(),
             name: name.clone(),
             model_id: model_id.clone(),
             reason,
         };
         if model_id.is_empty() {
-            snapshot
-                .excluded
-                .push(exclude("spec.modelID is empty".into()));
+            snapshot.excluded.push(exclude(Exclusion::EmptyModel));
             continue;
         }
         let accelerator = match va.accelerator() {
@@ -176,24 +175,26 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
         let Some(deployment) =
             deployments_by_key.get(&(namespace.as_str(), deployment_name.as_str()))
         else {
-            snapshot.excluded.push(exclude(format!(
-                "target Deployment {namespace}/{deployment_name} not found"
-            )));
+            snapshot.excluded.push(exclude(Exclusion::TargetNotFound {
+                namespace: namespace.clone(),
+                name: deployment_name,
+            }));
             continue;
         };
         let spec = deployment.spec.as_ref();
         let selector = match spec.map(|s| selector_from(&s.selector)) {
             Some(Ok(s)) if !s.is_empty() => s,
             Some(Err(e)) => {
-                snapshot.excluded.push(exclude(format!(
-                    "Deployment {deployment_name} has an unusable selector: {e}"
-                )));
+                snapshot.excluded.push(exclude(Exclusion::BadSelector {
+                    deployment: deployment_name,
+                    why: e,
+                }));
                 continue;
             }
             _ => {
-                snapshot.excluded.push(exclude(format!(
-                    "Deployment {deployment_name} has no pod selector"
-                )));
+                snapshot.excluded.push(exclude(Exclusion::NoSelector {
+                    deployment: deployment_name,
+                }));
                 continue;
             }
         };
@@ -403,11 +404,12 @@ mod tests {
             ),
             ("b", 10.0, 9100, "/m")
         );
-        let reasons: Vec<(&str, &str)> = s
+        let texts: Vec<(&str, String)> = s
             .excluded
             .iter()
-            .map(|e| (e.name.as_str(), e.reason.as_str()))
+            .map(|e| (e.name.as_str(), e.reason.to_string()))
             .collect();
+        let reasons: Vec<(&str, &str)> = texts.iter().map(|(n, r)| (*n, r.as_str())).collect();
         assert_eq!(reasons.len(), 3);
         assert!(reasons.contains(&(
             "no-acc",

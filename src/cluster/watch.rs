@@ -22,6 +22,7 @@ use crate::auth::config::{
     AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
 };
 use crate::auth::Auth;
+use crate::error::{api_status_code, Exclusion};
 use crate::saturation::config::ScalingConfig;
 use crate::telemetry::{Metrics, WatchLabels};
 
@@ -38,13 +39,14 @@ where
 
 /// Explains the usual reasons a watch fails, so the log line says what to fix.
 fn hint(err: &watcher::Error) -> &'static str {
-    let text = err.to_string();
-    if text.contains("403") || text.contains("forbidden") {
-        " (RBAC: apply manifests/rbac.yaml so the service account can list and watch this resource)"
-    } else if text.contains("404") {
-        " (is the resource's CRD installed? kubectl apply -f manifests/crd-variantautoscalings.yaml)"
-    } else {
-        ""
+    match api_status_code(err) {
+        Some(401 | 403) => {
+            " (RBAC: apply manifests/rbac.yaml so the service account can list and watch this resource)"
+        }
+        Some(404) => {
+            " (is the resource's CRD installed? kubectl apply -f manifests/crd-variantautoscalings.yaml)"
+        }
+        _ => "",
     }
 }
 
@@ -168,7 +170,7 @@ pub async fn run_snapshot(
         slim_pod,
     ));
 
-    let mut last_excluded: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut last_excluded: BTreeMap<(String, String), Exclusion> = BTreeMap::new();
     loop {
         changed.notified().await;
         // Coalesce bursts (a rollout touches many pods at once) into one rebuild.
@@ -196,8 +198,8 @@ where
 }
 
 /// Logs each exclusion once per change of its reason, and when it clears.
-pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), String>) {
-    let now: BTreeMap<(String, String), String> = snap
+pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), Exclusion>) {
+    let now: BTreeMap<(String, String), Exclusion> = snap
         .excluded
         .iter()
         .map(|e| ((e.namespace.clone(), e.name.clone()), e.reason.clone()))

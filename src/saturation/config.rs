@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The four thresholds of the analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -210,56 +209,71 @@ impl ScalingConfig {
     }
 }
 
+/// One entry's fields as their YAML text: numbers are parsed from the text exactly, `~`/`null` reads as
+/// unset (as WVA's Go unmarshalling leaves the field zero), and an unquoted `model_id: 123` is the
+/// string "123", as WVA reads it. Keys other than these are skipped here and reported separately.
+#[derive(Deserialize)]
+struct RawEntry {
+    model_id: Option<String>,
+    namespace: Option<String>,
+    #[serde(rename = "kvCacheThreshold")]
+    kv_cache_threshold: Option<String>,
+    #[serde(rename = "queueLengthThreshold")]
+    queue_length_threshold: Option<String>,
+    #[serde(rename = "kvSpareTrigger")]
+    kv_spare_trigger: Option<String>,
+    #[serde(rename = "queueSpareTrigger")]
+    queue_spare_trigger: Option<String>,
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "model_id",
+    "namespace",
+    "kvCacheThreshold",
+    "queueLengthThreshold",
+    "kvSpareTrigger",
+    "queueSpareTrigger",
+];
+
+fn number(key: &str, text: Option<String>) -> Result<Option<f64>, String> {
+    text.map(|t| {
+        t.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{key} must be a number, got {t:?}"))
+    })
+    .transpose()
+}
+
 fn parse_entry(
     key: &str,
     text: &str,
     base: SaturationConfig,
     report: &mut UpdateReport,
 ) -> Result<Entry, String> {
-    let map: BTreeMap<String, Value> =
+    let keys: BTreeMap<String, serde::de::IgnoredAny> =
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
-    let mut entry = Entry {
-        model_id: None,
-        namespace: None,
-        fields: PartialConfig::default(),
-    };
-    for (k, v) in &map {
-        let slot = match k.as_str() {
-            "kvCacheThreshold" => &mut entry.fields.kv_cache_threshold,
-            "queueLengthThreshold" => &mut entry.fields.queue_length_threshold,
-            "kvSpareTrigger" => &mut entry.fields.kv_spare_trigger,
-            "queueSpareTrigger" => &mut entry.fields.queue_spare_trigger,
-            "model_id" | "namespace" => {
-                let s = v.as_str().ok_or_else(|| {
-                    format!("{k} must be a string, got {v} (quote the value in YAML)")
-                })?;
-                if k == "model_id" {
-                    entry.model_id = Some(s.to_string());
-                } else {
-                    entry.namespace = Some(s.to_string());
-                }
-                continue;
-            }
-            other => {
-                let note = if V05_KEYS.contains(&other) {
-                    "used only by WVA v0.5 engines; ignored".to_string()
-                } else {
-                    "unknown key; ignored (check the spelling)".to_string()
-                };
-                report
-                    .ignored_keys
-                    .push((key.to_string(), format!("{other}: {note}")));
-                continue;
-            }
+    for other in keys.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        let note = if V05_KEYS.contains(&other.as_str()) {
+            "used only by WVA v0.5 engines; ignored"
+        } else {
+            "unknown key; ignored (check the spelling)"
         };
-        let number = match v {
-            Value::Number(n) => n.as_f64(),
-            // YAML authors quote numbers often enough that "0.8" deserves to work.
-            Value::String(s) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        };
-        *slot = Some(number.ok_or_else(|| format!("{k} must be a number, got {v}"))?);
+        report
+            .ignored_keys
+            .push((key.to_string(), format!("{other}: {note}")));
     }
+    let raw: RawEntry = serde_saphyr::from_str(text)
+        .map_err(|e| format!("thresholds, model_id and namespace must be scalars: {e}"))?;
+    let entry = Entry {
+        model_id: raw.model_id,
+        namespace: raw.namespace,
+        fields: PartialConfig {
+            kv_cache_threshold: number("kvCacheThreshold", raw.kv_cache_threshold)?,
+            queue_length_threshold: number("queueLengthThreshold", raw.queue_length_threshold)?,
+            kv_spare_trigger: number("kvSpareTrigger", raw.kv_spare_trigger)?,
+            queue_spare_trigger: number("queueSpareTrigger", raw.queue_spare_trigger)?,
+        },
+    };
     if key != DEFAULT_ENTRY && (entry.model_id.is_none() || entry.namespace.is_none()) {
         return Err("an override entry needs both model_id and namespace".to_string());
     }
@@ -388,6 +402,68 @@ mod tests {
             );
             assert_eq!(cfg, good, "previous good entry kept for {key}: {text}");
         }
+    }
+
+    /// WVA parity: a YAML null leaves the field unset (the entry stays valid), and an unquoted numeric
+    /// model_id is the string WVA matches ("123"), digits kept as written.
+    #[test]
+    fn nulls_are_unset_and_numeric_model_ids_are_strings() {
+        let (cfg, report) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[
+                (
+                    "default",
+                    "kvCacheThreshold: 0.7\nqueueLengthThreshold: ~\nkvSpareTrigger: null",
+                ),
+                (
+                    "numeric",
+                    "model_id: 123\nnamespace: ns1\nkvCacheThreshold: 0.9",
+                ),
+                (
+                    "decimal",
+                    "model_id: 1.10\nnamespace: ns1\nkvCacheThreshold: 0.6",
+                ),
+            ]),
+        );
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let d = cfg.default_config();
+        assert_eq!(d.kv_cache_threshold, 0.7);
+        assert_eq!(d.queue_length_threshold, 5.0);
+        assert_eq!(d.kv_spare_trigger, 0.1);
+        assert_eq!(
+            cfg.resolve("123", "ns1"),
+            (
+                SaturationConfig {
+                    kv_cache_threshold: 0.9,
+                    ..d
+                },
+                Some("numeric")
+            )
+        );
+        assert_eq!(cfg.resolve("1.10", "ns1").1, Some("decimal"));
+        assert_eq!(cfg.resolve("1.1", "ns1").1, None);
+    }
+
+    /// Thresholds are read as the nearest double to the decimal written.
+    #[test]
+    fn yaml_numbers_are_read_exactly() {
+        let (cfg, report) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[(
+                "default",
+                "kvCacheThreshold: 0.9999999999999999\nkvSpareTrigger: 0.30000000000000004",
+            )]),
+        );
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let d = cfg.default_config();
+        assert_eq!(
+            d.kv_cache_threshold.to_bits(),
+            0.9999999999999999_f64.to_bits()
+        );
+        assert_eq!(
+            d.kv_spare_trigger.to_bits(),
+            0.30000000000000004_f64.to_bits()
+        );
     }
 
     #[test]

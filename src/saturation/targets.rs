@@ -26,6 +26,11 @@ impl VariantState {
     pub fn in_transition(&self) -> bool {
         self.spec_replicas != self.ready_replicas || self.seen_replicas != self.ready_replicas
     }
+
+    /// Whether a +1 for this variant would be acted on: it has replicas whose pods report metrics.
+    pub fn can_take_scale_up(&self) -> bool {
+        self.seen_replicas > 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,17 +95,27 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
         .collect();
 
     if analysis.should_scale_up {
+        // WVA chooses among variants whose pods report metrics: a variant at 0 replicas has none, and
+        // its HPA would not act on a +1 ("scaling is disabled" at 0), so the model would stay saturated.
         let cheapest = variants
             .iter()
             .enumerate()
+            .filter(|(_, v)| v.can_take_scale_up())
             .min_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
         if let Some((i, v)) = cheapest {
             targets[i].target = v.ready_replicas + 1;
             targets[i].reason = TargetReason::ScaleUp;
             targets[i].message = format!(
-                "scale up (cheapest variant, cost {}): {}",
+                "scale up (cheapest variant with replicas, cost {}): {}",
                 v.cost, analysis.scale_up_reason
             );
+        } else {
+            for t in &mut targets {
+                t.message = format!(
+                    "scale-up needed ({}) but no variant can take it: every variant is at 0 replicas",
+                    analysis.scale_up_reason
+                );
+            }
         }
     } else if analysis.scale_down_safe {
         let most_expensive = variants
@@ -258,6 +273,25 @@ mod tests {
         assert_eq!(t[0].reason, TargetReason::NoChange);
     }
 
+    /// Issue repro (WVA parity): the cheapest variant sits at 0 replicas, so the +1 goes to the next
+    /// one; WVA answers cheap 0, pricey 3.
+    #[test]
+    fn a_variant_at_zero_never_takes_the_scale_up() {
+        let t = compute_targets(
+            &[state("cheap", 5.0, 0, 0, 0), state("pricey", 20.0, 2, 2, 2)],
+            &flags(true, false),
+        );
+        assert_eq!(by_name(&t), vec![("cheap", 0), ("pricey", 3)]);
+        assert_eq!(t[1].reason, TargetReason::ScaleUp);
+        let t = compute_targets(&[state("only", 5.0, 0, 0, 0)], &flags(true, false));
+        assert_eq!(by_name(&t), vec![("only", 0)]);
+        assert!(
+            t[0].message.contains("no variant can take it"),
+            "{}",
+            t[0].message
+        );
+    }
+
     #[test]
     fn missing_samples_hold_spec() {
         // 3 ready but only 2 with samples: nobody moves, and nobody answers a lower number.
@@ -319,6 +353,42 @@ mod proptests {
             }
             // At most one variant moves per decision.
             prop_assert!(moved <= 1);
+        }
+
+        /// A scale-up target never goes to a variant that cannot act on it (no replicas reporting
+        /// metrics), and when one can, the +1 goes to the cheapest of those (cost, then name).
+        #[test]
+        fn scale_up_only_to_variants_that_can_act(
+            vs in prop::collection::vec((0.0f64..50.0, 0i64..4), 1..6),
+            up in any::<bool>(),
+        ) {
+            // Stable states (spec = ready = seen) so the model is not in transition.
+            let states: Vec<VariantState> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n })
+                .collect();
+            let mut analysis = analyze(&[], &SaturationConfig::default());
+            analysis.should_scale_up = up;
+            analysis.scale_down_safe = false;
+            let targets = compute_targets(&states, &analysis);
+            for (s, t) in states.iter().zip(&targets) {
+                if t.reason == TargetReason::ScaleUp {
+                    prop_assert!(s.can_take_scale_up(), "{} got the +1 at {} replicas", s.name, s.ready_replicas);
+                    prop_assert_eq!(t.target, s.ready_replicas + 1);
+                } else {
+                    prop_assert_eq!(t.target, s.ready_replicas);
+                }
+            }
+            let eligible = states
+                .iter()
+                .filter(|s| s.can_take_scale_up())
+                .min_by(|a, b| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
+            let chosen: Vec<&str> = targets.iter().filter(|t| t.reason == TargetReason::ScaleUp).map(|t| t.name.as_str()).collect();
+            match (up, eligible) {
+                (true, Some(e)) => prop_assert_eq!(chosen, vec![e.name.as_str()]),
+                _ => prop_assert!(chosen.is_empty()),
+            }
         }
     }
 }

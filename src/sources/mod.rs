@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cluster::snapshot::PodTarget;
+use crate::error::MissingSample;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +42,7 @@ pub enum Lookup {
     /// No fresh sample. `since` is how long the pod has gone without one (0 for a pod just discovered).
     Missing {
         since: Duration,
-        reason: String,
+        reason: MissingSample,
     },
 }
 
@@ -86,16 +87,17 @@ impl SampleSource for Chain {
                 }
             }
         }
-        if reasons.is_empty() {
-            return Lookup::Missing {
-                since: Duration::ZERO,
-                reason: "no metric source configured".into(),
-            };
-        }
-        Lookup::Missing {
-            since,
-            reason: reasons.join("; "),
-        }
+        let reason = match reasons.len() {
+            0 => {
+                return Lookup::Missing {
+                    since: Duration::ZERO,
+                    reason: MissingSample::NoSource,
+                }
+            }
+            1 => reasons.remove(0),
+            _ => MissingSample::All(reasons),
+        };
+        Lookup::Missing { since, reason }
     }
 }
 

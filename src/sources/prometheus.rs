@@ -19,6 +19,7 @@ use super::error_chain;
 use super::{LoadFigures, Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
 use crate::config::PrometheusArgs;
+use crate::error::MissingSample;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Error)]
@@ -512,7 +513,7 @@ impl PrometheusSource {
         let Some(state) = s.get(&(pod.namespace.clone(), model.to_string())) else {
             return Lookup::Missing {
                 since: Duration::ZERO,
-                reason: "Prometheus not queried yet".into(),
+                reason: MissingSample::PrometheusNotQueried,
             };
         };
         let since_base = state
@@ -527,10 +528,12 @@ impl PrometheusSource {
             .as_ref()
             .filter(|r| now.saturating_duration_since(r.at) <= self.lookback)
         else {
-            let reason = state.last_error.as_ref().map_or_else(
-                || "Prometheus not answered yet".to_string(),
-                |e| format!("Prometheus error: {e}"),
-            );
+            let reason = state
+                .last_error
+                .as_ref()
+                .map_or(MissingSample::PrometheusNotAnswered, |e| {
+                    MissingSample::Prometheus(e.clone())
+                });
             return Lookup::Missing { since, reason };
         };
         match result.per_pod.get(&pod.name) {
@@ -544,11 +547,15 @@ impl PrometheusSource {
             // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
             Some(_) => Lookup::Missing {
                 since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
-                reason: "Prometheus has only one of KV-cache usage and queue length for this pod".into(),
+                reason: MissingSample::PrometheusPartial,
             },
             None => Lookup::Missing {
                 since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
-                reason: format!("Prometheus has no vLLM series for pod {} with model_name={model:?} in namespace {}", pod.name, pod.namespace),
+                reason: MissingSample::PrometheusNoSeries {
+                    pod: pod.name.clone(),
+                    model: model.to_string(),
+                    namespace: pod.namespace.clone(),
+                },
             },
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::exposition::ModelSignals;
 use super::{Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::PodTarget;
+use crate::error::{Capped, MissingSample, MAX_NAMES_LISTED};
 
 type PodKey = (String, String);
 
@@ -135,7 +136,7 @@ impl WindowCache {
         let Some(w) = get(&map, pod) else {
             return Lookup::Missing {
                 since: Duration::ZERO,
-                reason: "not scraped yet".into(),
+                reason: MissingSample::NotScrapedYet,
             };
         };
         let horizon = now.checked_sub(self.lookback);
@@ -147,17 +148,16 @@ impl WindowCache {
         let since = now.saturating_duration_since(since_base);
         let Some(samples) = w.models.get(model) else {
             let reason = match (&w.last_error, w.models.is_empty()) {
-                (Some(e), _) => format!("scrape failing: {e}"),
-                (None, true) if w.last_success.is_none() => "not scraped yet".to_string(),
-                (None, true) => "the page has no vLLM queue or KV-cache metrics".to_string(),
-                (None, false) => format!(
-                    "the page has no series with model_name={model:?} (it serves {})",
-                    w.models
-                        .keys()
-                        .map(|m| format!("{m:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                (Some(e), _) => MissingSample::ScrapeFailing(e.clone()),
+                (None, true) if w.last_success.is_none() => MissingSample::NotScrapedYet,
+                (None, true) => MissingSample::NoVllmSeries,
+                (None, false) => {
+                    let served: Vec<String> = w.models.keys().map(|m| format!("{m:?}")).collect();
+                    MissingSample::OtherModels {
+                        model: model.to_string(),
+                        served: Capped(&served, MAX_NAMES_LISTED).to_string(),
+                    }
+                }
             };
             // A model mismatch is a lasting condition; count it from when the pod was first seen.
             let since = if w.models.is_empty() {
@@ -189,20 +189,23 @@ impl WindowCache {
             }),
             (_, _, None) => Lookup::Missing {
                 since,
-                reason: w
-                    .last_error
-                    .as_ref()
-                    .map(|e| format!("scrape failing: {e}"))
-                    .unwrap_or_else(|| {
-                        format!("no sample in the last {}s", self.lookback.as_secs())
-                    }),
+                reason: w.last_error.as_ref().map_or_else(
+                    || MissingSample::NoSampleInWindow {
+                        lookback_secs: self.lookback.as_secs(),
+                    },
+                    |e| MissingSample::ScrapeFailing(e.clone()),
+                ),
             },
             (kv, _, Some(_)) => Lookup::Missing {
                 since: now.saturating_duration_since(w.first_tracked),
                 reason: if kv.is_none() {
-                    format!("the page has no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) for model_name={model:?}")
+                    MissingSample::NoKvCache {
+                        model: model.to_string(),
+                    }
                 } else {
-                    format!("the page has no vllm:num_requests_waiting for model_name={model:?}")
+                    MissingSample::NoQueue {
+                        model: model.to_string(),
+                    }
                 },
             },
         }
@@ -248,7 +251,7 @@ mod tests {
         let p = pod("a");
         c.retain(std::slice::from_ref(&p), t0);
         assert!(
-            matches!(c.lookup_at(&p, "m", t0), Lookup::Missing { ref reason, .. } if reason == "not scraped yet")
+            matches!(c.lookup_at(&p, "m", t0), Lookup::Missing { ref reason, .. } if *reason == MissingSample::NotScrapedYet)
         );
         c.record(&p, t0, &page("m", 0.9, 1.0));
         c.record(&p, t0 + Duration::from_secs(30), &page("m", 0.2, 7.0));
@@ -271,7 +274,11 @@ mod tests {
             panic!()
         };
         assert_eq!(since, Duration::from_secs(61));
-        assert_eq!(reason, "scrape failing: connection refused");
+        assert_eq!(
+            reason,
+            MissingSample::ScrapeFailing("connection refused".into())
+        );
+        assert_eq!(reason.to_string(), "scrape failing: connection refused");
     }
 
     #[test]
@@ -285,7 +292,9 @@ mod tests {
             panic!()
         };
         assert!(
-            reason.contains("no series with model_name=\"m\" (it serves \"other\")"),
+            reason
+                .to_string()
+                .contains("no series with model_name=\"m\" (it serves \"other\")"),
             "{reason}"
         );
         assert_eq!(

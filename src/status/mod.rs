@@ -69,8 +69,9 @@ pub fn views(
         }
     }
     for e in &explanation.excluded {
-        let resolved = if e.reason.contains("not found") || e.reason.contains("scaleTargetRef") {
-            cond(false, "TargetNotFound", e.reason.clone())
+        let reason = e.reason.to_string();
+        let resolved = if !e.reason.target_resolved() {
+            cond(false, "TargetNotFound", reason.clone())
         } else {
             cond(true, "TargetFound", "target Deployment found")
         };
@@ -83,13 +84,9 @@ pub fn views(
             cost: 0.0,
             desired: None,
             desired_reason: None,
-            message: e.reason.clone(),
-            metrics: cond(
-                false,
-                "MetricsMissing",
-                format!("not evaluated: {}", e.reason),
-            ),
-            optimization: cond(false, "InvalidConfiguration", e.reason.clone()),
+            message: reason.clone(),
+            metrics: cond(false, "MetricsMissing", format!("not evaluated: {reason}")),
+            optimization: cond(false, "InvalidConfiguration", reason),
             target_resolved: resolved,
             load: None,
         });

@@ -1,0 +1,291 @@
+//! The crate's typed errors: every place where a caller decides something from an error matches on a
+//! variant here, never on the text of a message.
+//!
+//! * [`Error`]: what ends a command (`serve`, `analyze`, `scrape`) with a message for the operator.
+//! * [`Exclusion`]: why a VariantAutoscaling cannot be decided (status conditions and events match on it).
+//! * [`MissingSample`]: why a pod has no usable sample (status conditions and `/debug/variants` use it).
+//! * [`api_status_code`]: the HTTP status of a Kubernetes API error, for hints and retries.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use thiserror::Error;
+
+/// What ends a command.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A flag, environment variable or input file is unusable; the message names it.
+    #[error("{0}")]
+    Config(String),
+    /// The `analyze` input is malformed or inconsistent; the message names the JSON path or rule.
+    #[error("invalid input{}: {message}", path.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
+    Input {
+        path: Option<String>,
+        message: String,
+    },
+    /// Reading or writing a local file or stream.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building the Kubernetes client.
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Certificates and keys for serving or for clients.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Fetching a page for `scrape`.
+    #[error("{0}")]
+    Fetch(String),
+    /// `scrape` found no model with both signals; the extraction is in the message.
+    #[error("{extraction}\nno model with both KV-cache usage and queue length found in {source_name} (expected vllm:kv_cache_usage_perc and vllm:num_requests_waiting with a model_name label)")]
+    NoModel {
+        extraction: String,
+        source_name: String,
+    },
+    /// A supervised task kept failing and could not be restarted.
+    #[error("task {task} failed {failures} times in a row (last: {last}); giving up so that the pod restarts")]
+    TaskFailed {
+        task: &'static str,
+        failures: u32,
+        last: String,
+    },
+    /// Encoding our own output.
+    #[error("encoding the output: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Why a VariantAutoscaling (or another variant source) is excluded from decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Exclusion {
+    #[error("spec.modelID is empty")]
+    EmptyModel,
+    #[error("label {label} is missing")]
+    MissingAccelerator { label: &'static str },
+    #[error("label {label} is empty")]
+    EmptyAccelerator { label: &'static str },
+    #[error("spec.variantCost {value:?}: {why}")]
+    BadCost { value: String, why: String },
+    #[error("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)")]
+    UnsupportedTargetKind { kind: String },
+    #[error("spec.scaleTargetRef.name is empty")]
+    EmptyTargetName,
+    #[error("the object has no name")]
+    NoName,
+    #[error("target Deployment {namespace}/{name} not found")]
+    TargetNotFound { namespace: String, name: String },
+    #[error("Deployment {deployment} has an unusable selector: {why}")]
+    BadSelector { deployment: String, why: String },
+    #[error("Deployment {deployment} has no pod selector")]
+    NoSelector { deployment: String },
+}
+
+impl Exclusion {
+    /// Whether the variant's scale target could be resolved (the `TargetResolved` condition).
+    pub fn target_resolved(&self) -> bool {
+        !matches!(
+            self,
+            Exclusion::UnsupportedTargetKind { .. }
+                | Exclusion::EmptyTargetName
+                | Exclusion::NoName
+                | Exclusion::TargetNotFound { .. }
+        )
+    }
+}
+
+impl Serialize for Exclusion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why a pod has no usable sample right now.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum MissingSample {
+    #[error("not scraped yet")]
+    NotScrapedYet,
+    #[error("scrape failing: {0}")]
+    ScrapeFailing(String),
+    #[error("the page has no vLLM queue or KV-cache metrics")]
+    NoVllmSeries,
+    #[error("the page has no series with model_name={model:?} (it serves {served})")]
+    OtherModels { model: String, served: String },
+    #[error("no sample in the last {lookback_secs}s")]
+    NoSampleInWindow { lookback_secs: u64 },
+    #[error("the page has no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) for model_name={model:?}")]
+    NoKvCache { model: String },
+    #[error("the page has no vllm:num_requests_waiting for model_name={model:?}")]
+    NoQueue { model: String },
+    #[error("Prometheus not queried yet")]
+    PrometheusNotQueried,
+    #[error("Prometheus not answered yet")]
+    PrometheusNotAnswered,
+    #[error("Prometheus error: {0}")]
+    Prometheus(String),
+    #[error("Prometheus has only one of KV-cache usage and queue length for this pod")]
+    PrometheusPartial,
+    #[error("Prometheus has no vLLM series for pod {pod} with model_name={model:?} in namespace {namespace}")]
+    PrometheusNoSeries {
+        pod: String,
+        model: String,
+        namespace: String,
+    },
+    #[error("no metric source configured")]
+    NoSource,
+    /// A sample that cannot be a KV-cache fraction or a queue length (NaN, ±Inf, negative).
+    #[error("unusable sample: {signal} is {value}")]
+    Unusable { signal: &'static str, value: f64 },
+    /// Every source of a chain was asked; each one's cause, in priority order.
+    #[error("{}", join(.0))]
+    All(Vec<MissingSample>),
+}
+
+fn join(causes: &[MissingSample]) -> String {
+    causes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl MissingSample {
+    /// Whether Prometheus failing is (part of) the cause: the `PrometheusError` condition reason.
+    pub fn is_prometheus_error(&self) -> bool {
+        match self {
+            MissingSample::Prometheus(_) => true,
+            MissingSample::All(causes) => causes.iter().any(Self::is_prometheus_error),
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for MissingSample {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The HTTP status code of a Kubernetes API error, however it arrived (a list, a watch, a request).
+pub fn api_status_code(e: &kube::runtime::watcher::Error) -> Option<u16> {
+    use kube::runtime::watcher::Error as W;
+    match e {
+        W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => client_code(k),
+        W::WatchError(status) => Some(status.code),
+        W::NoResourceVersion => None,
+    }
+}
+
+/// The HTTP status code of a kube client error, when the API server answered with one.
+pub fn client_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// How many names a message or log line lists before it says "and N more".
+pub const MAX_NAMES_LISTED: usize = 5;
+
+/// Displays a list of names, at most `max` of them, and how many more there are: messages and log
+/// lines stay small whatever the input.
+pub struct Capped<'a, T>(pub &'a [T], pub usize);
+
+impl<T: fmt::Display> fmt::Display for Capped<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Capped(items, max) = *self;
+        for (i, item) in items.iter().take(max).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        if items.len() > max {
+            write!(f, " and {} more", items.len() - max)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusion_target_resolution_is_by_variant() {
+        let cases = [
+            (Exclusion::EmptyModel, true),
+            (
+                Exclusion::MissingAccelerator {
+                    label: "inference.optimization/acceleratorName",
+                },
+                true,
+            ),
+            (
+                Exclusion::TargetNotFound {
+                    namespace: "ns".into(),
+                    name: "d".into(),
+                },
+                false,
+            ),
+            (Exclusion::EmptyTargetName, false),
+            (
+                Exclusion::UnsupportedTargetKind {
+                    kind: "StatefulSet".into(),
+                },
+                false,
+            ),
+            (
+                Exclusion::NoSelector {
+                    deployment: "d".into(),
+                },
+                true,
+            ),
+        ];
+        for (e, resolved) in cases {
+            assert_eq!(e.target_resolved(), resolved, "{e}");
+        }
+    }
+
+    #[test]
+    fn prometheus_errors_are_found_inside_chains() {
+        assert!(MissingSample::Prometheus("timeout".into()).is_prometheus_error());
+        assert!(MissingSample::All(vec![
+            MissingSample::ScrapeFailing("refused".into()),
+            MissingSample::Prometheus("timeout".into()),
+        ])
+        .is_prometheus_error());
+        // The words alone do not make it one.
+        assert!(!MissingSample::ScrapeFailing("Prometheus error: x".into()).is_prometheus_error());
+        assert_eq!(
+            MissingSample::All(vec![
+                MissingSample::NotScrapedYet,
+                MissingSample::PrometheusNotQueried
+            ])
+            .to_string(),
+            "not scraped yet; Prometheus not queried yet"
+        );
+    }
+
+    #[test]
+    fn capped_lists_say_how_many_were_left_out() {
+        let names = ["a", "b", "c", "d"];
+        assert_eq!(Capped(&names, 2).to_string(), "a, b and 2 more");
+        assert_eq!(Capped(&names, 4).to_string(), "a, b, c, d");
+        assert_eq!(Capped::<&str>(&[], 3).to_string(), "");
+    }
+}
