@@ -158,6 +158,7 @@ impl InProcess {
             provider: Arc::new(engine),
             auth: Some(auth),
             metrics,
+            health: wva_metrics_server::health::Health::new(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let listener = runtime

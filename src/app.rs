@@ -3,65 +3,82 @@
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::config::AuthOverrides;
 use crate::auth::review::KubeReviewer;
 use crate::auth::Auth;
-use crate::cluster::leader::LeaderElector;
-use crate::cluster::snapshot::{self, Snapshot};
+use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch;
-use crate::config::{MetricsSource, ServeArgs};
+use crate::config::{MetricsSource, ServeArgs, TlsArgs};
 use crate::engine::{self, Engine};
+use crate::error::Error;
+use crate::health::{liveness_bound, Health};
 use crate::saturation::config::ScalingConfig;
 use crate::server::routes::AppState;
-use crate::server::{self as http, ServeOptions};
+use crate::server::{self as http};
 use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
-use crate::sources::scraper::{ScrapeOptions, Scraper};
+use crate::sources::scraper::Scraper;
 use crate::sources::window::WindowCache;
 use crate::sources::{Chain, SampleSource};
 use crate::status::StatusWriter;
+use crate::supervisor::{RestartPolicy, Supervisor};
 use crate::telemetry::Metrics;
 use crate::tls::{self, CertSource, ReloadingCert};
 
-fn read_optional(path: &Option<PathBuf>, what: &str) -> Result<Option<Vec<u8>>, String> {
-    path.as_ref()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display())))
-        .transpose()
-}
+/// How often the standalone file is checked for changes.
+pub const STANDALONE_POLL: Duration = Duration::from_secs(2);
+/// Timeout of one TokenReview or SubjectAccessReview call.
+pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn kube_client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, String> {
+async fn kube_client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Error> {
+    let kube_err = |context: String, e: Box<dyn std::error::Error + Send + Sync>| Error::Kube {
+        context,
+        source: e,
+    };
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+            let context = format!("--kubeconfig {}", path.display());
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| kube_err(context.clone(), Box::new(e)))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| kube_err(context, Box::new(e)))?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration: not in a cluster and no kubeconfig found ({e}); pass --kubeconfig or use --standalone FILE"))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            kube_err(
+                "no Kubernetes configuration: not in a cluster and no kubeconfig found; pass --kubeconfig or use --standalone FILE".into(),
+                Box::new(e),
+            )
+        })?,
     };
-    kube::Client::try_from(config).map_err(|e| format!("building the Kubernetes client: {e}"))
+    kube::Client::try_from(config)
+        .map_err(|e| kube_err("building the Kubernetes client".into(), Box::new(e)))
 }
 
-/// The serving certificate: from files (hot-reloaded) or generated, with its CA written out.
+/// The serving certificate: from files (hot-reloaded by a supervised task) or generated, with its CA
+/// written out.
 fn serving_cert(
-    args: &ServeArgs,
+    args: &TlsArgs,
+    port: u16,
     bind: IpAddr,
-) -> Result<(Arc<ReloadingCert>, CertSource), String> {
+    tasks: &mut Supervisor,
+) -> Result<(Arc<ReloadingCert>, CertSource), Error> {
     let provider = tls::provider();
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
-        let resolver = ReloadingCert::load(cert, key, &provider).map_err(|e| e.to_string())?;
-        tokio::spawn(tls::watch_files(
+        let resolver = ReloadingCert::load(cert, key, &provider)?;
+        let (r, c, k, every) = (
             resolver.clone(),
             cert.clone(),
             key.clone(),
             args.tls_reload_interval,
-            provider,
-        ));
+        );
+        tasks.add("serving-certificate-reload", move || {
+            tls::watch_files(r.clone(), c.clone(), k.clone(), every, provider.clone())
+        });
         return Ok((
             resolver,
             CertSource::Files {
@@ -83,15 +100,14 @@ fn serving_cert(
     names.extend(args.tls_sans.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
-    let generated = tls::generate_self_signed(&names).map_err(|e| e.to_string())?;
-    let dir = args.cert_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("wva-metrics-server-{}", args.secure_port))
-    });
+    let generated = tls::generate_self_signed(&names)?;
+    let dir = args
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("wva-metrics-server-{port}")));
     let ca_path = dir.join("ca.crt");
-    tls::write_file(&ca_path, &generated.ca_pem).map_err(|e| e.to_string())?;
-    let ck = generated
-        .certified_key(&provider)
-        .map_err(|e| e.to_string())?;
+    tls::write_file(&ca_path, &generated.ca_pem)?;
+    let ck = generated.certified_key(&provider)?;
     tracing::info!(ca = %ca_path.display(), sans = ?names, "no --tls-cert-file given: generated a self-signed serving certificate");
     Ok((
         ReloadingCert::from_key(ck),
@@ -99,100 +115,150 @@ fn serving_cert(
     ))
 }
 
-pub async fn serve(args: ServeArgs) -> Result<(), String> {
-    args.validate()?;
-    let metrics = Metrics::new();
-    let standalone = args.standalone.is_some();
-    let bind = args.bind_address.unwrap_or(if standalone {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        IpAddr::from([0, 0, 0, 0])
-    });
+/// Where variants come from, and what the HTTP surface needs for authentication.
+struct ClusterState {
+    shared: SharedSnapshot,
+    auth: Option<Arc<Auth>>,
+    /// For the status writer; `None` in standalone mode.
+    client: Option<kube::Client>,
+}
 
-    // Cluster state and trust configuration.
-    let scaling = Arc::new(ArcSwap::from_pointee(ScalingConfig::default()));
-    let mut status_client: Option<kube::Client> = None;
-    let (shared, auth) = if let Some(file) = &args.standalone {
-        let (snap, problems) = crate::standalone::load(file)?;
-        for p in &problems {
-            tracing::error!("{p}");
-        }
-        let shared = snapshot::shared(snap);
-        tokio::spawn(crate::standalone::watch_file(
-            file.clone(),
-            shared.clone(),
-            Duration::from_secs(2),
-        ));
-        (shared, None)
-    } else {
-        let client = kube_client(&args.kubeconfig).await?;
-        let shared = snapshot::shared(Snapshot::default());
-        tokio::spawn(watch::run_snapshot(
+/// Standalone: the snapshot from a file, polled every [`STANDALONE_POLL`]; no authentication.
+fn standalone_state(
+    file: &Path,
+    health: &Health,
+    tasks: &mut Supervisor,
+) -> Result<ClusterState, Error> {
+    let (snap, problems) = crate::standalone::load(file).map_err(Error::Config)?;
+    for p in &problems {
+        tracing::error!("{p}");
+    }
+    let shared = snapshot::shared(snap);
+    let heartbeat = health.heartbeat("snapshot", liveness_bound(STANDALONE_POLL, Duration::ZERO));
+    let (f, s) = (file.to_path_buf(), shared.clone());
+    tasks.add("standalone-file", move || {
+        crate::standalone::watch_file(f.clone(), s.clone(), STANDALONE_POLL, heartbeat.clone())
+    });
+    Ok(ClusterState {
+        shared,
+        auth: None,
+        client: None,
+    })
+}
+
+/// In a cluster: watchers for the snapshot, the thresholds and the trust configuration.
+async fn cluster_state(
+    args: &ServeArgs,
+    scaling: &Arc<ArcSwap<ScalingConfig>>,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    tasks: &mut Supervisor,
+) -> Result<ClusterState, Error> {
+    let client = kube_client(&args.cluster.kubeconfig).await?;
+    let shared = snapshot::shared(Snapshot::default());
+    let heartbeat = health.heartbeat(
+        "snapshot",
+        liveness_bound(watch::SNAPSHOT_RESYNC, watch::SNAPSHOT_DEBOUNCE),
+    );
+    let synced = health.store("snapshot");
+    {
+        let (c, ns, s, m) = (
             client.clone(),
-            args.watch_namespace.clone(),
+            args.cluster.watch_namespace.clone(),
             shared.clone(),
             metrics.clone(),
-            Duration::from_millis(200),
-        ));
-        tokio::spawn(watch::run_scaling_config(
+        );
+        tasks.add("snapshot-watch", move || {
+            watch::run_snapshot(
+                c.clone(),
+                ns.clone(),
+                s.clone(),
+                m.clone(),
+                heartbeat.clone(),
+                synced.clone(),
+            )
+        });
+    }
+    {
+        let synced = health.store("saturation-config");
+        let (c, ns, name, target, m) = (
             client.clone(),
-            args.namespace.clone(),
-            args.saturation_configmap.clone(),
+            args.cluster.namespace.clone(),
+            args.cluster.saturation_configmap.clone(),
             scaling.clone(),
             metrics.clone(),
-        ));
-        let overrides = AuthOverrides {
-            client_ca_pem: read_optional(&args.client_ca_file, "--client-ca-file")?,
-            requestheader_ca_pem: read_optional(
-                &args.requestheader_client_ca_file,
-                "--requestheader-client-ca-file",
-            )?,
-            allowed_names: args.requestheader_allowed_names.clone(),
-            username_headers: args.requestheader_username_headers.clone(),
-            group_headers: args.requestheader_group_headers.clone(),
-            extra_headers_prefix: args.requestheader_extra_headers_prefix.clone(),
-            uid_headers: args.requestheader_uid_headers.clone(),
-        };
-        let reviewer = Arc::new(KubeReviewer::new(client.clone(), Duration::from_secs(10)));
-        let auth = Arc::new(Auth::new(
-            Some(reviewer),
-            args.auth_cache_ttl,
-            metrics.clone(),
-        ));
-        tokio::spawn(watch::run_auth_config(
-            client.clone(),
-            auth.clone(),
-            overrides,
-            metrics.clone(),
-        ));
-        status_client = Some(client);
-        (shared, Some(auth))
-    };
+        );
+        tasks.add("saturation-config-watch", move || {
+            watch::run_scaling_config(
+                c.clone(),
+                ns.clone(),
+                name.clone(),
+                target.clone(),
+                m.clone(),
+                synced.clone(),
+            )
+        });
+    }
+    let overrides = args.auth.overrides().map_err(Error::Config)?;
+    let reviewer = Arc::new(KubeReviewer::new(client.clone(), REVIEW_TIMEOUT));
+    let auth = Arc::new(Auth::new(
+        Some(reviewer),
+        args.auth.auth_cache_ttl,
+        metrics.clone(),
+    ));
+    {
+        let (c, a, m) = (client.clone(), auth.clone(), metrics.clone());
+        tasks.add("authentication-config-watch", move || {
+            watch::run_auth_config(c.clone(), a.clone(), overrides.clone(), m.clone())
+        });
+    }
+    Ok(ClusterState {
+        shared,
+        auth: Some(auth),
+        client: Some(client),
+    })
+}
 
-    // Sample sources, in priority order.
+/// Sample sources in priority order, each with its supervised loop.
+fn sample_sources(
+    args: &ServeArgs,
+    shared: &SharedSnapshot,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    tasks: &mut Supervisor,
+) -> Result<Vec<Arc<dyn SampleSource>>, Error> {
+    let src = &args.sources;
     let mut sources: Vec<Arc<dyn SampleSource>> = Vec::new();
-    if args.metrics_source != MetricsSource::Prometheus {
-        let cache = Arc::new(WindowCache::new(args.lookback));
-        let opts = ScrapeOptions {
-            interval: args.scrape_interval,
-            timeout: args.scrape_timeout,
-            concurrency: args.scrape_concurrency,
-            max_body_bytes: args.max_page_bytes,
-        };
-        let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
-        tokio::spawn(scraper.run());
+    if src.metrics_source != MetricsSource::Prometheus {
+        let cache = Arc::new(WindowCache::new(src.lookback));
+        let opts = src.scrape_options();
+        let heartbeat =
+            health.heartbeat("scrape-loop", liveness_bound(opts.interval, opts.timeout));
+        let scraper = Arc::new(Scraper::new(
+            cache.clone(),
+            shared.clone(),
+            metrics.clone(),
+            opts,
+        ));
+        tasks.add("pod-scraper", move || {
+            scraper.clone().run(heartbeat.clone())
+        });
         sources.push(cache);
     }
-    if args.metrics_source != MetricsSource::Pods {
-        match &args.prometheus.base_url {
-            Some(_) => {
-                let client = PrometheusClient::new(&args.prometheus).map_err(|e| e.to_string())?;
-                let source = Arc::new(PrometheusSource::new(
-                    client,
-                    args.lookback,
-                    metrics.clone(),
-                ));
-                tokio::spawn(source.clone().run(shared.clone(), args.scrape_interval));
+    if src.metrics_source != MetricsSource::Pods {
+        match args.prometheus.options() {
+            Some(opts) => {
+                let client = PrometheusClient::new(&opts)
+                    .map_err(|e| Error::Config(format!("Prometheus: {e}")))?;
+                let source = Arc::new(PrometheusSource::new(client, src.lookback, metrics.clone()));
+                let heartbeat = health.heartbeat(
+                    "prometheus-poll",
+                    liveness_bound(src.scrape_interval, opts.timeout),
+                );
+                let (s, snap, every) = (source.clone(), shared.clone(), src.scrape_interval);
+                tasks.add("prometheus-poll", move || {
+                    s.clone().run(snap.clone(), every, heartbeat.clone())
+                });
                 sources.push(source);
             }
             None => {
@@ -200,85 +266,117 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         }
     }
+    Ok(sources)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), Error> {
+    args.validate().map_err(Error::Config)?;
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let mut tasks = Supervisor::new(metrics.clone(), RestartPolicy::default());
+    let standalone = args.cluster.standalone.is_some();
+    let bind = args.http.bind_address.unwrap_or(if standalone {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        IpAddr::from([0, 0, 0, 0])
+    });
+
+    // Cluster state and trust configuration.
+    let scaling = Arc::new(ArcSwap::from_pointee(ScalingConfig::default()));
+    let cluster = match &args.cluster.standalone {
+        Some(file) => standalone_state(file, &health, &mut tasks)?,
+        None => cluster_state(&args, &scaling, &metrics, &health, &mut tasks).await?,
+    };
+    let sources = sample_sources(&args, &cluster.shared, &metrics, &health, &mut tasks)?;
     let engine = Arc::new(Engine::new(
-        shared,
+        cluster.shared.clone(),
         Arc::new(Chain(sources)),
         scaling,
-        args.max_metric_age,
+        args.sources.max_metric_age,
     ));
+
     // Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.
-    let tick = Duration::from_secs(2).min(args.status_interval);
-    match status_client {
-        Some(client) if args.write_status => {
-            let identity = args.identity.clone().unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                format!("{}-{}", host.trim(), std::process::id())
-            });
-            let elector = LeaderElector::new(
-                client.clone(),
-                &args.namespace,
-                "wva-metrics-server-status",
-                &identity,
-                args.lease_duration,
-            );
-            let writer = StatusWriter {
+    let status_opts = args.status.options();
+    match cluster.client {
+        Some(client) if args.status.write_status => {
+            let writer = Arc::new(StatusWriter::new(
                 client,
-                engine: engine.clone(),
-                elector,
-                metrics: metrics.clone(),
-                interval: args.status_interval,
-                tick,
-            };
-            tokio::spawn(writer.run());
-        }
-        _ => {
-            tokio::spawn(crate::status::run_gauges(
                 engine.clone(),
                 metrics.clone(),
-                tick,
+                &args.cluster.namespace,
+                &status_opts,
             ));
+            tasks.add("status-writer", move || writer.clone().run());
+        }
+        _ => {
+            let (e, m, every) = (engine.clone(), metrics.clone(), status_opts.tick);
+            tasks.add("variant-gauges", move || {
+                crate::status::run_gauges(e.clone(), m.clone(), every)
+            });
         }
     }
 
     // The front door.
-    let (resolver, cert_source) = serving_cert(&args, bind)?;
-    let tls_config =
-        Arc::new(tls::server_config(resolver, tls::provider()).map_err(|e| e.to_string())?);
-    let addr = SocketAddr::new(bind, args.secure_port);
+    let (resolver, cert_source) = serving_cert(&args.tls, args.http.secure_port, bind, &mut tasks)?;
+    let tls_config = Arc::new(tls::server_config(resolver, tls::provider())?);
+    let addr = SocketAddr::new(bind, args.http.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("listening on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%local, standalone, "serving external.metrics.k8s.io/v1beta1");
+        .map_err(|e| Error::io(format!("listening on {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", e))?;
+    tracing::info!(%local, standalone, tasks = ?tasks.names(), "serving external.metrics.k8s.io/v1beta1");
     if standalone {
-        let ca = match &cert_source {
-            CertSource::Generated { ca_path } => format!("--cacert {}", ca_path.display()),
-            CertSource::Files { .. } => "--cacert <CA of --tls-cert-file>".to_string(),
-        };
-        let host = if local.ip().is_ipv6() {
-            format!("[{}]", local.ip())
-        } else {
-            local.ip().to_string()
-        };
-        println!(
-            "wva-metrics-server (standalone, no authentication) on https://{host}:{}",
-            local.port()
-        );
-        println!("  curl {ca} 'https://{host}:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/<namespace>/inferno_desired_replicas?labelSelector=variant_name%3D<variant>'", local.port());
+        print_standalone_banner(local, &cert_source);
     }
     let state = Arc::new(AppState {
         provider: engine,
-        auth,
+        auth: cluster.auth,
         metrics,
+        health,
     });
-    let opts = ServeOptions {
-        handshake_timeout: args.handshake_timeout,
-        max_connections: args.max_connections,
-        shutdown_grace: args.shutdown_grace,
-        ..Default::default()
+    // One shutdown signal for both: the server drains, the tasks stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = http::serve(
+        listener,
+        tls_config,
+        state,
+        args.http.serve_options(),
+        async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        },
+    );
+    let mut stop = stop_rx.clone();
+    let supervised = tasks.run(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    tokio::select! {
+        () = server => Ok(()),
+        failed = supervised => match failed {
+            // Shutdown: let the server finish draining.
+            Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn print_standalone_banner(local: SocketAddr, cert_source: &CertSource) {
+    let ca = match cert_source {
+        CertSource::Generated { ca_path } => format!("--cacert {}", ca_path.display()),
+        CertSource::Files { .. } => "--cacert <CA of --tls-cert-file>".to_string(),
     };
-    http::serve(listener, tls_config, state, opts, shutdown_signal()).await;
-    Ok(())
+    let host = if local.ip().is_ipv6() {
+        format!("[{}]", local.ip())
+    } else {
+        local.ip().to_string()
+    };
+    println!(
+        "wva-metrics-server (standalone, no authentication) on https://{host}:{}",
+        local.port()
+    );
+    println!("  curl {ca} 'https://{host}:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/<namespace>/inferno_desired_replicas?labelSelector=variant_name%3D<variant>'", local.port());
 }
 
 async fn shutdown_signal() {
@@ -303,42 +401,46 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn read_input(input: &str) -> Result<String, String> {
+fn read_input(input: &str) -> Result<String, Error> {
     if input == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| format!("reading stdin: {e}"))?;
+            .map_err(|e| Error::io("reading stdin", e))?;
         Ok(s)
     } else {
-        std::fs::read_to_string(input).map_err(|e| format!("reading {input}: {e}"))
+        std::fs::read_to_string(input).map_err(|e| Error::io(format!("reading {input}"), e))
     }
 }
 
 /// `analyze`: one model's snapshot in, the decision out.
-pub fn analyze(input: &str) -> Result<String, String> {
+pub fn analyze(input: &str) -> Result<String, Error> {
     let text = read_input(input)?;
-    let decision = engine::input::analyze_json(&text).map_err(|e| e.to_string())?;
-    serde_json::to_string_pretty(&decision).map_err(|e| e.to_string())
+    let decision = engine::input::analyze_json(&text)?;
+    Ok(serde_json::to_string_pretty(&decision)?)
 }
 
 /// `scrape`: one page in, the extracted signals out. Errors when no model could be extracted.
-pub async fn scrape(source: &str, timeout: Duration) -> Result<String, String> {
+/// The largest page `scrape` reads.
+pub const SCRAPE_COMMAND_MAX_BYTES: usize = 64 << 20;
+
+pub async fn scrape(source: &str, timeout: Duration) -> Result<String, Error> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {
-        let client = crate::sources::scraper::http_client(timeout)?;
-        let page = crate::sources::scraper::fetch(&client, source, 64 << 20)
+        let client = crate::sources::scraper::http_client(timeout).map_err(Error::Fetch)?;
+        let page = crate::sources::scraper::fetch(&client, source, SCRAPE_COMMAND_MAX_BYTES)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Fetch(e.to_string()))?;
         page.text
     } else {
         read_input(source)?
     };
     let extraction = crate::sources::exposition::extract_validated(&text);
-    let json = serde_json::to_string_pretty(&extraction).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&extraction)?;
     if !extraction.models.values().any(|m| m.is_complete()) {
-        return Err(format!(
-            "{json}\nno model with both KV-cache usage and queue length found in {source} (expected vllm:kv_cache_usage_perc and vllm:num_requests_waiting with a model_name label)"
-        ));
+        return Err(Error::NoModel {
+            extraction: json,
+            source_name: source.to_string(),
+        });
     }
     Ok(json)
 }

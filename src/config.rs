@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::config::AuthOverrides;
+use crate::server::ServeOptions;
+use crate::sources::prometheus::PrometheusOptions;
+use crate::sources::scraper::ScrapeOptions;
+use crate::status::{StatusOptions, STATUS_TICK};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -52,12 +57,47 @@ pub enum MetricsSource {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub status: StatusArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
     /// HTTPS port.
     #[arg(long, env = "WVA_SECURE_PORT", default_value_t = 6443)]
     pub secure_port: u16,
     /// Address to listen on [default: 0.0.0.0; 127.0.0.1 with --standalone].
     #[arg(long, env = "WVA_BIND_ADDRESS")]
     pub bind_address: Option<IpAddr>,
+    /// Connections served at once; further ones are closed.
+    #[arg(long, env = "WVA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    #[arg(long, env = "WVA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "WVA_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// The serving certificate.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
     /// Serving certificate (PEM). Reloaded when it changes on disk. Without it a self-signed one is generated.
     #[arg(long, env = "WVA_TLS_CERT_FILE", requires = "tls_private_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -73,7 +113,11 @@ pub struct ServeArgs {
     /// Extra DNS names or IPs for a generated certificate (repeatable, or comma-separated).
     #[arg(long = "tls-san", env = "WVA_TLS_SANS", value_delimiter = ',')]
     pub tls_sans: Vec<String>,
+}
 
+/// Where the variants come from: a cluster, or a standalone file.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
     /// Kubeconfig to use; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -90,7 +134,15 @@ pub struct ServeArgs {
         default_value = "wva-saturation-scaling-config"
     )]
     pub saturation_configmap: String,
+    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
+    /// cluster (reloaded when it changes). No authentication: loopback addresses only.
+    #[arg(long, env = "WVA_STANDALONE")]
+    pub standalone: Option<PathBuf>,
+}
 
+/// Delegated authentication and authorization.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
     /// CA bundle for x509 client certificates (overrides client-ca-file of kube-system/extension-apiserver-authentication).
     #[arg(long, env = "WVA_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
@@ -123,7 +175,11 @@ pub struct ServeArgs {
     /// How long TokenReview and SubjectAccessReview answers (allow and deny) are cached.
     #[arg(long, env = "WVA_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub auth_cache_ttl: Duration,
+}
 
+/// Replica samples: the pod scraper and its window.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
     /// Where replica samples come from.
     #[arg(long, env = "WVA_METRICS_SOURCE", value_enum, default_value = "both")]
     pub metrics_source: MetricsSource,
@@ -145,10 +201,11 @@ pub struct ServeArgs {
     /// While Ready pods lack fresh samples, answer spec.replicas for this long; after that answer 503.
     #[arg(long, env = "WVA_MAX_METRIC_AGE", default_value = "2m", value_parser = parse_duration)]
     pub max_metric_age: Duration,
+}
 
-    #[command(flatten)]
-    pub prometheus: PrometheusArgs,
-
+/// VariantAutoscaling status write-back.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
     /// Write each VariantAutoscaling's status (desiredOptimizedAlloc, conditions) and events; one replica at a time (Lease).
     #[arg(long, env = "WVA_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_status: bool,
@@ -161,22 +218,11 @@ pub struct ServeArgs {
     /// This replica's identity in the Lease [default: hostname and process id].
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
 
-    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
-    /// cluster (reloaded when it changes). No authentication: loopback addresses only.
-    #[arg(long, env = "WVA_STANDALONE")]
-    pub standalone: Option<PathBuf>,
-
-    /// Connections served at once; further ones are closed.
-    #[arg(long, env = "WVA_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Time allowed for a TLS handshake.
-    #[arg(long, env = "WVA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
-    /// Time in-flight requests get to finish after SIGTERM.
-    #[arg(long, env = "WVA_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-
+/// Logging.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
     /// Log format.
     #[arg(long, env = "WVA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -240,6 +286,85 @@ pub struct PrometheusArgs {
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
+impl PrometheusArgs {
+    /// The Prometheus client's options, when a base URL is configured.
+    pub fn options(&self) -> Option<PrometheusOptions> {
+        Some(PrometheusOptions {
+            base_url: self.base_url.clone()?,
+            insecure_skip_verify: self.insecure_skip_verify,
+            ca_cert_path: self.ca_cert_path.clone(),
+            client_cert_path: self.client_cert_path.clone(),
+            client_key_path: self.client_key_path.clone(),
+            server_name: self.server_name.clone(),
+            bearer_token: self.bearer_token.clone(),
+            token_path: self.token_path.clone(),
+            allow_http: self.allow_http,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl SourceArgs {
+    pub fn scrape_options(&self) -> ScrapeOptions {
+        ScrapeOptions {
+            interval: self.scrape_interval,
+            timeout: self.scrape_timeout,
+            concurrency: self.scrape_concurrency,
+            max_body_bytes: self.max_page_bytes,
+        }
+    }
+}
+
+impl HttpArgs {
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            handshake_timeout: self.handshake_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+            ..Default::default()
+        }
+    }
+}
+
+impl StatusArgs {
+    /// The writer's options; `identity` defaults to the host name and process id.
+    pub fn options(&self) -> StatusOptions {
+        StatusOptions {
+            interval: self.status_interval,
+            tick: STATUS_TICK.min(self.status_interval),
+            lease_duration: self.lease_duration,
+            identity: self.identity.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            }),
+        }
+    }
+}
+
+impl AuthArgs {
+    /// The command-line overrides of the trust configuration, with the CA files read.
+    pub fn overrides(&self) -> Result<AuthOverrides, String> {
+        Ok(AuthOverrides {
+            client_ca_pem: read_optional(&self.client_ca_file, "--client-ca-file")?,
+            requestheader_ca_pem: read_optional(
+                &self.requestheader_client_ca_file,
+                "--requestheader-client-ca-file",
+            )?,
+            allowed_names: self.requestheader_allowed_names.clone(),
+            username_headers: self.requestheader_username_headers.clone(),
+            group_headers: self.requestheader_group_headers.clone(),
+            extra_headers_prefix: self.requestheader_extra_headers_prefix.clone(),
+            uid_headers: self.requestheader_uid_headers.clone(),
+        })
+    }
+}
+
+fn read_optional(path: &Option<PathBuf>, what: &str) -> Result<Option<Vec<u8>>, String> {
+    path.as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display())))
+        .transpose()
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -269,27 +394,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl ServeArgs {
     /// Checks combinations clap cannot express; messages say what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.scrape_interval.is_zero() {
+        if self.sources.scrape_interval.is_zero() {
             return Err("--scrape-interval must be greater than 0".into());
         }
-        if self.lookback < self.scrape_interval {
+        if self.sources.lookback < self.sources.scrape_interval {
             return Err(format!(
                 "--lookback ({:?}) must be at least --scrape-interval ({:?})",
-                self.lookback, self.scrape_interval
+                self.sources.lookback, self.sources.scrape_interval
             ));
         }
-        if self.scrape_concurrency == 0 || self.max_connections == 0 {
+        if self.sources.scrape_concurrency == 0 || self.http.max_connections == 0 {
             return Err("--scrape-concurrency and --max-connections must be at least 1".into());
         }
-        if self.standalone.is_some() {
-            let addr = self.bind_address.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        if self.cluster.standalone.is_some() {
+            let addr = self
+                .http
+                .bind_address
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]));
             if !addr.is_loopback() {
                 return Err(format!(
                     "--standalone serves without authentication and only on loopback; --bind-address {addr} is not a loopback address"
                 ));
             }
         }
-        if self.metrics_source == MetricsSource::Prometheus && self.prometheus.base_url.is_none() {
+        if self.sources.metrics_source == MetricsSource::Prometheus
+            && self.prometheus.base_url.is_none()
+        {
             return Err(
                 "--metrics-source prometheus needs --prometheus-base-url (PROMETHEUS_BASE_URL)"
                     .into(),

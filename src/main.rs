@@ -3,6 +3,7 @@
 use clap::Parser;
 use wva_metrics_server::app;
 use wva_metrics_server::config::{Cli, Command};
+use wva_metrics_server::error::Error;
 use wva_metrics_server::telemetry;
 
 /// glibc gives every thread that allocates concurrently an arena of its own and keeps freed pages in
@@ -44,7 +45,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => telemetry::init_logging(args.log_format, &args.log_level)
+        Command::Serve(args) => telemetry::init_logging(args.log.log_format, &args.log.log_level)
+            .map_err(Error::Config)
             .and_then(|_| runtime.block_on(app::serve(*args))),
         Command::Analyze { input } => app::analyze(&input).map(|out| println!("{out}")),
         Command::Scrape { source, timeout } => runtime

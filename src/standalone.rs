@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::cluster::crd::VariantAutoscaling;
 use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch::log_exclusions;
+use crate::health::Heartbeat;
 
 /// One problem in the file, located precisely enough to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,13 +148,19 @@ pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
 
 /// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read
 /// leaves the last good snapshot in place.
-pub async fn watch_file(file: PathBuf, shared: SharedSnapshot, every: Duration) {
+pub async fn watch_file(
+    file: PathBuf,
+    shared: SharedSnapshot,
+    every: Duration,
+    heartbeat: Arc<Heartbeat>,
+) {
     let mut last = std::fs::read(&file).ok();
     let mut excluded = Default::default();
     log_exclusions(&shared.load(), &mut excluded);
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        heartbeat.beat();
         let now = match std::fs::read(&file) {
             Ok(b) => b,
             Err(e) => {

@@ -41,6 +41,11 @@ pub struct PodLabels {
     pub pod: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct VariantLabels {
     pub variant_name: String,
@@ -65,6 +70,7 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
+    pub task_restarts: Family<TaskLabels, Counter>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
     variant_gauges: Vec<(VariantKind, VariantGauge)>,
 }
@@ -177,8 +183,15 @@ impl Metrics {
             "PromQL queries that failed",
             prometheus_failures.clone(),
         );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        own.register(
+            "task_restarts",
+            "Restarts of supervised long-lived tasks (watchers, scraper, pollers, status writer)",
+            task_restarts.clone(),
+        );
         Arc::new(Self {
             registry,
+            task_restarts,
             requests,
             request_duration,
             auth_cache,
@@ -209,6 +222,12 @@ impl Metrics {
         for (_, family) in &self.variant_gauges {
             family.remove(labels);
         }
+    }
+
+    pub fn task_restarted(&self, task: &str) {
+        self.task_restarts
+            .get_or_create(&TaskLabels { task: task.into() })
+            .inc();
     }
 
     pub fn cache_lookup(&self, cache: &str, hit: bool) {

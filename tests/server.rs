@@ -18,6 +18,7 @@ use wva_metrics_server::auth::Auth;
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::cluster::watch;
 use wva_metrics_server::engine::Engine;
+use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::saturation::config::ScalingConfig;
@@ -54,6 +55,7 @@ struct Harness {
     dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    health: Arc<Health>,
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -96,6 +98,7 @@ fn write_secret_volume(dir: &Path, generation: u32, leaf: &Leaf) {
 
 async fn start(slow: Option<Duration>) -> Harness {
     install_provider();
+    let health = Health::new();
     let serving_ca = Ca::new("serving-ca");
     let front_proxy = Ca::new("front-proxy-ca");
     let client_ca = Ca::new("client-ca");
@@ -167,6 +170,7 @@ async fn start(slow: Option<Duration>) -> Harness {
         provider,
         auth: Some(auth.clone()),
         metrics,
+        health: health.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -188,6 +192,7 @@ async fn start(slow: Option<Duration>) -> Harness {
         dir,
         shutdown: Some(tx),
         server,
+        health,
     }
 }
 
@@ -538,6 +543,43 @@ async fn discovery_negotiation_routes_and_health() {
     );
 }
 
+/// `/livez` tells the truth about the loops answers depend on: a loop that stops beating fails it
+/// (kubelet then restarts the pod), and `/readyz` waits for every store's first full sync.
+#[tokio::test]
+async fn livez_fails_when_a_loop_stalls_and_readyz_waits_for_first_sync() {
+    let h = start(None).await;
+    let anonymous = https_client(&h.serving_ca.pem, None, false);
+    let scrape = h
+        .health
+        .heartbeat("scrape-loop", Duration::from_millis(300));
+    let snapshot = h.health.store("snapshot");
+    let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+
+    let (code, _, body) = h.get(&anonymous, "/livez", &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = h.get(&anonymous, "/readyz", &[]).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(text(body).contains("[-]snapshot failed: initial sync not done"));
+    snapshot.set();
+    let (code, _, _) = h.get(&anonymous, "/readyz", &[]).await;
+    assert_eq!(code, 200);
+
+    // The loop stalls: no beat for longer than its bound.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for path in ["/livez", "/healthz"] {
+        let (code, _, body) = h.get(&anonymous, path, &[]).await;
+        assert_eq!(code, 500, "{path}");
+        assert!(
+            text(body).contains("[-]scrape-loop failed: no progress for"),
+            "{path}"
+        );
+    }
+    // It beats again: alive again.
+    scrape.beat();
+    let (code, _, body) = h.get(&anonymous, "/livez", &[]).await;
+    assert_eq!(code, 200, "{body}");
+}
+
 #[tokio::test]
 async fn auth_configmap_is_followed_live() {
     let h = start(None).await;
@@ -878,6 +920,7 @@ async fn start_unauthenticated(
         provider,
         auth: None,
         metrics: Metrics::new(),
+        health: wva_metrics_server::health::Health::new(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

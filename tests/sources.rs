@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use support::*;
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
-use wva_metrics_server::config::PrometheusArgs;
+use wva_metrics_server::sources::prometheus::PrometheusOptions;
 use wva_metrics_server::sources::prometheus::{PrometheusClient, PrometheusSource};
 use wva_metrics_server::sources::scraper::{ScrapeOptions, Scraper};
 use wva_metrics_server::sources::window::WindowCache;
@@ -265,9 +265,9 @@ async fn start_prometheus(targets: &[(SocketAddr, &str)]) -> Prometheus {
     }
 }
 
-fn prom_args(url: String, ca: Option<PathBuf>) -> PrometheusArgs {
-    PrometheusArgs {
-        base_url: Some(url),
+fn prom_args(url: String, ca: Option<PathBuf>) -> PrometheusOptions {
+    PrometheusOptions {
+        base_url: url,
         insecure_skip_verify: false,
         ca_cert_path: ca,
         client_cert_path: None,
@@ -385,7 +385,7 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     assert!(err.contains("401"), "{err}");
     let token_file = prom.dir.join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
-    let with_token = PrometheusClient::new(&PrometheusArgs {
+    let with_token = PrometheusClient::new(&PrometheusOptions {
         token_path: Some(token_file),
         ..prom_args(proxy_url, Some(proxy_ca_path))
     })

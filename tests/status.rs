@@ -72,7 +72,7 @@ async fn status_patches_are_retried_and_events_recorded() {
         Metrics::new(),
         Duration::from_millis(100),
     );
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(Arc::new(writer).run());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let done = api.state.lock().unwrap().vas["v1"]["status"]["desiredOptimizedAlloc"]
@@ -161,7 +161,7 @@ async fn followers_do_not_write() {
         metrics.clone(),
         Duration::from_millis(50),
     );
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(Arc::new(writer).run());
     tokio::time::sleep(Duration::from_millis(600)).await;
     task.abort();
     assert!(

@@ -3,6 +3,7 @@
 //! Built by a pure function from object lists, so the kube reflectors and the standalone file produce
 //! the same thing, and the request path only reads an `Arc<Snapshot>`.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -114,9 +115,16 @@ pub const PATH_ANNOTATION: &str = "prometheus.io/path";
 pub const DEFAULT_METRICS_PORT: u16 = 8000;
 
 /// Joins the three object kinds into a snapshot.
-pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod]) -> Snapshot {
+/// Takes the objects as the reflector stores hold them (`Arc`s) or owned (the standalone file).
+pub fn build<V, D, P>(vas: &[V], deployments: &[D], pods: &[P]) -> Snapshot
+where
+    V: Borrow<VariantAutoscaling>,
+    D: Borrow<Deployment>,
+    P: Borrow<Pod>,
+{
     let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
     for d in deployments {
+        let d: &Deployment = d.borrow();
         if let (Some(ns), Some(name)) =
             (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
         {
@@ -125,6 +133,7 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
     }
     let mut pods_by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in pods {
+        let p: &Pod = p.borrow();
         if let Some(ns) = p.metadata.namespace.as_deref() {
             pods_by_ns.entry(ns).or_default().push(p);
         }
@@ -135,6 +144,7 @@ pub fn build(vas: &[VariantAutoscaling], deployments: &[Deployment], pods: &[Pod
         ..Default::default()
     };
     for va in vas {
+        let va: &VariantAutoscaling = va.borrow();
         if va.metadata.deletion_timestamp.is_some() {
             continue;
         }

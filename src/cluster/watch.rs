@@ -23,6 +23,7 @@ use crate::auth::config::{
 };
 use crate::auth::Auth;
 use crate::error::{api_status_code, Exclusion};
+use crate::health::{Heartbeat, Synced};
 use crate::saturation::config::ScalingConfig;
 use crate::telemetry::{Metrics, WatchLabels};
 
@@ -132,54 +133,74 @@ fn slim_va(v: &mut VariantAutoscaling) {
     v.metadata.managed_fields = None;
 }
 
-/// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced).
+/// Coalesces bursts of watch events (a rollout touches many pods at once) into one rebuild.
+pub const SNAPSHOT_DEBOUNCE: Duration = Duration::from_millis(200);
+/// The snapshot is rebuilt at least this often even without events, which also proves the loop alive.
+pub const SNAPSHOT_RESYNC: Duration = Duration::from_secs(30);
+
+/// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced) and
+/// every [`SNAPSHOT_RESYNC`]. The three reflectors run inside this future, so when any of them ends or
+/// panics the whole task ends and its supervisor restarts it with fresh watches.
 pub async fn run_snapshot(
     client: Client,
     namespace: Option<String>,
     shared: SharedSnapshot,
     metrics: Arc<Metrics>,
-    debounce: Duration,
+    heartbeat: Arc<Heartbeat>,
+    synced: Arc<Synced>,
 ) {
     let changed = Arc::new(Notify::new());
     let (vas, va_w) = reflector::store::<VariantAutoscaling>();
     let (deps, dep_w) = reflector::store::<Deployment>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let ns = namespace.as_deref();
-    tokio::spawn(reflect(
-        "variantautoscalings",
-        api(&client, ns),
-        va_w,
-        changed.clone(),
-        metrics.clone(),
-        slim_va,
-    ));
-    tokio::spawn(reflect(
-        "deployments",
-        api(&client, ns),
-        dep_w,
-        changed.clone(),
-        metrics.clone(),
-        slim_deployment,
-    ));
-    tokio::spawn(reflect(
-        "pods",
-        api(&client, ns),
-        pod_w,
-        changed.clone(),
-        metrics.clone(),
-        slim_pod,
-    ));
-
-    let mut last_excluded: BTreeMap<(String, String), Exclusion> = BTreeMap::new();
-    loop {
-        changed.notified().await;
-        // Coalesce bursts (a rollout touches many pods at once) into one rebuild.
-        tokio::time::sleep(debounce).await;
-        let synced = ready(&vas) && ready(&deps) && ready(&pods);
-        let mut snap = snapshot::build(&state(&vas), &state(&deps), &state(&pods));
-        snap.synced = synced;
-        log_exclusions(&snap, &mut last_excluded);
-        shared.store(Arc::new(snap));
+    let reflectors = futures::future::join3(
+        reflect(
+            "variantautoscalings",
+            api(&client, ns),
+            va_w,
+            changed.clone(),
+            metrics.clone(),
+            slim_va,
+        ),
+        reflect(
+            "deployments",
+            api(&client, ns),
+            dep_w,
+            changed.clone(),
+            metrics.clone(),
+            slim_deployment,
+        ),
+        reflect(
+            "pods",
+            api(&client, ns),
+            pod_w,
+            changed.clone(),
+            metrics.clone(),
+            slim_pod,
+        ),
+    );
+    let rebuild = async {
+        let mut last_excluded: BTreeMap<(String, String), Exclusion> = BTreeMap::new();
+        loop {
+            // Either an event or the resync period, whichever comes first.
+            let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
+            tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
+            let all_synced = ready(&vas) && ready(&deps) && ready(&pods);
+            // The stores hand out shared objects; the join reads them without copying.
+            let mut snap = snapshot::build(&vas.state(), &deps.state(), &pods.state());
+            snap.synced = all_synced;
+            log_exclusions(&snap, &mut last_excluded);
+            shared.store(Arc::new(snap));
+            if all_synced {
+                synced.set();
+            }
+            heartbeat.beat();
+        }
+    };
+    tokio::select! {
+        _ = reflectors => tracing::warn!("the snapshot's watches ended"),
+        () = rebuild => {}
     }
 }
 
@@ -188,13 +209,6 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
-}
-
-fn state<K: Resource + Clone>(store: &Store<K>) -> Vec<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
 }
 
 /// Logs each exclusion once per change of its reason, and when it clears.
@@ -223,6 +237,7 @@ async fn follow_configmap(
     namespace: String,
     name: String,
     metrics: Arc<Metrics>,
+    synced: Option<Arc<Synced>>,
     mut apply: impl FnMut(Option<&BTreeMap<String, String>>),
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
@@ -249,6 +264,9 @@ async fn follow_configmap(
                 if !seen_in_init {
                     apply(None);
                 }
+                if let Some(s) = &synced {
+                    s.set();
+                }
             }
             Ok(watcher::Event::Delete(_)) => apply(None),
             Err(e) => {
@@ -267,9 +285,10 @@ pub async fn run_scaling_config(
     name: String,
     target: Arc<ArcSwap<ScalingConfig>>,
     metrics: Arc<Metrics>,
+    synced: Arc<Synced>,
 ) {
     let cm = format!("{namespace}/{name}");
-    follow_configmap(client, namespace, name, metrics, |data| {
+    follow_configmap(client, namespace, name, metrics, Some(synced), |data| {
         let Some(data) = data else {
             tracing::info!(configmap = %cm, "saturation ConfigMap absent; using the default thresholds 0.80 / 5 / 0.10 / 3");
             target.store(Arc::new(ScalingConfig::default()));
@@ -296,7 +315,7 @@ pub async fn run_auth_config(
     metrics: Arc<Metrics>,
 ) {
     let provider = crate::tls::provider();
-    follow_configmap(client, AUTH_CONFIGMAP_NAMESPACE.into(), AUTH_CONFIGMAP_NAME.into(), metrics, |data| {
+    follow_configmap(client, AUTH_CONFIGMAP_NAMESPACE.into(), AUTH_CONFIGMAP_NAME.into(), metrics, None, |data| {
         let empty = BTreeMap::new();
         if data.is_none() {
             tracing::error!(

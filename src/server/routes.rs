@@ -13,6 +13,7 @@ use super::discovery::{self, GROUP, VERSION};
 use super::reply::{failure, failure_with_details, json_response, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
+use crate::health::{self, Health};
 use crate::provider::quantity::format_milli;
 use crate::provider::selector::Selector;
 use crate::provider::{MetricsProvider, ProviderError};
@@ -24,6 +25,8 @@ pub struct AppState {
     /// `None` disables authentication and authorization (standalone mode on loopback only).
     pub auth: Option<Arc<Auth>>,
     pub metrics: Arc<Metrics>,
+    /// The loops and stores `/livez` and `/readyz` report on.
+    pub health: Arc<Health>,
 }
 
 /// Route classes, used as the low-cardinality `path` label of our own metrics.
@@ -311,26 +314,37 @@ async fn authorize(
 }
 
 fn health(state: &AppState, path: &str) -> Response<Body> {
-    if path != "/readyz" {
-        return text(StatusCode::OK, "ok".into());
-    }
-    // Readiness is "able to serve": TLS is up (we are answering) and the authentication configuration is
-    // loaded. Upstream health stays out of it on purpose: an unready APIService breaks discovery for the
-    // whole cluster, while upstream failures are reported per request.
-    let auth_ok = state.auth.as_ref().is_none_or(|a| a.config_loaded());
-    let body = format!(
-        "[+]tls ok\n[{}]authentication-config {}\n",
-        if auth_ok { "+" } else { "-" },
-        if auth_ok { "ok" } else { "not loaded" }
-    );
-    if auth_ok {
-        text(StatusCode::OK, format!("{body}readyz check passed\n"))
+    let (ok, body) = match path {
+        // Liveness: every loop the answers depend on has made progress within its bound.
+        "/livez" | "/healthz" => health::render(&state.health.liveness(), "livez"),
+        // Readiness is "able to serve": TLS is up (we are answering), the authentication configuration
+        // is loaded, and every store the answers read has completed its first full sync. Later upstream
+        // failures stay out on purpose: an unready APIService breaks discovery for the whole cluster,
+        // while they are reported per request.
+        _ => {
+            let auth_ok = state.auth.as_ref().is_none_or(|a| a.config_loaded());
+            let mut checks = vec![
+                health::Check {
+                    name: "tls".into(),
+                    ok: true,
+                    detail: "ok".into(),
+                },
+                health::Check {
+                    name: "authentication-config".into(),
+                    ok: auth_ok,
+                    detail: "not loaded".into(),
+                },
+            ];
+            checks.extend(state.health.readiness());
+            health::render(&checks, "readyz")
+        }
+    };
+    let code = if ok {
+        StatusCode::OK
     } else {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{body}readyz check failed\n"),
-        )
-    }
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    text(code, body)
 }
 
 #[derive(Serialize)]

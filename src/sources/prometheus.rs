@@ -18,8 +18,8 @@ use thiserror::Error;
 use super::error_chain;
 use super::{LoadFigures, Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
-use crate::config::PrometheusArgs;
 use crate::error::MissingSample;
+use crate::health::Heartbeat;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Error)]
@@ -188,8 +188,23 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, PrometheusError> {
     })
 }
 
+/// How to reach Prometheus (WVA's settings, made from `--prometheus-*` / `PROMETHEUS_*`).
+#[derive(Debug, Clone)]
+pub struct PrometheusOptions {
+    pub base_url: String,
+    pub insecure_skip_verify: bool,
+    pub ca_cert_path: Option<PathBuf>,
+    pub client_cert_path: Option<PathBuf>,
+    pub client_key_path: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub bearer_token: Option<String>,
+    pub token_path: Option<PathBuf>,
+    pub allow_http: bool,
+    pub timeout: Duration,
+}
+
 /// Builds the rustls client configuration from the WVA settings.
-pub fn tls_config(args: &PrometheusArgs) -> Result<ClientConfig, PrometheusError> {
+pub fn tls_config(args: &PrometheusOptions) -> Result<ClientConfig, PrometheusError> {
     let provider = crate::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -265,8 +280,8 @@ pub struct PrometheusClient {
 }
 
 impl PrometheusClient {
-    pub fn new(args: &PrometheusArgs) -> Result<Self, PrometheusError> {
-        let url = args.base_url.clone().unwrap_or_default();
+    pub fn new(args: &PrometheusOptions) -> Result<Self, PrometheusError> {
+        let url = args.base_url.clone();
         let base = reqwest::Url::parse(&url).map_err(|e| PrometheusError::BadUrl {
             url: url.clone(),
             message: e.to_string(),
@@ -402,11 +417,17 @@ impl PrometheusSource {
     }
 
     /// Queries every model of the snapshot every `interval`.
-    pub async fn run(self: Arc<Self>, snapshot: SharedSnapshot, interval: Duration) {
+    pub async fn run(
+        self: Arc<Self>,
+        snapshot: SharedSnapshot,
+        interval: Duration,
+        heartbeat: Arc<Heartbeat>,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            heartbeat.beat();
             let models: BTreeSet<(String, String)> = snapshot
                 .load()
                 .variants
@@ -613,8 +634,8 @@ mod tests {
 
     #[test]
     fn http_is_refused_unless_allowed() {
-        let args = |url: &str, allow: bool| PrometheusArgs {
-            base_url: Some(url.into()),
+        let args = |url: &str, allow: bool| PrometheusOptions {
+            base_url: url.into(),
             insecure_skip_verify: true,
             ca_cert_path: None,
             client_cert_path: None,

@@ -12,6 +12,7 @@ use super::error_chain;
 use super::exposition::{extract, Extraction};
 use super::window::WindowCache;
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
+use crate::health::Heartbeat;
 use crate::telemetry::{Metrics, PodLabels};
 
 #[derive(Debug, Clone)]
@@ -229,12 +230,14 @@ impl Scraper {
         }
     }
 
-    pub async fn run(self) {
+    /// Scrapes every `interval` forever, beating `heartbeat` after each round.
+    pub async fn run(self: Arc<Self>, heartbeat: Arc<Heartbeat>) {
         let mut tick = tokio::time::interval(self.opts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.scrape_once().await;
+            heartbeat.beat();
         }
     }
 

@@ -22,6 +22,23 @@ use crate::saturation::TargetReason;
 use crate::telemetry::{Metrics, VariantLabels};
 
 pub const FIELD_MANAGER: &str = "wva-metrics-server";
+/// The Lease (in the server's namespace) whose holder writes status.
+pub const LEASE_NAME: &str = "wva-metrics-server-status";
+/// How often views and gauges are refreshed; a changed decision is written within one tick.
+pub const STATUS_TICK: Duration = Duration::from_secs(2);
+/// Longest message kept in a condition or an event note (the API server rejects much longer ones).
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// The status writer's settings (`--status-interval`, `--lease-duration`, `--identity`).
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// Full rewrite period.
+    pub interval: Duration,
+    /// Refresh period (at most `interval`).
+    pub tick: Duration,
+    pub lease_duration: Duration,
+    pub identity: String,
+}
 
 /// What the engine would answer now for one VariantAutoscaling.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +194,7 @@ fn condition_json(kind: &str, c: &Condition, existing: &[Value], now: &str) -> V
         }
         _ => now.to_string(),
     };
-    json!({"type": kind, "status": status, "reason": c.reason, "message": truncate(&c.message, 1000), "lastTransitionTime": since})
+    json!({"type": kind, "status": status, "reason": c.reason, "message": truncate(&c.message, MAX_MESSAGE_BYTES), "lastTransitionTime": since})
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -259,7 +276,7 @@ pub fn event_for(
             .into(),
             note: Some(truncate(
                 &format!("desired replicas {before} → {now}: {}", v.message),
-                1000,
+                MAX_MESSAGE_BYTES,
             )),
             action: "Recommend".into(),
             secondary: None,
@@ -273,7 +290,7 @@ pub fn event_for(
                     _ => "InvalidConfiguration",
                 }
                 .into(),
-                note: Some(truncate(&v.optimization.message, 1000)),
+                note: Some(truncate(&v.optimization.message, MAX_MESSAGE_BYTES)),
                 action: "Evaluate".into(),
                 secondary: None,
             })
@@ -337,7 +354,32 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub async fn run(self) {
+    /// A writer that competes for [`LEASE_NAME`] in `namespace`.
+    pub fn new(
+        client: Client,
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        namespace: &str,
+        opts: &StatusOptions,
+    ) -> Self {
+        let elector = LeaderElector::new(
+            client.clone(),
+            namespace,
+            LEASE_NAME,
+            &opts.identity,
+            opts.lease_duration,
+        );
+        Self {
+            client,
+            engine,
+            elector,
+            metrics,
+            interval: opts.interval,
+            tick: opts.tick,
+        }
+    }
+
+    pub async fn run(self: Arc<Self>) {
         let recorder = Recorder::new(
             self.client.clone(),
             Reporter {
