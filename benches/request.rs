@@ -20,7 +20,9 @@ mod load;
 mod support;
 
 use wva_metrics_server::auth::config::{AuthConfig, AuthOverrides};
-use wva_metrics_server::auth::review::{Attributes, BoxFuture, Reviewer};
+use wva_metrics_server::auth::review::{
+    Attributes, BoxFuture, ReviewError, Reviewer, TokenOutcome,
+};
 use wva_metrics_server::auth::{Auth, Decision, UserInfo};
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
@@ -34,17 +36,18 @@ use wva_metrics_server::tls::{self, ReloadingCert};
 /// SubjectAccessReview that allows everything (the cache is warm after the first request anyway).
 struct AllowAll;
 impl Reviewer for AllowAll {
-    fn review_token<'a>(
-        &'a self,
-        _: &'a str,
-    ) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>> {
-        Box::pin(async { Ok(Err("no tokens in this benchmark".to_string())) })
+    fn review_token<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<TokenOutcome, ReviewError>> {
+        Box::pin(async {
+            Ok(TokenOutcome::Rejected {
+                reason: "no tokens in this benchmark".to_string(),
+            })
+        })
     }
     fn review_access<'a>(
         &'a self,
         _: &'a UserInfo,
         _: &'a Attributes,
-    ) -> BoxFuture<'a, Result<Decision, String>> {
+    ) -> BoxFuture<'a, Result<Decision, ReviewError>> {
         Box::pin(async {
             Ok(Decision {
                 allowed: true,

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use self::cache::TtlCache;
 use self::config::AuthConfig;
-use self::review::{Attributes, Reviewer};
+use self::review::{Attributes, Reviewer, TokenOutcome};
 use crate::telemetry::Metrics;
 
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
@@ -134,7 +134,7 @@ impl ChainVerdict {
 pub struct Auth {
     config: ArcSwapOption<AuthConfig>,
     reviewer: Option<Arc<dyn Reviewer>>,
-    tokens: TtlCache<String, Result<UserInfo, String>>,
+    tokens: TtlCache<String, TokenOutcome>,
     decisions: TtlCache<String, Decision>,
     metrics: Arc<Metrics>,
 }
@@ -256,8 +256,10 @@ impl Auth {
         // 3. Bearer token via TokenReview.
         if let Some(token) = bearer_token(headers) {
             return match self.review_token(token).await? {
-                Ok(user) => Ok(user.with_authenticated_group()),
-                Err(why) => Err(AuthError::Unauthorized(why)),
+                TokenOutcome::Authenticated(user) => Ok(user.with_authenticated_group()),
+                TokenOutcome::Rejected { reason } => Err(AuthError::Unauthorized(format!(
+                    "TokenReview rejected the bearer token: {reason}"
+                ))),
             };
         }
         if !failures.is_empty() {
@@ -314,8 +316,8 @@ impl Auth {
         })
     }
 
-    /// `Ok(Ok(user))` accepted, `Ok(Err(reason))` rejected (both cached), `Err` when the review failed.
-    async fn review_token(&self, token: &str) -> Result<Result<UserInfo, String>, AuthError> {
+    /// The token's review outcome (cached either way), or `Err` when the review could not be obtained.
+    async fn review_token(&self, token: &str) -> Result<TokenOutcome, AuthError> {
         if let Some(hit) = self.tokens.get(&token.to_string()) {
             self.metrics.cache_lookup("token", true);
             return Ok(hit);
@@ -329,7 +331,7 @@ impl Auth {
         let result = reviewer
             .review_token(token)
             .await
-            .map_err(AuthError::Unavailable)?;
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         self.tokens.insert(token.to_string(), result.clone());
         Ok(result)
     }
@@ -358,7 +360,7 @@ impl Auth {
         let decision = reviewer
             .review_access(user, attrs)
             .await
-            .map_err(AuthError::Unavailable)?;
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         self.decisions.insert(key, decision.clone());
         Ok(decision)
     }

@@ -11,6 +11,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde::Serialize;
+use thiserror::Error;
 
 use super::{Decision, UserInfo};
 
@@ -32,17 +33,42 @@ pub enum Attributes {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a TokenReview said about a bearer token. Both outcomes are cached; a [`ReviewError`] is not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenOutcome {
+    Authenticated(UserInfo),
+    /// The API server looked at the token and refused it; `reason` is its error text, if any.
+    Rejected {
+        reason: String,
+    },
+}
+
+/// A review that could not be obtained (the request is answered 500, nothing is cached).
+#[derive(Debug, Error)]
+pub enum ReviewError {
+    #[error("{review} timed out after {after:?}")]
+    Timeout {
+        review: &'static str,
+        after: Duration,
+    },
+    #[error("{review} failed: {source}")]
+    Api {
+        review: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
 pub trait Reviewer: Send + Sync {
-    /// `Ok(Ok(user))` authenticated, `Ok(Err(reason))` rejected, `Err` review not obtained.
     fn review_token<'a>(
         &'a self,
         token: &'a str,
-    ) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>>;
+    ) -> BoxFuture<'a, Result<TokenOutcome, ReviewError>>;
     fn review_access<'a>(
         &'a self,
         user: &'a UserInfo,
         attrs: &'a Attributes,
-    ) -> BoxFuture<'a, Result<Decision, String>>;
+    ) -> BoxFuture<'a, Result<Decision, ReviewError>>;
 }
 
 /// The cache key is the review's spec, as in Go's webhook authorizer: every distinct user, verb,
@@ -101,7 +127,7 @@ impl Reviewer for KubeReviewer {
     fn review_token<'a>(
         &'a self,
         token: &'a str,
-    ) -> BoxFuture<'a, Result<Result<UserInfo, String>, String>> {
+    ) -> BoxFuture<'a, Result<TokenOutcome, ReviewError>> {
         Box::pin(async move {
             let api: Api<TokenReview> = Api::all(self.client.clone());
             let review = TokenReview {
@@ -114,18 +140,24 @@ impl Reviewer for KubeReviewer {
             let created =
                 tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
                     .await
-                    .map_err(|_| format!("TokenReview timed out after {:?}", self.timeout))?
-                    .map_err(|e| format!("TokenReview failed: {e}"))?;
+                    .map_err(|_| ReviewError::Timeout {
+                        review: "TokenReview",
+                        after: self.timeout,
+                    })?
+                    .map_err(|source| ReviewError::Api {
+                        review: "TokenReview",
+                        source,
+                    })?;
             let status = created.status.unwrap_or_default();
             if status.authenticated != Some(true) {
-                let why = status
+                let reason = status
                     .error
                     .filter(|e| !e.is_empty())
                     .unwrap_or_else(|| "token not authenticated".into());
-                return Ok(Err(format!("TokenReview rejected the bearer token: {why}")));
+                return Ok(TokenOutcome::Rejected { reason });
             }
             let user = status.user.unwrap_or_default();
-            Ok(Ok(UserInfo {
+            Ok(TokenOutcome::Authenticated(UserInfo {
                 username: user.username.unwrap_or_default(),
                 uid: user.uid.unwrap_or_default(),
                 groups: user.groups.unwrap_or_default(),
@@ -138,7 +170,7 @@ impl Reviewer for KubeReviewer {
         &'a self,
         user: &'a UserInfo,
         attrs: &'a Attributes,
-    ) -> BoxFuture<'a, Result<Decision, String>> {
+    ) -> BoxFuture<'a, Result<Decision, ReviewError>> {
         Box::pin(async move {
             let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
             let review = SubjectAccessReview {
@@ -148,8 +180,14 @@ impl Reviewer for KubeReviewer {
             let created =
                 tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
                     .await
-                    .map_err(|_| format!("SubjectAccessReview timed out after {:?}", self.timeout))?
-                    .map_err(|e| format!("SubjectAccessReview failed: {e}"))?;
+                    .map_err(|_| ReviewError::Timeout {
+                        review: "SubjectAccessReview",
+                        after: self.timeout,
+                    })?
+                    .map_err(|source| ReviewError::Api {
+                        review: "SubjectAccessReview",
+                        source,
+                    })?;
             let status = created.status.unwrap_or_default();
             let mut reason = status.reason.unwrap_or_default();
             if let Some(err) = status.evaluation_error.filter(|e| !e.is_empty()) {

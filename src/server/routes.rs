@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::discovery::{self, GROUP, VERSION};
@@ -145,6 +145,66 @@ fn text(code: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+/// What a route requires of the caller.
+#[derive(Debug, Clone, PartialEq)]
+enum Access {
+    /// No credentials: kubelet probes present none, and OpenAPI is answered before authorization so a
+    /// denial can never put the aggregator's OpenAPI controller into error backoff.
+    Public,
+    /// Any authenticated caller (discovery, like Go's `system:discovery` binding).
+    Authenticated,
+    /// A SubjectAccessReview for these attributes must allow it.
+    Authorized(Attributes),
+}
+
+fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
+    match route {
+        Route::Health(_) | Route::OpenApi => Access::Public,
+        Route::ExternalMetric => match target {
+            Some((namespace, metric)) => Access::Authorized(Attributes::Resource {
+                verb: "list".into(),
+                group: GROUP.into(),
+                version: VERSION.into(),
+                resource: metric.clone(),
+                namespace: namespace.clone(),
+            }),
+            None => Access::Authenticated,
+        },
+        Route::OwnMetrics => Access::Authorized(Attributes::NonResource {
+            path: "/metrics".into(),
+            verb: "get".into(),
+        }),
+        Route::DebugVariants => Access::Authorized(Attributes::NonResource {
+            path: "/debug/variants".into(),
+            verb: "get".into(),
+        }),
+        Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList | Route::NotFound => {
+            Access::Authenticated
+        }
+    }
+}
+
+/// The 403 message kube-apiserver would give for these attributes.
+fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
+    match attrs {
+        Attributes::Resource {
+            verb,
+            group,
+            resource,
+            namespace,
+            ..
+        } => format!(
+            "{resource}.{group} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" in the namespace \"{namespace}\"",
+            user.username
+        ),
+        Attributes::NonResource { path, verb } => format!(
+            "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+            user.username
+        ),
+    }
+}
+
+/// Route → required access → one authentication and authorization step → the route's answer.
 async fn dispatch(
     state: &AppState,
     route: Route,
@@ -161,143 +221,52 @@ async fn dispatch(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    match route {
-        // Health needs no credentials: kubelet probes present none.
-        Route::Health(path) => return health(state, path),
-        // Before authorization, so a denial can never become a 403 that puts the aggregator's OpenAPI
-        // controller into error backoff.
-        Route::OpenApi => {
-            return failure(
-                StatusCode::NOT_FOUND,
-                "the server does not serve OpenAPI documents",
-            )
+    let access = required_access(route, target.as_ref());
+    if access != Access::Public {
+        let peer = req
+            .extensions()
+            .get::<PeerCertificates>()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(denied) =
+            check_access(state, &access, &peer, req.headers(), req.uri().path()).await
+        {
+            return denied;
         }
-        _ => {}
     }
+    answer(state, route, target, &req)
+}
 
-    let user = match &state.auth {
-        None => None,
-        Some(auth) => {
-            let peer = req
-                .extensions()
-                .get::<PeerCertificates>()
-                .cloned()
-                .unwrap_or_default();
-            match auth.authenticate(&peer, req.headers()).await {
-                Ok(u) => Some(u),
-                Err(AuthError::Unauthorized(why)) => {
-                    tracing::info!(path = %req.uri().path(), reason = %why, "request not authenticated");
-                    return failure(StatusCode::UNAUTHORIZED, "Unauthorized");
-                }
-                Err(e @ AuthError::Unavailable(_)) => {
-                    tracing::warn!(error = %e, "authentication unavailable");
-                    return failure(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("Internal error occurred: {e}"),
-                    );
-                }
-            }
+/// Authenticates the caller and, when the route needs it, authorizes them. `None` lets the request on.
+async fn check_access(
+    state: &AppState,
+    access: &Access,
+    peer: &PeerCertificates,
+    headers: &HeaderMap,
+    path: &str,
+) -> Option<Response<Body>> {
+    let auth = state.auth.as_ref()?;
+    let user = match auth.authenticate(peer, headers).await {
+        Ok(u) => u,
+        Err(AuthError::Unauthorized(why)) => {
+            tracing::info!(path, reason = %why, "request not authenticated");
+            return Some(failure(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+        Err(e @ AuthError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "authentication unavailable");
+            return Some(failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Internal error occurred: {e}"),
+            ));
         }
     };
-
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let json_ok = discovery::accepts_plain_json(accept.as_deref());
-    match route {
-        Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
-            StatusCode::NOT_ACCEPTABLE,
-            &format!("only application/json is served here; the Accept header {:?} lists none of it (aggregated discovery is not implemented)", accept.unwrap_or_default()),
-        ),
-        // Discovery is static and public to every authenticated caller, like Go's system:discovery binding.
-        Route::ApiGroupList => json_response(StatusCode::OK, &discovery::api_group_list()),
-        Route::ApiGroup => json_response(StatusCode::OK, &discovery::api_group()),
-        Route::ApiResourceList => json_response(StatusCode::OK, &discovery::api_resource_list()),
-        Route::ExternalMetric => {
-            let Some((namespace, metric)) = target else { return not_found() };
-            if let (Some(auth), Some(user)) = (&state.auth, &user) {
-                let attrs = Attributes::Resource {
-                    verb: "list".into(),
-                    group: GROUP.into(),
-                    version: VERSION.into(),
-                    resource: metric.clone(),
-                    namespace: namespace.clone(),
-                };
-                if let Some(denied) = authorize(auth, user, &attrs, || {
-                    format!(
-                        "{metric}.{GROUP} is forbidden: User \"{}\" cannot list resource \"{metric}\" in API group \"{GROUP}\" in the namespace \"{namespace}\"",
-                        user.username
-                    )
-                })
-                .await
-                {
-                    return denied;
-                }
-            }
-            if !json_ok {
-                return failure(StatusCode::NOT_ACCEPTABLE, "only application/json is served");
-            }
-            external_metric(state, &namespace, &metric, req.uri().query())
-        }
-        Route::OwnMetrics => {
-            if let (Some(auth), Some(user)) = (&state.auth, &user) {
-                let attrs = Attributes::NonResource { path: "/metrics".into(), verb: "get".into() };
-                if let Some(denied) = authorize(auth, user, &attrs, || format!("forbidden: User \"{}\" cannot get path \"/metrics\"", user.username)).await {
-                    return denied;
-                }
-            }
-            let mut resp = text(StatusCode::OK, state.metrics.encode());
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            resp
-        }
-        Route::DebugVariants => {
-            if let (Some(auth), Some(user)) = (&state.auth, &user) {
-                let attrs = Attributes::NonResource { path: "/debug/variants".into(), verb: "get".into() };
-                if let Some(denied) =
-                    authorize(auth, user, &attrs, || format!("forbidden: User \"{}\" cannot get path \"/debug/variants\"", user.username)).await
-                {
-                    return denied;
-                }
-            }
-            let namespace = req
-                .uri()
-                .query()
-                .into_iter()
-                .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-                .find(|(k, _)| k == "namespace")
-                .map(|(_, v)| v.into_owned());
-            match state.provider.explain(namespace.as_deref()) {
-                Some(doc) => json_response(StatusCode::OK, &doc),
-                None => not_found(),
-            }
-        }
-        Route::Health(_) | Route::OpenApi | Route::NotFound => not_found(),
-    }
-}
-
-fn not_found() -> Response<Body> {
-    failure(
-        StatusCode::NOT_FOUND,
-        "the server could not find the requested resource",
-    )
-}
-
-/// `None` when allowed; otherwise the response to send.
-async fn authorize(
-    auth: &Auth,
-    user: &UserInfo,
-    attrs: &Attributes,
-    forbidden: impl FnOnce() -> String,
-) -> Option<Response<Body>> {
-    match auth.authorize(user, attrs).await {
+    let Access::Authorized(attrs) = access else {
+        return None;
+    };
+    match auth.authorize(&user, attrs).await {
         Ok(d) if d.allowed => None,
         Ok(d) => {
-            let mut message = forbidden();
+            let mut message = forbidden_message(&user, attrs);
             if !d.reason.is_empty() {
                 message = format!("{message}: {}", d.reason);
             }
@@ -311,6 +280,72 @@ async fn authorize(
             ))
         }
     }
+}
+
+/// The route's answer, once access is settled.
+fn answer(
+    state: &AppState,
+    route: Route,
+    target: Option<(String, String)>,
+    req: &Request<Body>,
+) -> Response<Body> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let json_ok = discovery::accepts_plain_json(accept);
+    match route {
+        Route::Health(path) => health(state, path),
+        Route::OpenApi => failure(
+            StatusCode::NOT_FOUND,
+            "the server does not serve OpenAPI documents",
+        ),
+        Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
+            StatusCode::NOT_ACCEPTABLE,
+            &format!("only application/json is served here; the Accept header {:?} lists none of it (aggregated discovery is not implemented)", accept.unwrap_or_default()),
+        ),
+        Route::ApiGroupList => json_response(StatusCode::OK, &discovery::api_group_list()),
+        Route::ApiGroup => json_response(StatusCode::OK, &discovery::api_group()),
+        Route::ApiResourceList => json_response(StatusCode::OK, &discovery::api_resource_list()),
+        Route::ExternalMetric => {
+            let Some((namespace, metric)) = target else {
+                return not_found();
+            };
+            if !json_ok {
+                return failure(StatusCode::NOT_ACCEPTABLE, "only application/json is served");
+            }
+            external_metric(state, &namespace, &metric, req.uri().query())
+        }
+        Route::OwnMetrics => {
+            let mut resp = text(StatusCode::OK, state.metrics.encode());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        Route::DebugVariants => {
+            let namespace = req
+                .uri()
+                .query()
+                .into_iter()
+                .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+                .find(|(k, _)| k == "namespace")
+                .map(|(_, v)| v.into_owned());
+            match state.provider.explain(namespace.as_deref()) {
+                Some(doc) => json_response(StatusCode::OK, &doc),
+                None => not_found(),
+            }
+        }
+        Route::NotFound => not_found(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    failure(
+        StatusCode::NOT_FOUND,
+        "the server could not find the requested resource",
+    )
 }
 
 fn health(state: &AppState, path: &str) -> Response<Body> {
