@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
-use serde_json::{json, Value};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as MetaCondition, Time};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::cluster::crd::VariantAutoscaling;
 use crate::cluster::leader::LeaderElector;
@@ -184,17 +186,96 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
     }
 }
 
-/// The conditions as written, keeping `lastTransitionTime` when the status did not change.
-fn condition_json(kind: &str, c: &Condition, existing: &[Value], now: &str) -> Value {
+/// The server-side-apply body for one VariantAutoscaling's status: only `status`, never the spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusPatch {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: PatchMetadata,
+    pub status: VaStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchMetadata {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// The status fields we own. Fields the installed CRD lacks (v0.5 has no `currentAlloc`) are pruned by
+/// the API server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaStatus {
+    pub conditions: Vec<MetaCondition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_optimized_alloc: Option<DesiredAlloc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actuation: Option<Actuation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_alloc: Option<CurrentAlloc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredAlloc {
+    pub num_replicas: i64,
+    pub accelerator: String,
+    pub last_run_time: Time,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Actuation {
+    pub applied: bool,
+}
+
+/// WVA v0.4.1's `currentAlloc`: decimals as strings, as its CRD declares them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentAlloc {
+    pub accelerator: String,
+    pub num_replicas: i64,
+    pub max_batch: i64,
+    pub variant_cost: String,
+    pub itl_average: String,
+    pub ttft_average: String,
+    pub load: Load,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Load {
+    pub arrival_rate: String,
+    pub avg_input_tokens: String,
+    pub avg_output_tokens: String,
+}
+
+/// WVA v0.4.1 writes this fixed batch size in `currentAlloc.maxBatch`.
+const WVA_MAX_BATCH: i64 = 256;
+/// WVA's CRD requires an accelerator of at least this many characters in `desiredOptimizedAlloc`.
+const MIN_ACCELERATOR_LEN: usize = 2;
+
+/// A condition as written (metav1.Condition), keeping `lastTransitionTime` when the status did not
+/// change. `existing` is the object's current `status.conditions`; entries that are not well-formed
+/// conditions are ignored.
+fn condition(kind: &str, c: &Condition, existing: &[Value], now: Time) -> MetaCondition {
     let status = if c.status { "True" } else { "False" };
-    let previous = existing.iter().find(|e| e["type"] == kind);
+    let previous = existing
+        .iter()
+        .filter_map(|e| serde_json::from_value::<MetaCondition>(e.clone()).ok())
+        .find(|e| e.type_ == kind);
     let since = match previous {
-        Some(p) if p["status"] == status => {
-            p["lastTransitionTime"].as_str().unwrap_or(now).to_string()
-        }
-        _ => now.to_string(),
+        Some(p) if p.status == status => p.last_transition_time,
+        _ => now,
     };
-    json!({"type": kind, "status": status, "reason": c.reason, "message": truncate(&c.message, MAX_MESSAGE_BYTES), "lastTransitionTime": since})
+    MetaCondition {
+        type_: kind.to_string(),
+        status: status.to_string(),
+        reason: c.reason.to_string(),
+        message: truncate(&c.message, MAX_MESSAGE_BYTES),
+        last_transition_time: since,
+        observed_generation: None,
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -208,55 +289,58 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// The server-side-apply body for one VariantAutoscaling's status. `existing` is its current
-/// `status.conditions`. Fields the installed CRD lacks (v0.5 has no `currentAlloc`) are pruned by the API server.
-pub fn status_patch(v: &VariantView, existing: &[Value], now: &str) -> Value {
-    let mut status = serde_json::Map::new();
-    let mut conditions = vec![
-        condition_json("MetricsAvailable", &v.metrics, existing, now),
-        condition_json("OptimizationReady", &v.optimization, existing, now),
+/// The status patch for one VariantAutoscaling at time `now`.
+pub fn status_patch(v: &VariantView, existing: &[Value], now: Time) -> StatusPatch {
+    let conditions = vec![
+        condition("MetricsAvailable", &v.metrics, existing, now.clone()),
+        condition("OptimizationReady", &v.optimization, existing, now.clone()),
+        condition("TargetResolved", &v.target_resolved, existing, now.clone()),
     ];
-    conditions.push(condition_json(
-        "TargetResolved",
-        &v.target_resolved,
-        existing,
-        now,
-    ));
-    status.insert("conditions".into(), Value::Array(conditions));
-    // WVA's CRD requires an accelerator of at least 2 characters in desiredOptimizedAlloc.
-    let accelerator = v.accelerator.clone().filter(|a| a.len() >= 2);
-    if let (Some(desired), Some(acc)) = (v.desired, &accelerator) {
-        status.insert(
-            "desiredOptimizedAlloc".into(),
-            json!({"numReplicas": desired, "accelerator": acc, "lastRunTime": now}),
-        );
-        status.insert("actuation".into(), json!({"applied": true}));
-    }
+    let accelerator = v
+        .accelerator
+        .clone()
+        .filter(|a| a.len() >= MIN_ACCELERATOR_LEN);
+    let desired_optimized_alloc = match (v.desired, &accelerator) {
+        (Some(desired), Some(acc)) => Some(DesiredAlloc {
+            num_replicas: desired,
+            accelerator: acc.clone(),
+            last_run_time: now,
+        }),
+        _ => None,
+    };
     // v0.4.1's currentAlloc, written only with real load figures (never invented zeros).
-    if let (Some(load), Some(acc)) = (&v.load, &accelerator) {
-        status.insert(
-            "currentAlloc".into(),
-            json!({
-                "accelerator": acc,
-                "numReplicas": v.spec_replicas,
-                "maxBatch": 256,
-                "variantCost": format!("{:.2}", v.spec_replicas as f64 * v.cost),
-                "itlAverage": format!("{:.2}", load.itl_average),
-                "ttftAverage": format!("{:.2}", load.ttft_average),
-                "load": {
-                    "arrivalRate": format!("{:.2}", load.arrival_rate),
-                    "avgInputTokens": format!("{:.2}", load.avg_input_tokens),
-                    "avgOutputTokens": format!("{:.2}", load.avg_output_tokens),
-                },
-            }),
-        );
+    let current_alloc = match (&v.load, &accelerator) {
+        (Some(load), Some(acc)) => Some(CurrentAlloc {
+            accelerator: acc.clone(),
+            num_replicas: v.spec_replicas,
+            max_batch: WVA_MAX_BATCH,
+            variant_cost: format!("{:.2}", v.spec_replicas as f64 * v.cost),
+            itl_average: format!("{:.2}", load.itl_average),
+            ttft_average: format!("{:.2}", load.ttft_average),
+            load: Load {
+                arrival_rate: format!("{:.2}", load.arrival_rate),
+                avg_input_tokens: format!("{:.2}", load.avg_input_tokens),
+                avg_output_tokens: format!("{:.2}", load.avg_output_tokens),
+            },
+        }),
+        _ => None,
+    };
+    StatusPatch {
+        api_version: "llmd.ai/v1alpha1",
+        kind: "VariantAutoscaling",
+        metadata: PatchMetadata {
+            name: v.name.clone(),
+            namespace: v.namespace.clone(),
+        },
+        status: VaStatus {
+            conditions,
+            actuation: desired_optimized_alloc
+                .is_some()
+                .then_some(Actuation { applied: true }),
+            desired_optimized_alloc,
+            current_alloc,
+        },
     }
-    json!({
-        "apiVersion": "llmd.ai/v1alpha1",
-        "kind": "VariantAutoscaling",
-        "metadata": {"name": v.name, "namespace": v.namespace},
-        "status": Value::Object(status),
-    })
 }
 
 /// The event to record when a VariantAutoscaling's recommendation or decidability changes, if any.
@@ -473,10 +557,7 @@ impl StatusWriter {
             .find(|c| c["type"] == "OptimizationReady")
             .and_then(|c| c["message"].as_str())
             .map(str::to_string);
-        let now = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        let body = status_patch(v, &existing, &now);
+        let body = status_patch(v, &existing, Time(jiff::Timestamp::now()));
         api.patch_status(
             &v.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -503,6 +584,16 @@ impl StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn at(rfc3339: &str) -> Time {
+        Time(rfc3339.parse().unwrap())
+    }
+
+    /// The patch as the API server receives it.
+    fn patch(v: &VariantView, existing: &[Value], now: &str) -> Value {
+        serde_json::to_value(status_patch(v, existing, at(now))).unwrap()
+    }
 
     fn view(desired: Option<i64>) -> VariantView {
         VariantView {
@@ -528,7 +619,7 @@ mod tests {
         let existing = vec![
             json!({"type": "MetricsAvailable", "status": "True", "reason": "MetricsFound", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
         ];
-        let p = status_patch(&view(Some(3)), &existing, "2026-11-29T00:00:00Z");
+        let p = patch(&view(Some(3)), &existing, "2026-11-29T00:00:00Z");
         assert_eq!(p["apiVersion"], "llmd.ai/v1alpha1");
         assert_eq!(p["metadata"], json!({"name": "v", "namespace": "ns"}));
         assert!(p.get("spec").is_none(), "never writes the spec");
@@ -557,17 +648,17 @@ mod tests {
             itl_average: 7.5,
             age: Duration::ZERO,
         });
-        let p = status_patch(&with_load, &[], "t");
+        let p = patch(&with_load, &[], "2026-11-29T00:00:00Z");
         assert_eq!(p["status"]["currentAlloc"]["variantCost"], "20.00");
         assert_eq!(p["status"]["currentAlloc"]["load"]["arrivalRate"], "120.00");
 
         // No decision: conditions only, the last desiredOptimizedAlloc stays as it was.
-        let p = status_patch(&view(None), &[], "t");
+        let p = patch(&view(None), &[], "2026-11-29T00:00:00Z");
         assert!(p["status"].get("desiredOptimizedAlloc").is_none());
         // A one-letter accelerator would fail WVA's CRD validation: skipped, like WVA.
         let mut short = view(Some(3));
         short.accelerator = Some("X".into());
-        assert!(status_patch(&short, &[], "t")["status"]
+        assert!(patch(&short, &[], "2026-11-29T00:00:00Z")["status"]
             .get("desiredOptimizedAlloc")
             .is_none());
     }

@@ -1,0 +1,134 @@
+//! The module map of ARCHITECTURE.md, enforced: data flows one way (cluster + sources → engine → API
+//! surfaces), and each module imports only what its row allows. A new `crate::x` reference that breaks
+//! the map fails here with the file and the line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Module → the crate modules it may use. `app`, `config` and `main` are the wiring.
+const ALLOWED: &[(&str, &[&str])] = &[
+    // Leaves: depend on nothing of the crate (error names TLS errors it wraps).
+    ("provider", &[]),
+    ("tls", &[]),
+    ("saturation", &[]),
+    ("telemetry", &[]),
+    ("health", &[]),
+    ("error", &["tls"]),
+    ("supervisor", &["error", "telemetry"]),
+    // Inputs.
+    ("auth", &["telemetry", "tls", "error"]),
+    (
+        "cluster",
+        &[
+            "auth",
+            "error",
+            "health",
+            "provider",
+            "saturation",
+            "telemetry",
+            "tls",
+        ],
+    ),
+    ("sources", &["cluster", "error", "health", "telemetry", "tls"]),
+    ("standalone", &["cluster", "error", "health"]),
+    // The engine joins the inputs and implements the provider contract.
+    (
+        "engine",
+        &["cluster", "error", "provider", "saturation", "sources"],
+    ),
+    // Consumers of the engine.
+    (
+        "status",
+        &["cluster", "engine", "error", "saturation", "sources", "telemetry"],
+    ),
+    (
+        "server",
+        &["auth", "error", "health", "provider", "telemetry", "tls"],
+    ),
+    // Wiring.
+    (
+        "config",
+        &["auth", "server", "sources", "status", "telemetry", "tls"],
+    ),
+    ("app", &["*"]),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `(line number, module)` for every `crate::module` reference outside comments.
+fn crate_refs(text: &str) -> Vec<(usize, String)> {
+    let mut refs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                refs.push((i + 1, name));
+            }
+            rest = &after[..];
+        }
+    }
+    refs
+}
+
+#[test]
+fn modules_import_only_what_the_map_allows() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut violations = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_string();
+        if module == "main" || module == "lib" || module == "bin" {
+            continue;
+        }
+        let Some(may) = allowed.get(module.as_str()) else {
+            violations.push(format!(
+                "{}: module {module} is not in the map (tests/layering.rs and ARCHITECTURE.md)",
+                rel.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, used) in crate_refs(&text) {
+            if used == module || may.contains(&"*") || may.contains(&used.as_str()) {
+                continue;
+            }
+            violations.push(format!(
+                "{}:{line}: {module} uses crate::{used}, which the map does not allow",
+                rel.display()
+            ));
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+/// The rule the issue names on its own: the HTTPS surface is used only by itself and the wiring.
+#[test]
+fn only_the_wiring_imports_the_server() {
+    for (module, may) in ALLOWED {
+        let wiring = matches!(*module, "app" | "config");
+        assert!(
+            wiring || *module == "server" || !may.contains(&"server"),
+            "{module} may not import crate::server"
+        );
+    }
+    assert_eq!(crate_refs("use crate::server::routes; // crate::engine"), vec![(1, "server".to_string())]);
+}
