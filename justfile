@@ -49,3 +49,8 @@ fuzz seconds="60":
 # Container image (needs a Docker engine).
 image tag="wva-metrics-server:dev":
     docker build -t {{tag}} .
+
+# Some end-to-end steps only, after the setup they need (names in tests/e2e/main.rs STEPS):
+# just e2e-step load-step,security
+e2e-step steps:
+    WVA_E2E_STEPS={{steps}} tests/e2e/run.sh

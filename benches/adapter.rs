@@ -4,6 +4,12 @@
 //! authentication and authorization against a real kube-apiserver (etcd + kube-apiserver from
 //! tests/e2e). The adapter serves with a certificate from the same CA as our server and trusts the same
 //! front-proxy CA, so one client measures both.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

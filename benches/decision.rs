@@ -1,6 +1,12 @@
 //! One decision for a model with 10 variants x 100 replicas: the pure analysis + targets, and the
 //! whole engine path (snapshot, sample lookups, analysis, items) as the HPA request runs it. The
 //! baseline in the same run is the pure decision, so the ratio shows what the engine's joins cost.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,8 +55,9 @@ impl SampleSource for Samples {
             .name
             .trim_start_matches("variant-")
             .split_once('-')
-            .map(|(a, b)| (a.parse().unwrap_or(0), b.parse().unwrap_or(0)))
-            .unwrap_or((0, 0));
+            .map_or((0, 0), |(a, b)| {
+                (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+            });
         Lookup::Fresh(PodSample {
             kv_cache_usage: kv(v, r),
             queue_length: (r % 7) as f64,

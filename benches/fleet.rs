@@ -7,6 +7,12 @@
 //! The pods are served from this process on one thread of its own; their cost is not the server's and is
 //! not counted. Run with `cargo bench --bench fleet` (part of `just bench`); `WVA_FLEET_SECONDS` sets the
 //! measurement window (default 30 s, six scrape rounds).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -2,6 +2,12 @@
 //! no redirects, no per-request allocation beyond the request itself, so that on a 2-core machine the client
 //! takes as little as possible from the server under test. HTTP/1.1 runs one request at a time per
 //! connection (as an HPA's client does); h2 multiplexes `streams` requests per connection.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

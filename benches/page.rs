@@ -1,5 +1,11 @@
 //! A realistic vLLM V1 metrics page for benchmarks: every core family of spec `vllm-metrics.md` §1 with
 //! `engine` and `model_name` labels, `_created` gauges, histograms with vLLM's default buckets.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::fmt::Write;
 

@@ -17,9 +17,7 @@ fn ours_count(text: &str) -> usize {
 
 fn baseline_count(text: &str) -> usize {
     let lines = text.lines().map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines)
-        .map(|s| s.samples.len())
-        .unwrap_or(0)
+    prometheus_parse::Scrape::parse(lines).map_or(0, |s| s.samples.len())
 }
 
 /// Median MB/s over a fixed time, measured here so the ratio is printed with the figures.

@@ -6,6 +6,12 @@
 //! authentication, no authorization and no engine), i.e. the transport floor. Client and server share the
 //! machine's cores, so throughput is "both sides on this machine". (Issue #7's Prometheus Adapter baseline
 //! is not built yet.)
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,7 +275,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("\n[request] {} cores | client (1 thread) and server (2 workers) share them | {seconds} s per row", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("\n[request] {} cores | client (1 thread) and server (2 workers) share them | {seconds} s per row", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
     println!("[request] latency at {}×1 (http/1.1) or 2×{} (h2) requests in flight; peak at {}×1 or 2×{}", LATENCY.0, LATENCY.1, PEAK.0, PEAK.1);
     println!(
         "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",

@@ -436,7 +436,11 @@ pub async fn scrape(source: &str, timeout: Duration) -> Result<String, Error> {
     };
     let extraction = crate::sources::exposition::extract_validated(&text);
     let json = serde_json::to_string_pretty(&extraction)?;
-    if !extraction.models.values().any(|m| m.is_complete()) {
+    if !extraction
+        .models
+        .values()
+        .any(super::sources::exposition::ModelSignals::is_complete)
+    {
         return Err(Error::NoModel {
             extraction: json,
             source_name: source.to_string(),

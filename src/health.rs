@@ -91,7 +91,7 @@ impl Health {
         });
         self.loops
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(hb.clone());
         hb
     }
@@ -104,7 +104,7 @@ impl Health {
         });
         self.stores
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(s.clone());
         s
     }
@@ -112,7 +112,7 @@ impl Health {
     pub fn liveness(&self) -> Vec<Check> {
         self.loops
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|hb| {
                 let age = hb.age();
@@ -137,7 +137,7 @@ impl Health {
     pub fn readiness(&self) -> Vec<Check> {
         self.stores
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|s| Check {
                 name: s.name.to_string(),
@@ -192,7 +192,7 @@ mod tests {
         let h = Health::new();
         let a = h.store("snapshot");
         let b = h.store("saturation-config");
-        assert_eq!(render(&h.readiness(), "readyz").0, false);
+        assert!(!render(&h.readiness(), "readyz").0);
         a.set();
         let (ok, body) = render(&h.readiness(), "readyz");
         assert!(!ok);

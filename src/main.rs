@@ -11,6 +11,7 @@ use wva_metrics_server::telemetry;
 /// 10,000 pods glibc's default arenas held 68 MiB RSS where two held ~50 and one 44 (`benches/fleet.rs`).
 /// Two rather than one keep the two runtime workers from contending on one lock.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // The product's only unsafe: one libc call, reviewed below.
 fn limit_malloc_arenas() {
     const M_ARENA_MAX: std::ffi::c_int = -8;
     unsafe extern "C" {

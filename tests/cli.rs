@@ -1,5 +1,11 @@
 //! The shipped binaries as a user runs them: `analyze`, `scrape`, and `serve --standalone` against
 //! `vllm-emulator` pods on loopback addresses, checked through the real HTTPS endpoint.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 mod support;
 

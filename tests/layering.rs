@@ -29,7 +29,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tls",
         ],
     ),
-    ("sources", &["cluster", "error", "health", "telemetry", "tls"]),
+    (
+        "sources",
+        &["cluster", "error", "health", "telemetry", "tls"],
+    ),
     ("standalone", &["cluster", "error", "health"]),
     // The engine joins the inputs and implements the provider contract.
     (
@@ -39,7 +42,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Consumers of the engine.
     (
         "status",
-        &["cluster", "engine", "error", "saturation", "sources", "telemetry"],
+        &[
+            "cluster",
+            "engine",
+            "error",
+            "saturation",
+            "sources",
+            "telemetry",
+        ],
     ),
     (
         "server",
@@ -79,7 +89,7 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
             if !name.is_empty() {
                 refs.push((i + 1, name));
             }
-            rest = &after[..];
+            rest = after;
         }
     }
     refs
@@ -94,7 +104,12 @@ fn modules_import_only_what_the_map_allows() {
     let mut violations = Vec::new();
     for file in files {
         let rel = file.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = first.trim_end_matches(".rs").to_string();
         if module == "main" || module == "lib" || module == "bin" {
             continue;
@@ -130,5 +145,8 @@ fn only_the_wiring_imports_the_server() {
             "{module} may not import crate::server"
         );
     }
-    assert_eq!(crate_refs("use crate::server::routes; // crate::engine"), vec![(1, "server".to_string())]);
+    assert_eq!(
+        crate_refs("use crate::server::routes; // crate::engine"),
+        vec![(1, "server".to_string())]
+    );
 }

@@ -75,8 +75,12 @@ async fn concurrent_takeover_has_one_winner() {
             )
         })
         .collect();
-    let results =
-        futures::future::join_all(electors.iter().map(|e| e.try_acquire_or_renew())).await;
+    let results = futures::future::join_all(
+        electors
+            .iter()
+            .map(wva_metrics_server::cluster::leader::LeaderElector::try_acquire_or_renew),
+    )
+    .await;
     let winners = results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
     assert_eq!(winners, 1, "exactly one replica holds the lease");
 }

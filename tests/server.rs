@@ -1,6 +1,12 @@
 //! The real server on a loopback port with real TLS: a simulated aggregator with front-proxy
 //! certificates, x509 and token clients, and a test double of the Kubernetes API for TokenReview,
 //! SubjectAccessReview and the live `extension-apiserver-authentication` ConfigMap.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 mod support;
 

@@ -1,6 +1,12 @@
 //! Metric sources against real servers: the pod scraper against loopback HTTP servers that are slow,
 //! huge, garbage, redirecting or gone; the Prometheus source against a real Prometheus (Debian package
 //! `prometheus`) served over HTTPS with a self-made CA, directly and behind a bearer-token proxy.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 mod support;
 
@@ -359,7 +365,8 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
             let resp = upstream
                 .post(format!(
                     "{target}{}",
-                    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                    uri.path_and_query()
+                        .map_or("/", axum::http::uri::PathAndQuery::as_str)
                 ))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body)

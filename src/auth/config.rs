@@ -133,7 +133,10 @@ impl AuthConfig {
                     }
                     let v = string_list(data, key)?;
                     Ok(if v.is_empty() && !default.is_empty() {
-                        default.iter().map(|s| s.to_string()).collect()
+                        default
+                            .iter()
+                            .map(std::string::ToString::to_string)
+                            .collect()
                     } else {
                         v
                     })

@@ -206,7 +206,10 @@ impl Auth {
         let mut failures = Vec::new();
         if let Some(chain) = peer.chain.as_deref().filter(|c| !c.is_empty()) {
             let verdict = {
-                let mut memo = peer.verdict.lock().unwrap_or_else(|p| p.into_inner());
+                let mut memo = peer
+                    .verdict
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match memo.as_ref() {
                     Some(v)
                         if Arc::ptr_eq(&v.config, &config)

@@ -87,7 +87,10 @@ const BUCKETS: [f64; 10] = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0];
 
 impl Pod {
     fn gauges(&self) -> (usize, usize, f64) {
-        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let demand = c.real_in_flight + c.synthetic;
         let running = demand.min(self.args.max_num_seqs);
         let waiting = demand - running;
@@ -95,9 +98,13 @@ impl Pod {
         (running, waiting, kv)
     }
 
+    #[allow(clippy::too_many_lines)] // The page, line by line, as vLLM renders it.
     fn page(&self) -> String {
         let (running, waiting, kv) = self.gauges();
-        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = &self.args.model;
         let engines = self.args.engines.max(1);
         let mut out = String::with_capacity(8192);
@@ -230,7 +237,10 @@ impl Pod {
     }
 
     fn record(&self, latency: f64, prompt: u64, generated: u64) {
-        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         c.succeeded += 1;
         c.prompt_tokens += prompt;
         c.generation_tokens += generated;
@@ -248,7 +258,11 @@ impl Pod {
 }
 
 async fn metrics(State(pod): State<Arc<Pod>>) -> Response {
-    let fault = pod.counters.lock().unwrap_or_else(|p| p.into_inner()).fault;
+    let fault = pod
+        .counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .fault;
     match fault {
         MetricsFault::Hang => {
             std::future::pending::<()>().await;
@@ -292,14 +306,14 @@ async fn completions(State(pod): State<Arc<Pod>>, Json(req): Json<Completion>) -
     let start = std::time::Instant::now();
     pod.counters
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .real_in_flight += 1;
     let permit = pod.slots.acquire().await;
     tokio::time::sleep(Duration::from_secs_f64(pod.args.service_time)).await;
     drop(permit);
     pod.counters
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .real_in_flight -= 1;
     let prompt_tokens = (req.prompt.split_whitespace().count() as u64).max(1);
     pod.record(start.elapsed().as_secs_f64(), prompt_tokens, req.max_tokens);
@@ -320,7 +334,7 @@ struct Load {
 async fn set_load(State(pod): State<Arc<Pod>>, Json(load): Json<Load>) -> Response {
     pod.counters
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .synthetic = load.in_flight;
     state(State(pod)).await
 }
@@ -331,13 +345,19 @@ struct Fault {
 }
 
 async fn set_fault(State(pod): State<Arc<Pod>>, Json(f): Json<Fault>) -> Response {
-    pod.counters.lock().unwrap_or_else(|p| p.into_inner()).fault = f.metrics;
+    pod.counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .fault = f.metrics;
     state(State(pod)).await
 }
 
 async fn state(State(pod): State<Arc<Pod>>) -> Response {
     let (running, waiting, kv) = pod.gauges();
-    let c = pod.counters.lock().unwrap_or_else(|p| p.into_inner());
+    let c = pod
+        .counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault}))
         .into_response()
 }
@@ -354,8 +374,7 @@ async fn main() -> std::process::ExitCode {
     }
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+        .map_or(0.0, |d| d.as_secs_f64());
     let mut tasks = Vec::new();
     for addr in &args.listen {
         let pod = Arc::new(Pod {

@@ -40,7 +40,9 @@ impl LeaderElector {
     fn spec(&self, now: Timestamp, acquire: Option<Timestamp>, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(self.lease_duration.as_secs().max(1) as i32),
+            lease_duration_seconds: Some(
+                i32::try_from(self.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
             acquire_time: acquire.map(MicroTime),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),
@@ -51,22 +53,19 @@ impl LeaderElector {
     /// Acquires or renews the lease; `Ok(true)` while we hold it.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let current = match self.api.get_opt(&self.name).await? {
-            Some(l) => l,
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(self.spec(now, Some(now), 0)),
-                };
-                return match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                    Err(e) => Err(e),
-                };
-            }
+        let Some(current) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(now, Some(now), 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
         };
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
@@ -74,13 +73,16 @@ impl LeaderElector {
         let next = if holder == self.identity {
             self.spec(now, spec.acquire_time.as_ref().map(|t| t.0), transitions)
         } else {
-            let duration =
-                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+            let duration = Duration::from_secs(u64::from(
+                spec.lease_duration_seconds
+                    .unwrap_or(15)
+                    .max(1)
+                    .unsigned_abs(),
+            ));
             let renewed = spec
                 .renew_time
                 .as_ref()
-                .map(|t| t.0)
-                .unwrap_or(Timestamp::UNIX_EPOCH);
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0);
             let expired = now.duration_since(renewed).as_secs_f64() > duration.as_secs_f64();
             if !holder.is_empty() && !expired {
                 return Ok(false);

@@ -148,92 +148,15 @@ where
         if va.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let namespace = va.metadata.namespace.clone().unwrap_or_default();
-        let name = va.metadata.name.clone().unwrap_or_default();
-        let model_id = va.spec.model_id.clone();
-        let exclude = |reason: Exclusion| ExcludedVariant {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            model_id: model_id.clone(),
-            reason,
-        };
-        if model_id.is_empty() {
-            snapshot.excluded.push(exclude(Exclusion::EmptyModel));
-            continue;
+        match variant_of(va, &deployments_by_key, &pods_by_ns) {
+            Ok(v) => snapshot.variants.push(v),
+            Err(reason) => snapshot.excluded.push(ExcludedVariant {
+                namespace: va.metadata.namespace.clone().unwrap_or_default(),
+                name: va.metadata.name.clone().unwrap_or_default(),
+                model_id: va.spec.model_id.clone(),
+                reason,
+            }),
         }
-        let accelerator = match va.accelerator() {
-            Ok(a) => a,
-            Err(e) => {
-                snapshot.excluded.push(exclude(e));
-                continue;
-            }
-        };
-        let cost = match va.cost() {
-            Ok(c) => c,
-            Err(e) => {
-                snapshot.excluded.push(exclude(e));
-                continue;
-            }
-        };
-        let deployment_name = match va.target_deployment() {
-            Ok(d) => d,
-            Err(e) => {
-                snapshot.excluded.push(exclude(e));
-                continue;
-            }
-        };
-        let Some(deployment) =
-            deployments_by_key.get(&(namespace.as_str(), deployment_name.as_str()))
-        else {
-            snapshot.excluded.push(exclude(Exclusion::TargetNotFound {
-                namespace: namespace.clone(),
-                name: deployment_name,
-            }));
-            continue;
-        };
-        let spec = deployment.spec.as_ref();
-        let selector = match spec.map(|s| selector_from(&s.selector)) {
-            Some(Ok(s)) if !s.is_empty() => s,
-            Some(Err(e)) => {
-                snapshot.excluded.push(exclude(Exclusion::BadSelector {
-                    deployment: deployment_name,
-                    why: e,
-                }));
-                continue;
-            }
-            _ => {
-                snapshot.excluded.push(exclude(Exclusion::NoSelector {
-                    deployment: deployment_name,
-                }));
-                continue;
-            }
-        };
-        // A nil spec.replicas means 1 (the API default).
-        let spec_replicas = spec.and_then(|s| s.replicas).unwrap_or(1) as i64;
-        let ready_replicas = deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0) as i64;
-        let mut targets: Vec<PodTarget> = pods_by_ns
-            .get(namespace.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
-            .filter_map(|p| pod_target(p))
-            .collect();
-        targets.sort();
-        snapshot.variants.push(Variant {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            model_id: model_id.clone(),
-            accelerator,
-            cost,
-            deployment: deployment_name,
-            spec_replicas,
-            ready_replicas,
-            pods: targets,
-        });
     }
     snapshot.variants.sort_by(|a, b| {
         (&a.namespace, &a.model_id, &a.name).cmp(&(&b.namespace, &b.model_id, &b.name))
@@ -242,6 +165,73 @@ where
         .excluded
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     snapshot
+}
+
+/// One VariantAutoscaling joined with its Deployment and Ready pods, or why it cannot be decided.
+fn variant_of(
+    va: &VariantAutoscaling,
+    deployments: &BTreeMap<(&str, &str), &Deployment>,
+    pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
+) -> Result<Variant, Exclusion> {
+    let namespace = va.metadata.namespace.clone().unwrap_or_default();
+    let name = va.metadata.name.clone().unwrap_or_default();
+    let model_id = va.spec.model_id.clone();
+    if model_id.is_empty() {
+        return Err(Exclusion::EmptyModel);
+    }
+    let accelerator = va.accelerator()?;
+    let cost = va.cost()?;
+    let deployment_name = va.target_deployment()?;
+    let Some(deployment) = deployments.get(&(namespace.as_str(), deployment_name.as_str())) else {
+        return Err(Exclusion::TargetNotFound {
+            namespace,
+            name: deployment_name,
+        });
+    };
+    let spec = deployment.spec.as_ref();
+    let selector = match spec.map(|s| selector_from(&s.selector)) {
+        Some(Ok(s)) if !s.is_empty() => s,
+        Some(Err(why)) => {
+            return Err(Exclusion::BadSelector {
+                deployment: deployment_name,
+                why,
+            })
+        }
+        _ => {
+            return Err(Exclusion::NoSelector {
+                deployment: deployment_name,
+            })
+        }
+    };
+    // A nil spec.replicas means 1 (the API default).
+    let spec_replicas = i64::from(spec.and_then(|s| s.replicas).unwrap_or(1));
+    let ready_replicas = i64::from(
+        deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+    );
+    let no_labels = BTreeMap::new();
+    let mut targets: Vec<PodTarget> = pods_by_ns
+        .get(namespace.as_str())
+        .into_iter()
+        .flatten()
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&no_labels)))
+        .filter_map(|p| pod_target(p))
+        .collect();
+    targets.sort();
+    Ok(Variant {
+        namespace,
+        name,
+        model_id,
+        accelerator,
+        cost,
+        deployment: deployment_name,
+        spec_replicas,
+        ready_replicas,
+        pods: targets,
+    })
 }
 
 /// A Deployment's `spec.selector` as our selector type.

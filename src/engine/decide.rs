@@ -64,7 +64,9 @@ impl ModelDecision {
 /// the int64 range wraps around; Rust's saturates, so a huge queue stays a huge queue.
 fn queue_as_integer(q: f64) -> i64 {
     // Saturating by definition of `as` for floats; NaN becomes 0 (the engine never passes NaN).
-    q.trunc() as i64
+    #[allow(clippy::cast_possible_truncation)] // Saturation is the point.
+    let q = q.trunc() as i64;
+    q
 }
 
 /// Decides one model.

@@ -26,6 +26,7 @@ pub fn milli_from_f64(value: f64) -> Result<i64, QuantityError> {
     if milli >= i64::MAX as f64 || milli < i64::MIN as f64 {
         return Err(QuantityError::OutOfRange(value));
     }
+    #[allow(clippy::cast_possible_truncation)] // An integer within i64's range, checked above.
     Ok(milli as i64)
 }
 

@@ -115,7 +115,7 @@ impl Requirement {
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let join = |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
-        let first = || self.values.first().map(String::as_str).unwrap_or("");
+        let first = || self.values.first().map_or("", String::as_str);
         match self.operator {
             Operator::Equals => write!(f, "{}={}", self.key, first()),
             Operator::DoubleEquals => write!(f, "{}=={}", self.key, first()),

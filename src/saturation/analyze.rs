@@ -186,6 +186,7 @@ fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bo
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::too_many_lines)] // Golden vectors, as WVA's spec writes them.
 mod tests {
     use super::*;
 

@@ -334,7 +334,7 @@ mod proptests {
             }
             let analysis = analyze(&replicas, &SaturationConfig::default());
             let targets = compute_targets(&states, &analysis);
-            let transition = states.iter().any(|s| s.in_transition());
+            let transition = states.iter().any(super::VariantState::in_transition);
             let mut moved = 0;
             for (s, t) in states.iter().zip(&targets) {
                 if transition {

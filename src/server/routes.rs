@@ -73,7 +73,7 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
         .map(|s| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
-                .map(|c| c.into_owned())
+                .map(std::borrow::Cow::into_owned)
                 .map_err(|_| {
                     format!("path segment {s:?} is not valid UTF-8 after percent-decoding")
                 })

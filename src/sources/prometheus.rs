@@ -436,7 +436,7 @@ impl PrometheusSource {
                 .collect();
             self.state
                 .write()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|k, _| models.contains(k));
             futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
         }
@@ -446,7 +446,10 @@ impl PrometheusSource {
     pub async fn refresh(&self, namespace: &str, model: &str) {
         let key = (namespace.to_string(), model.to_string());
         {
-            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut s = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.entry(key.clone())
                 .or_default()
                 .first_asked
@@ -459,7 +462,10 @@ impl PrometheusSource {
         );
         let (kv, q) = futures::join!(self.client.query(&kv_q), self.client.query(&queue_q));
         let load_due = {
-            let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let s = self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.get(&key)
                 .and_then(|e| e.load.as_ref())
                 .is_none_or(|(at, _)| at.elapsed() >= LOAD_EVERY)
@@ -469,7 +475,10 @@ impl PrometheusSource {
         } else {
             None
         };
-        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut s = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = s.entry(key).or_default();
         if let Some(l) = load {
             entry.load = Some((Instant::now(), l));
@@ -511,7 +520,7 @@ impl PrometheusSource {
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 // An empty result (no traffic yet) and NaN (0/0) both mean 0, as in WVA.
-                Ok(series) => values[i] = series.first().map(|(_, v)| *v).unwrap_or(0.0),
+                Ok(series) => values[i] = series.first().map_or(0.0, |(_, v)| *v),
                 Err(e) => {
                     self.metrics.prometheus_failures.inc();
                     tracing::debug!(namespace, model, query = queries[i].0, error = %e, "load query failed");
@@ -530,7 +539,10 @@ impl PrometheusSource {
     }
 
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(state) = s.get(&(pod.namespace.clone(), model.to_string())) else {
             return Lookup::Missing {
                 since: Duration::ZERO,
@@ -588,7 +600,10 @@ impl SampleSource for PrometheusSource {
     }
 
     fn model_load(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (at, figures) = s
             .get(&(namespace.to_string(), model.to_string()))?
             .load

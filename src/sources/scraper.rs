@@ -82,7 +82,11 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Pa
         });
     }
     // One allocation of the announced size (capped) instead of regrowing through a 50 KB page.
-    let announced = resp.content_length().unwrap_or(0).min(max as u64) as usize;
+    let announced = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(max);
     let mut body: Vec<u8> = Vec::with_capacity(announced);
     let mut truncated = false;
     while let Some(chunk) = resp.chunk().await.map_err(req_err)? {

@@ -52,7 +52,10 @@ impl WindowCache {
             .iter()
             .map(|p| (p.namespace.as_str(), p.name.as_str()))
             .collect();
-        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut gone = Vec::new();
         for (ns, by_name) in map.iter_mut() {
             by_name.retain(|name, _| {
@@ -85,7 +88,10 @@ impl WindowCache {
         at: Instant,
         models: &std::collections::BTreeMap<String, ModelSignals>,
     ) {
-        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(w) = get_mut(&mut map, pod) else {
             return;
         };
@@ -116,7 +122,10 @@ impl WindowCache {
 
     /// Records a failed scrape. The samples already in the window stay: a failure is never a zero.
     pub fn record_error(&self, pod: &PodTarget, error: String) {
-        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .pods
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = get_mut(&mut map, pod) {
             w.last_error = Some(error);
         }
@@ -125,14 +134,17 @@ impl WindowCache {
     pub fn tracked(&self) -> usize {
         self.pods
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .map(HashMap::len)
             .sum()
     }
 
     pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
-        let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let map = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(w) = get(&map, pod) else {
             return Lookup::Missing {
                 since: Duration::ZERO,

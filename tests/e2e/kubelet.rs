@@ -3,6 +3,12 @@
 //! the pod removed. It also spreads each app's offered load over its running pods (as a gateway
 //! would), applies per-pod faults, and writes Prometheus' file_sd targets with the `namespace` and
 //! `pod` labels a PodMonitor adds.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -3,6 +3,12 @@
 //! Prometheus over HTTPS, `vllm-emulator` pods run by a harness-kubelet, and wva-metrics-server
 //! registered as `v1beta1.external.metrics.k8s.io` with the shipped RBAC, APIService and certs script.
 //! The real HPA controller scales the Deployments. Run with `just e2e` (ignored by `cargo test`).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 
 mod harness;
 mod kubelet;
@@ -587,7 +593,78 @@ async fn reaction_time() {
     );
 }
 
+/// The end-to-end steps in order: `(name, setup)`. Setup steps always run; `WVA_E2E_STEPS=a,b` runs
+/// only the named others (`just e2e-step a,b`), each of which brings the workload into the state it
+/// needs first.
+const STEPS: &[(&str, bool)] = &[
+    ("registration", true),
+    ("workloads", true),
+    ("load-step", false),
+    ("faults-prometheus-down", false),
+    ("faults-hung-pod", false),
+    ("faults-server-restart", false),
+    ("lease-handover", false),
+    ("saturation-configmap", false),
+    ("tolerance", false),
+    ("security", false),
+    ("uninstall", false),
+];
+
+/// The steps to run, from `WVA_E2E_STEPS` (all when unset); an unknown name fails with the list.
+fn selected_steps() -> Vec<&'static str> {
+    let wanted: Option<Vec<String>> = std::env::var("WVA_E2E_STEPS")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split(',').map(|p| p.trim().to_string()).collect());
+    if let Some(w) = &wanted {
+        for name in w {
+            assert!(
+                STEPS.iter().any(|(s, _)| s == name),
+                "unknown e2e step {name:?}; steps: {}",
+                STEPS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    STEPS
+        .iter()
+        .filter(|(name, setup)| {
+            *setup || wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == name))
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+async fn run_step(name: &str, c: &mut Cluster, k: &kubelet::Kubelet) {
+    match name {
+        "registration" => registration(c).await,
+        "workloads" => workloads(c).await,
+        "load-step" => load_step(c, k).await,
+        "faults-prometheus-down" => faults_prometheus_down(c, k).await,
+        "faults-hung-pod" => faults_hung_pod(c, k).await,
+        "faults-server-restart" => faults_server_restart(c, k).await,
+        "lease-handover" => lease_handover(c, k).await,
+        "saturation-configmap" => saturation_configmap(c, k).await,
+        "tolerance" => tolerance(c, k).await,
+        "security" => security(c).await,
+        "uninstall" => uninstall(c).await,
+        other => unreachable!("step {other} is listed in STEPS but has no function"),
+    }
+}
+
 async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
+    for name in selected_steps() {
+        let started = Instant::now();
+        eprintln!("e2e: step {name}");
+        run_step(name, c, k).await;
+        eprintln!(
+            "e2e: step {name} passed in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// 1. Registration and discovery through the real aggregator.
+async fn registration(c: &mut Cluster) {
     // 1. Registration and discovery through the real aggregator.
     eventually("APIService v1beta1.external.metrics.k8s.io Available=True", Duration::from_secs(60), || async {
         let out = c.kubectl(&["get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Available\")].message}"])?;
@@ -610,7 +687,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         "kubectl api-resources warned:\n{resources}"
     );
     eprintln!("e2e[1] APIService available, discovery clean");
+}
 
+/// 2. Workloads and both HPA styles (v0.4.1 and v0.5).
+async fn workloads(c: &mut Cluster) {
     // 2. Workloads and both HPA styles.
     c.apply(&workload_yaml());
     wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(60)).await;
@@ -629,7 +709,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         hpa_active(c, hpa, Duration::from_secs(90)).await;
     }
     eprintln!("e2e[2] v0.4.1 and v0.5 HPAs ScalingActive=True");
+}
 
+/// 3 + 4. A load step scales the cheaper variant first; removing the load scales back down.
+async fn load_step(c: &mut Cluster, k: &kubelet::Kubelet) {
     // 3 + 4. Load step on both variants of the model: the cheaper variant (L40S) scales first.
     let step = Instant::now();
     set_load(k, "qwen-l40s", 30);
@@ -657,7 +740,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         "e2e[3] load removed → qwen-l40s-decode back to 1 after {:.1}s",
         drop_at.elapsed().as_secs_f64()
     );
+}
 
+/// 5a. Prometheus stopped under load: pod scraping carries on, nothing scales down.
+async fn faults_prometheus_down(c: &mut Cluster, k: &kubelet::Kubelet) {
     // 5. Faults, with the model under load so that a wrongful scale-down would be visible.
     set_load(k, "qwen-l40s", 30);
     set_load(k, "qwen-h100", 30);
@@ -672,6 +758,14 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         Some("True".into())
     );
     eprintln!("e2e[5a] Prometheus down: HPA still active, no scale-down");
+}
+
+/// 5b. A hung pod: spec.replicas held, then a 503 the HPA reports; never a scale-down.
+async fn faults_hung_pod(c: &mut Cluster, k: &kubelet::Kubelet) {
+    // Under load at 3 replicas, so that a wrongful scale-down would be visible.
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    wait_replicas(c, "qwen-l40s-decode", 3, Duration::from_secs(180)).await;
     // (b) One emulator pod hangs and the load goes away: with data, that would be a scale-down; with a
     // pod missing, the answer holds spec.replicas, then turns into a 503 the HPA reports. Never a scale-down.
     let pod = c
@@ -712,6 +806,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     k.control.lock().unwrap().faults.clear();
     hpa_active(c, "qwen-l40s-v05", Duration::from_secs(90)).await;
     eprintln!("e2e[5b] hung pod: HPA reported FailedGetExternalMetric, no scale-down, recovered");
+}
+
+/// 5c. Our server restarted under load: no scale-down while it is down.
+async fn faults_server_restart(c: &mut Cluster, k: &kubelet::Kubelet) {
     // (c) Our server restarted mid-run, under load.
     set_load(k, "qwen-l40s", 30);
     set_load(k, "qwen-h100", 30);
@@ -722,6 +820,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     c.start_replica("server");
     hpa_active(c, "qwen-l40s-v05", Duration::from_secs(90)).await;
     eprintln!("e2e[5c] server restart: no scale-down while it was down, recovered");
+}
+
+/// 5d. The status Lease moves to the other replica when its holder stops.
+async fn lease_handover(c: &mut Cluster, k: &kubelet::Kubelet) {
     // (d) The status Lease moves to the other replica when its holder stops, and status keeps being written.
     let holder = eventually("a status Lease holder", Duration::from_secs(30), || async {
         let h = lease_holder(c);
@@ -754,7 +856,12 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     c.start_replica(stopped);
     eprintln!("e2e[5d] Lease handed over from {holder} to {other}");
     set_load(k, "qwen-h100", 0);
+}
 
+/// The saturation ConfigMap applies live; an invalid entry is rejected and logged.
+async fn saturation_configmap(c: &mut Cluster, k: &kubelet::Kubelet) {
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
     // Saturation thresholds follow the ConfigMap live: a queue trigger above the threshold makes an idle
     // model scale up; an invalid edit is rejected (and logged) with the previous good entry kept.
     wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
@@ -798,9 +905,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
     .unwrap();
     wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
     eprintln!("e2e[config] saturation ConfigMap applied live, invalid entry rejected, defaults back on delete");
+}
 
-    tolerance(c, k).await;
-
+/// 6. Security through the real aggregator and directly.
+async fn security(c: &mut Cluster) {
     // 6. Security through the real aggregator and directly.
     let denied = c.kubectl_as(Some("mallory"), &["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas")]).unwrap_err();
     assert!(
@@ -840,7 +948,10 @@ async fn scenarios(c: &mut Cluster, k: &kubelet::Kubelet) {
         "front-proxy headers without a trusted certificate are ignored (anonymous)"
     );
     eprintln!("e2e[6] no-RBAC user refused, unknown CA 401, spoofed headers 403");
+}
 
+/// 7. Uninstall in the README's order leaves no stuck namespace.
+async fn uninstall(c: &mut Cluster) {
     // 7. Uninstall in the README's order leaves no stuck namespace.
     c.kubectl(&["delete", "apiservice", "v1beta1.external.metrics.k8s.io"])
         .unwrap();

@@ -1,5 +1,11 @@
 //! Shared test fixtures: a PKI made with rcgen, a test double of the Kubernetes API (TokenReview,
 //! SubjectAccessReview and a watchable ConfigMap), and HTTPS clients that present certificates.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)] // Fixtures and measurements, not product code.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -152,8 +158,13 @@ impl Ca {
         eku: Vec<ExtendedKeyUsagePurpose>,
     ) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+        let mut p = CertificateParams::new(
+            names
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         for o in orgs {
             p.distinguished_name.push(DnType::OrganizationName, *o);
