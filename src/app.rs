@@ -30,9 +30,9 @@ use crate::telemetry::Metrics;
 use crate::tls::{self, CertSource, ReloadingCert};
 
 /// How often the standalone file is checked for changes.
-pub const STANDALONE_POLL: Duration = Duration::from_secs(2);
+pub(crate) const STANDALONE_POLL: Duration = Duration::from_secs(2);
 /// Timeout of one TokenReview or SubjectAccessReview call.
-pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn kube_client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Error> {
     let kube_err = |context: String, e: Box<dyn std::error::Error + Send + Sync>| Error::Kube {
@@ -79,13 +79,7 @@ fn serving_cert(
         tasks.add("serving-certificate-reload", move || {
             tls::watch_files(r.clone(), c.clone(), k.clone(), every, provider.clone())
         });
-        return Ok((
-            resolver,
-            CertSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-        ));
+        return Ok((resolver, CertSource::Files { cert: cert.clone() }));
     }
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if !bind.is_unspecified() {
@@ -365,7 +359,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
 fn print_standalone_banner(local: SocketAddr, cert_source: &CertSource) {
     let ca = match cert_source {
         CertSource::Generated { ca_path } => format!("--cacert {}", ca_path.display()),
-        CertSource::Files { .. } => "--cacert <CA of --tls-cert-file>".to_string(),
+        CertSource::Files { cert } => format!("--cacert <the CA that signed {}>", cert.display()),
     };
     let host = if local.ip().is_ipv6() {
         format!("[{}]", local.ip())
@@ -422,7 +416,7 @@ pub fn analyze(input: &str) -> Result<String, Error> {
 
 /// `scrape`: one page in, the extracted signals out. Errors when no model could be extracted.
 /// The largest page `scrape` reads.
-pub const SCRAPE_COMMAND_MAX_BYTES: usize = 64 << 20;
+pub(crate) const SCRAPE_COMMAND_MAX_BYTES: usize = 64 << 20;
 
 pub async fn scrape(source: &str, timeout: Duration) -> Result<String, Error> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {

@@ -288,7 +288,7 @@ pub struct PrometheusArgs {
 /// `500ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
 impl PrometheusArgs {
     /// The Prometheus client's options, when a base URL is configured.
-    pub fn options(&self) -> Option<PrometheusOptions> {
+    pub(crate) fn options(&self) -> Option<PrometheusOptions> {
         Some(PrometheusOptions {
             base_url: self.base_url.clone()?,
             insecure_skip_verify: self.insecure_skip_verify,
@@ -305,7 +305,7 @@ impl PrometheusArgs {
 }
 
 impl SourceArgs {
-    pub fn scrape_options(&self) -> ScrapeOptions {
+    pub(crate) fn scrape_options(&self) -> ScrapeOptions {
         ScrapeOptions {
             interval: self.scrape_interval,
             timeout: self.scrape_timeout,
@@ -316,7 +316,7 @@ impl SourceArgs {
 }
 
 impl HttpArgs {
-    pub fn serve_options(&self) -> ServeOptions {
+    pub(crate) fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections,
@@ -328,7 +328,7 @@ impl HttpArgs {
 
 impl StatusArgs {
     /// The writer's options; `identity` defaults to the host name and process id.
-    pub fn options(&self) -> StatusOptions {
+    pub(crate) fn options(&self) -> StatusOptions {
         StatusOptions {
             interval: self.status_interval,
             tick: STATUS_TICK.min(self.status_interval),
@@ -365,7 +365,7 @@ fn read_optional(path: &Option<PathBuf>, what: &str) -> Result<Option<Vec<u8>>, 
         .transpose()
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')

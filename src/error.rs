@@ -97,7 +97,7 @@ pub enum Exclusion {
 
 impl Exclusion {
     /// Whether the variant's scale target could be resolved (the `TargetResolved` condition).
-    pub fn target_resolved(&self) -> bool {
+    pub(crate) fn target_resolved(&self) -> bool {
         !matches!(
             self,
             Exclusion::UnsupportedTargetKind { .. }
@@ -165,7 +165,7 @@ fn join(causes: &[MissingSample]) -> String {
 
 impl MissingSample {
     /// Whether Prometheus failing is (part of) the cause: the `PrometheusError` condition reason.
-    pub fn is_prometheus_error(&self) -> bool {
+    pub(crate) fn is_prometheus_error(&self) -> bool {
         match self {
             MissingSample::Prometheus(_) => true,
             MissingSample::All(causes) => causes.iter().any(Self::is_prometheus_error),
@@ -181,7 +181,7 @@ impl Serialize for MissingSample {
 }
 
 /// The HTTP status code of a Kubernetes API error, however it arrived (a list, a watch, a request).
-pub fn api_status_code(e: &kube::runtime::watcher::Error) -> Option<u16> {
+pub(crate) fn api_status_code(e: &kube::runtime::watcher::Error) -> Option<u16> {
     use kube::runtime::watcher::Error as W;
     match e {
         W::InitialListFailed(k) | W::WatchStartFailed(k) | W::WatchFailed(k) => client_code(k),
@@ -191,7 +191,7 @@ pub fn api_status_code(e: &kube::runtime::watcher::Error) -> Option<u16> {
 }
 
 /// The HTTP status code of a kube client error, when the API server answered with one.
-pub fn client_code(e: &kube::Error) -> Option<u16> {
+pub(crate) fn client_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
@@ -199,11 +199,11 @@ pub fn client_code(e: &kube::Error) -> Option<u16> {
 }
 
 /// How many names a message or log line lists before it says "and N more".
-pub const MAX_NAMES_LISTED: usize = 5;
+pub(crate) const MAX_NAMES_LISTED: usize = 5;
 
 /// Displays a list of names, at most `max` of them, and how many more there are: messages and log
 /// lines stay small whatever the input.
-pub struct Capped<'a, T>(pub &'a [T], pub usize);
+pub(crate) struct Capped<'a, T>(pub &'a [T], pub usize);
 
 impl<T: fmt::Display> fmt::Display for Capped<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

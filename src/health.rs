@@ -49,7 +49,7 @@ impl Synced {
         self.done.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.done.load(Ordering::Relaxed)
     }
 }
@@ -70,11 +70,11 @@ pub struct Health {
 
 /// The liveness bound of a loop that runs every `period` and may take `slack` per run: three missed
 /// runs, and never less than [`MIN_LIVENESS_BOUND`], so one slow round on a busy node is not a restart.
-pub fn liveness_bound(period: Duration, slack: Duration) -> Duration {
+pub(crate) fn liveness_bound(period: Duration, slack: Duration) -> Duration {
     ((period + slack) * 3).max(MIN_LIVENESS_BOUND)
 }
 
-pub const MIN_LIVENESS_BOUND: Duration = Duration::from_secs(30);
+pub(crate) const MIN_LIVENESS_BOUND: Duration = Duration::from_secs(30);
 
 impl Health {
     pub fn new() -> Arc<Self> {
@@ -109,7 +109,7 @@ impl Health {
         s
     }
 
-    pub fn liveness(&self) -> Vec<Check> {
+    pub(crate) fn liveness(&self) -> Vec<Check> {
         self.loops
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -153,7 +153,7 @@ impl Health {
 }
 
 /// Renders checks as kube-apiserver does (`[+]name ok` / `[-]name failed: …`); `true` when all pass.
-pub fn render(checks: &[Check], what: &str) -> (bool, String) {
+pub(crate) fn render(checks: &[Check], what: &str) -> (bool, String) {
     let mut body = String::new();
     let mut all = true;
     for c in checks {

@@ -148,7 +148,7 @@ pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
 
 /// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read
 /// leaves the last good snapshot in place.
-pub async fn watch_file(
+pub(crate) async fn watch_file(
     file: PathBuf,
     shared: SharedSnapshot,
     every: Duration,

@@ -16,11 +16,11 @@ use tokio::task::JoinSet;
 use crate::error::Error;
 use crate::telemetry::Metrics;
 
-pub type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 type Start = Box<dyn Fn() -> TaskFuture + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// Consecutive failures (each within `stable_after` of its start) before giving up.
@@ -61,7 +61,7 @@ enum Outcome {
     Panicked(String),
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     tasks: Vec<Task>,
     policy: RestartPolicy,
     metrics: Arc<Metrics>,

@@ -47,7 +47,7 @@ pub struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct VariantLabels {
+pub(crate) struct VariantLabels {
     pub variant_name: String,
     pub namespace: String,
     pub accelerator_type: String,
@@ -208,7 +208,13 @@ impl Metrics {
         })
     }
 
-    pub fn set_variant(&self, labels: &VariantLabels, desired: f64, current: f64, ratio: f64) {
+    pub(crate) fn set_variant(
+        &self,
+        labels: &VariantLabels,
+        desired: f64,
+        current: f64,
+        ratio: f64,
+    ) {
         for (kind, family) in &self.variant_gauges {
             let v = match kind {
                 VariantKind::Desired => desired,
@@ -219,19 +225,19 @@ impl Metrics {
         }
     }
 
-    pub fn remove_variant(&self, labels: &VariantLabels) {
+    pub(crate) fn remove_variant(&self, labels: &VariantLabels) {
         for (_, family) in &self.variant_gauges {
             family.remove(labels);
         }
     }
 
-    pub fn task_restarted(&self, task: &str) {
+    pub(crate) fn task_restarted(&self, task: &str) {
         self.task_restarts
             .get_or_create(&TaskLabels { task: task.into() })
             .inc();
     }
 
-    pub fn cache_lookup(&self, cache: &str, hit: bool) {
+    pub(crate) fn cache_lookup(&self, cache: &str, hit: bool) {
         self.auth_cache
             .get_or_create(&CacheLabels {
                 cache: cache.into(),
@@ -241,7 +247,7 @@ impl Metrics {
     }
 
     /// Forgets the per-pod series of a pod that is gone, so the page does not grow with pod churn.
-    pub fn forget_pod(&self, namespace: &str, pod: &str) {
+    pub(crate) fn forget_pod(&self, namespace: &str, pod: &str) {
         let l = PodLabels {
             namespace: namespace.into(),
             pod: pod.into(),

@@ -67,7 +67,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Parses PEM certificates from bytes (empty input gives an empty list).
-pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM certificate: {e}"))
@@ -89,15 +89,11 @@ fn certified_key(
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
-pub enum CertSource {
-    Files {
-        cert: PathBuf,
-        key: PathBuf,
-    },
+pub(crate) enum CertSource {
+    /// `--tls-cert-file`: its CA is the operator's.
+    Files { cert: PathBuf },
     /// Generated at start; the CA that signed it is written to `ca_path` so clients can trust it.
-    Generated {
-        ca_path: PathBuf,
-    },
+    Generated { ca_path: PathBuf },
 }
 
 /// Resolves the current serving certificate; swapped atomically on reload.
@@ -165,7 +161,7 @@ impl ReloadingCert {
 
     /// Re-reads the files; swaps in the new pair when the bytes changed and they form a valid pair.
     /// On error the previous certificate stays in service. Returns whether a new certificate was loaded.
-    pub fn reload(
+    pub(crate) fn reload(
         &self,
         cert: &Path,
         key: &Path,
@@ -269,7 +265,7 @@ impl Generated {
 /// (front-proxy headers need the request-header CA, a user identity the client CA), and those CAs
 /// are followed live from the cluster. An untrusted certificate is thus a 401 Status, as in Go servers.
 #[derive(Debug)]
-pub struct DeferredClientAuth {
+pub(crate) struct DeferredClientAuth {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -342,7 +338,7 @@ pub fn server_config(
 }
 
 /// Writes a file with the given mode, creating parent directories.
-pub fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
             path: dir.into(),

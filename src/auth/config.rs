@@ -13,8 +13,8 @@ use rustls::RootCertStore;
 
 use crate::tls::parse_certs;
 
-pub const AUTH_CONFIGMAP_NAMESPACE: &str = "kube-system";
-pub const AUTH_CONFIGMAP_NAME: &str = "extension-apiserver-authentication";
+pub(crate) const AUTH_CONFIGMAP_NAMESPACE: &str = "kube-system";
+pub(crate) const AUTH_CONFIGMAP_NAME: &str = "extension-apiserver-authentication";
 
 /// Verifies client-certificate chains against one CA bundle, requiring the ClientAuth usage.
 #[derive(Clone)]
@@ -30,7 +30,7 @@ impl std::fmt::Debug for CaVerifier {
 }
 
 impl CaVerifier {
-    pub fn from_pem(pem: &[u8], provider: &Arc<CryptoProvider>) -> Result<Self, String> {
+    pub(crate) fn from_pem(pem: &[u8], provider: &Arc<CryptoProvider>) -> Result<Self, String> {
         let certs = parse_certs(pem)?;
         if certs.is_empty() {
             return Err("no PEM certificate found".into());
@@ -51,7 +51,7 @@ impl CaVerifier {
     }
 
     /// `Ok` when the chain leads to this CA and the leaf may be used for client authentication.
-    pub fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+    pub(crate) fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
         let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
         self.verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())

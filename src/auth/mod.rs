@@ -21,10 +21,10 @@ use self::config::AuthConfig;
 use self::review::{Attributes, Reviewer, TokenOutcome};
 use crate::telemetry::Metrics;
 
-pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
-pub const MASTERS_GROUP: &str = "system:masters";
-pub const ANONYMOUS_USER: &str = "system:anonymous";
-pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
+pub(crate) const AUTHENTICATED_GROUP: &str = "system:authenticated";
+pub(crate) const MASTERS_GROUP: &str = "system:masters";
+pub(crate) const ANONYMOUS_USER: &str = "system:anonymous";
+pub(crate) const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Hash)]
 pub struct UserInfo {
@@ -45,10 +45,6 @@ impl UserInfo {
         }
     }
 
-    pub fn is_anonymous(&self) -> bool {
-        self.username == ANONYMOUS_USER
-    }
-
     /// Go's `AuthenticatedGroupAdder`: every authenticated user is in `system:authenticated`, so the
     /// aggregator's group-less identities pass the default discovery RBAC.
     fn with_authenticated_group(mut self) -> Self {
@@ -60,7 +56,7 @@ impl UserInfo {
 }
 
 #[derive(Debug, Error, PartialEq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// 401: credentials were presented and none was accepted.
     #[error("Unauthorized: {0}")]
     Unauthorized(String),
@@ -84,7 +80,7 @@ const CHAIN_VERDICT_TTL: Duration = Duration::from_secs(10);
 /// The peer certificate chain of a TLS connection, as a request extension shared by the requests of
 /// that connection, with the outcome of verifying it against the current trust configuration.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificates {
+pub(crate) struct PeerCertificates {
     chain: Option<Arc<Vec<CertificateDer<'static>>>>,
     verdict: Arc<Mutex<Option<ChainVerdict>>>,
 }
@@ -193,7 +189,7 @@ impl Auth {
     }
 
     /// The authenticated user, anonymous when no credentials were presented, or 401.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         peer: &PeerCertificates,
         headers: &HeaderMap,
@@ -340,7 +336,7 @@ impl Auth {
     }
 
     /// SubjectAccessReview, cached. `system:masters` is always allowed.
-    pub async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         user: &UserInfo,
         attrs: &Attributes,

@@ -73,7 +73,7 @@ pub trait Reviewer: Send + Sync {
 
 /// The cache key is the review's spec, as in Go's webhook authorizer: every distinct user, verb,
 /// resource and namespace is its own entry.
-pub fn cache_key(user: &UserInfo, attrs: &Attributes) -> String {
+pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes) -> String {
     serde_json::to_string(&(user, attrs)).unwrap_or_default()
 }
 

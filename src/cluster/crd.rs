@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Label carrying the variant's accelerator (required by WVA v0.4.1 and v0.5).
 pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
 /// WVA's default `spec.variantCost`.
-pub const DEFAULT_VARIANT_COST: f64 = 10.0;
+pub(crate) const DEFAULT_VARIANT_COST: f64 = 10.0;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[kube(
@@ -121,7 +121,7 @@ impl VariantAutoscaling {
 }
 
 /// WVA's pattern `^\d+(\.\d+)?$`, parsed as f64.
-pub fn parse_cost(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_cost(s: &str) -> Result<f64, String> {
     let (int, frac) = match s.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),

@@ -90,7 +90,7 @@ impl Snapshot {
     }
 
     /// Every pod the scraper should follow, de-duplicated.
-    pub fn pod_targets(&self) -> Vec<PodTarget> {
+    pub(crate) fn pod_targets(&self) -> Vec<PodTarget> {
         let mut pods: Vec<PodTarget> = self
             .variants
             .iter()
@@ -103,16 +103,16 @@ impl Snapshot {
 }
 
 /// The shared, swappable snapshot: writers publish whole snapshots, readers load them lock-free.
-pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+pub(crate) type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 pub fn shared(snapshot: Snapshot) -> SharedSnapshot {
     Arc::new(ArcSwap::from_pointee(snapshot))
 }
 
-pub const PORT_ANNOTATION: &str = "prometheus.io/port";
-pub const PATH_ANNOTATION: &str = "prometheus.io/path";
+pub(crate) const PORT_ANNOTATION: &str = "prometheus.io/port";
+pub(crate) const PATH_ANNOTATION: &str = "prometheus.io/path";
 /// vLLM's default port when nothing else names one.
-pub const DEFAULT_METRICS_PORT: u16 = 8000;
+pub(crate) const DEFAULT_METRICS_PORT: u16 = 8000;
 
 /// Joins the three object kinds into a snapshot.
 /// Takes the objects as the reflector stores hold them (`Arc`s) or owned (the standalone file).
@@ -235,7 +235,7 @@ fn variant_of(
 }
 
 /// A Deployment's `spec.selector` as our selector type.
-pub fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
+pub(crate) fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
     let mut parts = Vec::new();
     for (k, v) in ls.match_labels.iter().flatten() {
         parts.push(format!("{k}={v}"));
@@ -283,7 +283,7 @@ fn pod_target(p: &Pod) -> Option<PodTarget> {
 
 /// Port and path: the `prometheus.io/*` annotations, else the container port named `metrics`, else `http`,
 /// else 8000; path `/metrics`.
-pub fn scrape_endpoint(p: &Pod) -> (u16, String) {
+pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String) {
     let annotations = p.metadata.annotations.as_ref();
     let path = annotations
         .and_then(|a| a.get(PATH_ANNOTATION))

@@ -134,14 +134,14 @@ fn slim_va(v: &mut VariantAutoscaling) {
 }
 
 /// Coalesces bursts of watch events (a rollout touches many pods at once) into one rebuild.
-pub const SNAPSHOT_DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const SNAPSHOT_DEBOUNCE: Duration = Duration::from_millis(200);
 /// The snapshot is rebuilt at least this often even without events, which also proves the loop alive.
-pub const SNAPSHOT_RESYNC: Duration = Duration::from_secs(30);
+pub(crate) const SNAPSHOT_RESYNC: Duration = Duration::from_secs(30);
 
 /// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced) and
 /// every [`SNAPSHOT_RESYNC`]. The three reflectors run inside this future, so when any of them ends or
 /// panics the whole task ends and its supervisor restarts it with fresh watches.
-pub async fn run_snapshot(
+pub(crate) async fn run_snapshot(
     client: Client,
     namespace: Option<String>,
     shared: SharedSnapshot,
@@ -212,7 +212,7 @@ where
 }
 
 /// Logs each exclusion once per change of its reason, and when it clears.
-pub fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), Exclusion>) {
+pub(crate) fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), Exclusion>) {
     let now: BTreeMap<(String, String), Exclusion> = snap
         .excluded
         .iter()
@@ -279,7 +279,7 @@ async fn follow_configmap(
 }
 
 /// Keeps the saturation thresholds current from the WVA ConfigMap.
-pub async fn run_scaling_config(
+pub(crate) async fn run_scaling_config(
     client: Client,
     namespace: String,
     name: String,

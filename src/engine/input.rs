@@ -68,7 +68,7 @@ impl ModelInput {
 }
 
 /// A value a KV-cache fraction or a queue length can take: finite and not negative.
-pub fn usable(v: f64) -> bool {
+pub(crate) fn usable(v: f64) -> bool {
     v.is_finite() && v >= 0.0
 }
 
@@ -86,7 +86,7 @@ pub fn parse(text: &str) -> Result<ModelInput, Error> {
 }
 
 /// `analyze` end to end: JSON in, the decision out.
-pub fn analyze_json(text: &str) -> Result<ModelDecision, Error> {
+pub(crate) fn analyze_json(text: &str) -> Result<ModelDecision, Error> {
     parse(text)?.decide().map_err(|e| Error::Input {
         path: None,
         message: e.to_string(),

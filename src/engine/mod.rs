@@ -227,7 +227,7 @@ fn usable_sample(lookup: Lookup) -> Result<PodSample, (Duration, MissingSample)>
 
 /// An item's labels: the one definition of what a variant's series carries. The selector reads them
 /// borrowed (the request path evaluates it against every variant of the namespace); items own a copy.
-pub struct ItemLabels<'a> {
+pub(crate) struct ItemLabels<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
     /// `None` for a variant whose accelerator is unknown (an excluded one): a selector on it is ignored.
@@ -235,7 +235,7 @@ pub struct ItemLabels<'a> {
 }
 
 impl<'a> ItemLabels<'a> {
-    pub const KEYS: [&'static str; 4] = [
+    pub(crate) const KEYS: [&'static str; 4] = [
         "variant_name",
         "namespace",
         "exported_namespace",
@@ -250,7 +250,7 @@ impl<'a> ItemLabels<'a> {
         }
     }
 
-    pub fn to_map(&self) -> BTreeMap<String, String> {
+    pub(crate) fn to_map(&self) -> BTreeMap<String, String> {
         Self::KEYS
             .iter()
             .filter_map(|k| self.get(k).map(|v| (k.to_string(), v.to_string())))

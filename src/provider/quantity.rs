@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
-pub enum QuantityError {
+pub(crate) enum QuantityError {
     #[error("value {0} is not a finite number and cannot be served as a Quantity")]
     NotFinite(f64),
     #[error("value {0} is out of the range a Quantity can hold in milli-units")]
@@ -17,7 +17,7 @@ pub enum QuantityError {
 }
 
 /// Converts a float to milli-units, rounding up like `resource.NewMilliQuantity` after `Quantity.RoundUp(-3)`.
-pub fn milli_from_f64(value: f64) -> Result<i64, QuantityError> {
+pub(crate) fn milli_from_f64(value: f64) -> Result<i64, QuantityError> {
     if !value.is_finite() {
         return Err(QuantityError::NotFinite(value));
     }
@@ -31,7 +31,7 @@ pub fn milli_from_f64(value: f64) -> Result<i64, QuantityError> {
 }
 
 /// Formats milli-units as a canonical decimal-SI Quantity string.
-pub fn format_milli(milli: i64) -> String {
+pub(crate) fn format_milli(milli: i64) -> String {
     if milli % 1000 == 0 {
         format_whole(milli / 1000)
     } else {

@@ -20,7 +20,7 @@ pub struct SelectorError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Operator {
+pub(crate) enum Operator {
     Equals,
     DoubleEquals,
     NotEquals,
@@ -33,7 +33,7 @@ pub enum Operator {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
+pub(crate) struct Requirement {
     pub key: String,
     pub operator: Operator,
     /// Sorted, de-duplicated values; empty for the existence operators.
@@ -68,7 +68,7 @@ impl Selector {
         Self::default()
     }
 
-    pub fn requirements(&self) -> &[Requirement] {
+    pub(crate) fn requirements(&self) -> &[Requirement] {
         &self.requirements
     }
 
@@ -455,7 +455,7 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-pub fn validate_key(key: &str) -> Result<(), String> {
+pub(crate) fn validate_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -475,7 +475,7 @@ pub fn validate_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn validate_value(value: &str) -> Result<(), String> {
+pub(crate) fn validate_value(value: &str) -> Result<(), String> {
     if value.is_empty() || is_name_segment(value) {
         Ok(())
     } else {

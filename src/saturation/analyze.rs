@@ -46,9 +46,9 @@ pub struct Analysis {
 }
 
 /// WVA's `MinNonSaturatedReplicasForScaleDown`.
-pub const MIN_NON_SATURATED_FOR_SCALE_DOWN: usize = 2;
+pub(crate) const MIN_NON_SATURATED_FOR_SCALE_DOWN: usize = 2;
 
-pub fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
+pub(crate) fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
     r.kv_cache_usage >= cfg.kv_cache_threshold
         || r.queue_length as f64 >= cfg.queue_length_threshold
 }

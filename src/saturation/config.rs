@@ -60,7 +60,7 @@ pub struct PartialConfig {
 
 impl SaturationConfig {
     /// Fields set in `partial` replace ours, zero included.
-    pub fn merged(self, partial: &PartialConfig) -> Self {
+    pub(crate) fn merged(self, partial: &PartialConfig) -> Self {
         Self {
             kv_cache_threshold: partial
                 .kv_cache_threshold
@@ -124,7 +124,7 @@ impl SaturationConfig {
 
 /// One parsed, valid ConfigMap entry.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub model_id: Option<String>,
     pub namespace: Option<String>,
     pub fields: PartialConfig,
@@ -153,7 +153,7 @@ const V05_KEYS: &[&str] = &[
     "scaleDownBoundary",
 ];
 
-pub const DEFAULT_ENTRY: &str = "default";
+pub(crate) const DEFAULT_ENTRY: &str = "default";
 
 impl ScalingConfig {
     /// Builds the configuration from a ConfigMap's `data`, keeping the previous good version of any
@@ -187,7 +187,7 @@ impl ScalingConfig {
         (ScalingConfig { entries }, report)
     }
 
-    pub fn default_config(&self) -> SaturationConfig {
+    pub(crate) fn default_config(&self) -> SaturationConfig {
         self.entries
             .get(DEFAULT_ENTRY)
             .map(|e| SaturationConfig::default().merged(&e.fields))

@@ -23,12 +23,12 @@ pub struct VariantState {
 }
 
 impl VariantState {
-    pub fn in_transition(&self) -> bool {
+    pub(crate) fn in_transition(&self) -> bool {
         self.spec_replicas != self.ready_replicas || self.seen_replicas != self.ready_replicas
     }
 
     /// Whether a +1 for this variant would be acted on: it has replicas whose pods report metrics.
-    pub fn can_take_scale_up(&self) -> bool {
+    pub(crate) fn can_take_scale_up(&self) -> bool {
         self.seen_replicas > 0
     }
 }

@@ -4,13 +4,13 @@
 
 use serde_json::{json, Value};
 
-pub const GROUP: &str = "external.metrics.k8s.io";
-pub const VERSION: &str = "v1beta1";
-pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+pub(crate) const GROUP: &str = "external.metrics.k8s.io";
+pub(crate) const VERSION: &str = "v1beta1";
+pub(crate) const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
 
 /// One static resource, `externalmetrics`, verbs `get`: an empty list makes client-go fail discovery, and
 /// listing real metric names buys nothing (the HPA never reads discovery for external metrics).
-pub fn api_resource_list() -> Value {
+pub(crate) fn api_resource_list() -> Value {
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -30,14 +30,14 @@ fn group_body() -> Value {
     json!({"name": GROUP, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-pub fn api_group() -> Value {
+pub(crate) fn api_group() -> Value {
     let mut g = group_body();
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
     g
 }
 
-pub fn api_group_list() -> Value {
+pub(crate) fn api_group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_body()]})
 }
 
@@ -45,7 +45,7 @@ pub fn api_group_list() -> Value {
 /// (`application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`) and falls back to the legacy
 /// documents on 406 in every version from 1.26 on, so when only such types (or protobuf) are listed we
 /// must say 406 rather than send a body it would misparse.
-pub fn accepts_plain_json(accept: Option<&str>) -> bool {
+pub(crate) fn accepts_plain_json(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return true };
     if accept.trim().is_empty() {
         return true;

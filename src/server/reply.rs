@@ -23,7 +23,7 @@ struct Status<'a> {
 struct Empty {}
 
 #[derive(Debug, Serialize)]
-pub struct Details<'a> {
+pub(crate) struct Details<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,7 +33,7 @@ pub struct Details<'a> {
 }
 
 /// The Kubernetes `reason` for an HTTP status.
-pub fn reason_for(code: StatusCode) -> &'static str {
+pub(crate) fn reason_for(code: StatusCode) -> &'static str {
     match code {
         StatusCode::BAD_REQUEST => "BadRequest",
         StatusCode::UNAUTHORIZED => "Unauthorized",
@@ -52,7 +52,7 @@ pub fn failure(code: StatusCode, message: &str) -> Response<Body> {
     failure_with_details(code, message, None)
 }
 
-pub fn failure_with_details(
+pub(crate) fn failure_with_details(
     code: StatusCode,
     message: &str,
     details: Option<Details<'_>>,
@@ -72,7 +72,7 @@ pub fn failure_with_details(
 
 /// Every JSON body carries `Content-Type: application/json`: without it client-go decodes with its own
 /// default (protobuf for the HPA) and fails.
-pub fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
+pub(crate) fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
     let bytes = match serde_json::to_vec(body) {
         Ok(b) => b,
         // Serializing our own plain structs cannot fail; answer something well-formed if it ever does.

@@ -31,7 +31,7 @@ pub struct AppState {
 
 /// Route classes, used as the low-cardinality `path` label of our own metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Health(&'static str),
     OpenApi,
     ApiGroupList,
@@ -82,7 +82,7 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
 }
 
 /// Classifies a path; for the metric route also returns (namespace, metric).
-pub fn classify(path: &str) -> (Route, Option<(String, String)>) {
+pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
     match path {
         "/healthz" => return (Route::Health("/healthz"), None),
         "/livez" => return (Route::Health("/livez"), None),
@@ -401,7 +401,7 @@ struct Value<'a> {
 }
 
 /// The request's `labelSelector`, form-decoded (the aggregator re-encodes the query).
-pub fn label_selector(query: Option<&str>) -> Result<Selector, String> {
+pub(crate) fn label_selector(query: Option<&str>) -> Result<Selector, String> {
     let raw = query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
@@ -412,7 +412,7 @@ pub fn label_selector(query: Option<&str>) -> Result<Selector, String> {
 }
 
 /// RFC 3339 in UTC with second precision, as metav1.Time serializes.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()

@@ -51,7 +51,7 @@ pub fn parse<'a>(text: &'a str, on_sample: impl FnMut(&Sample<'a, '_>)) -> Vec<P
 /// name (labels, value, timestamp) and reported; others are skipped, and their malformations too. The
 /// scraper wants 3 of ~250 series on a vLLM page, most of them histogram buckets with labels, so this
 /// is what keeps parsing 10,000 pods every few seconds cheap.
-pub fn parse_wanted<'a>(
+pub(crate) fn parse_wanted<'a>(
     text: &'a str,
     wanted: impl Fn(&str) -> bool,
     mut on_sample: impl FnMut(&Sample<'a, '_>),
@@ -256,7 +256,7 @@ fn parse_label_value(line: &str, start: usize) -> Option<(Cow<'_, str>, usize)> 
 }
 
 /// Go's float spellings: `NaN`, `+Inf`, `-Inf`, exponents with any number of digits.
-pub fn parse_float(s: &str) -> Option<f64> {
+pub(crate) fn parse_float(s: &str) -> Option<f64> {
     match s {
         "NaN" => Some(f64::NAN),
         "+Inf" | "Inf" => Some(f64::INFINITY),
@@ -290,7 +290,7 @@ pub struct ModelSignals {
 
 impl ModelSignals {
     /// The analysis needs both KV usage and queue length.
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         self.kv_cache_usage.is_some() && self.queue_length.is_some()
     }
 }

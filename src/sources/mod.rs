@@ -72,7 +72,7 @@ pub trait SampleSource: Send + Sync {
 }
 
 /// Sources in priority order: the first fresh answer wins (`--metrics-source both` = pods, then Prometheus).
-pub struct Chain(pub Vec<std::sync::Arc<dyn SampleSource>>);
+pub(crate) struct Chain(pub Vec<std::sync::Arc<dyn SampleSource>>);
 
 impl SampleSource for Chain {
     fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
@@ -120,7 +120,7 @@ pub(crate) mod duration_secs {
     use serde::Serializer;
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
     }
 }

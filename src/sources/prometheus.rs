@@ -37,14 +37,14 @@ pub enum PrometheusError {
 }
 
 /// Escapes a PromQL label value (backslash and double quote), as WVA's saturation queries do.
-pub fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
 /// Per-pod peak of the KV-cache usage over the window, falling back per pod to the pre-0.9.2 name.
-pub fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
+pub(crate) fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
     let sel = format!(
         "namespace=\"{}\",model_name=\"{}\"",
         escape_label(namespace),
@@ -57,7 +57,7 @@ pub fn kv_query(namespace: &str, model: &str, window: Duration) -> String {
 }
 
 /// Per-pod peak of the waiting queue over the window.
-pub fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
+pub(crate) fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
     let sel = format!(
         "namespace=\"{}\",model_name=\"{}\"",
         escape_label(namespace),
@@ -71,7 +71,7 @@ pub fn queue_query(namespace: &str, model: &str, window: Duration) -> String {
 
 /// WVA v0.4.1's load queries (spec `wva.md` §4.1), label values escaped. ITL prefers
 /// `vllm:inter_token_latency_seconds` (vLLM >= 0.10.2) and falls back to `time_per_output_token_seconds`.
-pub fn load_queries(namespace: &str, model: &str) -> [(&'static str, String); 5] {
+pub(crate) fn load_queries(namespace: &str, model: &str) -> [(&'static str, String); 5] {
     let sel = format!(
         "model_name=\"{}\",namespace=\"{}\"",
         escape_label(model),
@@ -204,7 +204,7 @@ pub struct PrometheusOptions {
 }
 
 /// Builds the rustls client configuration from the WVA settings.
-pub fn tls_config(args: &PrometheusOptions) -> Result<ClientConfig, PrometheusError> {
+pub(crate) fn tls_config(args: &PrometheusOptions) -> Result<ClientConfig, PrometheusError> {
     let provider = crate::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -538,7 +538,7 @@ impl PrometheusSource {
         })
     }
 
-    pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
+    pub(crate) fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
         let s = self
             .state
             .read()

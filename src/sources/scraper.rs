@@ -35,7 +35,7 @@ impl Default for ScrapeOptions {
 }
 
 #[derive(Debug, Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("GET {url}: {message}")]
     Request { url: String, message: String },
     #[error("GET {url}: HTTP {status}")]
@@ -45,14 +45,14 @@ pub enum FetchError {
 }
 
 /// The page as text, and whether it was cut at the size limit.
-pub struct Page {
+pub(crate) struct Page {
     pub text: String,
     pub truncated: bool,
 }
 
 /// A client for the `scrape` command: no redirects (a redirect from a pod is a misconfiguration we
 /// report, not follow), the given timeout, no idle connections. (The scraper itself uses `fetch_pod`.)
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -64,7 +64,11 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 
 /// Fetches a metrics page with `Accept: text/plain;version=0.0.4` (servers that negotiate would otherwise
 /// send OpenMetrics with escaped names), reading at most `max` bytes.
-pub async fn fetch(client: &reqwest::Client, url: &str, max: usize) -> Result<Page, FetchError> {
+pub(crate) async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    max: usize,
+) -> Result<Page, FetchError> {
     let req_err = |e: reqwest::Error| FetchError::Request {
         url: url.to_string(),
         message: error_chain(&e),
@@ -132,7 +136,11 @@ fn append_limited(body: &mut Vec<u8>, chunk: &[u8], max: usize) -> bool {
 /// Why a fresh connection every time: an idle keep-alive connection keeps its grown read buffer (~90 KB
 /// after a vLLM page), which made memory grow by that much per pod (114 MiB at 1,000 pods against
 /// 27 MiB without; `benches/fleet.rs`), while connecting once per pod and interval costs little CPU.
-pub async fn fetch_pod(pod: &PodTarget, timeout: Duration, max: usize) -> Result<Page, FetchError> {
+pub(crate) async fn fetch_pod(
+    pod: &PodTarget,
+    timeout: Duration,
+    max: usize,
+) -> Result<Page, FetchError> {
     use http_body_util::BodyExt;
     let request_error = |message: String| FetchError::Request {
         url: pod_url(pod),
@@ -203,7 +211,7 @@ pub async fn fetch_pod(pod: &PodTarget, timeout: Duration, max: usize) -> Result
     finish_page(body, truncated, || pod_url(pod))
 }
 
-pub fn pod_url(pod: &PodTarget) -> String {
+pub(crate) fn pod_url(pod: &PodTarget) -> String {
     let host = if pod.ip.contains(':') {
         format!("[{}]", pod.ip)
     } else {

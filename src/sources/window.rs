@@ -121,7 +121,7 @@ impl WindowCache {
     }
 
     /// Records a failed scrape. The samples already in the window stay: a failure is never a zero.
-    pub fn record_error(&self, pod: &PodTarget, error: String) {
+    pub(crate) fn record_error(&self, pod: &PodTarget, error: String) {
         let mut map = self
             .pods
             .write()
@@ -131,7 +131,8 @@ impl WindowCache {
         }
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.pods
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -140,7 +141,7 @@ impl WindowCache {
             .sum()
     }
 
-    pub fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
+    pub(crate) fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
         let map = self
             .pods
             .read()

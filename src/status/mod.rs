@@ -20,16 +20,17 @@ use serde_json::Value;
 use crate::cluster::crd::VariantAutoscaling;
 use crate::cluster::leader::LeaderElector;
 use crate::engine::{Engine, Explanation, ModelReport};
+use crate::error::MissingSample;
 use crate::saturation::TargetReason;
 use crate::telemetry::{Metrics, VariantLabels};
 
-pub const FIELD_MANAGER: &str = "wva-metrics-server";
+pub(crate) const FIELD_MANAGER: &str = "wva-metrics-server";
 /// The Lease (in the server's namespace) whose holder writes status.
-pub const LEASE_NAME: &str = "wva-metrics-server-status";
+pub(crate) const LEASE_NAME: &str = "wva-metrics-server-status";
 /// How often views and gauges are refreshed; a changed decision is written within one tick.
-pub const STATUS_TICK: Duration = Duration::from_secs(2);
+pub(crate) const STATUS_TICK: Duration = Duration::from_secs(2);
 /// Longest message kept in a condition or an event note (the API server rejects much longer ones).
-pub const MAX_MESSAGE_BYTES: usize = 1000;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1000;
 
 /// The status writer's settings (`--status-interval`, `--lease-duration`, `--identity`).
 #[derive(Debug, Clone)]
@@ -44,7 +45,7 @@ pub struct StatusOptions {
 
 /// What the engine would answer now for one VariantAutoscaling.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VariantView {
+pub(crate) struct VariantView {
     pub namespace: String,
     pub name: String,
     pub accelerator: Option<String>,
@@ -62,7 +63,7 @@ pub struct VariantView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
+pub(crate) struct Condition {
     pub status: bool,
     pub reason: &'static str,
     pub message: String,
@@ -77,7 +78,7 @@ fn cond(status: bool, reason: &'static str, message: impl Into<String>) -> Condi
 }
 
 /// Turns the engine's explanation into one view per VariantAutoscaling (decided or excluded).
-pub fn views(
+pub(crate) fn views(
     explanation: &Explanation,
     engine_snapshot: &crate::cluster::snapshot::Snapshot,
 ) -> Vec<VariantView> {
@@ -119,12 +120,15 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
         .iter()
         .filter_map(|p| p.missing.as_ref().map(|m| format!("{} ({m})", p.pod)))
         .collect();
+    let prometheus_failing = pods
+        .iter()
+        .filter_map(|p| p.missing.as_ref())
+        .any(MissingSample::is_prometheus_error);
     let fresh = pods.len() - missing.len();
     let metrics = if let Some(why) = &model.unavailable {
-        let prometheus = missing.iter().any(|m| m.contains("Prometheus error"));
         cond(
             false,
-            if prometheus {
+            if prometheus_failing {
                 "PrometheusError"
             } else {
                 "MetricsStale"
@@ -189,7 +193,7 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
 /// The server-side-apply body for one VariantAutoscaling's status: only `status`, never the spec.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusPatch {
+pub(crate) struct StatusPatch {
     pub api_version: &'static str,
     pub kind: &'static str,
     pub metadata: PatchMetadata,
@@ -197,7 +201,7 @@ pub struct StatusPatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PatchMetadata {
+pub(crate) struct PatchMetadata {
     pub name: String,
     pub namespace: String,
 }
@@ -206,7 +210,7 @@ pub struct PatchMetadata {
 /// the API server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VaStatus {
+pub(crate) struct VaStatus {
     pub conditions: Vec<MetaCondition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desired_optimized_alloc: Option<DesiredAlloc>,
@@ -218,21 +222,21 @@ pub struct VaStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DesiredAlloc {
+pub(crate) struct DesiredAlloc {
     pub num_replicas: i64,
     pub accelerator: String,
     pub last_run_time: Time,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Actuation {
+pub(crate) struct Actuation {
     pub applied: bool,
 }
 
 /// WVA v0.4.1's `currentAlloc`: decimals as strings, as its CRD declares them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CurrentAlloc {
+pub(crate) struct CurrentAlloc {
     pub accelerator: String,
     pub num_replicas: i64,
     pub max_batch: i64,
@@ -290,7 +294,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// The status patch for one VariantAutoscaling at time `now`.
-pub fn status_patch(v: &VariantView, existing: &[Value], now: Time) -> StatusPatch {
+pub(crate) fn status_patch(v: &VariantView, existing: &[Value], now: Time) -> StatusPatch {
     let conditions = vec![
         condition("MetricsAvailable", &v.metrics, existing, now.clone()),
         condition("OptimizationReady", &v.optimization, existing, now.clone()),
@@ -344,7 +348,7 @@ pub fn status_patch(v: &VariantView, existing: &[Value], now: Time) -> StatusPat
 }
 
 /// The event to record when a VariantAutoscaling's recommendation or decidability changes, if any.
-pub fn event_for(
+pub(crate) fn event_for(
     v: &VariantView,
     previous_desired: Option<i64>,
     previous_optimization_message: Option<&str>,
@@ -384,7 +388,7 @@ pub fn event_for(
 }
 
 /// Updates the per-variant gauges from the views, removing series of variants that are gone.
-pub fn update_gauges(
+pub(crate) fn update_gauges(
     metrics: &Metrics,
     views: &[VariantView],
     previous: &mut BTreeSet<VariantLabels>,
@@ -414,7 +418,7 @@ pub fn update_gauges(
 }
 
 /// Standalone mode (no cluster to write to): keeps the gauges current.
-pub async fn run_gauges(engine: Arc<Engine>, metrics: Arc<Metrics>, every: Duration) {
+pub(crate) async fn run_gauges(engine: Arc<Engine>, metrics: Arc<Metrics>, every: Duration) {
     let mut gauges = BTreeSet::new();
     let mut tick = tokio::time::interval(every);
     loop {
