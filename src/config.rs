@@ -87,6 +87,15 @@ pub struct HttpArgs {
     /// Connections served at once; further ones are closed.
     #[arg(long, env = "WVA_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// A connection that has not started a request this long after its TLS handshake is closed.
+    #[arg(long, env = "WVA_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub first_request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2 PINGs do not count).
+    #[arg(long, env = "WVA_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams served at once per connection.
+    #[arg(long, env = "WVA_MAX_CONCURRENT_STREAMS", default_value_t = crate::server::MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
     /// Time allowed for a TLS handshake.
     #[arg(long, env = "WVA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -193,7 +202,7 @@ pub struct SourceArgs {
     #[arg(long, env = "WVA_SCRAPE_CONCURRENCY", default_value_t = 64)]
     pub scrape_concurrency: usize,
     /// Largest metrics page read; larger pages are cut (and logged).
-    #[arg(long, env = "WVA_MAX_PAGE_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, env = "WVA_MAX_PAGE_BYTES", default_value_t = crate::sources::scraper::DEFAULT_MAX_PAGE_BYTES)]
     pub max_page_bytes: usize,
     /// Look-back window: the peak over this window is used (WVA's max_over_time[1m]).
     #[arg(long, env = "WVA_LOOKBACK", default_value = "60s", value_parser = parse_duration)]
@@ -319,7 +328,10 @@ impl HttpArgs {
     pub(crate) fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             handshake_timeout: self.handshake_timeout,
+            first_request_timeout: self.first_request_timeout,
+            idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
             shutdown_grace: self.shutdown_grace,
             ..Default::default()
         }

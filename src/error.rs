@@ -125,6 +125,10 @@ pub enum MissingSample {
     NoVllmSeries,
     #[error("the page has no series with model_name={model:?} (it serves {served})")]
     OtherModels { model: String, served: String },
+    #[error("the page was cut at {limit} bytes (--max-page-bytes) before any series for model_name={model:?}")]
+    PageCut { model: String, limit: usize },
+    #[error("the page is empty")]
+    EmptyPage,
     #[error("no sample in the last {lookback_secs}s")]
     NoSampleInWindow { lookback_secs: u64 },
     #[error("the page has no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) for model_name={model:?}")]
@@ -200,6 +204,34 @@ pub(crate) fn client_code(e: &kube::Error) -> Option<u16> {
 
 /// How many names a message or log line lists before it says "and N more".
 pub(crate) const MAX_NAMES_LISTED: usize = 5;
+
+/// How much of a caller's input a message or log line repeats.
+pub const MAX_ECHO_BYTES: usize = 256;
+
+/// The longest `message` of a metav1.Status this server sends.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
+
+/// `s` cut at `max` bytes (on a character boundary) with its full length named.
+pub fn cap(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+}
+
+/// Displays caller input, cut at [`MAX_ECHO_BYTES`] with its full length named: error bodies and log
+/// lines stay small however large the input.
+pub struct Echo<'a>(pub &'a str);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&cap(self.0, MAX_ECHO_BYTES))
+    }
+}
 
 /// Displays a list of names, at most `max` of them, and how many more there are: messages and log
 /// lines stay small whatever the input.
@@ -279,6 +311,15 @@ mod tests {
             .to_string(),
             "not scraped yet; Prometheus not queried yet"
         );
+    }
+
+    #[test]
+    fn echoes_are_cut_with_their_length() {
+        assert_eq!(Echo("short").to_string(), "short");
+        let long = "é".repeat(400);
+        let shown = Echo(&long).to_string();
+        assert!(shown.len() < MAX_ECHO_BYTES + 20, "{}", shown.len());
+        assert!(shown.ends_with("… (800 bytes)"), "{shown}");
     }
 
     #[test]

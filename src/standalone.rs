@@ -80,7 +80,16 @@ fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
 pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
     let mut objects = Objects::default();
     let mut problems = Vec::new();
-    for (index, (line, doc)) in documents(text).into_iter().enumerate() {
+    let docs = documents(text);
+    if docs.is_empty() {
+        problems.push(FileProblem {
+            file: file.to_path_buf(),
+            document: 0,
+            line: 1,
+            message: "no objects: the file is empty or holds only comments".into(),
+        });
+    }
+    for (index, (line, doc)) in docs.into_iter().enumerate() {
         let problem = |message: String| FileProblem {
             file: file.to_path_buf(),
             document: index,
@@ -146,8 +155,9 @@ pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
     ))
 }
 
-/// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read
-/// leaves the last good snapshot in place.
+/// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read,
+/// or whose new content has any problem (bad YAML, a bad object, nothing at all: an editor's truncate
+/// before write), leaves the last good snapshot in place, and every problem is logged with its place.
 pub(crate) async fn watch_file(
     file: PathBuf,
     shared: SharedSnapshot,
@@ -173,10 +183,13 @@ pub(crate) async fn watch_file(
         }
         last = Some(now);
         match load(&file) {
-            Ok((snap, problems)) => {
+            Ok((_, problems)) if !problems.is_empty() => {
                 for p in &problems {
                     tracing::error!("{p}");
                 }
+                tracing::warn!(file = %file.display(), problems = problems.len(), "standalone file has problems; keeping the last good state until they are fixed");
+            }
+            Ok((snap, _)) => {
                 log_exclusions(&snap, &mut excluded);
                 tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
                 shared.store(Arc::new(snap));

@@ -42,6 +42,11 @@ pub struct PodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
     pub task: String,
 }
@@ -71,6 +76,7 @@ pub struct Metrics {
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
     pub task_restarts: Family<TaskLabels, Counter>,
+    pub connections_closed: Family<ReasonLabels, Counter>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
     variant_gauges: Vec<(VariantKind, VariantGauge)>,
 }
@@ -190,9 +196,16 @@ impl Metrics {
             "Restarts of supervised long-lived tasks (watchers, scraper, pollers, status writer)",
             task_restarts.clone(),
         );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        own.register(
+            "connections_closed",
+            "Connections closed by the server: first-request-timeout, idle, or evicted to make room",
+            connections_closed.clone(),
+        );
         Arc::new(Self {
             registry,
             task_restarts,
+            connections_closed,
             requests,
             request_duration,
             auth_cache,
@@ -229,6 +242,14 @@ impl Metrics {
         for (_, family) in &self.variant_gauges {
             family.remove(labels);
         }
+    }
+
+    pub(crate) fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub(crate) fn task_restarted(&self, task: &str) {

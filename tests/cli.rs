@@ -287,20 +287,30 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
         },
     );
 
-    // A malformed edit is reported and the rest of the file keeps being served.
-    let mut text = std::fs::read_to_string(&file).unwrap();
+    // A malformed edit, a file truncated to nothing and a file of bad YAML are reported, and the last
+    // good state keeps being served (an editor's truncate-then-write must not withdraw every variant).
+    let good = std::fs::read_to_string(&file).unwrap();
+    let mut text = good.clone();
     text.push_str(
         "---\nkind: Deployment\nmetadata: {name: broken, namespace: llm}\nspec: {replicas: many}\n",
     );
-    std::fs::write(&file, text).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        desired(&ca, port),
-        Some(vec![
-            ("qwen-h100".into(), "1".into()),
-            ("qwen-l40s".into(), "3".into())
-        ])
-    );
+    for bad in [
+        text,
+        String::new(),
+        "kind: [unclosed\n  - : :\n".to_string(),
+    ] {
+        std::fs::write(&file, &bad).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            desired(&ca, port),
+            Some(vec![
+                ("qwen-h100".into(), "1".into()),
+                ("qwen-l40s".into(), "3".into())
+            ]),
+            "after writing {bad:?}"
+        );
+    }
+    std::fs::write(&file, &good).unwrap();
 
     // WVA's gauges on our /metrics follow the decisions.
     wait_for(
@@ -345,6 +355,81 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
                 ])
         },
     );
+}
+
+/// The issue's repro: a pod that answers 200 with garbage instead of vLLM metrics holds spec.replicas
+/// while young, then the metric answers 503 naming the pod once `--max-metric-age` has passed.
+#[test]
+fn a_pod_serving_garbage_ends_in_a_503_after_max_metric_age() {
+    let emu_port = free_port();
+    let dir = temp("garbage");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/examples/standalone.yaml"
+    ))
+    .unwrap();
+    let file = dir.join("standalone.yaml");
+    std::fs::write(
+        &file,
+        example.replace("\"18000\"", &format!("\"{emu_port}\"")),
+    )
+    .unwrap();
+    let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut emu = Command::new(EMULATOR);
+    for a in addrs {
+        emu.args(["--listen", &format!("{a}:{emu_port}")]);
+    }
+    let _emu = Kill(
+        emu.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port = free_port();
+    let cert_dir = dir.join("certs");
+    let _srv = Kill(
+        Command::new(SERVER)
+            .args(["serve", "--standalone", file.to_str().unwrap()])
+            .args(["--secure-port", &port.to_string()])
+            .args([
+                "--scrape-interval",
+                "300ms",
+                "--lookback",
+                "1s",
+                "--max-metric-age",
+                "3s",
+            ])
+            .args(["--cert-dir", cert_dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = cert_dir.join("ca.crt");
+    wait_for("first decision", Duration::from_secs(30), || {
+        desired(&ca, port).is_some()
+    });
+    post(
+        &format!("http://127.0.0.2:{emu_port}/emulator/fault"),
+        r#"{"metrics": "garbage"}"#,
+    );
+    let url = format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas?labelSelector=variant_name%3Dqwen-l40s");
+    // Young: the answer holds (never lower than spec.replicas 2).
+    std::thread::sleep(Duration::from_millis(1200));
+    let young = curl_like(&ca, &url).expect("an answer while the data is young");
+    assert_eq!(young["kind"], "ExternalMetricValueList", "{young}");
+    assert!(
+        young["items"][0]["value"]
+            .as_str()
+            .is_some_and(|v| v.parse::<i64>().unwrap_or(0) >= 2),
+        "{young}"
+    );
+    let mut last = String::new();
+    wait_for("a 503 naming the pod", Duration::from_secs(20), || {
+        last = https_text(&ca, &url).unwrap_or_default();
+        last.contains("\"code\":503") && last.contains("qwen-l40s-decode-0")
+    });
+    assert!(last.contains("no vLLM queue or KV-cache metrics"), "{last}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::cluster::snapshot::ExcludedVariant;
 use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
-use crate::error::{Capped, MissingSample, MAX_NAMES_LISTED};
+use crate::error::{Capped, Echo, MissingSample, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
 use crate::provider::{MetricItem, MetricsProvider, ProviderError};
@@ -319,15 +319,15 @@ impl MetricsProvider for Engine {
                 .collect();
             if !excluded.is_empty() {
                 return Err(ProviderError::Unavailable(format!(
-                    "VariantAutoscaling(s) matching {:?} in namespace {namespace} cannot be decided: {}",
-                    selector.to_string(),
+                    "VariantAutoscaling(s) matching \"{}\" in namespace {namespace} cannot be decided: {}",
+                    Echo(&selector.to_string()),
                     Capped(&excluded, MAX_NAMES_LISTED)
                 )));
             }
             return Err(ProviderError::NoMatch {
                 metric: metric.to_string(),
                 namespace: namespace.to_string(),
-                selector: selector.to_string(),
+                selector: Echo(&selector.to_string()).to_string(),
             });
         }
 

@@ -11,8 +11,16 @@ use std::fmt;
 
 use thiserror::Error;
 
+use crate::error::Echo;
+
+/// The input is echoed at most [`crate::error::MAX_ECHO_BYTES`] long, so a 44 KiB selector does not
+/// come back as a 176 KiB error body.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("unable to parse label selector {input:?}: {reason} (at byte {position})")]
+#[error(
+    "unable to parse label selector \"{}\": {} (at byte {position})",
+    Echo(input),
+    Echo(reason)
+)]
 pub struct SelectorError {
     pub input: String,
     pub reason: String,

@@ -57,12 +57,14 @@ pub(crate) fn failure_with_details(
     message: &str,
     details: Option<Details<'_>>,
 ) -> Response<Body> {
+    // Messages may carry caller input; a response never grows with it.
+    let message = crate::error::cap(message, crate::error::MAX_STATUS_MESSAGE_BYTES);
     let body = Status {
         kind: "Status",
         api_version: "v1",
         metadata: Empty {},
         status: "Failure",
-        message,
+        message: &message,
         reason: reason_for(code),
         details,
         code: code.as_u16(),

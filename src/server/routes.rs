@@ -13,6 +13,7 @@ use super::discovery::{self, GROUP, VERSION};
 use super::reply::{failure, failure_with_details, json_response, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
+use crate::error::Echo;
 use crate::health::{self, Health};
 use crate::provider::quantity::format_milli;
 use crate::provider::selector::Selector;
@@ -461,7 +462,7 @@ fn external_metric(
         ),
         Err(e @ ProviderError::NoMatch { .. }) => failure(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ ProviderError::Unavailable(_)) => {
-            tracing::warn!(namespace, metric, selector = %selector, reason = %e, "metric unavailable");
+            tracing::warn!(namespace, metric = %Echo(metric), selector = %Echo(&selector.to_string()), reason = %e, "metric unavailable");
             failure(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }

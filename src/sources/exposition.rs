@@ -296,9 +296,21 @@ impl ModelSignals {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Extraction {
     pub models: BTreeMap<String, ModelSignals>,
+    /// With a model filter: the first few other `model_name`s the page serves (memory stays bounded
+    /// whatever the page holds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_models: Vec<String>,
+    /// With a model filter: how many signal series belonged to other models.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_series: usize,
     pub warnings: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy)]
@@ -339,16 +351,22 @@ fn signal_of(name: &str) -> Option<Signal> {
 /// Extracts per-`model_name` signals from one page, reading only the lines of the series it needs:
 /// malformed lines of other metrics go unnoticed. The scraper's path.
 pub fn extract(text: &str) -> Extraction {
-    extract_with(text, false)
+    extract_with(text, false, &|_| true)
+}
+
+/// Like [`extract`], keeping only the models `wanted` accepts: a page with 150,000 `model_name`s
+/// costs a counter, not 150,000 entries. The scraper's path.
+pub(crate) fn extract_wanted(text: &str, wanted: &dyn Fn(&str) -> bool) -> Extraction {
+    extract_with(text, false, wanted)
 }
 
 /// Like [`extract`], but every line is parsed and every malformed line is reported: for diagnosing a
 /// page (`wva-metrics-server scrape`), where the cost does not matter.
 pub fn extract_validated(text: &str) -> Extraction {
-    extract_with(text, true)
+    extract_with(text, true, &|_| true)
 }
 
-fn extract_with(text: &str, validate_all: bool) -> Extraction {
+fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -> Extraction {
     #[derive(Default)]
     struct Acc {
         kv: Option<f64>,
@@ -361,6 +379,9 @@ fn extract_with(text: &str, validate_all: bool) -> Extraction {
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     let mut nan_series = 0usize;
+    let mut unusable_series = 0usize;
+    let mut other_models: Vec<String> = Vec::new();
+    let mut other_series = 0usize;
     let warnings = parse_wanted(
         text,
         |name| validate_all || signal_of(name).is_some(),
@@ -378,10 +399,25 @@ fn extract_with(text: &str, validate_all: bool) -> Extraction {
                 return;
             }
             let model = s.label("model_name").unwrap_or("");
+            if !wanted(model) {
+                other_series += 1;
+                if other_models.len() < crate::error::MAX_NAMES_LISTED
+                    && !other_models.iter().any(|m| m == model)
+                {
+                    other_models.push(model.to_string());
+                }
+                return;
+            }
             let entry = match acc.get_mut(model) {
                 Some(e) => e,
                 None => acc.entry(model.to_string()).or_default(),
             };
+            // An infinite or negative KV fraction or queue is no measurement; the pod's sample is
+            // missing (and ages into a 503) rather than poisoning its model's decision.
+            if !matches!(signal, Signal::Running) && (s.value.is_infinite() || s.value < 0.0) {
+                unusable_series += 1;
+                return;
+            }
             match signal {
                 Signal::Kv => max(&mut entry.kv, s.value),
                 Signal::KvDeprecated => max(&mut entry.kv_old, s.value),
@@ -394,6 +430,11 @@ fn extract_with(text: &str, validate_all: bool) -> Extraction {
     if nan_series > 0 {
         warnings.push(format!(
             "{nan_series} NaN sample(s) of vLLM signals ignored"
+        ));
+    }
+    if unusable_series > 0 {
+        warnings.push(format!(
+            "{unusable_series} infinite or negative sample(s) of vLLM signals ignored"
         ));
     }
     let models = acc
@@ -410,12 +451,46 @@ fn extract_with(text: &str, validate_all: bool) -> Extraction {
             )
         })
         .collect();
-    Extraction { models, warnings }
+    Extraction {
+        models,
+        other_models,
+        other_series,
+        warnings,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page with 150,000 model names: the wanted model is extracted, the rest is a counter and
+    /// five names; infinite and negative signals are dropped with a warning.
+    #[test]
+    fn unwanted_models_cost_a_counter_and_unusable_values_are_dropped() {
+        let mut page = String::new();
+        for i in 0..150_000 {
+            page.push_str(&format!(
+                "vllm:num_requests_waiting{{model_name=\"m{i}\"}} 1\n"
+            ));
+        }
+        page.push_str("vllm:kv_cache_usage_perc{model_name=\"want\"} 0.5\n");
+        page.push_str("vllm:num_requests_waiting{model_name=\"want\"} 2\n");
+        page.push_str("vllm:kv_cache_usage_perc{model_name=\"bad\"} +Inf\n");
+        page.push_str("vllm:num_requests_waiting{model_name=\"bad\"} -3\n");
+        let e = extract_wanted(&page, &|m| m == "want" || m == "bad");
+        assert_eq!(e.models.len(), 2);
+        assert!(e.models["want"].is_complete());
+        assert_eq!(e.models["bad"], ModelSignals::default());
+        assert_eq!(e.other_series, 150_000);
+        assert_eq!(e.other_models, vec!["m0", "m1", "m2", "m3", "m4"]);
+        assert!(
+            e.warnings
+                .iter()
+                .any(|w| w.contains("2 infinite or negative")),
+            "{:?}",
+            e.warnings
+        );
+    }
 
     #[test]
     fn the_scraper_path_skips_other_metrics_and_their_malformations() {

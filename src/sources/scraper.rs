@@ -2,6 +2,7 @@
 //! concurrency, per-scrape timeout, body size limit, no redirects), extract the vLLM signals and record
 //! them in the window cache. Fetching and decoding only: deciding is the engine's job.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,16 @@ use futures::StreamExt;
 use thiserror::Error;
 
 use super::error_chain;
-use super::exposition::{extract, Extraction};
-use super::window::WindowCache;
+use super::exposition::{extract_wanted, Extraction};
+use super::window::{PageFacts, WindowCache};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
 use crate::health::Heartbeat;
 use crate::telemetry::{Metrics, PodLabels};
+
+/// The largest page read per pod. A vLLM page is 30–50 KB per engine (229 KB for eight engines,
+/// `benches/page.rs`), so 2 MiB leaves ~9× headroom, and the worst case of the default concurrency,
+/// 64 × 2 MiB = 128 MiB, fits the shipped 256 MiB memory limit with the rest of the process.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 2 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ScrapeOptions {
@@ -29,7 +35,7 @@ impl Default for ScrapeOptions {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(3),
             concurrency: 64,
-            max_body_bytes: 8 << 20,
+            max_body_bytes: DEFAULT_MAX_PAGE_BYTES,
         }
     }
 }
@@ -255,21 +261,46 @@ impl Scraper {
 
     /// One round over every pod of the current snapshot.
     pub async fn scrape_once(&self) {
-        let targets = self.snapshot.load().pod_targets();
+        let snapshot = self.snapshot.load_full();
+        let targets = snapshot.pod_targets();
+        // Only models some variant of the pod's namespace asks for are kept: what a page holds
+        // beyond that costs a counter, whatever its size.
+        let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for v in &snapshot.variants {
+            wanted
+                .entry(v.namespace.as_str())
+                .or_default()
+                .insert(v.model_id.as_str());
+        }
         for (ns, pod) in self.cache.retain(&targets, Instant::now()) {
             self.metrics.forget_pod(&ns, &pod);
         }
+        let none = HashSet::new();
+        let wanted = &wanted;
+        let none = &none;
         futures::stream::iter(targets)
             .for_each_concurrent(self.opts.concurrency, |pod| async move {
-                self.scrape_pod(&pod).await
+                let models = wanted.get(pod.namespace.as_str()).unwrap_or(none);
+                self.scrape_pod(&pod, models).await;
             })
             .await;
     }
 
-    async fn scrape_pod(&self, pod: &PodTarget) {
+    async fn scrape_pod(&self, pod: &PodTarget, wanted: &HashSet<&str>) {
         match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes).await {
             Ok(page) => {
-                let Extraction { models, warnings } = extract(&page.text);
+                let Extraction {
+                    models,
+                    other_models,
+                    other_series,
+                    warnings,
+                } = extract_wanted(&page.text, &|m| wanted.contains(m));
+                let facts = PageFacts {
+                    bytes: page.text.len(),
+                    cut_at: page.truncated.then_some(self.opts.max_body_bytes),
+                    other_models,
+                    other_series,
+                };
                 if page.truncated {
                     tracing::warn!(pod = %pod.name, url = %pod_url(pod), limit = self.opts.max_body_bytes, "metrics page larger than the limit; parsed the first part only");
                 }
@@ -277,7 +308,8 @@ impl Scraper {
                     tracing::debug!(pod = %pod.name, url = %pod_url(pod), count = warnings.len(), first = %warnings[0], "metrics page has malformed lines");
                 }
                 self.metrics.scrapes.inc();
-                self.cache.record(pod, Instant::now(), &models);
+                drop(page);
+                self.cache.record_page(pod, Instant::now(), &models, facts);
             }
             Err(e) => {
                 let labels = PodLabels {
@@ -286,7 +318,7 @@ impl Scraper {
                 };
                 self.metrics.scrape_failures.get_or_create(&labels).inc();
                 tracing::debug!(pod = %pod.name, error = %e, "scrape failed");
-                self.cache.record_error(pod, e.to_string());
+                self.cache.record_error(pod, Instant::now(), e.to_string());
             }
         }
     }

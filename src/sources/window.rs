@@ -19,6 +19,23 @@ struct PodWindow {
     last_error: Option<String>,
     /// Per model_name, samples oldest first.
     models: HashMap<String, VecDeque<(Instant, ModelSignals)>>,
+    /// Per model, when a page last had both of its signals: missing data is counted from there, so a
+    /// pod that answers 200 with nothing usable reaches `--max-metric-age` like one that fails.
+    last_complete: HashMap<String, Instant>,
+    /// What the last page looked like, to say why a model has no sample.
+    page: PageFacts,
+}
+
+/// What a scraped page held besides the wanted models' samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageFacts {
+    /// Bytes read.
+    pub bytes: usize,
+    /// The limit the page was cut at, when it was larger.
+    pub cut_at: Option<usize>,
+    /// A few other `model_name`s the page serves, and how many series they had.
+    pub other_models: Vec<String>,
+    pub other_series: usize,
 }
 
 /// Pods by namespace, then name: lookups on the request path borrow the names instead of allocating a key.
@@ -76,6 +93,8 @@ impl WindowCache {
                     last_success: None,
                     last_error: None,
                     models: HashMap::new(),
+                    last_complete: HashMap::new(),
+                    page: PageFacts::default(),
                 });
         }
         gone
@@ -88,6 +107,17 @@ impl WindowCache {
         at: Instant,
         models: &std::collections::BTreeMap<String, ModelSignals>,
     ) {
+        self.record_page(pod, at, models, PageFacts::default());
+    }
+
+    /// Records one successful fetch with what else the page held (see [`PageFacts`]).
+    pub(crate) fn record_page(
+        &self,
+        pod: &PodTarget,
+        at: Instant,
+        models: &std::collections::BTreeMap<String, ModelSignals>,
+        page: PageFacts,
+    ) {
         let mut map = self
             .pods
             .write()
@@ -97,7 +127,16 @@ impl WindowCache {
         };
         w.last_success = Some(at);
         w.last_error = None;
+        w.page = page;
         for (model, signals) in models {
+            if signals.is_complete() {
+                match w.last_complete.get_mut(model) {
+                    Some(t) => *t = at,
+                    None => {
+                        w.last_complete.insert(model.clone(), at);
+                    }
+                }
+            }
             // Look up before inserting: the model is almost always known, and `entry` would allocate
             // its key on every scrape of every pod.
             match w.models.get_mut(model) {
@@ -108,7 +147,12 @@ impl WindowCache {
                 }
             }
         }
-        let horizon = at.checked_sub(self.lookback);
+        self.prune(w, at);
+    }
+
+    /// Drops samples older than the window, and models left without any.
+    fn prune(&self, w: &mut PodWindow, now: Instant) {
+        let horizon = now.checked_sub(self.lookback);
         for q in w.models.values_mut() {
             while q
                 .front()
@@ -118,16 +162,21 @@ impl WindowCache {
             }
         }
         w.models.retain(|_, q| !q.is_empty());
+        if w.models.capacity() > 4 * w.models.len().max(4) {
+            w.models.shrink_to_fit();
+        }
     }
 
-    /// Records a failed scrape. The samples already in the window stay: a failure is never a zero.
-    pub(crate) fn record_error(&self, pod: &PodTarget, error: String) {
+    /// Records a failed scrape. The samples still in the window stay (a failure is never a zero);
+    /// older ones are pruned, so a failing pod holds no more than the window.
+    pub(crate) fn record_error(&self, pod: &PodTarget, at: Instant, error: String) {
         let mut map = self
             .pods
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = get_mut(&mut map, pod) {
             w.last_error = Some(error);
+            self.prune(w, at);
         }
     }
 
@@ -154,31 +203,18 @@ impl WindowCache {
         };
         let horizon = now.checked_sub(self.lookback);
         let in_window = |t: &Instant| horizon.is_none_or(|h| *t >= h);
-        let since_base = w
-            .last_success
-            .unwrap_or(w.first_tracked)
-            .max(w.first_tracked);
-        let since = now.saturating_duration_since(since_base);
+        // Missing data is counted from the last page with both signals of this model (or from when the
+        // pod was first seen): failures, empty pages, garbage, other models and cut pages all age alike.
+        let since = now.saturating_duration_since(
+            w.last_complete
+                .get(model)
+                .map_or(w.first_tracked, |t| (*t).max(w.first_tracked)),
+        );
         let Some(samples) = w.models.get(model) else {
-            let reason = match (&w.last_error, w.models.is_empty()) {
-                (Some(e), _) => MissingSample::ScrapeFailing(e.clone()),
-                (None, true) if w.last_success.is_none() => MissingSample::NotScrapedYet,
-                (None, true) => MissingSample::NoVllmSeries,
-                (None, false) => {
-                    let served: Vec<String> = w.models.keys().map(|m| format!("{m:?}")).collect();
-                    MissingSample::OtherModels {
-                        model: model.to_string(),
-                        served: Capped(&served, MAX_NAMES_LISTED).to_string(),
-                    }
-                }
+            return Lookup::Missing {
+                since,
+                reason: self.why_no_model(w, model),
             };
-            // A model mismatch is a lasting condition; count it from when the pod was first seen.
-            let since = if w.models.is_empty() {
-                since
-            } else {
-                now.saturating_duration_since(w.first_tracked)
-            };
-            return Lookup::Missing { since, reason };
         };
         let mut kv: Option<f64> = None;
         let mut queue: Option<f64> = None;
@@ -210,7 +246,7 @@ impl WindowCache {
                 ),
             },
             (kv, _, Some(_)) => Lookup::Missing {
-                since: now.saturating_duration_since(w.first_tracked),
+                since,
                 reason: if kv.is_none() {
                     MissingSample::NoKvCache {
                         model: model.to_string(),
@@ -221,6 +257,43 @@ impl WindowCache {
                     }
                 },
             },
+        }
+    }
+}
+
+impl WindowCache {
+    /// Why a pod's window holds nothing for `model`, from its last scrape.
+    fn why_no_model(&self, w: &PodWindow, model: &str) -> MissingSample {
+        if let Some(e) = &w.last_error {
+            return MissingSample::ScrapeFailing(e.clone());
+        }
+        if w.last_success.is_none() {
+            return MissingSample::NotScrapedYet;
+        }
+        let page = &w.page;
+        if w.models.is_empty() && page.other_series == 0 {
+            return match page.cut_at {
+                Some(limit) => MissingSample::PageCut {
+                    model: model.to_string(),
+                    limit,
+                },
+                None if page.bytes == 0 => MissingSample::EmptyPage,
+                None => MissingSample::NoVllmSeries,
+            };
+        }
+        let mut served: Vec<String> = w.models.keys().map(|m| format!("{m:?}")).collect();
+        served.sort();
+        served.extend(page.other_models.iter().map(|m| format!("{m:?}")));
+        let mut text = Capped(&served, MAX_NAMES_LISTED).to_string();
+        if page.other_series > 0 {
+            text.push_str(&format!(
+                "; {} series of models no variant asks for",
+                page.other_series
+            ));
+        }
+        MissingSample::OtherModels {
+            model: model.to_string(),
+            served: text,
         }
     }
 }
@@ -257,6 +330,88 @@ mod tests {
         )])
     }
 
+    /// Every form of "no usable sample" ages from the last complete page, though the scrapes succeed,
+    /// and says what the page was.
+    #[test]
+    fn pages_without_usable_samples_age_into_missing_data_with_the_reason() {
+        let c = WindowCache::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let p = pod("p");
+        c.retain(std::slice::from_ref(&p), t0);
+        c.record(&p, t0, &page("m", 0.5, 1.0));
+        let none = BTreeMap::new();
+        let cases: Vec<(PageFacts, MissingSample)> = vec![
+            (PageFacts::default(), MissingSample::EmptyPage),
+            (
+                PageFacts {
+                    bytes: 5_000,
+                    ..Default::default()
+                },
+                MissingSample::NoVllmSeries,
+            ),
+            (
+                PageFacts {
+                    bytes: 2 << 20,
+                    cut_at: Some(2 << 20),
+                    ..Default::default()
+                },
+                MissingSample::PageCut {
+                    model: "m".into(),
+                    limit: 2 << 20,
+                },
+            ),
+        ];
+        for (facts, want) in cases {
+            // Successful scrapes every 5 s for 3 minutes, none with a usable sample.
+            for i in 1..=36 {
+                c.record_page(&p, t0 + Duration::from_secs(5 * i), &none, facts.clone());
+            }
+            let Lookup::Missing { since, reason } =
+                c.lookup_at(&p, "m", t0 + Duration::from_secs(180))
+            else {
+                panic!("{want:?}: still fresh")
+            };
+            assert_eq!(since, Duration::from_secs(180), "{want:?}");
+            assert_eq!(reason, want);
+        }
+        // A flood of other models: counted, a few named, the count said.
+        let flood = PageFacts {
+            bytes: 7 << 20,
+            other_models: (0..5).map(|i| format!("x{i}")).collect(),
+            other_series: 150_000,
+            ..Default::default()
+        };
+        c.record_page(&p, t0 + Duration::from_secs(185), &none, flood);
+        let Lookup::Missing { reason, .. } = c.lookup_at(&p, "m", t0 + Duration::from_secs(185))
+        else {
+            panic!()
+        };
+        let text = reason.to_string();
+        assert!(
+            text.contains("\"x0\", \"x1\"")
+                && text.contains("150000 series of models no variant asks for"),
+            "{text}"
+        );
+        assert!(text.len() < 300, "{}", text.len());
+    }
+
+    #[test]
+    fn a_failing_pod_holds_no_samples_past_the_window() {
+        let c = WindowCache::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let p = pod("p");
+        c.retain(std::slice::from_ref(&p), t0);
+        for i in 0..12 {
+            c.record(&p, t0 + Duration::from_secs(5 * i), &page("m", 0.5, 1.0));
+        }
+        c.record_error(&p, t0 + Duration::from_secs(200), "refused".into());
+        let map = c.pods.read().unwrap();
+        assert!(
+            get(&map, &p).unwrap().models.is_empty(),
+            "pruned while failing"
+        );
+    }
+
     #[test]
     fn serves_the_max_within_the_window_and_forgets_old_samples() {
         let c = WindowCache::new(Duration::from_secs(60));
@@ -281,7 +436,11 @@ mod tests {
         };
         assert_eq!(s.kv_cache_usage, 0.2);
         // At t0+91 nothing is fresh; the failure is named and timed from the last success.
-        c.record_error(&p, "connection refused".into());
+        c.record_error(
+            &p,
+            t0 + Duration::from_secs(91),
+            "connection refused".into(),
+        );
         let Lookup::Missing { since, reason } = c.lookup_at(&p, "m", t0 + Duration::from_secs(91))
         else {
             panic!()
