@@ -32,23 +32,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 mod load;
 #[allow(dead_code)]
 mod page;
+#[allow(dead_code)]
+mod procstat;
+
+use procstat::memory_mib;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
-
-/// (VmRSS, VmHWM) in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 struct Server {
     child: Child,
@@ -169,7 +158,10 @@ fn many_names(dir: &Path, window: Duration) -> Row {
     let mut page = String::with_capacity(7 << 20);
     let mut i = 0;
     while page.len() < 7_000_000 {
-        let _ = writeln!(page, "vllm:num_requests_waiting{{model_name=\"flood-{i}\"}} 1");
+        let _ = writeln!(
+            page,
+            "vllm:num_requests_waiting{{model_name=\"flood-{i}\"}} 1"
+        );
         i += 1;
     }
     let _ = writeln!(page, "vllm:kv_cache_usage_perc{{model_name=\"m\"}} 0.5");
@@ -265,7 +257,10 @@ fn stalled_streams(dir: &Path, window: Duration) -> Row {
             let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
                 return;
             };
-            let Ok(tls) = connector.connect("127.0.0.1".try_into().unwrap(), tcp).await else {
+            let Ok(tls) = connector
+                .connect("127.0.0.1".try_into().unwrap(), tcp)
+                .await
+            else {
                 return;
             };
             let Ok((sender, conn)) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -344,7 +339,13 @@ fn main() {
         "[hostile] {:<64} {:>9} {:>10}  note",
         "flood", "RSS MiB", "peak MiB"
     );
-    for f in [idle, many_names, huge_pages, silent_connections, stalled_streams] {
+    for f in [
+        idle,
+        many_names,
+        huge_pages,
+        silent_connections,
+        stalled_streams,
+    ] {
         let r = f(&dir, window);
         println!(
             "[hostile] {:<64} {:>9.1} {:>10.1}  {}",

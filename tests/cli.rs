@@ -209,10 +209,19 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn standalone_server_scales_the_cheapest_variant_under_load() {
+/// The bundled example served in standalone mode, its three emulated pods on a free port.
+struct Standalone {
+    file: PathBuf,
+    ca: PathBuf,
+    port: u16,
+    emu_port: u16,
+    _emulator: Kill,
+    _server: Kill,
+}
+
+fn standalone(name: &str, server_args: &[&str]) -> Standalone {
     let emu_port = free_port();
-    let dir = temp("standalone");
+    let dir = temp(name);
     // The bundled example with its pods moved to a free port.
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -225,12 +234,11 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
         example.replace("\"18000\"", &format!("\"{emu_port}\"")),
     )
     .unwrap();
-    let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
     let mut emu = Command::new(EMULATOR);
-    for a in addrs {
+    for a in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
         emu.args(["--listen", &format!("{a}:{emu_port}")]);
     }
-    let _emu = Kill(
+    let emulator = Kill(
         emu.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -238,26 +246,35 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
     );
     let port = free_port();
     let cert_dir = dir.join("certs");
-    let _srv = Kill(
+    let server = Kill(
         Command::new(SERVER)
-            .args([
-                "serve",
-                "--standalone",
-                file.to_str().unwrap(),
-                "--secure-port",
-                &port.to_string(),
-                "--scrape-interval",
-                "500ms",
-                "--lookback",
-                "2s",
-            ])
+            .args(["serve", "--standalone", file.to_str().unwrap()])
+            .args(["--secure-port", &port.to_string()])
+            .args(server_args)
             .args(["--cert-dir", cert_dir.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let ca = cert_dir.join("ca.crt");
+    Standalone {
+        file,
+        ca: cert_dir.join("ca.crt"),
+        port,
+        emu_port,
+        _emulator: emulator,
+        _server: server,
+    }
+}
+
+#[test]
+fn standalone_server_scales_the_cheapest_variant_under_load() {
+    let s = standalone(
+        "standalone",
+        &["--scrape-interval", "500ms", "--lookback", "2s"],
+    );
+    let (file, ca, port, emu_port) = (s.file.clone(), s.ca.clone(), s.port, s.emu_port);
+    let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
     // Idle: scale-down is safe; the only variant above one replica (the cheap L40S at 2) gives one back.
     wait_for("idle decision", Duration::from_secs(30), || {
@@ -361,51 +378,18 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
 /// while young, then the metric answers 503 naming the pod once `--max-metric-age` has passed.
 #[test]
 fn a_pod_serving_garbage_ends_in_a_503_after_max_metric_age() {
-    let emu_port = free_port();
-    let dir = temp("garbage");
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/manifests/examples/standalone.yaml"
-    ))
-    .unwrap();
-    let file = dir.join("standalone.yaml");
-    std::fs::write(
-        &file,
-        example.replace("\"18000\"", &format!("\"{emu_port}\"")),
-    )
-    .unwrap();
-    let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
-    let mut emu = Command::new(EMULATOR);
-    for a in addrs {
-        emu.args(["--listen", &format!("{a}:{emu_port}")]);
-    }
-    let _emu = Kill(
-        emu.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let s = standalone(
+        "garbage",
+        &[
+            "--scrape-interval",
+            "300ms",
+            "--lookback",
+            "1s",
+            "--max-metric-age",
+            "3s",
+        ],
     );
-    let port = free_port();
-    let cert_dir = dir.join("certs");
-    let _srv = Kill(
-        Command::new(SERVER)
-            .args(["serve", "--standalone", file.to_str().unwrap()])
-            .args(["--secure-port", &port.to_string()])
-            .args([
-                "--scrape-interval",
-                "300ms",
-                "--lookback",
-                "1s",
-                "--max-metric-age",
-                "3s",
-            ])
-            .args(["--cert-dir", cert_dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ca = cert_dir.join("ca.crt");
+    let (ca, port, emu_port) = (s.ca.clone(), s.port, s.emu_port);
     wait_for("first decision", Duration::from_secs(30), || {
         desired(&ca, port).is_some()
     });

@@ -19,12 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use support::{https_client, install_provider, one_variant, FixedSamples};
+use support::{https_client, install_provider, one_variant, FixedSamples, Slow};
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::selector::Selector;
-use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
+use wva_metrics_server::provider::{MetricsProvider, ProviderError};
 use wva_metrics_server::saturation::config::ScalingConfig;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
@@ -34,21 +34,6 @@ use wva_metrics_server::telemetry::Metrics;
 use wva_metrics_server::tls;
 
 const METRIC: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas";
-
-/// A provider whose answers take a while (a request in flight keeps its connection busy).
-struct Slow(Arc<dyn MetricsProvider>, Duration);
-impl MetricsProvider for Slow {
-    fn external_metric(
-        &self,
-        ns: &str,
-        metric: &str,
-        sel: &Selector,
-    ) -> Result<Vec<MetricItem>, ProviderError> {
-        // The wait hands its worker's other tasks (the accept loop among them) to another thread.
-        tokio::task::block_in_place(|| std::thread::sleep(self.1));
-        self.0.external_metric(ns, metric, sel)
-    }
-}
 
 struct Server {
     port: u16,

@@ -25,8 +25,7 @@ use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::cluster::watch;
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
-use wva_metrics_server::provider::selector::Selector;
-use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
+use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::ScalingConfig;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
@@ -35,21 +34,6 @@ use wva_metrics_server::tls::{self, ReloadingCert};
 
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 const METRIC_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name%3Dv1";
-
-/// Every pod is busy: KV 0.9, queue 6.
-/// Wraps a provider and takes its time, to have requests in flight during shutdown.
-struct Slow(Arc<dyn MetricsProvider>, Duration);
-impl MetricsProvider for Slow {
-    fn external_metric(
-        &self,
-        ns: &str,
-        metric: &str,
-        sel: &Selector,
-    ) -> Result<Vec<MetricItem>, ProviderError> {
-        std::thread::sleep(self.1);
-        self.0.external_metric(ns, metric, sel)
-    }
-}
 
 struct Harness {
     addr: std::net::SocketAddr,

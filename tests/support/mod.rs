@@ -53,6 +53,34 @@ pub fn variant_values(list: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// A provider whose answers take a while, so a request stays in flight. On a multi-threaded runtime the
+/// wait hands the worker's other tasks (the accept loop among them) to another thread.
+pub struct Slow(
+    pub Arc<dyn wva_metrics_server::provider::MetricsProvider>,
+    pub std::time::Duration,
+);
+
+impl wva_metrics_server::provider::MetricsProvider for Slow {
+    fn external_metric(
+        &self,
+        ns: &str,
+        metric: &str,
+        sel: &wva_metrics_server::provider::selector::Selector,
+    ) -> Result<
+        Vec<wva_metrics_server::provider::MetricItem>,
+        wva_metrics_server::provider::ProviderError,
+    > {
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(|| std::thread::sleep(self.1));
+        } else {
+            std::thread::sleep(self.1);
+        }
+        self.0.external_metric(ns, metric, sel)
+    }
+}
+
 /// Every pod reports the same KV-cache usage and queue (a store "filled directly").
 pub struct FixedSamples(pub f64, pub f64);
 
