@@ -17,13 +17,19 @@ struct PodWindow {
     first_tracked: Instant,
     last_success: Option<Instant>,
     last_error: Option<String>,
-    /// Per model_name, samples oldest first.
-    models: HashMap<String, VecDeque<(Instant, ModelSignals)>>,
-    /// Per model, when a page last had both of its signals: missing data is counted from there, so a
-    /// pod that answers 200 with nothing usable reaches `--max-metric-age` like one that fails.
-    last_complete: HashMap<String, Instant>,
+    /// Per model_name (only those some variant asks for), its samples and when it was last complete.
+    models: HashMap<String, ModelWindow>,
     /// What the last page looked like, to say why a model has no sample.
     page: PageFacts,
+}
+
+#[derive(Debug, Default)]
+struct ModelWindow {
+    /// Samples oldest first, within the look-back window.
+    samples: VecDeque<(Instant, ModelSignals)>,
+    /// When a page last had both signals: missing data is counted from there, so a pod that answers 200
+    /// with nothing usable reaches `--max-metric-age` like one that fails. Kept after the samples age out.
+    last_complete: Option<Instant>,
 }
 
 /// What a scraped page held besides the wanted models' samples.
@@ -93,7 +99,6 @@ impl WindowCache {
                     last_success: None,
                     last_error: None,
                     models: HashMap::new(),
-                    last_complete: HashMap::new(),
                     page: PageFacts::default(),
                 });
         }
@@ -129,39 +134,35 @@ impl WindowCache {
         w.last_error = None;
         w.page = page;
         for (model, signals) in models {
-            if signals.is_complete() {
-                match w.last_complete.get_mut(model) {
-                    Some(t) => *t = at,
-                    None => {
-                        w.last_complete.insert(model.clone(), at);
-                    }
-                }
-            }
             // Look up before inserting: the model is almost always known, and `entry` would allocate
             // its key on every scrape of every pod.
-            match w.models.get_mut(model) {
-                Some(q) => q.push_back((at, *signals)),
-                None => {
-                    w.models
-                        .insert(model.clone(), VecDeque::from([(at, *signals)]));
-                }
+            let m = match w.models.get_mut(model) {
+                Some(m) => m,
+                None => w.models.entry(model.clone()).or_default(),
+            };
+            m.samples.push_back((at, *signals));
+            if signals.is_complete() {
+                m.last_complete = Some(at);
             }
         }
         self.prune(w, at);
     }
 
-    /// Drops samples older than the window, and models left without any.
+    /// Drops samples older than the window, and models left with neither samples nor a last complete
+    /// page (only wanted models get entries, so what stays is bounded by the variants).
     fn prune(&self, w: &mut PodWindow, now: Instant) {
         let horizon = now.checked_sub(self.lookback);
-        for q in w.models.values_mut() {
-            while q
+        for m in w.models.values_mut() {
+            while m
+                .samples
                 .front()
                 .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
             {
-                q.pop_front();
+                m.samples.pop_front();
             }
         }
-        w.models.retain(|_, q| !q.is_empty());
+        w.models
+            .retain(|_, m| !m.samples.is_empty() || m.last_complete.is_some());
         if w.models.capacity() > 4 * w.models.len().max(4) {
             w.models.shrink_to_fit();
         }
@@ -205,12 +206,13 @@ impl WindowCache {
         let in_window = |t: &Instant| horizon.is_none_or(|h| *t >= h);
         // Missing data is counted from the last page with both signals of this model (or from when the
         // pod was first seen): failures, empty pages, garbage, other models and cut pages all age alike.
+        let entry = w.models.get(model);
         let since = now.saturating_duration_since(
-            w.last_complete
-                .get(model)
-                .map_or(w.first_tracked, |t| (*t).max(w.first_tracked)),
+            entry
+                .and_then(|m| m.last_complete)
+                .map_or(w.first_tracked, |t| t.max(w.first_tracked)),
         );
-        let Some(samples) = w.models.get(model) else {
+        let Some(samples) = entry.map(|m| &m.samples).filter(|s| !s.is_empty()) else {
             return Lookup::Missing {
                 since,
                 reason: self.why_no_model(w, model),
@@ -271,7 +273,8 @@ impl WindowCache {
             return MissingSample::NotScrapedYet;
         }
         let page = &w.page;
-        if w.models.is_empty() && page.other_series == 0 {
+        let with_samples = || w.models.iter().filter(|(_, m)| !m.samples.is_empty());
+        if with_samples().next().is_none() && page.other_series == 0 {
             return match page.cut_at {
                 Some(limit) => MissingSample::PageCut {
                     model: model.to_string(),
@@ -281,7 +284,7 @@ impl WindowCache {
                 None => MissingSample::NoVllmSeries,
             };
         }
-        let mut served: Vec<String> = w.models.keys().map(|m| format!("{m:?}")).collect();
+        let mut served: Vec<String> = with_samples().map(|(m, _)| format!("{m:?}")).collect();
         served.sort();
         served.extend(page.other_models.iter().map(|m| format!("{m:?}")));
         let mut text = Capped(&served, MAX_NAMES_LISTED).to_string();
@@ -406,10 +409,13 @@ mod tests {
         }
         c.record_error(&p, t0 + Duration::from_secs(200), "refused".into());
         let map = c.pods.read().unwrap();
+        let w = get(&map, &p).unwrap();
         assert!(
-            get(&map, &p).unwrap().models.is_empty(),
+            w.models.values().all(|m| m.samples.is_empty()),
             "pruned while failing"
         );
+        // What stays is one entry per wanted model, for counting how long it has been missing.
+        assert_eq!(w.models.len(), 1);
     }
 
     #[test]
