@@ -569,7 +569,24 @@ impl PrometheusSource {
                 });
             return Lookup::Missing { since, reason };
         };
+        let since_asked = now.saturating_duration_since(state.first_asked.unwrap_or(now));
+        let unusable = |v: f64| !(v.is_finite() && v >= 0.0);
         match result.per_pod.get(&pod.name) {
+            // An infinite or negative answer is no measurement: missing for this pod, aged like the rest.
+            Some((Some(kv), _)) if unusable(*kv) => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::Unusable {
+                    signal: "vllm:kv_cache_usage_perc",
+                    value: *kv,
+                },
+            },
+            Some((_, Some(q))) if unusable(*q) => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::Unusable {
+                    signal: "vllm:num_requests_waiting",
+                    value: *q,
+                },
+            },
             Some((Some(kv), Some(q))) => Lookup::Fresh(PodSample {
                 kv_cache_usage: *kv,
                 queue_length: *q,
@@ -579,11 +596,11 @@ impl PrometheusSource {
             }),
             // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
             Some(_) => Lookup::Missing {
-                since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
+                since: since_asked,
                 reason: MissingSample::PrometheusPartial,
             },
             None => Lookup::Missing {
-                since: now.saturating_duration_since(state.first_asked.unwrap_or(now)),
+                since: since_asked,
                 reason: MissingSample::PrometheusNoSeries {
                     pod: pod.name.clone(),
                     model: model.to_string(),
@@ -645,6 +662,54 @@ mod tests {
                 && q[4].1.contains(") or (")
                 && q[4].1.contains("vllm:time_per_output_token_seconds_count")
         );
+    }
+
+    /// A negative answer from Prometheus is missing for that pod (and ages), never a sample.
+    #[test]
+    fn unusable_answers_are_missing_for_the_pod() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = PrometheusClient::new(&PrometheusOptions {
+            base_url: "http://p:9090".into(),
+            insecure_skip_verify: true,
+            ca_cert_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            server_name: None,
+            bearer_token: None,
+            token_path: None,
+            allow_http: true,
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let source = PrometheusSource::new(client, Duration::from_secs(60), Metrics::new());
+        let now = Instant::now();
+        let per_pod = HashMap::from([
+            ("good".to_string(), (Some(0.5), Some(1.0))),
+            ("bad".to_string(), (Some(0.5), Some(-2.0))),
+        ]);
+        source.state.write().unwrap().insert(
+            ("ns".into(), "m".into()),
+            ModelState {
+                last: Some(ModelResult { at: now, per_pod }),
+                first_asked: Some(now),
+                ..Default::default()
+            },
+        );
+        let pod = |name: &str| PodTarget {
+            namespace: "ns".into(),
+            name: name.into(),
+            ip: "10.0.0.1".into(),
+            port: 8000,
+            path: "/metrics".into(),
+        };
+        assert!(matches!(
+            source.lookup_at(&pod("good"), "m", now),
+            Lookup::Fresh(_)
+        ));
+        let Lookup::Missing { reason, .. } = source.lookup_at(&pod("bad"), "m", now) else {
+            panic!("a negative queue became a sample")
+        };
+        assert!(matches!(reason, MissingSample::Unusable { value, .. } if value == -2.0));
     }
 
     #[test]
