@@ -71,6 +71,7 @@ impl SampleSource for Samples {
 fn engine() -> Engine {
     let variants = (0..VARIANTS)
         .map(|v| Variant {
+            controller_instance: None,
             namespace: "ns".into(),
             name: format!("variant-{v}"),
             model_id: "m".into(),

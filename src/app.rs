@@ -120,10 +120,12 @@ struct ClusterState {
 /// Standalone: the snapshot from a file, polled every [`STANDALONE_POLL`]; no authentication.
 fn standalone_state(
     file: &Path,
+    instance: Option<String>,
     health: &Health,
     tasks: &mut Supervisor,
 ) -> Result<ClusterState, Error> {
-    let (snap, problems) = crate::standalone::load(file).map_err(Error::Config)?;
+    let (snap, problems) =
+        crate::standalone::load(file, instance.as_deref()).map_err(Error::Config)?;
     for p in &problems {
         tracing::error!("{p}");
     }
@@ -131,7 +133,13 @@ fn standalone_state(
     let heartbeat = health.heartbeat("snapshot", liveness_bound(STANDALONE_POLL, Duration::ZERO));
     let (f, s) = (file.to_path_buf(), shared.clone());
     tasks.add("standalone-file", move || {
-        crate::standalone::watch_file(f.clone(), s.clone(), STANDALONE_POLL, heartbeat.clone())
+        crate::standalone::watch_file(
+            f.clone(),
+            s.clone(),
+            STANDALONE_POLL,
+            heartbeat.clone(),
+            instance.clone(),
+        )
     });
     Ok(ClusterState {
         shared,
@@ -156,11 +164,12 @@ async fn cluster_state(
     );
     let synced = health.store("snapshot");
     {
-        let (c, ns, s, m) = (
+        let (c, ns, s, m, instance) = (
             client.clone(),
             args.cluster.watch_namespace.clone(),
             shared.clone(),
             metrics.clone(),
+            args.cluster.controller_instance.clone(),
         );
         tasks.add("snapshot-watch", move || {
             watch::run_snapshot(
@@ -170,6 +179,7 @@ async fn cluster_state(
                 m.clone(),
                 heartbeat.clone(),
                 synced.clone(),
+                instance.clone(),
             )
         });
     }
@@ -278,7 +288,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     // Cluster state and trust configuration.
     let scaling = Arc::new(ArcSwap::from_pointee(ScalingConfig::default()));
     let cluster = match &args.cluster.standalone {
-        Some(file) => standalone_state(file, &health, &mut tasks)?,
+        Some(file) => standalone_state(
+            file,
+            args.cluster.controller_instance.clone(),
+            &health,
+            &mut tasks,
+        )?,
         None => cluster_state(&args, &scaling, &metrics, &health, &mut tasks).await?,
     };
     let sources = sample_sources(&args, &cluster.shared, &metrics, &health, &mut tasks)?;

@@ -143,6 +143,10 @@ pub struct ClusterArgs {
         default_value = "wva-saturation-scaling-config"
     )]
     pub saturation_configmap: String,
+    /// Serve only VariantAutoscalings labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).
+    /// Unset: every VA, whatever its instance; items carry controller_instance either way.
+    #[arg(long, env = "CONTROLLER_INSTANCE")]
+    pub controller_instance: Option<String>,
     /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
     /// cluster (reloaded when it changes). No authentication: loopback addresses only.
     #[arg(long, env = "WVA_STANDALONE")]

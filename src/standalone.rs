@@ -145,12 +145,13 @@ fn with_namespace<K: kube::Resource>(mut o: K) -> K {
     o
 }
 
-pub fn load(file: &Path) -> Result<(Snapshot, Vec<FileProblem>), String> {
+/// Reads and joins the file; with `instance`, only VariantAutoscalings labelled for it are kept.
+pub fn load(file: &Path, instance: Option<&str>) -> Result<(Snapshot, Vec<FileProblem>), String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
     Ok((
-        snapshot::build(&objects.vas, &objects.deployments, &objects.pods),
+        snapshot::build_for_instance(instance, &objects.vas, &objects.deployments, &objects.pods),
         problems,
     ))
 }
@@ -163,6 +164,7 @@ pub(crate) async fn watch_file(
     shared: SharedSnapshot,
     every: Duration,
     heartbeat: Arc<Heartbeat>,
+    instance: Option<String>,
 ) {
     let mut last = std::fs::read(&file).ok();
     let mut excluded = Default::default();
@@ -182,7 +184,7 @@ pub(crate) async fn watch_file(
             continue;
         }
         last = Some(now);
-        match load(&file) {
+        match load(&file, instance.as_deref()) {
             Ok((_, problems)) if !problems.is_empty() => {
                 for p in &problems {
                     tracing::error!("{p}");

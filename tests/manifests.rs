@@ -99,6 +99,7 @@ fn examples_parse_into_the_types_the_server_reads() {
     for f in [
         "manifests/examples/hpa-v041.yaml",
         "manifests/examples/hpa-v05.yaml",
+        "manifests/examples/hpa-v051.yaml",
     ] {
         let hpa: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
             serde_json::from_value(docs(f)[0].clone()).unwrap();

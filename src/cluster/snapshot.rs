@@ -42,7 +42,13 @@ pub struct Variant {
     pub ready_replicas: i64,
     /// Ready pods only, sorted by name.
     pub pods: Vec<PodTarget>,
+    /// The VA's `wva.llmd.ai/controller-instance` label (WVA v0.5.1 isolation), carried on its items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_instance: Option<String>,
 }
+
+/// The label WVA v0.5.1 uses to assign a VariantAutoscaling to one controller instance.
+pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 
 /// A VariantAutoscaling that cannot be decided, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,6 +128,22 @@ where
     D: Borrow<Deployment>,
     P: Borrow<Pod>,
 {
+    build_for_instance(None, vas, deployments, pods)
+}
+
+/// [`build`], keeping only VariantAutoscalings labelled for `instance` when one is set
+/// (`--controller-instance`, WVA's `CONTROLLER_INSTANCE`); others are not ours and are not reported.
+pub fn build_for_instance<V, D, P>(
+    instance: Option<&str>,
+    vas: &[V],
+    deployments: &[D],
+    pods: &[P],
+) -> Snapshot
+where
+    V: Borrow<VariantAutoscaling>,
+    D: Borrow<Deployment>,
+    P: Borrow<Pod>,
+{
     let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
     for d in deployments {
         let d: &Deployment = d.borrow();
@@ -148,6 +170,9 @@ where
         if va.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        if instance.is_some_and(|i| va_instance(va) != Some(i)) {
+            continue;
+        }
         match variant_of(va, &deployments_by_key, &pods_by_ns) {
             Ok(v) => snapshot.variants.push(v),
             Err(reason) => snapshot.excluded.push(ExcludedVariant {
@@ -165,6 +190,14 @@ where
         .excluded
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     snapshot
+}
+
+fn va_instance(va: &VariantAutoscaling) -> Option<&str> {
+    va.metadata
+        .labels
+        .as_ref()?
+        .get(CONTROLLER_INSTANCE_LABEL)
+        .map(String::as_str)
 }
 
 /// One VariantAutoscaling joined with its Deployment and Ready pods, or why it cannot be decided.
@@ -231,6 +264,7 @@ fn variant_of(
         spec_replicas,
         ready_replicas,
         pods: targets,
+        controller_instance: va_instance(va).map(str::to_string),
     })
 }
 
@@ -337,6 +371,46 @@ mod tests {
             p["metadata"]["annotations"] = a.clone();
         }
         serde_json::from_value(p).unwrap()
+    }
+
+    /// WVA v0.5.1 isolation: a VA labelled for an instance carries it on its variant; with an instance
+    /// configured, VAs of other instances (or none) are not ours.
+    #[test]
+    fn controller_instances_are_carried_and_filtered() {
+        let acc = "inference.optimization/acceleratorName";
+        let vas = [
+            va(
+                "a",
+                json!({acc: "H100", CONTROLLER_INSTANCE_LABEL: "team-a"}),
+                json!({"modelID": "m"}),
+            ),
+            va(
+                "b",
+                json!({acc: "H100", CONTROLLER_INSTANCE_LABEL: "team-b"}),
+                json!({"modelID": "m"}),
+            ),
+            va("c", json!({acc: "H100"}), json!({"modelID": "m"})),
+        ];
+        let deps = [
+            deployment("a", "a", 1, 1),
+            deployment("b", "b", 1, 1),
+            deployment("c", "c", 1, 1),
+        ];
+        let pods: [Pod; 0] = [];
+        let all = build(&vas, &deps, &pods);
+        let instances: Vec<(&str, Option<&str>)> = all
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.controller_instance.as_deref()))
+            .collect();
+        assert_eq!(
+            instances,
+            vec![("a", Some("team-a")), ("b", Some("team-b")), ("c", None)]
+        );
+        let mine = build_for_instance(Some("team-a"), &vas, &deps, &pods);
+        let names: Vec<&str> = mine.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, vec!["a"]);
+        assert!(mine.excluded.is_empty());
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub(crate) async fn run_snapshot(
     metrics: Arc<Metrics>,
     heartbeat: Arc<Heartbeat>,
     synced: Arc<Synced>,
+    instance: Option<String>,
 ) {
     let changed = Arc::new(Notify::new());
     let (vas, va_w) = reflector::store::<VariantAutoscaling>();
@@ -188,7 +189,12 @@ pub(crate) async fn run_snapshot(
             tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
             let all_synced = ready(&vas) && ready(&deps) && ready(&pods);
             // The stores hand out shared objects; the join reads them without copying.
-            let mut snap = snapshot::build(&vas.state(), &deps.state(), &pods.state());
+            let mut snap = snapshot::build_for_instance(
+                instance.as_deref(),
+                &vas.state(),
+                &deps.state(),
+                &pods.state(),
+            );
             snap.synced = all_synced;
             log_exclusions(&snap, &mut last_excluded);
             shared.store(Arc::new(snap));

@@ -232,14 +232,17 @@ pub(crate) struct ItemLabels<'a> {
     pub namespace: &'a str,
     /// `None` for a variant whose accelerator is unknown (an excluded one): a selector on it is ignored.
     pub accelerator: Option<&'a str>,
+    /// WVA v0.5.1's `controller_instance`, when the VA is labelled for one (its chart's HPA selects on it).
+    pub controller_instance: Option<&'a str>,
 }
 
 impl<'a> ItemLabels<'a> {
-    pub(crate) const KEYS: [&'static str; 4] = [
+    pub(crate) const KEYS: [&'static str; 5] = [
         "variant_name",
         "namespace",
         "exported_namespace",
         "accelerator_type",
+        "controller_instance",
     ];
 
     pub fn of(v: &'a Variant) -> Self {
@@ -247,6 +250,7 @@ impl<'a> ItemLabels<'a> {
             name: &v.name,
             namespace: &v.namespace,
             accelerator: Some(&v.accelerator),
+            controller_instance: v.controller_instance.as_deref(),
         }
     }
 
@@ -264,6 +268,7 @@ impl Labels for ItemLabels<'_> {
             "variant_name" => Some(self.name),
             "namespace" | "exported_namespace" => Some(self.namespace),
             "accelerator_type" => self.accelerator,
+            "controller_instance" => self.controller_instance,
             _ => None,
         }
     }
@@ -307,12 +312,13 @@ impl MetricsProvider for Engine {
                         name: &e.name,
                         namespace: &e.namespace,
                         accelerator: None,
+                        controller_instance: None,
                     };
                     // The accelerator may be what is missing, so ignore requirements on it.
                     selector
                         .requirements()
                         .iter()
-                        .filter(|r| r.key != "accelerator_type")
+                        .filter(|r| r.key != "accelerator_type" && r.key != "controller_instance")
                         .all(|r| r.matches(&labels))
                 })
                 .map(|e| format!("{}: {}", e.name, e.reason))
@@ -409,6 +415,7 @@ mod tests {
 
     fn variant(name: &str, model: &str, cost: f64, spec: i64, ready: i64, pods: usize) -> Variant {
         Variant {
+            controller_instance: None,
             namespace: "ns".into(),
             name: name.into(),
             model_id: model.into(),
@@ -532,6 +539,41 @@ mod tests {
         assert!(matches!(
             e.external_metric("ns", "cpu", &Selector::everything()),
             Err(ProviderError::UnknownMetric { .. })
+        ));
+    }
+
+    /// WVA v0.5.1's chart HPA selects on `controller_instance`: items carry it when the VA has one.
+    #[test]
+    fn items_carry_the_controller_instance_for_wva_chart_selectors() {
+        let mut a = variant("a", "m", 5.0, 1, 1, 1);
+        a.controller_instance = Some("team-a".into());
+        let e = engine(
+            vec![a, variant("b", "m", 6.0, 1, 1, 1)],
+            &[("a-0", fresh(0.1, 0.0)), ("b-0", fresh(0.1, 0.0))],
+        );
+        let sel =
+            Selector::parse("variant_name=a,exported_namespace=ns,controller_instance=team-a")
+                .unwrap();
+        let items = e
+            .external_metric("ns", "wva_desired_replicas", &sel)
+            .unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].labels["controller_instance"], "team-a");
+        let items = e
+            .external_metric(
+                "ns",
+                "wva_desired_replicas",
+                &Selector::parse("variant_name=b").unwrap(),
+            )
+            .unwrap();
+        assert!(!items[0].labels.contains_key("controller_instance"));
+        assert!(matches!(
+            e.external_metric(
+                "ns",
+                "wva_desired_replicas",
+                &Selector::parse("variant_name=b,controller_instance=team-a").unwrap()
+            ),
+            Err(ProviderError::NoMatch { .. })
         ));
     }
 

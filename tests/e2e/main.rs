@@ -376,9 +376,9 @@ fn start_prometheus(c: &mut Cluster) {
 }
 
 fn workload_yaml() -> String {
-    let deployment = |name: &str, app: &str| {
+    let deployment = |name: &str, app: &str, model: &str| {
         format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: {model}}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
         )
     };
     let hpa = |name: &str, target: &str, metric: &str, selector: &str| {
@@ -388,8 +388,13 @@ fn workload_yaml() -> String {
     };
     [
         format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"),
-        deployment("qwen-l40s-decode", "qwen-l40s"),
-        deployment("qwen-h100-decode", "qwen-h100"),
+        deployment("qwen-l40s-decode", "qwen-l40s", "Qwen/Qwen3-0.6B"),
+        deployment("qwen-h100-decode", "qwen-h100", "Qwen/Qwen3-0.6B"),
+        // WVA v0.5.1 isolation: a model of its own, its VA labelled for a controller instance, and the
+        // chart's HPA selecting on controller_instance.
+        deployment("chat-a100-decode", "chat-a100", "Qwen/Qwen3-1.7B"),
+        format!("apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: chat-a100\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: A100, wva.llmd.ai/controller-instance: e2e-a}}\nspec: {{modelID: Qwen/Qwen3-1.7B, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: chat-a100-decode}}}}\n"),
+        hpa("chat-a100-v051", "chat-a100-decode", "wva_desired_replicas", &format!("{{variant_name: chat-a100, exported_namespace: {NS}, controller_instance: e2e-a}}")),
         // v0.5 form (scaleTargetRef), cheap.
         format!("apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-l40s\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: Qwen/Qwen3-0.6B, variantCost: \"5.0\", scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-l40s-decode}}}}\n"),
         // v0.4.1 form (VA named like its Deployment), expensive.
@@ -705,10 +710,11 @@ async fn workloads(c: &mut Cluster) {
         list["items"][0]["metricLabels"]["accelerator_type"], "H100",
         "{list}"
     );
-    for hpa in ["qwen-l40s-v05", "qwen-h100-v041"] {
+    wait_replicas(c, "chat-a100-decode", 1, Duration::from_secs(60)).await;
+    for hpa in ["qwen-l40s-v05", "qwen-h100-v041", "chat-a100-v051"] {
         hpa_active(c, hpa, Duration::from_secs(90)).await;
     }
-    eprintln!("e2e[2] v0.4.1 and v0.5 HPAs ScalingActive=True");
+    eprintln!("e2e[2] v0.4.1, v0.5 and v0.5.1 (controller_instance) HPAs ScalingActive=True");
 }
 
 /// 3 + 4. A load step scales the cheaper variant first; removing the load scales back down.
