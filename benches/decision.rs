@@ -31,6 +31,8 @@ fn input() -> ModelInput {
         config: Default::default(),
         variants: (0..VARIANTS)
             .map(|v| VariantInput {
+                min_replicas: None,
+                max_replicas: None,
                 name: format!("variant-{v}"),
                 cost: 5.0 + v as f64,
                 accelerator: "H100".into(),
@@ -71,6 +73,7 @@ impl SampleSource for Samples {
 fn engine() -> Engine {
     let variants = (0..VARIANTS)
         .map(|v| Variant {
+            bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
             name: format!("variant-{v}"),

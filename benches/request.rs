@@ -80,6 +80,7 @@ impl SampleSource for Moderate {
 fn snapshot_of(variants: usize) -> Snapshot {
     let variants = (0..variants)
         .map(|i| Variant {
+            bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
             name: format!("variant-{i}"),

@@ -734,6 +734,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         path: "/metrics".into(),
     };
     let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
+        bounds: Default::default(),
         controller_instance: None,
         namespace: "ns".into(),
         name: name.into(),

@@ -62,6 +62,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
         variants: vec![Variant {
+            bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
             name: "v".into(),

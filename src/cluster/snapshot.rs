@@ -45,6 +45,20 @@ pub struct Variant {
     /// The VA's `wva.llmd.ai/controller-instance` label (WVA v0.5.1 isolation), carried on its items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller_instance: Option<String>,
+    /// Replica bounds from the autoscaler of the target Deployment (none without one).
+    pub bounds: Bounds,
+}
+
+/// An autoscaler's replica bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bounds {
+    pub min_replicas: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i64>,
+    /// The HorizontalPodAutoscaler the bounds come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<String>,
 }
 
 /// The label WVA v0.5.1 uses to assign a VariantAutoscaling to one controller instance.
@@ -255,6 +269,7 @@ fn variant_of(
         .collect();
     targets.sort();
     Ok(Variant {
+        bounds: Default::default(),
         namespace,
         name,
         model_id,

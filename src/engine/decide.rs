@@ -37,6 +37,11 @@ pub struct VariantInput {
     /// Ready pods with fresh samples.
     #[serde(default)]
     pub replicas: Vec<ReplicaInput>,
+    /// The autoscaler's bounds; targets never leave them. Unset: 0 and unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i64>,
 }
 
 fn default_cost() -> f64 {
@@ -94,6 +99,8 @@ pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDeci
             spec_replicas: v.spec_replicas,
             ready_replicas: v.ready_replicas,
             seen_replicas: i64::try_from(v.replicas.len()).unwrap_or(i64::MAX),
+            min_replicas: v.min_replicas.unwrap_or(0),
+            max_replicas: v.max_replicas,
         })
         .collect();
     let in_transition = states.iter().any(VariantState::in_transition);
@@ -130,6 +137,8 @@ mod tests {
                     kv_cache_usage: 0.1,
                     queue_length: 9.3e18,
                 }],
+                min_replicas: None,
+                max_replicas: None,
             }],
         );
         // WVA would wrap 2^63 to a negative queue and call the replica idle.

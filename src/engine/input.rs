@@ -33,6 +33,10 @@ pub enum InputError {
         "variant {variant:?} pod {pod:?}: kvCacheUsage and queueLength must be finite and >= 0"
     )]
     BadSample { variant: String, pod: String },
+    #[error(
+        "variant {0:?}: minReplicas must be >= 0, maxReplicas >= 1, and minReplicas <= maxReplicas"
+    )]
+    BadBounds(String),
 }
 
 impl ModelInput {
@@ -47,6 +51,10 @@ impl ModelInput {
             }
             if v.spec_replicas < 0 || v.ready_replicas < 0 {
                 return Err(InputError::NegativeReplicas(v.name.clone()));
+            }
+            let min = v.min_replicas.unwrap_or(0);
+            if min < 0 || v.max_replicas.is_some_and(|max| max < 1 || max < min) {
+                return Err(InputError::BadBounds(v.name.clone()));
             }
             for r in &v.replicas {
                 if !usable(r.kv_cache_usage) || !usable(r.queue_length) {
@@ -149,6 +157,31 @@ mod tests {
         assert_eq!(neg.decide(), Err(InputError::NegativeReplicas("a".into())));
         let sample = parse(r#"{"variants":[{"name":"a","specReplicas":1,"readyReplicas":1,"replicas":[{"pod":"p","kvCacheUsage":-0.5,"queueLength":0}]}]}"#).unwrap();
         assert!(matches!(sample.decide(), Err(InputError::BadSample { .. })));
+    }
+
+    /// `analyze` takes the autoscaler's bounds per variant and checks them.
+    #[test]
+    fn bounds_are_read_and_checked() {
+        let at_max = parse(r#"{"variants":[
+            {"name":"cheap","cost":5,"specReplicas":2,"readyReplicas":2,"maxReplicas":2,"replicas":[{"pod":"a","kvCacheUsage":0.9,"queueLength":9},{"pod":"b","kvCacheUsage":0.9,"queueLength":9}]},
+            {"name":"pricey","cost":20,"specReplicas":1,"readyReplicas":1,"minReplicas":1,"maxReplicas":4,"replicas":[{"pod":"c","kvCacheUsage":0.9,"queueLength":9}]}]}"#).unwrap();
+        let d = at_max.decide().unwrap();
+        assert_eq!(d.targets["cheap"], 2);
+        assert_eq!(d.targets["pricey"], 2);
+        for bad in [
+            r#""minReplicas":-1"#,
+            r#""maxReplicas":0"#,
+            r#""minReplicas":3,"maxReplicas":2"#,
+        ] {
+            let text = format!(
+                r#"{{"variants":[{{"name":"a","specReplicas":1,"readyReplicas":1,{bad}}}]}}"#
+            );
+            assert_eq!(
+                parse(&text).unwrap().decide(),
+                Err(InputError::BadBounds("a".into())),
+                "{bad}"
+            );
+        }
     }
 
     /// Issue repro: 0.9999999999999999 is below a threshold of 1.0 and must stay below it.

@@ -150,6 +150,8 @@ impl Engine {
                 spec_replicas: v.spec_replicas,
                 ready_replicas: v.ready_replicas,
                 replicas,
+                min_replicas: Some(v.bounds.min_replicas),
+                max_replicas: v.bounds.max_replicas,
             });
         }
         // The configuration was validated when it was loaded, and the snapshot's variants are unique,
@@ -415,6 +417,7 @@ mod tests {
 
     fn variant(name: &str, model: &str, cost: f64, spec: i64, ready: i64, pods: usize) -> Variant {
         Variant {
+            bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
             name: name.into(),

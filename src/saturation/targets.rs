@@ -20,6 +20,10 @@ pub struct VariantState {
     pub ready_replicas: i64,
     /// Ready pods with fresh samples.
     pub seen_replicas: i64,
+    /// The autoscaler's `minReplicas` (0 when the variant has no bounds).
+    pub min_replicas: i64,
+    /// The autoscaler's `maxReplicas` (`None`: unbounded).
+    pub max_replicas: Option<i64>,
 }
 
 impl VariantState {
@@ -31,6 +35,25 @@ impl VariantState {
     pub(crate) fn can_take_scale_up(&self) -> bool {
         self.seen_replicas > 0
     }
+
+    /// Whether its autoscaler would apply a +1 (below `maxReplicas`).
+    pub(crate) fn below_max(&self) -> bool {
+        self.max_replicas
+            .is_none_or(|max| self.ready_replicas < max)
+    }
+
+    /// The lowest replica count the scale-down path goes to: the autoscaler's minimum, and never below 1
+    /// (scale to zero is not this path's decision).
+    pub(crate) fn scale_down_floor(&self) -> i64 {
+        self.min_replicas.max(1)
+    }
+
+    /// `target` within [min, max]: the autoscaler would clamp it anyway, and a target it cannot reach would
+    /// be a decision that is never carried out.
+    pub(crate) fn clamp(&self, target: i64) -> i64 {
+        let t = target.max(self.min_replicas);
+        self.max_replicas.map_or(t, |max| t.min(max))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +63,8 @@ pub enum TargetReason {
     HoldTransition,
     ScaleUp,
     ScaleDown,
+    /// Scale-up is needed but every variant that could take it is at its `maxReplicas`.
+    ScaleUpBlocked,
     NoChange,
 }
 
@@ -70,7 +95,7 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
             .iter()
             .map(|v| VariantTarget {
                 name: v.name.clone(),
-                target: v.spec_replicas,
+                target: v.clamp(v.spec_replicas),
                 reason: TargetReason::HoldTransition,
                 message: format!("holding spec.replicas while the model is in transition: {why}"),
             })
@@ -95,48 +120,90 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
         .collect();
 
     if analysis.should_scale_up {
-        // WVA chooses among variants whose pods report metrics: a variant at 0 replicas has none, and
-        // its HPA would not act on a +1 ("scaling is disabled" at 0), so the model would stay saturated.
-        let cheapest = variants
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.can_take_scale_up())
-            .min_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
-        if let Some((i, v)) = cheapest {
-            targets[i].target = v.ready_replicas + 1;
-            targets[i].reason = TargetReason::ScaleUp;
-            targets[i].message = format!(
-                "scale up (cheapest variant with replicas, cost {}): {}",
-                v.cost, analysis.scale_up_reason
-            );
-        } else {
-            for t in &mut targets {
-                t.message = format!(
-                    "scale-up needed ({}) but no variant can take it: every variant is at 0 replicas",
-                    analysis.scale_up_reason
-                );
-            }
-        }
+        scale_up(variants, analysis, &mut targets);
     } else if analysis.scale_down_safe {
-        let most_expensive = variants
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.ready_replicas > 1)
-            .max_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
-        if let Some((i, v)) = most_expensive {
-            targets[i].target = v.ready_replicas - 1;
-            targets[i].reason = TargetReason::ScaleDown;
-            targets[i].message = format!(
-                "scale down (most expensive variant above 1 replica, cost {}): {}",
-                v.cost, analysis.scale_down_reason
-            );
-        } else {
-            for t in &mut targets {
-                t.message = "scale-down safe but no variant has more than 1 replica".to_string();
-            }
-        }
+        scale_down(variants, analysis, &mut targets);
+    }
+    for (t, v) in targets.iter_mut().zip(variants) {
+        t.target = v.clamp(t.target);
     }
     targets
+}
+
+/// The +1: the cheapest variant that can act on it.
+fn scale_up(variants: &[VariantState], analysis: &Analysis, targets: &mut [VariantTarget]) {
+    // WVA chooses among variants whose pods report metrics: a variant at 0 replicas has none, and
+    // its HPA would not act on a +1 ("scaling is disabled" at 0), so the model would stay saturated.
+    // A variant at its maxReplicas cannot act on a +1 either: its HPA would clamp it.
+    let cheapest = variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.can_take_scale_up() && v.below_max())
+        .min_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
+    if let Some((i, v)) = cheapest {
+        targets[i].target = v.ready_replicas + 1;
+        targets[i].reason = TargetReason::ScaleUp;
+        targets[i].message = format!(
+            "scale up (cheapest variant with replicas below its maximum, cost {}): {}",
+            v.cost, analysis.scale_up_reason
+        );
+    } else {
+        let at_max: Vec<String> = variants
+            .iter()
+            .filter(|v| v.can_take_scale_up() && !v.below_max())
+            .map(|v| {
+                format!(
+                    "{} ({}/{})",
+                    v.name,
+                    v.ready_replicas,
+                    v.max_replicas.unwrap_or(0)
+                )
+            })
+            .collect();
+        let (reason, why) = if at_max.is_empty() {
+            (
+                TargetReason::NoChange,
+                "every variant is at 0 replicas".to_string(),
+            )
+        } else {
+            (
+                TargetReason::ScaleUpBlocked,
+                format!(
+                    "every variant with replicas is at its maxReplicas: {}",
+                    at_max.join(", ")
+                ),
+            )
+        };
+        for t in targets.iter_mut() {
+            t.reason = reason.clone();
+            t.message = format!(
+                "scale-up needed ({}) but no variant can take it: {why}",
+                analysis.scale_up_reason
+            );
+        }
+    }
+}
+
+/// The −1: the most expensive variant above its floor.
+fn scale_down(variants: &[VariantState], analysis: &Analysis, targets: &mut [VariantTarget]) {
+    let most_expensive = variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.ready_replicas > v.scale_down_floor())
+        .max_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
+    if let Some((i, v)) = most_expensive {
+        targets[i].target = v.ready_replicas - 1;
+        targets[i].reason = TargetReason::ScaleDown;
+        targets[i].message = format!(
+            "scale down (most expensive variant above its minimum, cost {}): {}",
+            v.cost, analysis.scale_down_reason
+        );
+    } else {
+        for t in targets.iter_mut() {
+            t.message =
+                "scale-down safe but no variant is above its minimum (at least 1)".to_string();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +218,8 @@ mod tests {
             spec_replicas: spec,
             ready_replicas: ready,
             seen_replicas: seen,
+            min_replicas: 0,
+            max_replicas: None,
         }
     }
 
@@ -292,6 +361,85 @@ mod tests {
         );
     }
 
+    fn bounded(mut s: VariantState, min: i64, max: Option<i64>) -> VariantState {
+        s.min_replicas = min;
+        s.max_replicas = max;
+        s
+    }
+
+    /// Golden rules for bounds (issue #14): the +1 skips a variant at its maximum; when every variant
+    /// with replicas is at its maximum, nobody moves and the reason says so; scale-down stops at the
+    /// minimum; every target is clamped to [min, max].
+    #[test]
+    fn bounds_rules() {
+        type Case = (
+            &'static str,
+            Vec<VariantState>,
+            (bool, bool),
+            Vec<(&'static str, i64)>,
+            TargetReason,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "cheap at max: the +1 goes to the next cheapest",
+                vec![
+                    bounded(state("cheap", 5.0, 3, 3, 3), 1, Some(3)),
+                    bounded(state("pricey", 20.0, 1, 1, 1), 1, Some(4)),
+                ],
+                (true, false),
+                vec![("cheap", 3), ("pricey", 2)],
+                TargetReason::ScaleUp,
+            ),
+            (
+                "every variant at max: blocked",
+                vec![
+                    bounded(state("cheap", 5.0, 3, 3, 3), 1, Some(3)),
+                    bounded(state("pricey", 20.0, 2, 2, 2), 1, Some(2)),
+                ],
+                (true, false),
+                vec![("cheap", 3), ("pricey", 2)],
+                TargetReason::ScaleUpBlocked,
+            ),
+            (
+                "most expensive at its minimum: the next one gives a replica back",
+                vec![
+                    bounded(state("cheap", 5.0, 3, 3, 3), 1, None),
+                    bounded(state("pricey", 20.0, 2, 2, 2), 2, None),
+                ],
+                (false, true),
+                vec![("cheap", 2), ("pricey", 2)],
+                TargetReason::ScaleDown,
+            ),
+            (
+                "holding spec above a lowered maximum: clamped",
+                vec![bounded(state("a", 5.0, 4, 5, 4), 1, Some(3))],
+                (false, false),
+                vec![("a", 3)],
+                TargetReason::HoldTransition,
+            ),
+            (
+                "below the minimum: raised to it",
+                vec![bounded(state("a", 5.0, 1, 1, 1), 2, Some(5))],
+                (false, false),
+                vec![("a", 2)],
+                TargetReason::NoChange,
+            ),
+        ];
+        for (what, states, (up, safe), want, reason) in cases {
+            let t = compute_targets(&states, &flags(up, safe));
+            assert_eq!(by_name(&t), want, "{what}");
+            assert!(t.iter().any(|t| t.reason == reason), "{what}: {t:?}");
+            if reason == TargetReason::ScaleUpBlocked {
+                assert!(
+                    t[0].message
+                        .contains("at its maxReplicas: cheap (3/3), pricey (2/2)"),
+                    "{}",
+                    t[0].message
+                );
+            }
+        }
+    }
+
     #[test]
     fn missing_samples_hold_spec() {
         // 3 ready but only 2 with samples: nobody moves, and nobody answers a lower number.
@@ -327,7 +475,7 @@ mod proptests {
             let mut replicas = Vec::new();
             for (i, (cost, spec, ready, seen, samples)) in vs.iter().enumerate() {
                 let name = format!("v{i}");
-                states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen });
+                states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None });
                 for (j, (kv, q)) in samples.iter().enumerate() {
                     replicas.push(ReplicaMetrics { pod: format!("{name}-{j}"), variant: name.clone(), kv_cache_usage: *kv, queue_length: *q });
                 }
@@ -355,6 +503,40 @@ mod proptests {
             prop_assert!(moved <= 1);
         }
 
+        /// With bounds: no target leaves [min, max], and the +1 never goes to a variant at its maximum
+        /// while a cheaper-or-equal one with replicas has room.
+        #[test]
+        fn bounds_hold(
+            vs in prop::collection::vec((0.0f64..50.0, 0i64..6, 0i64..4, 1i64..6), 1..6),
+            up in any::<bool>(),
+            safe in any::<bool>(),
+        ) {
+            let states: Vec<VariantState> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, (cost, n, min, span))| VariantState {
+                    name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n,
+                    min_replicas: *min, max_replicas: Some((*min).max(1) + span - 1),
+                })
+                .collect();
+            let mut analysis = analyze(&[], &SaturationConfig::default());
+            analysis.should_scale_up = up;
+            analysis.scale_down_safe = safe;
+            let targets = compute_targets(&states, &analysis);
+            for (s, t) in states.iter().zip(&targets) {
+                let max = s.max_replicas.unwrap();
+                prop_assert!(t.target >= s.min_replicas && t.target <= max, "{} target {} outside [{}, {}]", s.name, t.target, s.min_replicas, max);
+            }
+            if let Some((i, _)) = targets.iter().enumerate().find(|(_, t)| t.reason == TargetReason::ScaleUp) {
+                let chosen = &states[i];
+                prop_assert!(chosen.below_max());
+                for other in &states {
+                    let cheaper = other.cost.total_cmp(&chosen.cost).then_with(|| other.name.cmp(&chosen.name)).is_lt();
+                    prop_assert!(!(cheaper && other.can_take_scale_up() && other.below_max()), "{} had room and was cheaper than {}", other.name, chosen.name);
+                }
+            }
+        }
+
         /// A scale-up target never goes to a variant that cannot act on it (no replicas reporting
         /// metrics), and when one can, the +1 goes to the cheapest of those (cost, then name).
         #[test]
@@ -366,7 +548,7 @@ mod proptests {
             let states: Vec<VariantState> = vs
                 .iter()
                 .enumerate()
-                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n })
+                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n, min_replicas: 0, max_replicas: None })
                 .collect();
             let mut analysis = analyze(&[], &SaturationConfig::default());
             analysis.should_scale_up = up;
