@@ -133,7 +133,7 @@ pub struct ClusterArgs {
     /// Namespace of this server (its ConfigMaps live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "wva-metrics-server")]
     pub namespace: String,
-    /// Only watch VariantAutoscalings, Deployments and Pods in this namespace (default: all).
+    /// Only watch VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers in this namespace (default: all).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Saturation thresholds ConfigMap in --namespace (WVA v0.5 name; v0.4.1 used capacity-scaling-config).
@@ -147,7 +147,7 @@ pub struct ClusterArgs {
     /// Unset: every VA, whatever its instance; items carry controller_instance either way.
     #[arg(long, env = "CONTROLLER_INSTANCE")]
     pub controller_instance: Option<String>,
-    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments and Pods instead of a
+    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers instead of a
     /// cluster (reloaded when it changes). No authentication: loopback addresses only.
     #[arg(long, env = "WVA_STANDALONE")]
     pub standalone: Option<PathBuf>,

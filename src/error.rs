@@ -93,6 +93,11 @@ pub enum Exclusion {
     BadSelector { deployment: String, why: String },
     #[error("Deployment {deployment} has no pod selector")]
     NoSelector { deployment: String },
+    #[error("Deployment {deployment} has several autoscalers ({autoscalers}); keep one, they would fight over its replicas")]
+    SeveralAutoscalers {
+        deployment: String,
+        autoscalers: String,
+    },
 }
 
 impl Exclusion {

@@ -1,5 +1,5 @@
 //! The embedded default: the cluster stores filled from a local multi-document YAML file of
-//! VariantAutoscalings, Deployments and Pods instead of a kube API, reloaded when the file changes.
+//! VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers instead of a kube API, reloaded when the file changes.
 //! Everything downstream (scraper, engine, server) is the same code as in a cluster.
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
 
@@ -44,6 +45,7 @@ pub struct Objects {
     pub vas: Vec<VariantAutoscaling>,
     pub deployments: Vec<Deployment>,
     pub pods: Vec<Pod>,
+    pub hpas: Vec<HorizontalPodAutoscaler>,
 }
 
 /// Splits on `---` document separators, keeping each document's first line number.
@@ -125,9 +127,11 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
                 typed::<Deployment>(value).map(|o| objects.deployments.push(with_namespace(o)))
             }
             "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(with_namespace(o))),
+            "HorizontalPodAutoscaler" => typed::<HorizontalPodAutoscaler>(value)
+                .map(|o| objects.hpas.push(with_namespace(o))),
             "" => Err("field kind is missing".into()),
             other => Err(format!(
-                "kind {other:?} is not used here (expected VariantAutoscaling, Deployment or Pod)"
+                "kind {other:?} is not used here (expected VariantAutoscaling, Deployment, Pod or HorizontalPodAutoscaler)"
             )),
         };
         if let Err(message) = result {
@@ -151,7 +155,13 @@ pub fn load(file: &Path, instance: Option<&str>) -> Result<(Snapshot, Vec<FilePr
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
     Ok((
-        snapshot::build_for_instance(instance, &objects.vas, &objects.deployments, &objects.pods),
+        snapshot::build_full(
+            instance,
+            &objects.vas,
+            &objects.deployments,
+            &objects.pods,
+            &objects.hpas,
+        ),
         problems,
     ))
 }

@@ -147,6 +147,7 @@ fn rbac_grants_what_the_server_uses() {
         grants("llmd.ai", "variantautoscalings")
             && grants("apps", "deployments")
             && grants("", "pods")
+            && grants("autoscaling", "horizontalpodautoscalers")
     );
     assert_eq!(
         find(

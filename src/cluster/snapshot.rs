@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
@@ -158,6 +159,37 @@ where
     D: Borrow<Deployment>,
     P: Borrow<Pod>,
 {
+    build_full::<V, D, P, HorizontalPodAutoscaler>(instance, vas, deployments, pods, &[])
+}
+
+/// [`build_for_instance`] with the HorizontalPodAutoscalers whose bounds the variants take: the
+/// autoscaler whose `scaleTargetRef` names a variant's Deployment.
+pub fn build_full<V, D, P, H>(
+    instance: Option<&str>,
+    vas: &[V],
+    deployments: &[D],
+    pods: &[P],
+    hpas: &[H],
+) -> Snapshot
+where
+    V: Borrow<VariantAutoscaling>,
+    D: Borrow<Deployment>,
+    P: Borrow<Pod>,
+    H: Borrow<HorizontalPodAutoscaler>,
+{
+    let mut autoscalers: BTreeMap<(&str, &str), Vec<&HorizontalPodAutoscaler>> = BTreeMap::new();
+    for h in hpas {
+        let h: &HorizontalPodAutoscaler = h.borrow();
+        let (Some(ns), Some(spec)) = (h.metadata.namespace.as_deref(), h.spec.as_ref()) else {
+            continue;
+        };
+        if spec.scale_target_ref.kind == "Deployment" {
+            autoscalers
+                .entry((ns, spec.scale_target_ref.name.as_str()))
+                .or_default()
+                .push(h);
+        }
+    }
     let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
     for d in deployments {
         let d: &Deployment = d.borrow();
@@ -187,7 +219,7 @@ where
         if instance.is_some_and(|i| va_instance(va) != Some(i)) {
             continue;
         }
-        match variant_of(va, &deployments_by_key, &pods_by_ns) {
+        match variant_of(va, &deployments_by_key, &pods_by_ns, &autoscalers) {
             Ok(v) => snapshot.variants.push(v),
             Err(reason) => snapshot.excluded.push(ExcludedVariant {
                 namespace: va.metadata.namespace.clone().unwrap_or_default(),
@@ -219,6 +251,7 @@ fn variant_of(
     va: &VariantAutoscaling,
     deployments: &BTreeMap<(&str, &str), &Deployment>,
     pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
+    autoscalers: &BTreeMap<(&str, &str), Vec<&HorizontalPodAutoscaler>>,
 ) -> Result<Variant, Exclusion> {
     let namespace = va.metadata.namespace.clone().unwrap_or_default();
     let name = va.metadata.name.clone().unwrap_or_default();
@@ -235,6 +268,12 @@ fn variant_of(
             name: deployment_name,
         });
     };
+    let bounds = bounds_of(
+        autoscalers
+            .get(&(namespace.as_str(), deployment_name.as_str()))
+            .map_or(&[][..], Vec::as_slice),
+        &deployment_name,
+    )?;
     let spec = deployment.spec.as_ref();
     let selector = match spec.map(|s| selector_from(&s.selector)) {
         Some(Ok(s)) if !s.is_empty() => s,
@@ -269,7 +308,7 @@ fn variant_of(
         .collect();
     targets.sort();
     Ok(Variant {
-        bounds: Default::default(),
+        bounds,
         namespace,
         name,
         model_id,
@@ -281,6 +320,30 @@ fn variant_of(
         pods: targets,
         controller_instance: va_instance(va).map(str::to_string),
     })
+}
+
+/// The bounds of the one autoscaler of a Deployment (HPA `minReplicas` defaults to 1); none without
+/// one; a configuration error with two, since they would fight over the Deployment.
+fn bounds_of(hpas: &[&HorizontalPodAutoscaler], deployment: &str) -> Result<Bounds, Exclusion> {
+    match hpas {
+        [] => Ok(Bounds::default()),
+        [h] => {
+            let spec = h.spec.as_ref();
+            Ok(Bounds {
+                min_replicas: i64::from(spec.and_then(|s| s.min_replicas).unwrap_or(1)),
+                max_replicas: spec.map(|s| i64::from(s.max_replicas)),
+                autoscaler: h.metadata.name.clone(),
+            })
+        }
+        several => Err(Exclusion::SeveralAutoscalers {
+            deployment: deployment.to_string(),
+            autoscalers: several
+                .iter()
+                .filter_map(|h| h.metadata.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// A Deployment's `spec.selector` as our selector type.
@@ -386,6 +449,63 @@ mod tests {
             p["metadata"]["annotations"] = a.clone();
         }
         serde_json::from_value(p).unwrap()
+    }
+
+    fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                     "minReplicas": min, "maxReplicas": max}}))
+        .unwrap()
+    }
+
+    /// Bounds come from the autoscaler of the variant's Deployment; two autoscalers on one Deployment
+    /// exclude the variant with a reason that names both.
+    #[test]
+    fn bounds_come_from_the_deployments_autoscaler() {
+        let acc = json!({"inference.optimization/acceleratorName": "H100"});
+        let vas = [
+            va("a", acc.clone(), json!({"modelID": "m"})),
+            va("b", acc.clone(), json!({"modelID": "m"})),
+            va("c", acc, json!({"modelID": "m"})),
+        ];
+        let deps = [
+            deployment("a", "a", 1, 1),
+            deployment("b", "b", 1, 1),
+            deployment("c", "c", 1, 1),
+        ];
+        let hpas = [
+            hpa("a-hpa", "a", None, 3),
+            hpa("b-1", "b", Some(2), 5),
+            hpa("b-2", "b", Some(1), 4),
+        ];
+        let pods: [Pod; 0] = [];
+        let s = build_full(None, &vas, &deps, &pods, &hpas);
+        let bounds: Vec<(&str, &Bounds)> = s
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), &v.bounds))
+            .collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (
+                    "a",
+                    &Bounds {
+                        min_replicas: 1,
+                        max_replicas: Some(3),
+                        autoscaler: Some("a-hpa".into())
+                    }
+                ),
+                ("c", &Bounds::default()),
+            ]
+        );
+        assert_eq!(
+            s.excluded[0].reason,
+            Exclusion::SeveralAutoscalers {
+                deployment: "b".into(),
+                autoscalers: "b-1, b-2".into()
+            }
+        );
     }
 
     /// WVA v0.5.1 isolation: a VA labelled for an instance carries it on its variant; with an instance

@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -129,6 +130,12 @@ fn slim_deployment(d: &mut Deployment) {
     }
 }
 
+fn slim_hpa(h: &mut HorizontalPodAutoscaler) {
+    h.metadata.managed_fields = None;
+    h.metadata.annotations = None;
+    h.status = None;
+}
+
 fn slim_va(v: &mut VariantAutoscaling) {
     v.metadata.managed_fields = None;
 }
@@ -154,8 +161,9 @@ pub(crate) async fn run_snapshot(
     let (vas, va_w) = reflector::store::<VariantAutoscaling>();
     let (deps, dep_w) = reflector::store::<Deployment>();
     let (pods, pod_w) = reflector::store::<Pod>();
+    let (hpas, hpa_w) = reflector::store::<HorizontalPodAutoscaler>();
     let ns = namespace.as_deref();
-    let reflectors = futures::future::join3(
+    let reflectors = futures::future::join4(
         reflect(
             "variantautoscalings",
             api(&client, ns),
@@ -180,6 +188,15 @@ pub(crate) async fn run_snapshot(
             metrics.clone(),
             slim_pod,
         ),
+        // Variants take their replica bounds from the autoscaler of their Deployment.
+        reflect(
+            "horizontalpodautoscalers",
+            api(&client, ns),
+            hpa_w,
+            changed.clone(),
+            metrics.clone(),
+            slim_hpa,
+        ),
     );
     let rebuild = async {
         let mut last_excluded: BTreeMap<(String, String), Exclusion> = BTreeMap::new();
@@ -187,13 +204,14 @@ pub(crate) async fn run_snapshot(
             // Either an event or the resync period, whichever comes first.
             let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
             tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
-            let all_synced = ready(&vas) && ready(&deps) && ready(&pods);
+            let all_synced = ready(&vas) && ready(&deps) && ready(&pods) && ready(&hpas);
             // The stores hand out shared objects; the join reads them without copying.
-            let mut snap = snapshot::build_for_instance(
+            let mut snap = snapshot::build_full(
                 instance.as_deref(),
                 &vas.state(),
                 &deps.state(),
                 &pods.state(),
+                &hpas.state(),
             );
             snap.synced = all_synced;
             log_exclusions(&snap, &mut last_excluded);

@@ -369,6 +369,19 @@ pub(crate) fn event_for(
             action: "Recommend".into(),
             secondary: None,
         }),
+        // Scale-up needed but every variant is at its maxReplicas: said once per change of the reason.
+        (Some(_), _)
+            if v.desired_reason == Some(TargetReason::ScaleUpBlocked)
+                && previous_optimization_message != Some(v.optimization.message.as_str()) =>
+        {
+            Some(Event {
+                type_: EventType::Warning,
+                reason: "MaxReplicasReached".into(),
+                note: Some(truncate(&v.message, MAX_MESSAGE_BYTES)),
+                action: "Recommend".into(),
+                secondary: None,
+            })
+        }
         (None, _) if previous_optimization_message != Some(v.optimization.message.as_str()) => {
             Some(Event {
                 type_: EventType::Warning,
@@ -665,6 +678,23 @@ mod tests {
         assert!(patch(&short, &[], "2026-11-29T00:00:00Z")["status"]
             .get("desiredOptimizedAlloc")
             .is_none());
+    }
+
+    #[test]
+    fn every_variant_at_max_is_a_warning_once() {
+        let mut v = view(Some(3));
+        v.desired_reason = Some(TargetReason::ScaleUpBlocked);
+        v.message = "scale-up needed (…) but no variant can take it: every variant with replicas is at its maxReplicas: v (3/3)".into();
+        v.optimization = cond(true, "OptimizationSucceeded", v.message.clone());
+        let e = event_for(&v, Some(3), None).unwrap();
+        assert_eq!(
+            (e.reason.as_str(), e.type_),
+            ("MaxReplicasReached", EventType::Warning)
+        );
+        assert!(
+            event_for(&v, Some(3), Some(v.message.as_str())).is_none(),
+            "once per change"
+        );
     }
 
     #[test]

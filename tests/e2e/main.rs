@@ -605,6 +605,7 @@ const STEPS: &[(&str, bool)] = &[
     ("registration", true),
     ("workloads", true),
     ("load-step", false),
+    ("bounds", false),
     ("faults-prometheus-down", false),
     ("faults-hung-pod", false),
     ("faults-server-restart", false),
@@ -644,6 +645,7 @@ async fn run_step(name: &str, c: &mut Cluster, k: &kubelet::Kubelet) {
         "registration" => registration(c).await,
         "workloads" => workloads(c).await,
         "load-step" => load_step(c, k).await,
+        "bounds" => bounds(c, k).await,
         "faults-prometheus-down" => faults_prometheus_down(c, k).await,
         "faults-hung-pod" => faults_hung_pod(c, k).await,
         "faults-server-restart" => faults_server_restart(c, k).await,
@@ -746,6 +748,62 @@ async fn load_step(c: &mut Cluster, k: &kubelet::Kubelet) {
         "e2e[3] load removed → qwen-l40s-decode back to 1 after {:.1}s",
         drop_at.elapsed().as_secs_f64()
     );
+}
+
+/// Replica bounds (issue #14): with the cheap variant at its HPA's maxReplicas, the +1 of a saturated
+/// model goes to the next cheapest variant, through the real HPA; the cheap one never exceeds its max.
+async fn bounds(c: &mut Cluster, k: &kubelet::Kubelet) {
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
+    wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
+    let max = |n: u32| format!("{{\"spec\":{{\"maxReplicas\":{n}}}}}");
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "hpa",
+        "qwen-l40s-v05",
+        "--type",
+        "merge",
+        "-p",
+        &max(1),
+    ])
+    .unwrap();
+    // Let the server see the new bound before the load arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    let took = wait_replicas(c, "qwen-h100-decode", 2, Duration::from_secs(120)).await;
+    let (l40s, _) = replicas(&c.client, "qwen-l40s-decode").await;
+    assert_eq!(
+        l40s, 1,
+        "the cheap variant at its maxReplicas must not grow"
+    );
+    let served = served_by(c, c.server_port);
+    assert!(
+        served.contains(&("qwen-l40s".to_string(), "1".to_string())),
+        "the cheap variant's target stays within its bound: {served:?}"
+    );
+    eprintln!(
+        "e2e[bounds] cheap variant at maxReplicas 1: the +1 went to qwen-h100-decode after {:.1}s",
+        took.as_secs_f64()
+    );
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "hpa",
+        "qwen-l40s-v05",
+        "--type",
+        "merge",
+        "-p",
+        &max(4),
+    ])
+    .unwrap();
+    wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
 }
 
 /// 5a. Prometheus stopped under load: pod scraping carries on, nothing scales down.
