@@ -664,12 +664,9 @@ mod tests {
         );
     }
 
-    /// A negative answer from Prometheus is missing for that pod (and ages), never a sample.
-    #[test]
-    fn unusable_answers_are_missing_for_the_pod() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = PrometheusClient::new(&PrometheusOptions {
-            base_url: "http://p:9090".into(),
+    fn options(url: &str, allow_http: bool) -> PrometheusOptions {
+        PrometheusOptions {
+            base_url: url.into(),
             insecure_skip_verify: true,
             ca_cert_path: None,
             client_cert_path: None,
@@ -677,10 +674,16 @@ mod tests {
             server_name: None,
             bearer_token: None,
             token_path: None,
-            allow_http: true,
+            allow_http,
             timeout: Duration::from_secs(1),
-        })
-        .unwrap();
+        }
+    }
+
+    /// A negative answer from Prometheus is missing for that pod (and ages), never a sample.
+    #[test]
+    fn unusable_answers_are_missing_for_the_pod() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = PrometheusClient::new(&options("http://p:9090", true)).unwrap();
         let source = PrometheusSource::new(client, Duration::from_secs(60), Metrics::new());
         let now = Instant::now();
         let per_pod = HashMap::from([
@@ -714,18 +717,7 @@ mod tests {
 
     #[test]
     fn http_is_refused_unless_allowed() {
-        let args = |url: &str, allow: bool| PrometheusOptions {
-            base_url: url.into(),
-            insecure_skip_verify: true,
-            ca_cert_path: None,
-            client_cert_path: None,
-            client_key_path: None,
-            server_name: None,
-            bearer_token: None,
-            token_path: None,
-            allow_http: allow,
-            timeout: Duration::from_secs(1),
-        };
+        let args = options;
         let _ = rustls::crypto::ring::default_provider().install_default();
         assert!(matches!(
             PrometheusClient::new(&args("http://p:9090", false)),

@@ -757,19 +757,22 @@ async fn bounds(c: &mut Cluster, k: &kubelet::Kubelet) {
     set_load(k, "qwen-h100", 0);
     wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
     wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
-    let max = |n: u32| format!("{{\"spec\":{{\"maxReplicas\":{n}}}}}");
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "hpa",
-        "qwen-l40s-v05",
-        "--type",
-        "merge",
-        "-p",
-        &max(1),
-    ])
-    .unwrap();
+    let set_max = |c: &Cluster, n: u32| {
+        let patch = format!("{{\"spec\":{{\"maxReplicas\":{n}}}}}");
+        c.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "hpa",
+            "qwen-l40s-v05",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ])
+        .unwrap();
+    };
+    set_max(c, 1);
     // Let the server see the new bound before the load arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;
     set_load(k, "qwen-l40s", 30);
@@ -791,18 +794,7 @@ async fn bounds(c: &mut Cluster, k: &kubelet::Kubelet) {
     );
     set_load(k, "qwen-l40s", 0);
     set_load(k, "qwen-h100", 0);
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "hpa",
-        "qwen-l40s-v05",
-        "--type",
-        "merge",
-        "-p",
-        &max(4),
-    ])
-    .unwrap();
+    set_max(c, 4);
     wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
 }
 
