@@ -75,7 +75,7 @@ impl Error {
 pub enum Exclusion {
     #[error("spec.modelID is empty")]
     EmptyModel,
-    #[error("label {label} is missing")]
+    #[error("label {label} is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)")]
     MissingAccelerator { label: &'static str },
     #[error("label {label} is empty")]
     EmptyAccelerator { label: &'static str },

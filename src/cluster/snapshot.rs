@@ -238,6 +238,46 @@ where
     snapshot
 }
 
+/// Node labels that name a GPU product, in WVA's order.
+pub const ACCELERATOR_NODE_LABELS: [&str; 3] = [
+    "nvidia.com/gpu.product",
+    "amd.com/gpu.product-name",
+    "cloud.google.com/gke-accelerator",
+];
+
+/// The accelerator a Deployment's pods are pinned to: its pod template's `nodeSelector`, then the
+/// required node-affinity terms (`In` with one value), for the first of [`ACCELERATOR_NODE_LABELS`] found.
+pub fn accelerator_of(d: &Deployment) -> Option<String> {
+    let pod = d.spec.as_ref()?.template.spec.as_ref()?;
+    for key in ACCELERATOR_NODE_LABELS {
+        if let Some(v) = pod.node_selector.as_ref().and_then(|s| s.get(key)) {
+            if !v.is_empty() {
+                return Some(v.clone());
+            }
+        }
+        let terms = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        for term in terms {
+            for e in term.match_expressions.iter().flatten() {
+                if e.key == key && e.operator == "In" {
+                    if let Some([v]) = e.values.as_deref() {
+                        return Some(v.clone());
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 fn va_instance(va: &VariantAutoscaling) -> Option<&str> {
     va.metadata
         .labels
@@ -259,7 +299,6 @@ fn variant_of(
     if model_id.is_empty() {
         return Err(Exclusion::EmptyModel);
     }
-    let accelerator = va.accelerator()?;
     let cost = va.cost()?;
     let deployment_name = va.target_deployment()?;
     let Some(deployment) = deployments.get(&(namespace.as_str(), deployment_name.as_str())) else {
@@ -267,6 +306,11 @@ fn variant_of(
             namespace,
             name: deployment_name,
         });
+    };
+    // WVA's order: the GPU product the pod template selects, then the VA's label.
+    let accelerator = match accelerator_of(deployment) {
+        Some(a) => a,
+        None => va.accelerator()?,
     };
     let bounds = bounds_of(
         autoscalers
@@ -451,6 +495,69 @@ mod tests {
         serde_json::from_value(p).unwrap()
     }
 
+    /// WVA's order: the GPU product the pod template selects (nodeSelector, then required node
+    /// affinity), then the VA's label; neither excludes the variant with both sources named.
+    #[test]
+    fn accelerators_come_from_the_node_selection_first() {
+        let with_template = |name: &str, pod_spec: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                         "template": {"spec": pod_spec}},
+                "status": {"readyReplicas": 1}}))
+            .unwrap()
+        };
+        let deps = [
+            with_template(
+                "sel",
+                json!({"containers": [], "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}),
+            ),
+            with_template(
+                "aff",
+                json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "In", "values": ["nvidia-l4"]}]}]}}}}),
+            ),
+            with_template("label", json!({"containers": []})),
+            with_template("none", json!({"containers": []})),
+        ];
+        let vas = [
+            va(
+                "sel",
+                json!({"inference.optimization/acceleratorName": "ignored"}),
+                json!({"modelID": "m"}),
+            ),
+            va("aff", json!({}), json!({"modelID": "m"})),
+            va(
+                "label",
+                json!({"inference.optimization/acceleratorName": "L40S"}),
+                json!({"modelID": "m"}),
+            ),
+            va("none", json!({}), json!({"modelID": "m"})),
+        ];
+        let pods: [Pod; 0] = [];
+        let s = build(&vas, &deps, &pods);
+        let acc: Vec<(&str, &str)> = s
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.accelerator.as_str()))
+            .collect();
+        assert_eq!(
+            acc,
+            vec![
+                ("aff", "nvidia-l4"),
+                ("label", "L40S"),
+                ("sel", "NVIDIA-H100-80GB-HBM3")
+            ]
+        );
+        assert_eq!(s.excluded.len(), 1);
+        assert!(matches!(
+            s.excluded[0].reason,
+            Exclusion::MissingAccelerator { .. }
+        ));
+        assert!(s.excluded[0]
+            .reason
+            .to_string()
+            .contains("nvidia.com/gpu.product"));
+    }
+
     fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
@@ -622,7 +729,7 @@ mod tests {
         assert_eq!(reasons.len(), 3);
         assert!(reasons.contains(&(
             "no-acc",
-            "label inference.optimization/acceleratorName is missing"
+            "label inference.optimization/acceleratorName is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)"
         )));
         assert!(reasons
             .iter()

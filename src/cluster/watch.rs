@@ -126,7 +126,22 @@ fn slim_deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
     d.metadata.annotations = None;
     if let Some(spec) = d.spec.as_mut() {
+        // Only the node selection survives: it names the accelerator (snapshot::accelerator_of).
+        let pod = spec.template.spec.take();
         spec.template = Default::default();
+        if let Some(pod) = pod {
+            spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                node_selector: pod.node_selector,
+                affinity: pod.affinity.and_then(|a| {
+                    a.node_affinity
+                        .map(|n| k8s_openapi::api::core::v1::Affinity {
+                            node_affinity: Some(n),
+                            ..Default::default()
+                        })
+                }),
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -361,4 +376,30 @@ pub async fn run_auth_config(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slimming keeps what the snapshot reads from a Deployment's template: its node selection.
+    #[test]
+    fn slim_deployments_keep_the_node_selection() {
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "ns", "annotations": {"a": "b"}},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "vllm", "image": "x", "env": [{"name": "K", "value": "V"}]}],
+                         "nodeSelector": {"nvidia.com/gpu.product": "H100"}}}}
+        }))
+        .unwrap();
+        slim_deployment(&mut d);
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.containers.is_empty());
+        assert_eq!(
+            snapshot::accelerator_of(&d).as_deref(),
+            Some("H100"),
+            "{pod:?}"
+        );
+    }
 }
