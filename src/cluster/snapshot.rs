@@ -143,27 +143,13 @@ where
     D: Borrow<Deployment>,
     P: Borrow<Pod>,
 {
-    build_for_instance(None, vas, deployments, pods)
+    build_full::<V, D, P, HorizontalPodAutoscaler>(None, vas, deployments, pods, &[])
 }
 
-/// [`build`], keeping only VariantAutoscalings labelled for `instance` when one is set
-/// (`--controller-instance`, WVA's `CONTROLLER_INSTANCE`); others are not ours and are not reported.
-pub fn build_for_instance<V, D, P>(
-    instance: Option<&str>,
-    vas: &[V],
-    deployments: &[D],
-    pods: &[P],
-) -> Snapshot
-where
-    V: Borrow<VariantAutoscaling>,
-    D: Borrow<Deployment>,
-    P: Borrow<Pod>,
-{
-    build_full::<V, D, P, HorizontalPodAutoscaler>(instance, vas, deployments, pods, &[])
-}
-
-/// [`build_for_instance`] with the HorizontalPodAutoscalers whose bounds the variants take: the
-/// autoscaler whose `scaleTargetRef` names a variant's Deployment.
+/// [`build`] with the HorizontalPodAutoscalers whose bounds the variants take (the autoscaler whose
+/// `scaleTargetRef` names a variant's Deployment), keeping only VariantAutoscalings labelled for
+/// `instance` when one is set (`--controller-instance`, WVA's `CONTROLLER_INSTANCE`); others are not
+/// ours and are not reported.
 pub fn build_full<V, D, P, H>(
     instance: Option<&str>,
     vas: &[V],
@@ -649,7 +635,8 @@ mod tests {
             instances,
             vec![("a", Some("team-a")), ("b", Some("team-b")), ("c", None)]
         );
-        let mine = build_for_instance(Some("team-a"), &vas, &deps, &pods);
+        let no_hpas: [HorizontalPodAutoscaler; 0] = [];
+        let mine = build_full(Some("team-a"), &vas, &deps, &pods, &no_hpas);
         let names: Vec<&str> = mine.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, vec!["a"]);
         assert!(mine.excluded.is_empty());
