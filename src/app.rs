@@ -361,11 +361,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     let supervised = tasks.run(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
+    tokio::pin!(server);
     tokio::select! {
-        () = server => Ok(()),
+        () = &mut server => Ok(()),
         failed = supervised => match failed {
-            // Shutdown: let the server finish draining.
-            Ok(()) => Ok(()),
+            // Shutdown: the tasks have stopped; the server finishes draining in-flight requests.
+            Ok(()) => {
+                server.await;
+                Ok(())
+            }
             Err(e) => Err(e),
         },
     }
