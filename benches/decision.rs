@@ -73,6 +73,8 @@ impl SampleSource for Samples {
 fn engine() -> Engine {
     let variants = (0..VARIANTS)
         .map(|v| Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),

@@ -80,6 +80,8 @@ impl SampleSource for Moderate {
 fn snapshot_of(variants: usize) -> Snapshot {
     let variants = (0..variants)
         .map(|i| Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),

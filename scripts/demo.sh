@@ -35,7 +35,8 @@ wait_for() { # wait_for WHAT EXPECTED: poll until the output has the expected ta
   echo "demo: timed out waiting for $1; last answer:" >&2; echo "$out" >&2; return 1
 }
 
-echo "== variants (manifests/examples/standalone.yaml): qwen-l40s (L40S, cost 5, 2 pods), qwen-h100 (H100, cost 20, 1 pod)"
+echo "== variants (manifests/examples/standalone.yaml): qwen-l40s (a VariantAutoscaling: L40S, cost 5, 2 pods),"
+echo "   qwen-h100 (an HPA annotated llm-d.ai/managed, as WVA v0.8 discovers them: H100, cost 20, 1 pod, max 4)"
 echo "== idle: every pod has spare KV cache and no queue, so the cheap variant can give one replica back"
 wait_for "the idle decision" 1
 echo "== load step: 30 requests in flight on every pod (16 running, 14 waiting, KV cache 80%)"

@@ -2,7 +2,7 @@
 //! variant here, never on the text of a message.
 //!
 //! * [`Error`]: what ends a command (`serve`, `analyze`, `scrape`) with a message for the operator.
-//! * [`Exclusion`]: why a VariantAutoscaling cannot be decided (status conditions and events match on it).
+//! * [`Exclusion`]: why a variant (a VariantAutoscaling or an annotated autoscaler) cannot be decided (status conditions and events match on it).
 //! * [`MissingSample`]: why a pod has no usable sample (status conditions and `/debug/variants` use it).
 //! * [`api_status_code`]: the HTTP status of a Kubernetes API error, for hints and retries.
 
@@ -98,6 +98,21 @@ pub enum Exclusion {
         deployment: String,
         autoscalers: String,
     },
+    #[error("annotation {annotation} is missing (a managed object names its model there)")]
+    MissingAnnotation { annotation: &'static str },
+    #[error("annotation {annotation} is empty")]
+    EmptyAnnotation { annotation: &'static str },
+    #[error("annotation {annotation} {value:?}: {why}")]
+    BadAnnotation {
+        annotation: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("namespace {namespace} is annotated {annotation}=\"true\"; its variants are left to another controller")]
+    NamespaceExcluded {
+        namespace: String,
+        annotation: &'static str,
+    },
 }
 
 impl Exclusion {
@@ -110,6 +125,12 @@ impl Exclusion {
                 | Exclusion::NoName
                 | Exclusion::TargetNotFound { .. }
         )
+    }
+
+    /// Whether the object is someone else's (an excluded namespace): it is reported where asked
+    /// about, but gets no status or Events from us.
+    pub(crate) fn not_ours(&self) -> bool {
+        matches!(self, Exclusion::NamespaceExcluded { .. })
     }
 }
 

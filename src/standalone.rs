@@ -1,5 +1,5 @@
 //! The embedded default: the cluster stores filled from a local multi-document YAML file of
-//! VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers instead of a kube API, reloaded when the file changes.
+//! VariantAutoscalings, Deployments, Pods, HorizontalPodAutoscalers, ScaledObjects and Namespaces instead of a kube API, reloaded when the file changes.
 //! Everything downstream (scraper, engine, server) is the same code as in a cluster.
 
 use std::path::{Path, PathBuf};
@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use serde::de::DeserializeOwned;
 
-use crate::cluster::crd::VariantAutoscaling;
-use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
+use crate::cluster::crd::{ScaledObject, VariantAutoscaling};
+use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
 use crate::cluster::watch::log_exclusions;
 use crate::health::Heartbeat;
 
@@ -38,14 +38,6 @@ impl std::fmt::Display for FileProblem {
             self.message
         )
     }
-}
-
-#[derive(Debug, Default)]
-pub struct Objects {
-    pub vas: Vec<VariantAutoscaling>,
-    pub deployments: Vec<Deployment>,
-    pub pods: Vec<Pod>,
-    pub hpas: Vec<HorizontalPodAutoscaler>,
 }
 
 /// Splits on `---` document separators, keeping each document's first line number.
@@ -121,17 +113,22 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
         }
         let result = match kind.as_str() {
             "VariantAutoscaling" => {
-                typed::<VariantAutoscaling>(value).map(|o| objects.vas.push(with_namespace(o)))
+                typed::<VariantAutoscaling>(value).map(|o| objects.vas.push(namespaced(o)))
             }
             "Deployment" => {
-                typed::<Deployment>(value).map(|o| objects.deployments.push(with_namespace(o)))
+                typed::<Deployment>(value).map(|o| objects.deployments.push(namespaced(o)))
             }
-            "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(with_namespace(o))),
-            "HorizontalPodAutoscaler" => typed::<HorizontalPodAutoscaler>(value)
-                .map(|o| objects.hpas.push(with_namespace(o))),
+            "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(namespaced(o))),
+            "HorizontalPodAutoscaler" => {
+                typed::<HorizontalPodAutoscaler>(value).map(|o| objects.hpas.push(namespaced(o)))
+            }
+            "ScaledObject" => {
+                typed::<ScaledObject>(value).map(|o| objects.scaled_objects.push(namespaced(o)))
+            }
+            "Namespace" => typed::<Namespace>(value).map(|o| objects.namespaces.push(Arc::new(o))),
             "" => Err("field kind is missing".into()),
             other => Err(format!(
-                "kind {other:?} is not used here (expected VariantAutoscaling, Deployment, Pod or HorizontalPodAutoscaler)"
+                "kind {other:?} is not used here (expected {KINDS})"
             )),
         };
         if let Err(message) = result {
@@ -141,12 +138,16 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
     (objects, problems)
 }
 
+/// The kinds the file may hold.
+pub const KINDS: &str =
+    "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject or Namespace";
+
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
-fn with_namespace<K: kube::Resource>(mut o: K) -> K {
+fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {
     if o.meta().namespace.is_none() {
         o.meta_mut().namespace = Some("default".into());
     }
-    o
+    Arc::new(o)
 }
 
 /// Reads and joins the file; with `instance`, only VariantAutoscalings labelled for it are kept.
@@ -154,16 +155,11 @@ pub fn load(file: &Path, instance: Option<&str>) -> Result<(Snapshot, Vec<FilePr
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
-    Ok((
-        snapshot::build_full(
-            instance,
-            &objects.vas,
-            &objects.deployments,
-            &objects.pods,
-            &objects.hpas,
-        ),
-        problems,
-    ))
+    let scope = Scope {
+        instance: instance.map(str::to_string),
+        watched_namespace: None,
+    };
+    Ok((snapshot::build(&objects, &scope), problems))
 }
 
 /// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read,

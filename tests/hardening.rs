@@ -373,6 +373,8 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
     let variants: Vec<Variant> = pods
         .iter()
         .map(|(name, addr)| Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),

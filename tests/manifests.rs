@@ -76,10 +76,25 @@ fn examples_parse_into_the_types_the_server_reads() {
     assert_eq!(
         (
             objects.vas.len(),
+            objects.hpas.len(),
             objects.deployments.len(),
             objects.pods.len()
         ),
-        (2, 2, 3)
+        (1, 1, 2, 3)
+    );
+    let joined = wva_metrics_server::cluster::snapshot::build(&objects, &Default::default());
+    assert!(joined.excluded.is_empty(), "{:?}", joined.excluded);
+    let names: Vec<(&str, &str)> = joined
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.kind.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("qwen-h100", "HorizontalPodAutoscaler"),
+            ("qwen-l40s", "VariantAutoscaling")
+        ]
     );
     let cm = &docs("manifests/examples/saturation-configmap.yaml")[0];
     let data: std::collections::BTreeMap<String, String> =
@@ -148,6 +163,8 @@ fn rbac_grants_what_the_server_uses() {
             && grants("apps", "deployments")
             && grants("", "pods")
             && grants("autoscaling", "horizontalpodautoscalers")
+            && grants("keda.sh", "scaledobjects")
+            && grants("", "namespaces")
     );
     assert_eq!(
         find(

@@ -734,6 +734,8 @@ async fn engine_over_http_with_a_filled_sample_store() {
         path: "/metrics".into(),
     };
     let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
+        kind: Default::default(),
+        uid: None,
         bounds: Default::default(),
         controller_instance: None,
         namespace: "ns".into(),
@@ -749,6 +751,8 @@ async fn engine_over_http_with_a_filled_sample_store() {
     let cheap = variant("cheap", "L40S", 5.0, vec![pod("cheap", 0), pod("cheap", 1)]);
     let pricey = variant("pricey", "H100", 20.0, vec![pod("pricey", 0)]);
     let stalled = Variant {
+        kind: Default::default(),
+        uid: None,
         namespace: "other".into(),
         model_id: "m2".into(),
         ..variant("stalled", "A100", 1.0, vec![pod("stalled", 0)])
@@ -756,6 +760,8 @@ async fn engine_over_http_with_a_filled_sample_store() {
     let snap = Snapshot {
         variants: vec![cheap.clone(), pricey.clone(), stalled.clone()],
         excluded: vec![ExcludedVariant {
+            kind: Default::default(),
+            uid: None,
             namespace: "ns".into(),
             name: "broken".into(),
             model_id: "m".into(),

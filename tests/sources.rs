@@ -62,6 +62,8 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
         variants: vec![Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),

@@ -91,20 +91,7 @@ impl VariantAutoscaling {
     }
 
     pub fn accelerator(&self) -> Result<String, Exclusion> {
-        match self
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(ACCELERATOR_LABEL))
-        {
-            Some(a) if !a.is_empty() => Ok(a.clone()),
-            Some(_) => Err(Exclusion::EmptyAccelerator {
-                label: ACCELERATOR_LABEL,
-            }),
-            None => Err(Exclusion::MissingAccelerator {
-                label: ACCELERATOR_LABEL,
-            }),
-        }
+        labelled_accelerator(&self.metadata)
     }
 
     /// `spec.variantCost` as a number. Unlike WVA (which silently uses 10.0), an unparsable cost is an error:
@@ -117,6 +104,51 @@ impl VariantAutoscaling {
                 why,
             }),
         }
+    }
+}
+
+/// KEDA's ScaledObject (`keda.sh/v1alpha1`), as far as this server reads it: the target, the replica
+/// bounds, and the triggers. The CRD belongs to KEDA; the watch on it runs only while it is installed.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "keda.sh",
+    version = "v1alpha1",
+    kind = "ScaledObject",
+    plural = "scaledobjects",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledObjectSpec {
+    pub scale_target_ref: ScaleTargetRef,
+    /// KEDA's default is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replica_count: Option<i32>,
+    /// KEDA's default is 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replica_count: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<serde_json::Value>,
+}
+
+/// KEDA's `minReplicaCount` default.
+pub(crate) const KEDA_DEFAULT_MIN_REPLICAS: i32 = 0;
+/// KEDA's `maxReplicaCount` default.
+pub(crate) const KEDA_DEFAULT_MAX_REPLICAS: i32 = 100;
+
+/// The [`ACCELERATOR_LABEL`] of a declaring object (a VariantAutoscaling, or an annotated HPA or
+/// ScaledObject, whose labels WVA v0.8 copies onto its variant).
+pub(crate) fn labelled_accelerator(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<String, Exclusion> {
+    match meta.labels.as_ref().and_then(|l| l.get(ACCELERATOR_LABEL)) {
+        Some(a) if !a.is_empty() => Ok(a.clone()),
+        Some(_) => Err(Exclusion::EmptyAccelerator {
+            label: ACCELERATOR_LABEL,
+        }),
+        None => Err(Exclusion::MissingAccelerator {
+            label: ACCELERATOR_LABEL,
+        }),
     }
 }
 

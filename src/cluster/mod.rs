@@ -1,6 +1,7 @@
 //! Cluster state: the VariantAutoscaling CRD types, the joined snapshot, and the kube-rs watchers that keep it current.
 
 pub mod crd;
+pub mod declared;
 pub mod leader;
 pub mod snapshot;
 pub mod watch;

@@ -1,20 +1,22 @@
-//! A read-only view of the variants, joined from VariantAutoscalings, Deployments and Pods.
+//! A read-only view of the variants, joined from their declarations (VariantAutoscalings, annotated
+//! HPAs and ScaledObjects), Deployments, Pods and autoscalers.
 //!
 //! Built by a pure function from object lists, so the kube reflectors and the standalone file produce
 //! the same thing, and the request path only reads an `Arc<Snapshot>`.
 
-use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
-use super::crd::VariantAutoscaling;
+use super::crd::{ScaledObject, VariantAutoscaling};
+pub use super::declared::SourceKind;
+use super::declared::{self, Autoscaler, Declared};
 use crate::error::Exclusion;
 use crate::provider::selector::Selector;
 
@@ -35,6 +37,11 @@ pub struct PodTarget {
 pub struct Variant {
     pub namespace: String,
     pub name: String,
+    /// The kind of object that declares the variant (the name is that object's).
+    pub kind: SourceKind,
+    /// That object's UID, for Events.
+    #[serde(skip)]
+    pub uid: Option<String>,
     pub model_id: String,
     pub accelerator: String,
     pub cost: f64,
@@ -43,7 +50,7 @@ pub struct Variant {
     pub ready_replicas: i64,
     /// Ready pods only, sorted by name.
     pub pods: Vec<PodTarget>,
-    /// The VA's `wva.llmd.ai/controller-instance` label (WVA v0.5.1 isolation), carried on its items.
+    /// The declaring object's `wva.llmd.ai/controller-instance` label (WVA v0.5.1 isolation), carried on its items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller_instance: Option<String>,
     /// Replica bounds from the autoscaler of the target Deployment (none without one).
@@ -57,7 +64,7 @@ pub struct Bounds {
     pub min_replicas: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i64>,
-    /// The HorizontalPodAutoscaler the bounds come from.
+    /// The autoscaler the bounds come from, as `Kind/name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<String>,
 }
@@ -65,12 +72,15 @@ pub struct Bounds {
 /// The label WVA v0.5.1 uses to assign a VariantAutoscaling to one controller instance.
 pub const CONTROLLER_INSTANCE_LABEL: &str = "wva.llmd.ai/controller-instance";
 
-/// A VariantAutoscaling that cannot be decided, and why.
+/// A declared variant that cannot be decided, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExcludedVariant {
     pub namespace: String,
     pub name: String,
+    pub kind: SourceKind,
+    #[serde(skip)]
+    pub uid: Option<String>,
     pub model_id: String,
     pub reason: Exclusion,
 }
@@ -135,50 +145,41 @@ pub(crate) const PATH_ANNOTATION: &str = "prometheus.io/path";
 /// vLLM's default port when nothing else names one.
 pub(crate) const DEFAULT_METRICS_PORT: u16 = 8000;
 
-/// Joins the three object kinds into a snapshot.
-/// Takes the objects as the reflector stores hold them (`Arc`s) or owned (the standalone file).
-pub fn build<V, D, P>(vas: &[V], deployments: &[D], pods: &[P]) -> Snapshot
-where
-    V: Borrow<VariantAutoscaling>,
-    D: Borrow<Deployment>,
-    P: Borrow<Pod>,
-{
-    build_full::<V, D, P, HorizontalPodAutoscaler>(None, vas, deployments, pods, &[])
+/// Everything the join reads, shared with the reflector stores that hold it (or loaded from the
+/// standalone file).
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub vas: Vec<Arc<VariantAutoscaling>>,
+    pub deployments: Vec<Arc<Deployment>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
+    pub scaled_objects: Vec<Arc<ScaledObject>>,
+    pub namespaces: Vec<Arc<Namespace>>,
 }
 
-/// [`build`] with the HorizontalPodAutoscalers whose bounds the variants take (the autoscaler whose
-/// `scaleTargetRef` names a variant's Deployment), keeping only VariantAutoscalings labelled for
-/// `instance` when one is set (`--controller-instance`, WVA's `CONTROLLER_INSTANCE`); others are not
-/// ours and are not reported.
-pub fn build_full<V, D, P, H>(
-    instance: Option<&str>,
-    vas: &[V],
-    deployments: &[D],
-    pods: &[P],
-    hpas: &[H],
-) -> Snapshot
-where
-    V: Borrow<VariantAutoscaling>,
-    D: Borrow<Deployment>,
-    P: Borrow<Pod>,
-    H: Borrow<HorizontalPodAutoscaler>,
-{
-    let mut autoscalers: BTreeMap<(&str, &str), Vec<&HorizontalPodAutoscaler>> = BTreeMap::new();
-    for h in hpas {
-        let h: &HorizontalPodAutoscaler = h.borrow();
-        let (Some(ns), Some(spec)) = (h.metadata.namespace.as_deref(), h.spec.as_ref()) else {
-            continue;
-        };
-        if spec.scale_target_ref.kind == "Deployment" {
-            autoscalers
-                .entry((ns, spec.scale_target_ref.name.as_str()))
-                .or_default()
-                .push(h);
-        }
-    }
+/// Which variants are this server's.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only variants labelled for this instance (`--controller-instance`, WVA's `CONTROLLER_INSTANCE`);
+    /// others are not ours and are not reported.
+    pub instance: Option<String>,
+    /// Single-namespace mode: this namespace is never excluded by its annotation.
+    pub watched_namespace: Option<String>,
+}
+
+/// Namespaces annotated this way are left alone (WVA v0.5.1).
+pub const EXCLUDE_ANNOTATION: &str = "wva.llmd.ai/exclude";
+
+/// Joins the objects into a snapshot: every VariantAutoscaling, and every HPA or ScaledObject annotated
+/// `llm-d.ai/managed: "true"` without a VariantAutoscaling of the same namespace and name (the VA wins),
+/// each with its Deployment, Ready pods and the bounds of the Deployment's autoscaler.
+pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
+    let autoscalers = declared::autoscalers(
+        objects.hpas.iter().map(|h| &**h),
+        objects.scaled_objects.iter().map(|s| &**s),
+    );
     let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
-    for d in deployments {
-        let d: &Deployment = d.borrow();
+    for d in &objects.deployments {
         if let (Some(ns), Some(name)) =
             (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
         {
@@ -186,31 +187,46 @@ where
         }
     }
     let mut pods_by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for p in pods {
-        let p: &Pod = p.borrow();
+    for p in &objects.pods {
         if let Some(ns) = p.metadata.namespace.as_deref() {
             pods_by_ns.entry(ns).or_default().push(p);
         }
     }
+    let excluded_namespaces = excluded_namespaces(objects, scope);
+    let declared = declarations(objects);
 
     let mut snapshot = Snapshot {
         synced: true,
         ..Default::default()
     };
-    for va in vas {
-        let va: &VariantAutoscaling = va.borrow();
-        if va.metadata.deletion_timestamp.is_some() {
+    for d in declared {
+        if d.meta.deletion_timestamp.is_some() {
             continue;
         }
-        if instance.is_some_and(|i| va_instance(va) != Some(i)) {
+        if scope
+            .instance
+            .as_deref()
+            .is_some_and(|i| instance_of(d.meta) != Some(i))
+        {
             continue;
         }
-        match variant_of(va, &deployments_by_key, &pods_by_ns, &autoscalers) {
+        let namespace = d.meta.namespace.clone().unwrap_or_default();
+        let joined = if excluded_namespaces.contains(namespace.as_str()) {
+            Err(Exclusion::NamespaceExcluded {
+                namespace: namespace.clone(),
+                annotation: EXCLUDE_ANNOTATION,
+            })
+        } else {
+            variant_of(&d, &deployments_by_key, &pods_by_ns, &autoscalers)
+        };
+        match joined {
             Ok(v) => snapshot.variants.push(v),
             Err(reason) => snapshot.excluded.push(ExcludedVariant {
-                namespace: va.metadata.namespace.clone().unwrap_or_default(),
-                name: va.metadata.name.clone().unwrap_or_default(),
-                model_id: va.spec.model_id.clone(),
+                namespace,
+                name: d.meta.name.clone().unwrap_or_default(),
+                kind: d.kind,
+                uid: d.meta.uid.clone(),
+                model_id: d.model_id,
                 reason,
             }),
         }
@@ -220,8 +236,61 @@ where
     });
     snapshot
         .excluded
-        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        .sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
     snapshot
+}
+
+/// Namespaces annotated [`EXCLUDE_ANNOTATION`], except the one a single-namespace server watches.
+fn excluded_namespaces<'a>(objects: &'a Objects, scope: &Scope) -> BTreeSet<&'a str> {
+    objects
+        .namespaces
+        .iter()
+        .filter(|n| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(EXCLUDE_ANNOTATION))
+                .is_some_and(|v| v == "true")
+        })
+        .filter_map(|n| n.metadata.name.as_deref())
+        .filter(|n| scope.watched_namespace.as_deref() != Some(*n))
+        .collect()
+}
+
+/// Every declared variant: the VariantAutoscalings, then the annotated HPAs and ScaledObjects that no
+/// VariantAutoscaling of the same namespace and name overrides.
+fn declarations(objects: &Objects) -> impl Iterator<Item = Declared<'_>> {
+    let va_names: BTreeSet<(&str, &str)> = objects
+        .vas
+        .iter()
+        .filter_map(|v| {
+            Some((
+                v.metadata.namespace.as_deref()?,
+                v.metadata.name.as_deref()?,
+            ))
+        })
+        .collect();
+    let annotated = objects
+        .hpas
+        .iter()
+        .filter_map(|h| Declared::from_hpa(h))
+        .chain(
+            objects
+                .scaled_objects
+                .iter()
+                .filter_map(|s| Declared::from_scaled_object(s)),
+        )
+        .filter(move |d| {
+            !va_names.contains(&(
+                d.meta.namespace.as_deref().unwrap_or_default(),
+                d.meta.name.as_deref().unwrap_or_default(),
+            ))
+        });
+    objects
+        .vas
+        .iter()
+        .map(|v| Declared::from_va(v))
+        .chain(annotated)
 }
 
 /// Node labels that name a GPU product, in WVA's order.
@@ -264,41 +333,36 @@ pub fn accelerator_of(d: &Deployment) -> Option<String> {
     None
 }
 
-fn va_instance(va: &VariantAutoscaling) -> Option<&str> {
-    va.metadata
-        .labels
+fn instance_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels
         .as_ref()?
         .get(CONTROLLER_INSTANCE_LABEL)
         .map(String::as_str)
 }
 
-/// One VariantAutoscaling joined with its Deployment and Ready pods, or why it cannot be decided.
+/// One declared variant joined with its Deployment and Ready pods, or why it cannot be decided.
 fn variant_of(
-    va: &VariantAutoscaling,
+    d: &Declared<'_>,
     deployments: &BTreeMap<(&str, &str), &Deployment>,
     pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
-    autoscalers: &BTreeMap<(&str, &str), Vec<&HorizontalPodAutoscaler>>,
+    autoscalers: &BTreeMap<(&str, &str), Vec<Autoscaler<'_>>>,
 ) -> Result<Variant, Exclusion> {
-    let namespace = va.metadata.namespace.clone().unwrap_or_default();
-    let name = va.metadata.name.clone().unwrap_or_default();
-    let model_id = va.spec.model_id.clone();
-    if model_id.is_empty() {
-        return Err(Exclusion::EmptyModel);
-    }
-    let cost = va.cost()?;
-    let deployment_name = va.target_deployment()?;
+    let namespace = d.meta.namespace.clone().unwrap_or_default();
+    let name = d.meta.name.clone().unwrap_or_default();
+    let declared = d.spec.as_ref().map_err(Clone::clone)?;
+    let deployment_name = declared.deployment.clone();
     let Some(deployment) = deployments.get(&(namespace.as_str(), deployment_name.as_str())) else {
         return Err(Exclusion::TargetNotFound {
             namespace,
             name: deployment_name,
         });
     };
-    // WVA's order: the GPU product the pod template selects, then the VA's label.
+    // WVA's order: the GPU product the pod template selects, then the declaring object's label.
     let accelerator = match accelerator_of(deployment) {
         Some(a) => a,
-        None => va.accelerator()?,
+        None => super::crd::labelled_accelerator(d.meta)?,
     };
-    let bounds = bounds_of(
+    let bounds = declared::bounds_of(
         autoscalers
             .get(&(namespace.as_str(), deployment_name.as_str()))
             .map_or(&[][..], Vec::as_slice),
@@ -341,39 +405,17 @@ fn variant_of(
         bounds,
         namespace,
         name,
-        model_id,
+        kind: d.kind,
+        uid: d.meta.uid.clone(),
+        model_id: d.model_id.clone(),
         accelerator,
-        cost,
+        cost: declared.cost,
         deployment: deployment_name,
         spec_replicas,
         ready_replicas,
         pods: targets,
-        controller_instance: va_instance(va).map(str::to_string),
+        controller_instance: instance_of(d.meta).map(str::to_string),
     })
-}
-
-/// The bounds of the one autoscaler of a Deployment (HPA `minReplicas` defaults to 1); none without
-/// one; a configuration error with two, since they would fight over the Deployment.
-fn bounds_of(hpas: &[&HorizontalPodAutoscaler], deployment: &str) -> Result<Bounds, Exclusion> {
-    match hpas {
-        [] => Ok(Bounds::default()),
-        [h] => {
-            let spec = h.spec.as_ref();
-            Ok(Bounds {
-                min_replicas: i64::from(spec.and_then(|s| s.min_replicas).unwrap_or(1)),
-                max_replicas: spec.map(|s| i64::from(s.max_replicas)),
-                autoscaler: h.metadata.name.clone(),
-            })
-        }
-        several => Err(Exclusion::SeveralAutoscalers {
-            deployment: deployment.to_string(),
-            autoscalers: several
-                .iter()
-                .filter_map(|h| h.metadata.name.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
 }
 
 /// A Deployment's `spec.selector` as our selector type.
@@ -455,6 +497,35 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn arcs<T>(items: &[T]) -> Vec<Arc<T>>
+    where
+        T: Clone,
+    {
+        items.iter().cloned().map(Arc::new).collect()
+    }
+
+    fn join(
+        vas: &[VariantAutoscaling],
+        deps: &[Deployment],
+        pods: &[Pod],
+        hpas: &[HorizontalPodAutoscaler],
+        instance: Option<&str>,
+    ) -> Snapshot {
+        build(
+            &Objects {
+                vas: arcs(vas),
+                deployments: arcs(deps),
+                pods: arcs(pods),
+                hpas: arcs(hpas),
+                ..Default::default()
+            },
+            &Scope {
+                instance: instance.map(str::to_string),
+                watched_namespace: None,
+            },
+        )
+    }
+
     fn va(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> VariantAutoscaling {
         serde_json::from_value(
             json!({"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
@@ -519,7 +590,7 @@ mod tests {
             va("none", json!({}), json!({"modelID": "m"})),
         ];
         let pods: [Pod; 0] = [];
-        let s = build(&vas, &deps, &pods);
+        let s = join(&vas, &deps, &pods, &[], None);
         let acc: Vec<(&str, &str)> = s
             .variants
             .iter()
@@ -572,7 +643,7 @@ mod tests {
             hpa("b-2", "b", Some(1), 4),
         ];
         let pods: [Pod; 0] = [];
-        let s = build_full(None, &vas, &deps, &pods, &hpas);
+        let s = join(&vas, &deps, &pods, &hpas, None);
         let bounds: Vec<(&str, &Bounds)> = s
             .variants
             .iter()
@@ -586,7 +657,7 @@ mod tests {
                     &Bounds {
                         min_replicas: 1,
                         max_replicas: Some(3),
-                        autoscaler: Some("a-hpa".into())
+                        autoscaler: Some("HorizontalPodAutoscaler/a-hpa".into())
                     }
                 ),
                 ("c", &Bounds::default()),
@@ -596,7 +667,7 @@ mod tests {
             s.excluded[0].reason,
             Exclusion::SeveralAutoscalers {
                 deployment: "b".into(),
-                autoscalers: "b-1, b-2".into()
+                autoscalers: "HorizontalPodAutoscaler/b-1, HorizontalPodAutoscaler/b-2".into()
             }
         );
     }
@@ -625,7 +696,7 @@ mod tests {
             deployment("c", "c", 1, 1),
         ];
         let pods: [Pod; 0] = [];
-        let all = build(&vas, &deps, &pods);
+        let all = join(&vas, &deps, &pods, &[], None);
         let instances: Vec<(&str, Option<&str>)> = all
             .variants
             .iter()
@@ -635,11 +706,180 @@ mod tests {
             instances,
             vec![("a", Some("team-a")), ("b", Some("team-b")), ("c", None)]
         );
-        let no_hpas: [HorizontalPodAutoscaler; 0] = [];
-        let mine = build_full(Some("team-a"), &vas, &deps, &pods, &no_hpas);
+        let mine = join(&vas, &deps, &pods, &[], Some("team-a"));
         let names: Vec<&str> = mine.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, vec!["a"]);
         assert!(mine.excluded.is_empty());
+    }
+
+    fn annotated_hpa(
+        name: &str,
+        target: &str,
+        annotations: serde_json::Value,
+    ) -> HorizontalPodAutoscaler {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                "annotations": annotations,
+                "labels": {"inference.optimization/acceleratorName": "L4"}},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                     "minReplicas": 2, "maxReplicas": 6}}))
+        .unwrap()
+    }
+
+    fn scaled_object(
+        name: &str,
+        target: &str,
+        min: Option<i32>,
+        annotations: serde_json::Value,
+    ) -> ScaledObject {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns",
+                "annotations": annotations,
+                "labels": {"inference.optimization/acceleratorName": "A100"}},
+            "spec": {"scaleTargetRef": {"name": target}, "minReplicaCount": min, "maxReplicaCount": 3}}))
+        .unwrap()
+    }
+
+    /// Annotated HPAs and ScaledObjects are variants next to VAs in one model; a VA of the same name
+    /// wins; invalid annotations exclude the object with its kind; a ScaledObject on a VA's Deployment
+    /// gives it KEDA's bounds.
+    #[test]
+    fn annotated_autoscalers_are_variants_and_vas_win() {
+        let acc = json!({"inference.optimization/acceleratorName": "H100"});
+        let vas = [
+            va(
+                "va",
+                acc.clone(),
+                json!({"modelID": "m", "variantCost": "20"}),
+            ),
+            va(
+                "same",
+                acc.clone(),
+                json!({"modelID": "m", "scaleTargetRef": {"name": "same-d"}}),
+            ),
+            va("keda-va", acc, json!({"modelID": "m"})),
+        ];
+        let deps = [
+            deployment("va", "va", 1, 1),
+            deployment("hpa-d", "h", 2, 2),
+            deployment("same-d", "s", 1, 1),
+            deployment("so-d", "so", 1, 1),
+            deployment("keda-va", "k", 1, 1),
+        ];
+        let managed = json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m", "llm-d.ai/variant-cost": "5"});
+        let hpas = [
+            annotated_hpa("hpa", "hpa-d", managed.clone()),
+            annotated_hpa("same", "same-d", managed.clone()),
+            annotated_hpa("bad", "va", json!({"llm-d.ai/managed": "true"})),
+        ];
+        let objects = Objects {
+            vas: arcs(&vas),
+            deployments: arcs(&deps),
+            hpas: arcs(&hpas),
+            scaled_objects: arcs(&[
+                scaled_object("so", "so-d", None, managed),
+                scaled_object("plain", "keda-va", Some(0), json!({})),
+            ]),
+            ..Default::default()
+        };
+        let s = build(&objects, &Scope::default());
+        type Row<'a> = (&'a str, SourceKind, f64, &'a str, i64, Option<i64>);
+        let got: Vec<Row<'_>> = s
+            .variants
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.kind,
+                    v.cost,
+                    v.accelerator.as_str(),
+                    v.bounds.min_replicas,
+                    v.bounds.max_replicas,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "hpa",
+                    SourceKind::HorizontalPodAutoscaler,
+                    5.0,
+                    "L4",
+                    2,
+                    Some(6)
+                ),
+                (
+                    "keda-va",
+                    SourceKind::VariantAutoscaling,
+                    10.0,
+                    "H100",
+                    0,
+                    Some(3)
+                ),
+                // The VA named like the annotated HPA wins; the HPA still bounds its Deployment.
+                (
+                    "same",
+                    SourceKind::VariantAutoscaling,
+                    10.0,
+                    "H100",
+                    2,
+                    Some(6)
+                ),
+                ("so", SourceKind::ScaledObject, 5.0, "A100", 0, Some(3)),
+                (
+                    "va",
+                    SourceKind::VariantAutoscaling,
+                    20.0,
+                    "H100",
+                    2,
+                    Some(6)
+                ),
+            ]
+        );
+        assert_eq!(s.variants[0].uid.as_deref(), Some("uid-hpa"));
+        let bad = &s.excluded[..];
+        assert!(
+            matches!(bad, [e] if e.name == "bad" && e.kind == SourceKind::HorizontalPodAutoscaler
+                && matches!(e.reason, Exclusion::MissingAnnotation { .. })),
+            "{bad:?}"
+        );
+    }
+
+    /// Namespaces annotated `wva.llmd.ai/exclude: "true"` are reported as not ours, except the
+    /// namespace a single-namespace server watches.
+    #[test]
+    fn excluded_namespaces_are_not_ours_unless_watched() {
+        let vas = [va(
+            "a",
+            json!({"inference.optimization/acceleratorName": "H100"}),
+            json!({"modelID": "m"}),
+        )];
+        let ns = |value: &str| -> Namespace {
+            serde_json::from_value(json!({"metadata": {"name": "ns",
+                "annotations": {EXCLUDE_ANNOTATION: value}}}))
+            .unwrap()
+        };
+        let objects = |value: &str| Objects {
+            vas: arcs(&vas),
+            deployments: arcs(&[deployment("a", "a", 1, 1)]),
+            namespaces: arcs(&[ns(value)]),
+            ..Default::default()
+        };
+        let all = build(&objects("true"), &Scope::default());
+        assert!(all.variants.is_empty());
+        assert!(all.excluded[0].reason.not_ours());
+        assert_eq!(
+            all.excluded[0].reason.to_string(),
+            "namespace ns is annotated wva.llmd.ai/exclude=\"true\"; its variants are left to another controller"
+        );
+        assert_eq!(
+            build(&objects("false"), &Scope::default()).variants.len(),
+            1
+        );
+        let watched = Scope {
+            instance: None,
+            watched_namespace: Some("ns".into()),
+        };
+        assert_eq!(build(&objects("true"), &watched).variants.len(), 1);
     }
 
     #[test]
@@ -680,7 +920,7 @@ mod tests {
                 json!({"annotations": {"prometheus.io/port": "9100", "prometheus.io/path": "/m"}}),
             ),
         ];
-        let s = build(&vas, &deployments, &pods);
+        let s = join(&vas, &deployments, &pods, &[], None);
         assert_eq!(
             s.variants
                 .iter()

@@ -10,15 +10,16 @@ use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::crd::VariantAutoscaling;
-use super::snapshot::{self, SharedSnapshot, Snapshot};
+use super::crd::{ScaledObject, VariantAutoscaling};
+use super::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot, SourceKind};
 use crate::auth::config::{
     AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
 };
@@ -52,7 +53,8 @@ fn hint(err: &watcher::Error) -> &'static str {
     }
 }
 
-/// Runs a reflector into `writer`, poking `changed` on every event.
+/// Runs a reflector into `writer`, poking `changed` on every event. With `until_not_found`, returns when
+/// the API answers 404 (the resource's CRD was removed) instead of retrying.
 async fn reflect<K>(
     name: &'static str,
     api: Api<K>,
@@ -60,6 +62,7 @@ async fn reflect<K>(
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     slim: fn(&mut K),
+    until_not_found: bool,
 ) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -85,10 +88,123 @@ async fn reflect<K>(
             Some(Err(e)) => {
                 metrics.watch_errors.get_or_create(&labels).inc();
                 metrics.watch_up.get_or_create(&labels).set(0);
+                if until_not_found && api_status_code(&e) == Some(404) {
+                    return;
+                }
                 tracing::warn!(resource = name, error = %e, "watch failed; retrying with backoff{}", hint(&e));
             }
             None => return,
         }
+    }
+}
+
+/// A kind whose CRD may not be installed (KEDA's ScaledObject): unknown until discovery answered,
+/// then absent (an empty, complete list) or followed by a reflector.
+pub(crate) enum Optional<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    Unknown,
+    Absent,
+    Present(Store<K>),
+}
+
+impl<K: Resource + Clone + 'static> Optional<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The objects, and whether the list is complete.
+    fn state(&self) -> (Vec<Arc<K>>, bool) {
+        match self {
+            Optional::Unknown => (Vec::new(), false),
+            Optional::Absent => (Vec::new(), true),
+            Optional::Present(store) => (store.state(), ready(store)),
+        }
+    }
+}
+
+/// Namespace exclusion applies only when watching every namespace; otherwise this never ends.
+async fn reflect_namespaces(
+    client: &Client,
+    watching_all: bool,
+    writer: reflector::store::Writer<Namespace>,
+    changed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+) {
+    if watching_all {
+        reflect(
+            "namespaces",
+            Api::all(client.clone()),
+            writer,
+            changed.clone(),
+            metrics.clone(),
+            slim_namespace,
+            false,
+        )
+        .await;
+    } else {
+        futures::future::pending::<()>().await;
+    }
+}
+
+/// How often the API's discovery is asked whether an optional CRD appeared.
+pub(crate) const CRD_POLL: Duration = Duration::from_secs(30);
+
+/// Whether `group_version` serves `plural` (its CRD is installed and established).
+async fn served(client: &Client, group_version: &str, plural: &str) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(e) if crate::error::client_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Follows ScaledObjects while KEDA's CRD is installed: asks discovery every [`CRD_POLL`] until it is,
+/// then reflects them until the API answers 404, and starts over. While the CRD is absent the list is
+/// empty and complete, so a cluster without KEDA is not held unready.
+async fn reflect_scaled_objects(
+    client: Client,
+    namespace: Option<String>,
+    state: Arc<ArcSwap<Optional<ScaledObject>>>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
+    const GROUP_VERSION: &str = "keda.sh/v1alpha1";
+    loop {
+        match served(&client, GROUP_VERSION, "scaledobjects").await {
+            Ok(true) => {
+                tracing::info!("KEDA's ScaledObject CRD is installed; following ScaledObjects");
+                let (store, writer) = reflector::store::<ScaledObject>();
+                state.store(Arc::new(Optional::Present(store)));
+                reflect(
+                    "scaledobjects",
+                    api(&client, namespace.as_deref()),
+                    writer,
+                    changed.clone(),
+                    metrics.clone(),
+                    slim_scaled_object,
+                    true,
+                )
+                .await;
+                tracing::info!(
+                    "ScaledObjects are no longer served (KEDA's CRD was removed?); checking again"
+                );
+                state.store(Arc::new(Optional::Absent));
+                changed.notify_one();
+                continue;
+            }
+            Ok(false) => {
+                if !matches!(**state.load(), Optional::Absent) {
+                    tracing::info!("KEDA's ScaledObject CRD is not installed; ScaledObjects are followed once it is");
+                    state.store(Arc::new(Optional::Absent));
+                    changed.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "asking the API whether KEDA's ScaledObject CRD is installed failed; retrying");
+            }
+        }
+        tokio::time::sleep(CRD_POLL).await;
     }
 }
 
@@ -146,8 +262,7 @@ fn slim_deployment(d: &mut Deployment) {
 }
 
 fn slim_hpa(h: &mut HorizontalPodAutoscaler) {
-    h.metadata.managed_fields = None;
-    h.metadata.annotations = None;
+    keep_variant_annotations(&mut h.metadata);
     h.status = None;
 }
 
@@ -155,14 +270,37 @@ fn slim_va(v: &mut VariantAutoscaling) {
     v.metadata.managed_fields = None;
 }
 
+/// Keeps only the `llm-d.ai/` annotations: they declare variants (`declared`).
+fn keep_variant_annotations(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("llm-d.ai/"));
+    }
+}
+
+fn slim_scaled_object(s: &mut ScaledObject) {
+    keep_variant_annotations(&mut s.metadata);
+    s.spec.triggers.clear();
+}
+
+fn slim_namespace(n: &mut Namespace) {
+    n.metadata.managed_fields = None;
+    if let Some(a) = n.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == snapshot::EXCLUDE_ANNOTATION);
+    }
+    n.spec = None;
+    n.status = None;
+}
+
 /// Coalesces bursts of watch events (a rollout touches many pods at once) into one rebuild.
 pub(crate) const SNAPSHOT_DEBOUNCE: Duration = Duration::from_millis(200);
 /// The snapshot is rebuilt at least this often even without events, which also proves the loop alive.
 pub(crate) const SNAPSHOT_RESYNC: Duration = Duration::from_secs(30);
 
-/// Watches VAs, Deployments and Pods and republishes the snapshot after every change (debounced) and
-/// every [`SNAPSHOT_RESYNC`]. The three reflectors run inside this future, so when any of them ends or
-/// panics the whole task ends and its supervisor restarts it with fresh watches.
+/// Watches what declares variants (VAs, HPAs, ScaledObjects while KEDA's CRD is installed), Deployments,
+/// Pods and (watching every namespace) Namespaces, and republishes the snapshot after every change
+/// (debounced) and every [`SNAPSHOT_RESYNC`]. The reflectors run inside this future, so when any of them
+/// ends or panics the whole task ends and its supervisor restarts it with fresh watches.
 pub(crate) async fn run_snapshot(
     client: Client,
     namespace: Option<String>,
@@ -177,57 +315,85 @@ pub(crate) async fn run_snapshot(
     let (deps, dep_w) = reflector::store::<Deployment>();
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hpas, hpa_w) = reflector::store::<HorizontalPodAutoscaler>();
+    let (namespaces, ns_w) = reflector::store::<Namespace>();
+    let scaled_objects = Arc::new(ArcSwap::from_pointee(Optional::Unknown));
     let ns = namespace.as_deref();
-    let reflectors = futures::future::join4(
-        reflect(
-            "variantautoscalings",
-            api(&client, ns),
-            va_w,
-            changed.clone(),
-            metrics.clone(),
-            slim_va,
-        ),
-        reflect(
-            "deployments",
-            api(&client, ns),
-            dep_w,
-            changed.clone(),
-            metrics.clone(),
-            slim_deployment,
-        ),
-        reflect(
-            "pods",
-            api(&client, ns),
-            pod_w,
-            changed.clone(),
-            metrics.clone(),
-            slim_pod,
-        ),
-        // Variants take their replica bounds from the autoscaler of their Deployment.
-        reflect(
-            "horizontalpodautoscalers",
-            api(&client, ns),
-            hpa_w,
-            changed.clone(),
-            metrics.clone(),
-            slim_hpa,
-        ),
-    );
+    let reflectors = async {
+        futures::join!(
+            reflect(
+                "variantautoscalings",
+                api(&client, ns),
+                va_w,
+                changed.clone(),
+                metrics.clone(),
+                slim_va,
+                false,
+            ),
+            reflect(
+                "deployments",
+                api(&client, ns),
+                dep_w,
+                changed.clone(),
+                metrics.clone(),
+                slim_deployment,
+                false,
+            ),
+            reflect(
+                "pods",
+                api(&client, ns),
+                pod_w,
+                changed.clone(),
+                metrics.clone(),
+                slim_pod,
+                false,
+            ),
+            // Annotated HPAs are variants, and every variant takes its bounds from its Deployment's autoscaler.
+            reflect(
+                "horizontalpodautoscalers",
+                api(&client, ns),
+                hpa_w,
+                changed.clone(),
+                metrics.clone(),
+                slim_hpa,
+                false,
+            ),
+            reflect_scaled_objects(
+                client.clone(),
+                namespace.clone(),
+                scaled_objects.clone(),
+                changed.clone(),
+                metrics.clone(),
+            ),
+            reflect_namespaces(&client, ns.is_none(), ns_w, &changed, &metrics),
+        )
+    };
+    let scope = Scope {
+        instance,
+        watched_namespace: namespace.clone(),
+    };
     let rebuild = async {
-        let mut last_excluded: BTreeMap<(String, String), Exclusion> = BTreeMap::new();
+        let mut last_excluded = LoggedExclusions::new();
         loop {
             // Either an event or the resync period, whichever comes first.
             let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
             tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
-            let all_synced = ready(&vas) && ready(&deps) && ready(&pods) && ready(&hpas);
+            let (scaled, scaled_ready) = scaled_objects.load().state();
+            let all_synced = ready(&vas)
+                && ready(&deps)
+                && ready(&pods)
+                && ready(&hpas)
+                && scaled_ready
+                && (ns.is_some() || ready(&namespaces));
             // The stores hand out shared objects; the join reads them without copying.
-            let mut snap = snapshot::build_full(
-                instance.as_deref(),
-                &vas.state(),
-                &deps.state(),
-                &pods.state(),
-                &hpas.state(),
-            );
+            let objects = Objects {
+                vas: vas.state(),
+                deployments: deps.state(),
+                pods: pods.state(),
+                hpas: hpas.state(),
+                scaled_objects: scaled,
+                namespaces: namespaces.state(),
+            };
+            let mut snap = snapshot::build(&objects, &scope);
             snap.synced = all_synced;
             log_exclusions(&snap, &mut last_excluded);
             shared.store(Arc::new(snap));
@@ -250,21 +416,29 @@ where
     futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }
 
+/// The last logged exclusions, by (namespace, kind, name).
+pub(crate) type LoggedExclusions = BTreeMap<(String, SourceKind, String), Exclusion>;
+
 /// Logs each exclusion once per change of its reason, and when it clears.
-pub(crate) fn log_exclusions(snap: &Snapshot, last: &mut BTreeMap<(String, String), Exclusion>) {
-    let now: BTreeMap<(String, String), Exclusion> = snap
+pub(crate) fn log_exclusions(snap: &Snapshot, last: &mut LoggedExclusions) {
+    let now: LoggedExclusions = snap
         .excluded
         .iter()
-        .map(|e| ((e.namespace.clone(), e.name.clone()), e.reason.clone()))
+        .map(|e| {
+            (
+                (e.namespace.clone(), e.kind, e.name.clone()),
+                e.reason.clone(),
+            )
+        })
         .collect();
-    for (key, reason) in &now {
-        if last.get(key) != Some(reason) {
-            tracing::warn!(namespace = %key.0, variant = %key.1, %reason, "VariantAutoscaling excluded from decisions");
+    for ((namespace, kind, name), reason) in &now {
+        if last.get(&(namespace.clone(), *kind, name.clone())) != Some(reason) {
+            tracing::warn!(%namespace, %kind, variant = %name, %reason, "variant excluded from decisions");
         }
     }
-    for key in last.keys() {
+    for key @ (namespace, kind, name) in last.keys() {
         if !now.contains_key(key) {
-            tracing::info!(namespace = %key.0, variant = %key.1, "VariantAutoscaling no longer excluded");
+            tracing::info!(%namespace, %kind, variant = %name, "variant no longer excluded");
         }
     }
     *last = now;

@@ -327,7 +327,7 @@ impl MetricsProvider for Engine {
                 .collect();
             if !excluded.is_empty() {
                 return Err(ProviderError::Unavailable(format!(
-                    "VariantAutoscaling(s) matching \"{}\" in namespace {namespace} cannot be decided: {}",
+                    "variant(s) matching \"{}\" in namespace {namespace} cannot be decided: {}",
                     Echo(&selector.to_string()),
                     Capped(&excluded, MAX_NAMES_LISTED)
                 )));
@@ -417,6 +417,8 @@ mod tests {
 
     fn variant(name: &str, model: &str, cost: f64, spec: i64, ready: i64, pods: usize) -> Variant {
         Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
@@ -649,6 +651,8 @@ mod tests {
         e.snapshot = shared(Snapshot {
             variants: vec![],
             excluded: vec![crate::cluster::snapshot::ExcludedVariant {
+                kind: Default::default(),
+                uid: None,
                 namespace: "ns".into(),
                 name: "x".into(),
                 model_id: "m".into(),

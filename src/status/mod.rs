@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::cluster::crd::VariantAutoscaling;
 use crate::cluster::leader::LeaderElector;
+use crate::cluster::snapshot::SourceKind;
 use crate::engine::{Engine, Explanation, ModelReport};
 use crate::error::MissingSample;
 use crate::saturation::TargetReason;
@@ -48,6 +49,9 @@ pub struct StatusOptions {
 pub(crate) struct VariantView {
     pub namespace: String,
     pub name: String,
+    /// The declaring object: VariantAutoscalings get status and Events, annotated objects Events only.
+    pub kind: SourceKind,
+    pub uid: Option<String>,
     pub accelerator: Option<String>,
     pub spec_replicas: i64,
     pub ready_replicas: i64,
@@ -88,7 +92,7 @@ pub(crate) fn views(
             out.push(view_of(model, v));
         }
     }
-    for e in &explanation.excluded {
+    for e in explanation.excluded.iter().filter(|e| !e.reason.not_ours()) {
         let reason = e.reason.to_string();
         let resolved = if !e.reason.target_resolved() {
             cond(false, "TargetNotFound", reason.clone())
@@ -98,6 +102,8 @@ pub(crate) fn views(
         out.push(VariantView {
             namespace: e.namespace.clone(),
             name: e.name.clone(),
+            kind: e.kind,
+            uid: e.uid.clone(),
             accelerator: None,
             spec_replicas: 0,
             ready_replicas: 0,
@@ -176,6 +182,8 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
     VariantView {
         namespace: v.namespace.clone(),
         name: v.name.clone(),
+        kind: v.kind,
+        uid: v.uid.clone(),
         accelerator: Some(v.accelerator.clone()),
         spec_replicas: v.spec_replicas,
         ready_replicas: v.ready_replicas,
@@ -489,9 +497,11 @@ impl StatusWriter {
             },
         );
         let mut gauges = BTreeSet::new();
-        let mut last_written: BTreeMap<(String, String), Option<i64>> = BTreeMap::new();
+        let mut last_written: BTreeMap<ViewKey, Option<i64>> = BTreeMap::new();
+        // What annotated objects (no status to read back) last showed, for their Events.
+        let mut remembered: BTreeMap<ViewKey, Remembered> = BTreeMap::new();
         let mut last_full = None::<Instant>;
-        let mut retry_at: BTreeMap<(String, String), (Instant, u32)> = BTreeMap::new();
+        let mut retry_at: BTreeMap<ViewKey, (Instant, u32)> = BTreeMap::new();
         let mut leading = false;
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -519,6 +529,7 @@ impl StatusWriter {
                 );
                 leading = leader;
                 last_written.clear();
+                remembered.clear();
             }
             if !leader {
                 continue;
@@ -526,13 +537,13 @@ impl StatusWriter {
             let full = last_full.is_none_or(|t| t.elapsed() >= self.interval);
             let now = Instant::now();
             for v in &views {
-                let key = (v.namespace.clone(), v.name.clone());
+                let key = (v.namespace.clone(), v.kind, v.name.clone());
                 let changed = last_written.get(&key) != Some(&v.desired);
                 let due = retry_at.get(&key).is_none_or(|(at, _)| now >= *at);
                 if !(full || changed) || !due {
                     continue;
                 }
-                match self.write(&recorder, v).await {
+                match self.write(&recorder, v, &mut remembered).await {
                     Ok(()) => {
                         last_written.insert(key.clone(), v.desired);
                         retry_at.remove(&key);
@@ -548,54 +559,89 @@ impl StatusWriter {
             if full {
                 last_full = Some(now);
             }
-            let live: BTreeSet<(String, String)> = views
+            let live: BTreeSet<ViewKey> = views
                 .iter()
-                .map(|v| (v.namespace.clone(), v.name.clone()))
+                .map(|v| (v.namespace.clone(), v.kind, v.name.clone()))
                 .collect();
             last_written.retain(|k, _| live.contains(k));
             retry_at.retain(|k, _| live.contains(k));
+            remembered.retain(|k, _| live.contains(k));
         }
     }
 
-    async fn write(&self, recorder: &Recorder, v: &VariantView) -> Result<(), kube::Error> {
-        let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), &v.namespace);
-        // Re-read, as WVA does: the VA may be gone, and conditions keep their transition times.
-        let Some(current) = api.get_opt(&v.name).await? else {
-            return Ok(());
+    /// A VariantAutoscaling gets its status (server-side apply) and an Event on a change; an annotated
+    /// HPA or ScaledObject has no status of ours, so it gets the Event alone.
+    async fn write(
+        &self,
+        recorder: &Recorder,
+        v: &VariantView,
+        remembered: &mut BTreeMap<ViewKey, Remembered>,
+    ) -> Result<(), kube::Error> {
+        let (previous_desired, previous_message, uid) = if v.kind == SourceKind::VariantAutoscaling
+        {
+            let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), &v.namespace);
+            // Re-read, as WVA does: the VA may be gone, and conditions keep their transition times.
+            let Some(current) = api.get_opt(&v.name).await? else {
+                return Ok(());
+            };
+            let status = current.status.clone().unwrap_or_default();
+            let existing = status.conditions.clone().unwrap_or_default();
+            let previous_desired = status
+                .desired_optimized_alloc
+                .as_ref()
+                .and_then(|d| d["numReplicas"].as_i64());
+            let previous_message = existing
+                .iter()
+                .find(|c| c["type"] == "OptimizationReady")
+                .and_then(|c| c["message"].as_str())
+                .map(str::to_string);
+            let body = status_patch(v, &existing, Time(jiff::Timestamp::now()));
+            api.patch_status(
+                &v.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+            (previous_desired, previous_message, current.metadata.uid)
+        } else {
+            let key = (v.namespace.clone(), v.kind, v.name.clone());
+            let before = remembered.insert(
+                key,
+                Remembered {
+                    desired: v.desired,
+                    message: v.optimization.message.clone(),
+                },
+            );
+            (
+                before.as_ref().and_then(|b| b.desired),
+                before.map(|b| b.message),
+                v.uid.clone(),
+            )
         };
-        let status = current.status.clone().unwrap_or_default();
-        let existing = status.conditions.clone().unwrap_or_default();
-        let previous_desired = status
-            .desired_optimized_alloc
-            .as_ref()
-            .and_then(|d| d["numReplicas"].as_i64());
-        let previous_message = existing
-            .iter()
-            .find(|c| c["type"] == "OptimizationReady")
-            .and_then(|c| c["message"].as_str())
-            .map(str::to_string);
-        let body = status_patch(v, &existing, Time(jiff::Timestamp::now()));
-        api.patch_status(
-            &v.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
         if let Some(event) = event_for(v, previous_desired, previous_message.as_deref()) {
             let reference = ObjectReference {
-                api_version: Some("llmd.ai/v1alpha1".into()),
-                kind: Some("VariantAutoscaling".into()),
+                api_version: Some(v.kind.api_version().into()),
+                kind: Some(v.kind.as_str().into()),
                 name: Some(v.name.clone()),
                 namespace: Some(v.namespace.clone()),
-                uid: current.metadata.uid.clone(),
+                uid,
                 ..Default::default()
             };
             if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(variant = %v.name, error = %e, "recording an event failed");
+                tracing::warn!(variant = %v.name, kind = %v.kind, error = %e, "recording an event failed");
             }
         }
         Ok(())
     }
+}
+
+/// A view's identity: namespace, declaring kind, name.
+type ViewKey = (String, SourceKind, String);
+
+/// The last decision shown for an annotated object.
+struct Remembered {
+    desired: Option<i64>,
+    message: String,
 }
 
 #[cfg(test)]
@@ -614,6 +660,8 @@ mod tests {
 
     fn view(desired: Option<i64>) -> VariantView {
         VariantView {
+            kind: SourceKind::VariantAutoscaling,
+            uid: None,
             namespace: "ns".into(),
             name: "v".into(),
             accelerator: Some("H100".into()),

@@ -115,6 +115,8 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::s
 pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::snapshot::Snapshot {
     wva_metrics_server::cluster::snapshot::Snapshot {
         variants: vec![wva_metrics_server::cluster::snapshot::Variant {
+            kind: Default::default(),
+            uid: None,
             bounds: Default::default(),
             controller_instance: None,
             namespace: "ns".into(),
