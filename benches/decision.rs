@@ -16,7 +16,7 @@ use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::{decide, Engine, ModelInput, ReplicaInput, VariantInput};
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
-use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 
 const VARIANTS: usize = 10;
@@ -103,7 +103,7 @@ fn engine() -> Engine {
             synced: true,
         }),
         Arc::new(Samples),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_secs(120),
     )
 }

@@ -32,7 +32,7 @@ use wva_metrics_server::auth::review::{
 use wva_metrics_server::auth::{Auth, Decision, UserInfo};
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
-use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
@@ -157,7 +157,7 @@ impl InProcess {
         let engine = Engine::new(
             snapshot::shared(snapshot_of(variants)),
             Arc::new(Moderate),
-            Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+            Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
             Duration::from_secs(120),
         );
         let resolver = ReloadingCert::load(

@@ -17,7 +17,7 @@ use crate::config::{MetricsSource, ServeArgs, TlsArgs};
 use crate::engine::{self, Engine};
 use crate::error::Error;
 use crate::health::{liveness_bound, Health};
-use crate::saturation::config::ScalingConfig;
+use crate::saturation::config::Thresholds;
 use crate::server::routes::AppState;
 use crate::server::{self as http};
 use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
@@ -151,7 +151,7 @@ fn standalone_state(
 /// In a cluster: watchers for the snapshot, the thresholds and the trust configuration.
 async fn cluster_state(
     args: &ServeArgs,
-    scaling: &Arc<ArcSwap<ScalingConfig>>,
+    scaling: &Arc<ArcSwap<Thresholds>>,
     metrics: &Arc<Metrics>,
     health: &Health,
     tasks: &mut Supervisor,
@@ -195,6 +195,29 @@ async fn cluster_state(
         tasks.add("saturation-config-watch", move || {
             watch::run_scaling_config(
                 c.clone(),
+                ns.clone(),
+                name.clone(),
+                target.clone(),
+                m.clone(),
+                synced.clone(),
+            )
+        });
+    }
+    {
+        // Namespace-local saturation ConfigMaps (WVA v0.5.1) override the global one per namespace.
+        let synced = health.store("local-saturation-config");
+        let (c, watched, ns, name, target, m) = (
+            client.clone(),
+            args.cluster.watch_namespace.clone(),
+            args.cluster.namespace.clone(),
+            args.cluster.saturation_configmap.clone(),
+            scaling.clone(),
+            metrics.clone(),
+        );
+        tasks.add("local-saturation-config-watch", move || {
+            watch::run_local_configs(
+                c.clone(),
+                watched.clone(),
                 ns.clone(),
                 name.clone(),
                 target.clone(),
@@ -286,7 +309,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     });
 
     // Cluster state and trust configuration.
-    let scaling = Arc::new(ArcSwap::from_pointee(ScalingConfig::default()));
+    let scaling = Arc::new(ArcSwap::from_pointee(Thresholds::new(
+        &args.cluster.namespace,
+        &args.cluster.saturation_configmap,
+    )));
     let cluster = match &args.cluster.standalone {
         Some(file) => standalone_state(
             file,

@@ -25,7 +25,7 @@ use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::{MetricsProvider, ProviderError};
-use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::scraper::{ScrapeOptions, Scraper};
@@ -46,7 +46,7 @@ async fn start(opts: ServeOptions, slow: Option<Duration>) -> Server {
     let engine: Arc<dyn MetricsProvider> = Arc::new(Engine::new(
         snapshot::shared(one_variant("v1", 2)),
         Arc::new(FixedSamples(0.5, 1.0)),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_secs(120),
     ));
     let provider = match slow {
@@ -427,7 +427,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
     let engine = Engine::new(
         shared,
         cache,
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         max_age,
     );
     let everything = Selector::everything();

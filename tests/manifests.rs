@@ -166,6 +166,18 @@ fn rbac_grants_what_the_server_uses() {
             && grants("keda.sh", "scaledobjects")
             && grants("", "namespaces")
     );
+    // Namespace-local saturation ConfigMaps: readable cluster-wide by their one name, nothing else.
+    let local_cms: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resources"][0] == "configmaps")
+        .collect();
+    assert_eq!(local_cms.len(), 1);
+    assert_eq!(
+        local_cms[0]["resourceNames"],
+        serde_json::json!(["wva-saturation-scaling-config"])
+    );
     assert_eq!(
         find(
             "ClusterRoleBinding",

@@ -26,7 +26,7 @@ use wva_metrics_server::cluster::watch;
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::MetricsProvider;
-use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::telemetry::Metrics;
@@ -149,7 +149,7 @@ async fn start(slow: Option<Duration>) -> Harness {
     let engine: Arc<dyn MetricsProvider> = Arc::new(Engine::new(
         snapshot::shared(one_variant("v1", 2)),
         Arc::new(FixedSamples(0.9, 6.0)),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_secs(120),
     ));
     let provider: Arc<dyn MetricsProvider> = match slow {
@@ -790,7 +790,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
     let engine = Engine::new(
         snapshot::shared(snap),
         cache,
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_millis(500),
     );
     let (port, ca_pem) = start_unauthenticated(Arc::new(engine), ServeOptions::default()).await;

@@ -12,7 +12,7 @@ use support::*;
 use wva_metrics_server::cluster::leader::LeaderElector;
 use wva_metrics_server::cluster::snapshot;
 use wva_metrics_server::engine::Engine;
-use wva_metrics_server::saturation::config::ScalingConfig;
+use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::status::StatusWriter;
 use wva_metrics_server::telemetry::Metrics;
 
@@ -21,7 +21,7 @@ fn saturated_engine(snap: snapshot::Snapshot) -> Arc<Engine> {
     Arc::new(Engine::new(
         snapshot::shared(snap),
         Arc::new(FixedSamples(0.95, 9.0)),
-        Arc::new(arc_swap::ArcSwap::from_pointee(ScalingConfig::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_secs(120),
     ))
 }

@@ -26,7 +26,7 @@ use crate::auth::config::{
 use crate::auth::Auth;
 use crate::error::{api_status_code, Exclusion};
 use crate::health::{Heartbeat, Synced};
-use crate::saturation::config::ScalingConfig;
+use crate::saturation::config::{ScalingConfig, Thresholds, UpdateReport};
 use crate::telemetry::{Metrics, WatchLabels};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -67,14 +67,39 @@ async fn reflect<K>(
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    let config = watcher::Config::default();
+    reflect_selected(
+        name,
+        api,
+        config,
+        writer,
+        changed,
+        metrics,
+        slim,
+        until_not_found,
+    )
+    .await;
+}
+
+/// [`reflect`] of the objects a field or label selector picks.
+#[allow(clippy::too_many_arguments)]
+async fn reflect_selected<K>(
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    slim: fn(&mut K),
+    until_not_found: bool,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let labels = WatchLabels {
         resource: name.into(),
     };
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).modify(slim),
-    )
-    .default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim)).default_backoff();
     futures::pin_mut!(stream);
     loop {
         match stream.next().await {
@@ -281,6 +306,12 @@ fn keep_variant_annotations(meta: &mut ObjectMeta) {
 fn slim_scaled_object(s: &mut ScaledObject) {
     keep_variant_annotations(&mut s.metadata);
     s.spec.triggers.clear();
+}
+
+fn slim_configmap(c: &mut ConfigMap) {
+    c.metadata.managed_fields = None;
+    c.metadata.annotations = None;
+    c.binary_data = None;
 }
 
 fn slim_namespace(n: &mut Namespace) {
@@ -496,7 +527,7 @@ pub(crate) async fn run_scaling_config(
     client: Client,
     namespace: String,
     name: String,
-    target: Arc<ArcSwap<ScalingConfig>>,
+    target: Arc<ArcSwap<Thresholds>>,
     metrics: Arc<Metrics>,
     synced: Arc<Synced>,
 ) {
@@ -504,20 +535,128 @@ pub(crate) async fn run_scaling_config(
     follow_configmap(client, namespace, name, metrics, Some(synced), |data| {
         let Some(data) = data else {
             tracing::info!(configmap = %cm, "saturation ConfigMap absent; using the default thresholds 0.80 / 5 / 0.10 / 3");
-            target.store(Arc::new(ScalingConfig::default()));
+            target.rcu(|t| t.with_global(ScalingConfig::default()));
             return;
         };
-        let (next, report) = ScalingConfig::from_configmap(&target.load(), data);
-        for (key, why) in &report.rejected {
-            tracing::error!(configmap = %cm, entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
-        }
-        for (key, note) in &report.ignored_keys {
-            tracing::warn!(configmap = %cm, entry = %key, "{note}");
-        }
+        let (next, report) = ScalingConfig::from_configmap(target.load().global(), data);
+        log_report(&cm, &report);
         tracing::info!(configmap = %cm, default = ?next.default_config(), "saturation config loaded");
-        target.store(Arc::new(next));
+        target.rcu(|t| t.with_global(next.clone()));
     })
     .await
+}
+
+fn log_report(cm: &str, report: &UpdateReport) {
+    for (key, why) in &report.rejected {
+        tracing::error!(configmap = %cm, entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
+    }
+    for (key, note) in &report.ignored_keys {
+        tracing::warn!(configmap = %cm, entry = %key, "{note}");
+    }
+}
+
+/// Namespaces labelled this way opt in to a namespace-local saturation ConfigMap (WVA v0.5.1).
+pub const CONFIG_ENABLED_LABEL: &str = "wva.llmd.ai/config-enabled";
+
+/// Keeps the namespace-local saturation ConfigMaps current: ConfigMaps named like the global one in
+/// namespaces labelled [`CONFIG_ENABLED_LABEL`]` = "true"` (or, with `--watch-namespace`, in the watched
+/// namespace), except the global one itself. Each is parsed on top of its previous version, so a bad
+/// entry keeps its last good one; a ConfigMap or opt-in that goes away takes its overrides with it.
+pub(crate) async fn run_local_configs(
+    client: Client,
+    watched: Option<String>,
+    global_namespace: String,
+    name: String,
+    target: Arc<ArcSwap<Thresholds>>,
+    metrics: Arc<Metrics>,
+    synced: Arc<Synced>,
+) {
+    let changed = Arc::new(Notify::new());
+    let (cms, cm_w) = reflector::store::<ConfigMap>();
+    let (opted, ns_w) = reflector::store::<Namespace>();
+    let watch_namespaces = watched.is_none();
+    let watches = async {
+        let configmaps = reflect_selected(
+            "configmaps/local-saturation",
+            api(&client, watched.as_deref()),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            cm_w,
+            changed.clone(),
+            metrics.clone(),
+            slim_configmap,
+            false,
+        );
+        // With --watch-namespace, only the watched namespace's ConfigMap applies: no opt-in to follow.
+        let opted_in = async {
+            if watch_namespaces {
+                reflect_selected(
+                    "namespaces/config-enabled",
+                    Api::all(client.clone()),
+                    watcher::Config::default().labels(&format!("{CONFIG_ENABLED_LABEL}=true")),
+                    ns_w,
+                    changed.clone(),
+                    metrics.clone(),
+                    slim_namespace,
+                    false,
+                )
+                .await;
+            } else {
+                futures::future::pending::<()>().await;
+            }
+        };
+        futures::join!(configmaps, opted_in);
+    };
+    let apply = async {
+        let mut versions: BTreeMap<String, Option<String>> = BTreeMap::new();
+        loop {
+            changed.notified().await;
+            tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
+            if !ready(&cms) || (watch_namespaces && !ready(&opted)) {
+                continue;
+            }
+            let enabled: std::collections::BTreeSet<String> = match &watched {
+                Some(ns) => [ns.clone()].into(),
+                None => opted
+                    .state()
+                    .iter()
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect(),
+            };
+            let current = target.load_full();
+            let mut local = BTreeMap::new();
+            let mut seen = BTreeMap::new();
+            for cm in cms.state() {
+                let Some(ns) = cm.metadata.namespace.clone() else {
+                    continue;
+                };
+                if ns == global_namespace || !enabled.contains(&ns) {
+                    continue;
+                }
+                let empty = BTreeMap::new();
+                let data = cm.data.as_ref().unwrap_or(&empty);
+                let previous = current.local(&ns).cloned().unwrap_or_default();
+                let (next, report) = ScalingConfig::from_local_configmap(&previous, data, &ns);
+                let version = cm.metadata.resource_version.clone();
+                if versions.get(&ns) != Some(&version) {
+                    let where_ = format!("{ns}/{name}");
+                    log_report(&where_, &report);
+                    tracing::info!(configmap = %where_, default = ?next.default_config(), "namespace-local saturation config loaded");
+                }
+                seen.insert(ns.clone(), version);
+                local.insert(ns, next);
+            }
+            for gone in versions.keys().filter(|ns| !seen.contains_key(*ns)) {
+                tracing::info!(namespace = %gone, "namespace-local saturation config removed (ConfigMap deleted or namespace no longer opted in); the global one applies");
+            }
+            versions = seen;
+            target.rcu(|t| t.with_local(local.clone()));
+            synced.set();
+        }
+    };
+    tokio::select! {
+        () = watches => tracing::warn!("the namespace-local config watches ended"),
+        () = apply => {}
+    }
 }
 
 /// Keeps the trust configuration current from `kube-system/extension-apiserver-authentication`.

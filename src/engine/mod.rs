@@ -30,7 +30,7 @@ use crate::error::{Capped, Echo, MissingSample, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
 use crate::provider::{MetricItem, MetricsProvider, ProviderError};
-use crate::saturation::config::ScalingConfig;
+use crate::saturation::config::{ConfigSource, Thresholds};
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
 
 /// A pod's input as the explain output shows it.
@@ -51,8 +51,8 @@ pub struct PodInput {
 pub struct ModelReport {
     pub namespace: String,
     pub model_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config_override: Option<String>,
+    /// The ConfigMap and entry the thresholds come from (empty: the built-in defaults).
+    pub config: ConfigSource,
     pub pods: Vec<PodInput>,
     /// Model-level load from Prometheus, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,7 +74,7 @@ pub struct Explanation {
 pub struct Engine {
     snapshot: SharedSnapshot,
     samples: Arc<dyn SampleSource>,
-    config: Arc<ArcSwap<ScalingConfig>>,
+    config: Arc<ArcSwap<Thresholds>>,
     max_metric_age: Duration,
 }
 
@@ -82,7 +82,7 @@ impl Engine {
     pub fn new(
         snapshot: SharedSnapshot,
         samples: Arc<dyn SampleSource>,
-        config: Arc<ArcSwap<ScalingConfig>>,
+        config: Arc<ArcSwap<Thresholds>>,
         max_metric_age: Duration,
     ) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl Engine {
         with_pods: bool,
     ) -> ModelReport {
         let scaling = self.config.load();
-        let (config, config_override) = scaling.resolve(model_id, namespace);
+        let (config, config_source) = scaling.resolve(model_id, namespace);
         let mut pods = Vec::new();
         let mut variants = Vec::new();
         let mut overdue = Vec::new();
@@ -168,7 +168,7 @@ impl Engine {
         ModelReport {
             namespace: namespace.to_string(),
             model_id: model_id.to_string(),
-            config_override: config_override.map(str::to_string),
+            config: config_source,
             pods,
             load,
             decision,
@@ -454,7 +454,7 @@ mod tests {
         Engine::new(
             shared(snapshot),
             Arc::new(store),
-            Arc::new(ArcSwap::from_pointee(ScalingConfig::default())),
+            Arc::new(ArcSwap::from_pointee(Thresholds::default())),
             Duration::from_secs(120),
         )
     }

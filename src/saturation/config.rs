@@ -162,6 +162,24 @@ impl ScalingConfig {
         previous: &ScalingConfig,
         data: &BTreeMap<String, String>,
     ) -> (ScalingConfig, UpdateReport) {
+        Self::parse(previous, data, None)
+    }
+
+    /// [`ScalingConfig::from_configmap`] for a namespace-local ConfigMap: an override entry may leave
+    /// `namespace` out (it is the ConfigMap's) and may not name another.
+    pub fn from_local_configmap(
+        previous: &ScalingConfig,
+        data: &BTreeMap<String, String>,
+        namespace: &str,
+    ) -> (ScalingConfig, UpdateReport) {
+        Self::parse(previous, data, Some(namespace))
+    }
+
+    fn parse(
+        previous: &ScalingConfig,
+        data: &BTreeMap<String, String>,
+        local_to: Option<&str>,
+    ) -> (ScalingConfig, UpdateReport) {
         let mut report = UpdateReport::default();
         let mut entries = BTreeMap::new();
         // The default entry first: overrides are validated on top of it.
@@ -172,7 +190,7 @@ impl ScalingConfig {
                 .get(DEFAULT_ENTRY)
                 .map(|e: &Entry| SaturationConfig::default().merged(&e.fields))
                 .unwrap_or_default();
-            match parse_entry(key, &data[key], base, &mut report) {
+            match parse_entry(key, &data[key], base, local_to, &mut report) {
                 Ok(entry) => {
                     entries.insert(key.clone(), entry);
                 }
@@ -185,6 +203,10 @@ impl ScalingConfig {
             }
         }
         (ScalingConfig { entries }, report)
+    }
+
+    pub(crate) fn has_default(&self) -> bool {
+        self.entries.contains_key(DEFAULT_ENTRY)
     }
 
     pub(crate) fn default_config(&self) -> SaturationConfig {
@@ -206,6 +228,88 @@ impl ScalingConfig {
             Some((key, e)) => (base.merged(&e.fields), Some(key.as_str())),
             None => (base, None),
         }
+    }
+}
+
+/// Where a model's thresholds come from: a ConfigMap (`namespace/name`) and its entry, or neither
+/// (the built-in defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+}
+
+/// The thresholds in force: the global ConfigMap's, and namespace-local ConfigMaps' (same name, in
+/// namespaces that opted in) that override it for their namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thresholds {
+    global: ScalingConfig,
+    /// `namespace/name` of the global ConfigMap (for reports).
+    global_name: String,
+    /// The ConfigMap name, shared by the global and the local ones.
+    name: String,
+    local: BTreeMap<String, ScalingConfig>,
+}
+
+impl Thresholds {
+    pub fn new(global_namespace: &str, name: &str) -> Self {
+        Thresholds {
+            global_name: format!("{global_namespace}/{name}"),
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn global(&self) -> &ScalingConfig {
+        &self.global
+    }
+
+    pub fn local(&self, namespace: &str) -> Option<&ScalingConfig> {
+        self.local.get(namespace)
+    }
+
+    pub fn with_global(&self, global: ScalingConfig) -> Self {
+        Thresholds {
+            global,
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the namespace-local configurations (by namespace).
+    pub fn with_local(&self, local: BTreeMap<String, ScalingConfig>) -> Self {
+        Thresholds {
+            local,
+            ..self.clone()
+        }
+    }
+
+    /// The thresholds for one model in one namespace. A namespace-local ConfigMap decides for the models
+    /// it covers (an override entry for the model, or its `default` entry), on its own: built-in
+    /// defaults, then its `default`, then its override, exactly as it was validated. Other models use
+    /// the global ConfigMap.
+    pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, ConfigSource) {
+        if let Some(local) = self.local.get(namespace) {
+            let (config, key) = local.resolve(model_id, namespace);
+            if let Some(entry) = key.or(local.has_default().then_some(DEFAULT_ENTRY)) {
+                return (
+                    config,
+                    ConfigSource {
+                        config_map: Some(format!("{namespace}/{}", self.name)),
+                        entry: Some(entry.to_string()),
+                    },
+                );
+            }
+        }
+        let (config, key) = self.global.resolve(model_id, namespace);
+        let entry = key.or(self.global.has_default().then_some(DEFAULT_ENTRY));
+        let source = ConfigSource {
+            config_map: entry.map(|_| self.global_name.clone()),
+            entry: entry.map(str::to_string),
+        };
+        (config, source)
     }
 }
 
@@ -248,6 +352,7 @@ fn parse_entry(
     key: &str,
     text: &str,
     base: SaturationConfig,
+    local_to: Option<&str>,
     report: &mut UpdateReport,
 ) -> Result<Entry, String> {
     let keys: BTreeMap<String, serde::de::IgnoredAny> =
@@ -264,9 +369,18 @@ fn parse_entry(
     }
     let raw: RawEntry = serde_saphyr::from_str(text)
         .map_err(|e| format!("thresholds, model_id and namespace must be scalars: {e}"))?;
+    let namespace = match (local_to, raw.namespace) {
+        (Some(here), None) => Some(here.to_string()),
+        (Some(here), Some(other)) if other != here => {
+            return Err(format!(
+                "namespace {other:?} in the namespace-local ConfigMap of {here}: it applies to its own namespace only"
+            ))
+        }
+        (_, namespace) => namespace,
+    };
     let entry = Entry {
         model_id: raw.model_id,
-        namespace: raw.namespace,
+        namespace,
         fields: PartialConfig {
             kv_cache_threshold: number("kvCacheThreshold", raw.kv_cache_threshold)?,
             queue_length_threshold: number("queueLengthThreshold", raw.queue_length_threshold)?,
@@ -290,6 +404,50 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// A namespace-local ConfigMap decides, on its own, for the models it covers in its namespace; other
+    /// namespaces and uncovered models keep the global one; reports name the ConfigMap and entry.
+    #[test]
+    fn local_configmaps_override_their_namespace_only() {
+        let (global, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "kvCacheThreshold: 0.7\n")]),
+        );
+        let (local, report) = ScalingConfig::from_local_configmap(
+            &ScalingConfig::default(),
+            &data(&[
+                ("llama", "model_id: meta/llama\nqueueSpareTrigger: 4\n"),
+                ("elsewhere", "model_id: m\nnamespace: other\n"),
+            ]),
+            "team-a",
+        );
+        assert_eq!(report.rejected.len(), 1, "{report:?}");
+        assert!(report.rejected[0].1.contains("applies to its own namespace only"));
+        let t = Thresholds::new("wva", "cm")
+            .with_global(global)
+            .with_local([("team-a".to_string(), local)].into());
+        let source = |cm: &str, entry: &str| ConfigSource {
+            config_map: Some(cm.into()),
+            entry: Some(entry.into()),
+        };
+        // Covered: the local entry alone (built-ins + queueSpareTrigger 4, not the global 0.7).
+        let (c, s) = t.resolve("meta/llama", "team-a");
+        assert_eq!((c.kv_cache_threshold, c.queue_spare_trigger), (0.8, 4.0));
+        assert_eq!(s, source("team-a/cm", "llama"));
+        // Not covered (no entry, no local default): the global ConfigMap.
+        let (c, s) = t.resolve("other-model", "team-a");
+        assert_eq!(c.kv_cache_threshold, 0.7);
+        assert_eq!(s, source("wva/cm", "default"));
+        // Another namespace: the global ConfigMap.
+        let (c, s) = t.resolve("meta/llama", "team-b");
+        assert_eq!((c.kv_cache_threshold, c.queue_spare_trigger), (0.7, 3.0));
+        assert_eq!(s, source("wva/cm", "default"));
+        // Nothing configured anywhere: the built-in defaults, no source.
+        assert_eq!(
+            Thresholds::default().resolve("m", "ns"),
+            (SaturationConfig::default(), ConfigSource::default())
+        );
     }
 
     #[test]

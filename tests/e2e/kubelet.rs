@@ -1,4 +1,4 @@
-//! The harness plays kubelet for the test namespace: every new pod gets a loopback IP and a
+//! The harness plays kubelet for the test namespaces: every new pod gets a loopback IP and a
 //! `vllm-emulator` process, and is marked Running and Ready; a deleted pod's emulator is stopped and
 //! the pod removed. It also spreads each app's offered load over its running pods (as a gateway
 //! would), applies per-pod faults, and writes Prometheus' file_sd targets with the `namespace` and
@@ -33,6 +33,7 @@ pub struct Control {
 }
 
 struct Running {
+    namespace: String,
     ip: String,
     app: String,
     _proc: Proc,
@@ -47,16 +48,16 @@ pub struct Kubelet {
 
 pub fn start(
     client: Client,
-    namespace: &str,
+    namespaces: &[&str],
     emulator: PathBuf,
     dir: PathBuf,
     targets_file: PathBuf,
 ) -> Kubelet {
     let control = Arc::new(Mutex::new(Control::default()));
     let ctl = control.clone();
-    let ns = namespace.to_string();
+    let namespaces: Vec<String> = namespaces.iter().map(ToString::to_string).collect();
     let handle = tokio::spawn(async move {
-        let pods: Api<Pod> = Api::namespaced(client, &ns);
+        let all: Api<Pod> = Api::all(client.clone());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -65,12 +66,17 @@ pub fn start(
         let mut next_ip = 10u32;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let Ok(list) = pods.list(&ListParams::default()).await else {
+            let Ok(list) = all.list(&ListParams::default()).await else {
                 continue;
             };
             let mut seen = Vec::new();
             for pod in list.items {
                 let name = pod.metadata.name.clone().unwrap_or_default();
+                let pod_ns = pod.metadata.namespace.clone().unwrap_or_default();
+                if !namespaces.contains(&pod_ns) {
+                    continue;
+                }
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ns);
                 if pod.metadata.deletion_timestamp.is_some() {
                     running.remove(&name);
                     let _ = pods
@@ -145,6 +151,7 @@ pub fn start(
                 running.insert(
                     name,
                     Running {
+                        namespace: pod_ns,
                         ip,
                         app,
                         _proc: proc,
@@ -194,7 +201,7 @@ pub fn start(
             }
             let targets: Vec<serde_json::Value> = running
                 .iter()
-                .map(|(name, r)| json!({"targets": [format!("{}:{EMULATOR_PORT}", r.ip)], "labels": {"namespace": ns, "pod": name}}))
+                .map(|(name, r)| json!({"targets": [format!("{}:{EMULATOR_PORT}", r.ip)], "labels": {"namespace": r.namespace, "pod": name}}))
                 .collect();
             let tmp = targets_file.with_extension("tmp");
             if std::fs::write(&tmp, serde_json::to_vec(&targets).unwrap()).is_ok() {

@@ -31,6 +31,8 @@ use serde_json::Value;
 const SERVER: &str = env!("CARGO_BIN_EXE_wva-metrics-server");
 const EMULATOR: &str = env!("CARGO_BIN_EXE_vllm-emulator");
 const NS: &str = "llm";
+/// A second namespace, for what must change one namespace and not another.
+const NS_B: &str = "llm-b";
 /// HPA sync period and our scrape interval for the scenarios (fast, so the run stays short); the
 /// reaction-time benchmark uses the defaults users run (15 s, 5 s).
 const HPA_SYNC: &str = "5s";
@@ -507,7 +509,7 @@ async fn start_everything(
     install_server(&mut c).await;
     let k = kubelet::start(
         c.client.clone(),
-        NS,
+        &[NS, NS_B],
         PathBuf::from(EMULATOR),
         c.dir.clone(),
         c.dir.join("targets.json"),
@@ -606,6 +608,9 @@ const STEPS: &[(&str, bool)] = &[
     ("workloads", true),
     ("load-step", false),
     ("bounds", false),
+    ("annotated-hpa", false),
+    ("namespace-exclusion", false),
+    ("namespace-local-config", false),
     ("faults-prometheus-down", false),
     ("faults-hung-pod", false),
     ("faults-server-restart", false),
@@ -646,6 +651,9 @@ async fn run_step(name: &str, c: &mut Cluster, k: &kubelet::Kubelet) {
         "workloads" => workloads(c).await,
         "load-step" => load_step(c, k).await,
         "bounds" => bounds(c, k).await,
+        "annotated-hpa" => annotated_hpa(c, k).await,
+        "namespace-exclusion" => namespace_exclusion(c, k).await,
+        "namespace-local-config" => namespace_local_config(c, k).await,
         "faults-prometheus-down" => faults_prometheus_down(c, k).await,
         "faults-hung-pod" => faults_hung_pod(c, k).await,
         "faults-server-restart" => faults_server_restart(c, k).await,
@@ -796,6 +804,183 @@ async fn bounds(c: &mut Cluster, k: &kubelet::Kubelet) {
     set_load(k, "qwen-h100", 0);
     set_max(c, 4);
     wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
+}
+
+/// Annotation discovery (issue #14, WVA v0.8): an HPA annotated `llm-d.ai/managed` with no
+/// VariantAutoscaling is a variant and scales its Deployment; one with a missing model ID is excluded
+/// with the reason in the answer and a Warning Event on the HPA.
+async fn annotated_hpa(c: &mut Cluster, k: &kubelet::Kubelet) {
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: embed-l4-decode, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: embed-l4}}}}\n  template:\n    metadata:\n      labels: {{app: embed-l4}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-Embedding-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-l4\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-Embedding-0.6B, llm-d.ai/variant-cost: \"3\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-l4-decode}}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: embed-l4, exported_namespace: {NS}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n    scaleDown: {{stabilizationWindowSeconds: 5}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-bad\n  namespace: {NS}\n  annotations: {{llm-d.ai/managed: \"true\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-missing}}\n  maxReplicas: 2\n"
+    ));
+    wait_replicas(c, "embed-l4-decode", 1, Duration::from_secs(60)).await;
+    hpa_active(c, "embed-l4", Duration::from_secs(90)).await;
+    let started = Instant::now();
+    set_load(k, "embed-l4", 30);
+    wait_at_least(
+        c,
+        "embed-l4-decode",
+        2,
+        "the annotated HPA's Deployment scaled up",
+        Duration::from_secs(120),
+    )
+    .await;
+    eprintln!(
+        "e2e[annotated-hpa] HPA embed-l4 (annotated, no VA) scaled embed-l4-decode to 2 after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let err = c
+        .kubectl(&["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/wva_desired_replicas?labelSelector=variant_name%3Dembed-bad")])
+        .expect_err("an excluded variant has no number");
+    assert!(
+        err.contains("annotation llm-d.ai/model-id is missing"),
+        "{err}"
+    );
+    eventually(
+        "a Warning Event on HPA embed-bad",
+        Duration::from_secs(60),
+        || async {
+            let reasons = c.kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=embed-bad,type=Warning",
+                "-o",
+                "jsonpath={.items[*].reason} {.items[*].message}",
+            ])?;
+            if reasons.contains("InvalidConfiguration") && reasons.contains("llm-d.ai/model-id") {
+                Ok(())
+            } else {
+                Err(reasons)
+            }
+        },
+    )
+    .await;
+    set_load(k, "embed-l4", 0);
+    wait_replicas(c, "embed-l4-decode", 1, Duration::from_secs(180)).await;
+    c.kubectl(&["-n", NS, "delete", "hpa", "embed-l4", "embed-bad"])
+        .unwrap();
+    c.kubectl(&["-n", NS, "delete", "deployment", "embed-l4-decode"])
+        .unwrap();
+    eprintln!("e2e[annotated-hpa] invalid annotations: 503 with the reason, Warning Event InvalidConfiguration on the HPA");
+}
+
+/// Namespace exclusion (WVA v0.5.1): annotating the namespace `wva.llmd.ai/exclude: "true"` turns its
+/// answers into a 503 that says why (the HPA holds its size, nothing scales down), and removing the
+/// annotation brings them back.
+async fn namespace_exclusion(c: &mut Cluster, k: &kubelet::Kubelet) {
+    set_load(k, "qwen-l40s", 30);
+    set_load(k, "qwen-h100", 30);
+    wait_at_least(
+        c,
+        "qwen-l40s-decode",
+        2,
+        "load before the exclusion",
+        Duration::from_secs(120),
+    )
+    .await;
+    let (before, _) = replicas(&c.client, "qwen-l40s-decode").await;
+    c.kubectl(&["annotate", "namespace", NS, "wva.llmd.ai/exclude=true"])
+        .unwrap();
+    let path = format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/wva_desired_replicas?labelSelector=variant_name%3Dqwen-l40s");
+    eventually(
+        "the excluded namespace answered with its reason",
+        Duration::from_secs(30),
+        || async {
+            match c.kubectl(&["get", "--raw", &path]) {
+                Err(e) if e.contains("wva.llmd.ai/exclude") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The load goes away while excluded: with data this would be a scale-down; excluded, nothing moves.
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    never_below(c, "qwen-l40s-decode", before, Duration::from_secs(15)).await;
+    c.kubectl(&["annotate", "namespace", NS, "wva.llmd.ai/exclude-"])
+        .unwrap();
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
+    eprintln!("e2e[namespace-exclusion] excluded: 503 naming wva.llmd.ai/exclude, {NS} held at {before}; annotation removed: answers back, scaled down to 1");
+}
+
+/// Namespace-local saturation ConfigMaps (WVA v0.5.1): in a namespace labelled
+/// `wva.llmd.ai/config-enabled`, a ConfigMap named like the global one changes that namespace's
+/// decisions live, and no other namespace's; deleting it brings the global thresholds back.
+async fn namespace_local_config(c: &mut Cluster, k: &kubelet::Kubelet) {
+    set_load(k, "qwen-l40s", 0);
+    set_load(k, "qwen-h100", 0);
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS_B}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: qwen-b-decode, namespace: {NS_B}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: qwen-b}}}}\n  template:\n    metadata:\n      labels: {{app: qwen-b}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n---\napiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-b\n  namespace: {NS_B}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: Qwen/Qwen3-0.6B, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: qwen-b, namespace: {NS_B}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: qwen-b, exported_namespace: {NS_B}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n"
+    ));
+    let other = Api::<Deployment>::namespaced(c.client.clone(), NS_B);
+    let spec_b = || async {
+        other
+            .get("qwen-b-decode")
+            .await
+            .ok()
+            .and_then(|d| d.spec?.replicas)
+            .unwrap_or(0)
+    };
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
+    eventually(
+        &format!("HPA {NS_B}/qwen-b ScalingActive=True"),
+        Duration::from_secs(90),
+        || async {
+            let out = c.kubectl(&[
+                "-n",
+                NS_B,
+                "get",
+                "hpa",
+                "qwen-b",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ScalingActive\")].status}",
+            ])?;
+            if out.trim() == "True" {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    c.kubectl(&["label", "namespace", NS, "wva.llmd.ai/config-enabled=true"])
+        .unwrap();
+    c.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: wva-saturation-scaling-config, namespace: {NS}}}\ndata:\n  default: |\n    queueSpareTrigger: 6\n"));
+    wait_at_least(
+        c,
+        "qwen-l40s-decode",
+        2,
+        "the idle model in the opted-in namespace scaled up by its local ConfigMap",
+        Duration::from_secs(90),
+    )
+    .await;
+    // The same idle model in the other namespace keeps the global thresholds: it stays at 1.
+    let end = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < end {
+        assert_eq!(
+            spec_b().await,
+            1,
+            "{NS_B} must not follow {NS}'s local ConfigMap"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.kubectl(&[
+        "-n",
+        NS,
+        "delete",
+        "configmap",
+        "wva-saturation-scaling-config",
+    ])
+    .unwrap();
+    wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
+    c.kubectl(&["label", "namespace", NS, "wva.llmd.ai/config-enabled-"])
+        .unwrap();
+    c.kubectl(&["delete", "namespace", NS_B, "--wait=false"])
+        .unwrap();
+    eprintln!("e2e[namespace-local-config] {NS}'s local ConfigMap scaled its idle model up, {NS_B} stayed at 1; deleted: back to 1");
 }
 
 /// 5a. Prometheus stopped under load: pod scraping carries on, nothing scales down.
