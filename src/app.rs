@@ -24,6 +24,7 @@ use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
 use crate::sources::scraper::Scraper;
 use crate::sources::window::WindowCache;
 use crate::sources::{Chain, SampleSource};
+use crate::standalone::FileScope;
 use crate::status::StatusWriter;
 use crate::supervisor::{RestartPolicy, Supervisor};
 use crate::telemetry::Metrics;
@@ -120,25 +121,33 @@ struct ClusterState {
 /// Standalone: the snapshot from a file, polled every [`STANDALONE_POLL`]; no authentication.
 fn standalone_state(
     file: &Path,
-    instance: Option<String>,
+    args: &ServeArgs,
+    scaling: &Arc<ArcSwap<Thresholds>>,
     health: &Health,
     tasks: &mut Supervisor,
 ) -> Result<ClusterState, Error> {
-    let (snap, problems) =
-        crate::standalone::load(file, instance.as_deref()).map_err(Error::Config)?;
+    let scope = FileScope {
+        instance: args.cluster.controller_instance.clone(),
+        namespace: args.cluster.namespace.clone(),
+        configmap: args.cluster.saturation_configmap.clone(),
+    };
+    let (snap, thresholds, problems) =
+        crate::standalone::load(file, &scope, &scaling.load()).map_err(Error::Config)?;
     for p in &problems {
         tracing::error!("{p}");
     }
+    scaling.store(Arc::new(thresholds));
     let shared = snapshot::shared(snap);
     let heartbeat = health.heartbeat("snapshot", liveness_bound(STANDALONE_POLL, Duration::ZERO));
-    let (f, s) = (file.to_path_buf(), shared.clone());
+    let (f, s, t) = (file.to_path_buf(), shared.clone(), scaling.clone());
     tasks.add("standalone-file", move || {
         crate::standalone::watch_file(
             f.clone(),
             s.clone(),
+            t.clone(),
             STANDALONE_POLL,
             heartbeat.clone(),
-            instance.clone(),
+            scope.clone(),
         )
     });
     Ok(ClusterState {
@@ -314,12 +323,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         &args.cluster.saturation_configmap,
     )));
     let cluster = match &args.cluster.standalone {
-        Some(file) => standalone_state(
-            file,
-            args.cluster.controller_instance.clone(),
-            &health,
-            &mut tasks,
-        )?,
+        Some(file) => standalone_state(file, &args, &scaling, &health, &mut tasks)?,
         None => cluster_state(&args, &scaling, &metrics, &health, &mut tasks).await?,
     };
     let sources = sample_sources(&args, &cluster.shared, &metrics, &health, &mut tasks)?;

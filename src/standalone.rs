@@ -2,19 +2,22 @@
 //! VariantAutoscalings, Deployments, Pods, HorizontalPodAutoscalers, ScaledObjects and Namespaces instead of a kube API, reloaded when the file changes.
 //! Everything downstream (scraper, engine, server) is the same code as in a cluster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::crd::{ScaledObject, VariantAutoscaling};
 use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
-use crate::cluster::watch::log_exclusions;
+use crate::cluster::watch::{log_exclusions, CONFIG_ENABLED_LABEL};
 use crate::health::Heartbeat;
+use crate::saturation::config::{ScalingConfig, Thresholds};
 
 /// One problem in the file, located precisely enough to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +129,9 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
                 typed::<ScaledObject>(value).map(|o| objects.scaled_objects.push(namespaced(o)))
             }
             "Namespace" => typed::<Namespace>(value).map(|o| objects.namespaces.push(Arc::new(o))),
+            "ConfigMap" => {
+                typed::<ConfigMap>(value).map(|o| objects.configmaps.push(namespaced(o)))
+            }
             "" => Err("field kind is missing".into()),
             other => Err(format!(
                 "kind {other:?} is not used here (expected {KINDS})"
@@ -140,7 +146,7 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
 
 /// The kinds the file may hold.
 pub const KINDS: &str =
-    "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject or Namespace";
+    "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, Namespace or ConfigMap";
 
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
 fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {
@@ -150,27 +156,101 @@ fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {
     Arc::new(o)
 }
 
-/// Reads and joins the file; with `instance`, only VariantAutoscalings labelled for it are kept.
-pub fn load(file: &Path, instance: Option<&str>) -> Result<(Snapshot, Vec<FileProblem>), String> {
+/// What the file is read with: the settings a server in a cluster would use.
+#[derive(Debug, Clone, Default)]
+pub struct FileScope {
+    /// `--controller-instance`: only variants labelled for it.
+    pub instance: Option<String>,
+    /// `--namespace`: where the global saturation ConfigMap is.
+    pub namespace: String,
+    /// `--saturation-configmap`.
+    pub configmap: String,
+}
+
+/// Reads the file: the joined snapshot, the thresholds (parsed on top of `previous`, so a bad entry
+/// keeps its last good version), and every problem found.
+pub fn load(
+    file: &Path,
+    scope: &FileScope,
+    previous: &Thresholds,
+) -> Result<(Snapshot, Thresholds, Vec<FileProblem>), String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
-    let scope = Scope {
-        instance: instance.map(str::to_string),
+    let join_scope = Scope {
+        instance: scope.instance.clone(),
         watched_namespace: None,
     };
-    Ok((snapshot::build(&objects, &scope), problems))
+    Ok((
+        snapshot::build(&objects, &join_scope),
+        thresholds(&objects, scope, previous),
+        problems,
+    ))
 }
 
-/// Re-reads the file when its content changes and republishes the snapshot. A file that cannot be read,
-/// or whose new content has any problem (bad YAML, a bad object, nothing at all: an editor's truncate
-/// before write), leaves the last good snapshot in place, and every problem is logged with its place.
+/// The file's saturation ConfigMaps as a cluster server would read them: the one named
+/// `scope.configmap` in `scope.namespace` is global; one of that name in a namespace whose Namespace
+/// document is labelled `wva.llmd.ai/config-enabled: "true"` overrides it there.
+fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Thresholds {
+    let opted_in: Vec<&str> = objects
+        .namespaces
+        .iter()
+        .filter(|n| {
+            n.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CONFIG_ENABLED_LABEL))
+                .is_some_and(|v| v == "true")
+        })
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
+    let empty = BTreeMap::new();
+    let mut global = ScalingConfig::default();
+    let mut local = BTreeMap::new();
+    for cm in &objects.configmaps {
+        let (ns, name) = (
+            cm.metadata.namespace.as_deref().unwrap_or_default(),
+            cm.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let data = cm.data.as_ref().unwrap_or(&empty);
+        let (parsed, report) = if name != scope.configmap {
+            tracing::warn!(configmap = %format!("{ns}/{name}"), "ConfigMap ignored: only {} is read", scope.configmap);
+            continue;
+        } else if ns == scope.namespace {
+            let (g, report) = ScalingConfig::from_configmap(previous.global(), data);
+            global = g;
+            (None, report)
+        } else if opted_in.contains(&ns) {
+            let prev = previous.local(ns).cloned().unwrap_or_default();
+            let (l, report) = ScalingConfig::from_local_configmap(&prev, data, ns);
+            (Some(l), report)
+        } else {
+            tracing::warn!(configmap = %format!("{ns}/{name}"), "namespace-local ConfigMap ignored: add a Namespace document labelled {CONFIG_ENABLED_LABEL}: \"true\"");
+            continue;
+        };
+        for (key, why) in &report.rejected {
+            tracing::error!(configmap = %format!("{ns}/{name}"), entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
+        }
+        if let Some(l) = parsed {
+            local.insert(ns.to_string(), l);
+        }
+    }
+    Thresholds::new(&scope.namespace, &scope.configmap)
+        .with_global(global)
+        .with_local(local)
+}
+
+/// Re-reads the file when its content changes and republishes the snapshot and thresholds. A file that
+/// cannot be read, or whose new content has any problem (bad YAML, a bad object, nothing at all: an
+/// editor's truncate before write), leaves the last good state in place, and every problem is logged
+/// with its place.
 pub(crate) async fn watch_file(
     file: PathBuf,
     shared: SharedSnapshot,
+    thresholds: Arc<ArcSwap<Thresholds>>,
     every: Duration,
     heartbeat: Arc<Heartbeat>,
-    instance: Option<String>,
+    scope: FileScope,
 ) {
     let mut last = std::fs::read(&file).ok();
     let mut excluded = Default::default();
@@ -190,17 +270,18 @@ pub(crate) async fn watch_file(
             continue;
         }
         last = Some(now);
-        match load(&file, instance.as_deref()) {
-            Ok((_, problems)) if !problems.is_empty() => {
+        match load(&file, &scope, &thresholds.load()) {
+            Ok((_, _, problems)) if !problems.is_empty() => {
                 for p in &problems {
                     tracing::error!("{p}");
                 }
                 tracing::warn!(file = %file.display(), problems = problems.len(), "standalone file has problems; keeping the last good state until they are fixed");
             }
-            Ok((snap, _)) => {
+            Ok((snap, next, _)) => {
                 log_exclusions(&snap, &mut excluded);
                 tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
                 shared.store(Arc::new(snap));
+                thresholds.store(Arc::new(next));
             }
             Err(e) => tracing::warn!(error = %e, "standalone file not reloaded"),
         }
@@ -210,6 +291,49 @@ pub(crate) async fn watch_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file's ConfigMaps are read as in a cluster: the global one in `--namespace`, a local one
+    /// only where a Namespace document opts in; Namespaces also carry the exclusion annotation.
+    #[test]
+    fn configmaps_and_namespaces_in_the_file() {
+        let text = r#"
+kind: Namespace
+metadata: {name: team-a, labels: {wva.llmd.ai/config-enabled: "true"}}
+---
+kind: Namespace
+metadata: {name: gone, annotations: {wva.llmd.ai/exclude: "true"}}
+---
+kind: ConfigMap
+metadata: {name: cm, namespace: wva}
+data: {default: "kvCacheThreshold: 0.7"}
+---
+kind: ConfigMap
+metadata: {name: cm, namespace: team-a}
+data: {default: "kvCacheThreshold: 0.9"}
+---
+kind: ConfigMap
+metadata: {name: cm, namespace: team-b}
+data: {default: "kvCacheThreshold: 0.95"}
+---
+kind: VariantAutoscaling
+metadata: {name: v, namespace: gone, labels: {inference.optimization/acceleratorName: L4}}
+spec: {modelID: m}
+"#;
+        let dir = std::env::temp_dir().join(format!("wva-standalone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f.yaml");
+        std::fs::write(&file, text).unwrap();
+        let scope = FileScope {
+            instance: None,
+            namespace: "wva".into(),
+            configmap: "cm".into(),
+        };
+        let (snap, t, problems) = load(&file, &scope, &Thresholds::default()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let kv = |ns: &str| t.resolve("m", ns).0.kv_cache_threshold;
+        assert_eq!((kv("team-a"), kv("team-b"), kv("x")), (0.9, 0.7, 0.7));
+        assert!(snap.excluded[0].reason.not_ours());
+    }
 
     #[test]
     fn malformed_objects_are_located_and_the_rest_is_served() {

@@ -34,7 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "sources",
         &["cluster", "error", "health", "telemetry", "tls"],
     ),
-    ("standalone", &["cluster", "error", "health"]),
+    ("standalone", &["cluster", "error", "health", "saturation"]),
     // The engine joins the inputs and implements the provider contract.
     (
         "engine",

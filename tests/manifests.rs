@@ -132,6 +132,46 @@ fn examples_parse_into_the_types_the_server_reads() {
 }
 
 #[test]
+fn annotated_and_local_config_examples_are_valid() {
+    // The annotated examples declare valid variants (their Deployments are the user's).
+    let hpa: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
+        serde_json::from_value(docs("manifests/examples/annotated-hpa.yaml")[0].clone()).unwrap();
+    let so: wva_metrics_server::cluster::crd::ScaledObject =
+        serde_json::from_value(docs("manifests/examples/annotated-scaledobject.yaml")[0].clone())
+            .unwrap();
+    let joined = wva_metrics_server::cluster::snapshot::build(
+        &wva_metrics_server::cluster::snapshot::Objects {
+            hpas: vec![std::sync::Arc::new(hpa)],
+            scaled_objects: vec![std::sync::Arc::new(so)],
+            ..Default::default()
+        },
+        &Default::default(),
+    );
+    let reasons: Vec<String> = joined
+        .excluded
+        .iter()
+        .map(|e| e.reason.to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "target Deployment llm/qwen-a100-decode not found",
+            "target Deployment llm/qwen-l4-decode not found"
+        ]
+    );
+    let local = docs("manifests/examples/namespace-local-configmap.yaml");
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(local[1]["data"].clone()).unwrap();
+    let (cfg, report) = wva_metrics_server::saturation::config::ScalingConfig::from_local_configmap(
+        &Default::default(),
+        &data,
+        "team-a",
+    );
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(cfg.resolve("Qwen/Qwen3-0.6B", "team-a").1, Some("qwen"));
+}
+
+#[test]
 fn rbac_grants_what_the_server_uses() {
     let rbac = docs("manifests/rbac.yaml");
     let find = |kind: &str, name: &str| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
@@ -155,6 +155,8 @@ pub struct Objects {
     pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
     pub scaled_objects: Vec<Arc<ScaledObject>>,
     pub namespaces: Vec<Arc<Namespace>>,
+    /// Saturation ConfigMaps (standalone file only): the thresholds read them, the join does not.
+    pub configmaps: Vec<Arc<ConfigMap>>,
 }
 
 /// Which variants are this server's.

@@ -423,6 +423,7 @@ pub(crate) async fn run_snapshot(
                 hpas: hpas.state(),
                 scaled_objects: scaled,
                 namespaces: namespaces.state(),
+                configmaps: Vec::new(),
             };
             let mut snap = snapshot::build(&objects, &scope);
             snap.synced = all_synced;

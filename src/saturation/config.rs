@@ -423,7 +423,9 @@ mod tests {
             "team-a",
         );
         assert_eq!(report.rejected.len(), 1, "{report:?}");
-        assert!(report.rejected[0].1.contains("applies to its own namespace only"));
+        assert!(report.rejected[0]
+            .1
+            .contains("applies to its own namespace only"));
         let t = Thresholds::new("wva", "cm")
             .with_global(global)
             .with_local([("team-a".to_string(), local)].into());
