@@ -133,21 +133,24 @@ pub struct ClusterArgs {
     /// Namespace of this server (its ConfigMaps live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "wva-metrics-server")]
     pub namespace: String,
-    /// Only watch VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers in this namespace (default: all).
+    /// Only watch this namespace's variants (VAs, annotated HPAs and ScaledObjects), Deployments, Pods and
+    /// local saturation ConfigMap (default: all namespaces, minus those annotated wva.llmd.ai/exclude=true).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
-    /// Saturation thresholds ConfigMap in --namespace (WVA v0.5 name; v0.4.1 used capacity-scaling-config).
+    /// Saturation thresholds ConfigMap in --namespace (WVA v0.5 name; v0.4.1 used capacity-scaling-config);
+    /// a ConfigMap of this name in a namespace labelled wva.llmd.ai/config-enabled=true overrides it there.
     #[arg(
         long,
         env = "SATURATION_CONFIG_MAP_NAME",
         default_value = "wva-saturation-scaling-config"
     )]
     pub saturation_configmap: String,
-    /// Serve only VariantAutoscalings labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).
-    /// Unset: every VA, whatever its instance; items carry controller_instance either way.
+    /// Serve only variants labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).
+    /// Unset: every variant, whatever its instance; items carry controller_instance either way.
     #[arg(long, env = "CONTROLLER_INSTANCE")]
     pub controller_instance: Option<String>,
-    /// Serve from a multi-document YAML file of VariantAutoscalings, Deployments, Pods and HorizontalPodAutoscalers instead of a
+    /// Serve from a multi-document YAML file of VariantAutoscalings, HPAs, ScaledObjects, Deployments, Pods,
+    /// Namespaces and ConfigMaps instead of a
     /// cluster (reloaded when it changes). No authentication: loopback addresses only.
     #[arg(long, env = "WVA_STANDALONE")]
     pub standalone: Option<PathBuf>,

@@ -148,21 +148,26 @@ where
     }
 }
 
-/// Namespace exclusion applies only when watching every namespace; otherwise this never ends.
+/// Namespaces (exclusion, local-config opt-in) matter only when watching every namespace; otherwise
+/// this never ends.
 async fn reflect_namespaces(
     client: &Client,
     watching_all: bool,
+    (name, config): (&'static str, watcher::Config),
     writer: reflector::store::Writer<Namespace>,
     changed: &Arc<Notify>,
     metrics: &Arc<Metrics>,
 ) {
     if watching_all {
-        reflect(
-            "namespaces",
-            Api::all(client.clone()),
+        let (changed, metrics) = (changed.clone(), metrics.clone());
+        let api = Api::all(client.clone());
+        reflect_selected(
+            name,
+            api,
+            config,
             writer,
-            changed.clone(),
-            metrics.clone(),
+            changed,
+            metrics,
             slim_namespace,
             false,
         )
@@ -395,12 +400,28 @@ pub(crate) async fn run_snapshot(
                 changed.clone(),
                 metrics.clone(),
             ),
-            reflect_namespaces(&client, ns.is_none(), ns_w, &changed, &metrics),
+            reflect_namespaces(
+                &client,
+                ns.is_none(),
+                ("namespaces", watcher::Config::default()),
+                ns_w,
+                &changed,
+                &metrics
+            ),
         )
     };
     let scope = Scope {
         instance,
         watched_namespace: namespace.clone(),
+    };
+    let stores = Stores {
+        vas,
+        deps,
+        pods,
+        hpas,
+        namespaces,
+        scaled_objects: scaled_objects.clone(),
+        watching_all: ns.is_none(),
     };
     let rebuild = async {
         let mut last_excluded = LoggedExclusions::new();
@@ -408,23 +429,7 @@ pub(crate) async fn run_snapshot(
             // Either an event or the resync period, whichever comes first.
             let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
             tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
-            let (scaled, scaled_ready) = scaled_objects.load().state();
-            let all_synced = ready(&vas)
-                && ready(&deps)
-                && ready(&pods)
-                && ready(&hpas)
-                && scaled_ready
-                && (ns.is_some() || ready(&namespaces));
-            // The stores hand out shared objects; the join reads them without copying.
-            let objects = Objects {
-                vas: vas.state(),
-                deployments: deps.state(),
-                pods: pods.state(),
-                hpas: hpas.state(),
-                scaled_objects: scaled,
-                namespaces: namespaces.state(),
-                configmaps: Vec::new(),
-            };
+            let (objects, all_synced) = stores.objects();
             let mut snap = snapshot::build(&objects, &scope);
             snap.synced = all_synced;
             log_exclusions(&snap, &mut last_excluded);
@@ -438,6 +443,41 @@ pub(crate) async fn run_snapshot(
     tokio::select! {
         _ = reflectors => tracing::warn!("the snapshot's watches ended"),
         () = rebuild => {}
+    }
+}
+
+/// The snapshot's stores, read together.
+struct Stores {
+    vas: Store<VariantAutoscaling>,
+    deps: Store<Deployment>,
+    pods: Store<Pod>,
+    hpas: Store<HorizontalPodAutoscaler>,
+    namespaces: Store<Namespace>,
+    scaled_objects: Arc<ArcSwap<Optional<ScaledObject>>>,
+    /// Namespaces are followed only when watching every namespace.
+    watching_all: bool,
+}
+
+impl Stores {
+    /// The objects the join reads (shared, not copied), and whether every list is complete.
+    fn objects(&self) -> (Objects, bool) {
+        let (scaled, scaled_ready) = self.scaled_objects.load().state();
+        let all_synced = ready(&self.vas)
+            && ready(&self.deps)
+            && ready(&self.pods)
+            && ready(&self.hpas)
+            && scaled_ready
+            && (!self.watching_all || ready(&self.namespaces));
+        let objects = Objects {
+            vas: self.vas.state(),
+            deployments: self.deps.state(),
+            pods: self.pods.state(),
+            hpas: self.hpas.state(),
+            scaled_objects: scaled,
+            namespaces: self.namespaces.state(),
+            configmaps: Vec::new(),
+        };
+        (objects, all_synced)
     }
 }
 
@@ -588,23 +628,17 @@ pub(crate) async fn run_local_configs(
             false,
         );
         // With --watch-namespace, only the watched namespace's ConfigMap applies: no opt-in to follow.
-        let opted_in = async {
-            if watch_namespaces {
-                reflect_selected(
-                    "namespaces/config-enabled",
-                    Api::all(client.clone()),
-                    watcher::Config::default().labels(&format!("{CONFIG_ENABLED_LABEL}=true")),
-                    ns_w,
-                    changed.clone(),
-                    metrics.clone(),
-                    slim_namespace,
-                    false,
-                )
-                .await;
-            } else {
-                futures::future::pending::<()>().await;
-            }
-        };
+        let opted_in = reflect_namespaces(
+            &client,
+            watch_namespaces,
+            (
+                "namespaces/config-enabled",
+                watcher::Config::default().labels(&format!("{CONFIG_ENABLED_LABEL}=true")),
+            ),
+            ns_w,
+            &changed,
+            &metrics,
+        );
         futures::join!(configmaps, opted_in);
     };
     let apply = async {
