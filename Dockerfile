@@ -1,7 +1,9 @@
 # Multi-stage: build static-enough Rust binaries, run them on distroless as a non-root user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+RUN apt-get update -qq && apt-get install -y -qq protobuf-compiler && rm -rf /var/lib/apt/lists/*
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto proto
 COPY src src
 COPY benches benches
 COPY tests tests

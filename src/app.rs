@@ -18,6 +18,7 @@ use crate::engine::{self, Engine};
 use crate::error::Error;
 use crate::health::{liveness_bound, Health};
 use crate::saturation::config::Thresholds;
+use crate::scaler;
 use crate::server::routes::AppState;
 use crate::server::{self as http};
 use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
@@ -357,6 +358,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
 
     // The front door.
     let (resolver, cert_source) = serving_cert(&args.tls, args.http.secure_port, bind, &mut tasks)?;
+    if let Some(port) = args.scaler.external_scaler_port {
+        external_scaler(&args, bind, port, &resolver, &engine, &mut tasks)?;
+    }
     let tls_config = Arc::new(tls::server_config(resolver, tls::provider())?);
     let addr = SocketAddr::new(bind, args.http.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -403,6 +407,62 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
             Err(e) => Err(e),
         },
     }
+}
+
+/// KEDA's external scaler on its own port, supervised, answering from the same engine.
+fn external_scaler(
+    args: &ServeArgs,
+    bind: IpAddr,
+    port: u16,
+    cert: &Arc<ReloadingCert>,
+    engine: &Arc<Engine>,
+    tasks: &mut Supervisor,
+) -> Result<(), Error> {
+    let auth = match (
+        &args.scaler.external_scaler_client_ca_file,
+        args.cluster.standalone.is_some(),
+    ) {
+        (Some(ca), _) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in tls::read_certs(ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+            }
+            scaler::ClientAuth::Required(roots)
+        }
+        (None, standalone) => {
+            if !standalone {
+                tracing::warn!("the external scaler serves without client authentication (--external-scaler-allow-unauthenticated): anyone who reaches the port can read desired replicas");
+            }
+            scaler::ClientAuth::None
+        }
+    };
+    let config = Arc::new(scaler::tls_config(cert.clone(), auth)?);
+    let addr = SocketAddr::new(bind, port);
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::io(format!("listening on {addr} (--external-scaler-port)"), e))?;
+    tracing::info!(%addr, "serving KEDA's external scaler (gRPC)");
+    let provider: Arc<dyn crate::provider::MetricsProvider> = engine.clone();
+    let scaler = scaler::Scaler::new(provider, scaler::PUSH_INTERVAL);
+    tasks.add("external-scaler", move || {
+        let (config, scaler) = (config.clone(), scaler.clone());
+        let listener = listener.try_clone();
+        async move {
+            let served = match listener.and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => scaler::serve(l, config, scaler, futures::future::pending()).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "external scaler: the listener is unusable");
+                    return;
+                }
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "external scaler stopped");
+            }
+        }
+    });
+    Ok(())
 }
 
 fn print_standalone_banner(local: SocketAddr, cert_source: &CertSource) {

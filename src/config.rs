@@ -72,7 +72,27 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub status: StatusArgs,
     #[command(flatten)]
+    pub scaler: ScalerArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// KEDA's external scaler: gRPC over TLS on a port of its own.
+#[derive(Debug, Clone, Args)]
+pub struct ScalerArgs {
+    /// Port of KEDA's external scaler (gRPC over TLS with the serving certificate). Unset: not served.
+    #[arg(long, env = "WVA_EXTERNAL_SCALER_PORT")]
+    pub external_scaler_port: Option<u16>,
+    /// CA bundle that KEDA's client certificate (TriggerAuthentication tlsClientCert) must chain to.
+    #[arg(long, env = "WVA_EXTERNAL_SCALER_CLIENT_CA_FILE")]
+    pub external_scaler_client_ca_file: Option<PathBuf>,
+    /// Serve the scaler without client certificates (logged as a warning). Standalone always does, on loopback.
+    #[arg(
+        long,
+        env = "WVA_EXTERNAL_SCALER_ALLOW_UNAUTHENTICATED",
+        default_value_t = false
+    )]
+    pub external_scaler_allow_unauthenticated: bool,
 }
 
 /// The HTTPS listener.
@@ -435,6 +455,13 @@ impl ServeArgs {
                     "--standalone serves without authentication and only on loopback; --bind-address {addr} is not a loopback address"
                 ));
             }
+        }
+        if self.scaler.external_scaler_port.is_some()
+            && self.cluster.standalone.is_none()
+            && self.scaler.external_scaler_client_ca_file.is_none()
+            && !self.scaler.external_scaler_allow_unauthenticated
+        {
+            return Err("--external-scaler-port needs --external-scaler-client-ca-file (the CA of KEDA's client certificate), or --external-scaler-allow-unauthenticated to serve without client authentication".into());
         }
         if self.sources.metrics_source == MetricsSource::Prometheus
             && self.prometheus.base_url.is_none()

@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod provider;
 pub mod saturation;
+pub mod scaler;
 pub mod server;
 pub mod sources;
 pub mod standalone;

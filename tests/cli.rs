@@ -267,6 +267,61 @@ fn standalone(name: &str, server_args: &[&str]) -> Standalone {
     }
 }
 
+/// The standalone server also serves KEDA's external scaler on loopback with its generated certificate and
+/// no client authentication; it answers the number the HPA path answers.
+#[test]
+fn standalone_serves_the_external_scaler_on_loopback() {
+    use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+    let grpc = free_port();
+    let s = standalone(
+        "scaler",
+        &[
+            "--scrape-interval",
+            "500ms",
+            "--lookback",
+            "2s",
+            "--external-scaler-port",
+            &grpc.to_string(),
+        ],
+    );
+    wait_for("idle decision", Duration::from_secs(30), || {
+        desired(&s.ca, s.port)
+            == Some(vec![
+                ("qwen-h100".into(), "1".into()),
+                ("qwen-l40s".into(), "1".into()),
+            ])
+    });
+    support::install_provider();
+    let ca = std::fs::read_to_string(&s.ca).unwrap();
+    let so = |name: &str| ScaledObjectRef {
+        name: name.into(),
+        namespace: "llm".into(),
+        scaler_metadata: Default::default(),
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], grpc));
+        let mut c = support::scaler_client(addr, &ca, None).await.unwrap();
+        let m = c
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(so("qwen-h100")),
+                metric_name: "wva_desired_replicas".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(m.metric_values[0].metric_value, 1);
+        assert!(
+            c.is_active(so("qwen-l40s"))
+                .await
+                .unwrap()
+                .into_inner()
+                .result
+        );
+        let missing = c.is_active(so("nope")).await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+    });
+}
+
 #[test]
 fn standalone_server_scales_the_cheapest_variant_under_load() {
     let s = standalone(

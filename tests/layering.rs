@@ -56,6 +56,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "server",
         &["auth", "error", "health", "provider", "telemetry", "tls"],
     ),
+    // KEDA's external scaler: another surface over the same provider contract.
+    ("scaler", &["provider", "tls"]),
     // Wiring.
     (
         "config",

@@ -12,13 +12,17 @@ use wva_metrics_server::cluster::crd::VariantAutoscaling;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn docs(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+    docs_at(&Path::new(ROOT).join(path))
+}
+
+fn docs_at(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
     text.split("\n---\n")
         .filter(|d| {
             d.lines()
                 .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
         })
-        .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .collect()
 }
 
@@ -316,4 +320,31 @@ fn make_certs_output_is_accepted_by_the_server_tls_loader() {
     .unwrap();
     let api = std::fs::read_to_string(out.join("apiservice.yaml")).unwrap();
     assert!(api.contains(&format!("caBundle: {}", bundle.trim())));
+    // KEDA's client certificate chains to the CA the scaler port is told to trust.
+    let client_roots = {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(ca[0].clone()).unwrap();
+        std::sync::Arc::new(r)
+    };
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder(client_roots)
+        .build()
+        .unwrap();
+    let keda = wva_metrics_server::tls::read_certs(&out.join("keda-client.crt")).unwrap();
+    client_verifier
+        .verify_client_cert(&keda[0], &[], rustls::pki_types::UnixTime::now())
+        .unwrap();
+    // The TriggerAuthentication and its Secret carry the three parameters KEDA reads.
+    let auth = docs_at(&out.join("keda-trigger-auth.yaml"));
+    assert_eq!(auth[0]["kind"], "Secret");
+    for key in ["caCert", "tlsClientCert", "tlsClientKey"] {
+        assert!(
+            auth[0]["data"][key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key}"
+        );
+    }
+    assert_eq!(auth[1]["kind"], "TriggerAuthentication");
+    assert_eq!(
+        auth[1]["spec"]["secretTargetRef"].as_array().unwrap().len(),
+        3
+    );
 }

@@ -569,3 +569,66 @@ pub fn output_with_stdin(
     drop(child.stdin.take());
     child.wait_with_output()
 }
+
+/// PEM certificates as DER.
+pub fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A gRPC client of the external scaler dialing as KEDA does with a TriggerAuthentication: the server's CA, and a client
+/// certificate when given.
+pub async fn scaler_client(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+) -> Result<
+    wva_metrics_server::scaler::proto::external_scaler_client::ExternalScalerClient<
+        tonic::transport::Channel,
+    >,
+    tonic::transport::Error,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(ca_pem) {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(wva_metrics_server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some(leaf) => {
+            use rustls::pki_types::pem::PemObject;
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(pem_certs(&leaf.cert_pem), key)
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = connector
+                    .connect(
+                        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                        tcp,
+                    )
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(
+        wva_metrics_server::scaler::proto::external_scaler_client::ExternalScalerClient::new(
+            channel,
+        ),
+    )
+}

@@ -1,0 +1,15 @@
+//! Generates the gRPC code for KEDA's external scaler interface from `proto/externalscaler.proto`
+//! (needs `protoc`, the Debian package `protobuf-compiler`).
+fn main() {
+    println!("cargo:rerun-if-changed=proto/externalscaler.proto");
+    if let Err(e) = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/externalscaler.proto"], &["proto"])
+    {
+        panic!(
+            "generating the external scaler code from proto/externalscaler.proto failed: {e}\n\
+             (is protoc installed? sudo apt-get install -y protobuf-compiler)"
+        );
+    }
+}
