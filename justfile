@@ -30,6 +30,12 @@ lint:
 e2e:
     tests/e2e/run.sh
 
+# End-to-end with a real KEDA (built once from its Go module, ~11 minutes the first time): KEDA holds the
+# external metrics APIService and scales a ScaledObject through our external scaler over mTLS.
+e2e-keda:
+    tests/e2e/build-keda.sh >/dev/null
+    WVA_E2E_TEST=keda_external_scaler tests/e2e/run.sh
+
 # Benchmarks: figures and ratios against baselines measured in the same run (BENCHMARKS.md). Needs what
 # `just e2e` needs (Go, the Debian package prometheus, curl); builds prometheus-adapter once (~2 min).
 bench:

@@ -163,6 +163,32 @@ fn annotated_and_local_config_examples_are_valid() {
             "target Deployment llm/qwen-l4-decode not found"
         ]
     );
+    // The KEDA examples: an external trigger naming its variant, and an annotated ScaledObject that is one.
+    for f in [
+        "manifests/examples/keda/scaledobject.yaml",
+        "manifests/examples/keda/scaledobject-push.yaml",
+    ] {
+        let so: wva_metrics_server::cluster::crd::ScaledObject =
+            serde_json::from_value(docs(f)[0].clone()).unwrap();
+        let trigger = &so.spec.triggers[0];
+        assert!(
+            ["external", "external-push"].contains(&trigger["type"].as_str().unwrap()),
+            "{f}"
+        );
+        assert!(trigger["metadata"]["scalerAddress"]
+            .as_str()
+            .unwrap()
+            .ends_with(":9443"));
+        let annotated = so
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("llm-d.ai/managed"));
+        assert!(
+            annotated || trigger["metadata"]["variantName"].is_string(),
+            "{f}"
+        );
+    }
     let local = docs("manifests/examples/namespace-local-configmap.yaml");
     let data: std::collections::BTreeMap<String, String> =
         serde_json::from_value(local[1]["data"].clone()).unwrap();

@@ -11,6 +11,7 @@
 )] // Fixtures and measurements, not product code.
 
 mod harness;
+mod keda;
 mod kubelet;
 #[path = "../support/mod.rs"]
 mod support;
@@ -528,6 +529,25 @@ async fn end_to_end() {
     match result {
         Ok(()) => eprintln!("e2e: all scenarios passed; logs in {}", dir.display()),
         Err(_) => panic!("e2e timed out; logs in {}", dir.display()),
+    }
+}
+
+/// KEDA holds the APIService; our server answers through KEDA's external scaler (`just e2e-keda`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control-plane binaries, KEDA and Prometheus; run with `just e2e-keda`"]
+async fn keda_external_scaler() {
+    let (mut c, kubelet) = start_everything(HPA_SYNC, SCRAPE_INTERVAL).await;
+    let dir = c.dir.clone();
+    let result = tokio::time::timeout(Duration::from_secs(900), async {
+        registration(&mut c).await;
+        keda::scenario(&mut c, &kubelet).await;
+    })
+    .await;
+    kubelet.handle.abort();
+    c.check_procs();
+    match result {
+        Ok(()) => eprintln!("e2e: KEDA scenario passed; logs in {}", dir.display()),
+        Err(_) => panic!("e2e KEDA scenario timed out; logs in {}", dir.display()),
     }
 }
 
