@@ -229,6 +229,42 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     set_load(k, "keda-l4", 0);
     wait_replicas(c, "keda-l4-decode", 1, Duration::from_secs(180)).await;
 
+    // An annotated ScaledObject is itself a variant (issue #14), here with an external-push trigger:
+    // no variantName, and activity is pushed over StreamIsActive.
+    c.apply(&[
+        deployment("keda-push-decode", "keda-push", "Qwen/Qwen3-8B"),
+        format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: keda-push\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: A10}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-8B}}\nspec:\n  scaleTargetRef: {{name: keda-push-decode}}\n  pollingInterval: 2\n  minReplicaCount: 1\n  maxReplicaCount: 3\n  advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleUp: {{stabilizationWindowSeconds: 0}}\n        scaleDown: {{stabilizationWindowSeconds: 5}}\n  triggers:\n  - type: external-push\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"),
+    ]
+    .join("---\n"));
+    eventually(
+        "ScaledObject keda-push Ready=True",
+        Duration::from_secs(120),
+        || async {
+            let out = condition(c, "keda-push").await;
+            if out.starts_with("True") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    wait_replicas(c, "keda-push-decode", 1, Duration::from_secs(60)).await;
+    let step = Instant::now();
+    set_load(k, "keda-push", 30);
+    wait_at_least(
+        c,
+        "keda-push-decode",
+        2,
+        "the annotated ScaledObject's Deployment scaled up",
+        Duration::from_secs(120),
+    )
+    .await;
+    eprintln!("e2e[keda] annotated ScaledObject with an external-push trigger (no VA, no variantName): Ready, scaled to 2 after {:.1}s", step.elapsed().as_secs_f64());
+    set_load(k, "keda-push", 0);
+    c.kubectl(&["-n", NS, "delete", "scaledobject", "keda-push"])
+        .unwrap();
+
     // A client certificate from another CA is refused at the handshake.
     let stranger = Ca::new("not-ours").client("keda-operator", &[]);
     let server_ca = std::fs::read_to_string(c.certs.join("ca.crt")).unwrap();
