@@ -167,7 +167,11 @@ pub async fn run(target: &Target, paths: Arc<Vec<String>>, shape: Shape) -> Figu
     for h in handles {
         all.extend(h.await.expect("load worker"));
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    figures(all, start.elapsed().as_secs_f64())
+}
+
+/// Quantiles (µs) and throughput of request latencies given in nanoseconds, measured over `elapsed` s.
+pub fn figures(mut all: Vec<u64>, elapsed: f64) -> Figures {
     all.sort_unstable();
     let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1e3;
     Figures {

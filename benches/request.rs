@@ -3,7 +3,8 @@
 //! certificate and a warm authorization cache, over HTTP/1.1 and h2, for 1, 100 and 1,000 variants.
 //!
 //! Baseline in the same run: the same server answering the static discovery document (same TLS, same
-//! authentication, no authorization and no engine), i.e. the transport floor. Client and server share the
+//! authentication, no authorization and no engine), i.e. the transport floor. Beside it: KEDA's poll of
+//! the external scaler (GetMetrics then IsActive over gRPC with mTLS, one pair at a time) on the same engine. Client and server share the
 //! machine's cores, so throughput is "both sides on this machine". (Issue #7's Prometheus Adapter baseline
 //! is not built yet.)
 #![allow(
@@ -33,6 +34,8 @@ use wva_metrics_server::auth::{Auth, Decision, UserInfo};
 use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::Thresholds;
+use wva_metrics_server::scaler;
+use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
@@ -118,13 +121,20 @@ fn snapshot_of(variants: usize) -> Snapshot {
 /// authorization cache.
 struct InProcess {
     port: u16,
+    /// KEDA's external scaler on the same engine (mTLS with the serving CA's client certificates).
+    scaler_port: u16,
     // Kept alive for the server task; dropped (and the server with it) after `stop`.
     _runtime: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl InProcess {
-    fn start(variants: usize, front_ca: &str, cert_dir: &std::path::Path) -> Self {
+    fn start(
+        variants: usize,
+        front_ca: &str,
+        serving_ca: &str,
+        cert_dir: &std::path::Path,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -154,21 +164,38 @@ impl InProcess {
         auth.set_config(
             AuthConfig::from_configmap(&data, &AuthOverrides::default(), &provider).unwrap(),
         );
-        let engine = Engine::new(
+        let engine = Arc::new(Engine::new(
             snapshot::shared(snapshot_of(variants)),
             Arc::new(Moderate),
             Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
             Duration::from_secs(120),
-        );
+        ));
         let resolver = ReloadingCert::load(
             &cert_dir.join("tls.crt"),
             &cert_dir.join("tls.key"),
             &provider,
         )
         .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in support::pem_certs(serving_ca) {
+            roots.add(c).unwrap();
+        }
+        let scaler_config = Arc::new(
+            scaler::tls_config(resolver.clone(), scaler::ClientAuth::Required(roots)).unwrap(),
+        );
+        let scaler_listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let scaler_port = scaler_listener.local_addr().unwrap().port();
+        runtime.spawn(scaler::serve(
+            scaler_listener,
+            scaler_config,
+            scaler::Scaler::new(engine.clone(), scaler::PUSH_INTERVAL),
+            futures::future::pending(),
+        ));
         let config = Arc::new(tls::server_config(resolver, provider.clone()).unwrap());
         let state = Arc::new(AppState {
-            provider: Arc::new(engine),
+            provider: engine,
             auth: Some(auth),
             metrics,
             health: wva_metrics_server::health::Health::new(),
@@ -189,6 +216,7 @@ impl InProcess {
         ));
         Self {
             port,
+            scaler_port,
             _runtime: runtime,
             stop: Some(tx),
         }
@@ -230,6 +258,42 @@ fn shape(
     }
 }
 
+/// Latency of KEDA's poll pair (GetMetrics, then IsActive) on one connection, one pair at a time.
+async fn scaler_pairs(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    keda: &support::Leaf,
+    variants: usize,
+    duration: Duration,
+) -> load::Figures {
+    let mut c = support::scaler_client(addr, ca, Some(keda)).await.unwrap();
+    let mut lat = Vec::new();
+    let start = std::time::Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < duration {
+        let so = ScaledObjectRef {
+            name: "so".into(),
+            namespace: "ns".into(),
+            scaler_metadata: [(
+                "variantName".to_string(),
+                format!("variant-{}", i % variants),
+            )]
+            .into(),
+        };
+        i += 1;
+        let t = std::time::Instant::now();
+        c.get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(so.clone()),
+            metric_name: scaler::METRIC_NAME.into(),
+        })
+        .await
+        .unwrap();
+        c.is_active(so).await.unwrap();
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    load::figures(lat, start.elapsed().as_secs_f64())
+}
+
 fn main() {
     // `cargo test --all-targets` runs this target once without `--bench`: nothing to measure then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -243,7 +307,8 @@ fn main() {
     let duration = Duration::from_secs(seconds);
     let serving = support::Ca::new("serving");
     let front = support::Ca::new("front-proxy");
-    let server_leaf = serving.server(&["127.0.0.1"]);
+    let server_leaf = serving.server(&["127.0.0.1", "localhost"]);
+    let keda = serving.client("keda-operator", &[]);
     let fp = front.client("front-proxy-client", &[]);
     let dir = std::env::temp_dir().join(format!("wva-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -286,7 +351,8 @@ fn main() {
         "variants", "proto", "path", "p50 µs", "p99 µs", "p999 µs", "req/s", "peak req/s"
     );
     for variants in sizes {
-        let server = InProcess::start(variants, &front.pem, &dir);
+        let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
+        let mut hpa_h2 = None;
         let target = load::Target {
             addr: format!("127.0.0.1:{}", server.port).parse().unwrap(),
             server_name: "127.0.0.1".try_into().unwrap(),
@@ -316,6 +382,9 @@ fn main() {
                 rows.push((lat, peak));
             }
             let ((fl, fp), (ml, mp)) = (rows[0], rows[1]);
+            if http2 {
+                hpa_h2 = Some(ml);
+            }
             println!("[request] {variants:>8} {proto:>8} {:>26} metric/floor: p99 {:.2}x, peak throughput {:.2}x", "", ml.p99 / fl.p99, mp.rps / fp.rps);
             if let Some(b) = &baseline {
                 let target = load::Target {
@@ -336,6 +405,16 @@ fn main() {
                 println!("[request] {variants:>8} {proto:>8} {:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}", "prometheus-adapter", al.p50, al.p99, al.p999, al.rps, ap.rps);
                 println!("[request] {variants:>8} {proto:>8} {:>26} adapter/ours: p99 {:.1}x, p50 {:.1}x; ours/adapter peak throughput {:.1}x", "", al.p99 / ml.p99, al.p50 / ml.p50, mp.rps / ap.rps);
             }
+        }
+        // KEDA's poll of one ScaledObject: GetMetrics then IsActive, one at a time, over mTLS.
+        let addr = format!("127.0.0.1:{}", server.scaler_port).parse().unwrap();
+        let g = client.block_on(scaler_pairs(addr, &serving.pem, &keda, variants, duration));
+        println!(
+            "[request] {variants:>8} {:>8} {:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10}",
+            "grpc", "GetMetrics+IsActive (1)", g.p50, g.p99, g.p999, g.rps, "-"
+        );
+        if let Some(h) = hpa_h2 {
+            println!("[request] {variants:>8} {:>8} {:>26} grpc pair / one HPA request (h2, 4 in flight): p50 {:.2}x, p99 {:.2}x", "", "", g.p50 / h.p50, g.p99 / h.p99);
         }
         drop(server);
     }

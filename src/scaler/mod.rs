@@ -327,6 +327,11 @@ pub async fn serve(
                     continue;
                 }
             };
+            // gRPC answers in several small writes (headers, data, trailers): without this, Nagle holds
+            // the last one for the client's delayed ACK, about 40 ms per call.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "external scaler: TCP_NODELAY not set");
+            }
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

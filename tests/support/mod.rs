@@ -616,6 +616,8 @@ pub async fn scaler_client(
             let connector = connector.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
+                // As Go's net package (KEDA) does by default.
+                tcp.set_nodelay(true)?;
                 let tls = connector
                     .connect(
                         rustls::pki_types::ServerName::try_from("localhost").unwrap(),
