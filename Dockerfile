@@ -1,4 +1,5 @@
-# Multi-stage: build static-enough Rust binaries, run them on distroless as a non-root user.
+# Multi-stage: build the server (the image carries it alone; vllm-emulator is a test tool), run it on
+# distroless as a non-root user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update -qq && apt-get install -y -qq protobuf-compiler && rm -rf /var/lib/apt/lists/*
@@ -7,12 +8,11 @@ COPY proto proto
 COPY src src
 COPY benches benches
 COPY tests tests
-RUN cargo build --release --locked --bins
+RUN cargo build --release --locked --bin wva-metrics-server
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/wva-metrics-server /usr/local/bin/wva-metrics-server
-COPY --from=build /src/target/release/vllm-emulator /usr/local/bin/vllm-emulator
 USER 65532:65532
-EXPOSE 6443
+EXPOSE 6443 9443
 ENTRYPOINT ["/usr/local/bin/wva-metrics-server"]
 CMD ["serve"]

@@ -9,13 +9,24 @@
 #   certs/make-certs.sh [OUT_DIR]                       # files only
 #   certs/make-certs.sh OUT_DIR --apply                 # also: Secret wva-metrics-server-tls (tls.crt, tls.key,
 #                                                       # ca.crt) + APIService with caBundle
+#   certs/make-certs.sh OUT_DIR --apply --force         # replace an APIService that points at another service
+#                                                       # (Prometheus Adapter, KEDA): refused without --force
 #
 # Env: SERVICE (wva-metrics-server), NAMESPACE (wva-metrics-server), DAYS (365), KUBECTL (kubectl),
 #      EXTRA_SANS (comma-separated extra DNS names or IPs, e.g. 127.0.0.1 for tests),
 #      TRIGGER_NAMESPACE (default: the namespace of your ScaledObjects, "default" if unset).
 set -euo pipefail
-out="${1:-./wva-certs}"
-apply="${2:-}"
+out="./wva-certs"
+apply=""
+force=""
+for arg in "$@"; do
+  case "$arg" in
+    --apply) apply="--apply" ;;
+    --force) force="--force" ;;
+    -*) echo "make-certs.sh: unknown option $arg (expected --apply, --force)" >&2; exit 2 ;;
+    *) out="$arg" ;;
+  esac
+done
 svc="${SERVICE:-wva-metrics-server}"
 ns="${NAMESPACE:-wva-metrics-server}"
 days="${DAYS:-365}"
@@ -70,6 +81,15 @@ sed "s|CA_BUNDLE|${ca_bundle}|" "$here/../apiservice/apiservice.yaml" > "$out/ap
 echo "wrote $out/ca.crt, $out/tls.crt, $out/tls.key (SANs: $sans), $out/apiservice.yaml," >&2
 echo "      $out/keda-client.crt, $out/keda-client.key and $out/keda-trigger-auth.yaml (kubectl apply -f it for KEDA)" >&2
 if [[ "$apply" == "--apply" ]]; then
+  # Only one provider can hold the external metrics API: never take it from another one silently.
+  current="$("$kubectl" get apiservice v1beta1.external.metrics.k8s.io \
+    -o 'jsonpath={.spec.service.namespace}/{.spec.service.name}' 2>/dev/null || true)"
+  if [[ -n "$current" && "$current" != "${ns}/${svc}" && -z "$force" ]]; then
+    echo "make-certs.sh: APIService v1beta1.external.metrics.k8s.io points at service $current now, not ${ns}/${svc}." >&2
+    echo "  Another provider (Prometheus Adapter, KEDA) holds the external metrics API; replacing it breaks its users." >&2
+    echo "  With KEDA, keep it and use the external scaler instead (README: KEDA). To replace it anyway: add --force." >&2
+    exit 1
+  fi
   "$kubectl" -n "$ns" create secret generic wva-metrics-server-tls --type=kubernetes.io/tls \
     --from-file=tls.crt="$out/tls.crt" --from-file=tls.key="$out/tls.key" --from-file=ca.crt="$out/ca.crt" \
     --dry-run=client -o yaml | "$kubectl" apply -f - >&2

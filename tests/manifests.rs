@@ -300,6 +300,56 @@ fn rbac_grants_what_the_server_uses() {
     );
 }
 
+/// `make-certs.sh --apply` never takes the external metrics API from another provider without `--force`,
+/// and says who holds it. kubectl is a stand-in script here: it answers the APIService lookup with KEDA's
+/// adapter and records every other call.
+#[test]
+fn make_certs_refuses_to_replace_another_providers_apiservice() {
+    let dir = std::env::temp_dir().join(format!("wva-make-certs-force-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = dir.join("calls");
+    let kubectl = dir.join("kubectl");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/usr/bin/env bash\necho \"$*\" >> {}\nif [[ \"$1 $2\" == \"get apiservice\" ]]; then printf keda/keda-metrics-apiserver; fi\ncat >/dev/null 2>&1 || true\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", kubectl.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(Path::new(ROOT).join("certs/make-certs.sh"))
+            .arg(dir.join("out"))
+            .args(extra)
+            .env("KUBECTL", &kubectl)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = run(&["--apply"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("points at service keda/keda-metrics-apiserver now"),
+        "{stderr}"
+    );
+    let applied = std::fs::read_to_string(&calls).unwrap();
+    assert!(!applied.contains("apply"), "nothing applied: {applied}");
+    let forced = run(&["--apply", "--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(std::fs::read_to_string(&calls)
+        .unwrap()
+        .contains("apply -f"));
+}
+
 #[test]
 fn make_certs_output_is_accepted_by_the_server_tls_loader() {
     let _ = rustls::crypto::ring::default_provider().install_default();
