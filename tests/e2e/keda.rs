@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use super::harness::{eventually, Proc};
 use super::kubelet::Kubelet;
 use super::support::{free_port, Ca};
-use super::{never_below, replicas, set_load, wait_at_least, wait_replicas, Cluster, NS, ROOT};
+use super::{
+    deployment_yaml, never_below, replicas, set_load, wait_at_least, wait_replicas, Cluster, NS,
+    ROOT,
+};
 
 /// Builds (once) and locates KEDA: `<dir>/bin/keda-{operator,adapter}` and `<dir>/crds/`.
 fn keda_dir() -> PathBuf {
@@ -159,12 +162,6 @@ fn scaled_object(name: &str, target: &str, variant: &str, port: u16, auth: &str)
     )
 }
 
-fn deployment(name: &str, app: &str, model: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: {model}}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
-    )
-}
-
 async fn condition(c: &Cluster, name: &str) -> String {
     c.kubectl(&[
         "-n",
@@ -196,7 +193,7 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
         .replace("namespace: default", &format!("namespace: {NS}"));
     c.apply(&auth);
     c.apply(&[
-        deployment("keda-l4-decode", "keda-l4", "Qwen/Qwen3-4B"),
+        deployment_yaml(NS, "keda-l4-decode", "keda-l4", "Qwen/Qwen3-4B"),
         format!("apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: keda-l4\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\nspec: {{modelID: Qwen/Qwen3-4B, scaleTargetRef: {{name: keda-l4-decode}}}}\n"),
         scaled_object("keda-l4", "keda-l4-decode", "keda-l4", port, "wva-metrics-server"),
     ]
@@ -232,7 +229,7 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     // An annotated ScaledObject is itself a variant (issue #14), here with an external-push trigger:
     // no variantName, and activity is pushed over StreamIsActive.
     c.apply(&[
-        deployment("keda-push-decode", "keda-push", "Qwen/Qwen3-8B"),
+        deployment_yaml(NS, "keda-push-decode", "keda-push", "Qwen/Qwen3-8B"),
         format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: keda-push\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: A10}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-8B}}\nspec:\n  scaleTargetRef: {{name: keda-push-decode}}\n  pollingInterval: 2\n  minReplicaCount: 1\n  maxReplicaCount: 3\n  advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleUp: {{stabilizationWindowSeconds: 0}}\n        scaleDown: {{stabilizationWindowSeconds: 5}}\n  triggers:\n  - type: external-push\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"),
     ]
     .join("---\n"));
@@ -271,7 +268,7 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     c.apply(&[
         format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: stranger, namespace: {NS}}}\ndata: {{caCert: {}, tlsClientCert: {}, tlsClientKey: {}}}\n", base64(&server_ca), base64(&stranger.cert_pem), base64(&stranger.key_pem)),
         format!("apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {{name: stranger, namespace: {NS}}}\nspec:\n  secretTargetRef:\n  - {{parameter: caCert, name: stranger, key: caCert}}\n  - {{parameter: tlsClientCert, name: stranger, key: tlsClientCert}}\n  - {{parameter: tlsClientKey, name: stranger, key: tlsClientKey}}\n"),
-        deployment("keda-bad-decode", "keda-bad", "Qwen/Qwen3-4B"),
+        deployment_yaml(NS, "keda-bad-decode", "keda-bad", "Qwen/Qwen3-4B"),
         scaled_object("keda-bad", "keda-bad-decode", "keda-l4", port, "stranger"),
     ]
     .join("---\n"));

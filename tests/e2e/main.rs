@@ -378,12 +378,15 @@ fn start_prometheus(c: &mut Cluster) {
     c.procs.insert("prometheus", p);
 }
 
+/// A Deployment of emulated vLLM pods serving `model`, one replica, selected by `app`.
+fn deployment_yaml(namespace: &str, name: &str, app: &str, model: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: {model}}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
+    )
+}
+
 fn workload_yaml() -> String {
-    let deployment = |name: &str, app: &str, model: &str| {
-        format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: {model}}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n"
-        )
-    };
+    let deployment = |name: &str, app: &str, model: &str| deployment_yaml(NS, name, app, model);
     let hpa = |name: &str, target: &str, metric: &str, selector: &str| {
         format!(
             "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {target}}}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: {metric}\n        selector: {{matchLabels: {selector}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0, policies: [{{type: Pods, value: 4, periodSeconds: 5}}]}}\n    scaleDown: {{stabilizationWindowSeconds: 5, policies: [{{type: Pods, value: 4, periodSeconds: 5}}]}}\n"
@@ -831,7 +834,8 @@ async fn bounds(c: &mut Cluster, k: &kubelet::Kubelet) {
 /// with the reason in the answer and a Warning Event on the HPA.
 async fn annotated_hpa(c: &mut Cluster, k: &kubelet::Kubelet) {
     c.apply(&format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: embed-l4-decode, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: embed-l4}}}}\n  template:\n    metadata:\n      labels: {{app: embed-l4}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-Embedding-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-l4\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-Embedding-0.6B, llm-d.ai/variant-cost: \"3\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-l4-decode}}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: embed-l4, exported_namespace: {NS}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n    scaleDown: {{stabilizationWindowSeconds: 5}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-bad\n  namespace: {NS}\n  annotations: {{llm-d.ai/managed: \"true\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-missing}}\n  maxReplicas: 2\n"
+        "{}---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-l4\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-Embedding-0.6B, llm-d.ai/variant-cost: \"3\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-l4-decode}}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: embed-l4, exported_namespace: {NS}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n    scaleDown: {{stabilizationWindowSeconds: 5}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: embed-bad\n  namespace: {NS}\n  annotations: {{llm-d.ai/managed: \"true\"}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: embed-missing}}\n  maxReplicas: 2\n",
+        deployment_yaml(NS, "embed-l4-decode", "embed-l4", "Qwen/Qwen3-Embedding-0.6B")
     ));
     wait_replicas(c, "embed-l4-decode", 1, Duration::from_secs(60)).await;
     hpa_active(c, "embed-l4", Duration::from_secs(90)).await;
@@ -933,7 +937,8 @@ async fn namespace_local_config(c: &mut Cluster, k: &kubelet::Kubelet) {
     set_load(k, "qwen-l40s", 0);
     set_load(k, "qwen-h100", 0);
     c.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS_B}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: qwen-b-decode, namespace: {NS_B}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: qwen-b}}}}\n  template:\n    metadata:\n      labels: {{app: qwen-b}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: Qwen/Qwen3-0.6B}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: http, containerPort: 8000}}]}}]\n---\napiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-b\n  namespace: {NS_B}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: Qwen/Qwen3-0.6B, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: qwen-b, namespace: {NS_B}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: qwen-b, exported_namespace: {NS_B}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n"
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS_B}}}\n---\n{}---\napiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: qwen-b\n  namespace: {NS_B}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: Qwen/Qwen3-0.6B, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: qwen-b, namespace: {NS_B}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: qwen-b-decode}}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: qwen-b, exported_namespace: {NS_B}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n",
+        deployment_yaml(NS_B, "qwen-b-decode", "qwen-b", "Qwen/Qwen3-0.6B")
     ));
     let other = Api::<Deployment>::namespaced(c.client.clone(), NS_B);
     let spec_b = || async {
