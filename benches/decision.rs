@@ -98,6 +98,7 @@ fn engine() -> Engine {
         .collect();
     Engine::new(
         snapshot::shared(Snapshot {
+            pickers: Vec::new(),
             variants,
             excluded: vec![],
             synced: true,

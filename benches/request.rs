@@ -107,6 +107,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
         })
         .collect::<Vec<_>>();
     let mut s = Snapshot {
+        pickers: Vec::new(),
         variants,
         excluded: vec![],
         synced: true,

@@ -18,9 +18,11 @@ use crate::engine::{self, Engine};
 use crate::error::Error;
 use crate::health::{liveness_bound, Health};
 use crate::saturation::config::Thresholds;
+use crate::saturation::ZeroConfig;
 use crate::scaler;
 use crate::server::routes::AppState;
 use crate::server::{self as http};
+use crate::sources::epp::{DemandSource, EppSource};
 use crate::sources::prometheus::{PrometheusClient, PrometheusSource};
 use crate::sources::scraper::Scraper;
 use crate::sources::window::WindowCache;
@@ -123,7 +125,7 @@ struct ClusterState {
 fn standalone_state(
     file: &Path,
     args: &ServeArgs,
-    scaling: &Arc<ArcSwap<Thresholds>>,
+    (scaling, zero): (&Arc<ArcSwap<Thresholds>>, &Arc<ArcSwap<ZeroConfig>>),
     health: &Health,
     tasks: &mut Supervisor,
 ) -> Result<ClusterState, Error> {
@@ -131,21 +133,29 @@ fn standalone_state(
         instance: args.cluster.controller_instance.clone(),
         namespace: args.cluster.namespace.clone(),
         configmap: args.cluster.saturation_configmap.clone(),
+        zero_configmap: args.cluster.scale_to_zero_configmap.clone(),
     };
-    let (snap, thresholds, problems) =
-        crate::standalone::load(file, &scope, &scaling.load()).map_err(Error::Config)?;
+    let (snap, config, problems) =
+        crate::standalone::load(file, &scope, (&scaling.load(), &zero.load()))
+            .map_err(Error::Config)?;
     for p in &problems {
         tracing::error!("{p}");
     }
-    scaling.store(Arc::new(thresholds));
+    scaling.store(Arc::new(config.thresholds));
+    zero.store(Arc::new(config.zero));
     let shared = snapshot::shared(snap);
     let heartbeat = health.heartbeat("snapshot", liveness_bound(STANDALONE_POLL, Duration::ZERO));
-    let (f, s, t) = (file.to_path_buf(), shared.clone(), scaling.clone());
+    let (f, s, t, z) = (
+        file.to_path_buf(),
+        shared.clone(),
+        scaling.clone(),
+        zero.clone(),
+    );
     tasks.add("standalone-file", move || {
         crate::standalone::watch_file(
             f.clone(),
             s.clone(),
-            t.clone(),
+            (t.clone(), z.clone()),
             STANDALONE_POLL,
             heartbeat.clone(),
             scope.clone(),
@@ -158,15 +168,45 @@ fn standalone_state(
     })
 }
 
+/// Scale to zero's ConfigMap (WVA's `wva-model-scale-to-zero-config`), next to the saturation one.
+fn watch_zero_config(
+    args: &ServeArgs,
+    client: &kube::Client,
+    zero: &Arc<ArcSwap<ZeroConfig>>,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    tasks: &mut Supervisor,
+) {
+    let synced = health.store("scale-to-zero-config");
+    let (c, ns, name, target, m) = (
+        client.clone(),
+        args.cluster.namespace.clone(),
+        args.cluster.scale_to_zero_configmap.clone(),
+        zero.clone(),
+        metrics.clone(),
+    );
+    tasks.add("scale-to-zero-config-watch", move || {
+        watch::run_zero_config(
+            c.clone(),
+            ns.clone(),
+            name.clone(),
+            target.clone(),
+            m.clone(),
+            synced.clone(),
+        )
+    });
+}
+
 /// In a cluster: watchers for the snapshot, the thresholds and the trust configuration.
 async fn cluster_state(
     args: &ServeArgs,
-    scaling: &Arc<ArcSwap<Thresholds>>,
+    (scaling, zero): (&Arc<ArcSwap<Thresholds>>, &Arc<ArcSwap<ZeroConfig>>),
     metrics: &Arc<Metrics>,
     health: &Health,
     tasks: &mut Supervisor,
 ) -> Result<ClusterState, Error> {
     let client = kube_client(&args.cluster.kubeconfig).await?;
+    watch_zero_config(args, &client, zero, metrics, health, tasks);
     let shared = snapshot::shared(Snapshot::default());
     let heartbeat = health.heartbeat(
         "snapshot",
@@ -256,6 +296,22 @@ async fn cluster_state(
     })
 }
 
+/// The endpoint pickers' queues (scale from zero), read under the supervisor.
+fn demand_source(
+    args: &ServeArgs,
+    shared: &SharedSnapshot,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    tasks: &mut Supervisor,
+) -> Arc<dyn DemandSource> {
+    let opts = args.sources.epp_options();
+    let heartbeat = health.heartbeat("epp-reader", liveness_bound(opts.interval, opts.timeout));
+    let source = Arc::new(EppSource::new(shared.clone(), opts, metrics.clone()));
+    let s = source.clone();
+    tasks.add("epp-reader", move || s.clone().run(heartbeat.clone()));
+    source
+}
+
 /// Sample sources in priority order, each with its supervised loop.
 fn sample_sources(
     args: &ServeArgs,
@@ -323,17 +379,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         &args.cluster.namespace,
         &args.cluster.saturation_configmap,
     )));
+    let zero = ZeroConfig::with_env_default(args.cluster.scale_to_zero);
+    let zero = Arc::new(ArcSwap::from_pointee(zero));
     let cluster = match &args.cluster.standalone {
-        Some(file) => standalone_state(file, &args, &scaling, &health, &mut tasks)?,
-        None => cluster_state(&args, &scaling, &metrics, &health, &mut tasks).await?,
+        Some(file) => standalone_state(file, &args, (&scaling, &zero), &health, &mut tasks)?,
+        None => cluster_state(&args, (&scaling, &zero), &metrics, &health, &mut tasks).await?,
     };
     let sources = sample_sources(&args, &cluster.shared, &metrics, &health, &mut tasks)?;
-    let engine = Arc::new(Engine::new(
-        cluster.shared.clone(),
-        Arc::new(Chain(sources)),
-        scaling,
-        args.sources.max_metric_age,
-    ));
+    let demand = demand_source(&args, &cluster.shared, &metrics, &health, &mut tasks);
+    let engine = Arc::new(
+        Engine::new(
+            cluster.shared.clone(),
+            Arc::new(Chain(sources)),
+            scaling,
+            args.sources.max_metric_age,
+        )
+        .with_zero(zero, demand),
+    );
 
     // Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.
     let status_opts = args.status.options();

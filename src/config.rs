@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::config::AuthOverrides;
 use crate::server::ServeOptions;
+use crate::sources::epp::EppOptions;
 use crate::sources::prometheus::PrometheusOptions;
 use crate::sources::scraper::ScrapeOptions;
 use crate::status::{StatusOptions, STATUS_TICK};
@@ -165,6 +166,16 @@ pub struct ClusterArgs {
         default_value = "wva-saturation-scaling-config"
     )]
     pub saturation_configmap: String,
+    /// Scale to zero for models no ConfigMap entry decides for (WVA's WVA_SCALE_TO_ZERO).
+    #[arg(long, env = "WVA_SCALE_TO_ZERO", default_value_t = false, action = clap::ArgAction::Set)]
+    pub scale_to_zero: bool,
+    /// Name of the scale-to-zero ConfigMap in --namespace (entries default and per model: enable_scale_to_zero, retention_period).
+    #[arg(
+        long,
+        env = "WVA_SCALE_TO_ZERO_CONFIGMAP",
+        default_value = "wva-model-scale-to-zero-config"
+    )]
+    pub scale_to_zero_configmap: String,
     /// Serve only variants labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).
     /// Unset: every variant, whatever its instance; items carry controller_instance either way.
     #[arg(long, env = "CONTROLLER_INSTANCE")]
@@ -237,6 +248,16 @@ pub struct SourceArgs {
     /// While Ready pods lack fresh samples, answer spec.replicas for this long; after that answer 503.
     #[arg(long, env = "WVA_MAX_METRIC_AGE", default_value = "2m", value_parser = parse_duration)]
     pub max_metric_age: Duration,
+    /// How often InferencePool endpoint pickers are read for queued requests (scale from zero).
+    #[arg(long, env = "WVA_EPP_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub epp_interval: Duration,
+    /// Bearer token presented to endpoint pickers (re-read when it changes).
+    #[arg(
+        long,
+        env = "WVA_EPP_TOKEN_FILE",
+        default_value = crate::sources::epp::DEFAULT_TOKEN_FILE
+    )]
+    pub epp_token_file: PathBuf,
 }
 
 /// VariantAutoscaling status write-back.
@@ -341,6 +362,14 @@ impl PrometheusArgs {
 }
 
 impl SourceArgs {
+    pub(crate) fn epp_options(&self) -> EppOptions {
+        EppOptions {
+            interval: self.epp_interval,
+            timeout: self.scrape_timeout,
+            token_file: self.epp_token_file.clone(),
+        }
+    }
+
     pub(crate) fn scrape_options(&self) -> ScrapeOptions {
         ScrapeOptions {
             interval: self.scrape_interval,
@@ -404,35 +433,17 @@ fn read_optional(path: &Option<PathBuf>, what: &str) -> Result<Option<Vec<u8>>, 
         .transpose()
 }
 
+/// Flags take Go's duration form (`1m30s`, `500ms`) or a number of seconds: [`crate::duration::parse`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration {s:?}: unit must be ms, s, m or h"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
     /// Checks combinations clap cannot express; messages say what to change.
     pub fn validate(&self) -> Result<(), String> {
+        if self.sources.epp_interval.is_zero() {
+            return Err("--epp-interval must be greater than 0".into());
+        }
         if self.sources.scrape_interval.is_zero() {
             return Err("--scrape-interval must be greater than 0".into());
         }
@@ -492,6 +503,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("-1s").is_err());
     }

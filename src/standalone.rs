@@ -10,14 +10,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use serde::de::DeserializeOwned;
 
-use crate::cluster::crd::{ScaledObject, VariantAutoscaling};
+use crate::cluster::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{log_exclusions, CONFIG_ENABLED_LABEL};
 use crate::health::Heartbeat;
 use crate::saturation::config::{ScalingConfig, Thresholds};
+use crate::saturation::ZeroConfig;
 
 /// One problem in the file, located precisely enough to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +130,10 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
                 typed::<ScaledObject>(value).map(|o| objects.scaled_objects.push(namespaced(o)))
             }
             "Namespace" => typed::<Namespace>(value).map(|o| objects.namespaces.push(Arc::new(o))),
+            "InferencePool" => {
+                typed::<InferencePool>(value).map(|o| objects.pools.push(namespaced(o)))
+            }
+            "Service" => typed::<Service>(value).map(|o| objects.services.push(namespaced(o))),
             "ConfigMap" => {
                 typed::<ConfigMap>(value).map(|o| objects.configmaps.push(namespaced(o)))
             }
@@ -145,8 +150,7 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
 }
 
 /// The kinds the file may hold.
-pub const KINDS: &str =
-    "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, Namespace or ConfigMap";
+pub const KINDS: &str = "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, Namespace or ConfigMap";
 
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
 fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {
@@ -165,6 +169,15 @@ pub struct FileScope {
     pub namespace: String,
     /// `--saturation-configmap`.
     pub configmap: String,
+    /// `--scale-to-zero-configmap` (read in `namespace`).
+    pub zero_configmap: String,
+}
+
+/// What the file configures besides the objects: thresholds and scale to zero.
+#[derive(Debug, Clone, Default)]
+pub struct FileConfig {
+    pub thresholds: Thresholds,
+    pub zero: ZeroConfig,
 }
 
 /// Reads the file: the joined snapshot, the thresholds (parsed on top of `previous`, so a bad entry
@@ -172,8 +185,8 @@ pub struct FileScope {
 pub fn load(
     file: &Path,
     scope: &FileScope,
-    previous: &Thresholds,
-) -> Result<(Snapshot, Thresholds, Vec<FileProblem>), String> {
+    previous: (&Thresholds, &ZeroConfig),
+) -> Result<(Snapshot, FileConfig, Vec<FileProblem>), String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let (objects, problems) = parse(file, &text);
@@ -183,9 +196,29 @@ pub fn load(
     };
     Ok((
         snapshot::build(&objects, &join_scope),
-        thresholds(&objects, scope, previous),
+        FileConfig {
+            thresholds: thresholds(&objects, scope, previous.0),
+            zero: zero_config(&objects, scope, previous.1),
+        },
         problems,
     ))
+}
+
+/// The scale-to-zero ConfigMap of `scope.namespace`, parsed on top of `previous`.
+fn zero_config(objects: &Objects, scope: &FileScope, previous: &ZeroConfig) -> ZeroConfig {
+    let found = objects.configmaps.iter().find(|cm| {
+        cm.metadata.name.as_deref() == Some(scope.zero_configmap.as_str())
+            && cm.metadata.namespace.as_deref() == Some(scope.namespace.as_str())
+    });
+    let Some(cm) = found else {
+        return previous.without_entries();
+    };
+    let (zero, report) =
+        ZeroConfig::from_configmap(previous, cm.data.as_ref().unwrap_or(&BTreeMap::new()));
+    for (key, why) in &report.rejected {
+        tracing::error!(configmap = %format!("{}/{}", scope.namespace, scope.zero_configmap), entry = %key, reason = %why, "scale-to-zero config entry rejected; its previous good version (if any) stays in force");
+    }
+    zero
 }
 
 /// The file's saturation ConfigMaps as a cluster server would read them: the one named
@@ -213,7 +246,9 @@ fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Th
             cm.metadata.name.as_deref().unwrap_or_default(),
         );
         let data = cm.data.as_ref().unwrap_or(&empty);
-        let (parsed, report) = if name != scope.configmap {
+        let (parsed, report) = if name == scope.zero_configmap {
+            continue;
+        } else if name != scope.configmap {
             tracing::warn!(configmap = %format!("{ns}/{name}"), "ConfigMap ignored: only {} is read", scope.configmap);
             continue;
         } else if ns == scope.namespace {
@@ -247,7 +282,7 @@ fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Th
 pub(crate) async fn watch_file(
     file: PathBuf,
     shared: SharedSnapshot,
-    thresholds: Arc<ArcSwap<Thresholds>>,
+    (thresholds, zero): (Arc<ArcSwap<Thresholds>>, Arc<ArcSwap<ZeroConfig>>),
     every: Duration,
     heartbeat: Arc<Heartbeat>,
     scope: FileScope,
@@ -270,7 +305,7 @@ pub(crate) async fn watch_file(
             continue;
         }
         last = Some(now);
-        match load(&file, &scope, &thresholds.load()) {
+        match load(&file, &scope, (&thresholds.load(), &zero.load())) {
             Ok((_, _, problems)) if !problems.is_empty() => {
                 for p in &problems {
                     tracing::error!("{p}");
@@ -281,7 +316,8 @@ pub(crate) async fn watch_file(
                 log_exclusions(&snap, &mut excluded);
                 tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
                 shared.store(Arc::new(snap));
-                thresholds.store(Arc::new(next));
+                thresholds.store(Arc::new(next.thresholds));
+                zero.store(Arc::new(next.zero));
             }
             Err(e) => tracing::warn!(error = %e, "standalone file not reloaded"),
         }
@@ -327,8 +363,15 @@ spec: {modelID: m}
             instance: None,
             namespace: "wva".into(),
             configmap: "cm".into(),
+            zero_configmap: "zero".into(),
         };
-        let (snap, t, problems) = load(&file, &scope, &Thresholds::default()).unwrap();
+        let (snap, config, problems) = load(
+            &file,
+            &scope,
+            (&Thresholds::default(), &ZeroConfig::default()),
+        )
+        .unwrap();
+        let t = config.thresholds;
         assert!(problems.is_empty(), "{problems:?}");
         let kv = |ns: &str| t.resolve("m", ns).0.kv_cache_threshold;
         assert_eq!((kv("team-a"), kv("team-b"), kv("x")), (0.9, 0.7, 0.7));

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
+    /// Rounds in which an endpoint picker's queue could not be read (scale from zero).
+    pub epp_failures: Counter,
     pub task_restarts: Family<TaskLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
@@ -190,6 +192,12 @@ impl Metrics {
             "PromQL queries that failed",
             prometheus_failures.clone(),
         );
+        let epp_failures = Counter::default();
+        own.register(
+            "epp_read_failures",
+            "Rounds in which an InferencePool endpoint picker's queue could not be read",
+            epp_failures.clone(),
+        );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         own.register(
             "task_restarts",
@@ -217,6 +225,7 @@ impl Metrics {
             tls_handshake_failures,
             prometheus_queries,
             prometheus_failures,
+            epp_failures,
             variant_gauges,
         })
     }

@@ -11,7 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // uses its echo caps).
     ("provider", &["error"]),
     ("tls", &[]),
-    ("saturation", &[]),
+    ("duration", &[]),
+    ("saturation", &["duration"]),
     ("telemetry", &[]),
     ("health", &[]),
     ("error", &["tls"]),
@@ -32,7 +33,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "sources",
-        &["cluster", "error", "health", "telemetry", "tls"],
+        &[
+            "cluster",
+            "duration",
+            "error",
+            "health",
+            "saturation",
+            "telemetry",
+            "tls",
+        ],
     ),
     ("standalone", &["cluster", "error", "health", "saturation"]),
     // The engine joins the inputs and implements the provider contract.
@@ -61,7 +70,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Wiring.
     (
         "config",
-        &["auth", "server", "sources", "status", "telemetry", "tls"],
+        &[
+            "auth",
+            "duration",
+            "server",
+            "sources",
+            "status",
+            "telemetry",
+            "tls",
+        ],
     ),
     ("app", &["*"]),
 ];

@@ -215,14 +215,10 @@ fn rbac_grants_what_the_server_uses() {
         role["rules"].as_array().unwrap().iter().any(|r| {
             r["apiGroups"]
                 .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g == group)
+                .is_some_and(|a| a.iter().any(|g| g == group))
                 && r["resources"]
                     .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|x| x == resource)
+                    .is_some_and(|a| a.iter().any(|x| x == resource))
                 && ["list", "watch"]
                     .iter()
                     .all(|v| r["verbs"].as_array().unwrap().iter().any(|x| x == v))
@@ -235,7 +231,14 @@ fn rbac_grants_what_the_server_uses() {
             && grants("autoscaling", "horizontalpodautoscalers")
             && grants("keda.sh", "scaledobjects")
             && grants("", "namespaces")
+            && grants("inference.networking.k8s.io", "inferencepools")
+            && grants("", "services")
     );
+    // Endpoint pickers check a SubjectAccessReview on their /metrics.
+    assert!(role["rules"].as_array().unwrap().iter().any(|r| {
+        r["nonResourceURLs"] == serde_json::json!(["/metrics"])
+            && r["verbs"] == serde_json::json!(["get"])
+    }));
     // Namespace-local saturation ConfigMaps: readable cluster-wide by their one name, nothing else.
     let local_cms: Vec<&Value> = role["rules"]
         .as_array()

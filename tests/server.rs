@@ -758,6 +758,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         ..variant("stalled", "A100", 1.0, vec![pod("stalled", 0)])
     };
     let snap = Snapshot {
+        pickers: Vec::new(),
         variants: vec![cheap.clone(), pricey.clone(), stalled.clone()],
         excluded: vec![ExcludedVariant {
             kind: Default::default(),
@@ -782,6 +783,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
             kv_cache_usage: Some(0.9),
             queue_length: Some(6.0),
             running_requests: Some(16.0),
+            success_total: None,
         },
     )]);
     for p in &pods[..3] {

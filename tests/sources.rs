@@ -61,6 +61,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
 
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
+        pickers: Vec::new(),
         variants: vec![Variant {
             kind: Default::default(),
             uid: None,

@@ -4,9 +4,17 @@
 //! occupies a sequence slot for `--service-time`: requests beyond `--max-num-seqs` wait (that is the
 //! queue) and KV-cache usage grows with running sequences.
 //!
+//! Synthetic requests complete at the rate their slots allow, so `vllm:request_success_total` grows under
+//! load and stays flat when idle (what scale to zero reads).
+//!
+//! With `--epp-token`, each address plays an InferencePool's endpoint picker instead: `/metrics` answers
+//! only with `Authorization: Bearer <token>` and serves the flow-control queue gauge
+//! `inference_extension_flow_control_queue_size{target_model_name}` (what scale from zero reads).
+//!
 //! Control endpoints (per pod), for scripted load and faults:
 //!   POST /emulator/load   {"inFlight": 40}     hold 40 synthetic requests in flight (running + waiting)
 //!   POST /emulator/fault  {"metrics": "ok" | "hang" | "error" | "garbage"}
+//!   POST /emulator/queue  {"size": 3}          EPP mode: requests waiting in the flow-control queue
 //!   GET  /emulator/state  the current numbers as JSON
 
 use std::fmt::Write as _;
@@ -27,7 +35,7 @@ use tokio::sync::Semaphore;
 #[command(
     name = "vllm-emulator",
     about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests (not a model server)",
-    after_help = "Per pod: GET /metrics, POST /v1/completions, and for scripted load and faults:\n  POST /emulator/load   {\"inFlight\": 40}   hold 40 synthetic requests in flight\n  POST /emulator/fault  {\"metrics\": \"ok\" | \"hang\" | \"error\" | \"garbage\"}\n  GET  /emulator/state"
+    after_help = "Per pod: GET /metrics, POST /v1/completions, and for scripted load and faults:\n  POST /emulator/load   {\"inFlight\": 40}   hold 40 synthetic requests in flight\n  POST /emulator/fault  {\"metrics\": \"ok\" | \"hang\" | \"error\" | \"garbage\"}\n  POST /emulator/queue  {\"size\": 3}        (--epp-token) requests waiting at the endpoint picker\n  GET  /emulator/state"
 )]
 struct Args {
     /// Address of one emulated pod (repeatable): --listen 127.0.0.2:8000 --listen 127.0.0.3:8000
@@ -51,6 +59,13 @@ struct Args {
     /// Synthetic requests in flight at start.
     #[arg(long, default_value_t = 0)]
     in_flight: usize,
+    /// Play an InferencePool endpoint picker (EPP) instead of a vLLM pod: /metrics requires this bearer
+    /// token and serves the flow-control queue for --model.
+    #[arg(long)]
+    epp_token: Option<String>,
+    /// The InferencePool named in the EPP's series.
+    #[arg(long, default_value = "pool")]
+    epp_pool: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -74,6 +89,10 @@ struct Counters {
     latency_count: u64,
     latency_sum: f64,
     fault: MetricsFault,
+    /// Synthetic completions owed but not yet counted (fractions of a request).
+    synthetic_done: f64,
+    /// EPP mode: requests waiting in the flow-control queue.
+    epp_queue: usize,
 }
 
 struct Pod {
@@ -236,6 +255,45 @@ impl Pod {
         out
     }
 
+    /// Synthetic requests finish at `running / service_time` per second and are replaced (the in-flight
+    /// count is held), so the counters move under load only.
+    fn complete_synthetic(&self, dt: f64) {
+        let mut c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = c.synthetic.min(self.args.max_num_seqs);
+        if running == 0 {
+            return;
+        }
+        c.synthetic_done += running as f64 * dt / self.args.service_time.max(0.05);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        // A small positive count.
+        let whole = c.synthetic_done.floor() as u64;
+        c.synthetic_done -= whole as f64;
+        c.succeeded += whole;
+        c.prompt_tokens += whole * 16;
+        c.generation_tokens += whole * 16;
+    }
+
+    fn epp_page(&self) -> String {
+        let c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = &self.args.model;
+        let pool = &self.args.epp_pool;
+        format!(
+            "# HELP inference_extension_flow_control_queue_size Current number of requests in the flow control queue.\n\
+             # TYPE inference_extension_flow_control_queue_size gauge\n\
+             inference_extension_flow_control_queue_size{{fairness_id=\"default\",inference_pool=\"{pool}\",model_name=\"{m}\",priority=\"0\",target_model_name=\"{m}\"}} {}\n\
+             # HELP inference_pool_ready_pods The number of ready pods in the inference server pool.\n\
+             # TYPE inference_pool_ready_pods gauge\n\
+             inference_pool_ready_pods{{name=\"{pool}\"}} 0\n",
+            c.epp_queue
+        )
+    }
+
     fn record(&self, latency: f64, prompt: u64, generated: u64) {
         let mut c = self
             .counters
@@ -257,7 +315,24 @@ impl Pod {
     }
 }
 
-async fn metrics(State(pod): State<Arc<Pod>>) -> Response {
+async fn metrics(State(pod): State<Arc<Pod>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &pod.args.epp_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
+        }
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            pod.epp_page(),
+        )
+            .into_response();
+    }
     let fault = pod
         .counters
         .lock()
@@ -352,13 +427,26 @@ async fn set_fault(State(pod): State<Arc<Pod>>, Json(f): Json<Fault>) -> Respons
     state(State(pod)).await
 }
 
+#[derive(Deserialize)]
+struct Queue {
+    size: usize,
+}
+
+async fn set_queue(State(pod): State<Arc<Pod>>, Json(q): Json<Queue>) -> Response {
+    pod.counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .epp_queue = q.size;
+    state(State(pod)).await
+}
+
 async fn state(State(pod): State<Arc<Pod>>) -> Response {
     let (running, waiting, kv) = pod.gauges();
     let c = pod
         .counters
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault}))
+    Json(serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault, "eppQueue": c.epp_queue}))
         .into_response()
 }
 
@@ -392,9 +480,18 @@ async fn main() -> std::process::ExitCode {
             .route("/v1/completions", post(completions))
             .route("/emulator/load", post(set_load))
             .route("/emulator/fault", post(set_fault))
+            .route("/emulator/queue", post(set_queue))
             .route("/emulator/state", get(state))
             .route("/health", get(|| async { "ok" }))
-            .with_state(pod);
+            .with_state(pod.clone());
+        let ticking = pod.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                ticking.complete_synthetic(0.1);
+            }
+        });
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {

@@ -131,6 +131,45 @@ pub struct ScaledObjectSpec {
     pub triggers: Vec<serde_json::Value>,
 }
 
+/// Gateway API Inference Extension's InferencePool (`inference.networking.k8s.io/v1`), as far as scale
+/// from zero reads it: which pods it selects and its endpoint picker (EPP). The CRD belongs to the
+/// inference extension; the watch on it runs only while it is installed.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "inference.networking.k8s.io",
+    version = "v1",
+    kind = "InferencePool",
+    plural = "inferencepools",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InferencePoolSpec {
+    #[serde(default)]
+    pub selector: PoolSelector,
+    #[serde(default)]
+    pub endpoint_picker_ref: EndpointPickerRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPickerRef {
+    #[serde(default)]
+    pub name: String,
+    /// `Service` when unset (the only kind this server follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
 /// KEDA's `minReplicaCount` default.
 pub(crate) const KEDA_DEFAULT_MIN_REPLICAS: i32 = 0;
 /// KEDA's `maxReplicaCount` default.

@@ -3,5 +3,6 @@
 pub mod crd;
 pub mod declared;
 pub mod leader;
+pub mod pools;
 pub mod snapshot;
 pub mod watch;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
-use super::crd::{ScaledObject, VariantAutoscaling};
+use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 pub use super::declared::SourceKind;
 use super::declared::{self, Autoscaler, Declared};
+pub use super::pools::EndpointPicker;
 use crate::error::Exclusion;
 use crate::provider::selector::Selector;
 
@@ -93,6 +94,9 @@ pub struct Snapshot {
     pub excluded: Vec<ExcludedVariant>,
     /// `false` until every source has delivered its initial list; the server answers 503 before that.
     pub synced: bool,
+    /// InferencePools that select variants' pods, with their endpoint pickers (scale from zero).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pickers: Vec<EndpointPicker>,
 }
 
 impl Snapshot {
@@ -118,6 +122,13 @@ impl Snapshot {
         let start = in_namespace.partition_point(|v| v.model_id.as_str() < model_id);
         let len = in_namespace[start..].partition_point(|v| v.model_id == model_id);
         &in_namespace[start..start + len]
+    }
+
+    /// The endpoint picker of the InferencePool that selects the model's pods (the first by name).
+    pub fn picker_of(&self, namespace: &str, model_id: &str) -> Option<&EndpointPicker> {
+        self.pickers
+            .iter()
+            .find(|p| p.namespace == namespace && p.models.iter().any(|m| m == model_id))
     }
 
     /// Every pod the scraper should follow, de-duplicated.
@@ -157,6 +168,9 @@ pub struct Objects {
     pub namespaces: Vec<Arc<Namespace>>,
     /// Saturation ConfigMaps (standalone file only): the thresholds read them, the join does not.
     pub configmaps: Vec<Arc<ConfigMap>>,
+    /// InferencePools (while their CRD is installed) and Services (for their endpoint pickers).
+    pub pools: Vec<Arc<InferencePool>>,
+    pub services: Vec<Arc<Service>>,
 }
 
 /// Which variants are this server's.
@@ -239,6 +253,13 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
     snapshot
         .excluded
         .sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
+    snapshot.pickers = super::pools::endpoint_pickers(
+        &objects.pools,
+        &objects.services,
+        &deployments_by_key,
+        &pods_by_ns,
+        &snapshot.variants,
+    );
     snapshot
 }
 
@@ -440,7 +461,7 @@ pub(crate) fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
 }
 
 /// A Ready, running pod with an IP becomes a scrape target.
-fn pod_target(p: &Pod) -> Option<PodTarget> {
+pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::crd::{ScaledObject, VariantAutoscaling};
+use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 use super::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot, SourceKind};
 use crate::auth::config::{
     AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
@@ -27,6 +27,7 @@ use crate::auth::Auth;
 use crate::error::{api_status_code, Exclusion};
 use crate::health::{Heartbeat, Synced};
 use crate::saturation::config::{ScalingConfig, Thresholds, UpdateReport};
+use crate::saturation::ZeroConfig;
 use crate::telemetry::{Metrics, WatchLabels};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -189,35 +190,55 @@ async fn served(client: &Client, group_version: &str, plural: &str) -> Result<bo
     }
 }
 
-/// Follows ScaledObjects while KEDA's CRD is installed: asks discovery every [`CRD_POLL`] until it is,
-/// then reflects them until the API answers 404, and starts over. While the CRD is absent the list is
-/// empty and complete, so a cluster without KEDA is not held unready.
-async fn reflect_scaled_objects(
+/// An optional CRD this server follows while it is installed.
+struct OptionalCrd<K> {
+    group_version: &'static str,
+    plural: &'static str,
+    /// Who ships the CRD, for log lines ("KEDA's ScaledObject").
+    what: &'static str,
+    slim: fn(&mut K),
+}
+
+/// Follows an optional CRD's objects while it is installed: asks discovery every [`CRD_POLL`] until it
+/// is, then reflects them until the API answers 404, and starts over. While the CRD is absent the list
+/// is empty and complete, so a cluster without it is not held unready.
+async fn reflect_optional<K>(
     client: Client,
     namespace: Option<String>,
-    state: Arc<ArcSwap<Optional<ScaledObject>>>,
+    crd: OptionalCrd<K>,
+    state: Arc<ArcSwap<Optional<K>>>,
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
-) {
-    const GROUP_VERSION: &str = "keda.sh/v1alpha1";
+) where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let what = crd.what;
     loop {
-        match served(&client, GROUP_VERSION, "scaledobjects").await {
+        match served(&client, crd.group_version, crd.plural).await {
             Ok(true) => {
-                tracing::info!("KEDA's ScaledObject CRD is installed; following ScaledObjects");
-                let (store, writer) = reflector::store::<ScaledObject>();
+                tracing::info!("{what} CRD is installed; following {}", crd.plural);
+                let (store, writer) = reflector::store::<K>();
                 state.store(Arc::new(Optional::Present(store)));
                 reflect(
-                    "scaledobjects",
+                    crd.plural,
                     api(&client, namespace.as_deref()),
                     writer,
                     changed.clone(),
                     metrics.clone(),
-                    slim_scaled_object,
+                    crd.slim,
                     true,
                 )
                 .await;
                 tracing::info!(
-                    "ScaledObjects are no longer served (KEDA's CRD was removed?); checking again"
+                    "{} are no longer served ({what} CRD was removed?); checking again",
+                    crd.plural
                 );
                 state.store(Arc::new(Optional::Absent));
                 changed.notify_one();
@@ -225,16 +246,78 @@ async fn reflect_scaled_objects(
             }
             Ok(false) => {
                 if !matches!(**state.load(), Optional::Absent) {
-                    tracing::info!("KEDA's ScaledObject CRD is not installed; ScaledObjects are followed once it is");
+                    tracing::info!(
+                        "{what} CRD is not installed; {} are followed once it is",
+                        crd.plural
+                    );
                     state.store(Arc::new(Optional::Absent));
                     changed.notify_one();
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "asking the API whether KEDA's ScaledObject CRD is installed failed; retrying");
+                tracing::warn!(error = %e, "asking the API whether {what} CRD is installed failed; retrying");
             }
         }
         tokio::time::sleep(CRD_POLL).await;
+    }
+}
+
+/// The optional CRDs' reflectors: KEDA's ScaledObjects (variants and bounds) and the inference
+/// extension's InferencePools (scale from zero: they select the pods and name the endpoint picker).
+async fn optional_reflectors(
+    client: &Client,
+    namespace: Option<&String>,
+    (scaled_objects, pools): (&OptionalStore<ScaledObject>, &OptionalStore<InferencePool>),
+    changed: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+) {
+    futures::join!(
+        reflect_optional(
+            client.clone(),
+            namespace.cloned(),
+            OptionalCrd {
+                group_version: "keda.sh/v1alpha1",
+                plural: "scaledobjects",
+                what: "KEDA's ScaledObject",
+                slim: slim_scaled_object,
+            },
+            scaled_objects.clone(),
+            changed.clone(),
+            metrics.clone(),
+        ),
+        reflect_optional(
+            client.clone(),
+            namespace.cloned(),
+            OptionalCrd {
+                group_version: "inference.networking.k8s.io/v1",
+                plural: "inferencepools",
+                what: "the inference extension's InferencePool",
+                slim: slim_pool,
+            },
+            pools.clone(),
+            changed.clone(),
+            metrics.clone(),
+        ),
+    );
+}
+
+fn slim_pool(p: &mut InferencePool) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+}
+
+/// Only the selector and the ports: they locate an endpoint picker's pods and metrics port.
+fn slim_service(s: &mut Service) {
+    s.metadata.managed_fields = None;
+    s.metadata.annotations = None;
+    s.metadata.labels = None;
+    s.status = None;
+    if let Some(spec) = s.spec.as_mut() {
+        *spec = ServiceSpec {
+            selector: spec.selector.take(),
+            ports: spec.ports.take(),
+            ..Default::default()
+        };
     }
 }
 
@@ -272,9 +355,15 @@ fn slim_deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
     d.metadata.annotations = None;
     if let Some(spec) = d.spec.as_mut() {
-        // Only the node selection survives: it names the accelerator (snapshot::accelerator_of).
+        // Only the pod labels (an InferencePool selects on them) and the node selection survive: it
+        // names the accelerator (snapshot::accelerator_of).
         let pod = spec.template.spec.take();
+        let labels = spec.template.metadata.take().and_then(|m| m.labels);
         spec.template = Default::default();
+        spec.template.metadata = labels.map(|labels| ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        });
         if let Some(pod) = pod {
             spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
                 node_selector: pod.node_selector,
@@ -352,7 +441,9 @@ pub(crate) async fn run_snapshot(
     let (pods, pod_w) = reflector::store::<Pod>();
     let (hpas, hpa_w) = reflector::store::<HorizontalPodAutoscaler>();
     let (namespaces, ns_w) = reflector::store::<Namespace>();
+    let (services, svc_w) = reflector::store::<Service>();
     let scaled_objects = Arc::new(ArcSwap::from_pointee(Optional::Unknown));
+    let pools = Arc::new(ArcSwap::from_pointee(Optional::Unknown));
     let ns = namespace.as_deref();
     let reflectors = async {
         futures::join!(
@@ -393,12 +484,21 @@ pub(crate) async fn run_snapshot(
                 slim_hpa,
                 false,
             ),
-            reflect_scaled_objects(
-                client.clone(),
-                namespace.clone(),
-                scaled_objects.clone(),
+            optional_reflectors(
+                &client,
+                namespace.as_ref(),
+                (&scaled_objects, &pools),
+                &changed,
+                &metrics
+            ),
+            reflect(
+                "services",
+                api(&client, ns),
+                svc_w,
                 changed.clone(),
                 metrics.clone(),
+                slim_service,
+                false,
             ),
             reflect_namespaces(
                 &client,
@@ -420,31 +520,45 @@ pub(crate) async fn run_snapshot(
         pods,
         hpas,
         namespaces,
+        services,
         scaled_objects: scaled_objects.clone(),
+        pools: pools.clone(),
         watching_all: ns.is_none(),
     };
-    let rebuild = async {
-        let mut last_excluded = LoggedExclusions::new();
-        loop {
-            // Either an event or the resync period, whichever comes first.
-            let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
-            tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
-            let (objects, all_synced) = stores.objects();
-            let mut snap = snapshot::build(&objects, &scope);
-            snap.synced = all_synced;
-            log_exclusions(&snap, &mut last_excluded);
-            shared.store(Arc::new(snap));
-            if all_synced {
-                synced.set();
-            }
-            heartbeat.beat();
-        }
-    };
+    let rebuild = rebuild(&stores, &scope, &changed, &shared, (&heartbeat, &synced));
     tokio::select! {
         _ = reflectors => tracing::warn!("the snapshot's watches ended"),
         () = rebuild => {}
     }
 }
+
+/// Republishes the snapshot after every change (debounced) and every [`SNAPSHOT_RESYNC`].
+async fn rebuild(
+    stores: &Stores,
+    scope: &Scope,
+    changed: &Notify,
+    shared: &SharedSnapshot,
+    (heartbeat, synced): (&Heartbeat, &Synced),
+) {
+    let mut last_excluded = LoggedExclusions::new();
+    loop {
+        // Either an event or the resync period, whichever comes first.
+        let _ = tokio::time::timeout(SNAPSHOT_RESYNC, changed.notified()).await;
+        tokio::time::sleep(SNAPSHOT_DEBOUNCE).await;
+        let (objects, all_synced) = stores.objects();
+        let mut snap = snapshot::build(&objects, scope);
+        snap.synced = all_synced;
+        log_exclusions(&snap, &mut last_excluded);
+        shared.store(Arc::new(snap));
+        if all_synced {
+            synced.set();
+        }
+        heartbeat.beat();
+    }
+}
+
+/// An optional CRD's objects, swapped whole as the CRD comes and goes.
+type OptionalStore<K> = Arc<ArcSwap<Optional<K>>>;
 
 /// The snapshot's stores, read together.
 struct Stores {
@@ -453,7 +567,9 @@ struct Stores {
     pods: Store<Pod>,
     hpas: Store<HorizontalPodAutoscaler>,
     namespaces: Store<Namespace>,
+    services: Store<Service>,
     scaled_objects: Arc<ArcSwap<Optional<ScaledObject>>>,
+    pools: Arc<ArcSwap<Optional<InferencePool>>>,
     /// Namespaces are followed only when watching every namespace.
     watching_all: bool,
 }
@@ -462,11 +578,14 @@ impl Stores {
     /// The objects the join reads (shared, not copied), and whether every list is complete.
     fn objects(&self) -> (Objects, bool) {
         let (scaled, scaled_ready) = self.scaled_objects.load().state();
+        let (pools, pools_ready) = self.pools.load().state();
         let all_synced = ready(&self.vas)
             && ready(&self.deps)
             && ready(&self.pods)
             && ready(&self.hpas)
+            && ready(&self.services)
             && scaled_ready
+            && pools_ready
             && (!self.watching_all || ready(&self.namespaces));
         let objects = Objects {
             vas: self.vas.state(),
@@ -476,6 +595,8 @@ impl Stores {
             scaled_objects: scaled,
             namespaces: self.namespaces.state(),
             configmaps: Vec::new(),
+            pools,
+            services: self.services.state(),
         };
         (objects, all_synced)
     }
@@ -580,16 +701,40 @@ pub(crate) async fn run_scaling_config(
             return;
         };
         let (next, report) = ScalingConfig::from_configmap(target.load().global(), data);
-        log_report(&cm, &report);
+        log_report("saturation", &cm, &report);
         tracing::info!(configmap = %cm, default = ?next.default_config(), "saturation config loaded");
         target.rcu(|t| t.with_global(next.clone()));
     })
     .await
 }
 
-fn log_report(cm: &str, report: &UpdateReport) {
+/// Keeps the scale-to-zero configuration current from WVA's `wva-model-scale-to-zero-config`.
+pub(crate) async fn run_zero_config(
+    client: Client,
+    namespace: String,
+    name: String,
+    target: Arc<ArcSwap<ZeroConfig>>,
+    metrics: Arc<Metrics>,
+    synced: Arc<Synced>,
+) {
+    let cm = format!("{namespace}/{name}");
+    follow_configmap(client, namespace, name, metrics, Some(synced), |data| {
+        let Some(data) = data else {
+            tracing::info!(configmap = %cm, "scale-to-zero ConfigMap absent; WVA_SCALE_TO_ZERO decides for every model");
+            target.rcu(|z| z.without_entries());
+            return;
+        };
+        let (next, report) = ZeroConfig::from_configmap(&target.load(), data);
+        log_report("scale-to-zero", &cm, &report);
+        tracing::info!(configmap = %cm, entries = data.len(), "scale-to-zero config loaded");
+        target.store(Arc::new(next));
+    })
+    .await
+}
+
+fn log_report(what: &str, cm: &str, report: &UpdateReport) {
     for (key, why) in &report.rejected {
-        tracing::error!(configmap = %cm, entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
+        tracing::error!(configmap = %cm, entry = %key, reason = %why, "{what} config entry rejected; its previous good version (if any) stays in force");
     }
     for (key, note) in &report.ignored_keys {
         tracing::warn!(configmap = %cm, entry = %key, "{note}");
@@ -674,7 +819,7 @@ pub(crate) async fn run_local_configs(
                 let version = cm.metadata.resource_version.clone();
                 if versions.get(&ns) != Some(&version) {
                     let where_ = format!("{ns}/{name}");
-                    log_report(&where_, &report);
+                    log_report("saturation", &where_, &report);
                     tracing::info!(configmap = %where_, default = ?next.default_config(), "namespace-local saturation config loaded");
                 }
                 seen.insert(ns.clone(), version);

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::saturation::{
-    analyze, compute_targets, Analysis, ReplicaMetrics, SaturationConfig, VariantState,
-    VariantTarget,
+    analyze, compute_targets, enforce, Activity, Analysis, Demand, ReplicaMetrics,
+    SaturationConfig, VariantState, VariantTarget, ZeroPolicy,
 };
 
 /// One replica's input to a decision.
@@ -56,6 +56,18 @@ pub struct ModelDecision {
     pub in_transition: bool,
     pub targets: BTreeMap<String, i64>,
     pub reasons: Vec<VariantTarget>,
+    /// Scale to and from zero: the policy in force, the model's activity and its queued demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero: Option<ZeroInputs>,
+}
+
+/// What scale to zero and from zero decide on, for one model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZeroInputs {
+    pub policy: ZeroPolicy,
+    pub activity: Activity,
+    pub demand: Demand,
 }
 
 impl ModelDecision {
@@ -79,6 +91,15 @@ fn queue_as_integer(q: f64) -> i64 {
 /// Expects: variant names unique within the model, replica counts ≥ 0, samples finite and ≥ 0. The
 /// engine's inputs satisfy this by construction; `analyze` checks it in [`super::input`].
 pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDecision {
+    decide_with_zero(config, variants, None)
+}
+
+/// [`decide`], then scale to zero and from zero ([`crate::saturation::enforce`]) when `zero` is given.
+pub fn decide_with_zero(
+    config: &SaturationConfig,
+    variants: &[VariantInput],
+    zero: Option<ZeroInputs>,
+) -> ModelDecision {
     let replicas: Vec<ReplicaMetrics> = variants
         .iter()
         .flat_map(|v| {
@@ -104,7 +125,10 @@ pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDeci
         })
         .collect();
     let in_transition = states.iter().any(VariantState::in_transition);
-    let reasons = compute_targets(&states, &analysis);
+    let mut reasons = compute_targets(&states, &analysis);
+    if let Some(z) = &zero {
+        enforce(&states, &mut reasons, &z.policy, &z.activity, &z.demand);
+    }
     let targets = reasons.iter().map(|t| (t.name.clone(), t.target)).collect();
     ModelDecision {
         config: *config,
@@ -112,6 +136,7 @@ pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDeci
         in_transition,
         targets,
         reasons,
+        zero,
     }
 }
 

@@ -13,7 +13,7 @@ pub mod decide;
 pub mod input;
 pub mod metrics;
 
-pub use decide::{decide, ModelDecision, ReplicaInput, VariantInput};
+pub use decide::{decide, decide_with_zero, ModelDecision, ReplicaInput, VariantInput, ZeroInputs};
 pub use input::ModelInput;
 pub use metrics::{metric_kind, MetricKind, METRIC_NAMES};
 
@@ -25,12 +25,14 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::cluster::snapshot::ExcludedVariant;
-use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
+use crate::cluster::snapshot::{PodTarget, SharedSnapshot, Snapshot, Variant};
 use crate::error::{Capped, Echo, MissingSample, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
 use crate::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::saturation::config::{ConfigSource, Thresholds};
+use crate::saturation::{Activity, ZeroConfig};
+use crate::sources::epp::{DemandSource, NoDemand};
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
 
 /// A pod's input as the explain output shows it.
@@ -76,6 +78,8 @@ pub struct Engine {
     samples: Arc<dyn SampleSource>,
     config: Arc<ArcSwap<Thresholds>>,
     max_metric_age: Duration,
+    zero: Arc<ArcSwap<ZeroConfig>>,
+    demand: Arc<dyn DemandSource>,
 }
 
 impl Engine {
@@ -90,6 +94,44 @@ impl Engine {
             samples,
             config,
             max_metric_age,
+            zero: Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
+            demand: Arc::new(NoDemand),
+        }
+    }
+
+    /// Scale to zero (the configuration in force) and from zero (queued demand at endpoint pickers).
+    /// Without this, scale to zero is disabled and no model has an endpoint picker.
+    #[must_use]
+    pub fn with_zero(
+        mut self,
+        zero: Arc<ArcSwap<ZeroConfig>>,
+        demand: Arc<dyn DemandSource>,
+    ) -> Self {
+        self.zero = zero;
+        self.demand = demand;
+        self
+    }
+
+    /// What scale to zero and from zero decide on for one model.
+    fn zero_inputs(&self, snapshot: &Snapshot, namespace: &str, model_id: &str) -> ZeroInputs {
+        let policy = self.zero.load().resolve(model_id, namespace);
+        let activity = if policy.enabled {
+            let pods: Vec<&PodTarget> = snapshot
+                .model(namespace, model_id)
+                .iter()
+                .flat_map(|v| v.pods.iter())
+                .collect();
+            self.samples
+                .activity(namespace, model_id, &pods, policy.retention)
+        } else {
+            Activity::Unknown {
+                reason: "scale to zero is disabled for the model".into(),
+            }
+        };
+        ZeroInputs {
+            policy,
+            activity,
+            demand: self.demand.demand(namespace, model_id),
         }
     }
 
@@ -156,7 +198,8 @@ impl Engine {
         }
         // The configuration was validated when it was loaded, and the snapshot's variants are unique,
         // counted from the API and sampled through `usable_sample`: decide's preconditions hold.
-        let decision = decide(&config, &variants);
+        let zero = self.zero_inputs(snapshot, namespace, model_id);
+        let decision = decide_with_zero(&config, &variants, Some(zero));
         let unavailable = (!overdue.is_empty()).then(|| {
             format!(
                 "no fresh vLLM metrics for model {model_id:?} in namespace {namespace} for longer than {}s from pod(s): {}",
@@ -447,6 +490,7 @@ mod tests {
             store.0.lock().unwrap().insert(pod.to_string(), l.clone());
         }
         let snapshot = Snapshot {
+            pickers: Vec::new(),
             variants,
             excluded: vec![],
             synced: true,
@@ -649,6 +693,7 @@ mod tests {
     fn excluded_variants_are_reported_not_silently_missing() {
         let mut e = engine(vec![], &[]);
         e.snapshot = shared(Snapshot {
+            pickers: Vec::new(),
             variants: vec![],
             excluded: vec![crate::cluster::snapshot::ExcludedVariant {
                 kind: Default::default(),

@@ -5,11 +5,15 @@
 //!   (WVA v0.4.1 `AnalyzeModelCapacity`).
 //! * [`targets`]: turn an analysis plus the Deployments' state into one target per variant (WVA v0.5
 //!   semantics: stateless, transition blocking, cheapest up / most expensive down).
+//! * [`zero`]: scale to zero (idle past the retention period) and from zero (queued demand), after the
+//!   targets.
 
 pub mod analyze;
 pub mod config;
 pub mod targets;
+pub mod zero;
 
 pub use analyze::{analyze, Analysis, ReplicaMetrics};
 pub use config::SaturationConfig;
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
+pub use zero::{enforce, Activity, Demand, ZeroConfig, ZeroPolicy};

@@ -66,6 +66,12 @@ pub enum TargetReason {
     /// Scale-up is needed but every variant that could take it is at its `maxReplicas`.
     ScaleUpBlocked,
     NoChange,
+    /// Scale to zero is enabled and the model served no request during the retention period.
+    ScaleToZero,
+    /// Every target was 0 and requests wait at the model's endpoint picker: the cheapest variant gets 1.
+    ScaleFromZero,
+    /// Every target was 0 and scale to zero is disabled: the cheapest variant keeps 1 (WVA's rule).
+    KeepOne,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -286,6 +286,10 @@ pub struct ModelSignals {
     /// Sum over series (engines) of running requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running_requests: Option<f64>,
+    /// Sum over series (engines, finish reasons) of `vllm:request_success_total`: the counter scale to
+    /// zero reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_total: Option<f64>,
 }
 
 impl ModelSignals {
@@ -319,6 +323,7 @@ enum Signal {
     KvDeprecated,
     Queue,
     Running,
+    Success,
 }
 
 /// Maps a sample name to the signal it carries. `vllm_x` is accepted for `vllm:x` because python
@@ -334,6 +339,7 @@ fn signal_of(name: &str) -> Option<Signal> {
             "gpu_cache_usage_perc" => Some(Signal::KvDeprecated),
             "num_requests_waiting" => Some(Signal::Queue),
             "num_requests_running" => Some(Signal::Running),
+            "request_success_total" => Some(Signal::Success),
             _ => None,
         };
     }
@@ -373,6 +379,7 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
         kv_old: Option<f64>,
         queue: Option<f64>,
         running: Option<f64>,
+        success: Option<f64>,
     }
     fn max(slot: &mut Option<f64>, v: f64) {
         *slot = Some(slot.map_or(v, |cur| cur.max(v)));
@@ -414,7 +421,9 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
             };
             // An infinite or negative KV fraction or queue is no measurement; the pod's sample is
             // missing (and ages into a 503) rather than poisoning its model's decision.
-            if !matches!(signal, Signal::Running) && (s.value.is_infinite() || s.value < 0.0) {
+            if !matches!(signal, Signal::Running | Signal::Success)
+                && (s.value.is_infinite() || s.value < 0.0)
+            {
                 unusable_series += 1;
                 return;
             }
@@ -423,6 +432,11 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
                 Signal::KvDeprecated => max(&mut entry.kv_old, s.value),
                 Signal::Queue => max(&mut entry.queue, s.value),
                 Signal::Running => entry.running = Some(entry.running.unwrap_or(0.0) + s.value),
+                // A counter: finite and not negative, or it is no count at all.
+                Signal::Success if s.value.is_finite() && s.value >= 0.0 => {
+                    entry.success = Some(entry.success.unwrap_or(0.0) + s.value);
+                }
+                Signal::Success => unusable_series += 1,
             }
         },
     );
@@ -447,6 +461,7 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
                     kv_cache_usage: a.kv.or(a.kv_old),
                     queue_length: a.queue,
                     running_requests: a.running,
+                    success_total: a.success,
                 },
             )
         })
@@ -601,7 +616,9 @@ mod tests {
             ModelSignals {
                 kv_cache_usage: Some(0.4213),
                 queue_length: Some(7.0),
-                running_requests: Some(3.0)
+                running_requests: Some(3.0),
+                // stop 90 + length 4: the finish reasons are summed.
+                success_total: Some(94.0),
             }
         );
     }
@@ -661,7 +678,8 @@ vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
             ModelSignals {
                 kv_cache_usage: Some(0.5),
                 queue_length: Some(6.0),
-                running_requests: Some(5.0)
+                running_requests: Some(5.0),
+                success_total: None,
             }
         );
         assert!(e.warnings.is_empty());
@@ -684,7 +702,8 @@ vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
             ModelSignals {
                 kv_cache_usage: Some(0.1),
                 queue_length: Some(3.0),
-                running_requests: None
+                running_requests: None,
+                success_total: None,
             }
         );
         let lines: Vec<&str> = e.warnings.iter().map(String::as_str).collect();

@@ -3,6 +3,7 @@
 //! Every source answers the same narrow question through [`SampleSource`]: "what is the freshest
 //! KV-cache usage and queue length of this pod for this model?". The engine never learns how.
 
+pub mod epp;
 pub mod exposition;
 pub mod prometheus;
 pub mod scraper;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::cluster::snapshot::PodTarget;
 use crate::error::MissingSample;
+use crate::saturation::Activity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,6 +71,20 @@ pub trait SampleSource: Send + Sync {
     fn model_load(&self, _namespace: &str, _model: &str) -> Option<LoadFigures> {
         None
     }
+
+    /// Whether the model served a request in the last `retention` (scale to zero). `pods`: its Ready
+    /// pods now.
+    fn activity(
+        &self,
+        _namespace: &str,
+        _model: &str,
+        _pods: &[&PodTarget],
+        _retention: Duration,
+    ) -> Activity {
+        Activity::Unknown {
+            reason: "this source does not track requests".into(),
+        }
+    }
 }
 
 /// Sources in priority order: the first fresh answer wins (`--metrics-source both` = pods, then Prometheus).
@@ -98,6 +114,48 @@ impl SampleSource for Chain {
             _ => MissingSample::All(reasons),
         };
         Lookup::Missing { since, reason }
+    }
+
+    fn model_load(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
+        self.0.iter().find_map(|s| s.model_load(namespace, model))
+    }
+
+    /// Any source that saw a request wins; then any that knows the model idle; else every reason.
+    fn activity(
+        &self,
+        namespace: &str,
+        model: &str,
+        pods: &[&PodTarget],
+        retention: Duration,
+    ) -> Activity {
+        let answers: Vec<Activity> = self
+            .0
+            .iter()
+            .map(|s| s.activity(namespace, model, pods, retention))
+            .collect();
+        if let Some(active) = answers
+            .iter()
+            .find(|a| matches!(a, Activity::Active { .. }))
+        {
+            return active.clone();
+        }
+        if answers.contains(&Activity::Idle) {
+            return Activity::Idle;
+        }
+        let reasons: Vec<String> = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Activity::Unknown { reason } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        Activity::Unknown {
+            reason: if reasons.is_empty() {
+                "no metric source".into()
+            } else {
+                reasons.join("; ")
+            },
+        }
     }
 }
 

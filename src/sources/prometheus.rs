@@ -20,6 +20,7 @@ use super::{LoadFigures, Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
 use crate::error::MissingSample;
 use crate::health::Heartbeat;
+use crate::saturation::Activity;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Error)]
@@ -396,6 +397,19 @@ struct ModelState {
     last_error: Option<String>,
     first_asked: Option<Instant>,
     load: Option<(Instant, LoadFigures)>,
+    /// The last answer to WVA's idle query, for the retention period asked: the increase (`None`: no
+    /// series) or the error.
+    activity: Option<(Instant, Duration, Result<Option<f64>, String>)>,
+}
+
+/// WVA's scale-to-zero query: requests served by the model during the retention period.
+pub(crate) fn idle_query(namespace: &str, model: &str, retention: Duration) -> String {
+    format!(
+        "sum(increase(vllm:request_success_total{{namespace=\"{}\",model_name=\"{}\"}}[{}s]))",
+        escape_label(namespace),
+        escape_label(model),
+        retention.as_secs().max(1)
+    )
 }
 
 /// Background poller and cache of Prometheus answers, per (namespace, model).
@@ -403,6 +417,8 @@ pub struct PrometheusSource {
     client: PrometheusClient,
     lookback: Duration,
     state: RwLock<HashMap<(String, String), ModelState>>,
+    /// Models the engine asked about idleness, with their retention period: the poller queries them.
+    idle_wanted: std::sync::Mutex<HashMap<(String, String), Duration>>,
     metrics: Arc<Metrics>,
 }
 
@@ -412,6 +428,7 @@ impl PrometheusSource {
             client,
             lookback,
             state: RwLock::new(HashMap::new()),
+            idle_wanted: std::sync::Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -436,6 +453,10 @@ impl PrometheusSource {
                 .collect();
             self.state
                 .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|k, _| models.contains(k));
+            self.idle_wanted
+                .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|k, _| models.contains(k));
             futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
@@ -475,6 +496,25 @@ impl PrometheusSource {
         } else {
             None
         };
+        let retention = self
+            .idle_wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        let activity = match retention {
+            Some(r) => {
+                self.metrics.prometheus_queries.inc();
+                let answer = self
+                    .client
+                    .query(&idle_query(namespace, model, r))
+                    .await
+                    .map(|series| series.first().map(|(_, v)| *v))
+                    .map_err(|e| e.to_string());
+                Some((Instant::now(), r, answer))
+            }
+            None => None,
+        };
         let mut s = self
             .state
             .write()
@@ -482,6 +522,9 @@ impl PrometheusSource {
         let entry = s.entry(key).or_default();
         if let Some(l) = load {
             entry.load = Some((Instant::now(), l));
+        }
+        if activity.is_some() {
+            entry.activity = activity;
         }
         match (kv, q) {
             (Ok(kv), Ok(q)) => {
@@ -611,9 +654,61 @@ impl PrometheusSource {
     }
 }
 
+impl PrometheusSource {
+    /// The idle query's last answer for `retention`, registering the model for the next poll.
+    pub(crate) fn activity_at(
+        &self,
+        namespace: &str,
+        model: &str,
+        retention: Duration,
+        now: Instant,
+    ) -> Activity {
+        let key = (namespace.to_string(), model.to_string());
+        self.idle_wanted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone(), retention);
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unknown = |reason: String| Activity::Unknown { reason };
+        let Some((at, asked, answer)) = s.get(&key).and_then(|e| e.activity.clone()) else {
+            return unknown("Prometheus has not been asked yet".into());
+        };
+        let age = now.saturating_duration_since(at);
+        if asked != retention || age > self.lookback {
+            return unknown(format!(
+                "no current answer from Prometheus (last one {}s old)",
+                age.as_secs()
+            ));
+        }
+        match answer {
+            Err(e) => unknown(format!("Prometheus: {e}")),
+            Ok(None) => unknown(format!(
+                "Prometheus has no vllm:request_success_total series for model {model:?} in {namespace}"
+            )),
+            Ok(Some(v)) if v > 0.0 => Activity::Active {
+                last_secs: age.as_secs(),
+            },
+            Ok(Some(_)) => Activity::Idle,
+        }
+    }
+}
+
 impl SampleSource for PrometheusSource {
     fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
         self.lookup_at(pod, model, Instant::now())
+    }
+
+    fn activity(
+        &self,
+        namespace: &str,
+        model: &str,
+        _pods: &[&PodTarget],
+        retention: Duration,
+    ) -> Activity {
+        self.activity_at(namespace, model, retention, Instant::now())
     }
 
     fn model_load(&self, namespace: &str, model: &str) -> Option<LoadFigures> {

@@ -146,6 +146,7 @@ pub(crate) async fn fetch_pod(
     pod: &PodTarget,
     timeout: Duration,
     max: usize,
+    bearer: Option<&str>,
 ) -> Result<Page, FetchError> {
     use http_body_util::BodyExt;
     let request_error = |message: String| FetchError::Request {
@@ -169,9 +170,13 @@ pub(crate) async fn fetch_pod(
             .handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
             .map_err(|e| request_error(error_chain(&e)))?;
-        let request = hyper::Request::get(pod.path.as_str())
+        let mut request = hyper::Request::get(pod.path.as_str())
             .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::ACCEPT, "text/plain;version=0.0.4")
+            .header(hyper::header::ACCEPT, "text/plain;version=0.0.4");
+        if let Some(token) = bearer {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())
             .map_err(|e| request_error(format!("building the request: {e}")))?;
         let read = async {
@@ -287,7 +292,7 @@ impl Scraper {
     }
 
     async fn scrape_pod(&self, pod: &PodTarget, wanted: &HashSet<&str>) {
-        match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes).await {
+        match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes, None).await {
             Ok(page) => {
                 let Extraction {
                     models,

@@ -9,6 +9,7 @@ use super::exposition::ModelSignals;
 use super::{Lookup, PodSample, SampleSource, SourceKind};
 use crate::cluster::snapshot::PodTarget;
 use crate::error::{Capped, MissingSample, MAX_NAMES_LISTED};
+use crate::saturation::Activity;
 
 type PodKey = (String, String);
 
@@ -30,7 +31,24 @@ struct ModelWindow {
     /// When a page last had both signals: missing data is counted from there, so a pod that answers 200
     /// with nothing usable reaches `--max-metric-age` like one that fails. Kept after the samples age out.
     last_complete: Option<Instant>,
+    /// The last `vllm:request_success_total` read, and the page it came from.
+    success: Option<(Instant, f64)>,
 }
+
+/// When a model (namespace, model_name) was last seen serving, over every pod it ever had: pods come and
+/// go, the model's activity stays.
+#[derive(Debug, Clone, Copy)]
+struct ModelActivity {
+    /// The first page with the success counter: how far back the observation reaches.
+    observed_since: Instant,
+    /// The last page that showed a request: a counter increase or reset, or a request running or waiting.
+    last_active: Option<Instant>,
+    /// The last page with the counter (entries unseen for [`ACTIVITY_FORGET`] are dropped).
+    last_seen: Instant,
+}
+
+/// A model none of whose pods has been seen this long is forgotten (its observation starts over).
+const ACTIVITY_FORGET: Duration = Duration::from_secs(6 * 3600);
 
 /// What a scraped page held besides the wanted models' samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,6 +68,7 @@ type Pods = HashMap<String, HashMap<String, PodWindow>>;
 pub struct WindowCache {
     lookback: Duration,
     pods: RwLock<Pods>,
+    activity: RwLock<HashMap<(String, String), ModelActivity>>,
 }
 
 fn get<'a>(map: &'a Pods, pod: &PodTarget) -> Option<&'a PodWindow> {
@@ -66,6 +85,7 @@ impl WindowCache {
         Self {
             lookback,
             pods: RwLock::new(HashMap::new()),
+            activity: RwLock::new(HashMap::new()),
         }
     }
 
@@ -90,6 +110,10 @@ impl WindowCache {
             });
         }
         map.retain(|_, by_name| !by_name.is_empty());
+        self.activity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, a| now.saturating_duration_since(a.last_seen) < ACTIVITY_FORGET);
         for (ns, name) in wanted {
             map.entry(ns.to_string())
                 .or_default()
@@ -133,6 +157,7 @@ impl WindowCache {
         w.last_success = Some(at);
         w.last_error = None;
         w.page = page;
+        let mut seen: Vec<(&String, bool)> = Vec::new();
         for (model, signals) in models {
             // Look up before inserting: the model is almost always known, and `entry` would allocate
             // its key on every scrape of every pod.
@@ -144,8 +169,110 @@ impl WindowCache {
             if signals.is_complete() {
                 m.last_complete = Some(at);
             }
+            if let Some(total) = signals.success_total {
+                let previous = m.success.replace((at, total)).map(|(_, v)| v);
+                seen.push((model, served_requests(previous, total, signals)));
+            }
         }
         self.prune(w, at);
+        drop(map);
+        if !seen.is_empty() {
+            self.note_activity(&pod.namespace, &seen, at);
+        }
+    }
+
+    fn note_activity(&self, namespace: &str, seen: &[(&String, bool)], at: Instant) {
+        let mut activity = self
+            .activity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (model, active) in seen {
+            let key = (namespace.to_string(), (*model).clone());
+            let a = activity.entry(key).or_insert(ModelActivity {
+                observed_since: at,
+                last_active: None,
+                last_seen: at,
+            });
+            a.last_seen = a.last_seen.max(at);
+            if *active {
+                a.last_active = Some(a.last_active.map_or(at, |t| t.max(at)));
+            }
+        }
+    }
+
+    /// Whether `model` served a request in the last `retention`, from every pod it had and has
+    /// (`pods`: its Ready pods now). Idle needs complete data: the observation covers the retention
+    /// period and every current pod's last scrape succeeded with the success counter on the page.
+    pub(crate) fn activity_at(
+        &self,
+        namespace: &str,
+        model: &str,
+        pods: &[&PodTarget],
+        retention: Duration,
+        now: Instant,
+    ) -> Activity {
+        let known = self
+            .activity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(namespace.to_string(), model.to_string()))
+            .copied();
+        let Some(a) = known else {
+            return Activity::Unknown {
+                reason: format!(
+                    "no page of model {model:?} has shown vllm:request_success_total yet"
+                ),
+            };
+        };
+        if let Some(last) = a.last_active {
+            let ago = now.saturating_duration_since(last);
+            if ago < retention {
+                return Activity::Active {
+                    last_secs: ago.as_secs(),
+                };
+            }
+        }
+        let observed = now.saturating_duration_since(a.observed_since);
+        if observed < retention {
+            return Activity::Unknown {
+                reason: format!(
+                    "observed for {}s of the {}s retention period",
+                    observed.as_secs(),
+                    retention.as_secs()
+                ),
+            };
+        }
+        let map = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pod in pods {
+            let w = get(&map, pod);
+            let why = match w {
+                None => Some("not scraped yet".to_string()),
+                Some(w) => match (&w.last_error, w.last_success) {
+                    (Some(e), _) => Some(format!("scrape failing: {e}")),
+                    (None, None) => Some("not scraped yet".to_string()),
+                    (None, Some(last)) => {
+                        let on_last_page = w
+                            .models
+                            .get(model)
+                            .and_then(|m| m.success)
+                            .is_some_and(|(t, _)| t == last);
+                        (!on_last_page).then(|| {
+                            "its last page has no vllm:request_success_total for the model"
+                                .to_string()
+                        })
+                    }
+                },
+            };
+            if let Some(why) = why {
+                return Activity::Unknown {
+                    reason: format!("pod {}: {why}", pod.name),
+                };
+            }
+        }
+        Activity::Idle
     }
 
     /// Drops samples older than the window, and models left with neither samples nor a last complete
@@ -301,9 +428,31 @@ impl WindowCache {
     }
 }
 
+/// Whether a page shows requests served since the previous one: the counter rose, or went down (a restart:
+/// what it served before is unknown, so it counts), or requests run or wait now. A first reading above 0
+/// counts too: when those requests were served is unknown.
+fn served_requests(previous: Option<f64>, total: f64, signals: &ModelSignals) -> bool {
+    let busy = signals.running_requests.is_some_and(|r| r > 0.0)
+        || signals.queue_length.is_some_and(|q| q > 0.0);
+    #[allow(clippy::float_cmp)]
+    // A counter that did not move reads back the same text, hence the same value.
+    let moved = previous.map_or(total > 0.0, |p| total != p);
+    busy || moved
+}
+
 impl SampleSource for WindowCache {
     fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
         self.lookup_at(pod, model, Instant::now())
+    }
+
+    fn activity(
+        &self,
+        namespace: &str,
+        model: &str,
+        pods: &[&PodTarget],
+        retention: Duration,
+    ) -> Activity {
+        self.activity_at(namespace, model, pods, retention, Instant::now())
     }
 }
 
@@ -329,6 +478,7 @@ mod tests {
                 kv_cache_usage: Some(kv),
                 queue_length: Some(q),
                 running_requests: Some(1.0),
+                success_total: None,
             },
         )])
     }
@@ -483,6 +633,105 @@ mod tests {
         assert!(matches!(
             c.lookup_at(&a, "other", t0),
             Lookup::Missing { .. }
+        ));
+    }
+
+    fn counter(total: f64, busy: bool) -> BTreeMap<String, ModelSignals> {
+        BTreeMap::from([(
+            "m".to_string(),
+            ModelSignals {
+                kv_cache_usage: Some(0.1),
+                queue_length: Some(0.0),
+                running_requests: Some(if busy { 1.0 } else { 0.0 }),
+                success_total: Some(total),
+            },
+        )])
+    }
+
+    fn idle(a: &Activity) -> bool {
+        *a == Activity::Idle
+    }
+
+    /// Idle needs the whole retention period observed, and any increase, reset or busy page within it
+    /// means active; pods come and go without losing what they served.
+    #[test]
+    fn activity_from_success_counters() {
+        let r = Duration::from_secs(60);
+        let s = |n: u64| Duration::from_secs(n);
+        let c = WindowCache::new(s(60));
+        let t0 = Instant::now();
+        let (a, b) = (pod("a"), pod("b"));
+        c.retain(std::slice::from_ref(&a), t0);
+        assert!(matches!(
+            c.activity_at("ns", "m", &[&a], r, t0),
+            Activity::Unknown { .. }
+        ));
+        // First reading 0: nothing served on this pod yet, but only 10 s observed.
+        c.record(&a, t0, &counter(0.0, false));
+        c.record(&a, t0 + s(10), &counter(0.0, false));
+        let early = c.activity_at("ns", "m", &[&a], r, t0 + s(10));
+        assert!(
+            matches!(early, Activity::Unknown { ref reason } if reason.contains("observed for 10s")),
+            "{early:?}"
+        );
+        c.record(&a, t0 + s(61), &counter(0.0, false));
+        assert!(idle(&c.activity_at("ns", "m", &[&a], r, t0 + s(61))));
+        // An increase is activity for one retention period.
+        c.record(&a, t0 + s(70), &counter(3.0, false));
+        assert_eq!(
+            c.activity_at("ns", "m", &[&a], r, t0 + s(75)),
+            Activity::Active { last_secs: 5 }
+        );
+        c.record(&a, t0 + s(131), &counter(3.0, false));
+        assert!(idle(&c.activity_at("ns", "m", &[&a], r, t0 + s(131))));
+        // A reset (the server restarted) counts, even to 0.
+        c.record(&a, t0 + s(140), &counter(0.0, false));
+        assert!(matches!(
+            c.activity_at("ns", "m", &[&a], r, t0 + s(141)),
+            Activity::Active { .. }
+        ));
+        // A request running without the counter moving counts.
+        c.record(&a, t0 + s(210), &counter(0.0, true));
+        assert!(matches!(
+            c.activity_at("ns", "m", &[&a], r, t0 + s(211)),
+            Activity::Active { .. }
+        ));
+        // Pod a is replaced by b: a's last activity stays with the model; b's first reading above 0
+        // counts (when those requests were served is unknown).
+        c.retain(std::slice::from_ref(&b), t0 + s(220));
+        c.record(&b, t0 + s(221), &counter(0.0, false));
+        assert!(matches!(
+            c.activity_at("ns", "m", &[&b], r, t0 + s(230)),
+            Activity::Active { .. }
+        ));
+        c.record(&b, t0 + s(280), &counter(0.0, false));
+        assert!(idle(&c.activity_at("ns", "m", &[&b], r, t0 + s(280))));
+        // A failing pod makes the answer unknown, and so does a page without the counter.
+        c.record_error(&b, t0 + s(285), "connection refused".into());
+        let failing = c.activity_at("ns", "m", &[&b], r, t0 + s(285));
+        assert!(
+            matches!(failing, Activity::Unknown { ref reason } if reason.contains("pod b: scrape failing")),
+            "{failing:?}"
+        );
+        c.record(&b, t0 + s(290), &page("m", 0.1, 0.0));
+        let no_counter = c.activity_at("ns", "m", &[&b], r, t0 + s(290));
+        assert!(
+            matches!(no_counter, Activity::Unknown { ref reason } if reason.contains("no vllm:request_success_total")),
+            "{no_counter:?}"
+        );
+        // A new pod with a first reading above 0 is activity.
+        let d = pod("d");
+        c.retain(&[b.clone(), d.clone()], t0 + s(300));
+        c.record(&b, t0 + s(400), &counter(0.0, false));
+        c.record(&d, t0 + s(400), &counter(7.0, false));
+        assert!(matches!(
+            c.activity_at("ns", "m", &[&b, &d], r, t0 + s(401)),
+            Activity::Active { .. }
+        ));
+        // Another namespace's model of the same name is another model.
+        assert!(matches!(
+            c.activity_at("other", "m", &[], r, t0 + s(401)),
+            Activity::Unknown { .. }
         ));
     }
 }

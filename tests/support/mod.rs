@@ -114,6 +114,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::s
 /// `replicas` spec and ready, and that many pods.
 pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::snapshot::Snapshot {
     wva_metrics_server::cluster::snapshot::Snapshot {
+        pickers: Vec::new(),
         variants: vec![wva_metrics_server::cluster::snapshot::Variant {
             kind: Default::default(),
             uid: None,
