@@ -164,12 +164,14 @@ fn annotated_and_local_config_examples_are_valid() {
         ]
     );
     // The KEDA examples: an external trigger naming its variant, and an annotated ScaledObject that is one.
-    for f in [
-        "manifests/examples/keda/scaledobject.yaml",
-        "manifests/examples/keda/scaledobject-push.yaml",
+    let zero = docs("manifests/examples/keda/scale-to-zero.yaml");
+    for (f, doc) in [
+        ("manifests/examples/keda/scaledobject.yaml", 0),
+        ("manifests/examples/keda/scaledobject-push.yaml", 0),
+        ("manifests/examples/keda/scale-to-zero.yaml", 2),
     ] {
         let so: wva_metrics_server::cluster::crd::ScaledObject =
-            serde_json::from_value(docs(f)[0].clone()).unwrap();
+            serde_json::from_value(docs(f)[doc].clone()).unwrap();
         let trigger = &so.spec.triggers[0];
         assert!(
             ["external", "external-push"].contains(&trigger["type"].as_str().unwrap()),
@@ -189,6 +191,24 @@ fn annotated_and_local_config_examples_are_valid() {
             "{f}"
         );
     }
+    // The scale-to-zero example: its ConfigMap parses without a rejected entry, and its InferencePool
+    // selects the ScaledObject's pods and names an endpoint picker.
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(zero[0]["data"].clone()).unwrap();
+    let (z, report) =
+        wva_metrics_server::saturation::ZeroConfig::from_configmap(&Default::default(), &data);
+    assert!(
+        report.rejected.is_empty() && report.ignored_keys.is_empty(),
+        "{report:?}"
+    );
+    let policy = z.resolve("Qwen/Qwen3-0.6B", "llm");
+    assert!(policy.enabled && policy.retention.as_secs() == 600);
+    assert!(!z.resolve("other", "llm").enabled);
+    let pool: wva_metrics_server::cluster::crd::InferencePool =
+        serde_json::from_value(zero[1].clone()).unwrap();
+    assert_eq!(pool.spec.selector.match_labels["app"], "qwen-l4");
+    assert_eq!(pool.spec.endpoint_picker_ref.name, "qwen-epp");
+    assert_eq!(zero[2]["spec"]["minReplicaCount"], 0);
     let local = docs("manifests/examples/namespace-local-configmap.yaml");
     let data: std::collections::BTreeMap<String, String> =
         serde_json::from_value(local[1]["data"].clone()).unwrap();

@@ -364,10 +364,11 @@ pub(crate) fn event_for(
     match (v.desired, previous_desired) {
         (Some(now), Some(before)) if now != before => Some(Event {
             type_: EventType::Normal,
-            reason: if now > before {
-                "ScaleUpRecommended"
-            } else {
-                "ScaleDownRecommended"
+            reason: match (&v.desired_reason, now > before) {
+                (Some(TargetReason::ScaleToZero), _) => "ScaleToZeroRecommended",
+                (Some(TargetReason::ScaleFromZero), _) => "ScaleFromZeroRecommended",
+                (_, true) => "ScaleUpRecommended",
+                (_, false) => "ScaleDownRecommended",
             }
             .into(),
             note: Some(truncate(
@@ -784,6 +785,18 @@ mod tests {
         assert_eq!(
             event_for(&view(Some(1)), Some(2), None).unwrap().reason,
             "ScaleDownRecommended"
+        );
+        let mut zero = view(Some(0));
+        zero.desired_reason = Some(TargetReason::ScaleToZero);
+        assert_eq!(
+            event_for(&zero, Some(1), None).unwrap().reason,
+            "ScaleToZeroRecommended"
+        );
+        let mut back = view(Some(1));
+        back.desired_reason = Some(TargetReason::ScaleFromZero);
+        assert_eq!(
+            event_for(&back, Some(0), None).unwrap().reason,
+            "ScaleFromZeroRecommended"
         );
         assert!(event_for(&view(Some(2)), Some(2), None).is_none());
         assert!(

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds KEDA's real operator and metrics adapter (github.com/kedacore/keda/v2, pinned in tests/e2e/keda/go.mod)
 # into the e2e cache, once per version, and copies KEDA's CRDs beside them. The first build pulls about 350
-# modules and takes about 11 minutes on 2 cores. Prints the directory (bin/ and crds/ inside).
+# modules and takes about 11 minutes on 2 cores. Also fetches the InferencePool CRD of the Gateway API
+# Inference Extension (sigs.k8s.io/gateway-api-inference-extension, pinned below) for scale from zero.
+# Prints the directory (bin/, crds/ and inference-crds/ inside).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/keda" && pwd)"
 version="$(cd "$here" && go list -m -f "{{.Version}}" github.com/kedacore/keda/v2)"
@@ -18,4 +20,12 @@ done
 moddir="$(cd "$here" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)"
 cp "$moddir"/config/crd/bases/*.yaml "$cache/crds/"
 chmod u+w "$cache/crds/"*.yaml
+gie_version=v1.4.0
+mkdir -p "$cache/inference-crds"
+if [[ ! -s "$cache/inference-crds/inferencepools.yaml" ]]; then
+  gie_dir="$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/gateway-api-inference-extension@$gie_version" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  cp "$gie_dir/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml" "$cache/inference-crds/inferencepools.yaml"
+  chmod u+w "$cache/inference-crds/inferencepools.yaml"
+fi
 echo "$cache"

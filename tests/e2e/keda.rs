@@ -145,9 +145,17 @@ fn base64(s: &str) -> String {
     String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }
 
-/// Restarts our first replica with the external scaler on `port`, trusting make-certs' CA for clients.
+/// The token the endpoint-picker emulators accept, and that our server presents.
+const EPP_TOKEN: &str = "e2e-epp-token";
+
+/// Restarts our first replica with the external scaler on `port`, trusting make-certs' CA for clients,
+/// and with a bearer token for endpoint pickers.
 fn serve_scaler(c: &mut Cluster, port: u16) {
     c.procs.get_mut("server").unwrap().stop();
+    let token = c.dir.join("epp-token");
+    std::fs::write(&token, EPP_TOKEN).unwrap();
+    c.server_args
+        .push(format!("--epp-token-file={}", token.display()));
     c.server_args.push(format!("--external-scaler-port={port}"));
     c.server_args.push(format!(
         "--external-scaler-client-ca-file={}",
@@ -178,6 +186,17 @@ async fn condition(c: &Cluster, name: &str) -> String {
 /// The KEDA scenario, on a cluster where our server is installed (its APIService is replaced by KEDA's).
 pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     let took = start_keda(c).await;
+    // The inference extension's InferencePool CRD, early: the server notices it within 30 s.
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        keda_dir()
+            .join("inference-crds/inferencepools.yaml")
+            .to_str()
+            .unwrap(),
+    ])
+    .unwrap();
     eprintln!(
         "e2e[keda] KEDA operator and adapter up, holding the APIService ({:.1}s incl. build check)",
         took.as_secs_f64()
@@ -345,4 +364,116 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     c.start_replica("server");
     let (now, _) = replicas(&c.client, "keda-l4-decode").await;
     eprintln!("e2e[keda] our server stopped for 25s with minReplicaCount 0 and cooldown 5s: never scaled to zero (at {now})");
+    zero(c, k, port).await;
+}
+
+/// One model's workload for scale to zero and from zero: its Deployment (app `<name>`), an annotated
+/// ScaledObject (minReplicaCount 0) with the given trigger, and an InferencePool whose endpoint picker
+/// (app `<name>-epp`, an emulator behind [`EPP_TOKEN`]) serves the model's queue.
+fn zero_workload(name: &str, model: &str, trigger: &str, port: u16) -> String {
+    let epp = format!("{name}-epp");
+    [
+        deployment_yaml(NS, &format!("{name}-decode"), name, model),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {epp}}}}}\n  template:\n    metadata:\n      labels: {{app: {epp}}}\n      annotations: {{e2e.wva/model: {model}, e2e.wva/epp-token: {EPP_TOKEN}}}\n    spec:\n      containers: [{{name: epp, image: registry.k8s.io/gateway-api-inference-extension/epp:emulated}}]\n"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  selector: {{app: {epp}}}\n  ports:\n  - {{name: grpc-ext-proc, port: 9002}}\n  - {{name: http-metrics, port: 9090, targetPort: 8000}}\n"),
+        format!("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  targetPorts: [{{number: 8000}}]\n  endpointPickerRef: {{name: {epp}, port: {{number: 9002}}}}\n"),
+        format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: {model}}}\nspec:\n  scaleTargetRef: {{name: {name}-decode}}\n  pollingInterval: 10\n  cooldownPeriod: 5\n  minReplicaCount: 0\n  maxReplicaCount: 3\n  triggers:\n  - type: {trigger}\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"),
+    ]
+    .join("---\n")
+}
+
+/// Scale to zero and from zero through KEDA: both models go idle past a 20 s retention and KEDA scales
+/// them to 0; then requests queue at each model's endpoint picker and KEDA brings it back to 1, pushed
+/// (`external-push`, StreamIsActive) for one and polled (`external`, pollingInterval 10 s) for the other.
+async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
+    let models = [
+        ("zero-push", "Qwen/Qwen3-1.7B", "external-push"),
+        ("zero-poll", "Qwen/Qwen3-14B", "external"),
+    ];
+    let entries: Vec<String> = models
+        .iter()
+        .map(|(name, model, _)| format!("  {name}: |\n    model_id: {model}\n    enable_scale_to_zero: true\n    retention_period: 20s\n"))
+        .collect();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: wva-model-scale-to-zero-config, namespace: wva-metrics-server}}\ndata:\n  default: |\n    enable_scale_to_zero: false\n{}",
+        entries.concat()
+    ));
+    let workloads: Vec<String> = models
+        .iter()
+        .map(|(name, model, trigger)| zero_workload(name, model, trigger, port))
+        .collect();
+    c.apply(&workloads.join("---\n"));
+    for (name, _, _) in models {
+        eventually(
+            &format!("ScaledObject {name} Ready=True"),
+            Duration::from_secs(120),
+            || async {
+                let out = condition(c, name).await;
+                if out.starts_with("True") {
+                    Ok(())
+                } else {
+                    Err(out)
+                }
+            },
+        )
+        .await;
+    }
+    let idle = Instant::now();
+    for (name, _, _) in models {
+        wait_replicas(c, &format!("{name}-decode"), 0, Duration::from_secs(180)).await;
+    }
+    eprintln!(
+        "e2e[keda] idle past the 20s retention (plus cooldown 5s): both models scaled to 0 after {:.1}s",
+        idle.elapsed().as_secs_f64()
+    );
+    // A model at 0 stays at 0 while nothing queues.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (name, _, _) in models {
+        assert_eq!(replicas(&c.client, &format!("{name}-decode")).await.0, 0);
+    }
+    for (name, _, trigger) in models {
+        k.control
+            .lock()
+            .unwrap()
+            .queues
+            .insert(format!("{name}-epp"), 2);
+        let took = wait_spec_at_least_one(c, &format!("{name}-decode")).await;
+        eprintln!(
+            "e2e[keda] scale from zero ({trigger}): EPP queue 2 → spec.replicas 1 after {:.2}s (pollingInterval 10s, EPP read every 0.5s)",
+            took.as_secs_f64()
+        );
+        wait_replicas(c, &format!("{name}-decode"), 1, Duration::from_secs(60)).await;
+    }
+    for (name, _, _) in models {
+        k.control
+            .lock()
+            .unwrap()
+            .queues
+            .remove(&format!("{name}-epp"));
+        c.kubectl(&["-n", NS, "delete", "scaledobject", name])
+            .unwrap();
+    }
+}
+
+/// Time until the Deployment's `spec.replicas` is at least 1, polled every 50 ms.
+async fn wait_spec_at_least_one(c: &Cluster, deployment: &str) -> Duration {
+    let start = Instant::now();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(c.client.clone(), NS);
+    loop {
+        let spec = deployments
+            .get(deployment)
+            .await
+            .ok()
+            .and_then(|d| d.spec.and_then(|s| s.replicas))
+            .unwrap_or(0);
+        if spec >= 1 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{deployment} did not leave 0 within 90s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -30,6 +30,8 @@ pub struct Control {
     pub load: BTreeMap<String, usize>,
     /// Metrics faults per pod name ("hang", "error", …); absent = ok.
     pub faults: BTreeMap<String, String>,
+    /// Requests waiting in the flow-control queue of endpoint-picker pods, per `app` label.
+    pub queues: BTreeMap<String, usize>,
 }
 
 struct Running {
@@ -39,6 +41,7 @@ struct Running {
     _proc: Proc,
     applied_load: Option<usize>,
     applied_fault: String,
+    applied_queue: usize,
 }
 
 pub struct Kubelet {
@@ -105,19 +108,24 @@ pub fn start(
                     .and_then(|a| a.get("e2e.wva/model"))
                     .cloned()
                     .unwrap_or_else(|| "Qwen/Qwen3-0.6B".into());
-                let proc = Proc::spawn(
-                    &dir,
-                    &format!("emulator-{name}"),
-                    &emulator,
-                    &[
-                        "--listen".into(),
-                        format!("{ip}:{EMULATOR_PORT}"),
-                        "--model".into(),
-                        model,
-                        "--max-num-seqs".into(),
-                        "16".into(),
-                    ],
-                );
+                let mut args = vec![
+                    "--listen".into(),
+                    format!("{ip}:{EMULATOR_PORT}"),
+                    "--model".into(),
+                    model,
+                    "--max-num-seqs".into(),
+                    "16".into(),
+                ];
+                // An endpoint picker (scale from zero): the queue gauge behind a bearer token.
+                if let Some(token) = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.wva/epp-token"))
+                {
+                    args.extend(["--epp-token".into(), token.clone()]);
+                }
+                let proc = Proc::spawn(&dir, &format!("emulator-{name}"), &emulator, &args);
                 // Wait for the emulator to listen before declaring the pod Ready.
                 for _ in 0..40 {
                     if http
@@ -157,15 +165,16 @@ pub fn start(
                         _proc: proc,
                         applied_load: None,
                         applied_fault: "ok".into(),
+                        applied_queue: 0,
                     },
                 );
             }
             running.retain(|name, _| seen.contains(name));
 
             // Spread each app's load over its pods, and apply faults.
-            let (load, faults) = {
+            let (load, faults, queues) = {
                 let c = ctl.lock().unwrap();
-                (c.load.clone(), c.faults.clone())
+                (c.load.clone(), c.faults.clone(), c.queues.clone())
             };
             let mut per_app: BTreeMap<String, usize> = BTreeMap::new();
             for r in running.values() {
@@ -184,6 +193,18 @@ pub fn start(
                         .is_ok();
                     if ok {
                         r.applied_load = Some(share);
+                    }
+                }
+                let queue = queues.get(&r.app).copied().unwrap_or(0);
+                if r.applied_queue != queue {
+                    let ok = http
+                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/queue", r.ip))
+                        .json(&json!({"size": queue}))
+                        .send()
+                        .await
+                        .is_ok();
+                    if ok {
+                        r.applied_queue = queue;
                     }
                 }
                 let fault = faults.get(name).cloned().unwrap_or_else(|| "ok".into());
