@@ -10,10 +10,15 @@ demo: build
 
 # Run the server in standalone mode on the bundled example (start pods with `just emulators`).
 run: build
-    target/release/wva-metrics-server serve --standalone manifests/examples/standalone.yaml
+    target/release/wva-metrics-server serve --standalone manifests/examples/standalone.yaml --epp-token-file manifests/examples/standalone-epp-token
 
-# Emulated vLLM pods for the bundled example (127.0.0.2-4:18000).
+# Emulated vLLM pods for the bundled example (127.0.0.2-4:18000), and its endpoint picker (127.0.0.5:19090).
 emulators: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target/release/vllm-emulator --listen 127.0.0.5:19090 --model ibm-granite/granite-3.3-8b-instruct \
+      --epp-token "$(cat manifests/examples/standalone-epp-token)" &
+    trap 'kill $!' EXIT
     target/release/vllm-emulator --listen 127.0.0.2:18000 --listen 127.0.0.3:18000 --listen 127.0.0.4:18000
 
 # Unit, integration and CLI tests (needs the Debian package `prometheus` for the Prometheus tests).

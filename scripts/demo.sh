@@ -13,8 +13,12 @@ trap cleanup EXIT INT TERM
 
 "$bin/vllm-emulator" --listen 127.0.0.2:18000 --listen 127.0.0.3:18000 --listen 127.0.0.4:18000 --max-num-seqs 16 2>/dev/null &
 pids+=($!)
+token_file=manifests/examples/standalone-epp-token
+"$bin/vllm-emulator" --listen 127.0.0.5:19090 --model ibm-granite/granite-3.3-8b-instruct \
+  --epp-token "$(cat "$token_file")" 2>/dev/null &
+pids+=($!)
 "$bin/wva-metrics-server" serve --standalone manifests/examples/standalone.yaml --secure-port "$port" \
-  --cert-dir "$certs" --scrape-interval 1s --lookback 5s --log-level warn &
+  --cert-dir "$certs" --scrape-interval 1s --lookback 5s --epp-token-file "$token_file" --log-level warn &
 pids+=($!)
 
 url="https://127.0.0.1:${port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas"
@@ -26,17 +30,18 @@ for i in json.load(sys.stdin)["items"]:
     l = i["metricLabels"]
     print("    %-10s accelerator=%-5s inferno_desired_replicas=%s" % (l["variant_name"], l["accelerator_type"], i["value"]))'
 }
-wait_for() { # wait_for WHAT EXPECTED: poll until the output has the expected target for qwen-l40s
+wait_for() { # wait_for WHAT EXPECTED [VARIANT]: poll until the output has the expected target for the variant
   for _ in $(seq 1 60); do
     out="$(show 2>/dev/null || true)"
-    if grep -q "qwen-l40s .*=$2\$" <<<"$out"; then echo "$out"; return 0; fi
+    if grep -q "${3:-qwen-l40s} .*=$2\$" <<<"$out"; then echo "$out"; return 0; fi
     sleep 0.5
   done
   echo "demo: timed out waiting for $1; last answer:" >&2; echo "$out" >&2; return 1
 }
 
 echo "== variants (manifests/examples/standalone.yaml): qwen-l40s (a VariantAutoscaling: L40S, cost 5, 2 pods),"
-echo "   qwen-h100 (an HPA annotated llm-d.ai/managed, as WVA v0.8 discovers them: H100, cost 20, 1 pod, max 4)"
+echo "   qwen-h100 (an HPA annotated llm-d.ai/managed, as WVA v0.8 discovers them: H100, cost 20, 1 pod, max 4),"
+echo "   and granite-l4 (another model, parked at 0 replicas with scale to zero enabled)"
 echo "== idle: every pod has spare KV cache and no queue, so the cheap variant can give one replica back"
 wait_for "the idle decision" 1
 echo "== load step: 30 requests in flight on every pod (16 running, 14 waiting, KV cache 80%)"
@@ -45,4 +50,7 @@ for a in 127.0.0.2 127.0.0.3 127.0.0.4; do
 done
 echo "== saturated: the cheapest variant gets +1"
 wait_for "the scale-up" 3
+echo "== scale from zero: 2 requests queue at granite's endpoint picker (an emulated EPP behind a bearer token)"
+curl -sf -XPOST "http://127.0.0.5:19090/emulator/queue" -H 'content-type: application/json' -d '{"size": 2}' >/dev/null
+wait_for "the scale from zero" 1 granite-l4
 echo "== done; to keep it running: just emulators (one terminal), just run (another), then curl --cacert <printed ca.crt> $url"

@@ -194,11 +194,29 @@ fn post(url: &str, body: &str) {
     });
 }
 
-/// Desired replicas per variant as served over HTTPS.
+/// Desired replicas per variant of the Qwen model as served over HTTPS. (The example's second model,
+/// parked at zero behind an endpoint picker, is the demo's and `tests/zero.rs`'s; without its EPP it stays
+/// at 0, which `granite_stays_at_zero` checks.)
 fn desired(ca: &Path, port: u16) -> Option<Vec<(String, String)>> {
+    let all = desired_all(ca, port)?;
+    Some(
+        all.into_iter()
+            .filter(|(v, _)| v.starts_with("qwen-"))
+            .collect(),
+    )
+}
+
+fn desired_all(ca: &Path, port: u16) -> Option<Vec<(String, String)>> {
     let v = curl_like(ca, &format!("https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/inferno_desired_replicas"))?;
     v["items"].as_array()?;
     Some(support::variant_values(&v))
+}
+
+/// Whether the parked model is still answered 0: its endpoint picker is not running here, so its demand
+/// is unknown, and unknown never moves a model.
+fn granite_stays_at_zero(ca: &Path, port: u16) -> bool {
+    desired_all(ca, port)
+        .is_some_and(|all| all.contains(&("granite-l4".to_string(), "0".to_string())))
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -339,6 +357,7 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
                 ("qwen-l40s".into(), "1".into()),
             ])
     });
+    assert!(granite_stays_at_zero(&ca, port));
 
     // Every pod saturated (16 running → KV 0.8, 14 waiting): the cheapest variant gets +1.
     for a in addrs {

@@ -99,6 +99,8 @@ pub struct EppSource {
     token: TokenFile,
     /// By `namespace/pool`.
     state: RwLock<HashMap<String, PickerState>>,
+    /// The last error logged per picker, so a failing picker is logged once per change of reason.
+    logged: Mutex<HashMap<String, String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -127,8 +129,29 @@ impl EppSource {
             opts,
             token,
             state: RwLock::new(HashMap::new()),
+            logged: Mutex::new(HashMap::new()),
             metrics,
         }
+    }
+
+    /// Whether `error` is news for this picker (and remembers it).
+    fn note_error(&self, pool: &str, error: &str) -> bool {
+        let mut logged = self
+            .logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logged.get(pool).is_some_and(|e| e == error) {
+            return false;
+        }
+        logged.insert(pool.to_string(), error.to_string());
+        true
+    }
+
+    fn note_recovery(&self, pool: &str) {
+        self.logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(pool);
     }
 
     /// Reads every picker every interval, beating `heartbeat` after each round.
@@ -169,9 +192,25 @@ impl EppSource {
                         failed.map_or(Ok(total), Err)
                     }
                 };
-                if let Err(e) = &queues {
-                    self.metrics.epp_failures.inc();
-                    tracing::warn!(pool = %p.key(), service = %p.service, error = %e, "reading the endpoint picker's queue failed; models at zero stay there until it can be read");
+                let previous = self
+                    .state
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&p.key())
+                    .map(|s| s.queues.is_ok());
+                match (&queues, previous) {
+                    // Logged when it starts failing or the reason changes, not every round.
+                    (Err(e), _) => {
+                        self.metrics.epp_failures.inc();
+                        if self.note_error(&p.key(), e) {
+                            tracing::warn!(pool = %p.key(), service = %p.service, error = %e, "reading the endpoint picker's queue failed; models at zero stay there until it can be read");
+                        }
+                    }
+                    (Ok(_), Some(false)) => {
+                        self.note_recovery(&p.key());
+                        tracing::info!(pool = %p.key(), "the endpoint picker's queue can be read again");
+                    }
+                    (Ok(_), _) => {}
                 }
                 (
                     p.key(),
