@@ -82,9 +82,11 @@ fn examples_parse_into_the_types_the_server_reads() {
             objects.vas.len(),
             objects.hpas.len(),
             objects.deployments.len(),
-            objects.pods.len()
+            objects.pods.len(),
+            objects.pools.len(),
+            objects.services.len()
         ),
-        (1, 1, 2, 3)
+        (2, 1, 3, 4, 1, 1)
     );
     let joined = wva_metrics_server::cluster::snapshot::build(&objects, &Default::default());
     assert!(joined.excluded.is_empty(), "{:?}", joined.excluded);
@@ -97,9 +99,19 @@ fn examples_parse_into_the_types_the_server_reads() {
         names,
         vec![
             ("qwen-h100", "HorizontalPodAutoscaler"),
-            ("qwen-l40s", "VariantAutoscaling")
+            ("qwen-l40s", "VariantAutoscaling"),
+            ("granite-l4", "VariantAutoscaling")
         ]
     );
+    // The parked model's InferencePool selects its pods and finds its endpoint picker on 19090.
+    assert_eq!(joined.pickers.len(), 1);
+    let picker = &joined.pickers[0];
+    assert_eq!(
+        picker.models,
+        ["ibm-granite/granite-3.3-8b-instruct".to_string()]
+    );
+    let epp = picker.pods.as_ref().unwrap();
+    assert_eq!((epp[0].ip.as_str(), epp[0].port), ("127.0.0.5", 19090));
     let cm = &docs("manifests/examples/saturation-configmap.yaml")[0];
     let data: std::collections::BTreeMap<String, String> =
         serde_json::from_value(cm["data"].clone()).unwrap();
