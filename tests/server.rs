@@ -261,7 +261,7 @@ async fn aggregator_identities_over_http1_and_h2() {
             .await;
         assert_eq!(code, 200);
         assert_eq!(body["groupVersion"], "external.metrics.k8s.io/v1beta1");
-        // OpenAPI download as system:aggregator: 404 without authorization.
+        // OpenAPI download as system:aggregator: served without authorization.
         let (code, ct, body) = h
             .get(
                 &agg,
@@ -269,8 +269,8 @@ async fn aggregator_identities_over_http1_and_h2() {
                 &[("X-Remote-User", "system:aggregator")],
             )
             .await;
-        assert_eq!((code, ct.as_str()), (404, "application/json"));
-        assert_status(&body, 404, "NotFound");
+        assert_eq!((code, ct.as_str()), (200, "application/json"));
+        assert_eq!(body["swagger"], "2.0");
         assert_eq!(
             h.sar_count(),
             before,
@@ -460,6 +460,7 @@ async fn discovery_negotiation_routes_and_health() {
         ("X-Remote-User", "system:kube-aggregator"),
         ("X-Remote-Group", "system:masters"),
     ];
+    // Aggregated discovery, as the aggregator of 1.30–1.36 asks for it (v2, then v2beta1).
     let aggregated_only = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
     let (code, ct, body) = h
         .get(
@@ -468,8 +469,70 @@ async fn discovery_negotiation_routes_and_health() {
             &[masters[0], masters[1], ("Accept", aggregated_only)],
         )
         .await;
+    assert_eq!(
+        (code, ct.as_str()),
+        (
+            200,
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )
+    );
+    assert_eq!(body["apiVersion"], "apidiscovery.k8s.io/v2");
+    assert_eq!(
+        body["items"][0]["versions"][0]["resources"][0]["resource"],
+        "externalmetrics"
+    );
+    // 1.26–1.29 ask for v2beta1 only.
+    let (code, ct, body) = h
+        .get(
+            &agg,
+            "/apis",
+            &[
+                masters[0],
+                masters[1],
+                (
+                    "Accept",
+                    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (code, body["apiVersion"].as_str()),
+        (200, Some("apidiscovery.k8s.io/v2beta1"))
+    );
+    assert!(ct.contains("v=v2beta1"));
+    // A version we do not serve, and nothing plain to fall back to: 406.
+    let (code, ct, body) = h
+        .get(
+            &agg,
+            "/apis",
+            &[
+                masters[0],
+                masters[1],
+                (
+                    "Accept",
+                    "application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList",
+                ),
+            ],
+        )
+        .await;
     assert_eq!((code, ct.as_str()), (406, "application/json"));
     assert_status(&body, 406, "NotAcceptable");
+    // OpenAPI v3: the index points at the group-version's document, whose hash is its ETag; a client
+    // holding it gets 304.
+    let (code, _, index) = h.get(&agg, "/openapi/v3", &[]).await;
+    assert_eq!(code, 200);
+    let url = index["paths"]["apis/external.metrics.k8s.io/v1beta1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _, doc) = h.get(&agg, &url, &[]).await;
+    assert_eq!((code, doc["openapi"].as_str()), (200, Some("3.0.0")));
+    let hash = url.split("hash=").nth(1).unwrap();
+    let (code, _, _) = h
+        .get(&agg, &url, &[("If-None-Match", &format!("\"{hash}\""))])
+        .await;
+    assert_eq!(code, 304);
     let (code, _, body) = h
         .get(
             &agg,
@@ -495,8 +558,7 @@ async fn discovery_negotiation_routes_and_health() {
         ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/inferno_desired_replicas?labelSelector=variant_name+in+%28", 400),
         ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/INFERNO_DESIRED_REPLICAS?labelSelector=variant_name%3Dv1", 200),
         ("/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/wva_current_replicas?labelSelector=variant_name%3Dv1%2Cexported_namespace%3Dns", 200),
-        ("/openapi/v3", 404),
-        ("/openapi/v3/apis/external.metrics.k8s.io/v1beta1", 404),
+        ("/openapi/v3/apis/other.group/v1", 404),
         ("/nothing-here", 404),
     ] {
         let (got, ct, body) = h.get(&agg, path, &masters).await;

@@ -9,6 +9,7 @@
 //! connection idle the longest is closed to make room, so silent connections cannot lock clients out.
 
 pub mod discovery;
+pub mod openapi;
 pub mod reply;
 pub mod routes;
 

@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use super::discovery::{self, GROUP, VERSION};
+use super::discovery::{self, ApisFormat, GROUP, VERSION};
+use super::openapi;
 use super::reply::{failure, failure_with_details, json_response, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
@@ -283,6 +284,58 @@ async fn check_access(
     }
 }
 
+/// A static document with its ETag; `304` when the client holds it already.
+fn document(body: &[u8], etag: &str, content_type: &str, req: &Request<Body>) -> Response<Body> {
+    let quoted = format!("\"{etag}\"");
+    let held = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == quoted || t.trim() == "*"));
+    let mut resp = if held {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(Body::from(body.to_vec()))
+    };
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&quoted) {
+        headers.insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// `/openapi/v2`, `/openapi/v3` and the group-version's v3 document; other v3 paths are 404.
+fn openapi_document(req: &Request<Body>) -> Response<Body> {
+    let doc = match req.uri().path().trim_end_matches('/') {
+        "/openapi/v2" => openapi::v2(),
+        "/openapi/v3" => openapi::v3_index(),
+        openapi::V3_GROUP_PATH => openapi::v3_group(),
+        _ => return not_found(),
+    };
+    document(&doc.body, &doc.etag, "application/json", req)
+}
+
+/// Aggregated discovery for `GET /apis`, in the version the client asked for.
+fn aggregated_discovery(version: &'static str, req: &Request<Body>) -> Response<Body> {
+    use std::sync::OnceLock;
+    static DOCS: OnceLock<[openapi::Document; 2]> = OnceLock::new();
+    let docs = DOCS.get_or_init(|| {
+        ["v2", "v2beta1"].map(|v| openapi::Document::of(&discovery::api_group_discovery_list(v)))
+    });
+    let doc = &docs[usize::from(version != "v2")];
+    document(
+        &doc.body,
+        &doc.etag,
+        &discovery::aggregated_content_type(version),
+        req,
+    )
+}
+
 /// The route's answer, once access is settled.
 fn answer(
     state: &AppState,
@@ -297,15 +350,19 @@ fn answer(
     let json_ok = discovery::accepts_plain_json(accept);
     match route {
         Route::Health(path) => health(state, path),
-        Route::OpenApi => failure(
-            StatusCode::NOT_FOUND,
-            "the server does not serve OpenAPI documents",
-        ),
-        Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
+        Route::OpenApi => openapi_document(req),
+        Route::ApiGroupList => match discovery::negotiate_apis(accept) {
+            Some(ApisFormat::Legacy) => json_response(StatusCode::OK, &discovery::api_group_list()),
+            Some(ApisFormat::Aggregated(version)) => aggregated_discovery(version, req),
+            None => failure(
+                StatusCode::NOT_ACCEPTABLE,
+                &format!("the Accept header {:?} lists neither application/json nor aggregated discovery (apidiscovery.k8s.io v2 or v2beta1 APIGroupDiscoveryList)", accept.unwrap_or_default()),
+            ),
+        },
+        Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
             StatusCode::NOT_ACCEPTABLE,
-            &format!("only application/json is served here; the Accept header {:?} lists none of it (aggregated discovery is not implemented)", accept.unwrap_or_default()),
+            &format!("only application/json is served here; the Accept header {:?} lists none of it", accept.unwrap_or_default()),
         ),
-        Route::ApiGroupList => json_response(StatusCode::OK, &discovery::api_group_list()),
         Route::ApiGroup => json_response(StatusCode::OK, &discovery::api_group()),
         Route::ApiResourceList => json_response(StatusCode::OK, &discovery::api_resource_list()),
         Route::ExternalMetric => {

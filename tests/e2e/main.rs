@@ -724,7 +724,108 @@ async fn registration(c: &mut Cluster) {
             && !resources.contains("couldn't get resource list"),
         "kubectl api-resources warned:\n{resources}"
     );
-    eprintln!("e2e[1] APIService available, discovery clean");
+    conformance(c).await;
+    eprintln!("e2e[1] APIService available, discovery clean; aggregated discovery and OpenAPI v2/v3 taken by the aggregator");
+}
+
+/// Through the real aggregator: aggregated discovery lists the group with its resource, the merged
+/// OpenAPI v2 and v3 documents carry our types, `kubectl explain` reads them, and kube-apiserver logged
+/// no OpenAPI or discovery failure about our APIService once it was Available.
+async fn conformance(c: &Cluster) {
+    // Only what kube-apiserver logs from now on: before the APIService was Available, its controllers
+    // logged the start-up race (connection refused, 503), which is not about the documents.
+    let log_path = c.procs["apiserver"].log.clone();
+    let from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    let raw = |path: &str, accept: &'static str| {
+        let client = c.client.clone();
+        let path = path.to_string();
+        async move {
+            let req = axum::http::Request::get(path)
+                .header(axum::http::header::ACCEPT, accept)
+                .body(Vec::new())
+                .unwrap();
+            client.request_text(req).await.map_err(|e| e.to_string())
+        }
+    };
+    eventually(
+        "aggregated discovery lists externalmetrics, fresh",
+        Duration::from_secs(60),
+        || async {
+            let text = raw(
+                "/apis",
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            )
+            .await?;
+            let doc: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let ours = doc["items"]
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .find(|g| g["metadata"]["name"] == "external.metrics.k8s.io")
+                })
+                .cloned()
+                .unwrap_or_default();
+            let version = &ours["versions"][0];
+            if version["resources"][0]["resource"] == "externalmetrics"
+                && version["freshness"] != "Stale"
+            {
+                Ok(())
+            } else {
+                Err(format!("external.metrics.k8s.io in /apis: {ours}"))
+            }
+        },
+    )
+    .await;
+    eventually(
+        "the merged OpenAPI v2 and v3 documents carry ExternalMetricValueList",
+        Duration::from_secs(120),
+        || async {
+            let v2 = raw("/openapi/v2", "application/json").await?;
+            let v3 = raw(
+                "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+                "application/json",
+            )
+            .await?;
+            let kind = "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList";
+            if v2.contains(kind) && v3.contains(kind) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "v2 has it: {}, v3: {}",
+                    v2.contains(kind),
+                    &v3[..v3.len().min(300)]
+                ))
+            }
+        },
+    )
+    .await;
+    let explained = c
+        .kubectl(&["explain", "externalmetrics.external.metrics.k8s.io"])
+        .unwrap_or_else(|e| e);
+    assert!(
+        explained.contains("ExternalMetricValueList"),
+        "kubectl explain: {explained}"
+    );
+    let log = std::fs::read(&log_path).unwrap_or_default();
+    let log = String::from_utf8_lossy(
+        log.get(usize::try_from(from).unwrap_or(0)..)
+            .unwrap_or_default(),
+    );
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("external.metrics.k8s.io"))
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            (l.contains("openapi") || l.contains("discovery"))
+                && (l.contains("fail") || l.contains("error") || l.contains("stale"))
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "kube-apiserver complained about our OpenAPI or discovery documents:\n{}",
+        complaints.join("\n")
+    );
 }
 
 /// 2. Workloads and both HPA styles (v0.4.1 and v0.5).
