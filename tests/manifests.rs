@@ -459,3 +459,65 @@ fn make_certs_output_is_accepted_by_the_server_tls_loader() {
         3
     );
 }
+
+/// Fits the clusters people run: the priority metrics-server runs at, no fixed UID (OpenShift's
+/// restricted-v2 assigns one), the restricted pod-security settings, and a NetworkPolicy example that
+/// opens what the server uses.
+#[test]
+fn deployment_fits_restricted_clusters_and_the_network_policy_covers_its_traffic() {
+    let d = &docs("manifests/deployment.yaml")[0];
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let text = std::fs::read_to_string(Path::new(ROOT).join("manifests/deployment.yaml")).unwrap();
+    assert!(
+        !text.contains("runAsUser:") && !text.contains("runAsGroup:"),
+        "a fixed UID breaks OpenShift's restricted-v2"
+    );
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    }
+    let np: k8s_openapi::api::networking::v1::NetworkPolicy =
+        serde_json::from_value(docs("manifests/examples/networkpolicy.yaml")[0].clone()).unwrap();
+    let spec = np.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"],
+        "wva-metrics-server"
+    );
+    let ports = |rules: Vec<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>| -> Vec<i32> {
+        rules
+            .into_iter()
+            .flatten()
+            .filter_map(|p| match p.port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => Some(n),
+                _ => None,
+            })
+            .collect()
+    };
+    let ingress = ports(
+        spec.ingress
+            .unwrap()
+            .into_iter()
+            .map(|r| r.ports.unwrap_or_default())
+            .collect(),
+    );
+    let egress = ports(
+        spec.egress
+            .unwrap()
+            .into_iter()
+            .map(|r| r.ports.unwrap_or_default())
+            .collect(),
+    );
+    for port in [6443, 9443] {
+        assert!(ingress.contains(&port), "ingress {port}");
+    }
+    for port in [53, 443, 6443, 8000, 9090] {
+        assert!(egress.contains(&port), "egress {port}");
+    }
+}

@@ -220,7 +220,12 @@ async fn install_server(c: &mut Cluster) {
             .unwrap();
     }
     // The rest of the shipped manifests must be valid for this API server (server-side dry run).
-    for f in ["deployment.yaml", "service.yaml", "pdb.yaml"] {
+    for f in [
+        "deployment.yaml",
+        "service.yaml",
+        "pdb.yaml",
+        "examples/networkpolicy.yaml",
+    ] {
         c.kubectl(&[
             "apply",
             "--dry-run=server",
