@@ -25,10 +25,12 @@ emulators: build
 test:
     cargo test --all-targets
 
-# Formatting, lints, and the one-crypto-provider rule (no aws-lc in the tree).
+# Formatting, lints, the alert rules (promtool, from the Debian package prometheus), and the
+# one-crypto-provider rule (no aws-lc in the tree).
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    promtool check rules manifests/monitoring/rules.yml
     @if cargo tree -e normal,build -i aws-lc-sys >/dev/null 2>&1; then echo "aws-lc-sys is in the dependency tree" >&2; exit 1; fi
 
 # End-to-end: real etcd, kube-apiserver, kube-controller-manager and Prometheus; the real HPA scales a Deployment.

@@ -51,6 +51,20 @@ pub struct TaskLabels {
     pub task: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// A variant's current decision reason (`scaleUp`, `holdTransition`, `scaleUpBlocked`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct DecisionLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub(crate) struct VariantLabels {
     pub variant_name: String,
@@ -79,6 +93,13 @@ pub struct Metrics {
     pub epp_failures: Counter,
     pub task_restarts: Family<TaskLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Status writes to VariantAutoscalings, by result.
+    pub status_writes: Family<ResultLabels, Counter>,
+    /// Per variant: the peak KV-cache usage and waiting queue over its pods (the decision's inputs).
+    pub(crate) variant_kv_cache: VariantGauge,
+    pub(crate) variant_queue: VariantGauge,
+    /// Per variant: 1 for its current decision reason.
+    pub(crate) variant_decision: Family<DecisionLabels, Gauge>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
     variant_gauges: Vec<(VariantKind, VariantGauge)>,
 }
@@ -198,6 +219,30 @@ impl Metrics {
             "Rounds in which an InferencePool endpoint picker's queue could not be read",
             epp_failures.clone(),
         );
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        own.register(
+            "status_writes",
+            "VariantAutoscaling status writes by result (ok, error)",
+            status_writes.clone(),
+        );
+        let variant_kv_cache = VariantGauge::default();
+        own.register(
+            "variant_kv_cache_usage",
+            "Peak KV-cache usage (0-1) over the variant's pods in the look-back window",
+            variant_kv_cache.clone(),
+        );
+        let variant_queue = VariantGauge::default();
+        own.register(
+            "variant_queue_length",
+            "Peak waiting-queue length over the variant's pods in the look-back window",
+            variant_queue.clone(),
+        );
+        let variant_decision = Family::<DecisionLabels, Gauge>::default();
+        own.register(
+            "variant_decision",
+            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne)",
+            variant_decision.clone(),
+        );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         own.register(
             "task_restarts",
@@ -226,6 +271,10 @@ impl Metrics {
             prometheus_queries,
             prometheus_failures,
             epp_failures,
+            status_writes,
+            variant_kv_cache,
+            variant_queue,
+            variant_decision,
             variant_gauges,
         })
     }

@@ -521,3 +521,89 @@ fn deployment_fits_restricted_clusters_and_the_network_policy_covers_its_traffic
         assert!(egress.contains(&port), "egress {port}");
     }
 }
+
+/// The monitoring kit: the PrometheusRule carries exactly rules.yml's groups (which `just lint` checks
+/// with promtool), the ServiceMonitor finds the Service's port, and the dashboard covers what operators
+/// need: desired vs current, KV cache and queue, latency, scrape health and decision reasons.
+#[test]
+fn monitoring_kit_is_consistent() {
+    let rules = &docs("manifests/monitoring/rules.yml")[0];
+    let rule = &docs("manifests/monitoring/prometheusrule.yaml")[0];
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(rule["spec"]["groups"], rules["groups"]);
+    let alerts: Vec<&str> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "WvaMetricsServerAPIServiceUnavailable",
+        "WvaMetricsServerHigh503Rate",
+        "WvaMetricsServerScrapeFailures",
+        "WvaMetricsServerModelStuckInTransition",
+        "WvaMetricsServerVariantAtMax",
+        "WvaMetricsServerStatusWritesFailing",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted}");
+    }
+    let sm = &docs("manifests/monitoring/servicemonitor.yaml")[0];
+    let svc = &docs("manifests/service.yaml")[0];
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selector {k}"
+        );
+    }
+    let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == port));
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(ROOT).join("manifests/monitoring/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for metric in [
+        "wva_desired_replicas",
+        "wva_current_replicas",
+        "wva_metrics_server_variant_kv_cache_usage",
+        "wva_metrics_server_variant_queue_length",
+        "wva_metrics_server_http_request_duration_seconds_bucket",
+        "wva_metrics_server_pod_scrapes_total",
+        "wva_metrics_server_variant_decision",
+    ] {
+        assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+    }
+    // Every metric the rules and the dashboard read is one this server registers (or kube-apiserver's).
+    let registered = std::fs::read_to_string(Path::new(ROOT).join("src/telemetry.rs")).unwrap();
+    let all = format!(
+        "{}\n{}",
+        serde_json::to_string(rules).unwrap(),
+        exprs.join("\n")
+    );
+    for name in all
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("wva_metrics_server_"))
+    {
+        let base = name
+            .trim_start_matches("wva_metrics_server_")
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_total");
+        assert!(
+            registered.contains(&format!("\"{base}\"")),
+            "{name} is not registered in src/telemetry.rs"
+        );
+    }
+}

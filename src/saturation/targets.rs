@@ -74,6 +74,22 @@ pub enum TargetReason {
     KeepOne,
 }
 
+impl TargetReason {
+    /// The name as it is serialized (`scaleUp`, `holdTransition`, …), for labels and tables.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TargetReason::HoldTransition => "holdTransition",
+            TargetReason::ScaleUp => "scaleUp",
+            TargetReason::ScaleDown => "scaleDown",
+            TargetReason::ScaleUpBlocked => "scaleUpBlocked",
+            TargetReason::NoChange => "noChange",
+            TargetReason::ScaleToZero => "scaleToZero",
+            TargetReason::ScaleFromZero => "scaleFromZero",
+            TargetReason::KeepOne => "keepOne",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VariantTarget {
@@ -243,6 +259,22 @@ mod tests {
     /// Golden vectors B1, B2, B3', B4, B5, B6, B7 of spec `wva.md` §2.12 (v0.5 semantics). In the stateless
     /// model "current" is the Deployment's ready count and a previous "desired" that has not landed shows
     /// up as `spec.replicas` (what the HPA applied) differing from ready.
+    #[test]
+    fn reason_names_match_their_serialization() {
+        for r in [
+            TargetReason::HoldTransition,
+            TargetReason::ScaleUp,
+            TargetReason::ScaleDown,
+            TargetReason::ScaleUpBlocked,
+            TargetReason::NoChange,
+            TargetReason::ScaleToZero,
+            TargetReason::ScaleFromZero,
+            TargetReason::KeepOne,
+        ] {
+            assert_eq!(serde_json::to_value(&r).unwrap(), r.as_str());
+        }
+    }
+
     #[test]
     fn golden_vectors_b() {
         type Case = (

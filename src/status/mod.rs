@@ -23,7 +23,7 @@ use crate::cluster::snapshot::SourceKind;
 use crate::engine::{Engine, Explanation, ModelReport};
 use crate::error::MissingSample;
 use crate::saturation::TargetReason;
-use crate::telemetry::{Metrics, VariantLabels};
+use crate::telemetry::{DecisionLabels, Metrics, ResultLabels, VariantLabels};
 
 pub(crate) const FIELD_MANAGER: &str = "wva-metrics-server";
 /// The Lease (in the server's namespace) whose holder writes status.
@@ -64,6 +64,9 @@ pub(crate) struct VariantView {
     pub optimization: Condition,
     pub target_resolved: Condition,
     pub load: Option<crate::sources::LoadFigures>,
+    /// Peak KV-cache usage and queue over the variant's pods with fresh samples.
+    pub kv_cache_usage: Option<f64>,
+    pub queue_length: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,8 @@ pub(crate) fn views(
             optimization: cond(false, "InvalidConfiguration", reason),
             target_resolved: resolved,
             load: None,
+            kv_cache_usage: None,
+            queue_length: None,
         });
     }
     out
@@ -131,6 +136,12 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
         .filter_map(|p| p.missing.as_ref())
         .any(MissingSample::is_prometheus_error);
     let fresh = pods.len() - missing.len();
+    let peak = |f: fn(&crate::sources::PodSample) -> f64| {
+        pods.iter()
+            .filter_map(|p| p.sample.as_ref().map(f))
+            .reduce(f64::max)
+    };
+    let (kv_cache_usage, queue_length) = (peak(|s| s.kv_cache_usage), peak(|s| s.queue_length));
     let metrics = if let Some(why) = &model.unavailable {
         cond(
             false,
@@ -195,6 +206,8 @@ fn view_of(model: &ModelReport, v: &crate::cluster::snapshot::Variant) -> Varian
         optimization,
         target_resolved: cond(true, "TargetFound", format!("Deployment {}", v.deployment)),
         load: model.load.clone(),
+        kv_cache_usage,
+        queue_length,
     }
 }
 
@@ -409,13 +422,16 @@ pub(crate) fn event_for(
     }
 }
 
+/// The per-variant series last set, so those of variants that are gone (or reasons that changed) are removed.
+#[derive(Debug, Default)]
+pub(crate) struct GaugeSeries {
+    variants: BTreeSet<VariantLabels>,
+    decisions: BTreeSet<DecisionLabels>,
+}
+
 /// Updates the per-variant gauges from the views, removing series of variants that are gone.
-pub(crate) fn update_gauges(
-    metrics: &Metrics,
-    views: &[VariantView],
-    previous: &mut BTreeSet<VariantLabels>,
-) {
-    let mut now = BTreeSet::new();
+pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: &mut GaugeSeries) {
+    let mut now = GaugeSeries::default();
     for v in views {
         let (Some(desired), Some(acc)) = (v.desired, &v.accelerator) else {
             continue;
@@ -431,17 +447,44 @@ pub(crate) fn update_gauges(
             desired as f64 / v.ready_replicas as f64
         };
         metrics.set_variant(&labels, desired as f64, v.ready_replicas as f64, ratio);
-        now.insert(labels);
+        for (family, value) in [
+            (&metrics.variant_kv_cache, v.kv_cache_usage),
+            (&metrics.variant_queue, v.queue_length),
+        ] {
+            match value {
+                Some(x) => {
+                    family.get_or_create(&labels).set(x);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+        if let Some(reason) = &v.desired_reason {
+            let d = DecisionLabels {
+                variant_name: v.name.clone(),
+                namespace: v.namespace.clone(),
+                reason: reason.as_str().to_string(),
+            };
+            metrics.variant_decision.get_or_create(&d).set(1);
+            now.decisions.insert(d);
+        }
+        now.variants.insert(labels);
     }
-    for gone in previous.difference(&now) {
+    for gone in previous.variants.difference(&now.variants) {
         metrics.remove_variant(gone);
+        metrics.variant_kv_cache.remove(gone);
+        metrics.variant_queue.remove(gone);
+    }
+    for gone in previous.decisions.difference(&now.decisions) {
+        metrics.variant_decision.remove(gone);
     }
     *previous = now;
 }
 
 /// Standalone mode (no cluster to write to): keeps the gauges current.
 pub(crate) async fn run_gauges(engine: Arc<Engine>, metrics: Arc<Metrics>, every: Duration) {
-    let mut gauges = BTreeSet::new();
+    let mut gauges = GaugeSeries::default();
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -497,7 +540,7 @@ impl StatusWriter {
                 instance: Some(self.elector.identity().to_string()),
             },
         );
-        let mut gauges = BTreeSet::new();
+        let mut gauges = GaugeSeries::default();
         let mut last_written: BTreeMap<ViewKey, Option<i64>> = BTreeMap::new();
         // What annotated objects (no status to read back) last showed, for their Events.
         let mut remembered: BTreeMap<ViewKey, Remembered> = BTreeMap::new();
@@ -544,7 +587,14 @@ impl StatusWriter {
                 if !(full || changed) || !due {
                     continue;
                 }
-                match self.write(&recorder, v, &mut remembered).await {
+                let result = self.write(&recorder, v, &mut remembered).await;
+                self.metrics
+                    .status_writes
+                    .get_or_create(&ResultLabels {
+                        result: if result.is_ok() { "ok" } else { "error" }.into(),
+                    })
+                    .inc();
+                match result {
                     Ok(()) => {
                         last_written.insert(key.clone(), v.desired);
                         retry_at.remove(&key);
@@ -677,6 +727,8 @@ mod tests {
             optimization: cond(true, "OptimizationSucceeded", "scale up"),
             target_resolved: cond(true, "TargetFound", "Deployment v"),
             load: None,
+            kv_cache_usage: Some(0.9),
+            queue_length: Some(6.0),
         }
     }
 
@@ -749,7 +801,7 @@ mod tests {
     #[test]
     fn gauges_follow_views_and_disappear_with_the_variant() {
         let metrics = Metrics::new();
-        let mut known = BTreeSet::new();
+        let mut known = GaugeSeries::default();
         let mut other = view(Some(1));
         other.name = "w".into();
         update_gauges(&metrics, &[view(Some(3)), other], &mut known);
@@ -769,6 +821,16 @@ mod tests {
             "a variant that is gone leaves no series: {text}"
         );
         assert!(text.contains(r#"inferno_desired_replicas{variant_name="v",namespace="ns",accelerator_type="H100"} 2.0"#));
+        // The decision's inputs and reason, for alerts and the dashboard; a changed reason replaces the old.
+        assert!(text.contains(r#"wva_metrics_server_variant_kv_cache_usage{variant_name="v",namespace="ns",accelerator_type="H100"} 0.9"#), "{text}");
+        assert!(text.contains(r#"wva_metrics_server_variant_queue_length{variant_name="v",namespace="ns",accelerator_type="H100"} 6.0"#));
+        assert!(text.contains(r#"wva_metrics_server_variant_decision{variant_name="v",namespace="ns",reason="scaleUp"} 1"#), "{text}");
+        let mut blocked = view(Some(2));
+        blocked.desired_reason = Some(TargetReason::ScaleUpBlocked);
+        update_gauges(&metrics, &[blocked], &mut known);
+        let text = metrics.encode();
+        assert!(text.contains(r#"reason="scaleUpBlocked"} 1"#));
+        assert!(!text.contains(r#"reason="scaleUp"}"#), "{text}");
     }
 
     #[test]

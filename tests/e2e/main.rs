@@ -175,7 +175,7 @@ async fn start_cluster(hpa_sync: &str, scrape_interval: &'static str) -> Cluster
         certs: dir.join("wva-certs"),
         apiserver_url: apiserver_url.clone(),
         cluster_ca: ca.cert.clone(),
-        replica_b_port: 0,
+        replica_b_port: free_port(),
         server_b_args: vec![],
         scrape_interval,
     };
@@ -306,7 +306,7 @@ async fn install_server(c: &mut Cluster) {
     ];
     c.start_replica("server");
     // A second replica (HA): same cluster state, its own port; only one of them writes status.
-    c.replica_b_port = free_port();
+    // (replica_b_port was chosen with the cluster, so Prometheus can scrape it from the start.)
     let b_args: Vec<String> = c
         .server_args
         .iter()
@@ -354,11 +354,32 @@ fn start_prometheus(c: &mut Cluster) {
     )
     .unwrap();
     let cfg = c.dir.join("prometheus.yml");
+    // Our two replicas (with the admin client certificate, which /metrics authorizes) and kube-apiserver
+    // (for aggregator_unavailable_apiservice), and the shipped alert rules with their `for` shortened.
+    let rules = c.dir.join("rules.yml");
+    std::fs::write(&rules, shortened_rules()).unwrap();
+    let (admin_crt, admin_key) = (c.dir.join("admin.crt"), c.dir.join("admin.key"));
+    let server_tls = format!(
+        "{{ca_file: '{}', cert_file: '{}', key_file: '{}', server_name: wva-metrics-server.wva-metrics-server.svc}}",
+        c.certs.join("ca.crt").display(),
+        admin_crt.display(),
+        admin_key.display()
+    );
+    let apiserver_tls = format!(
+        "{{ca_file: '{}', cert_file: '{}', key_file: '{}'}}",
+        c.cluster_ca.display(),
+        admin_crt.display(),
+        admin_key.display()
+    );
+    let apiserver = c.apiserver_url.trim_start_matches("https://").to_string();
     std::fs::write(
         &cfg,
         format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\nscrape_configs:\n  - job_name: vllm\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n",
-            c.dir.join("targets.json").display()
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: vllm\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n  - job_name: wva-metrics-server\n    scheme: https\n    tls_config: {server_tls}\n    static_configs: [{{targets: ['127.0.0.1:{}', '127.0.0.1:{}']}}]\n  - job_name: apiserver\n    scheme: https\n    tls_config: {apiserver_tls}\n    static_configs: [{{targets: ['{apiserver}']}}]\n",
+            rules.display(),
+            c.dir.join("targets.json").display(),
+            c.server_port,
+            c.replica_b_port,
         ),
     )
     .unwrap();
@@ -381,6 +402,18 @@ fn start_prometheus(c: &mut Cluster) {
         ],
     );
     c.procs.insert("prometheus", p);
+}
+
+/// The shipped alert rules with every `for:` at 5 s, so that the e2e sees them fire in seconds.
+fn shortened_rules() -> String {
+    let text = std::fs::read_to_string(format!("{ROOT}/manifests/monitoring/rules.yml")).unwrap();
+    text.lines()
+        .map(|l| match l.split_once("for: ") {
+            Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 5s"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A Deployment of emulated vLLM pods serving `model`, one replica, selected by `app`.
@@ -639,6 +672,7 @@ const STEPS: &[(&str, bool)] = &[
     ("annotated-hpa", false),
     ("namespace-exclusion", false),
     ("namespace-local-config", false),
+    ("monitoring", false),
     ("faults-prometheus-down", false),
     ("faults-hung-pod", false),
     ("faults-server-restart", false),
@@ -682,6 +716,7 @@ async fn run_step(name: &str, c: &mut Cluster, k: &kubelet::Kubelet) {
         "annotated-hpa" => annotated_hpa(c, k).await,
         "namespace-exclusion" => namespace_exclusion(c, k).await,
         "namespace-local-config" => namespace_local_config(c, k).await,
+        "monitoring" => monitoring(c).await,
         "faults-prometheus-down" => faults_prometheus_down(c, k).await,
         "faults-hung-pod" => faults_hung_pod(c, k).await,
         "faults-server-restart" => faults_server_restart(c, k).await,
@@ -1115,6 +1150,129 @@ async fn namespace_local_config(c: &mut Cluster, k: &kubelet::Kubelet) {
 }
 
 /// 5a. Prometheus stopped under load: pod scraping carries on, nothing scales down.
+/// Instant query against the e2e Prometheus over HTTPS: the result vector.
+fn prometheus_query(c: &Cluster, query: &str) -> Result<Vec<Value>, String> {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(c.dir.join("prometheus-ca.crt"))
+        .arg("--data-urlencode")
+        .arg(format!("query={query}"))
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/query",
+            c.prometheus_port()
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    v["data"]["result"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| v.to_string())
+}
+
+/// The firing alerts' names in the e2e Prometheus.
+fn firing_alerts(c: &Cluster) -> Vec<String> {
+    prometheus_query(c, "ALERTS{alertstate=\"firing\"}")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["metric"]["alertname"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Alerts and the dashboard against the real Prometheus: the shipped rules load, every dashboard query
+/// returns data, and with both replicas stopped the APIService alert fires (then clears).
+async fn monitoring(c: &mut Cluster) {
+    let rules: Value = serde_json::from_str(
+        &Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(c.dir.join("prometheus-ca.crt"))
+            .arg(format!(
+                "https://127.0.0.1:{}/api/v1/rules",
+                c.prometheus_port()
+            ))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let loaded = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(loaded, 8, "Prometheus loaded the shipped rules: {rules}");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{ROOT}/manifests/monitoring/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$namespace", ".*"))
+        .collect();
+    for q in &queries {
+        eventually(
+            &format!("dashboard query {q}"),
+            Duration::from_secs(90),
+            || async {
+                match prometheus_query(c, q) {
+                    Ok(r) if !r.is_empty() => Ok(()),
+                    Ok(_) => Err("no data".into()),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "e2e[m] Prometheus loaded the 8 shipped alerts; all {} dashboard queries return data",
+        queries.len()
+    );
+    assert!(
+        !firing_alerts(c).contains(&"WvaMetricsServerAPIServiceUnavailable".to_string()),
+        "the APIService alert fires while the server is up"
+    );
+    c.procs.get_mut("server").unwrap().stop();
+    c.procs.get_mut("server-b").unwrap().stop();
+    let stopped = Instant::now();
+    eventually(
+        "WvaMetricsServerAPIServiceUnavailable firing",
+        Duration::from_secs(120),
+        || async {
+            let firing = firing_alerts(c);
+            if firing.contains(&"WvaMetricsServerAPIServiceUnavailable".to_string()) {
+                Ok(())
+            } else {
+                Err(format!("firing: {firing:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "e2e[m] both replicas stopped: WvaMetricsServerAPIServiceUnavailable fired after {:.1}s (for: shortened to 5s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    c.start_replica("server");
+    c.start_replica("server-b");
+    eventually(
+        "the APIService alert resolved",
+        Duration::from_secs(120),
+        || async {
+            let firing = firing_alerts(c);
+            if firing.contains(&"WvaMetricsServerAPIServiceUnavailable".to_string()) {
+                Err(format!("firing: {firing:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
 async fn faults_prometheus_down(c: &mut Cluster, k: &kubelet::Kubelet) {
     // 5. Faults, with the model under load so that a wrongful scale-down would be visible.
     set_load(k, "qwen-l40s", 30);
