@@ -589,6 +589,89 @@ pub fn analyze(input: &str) -> Result<String, Error> {
 /// The largest page `scrape` reads.
 pub(crate) const SCRAPE_COMMAND_MAX_BYTES: usize = 64 << 20;
 
+/// The aggregated path of `/debug/variants`: kube-apiserver authorizes `get` on `debug` in the group, then
+/// proxies to the server with the caller's identity.
+pub const DEBUG_VARIANTS_API_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/debug/variants";
+
+/// `status`: fetches `/debug/variants` and renders it (or prints it as JSON).
+pub async fn status(args: &crate::config::StatusCommandArgs) -> Result<String, Error> {
+    let query = args
+        .namespace
+        .as_ref()
+        .map(|ns| {
+            format!(
+                "?namespace={}",
+                form_urlencoded::byte_serialize(ns.as_bytes()).collect::<String>()
+            )
+        })
+        .unwrap_or_default();
+    let body = match &args.url {
+        Some(url) => {
+            let base = url.trim_end_matches('/');
+            let has_path = base
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.contains('/'));
+            let url = if has_path {
+                format!("{base}{query}")
+            } else {
+                format!("{base}/debug/variants{query}")
+            };
+            let mut builder = reqwest::Client::builder()
+                .timeout(args.timeout)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(ca) = &args.ca_file {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| Error::Config(format!("--ca-file {}: {e}", ca.display())))?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| Error::Config(format!("--ca-file {}: {e}", ca.display())))?
+                {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            let client = builder
+                .build()
+                .map_err(|e| Error::Fetch(format!("building the client: {e}")))?;
+            let mut req = client.get(&url);
+            if let Some(file) = &args.token_file {
+                let token = std::fs::read_to_string(file)
+                    .map_err(|e| Error::Config(format!("--token-file {}: {e}", file.display())))?;
+                req = req.bearer_auth(token.trim());
+            }
+            let resp = req.send().await.map_err(|e| {
+                Error::Fetch(format!("GET {url}: {}", crate::sources::error_chain(&e)))
+            })?;
+            let status = resp.status();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| Error::Fetch(format!("GET {url}: {e}")))?;
+            if !status.is_success() {
+                return Err(Error::Fetch(format!("GET {url}: HTTP {status}: {text}")));
+            }
+            text
+        }
+        None => {
+            let client = kube_client(&args.kubeconfig).await?;
+            let path = format!("{DEBUG_VARIANTS_API_PATH}{query}");
+            let req = axum::http::Request::get(&path)
+                .body(Vec::new())
+                .map_err(|e| Error::Fetch(format!("GET {path}: {e}")))?;
+            tokio::time::timeout(args.timeout, client.request_text(req))
+                .await
+                .map_err(|_| {
+                    Error::Fetch(format!("GET {path}: no answer within {:?}", args.timeout))
+                })?
+                .map_err(|e| Error::Fetch(format!("GET {path} through the API server: {e}")))?
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| Error::Fetch(format!("the answer is not a /debug/variants document: {e}")))?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(crate::report::render(&doc))
+}
+
 pub async fn scrape(source: &str, timeout: Duration) -> Result<String, Error> {
     let text = if source.starts_with("http://") || source.starts_with("https://") {
         let client = crate::sources::scraper::http_client(timeout).map_err(Error::Fetch)?;

@@ -37,6 +37,9 @@ pub enum Command {
         #[arg(default_value = "-")]
         input: String,
     },
+    /// Show what the server decides, per model, as tables: its /debug/variants through the kubeconfig's API
+    /// server (the aggregated path, no port-forward), or from --url.
+    Status(StatusCommandArgs),
     /// Fetch (URL) or read (FILE, or - for stdin) one metrics page and print the vLLM signals found, as JSON.
     Scrape {
         source: String,
@@ -44,6 +47,33 @@ pub enum Command {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
     },
+}
+
+/// `status`: where to read /debug/variants from.
+#[derive(Debug, Clone, Args)]
+pub struct StatusCommandArgs {
+    /// Only this namespace's models.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Read from this server instead of through the API server, e.g. https://127.0.0.1:6443 (the path
+    /// /debug/variants is added when the URL has none).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// CA bundle for --url's certificate (default: the system roots).
+    #[arg(long, requires = "url")]
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token file for --url (a ServiceAccount token with `get` on /debug/variants).
+    #[arg(long, requires = "url")]
+    pub token_file: Option<PathBuf>,
+    /// Kubernetes client configuration (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG", conflicts_with = "url")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Print the document as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

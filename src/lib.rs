@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod provider;
+pub mod report;
 pub mod saturation;
 pub mod scaler;
 pub mod server;

@@ -50,6 +50,9 @@ fn main() -> std::process::ExitCode {
             .map_err(Error::Config)
             .and_then(|_| runtime.block_on(app::serve(*args))),
         Command::Analyze { input } => app::analyze(&input).map(|out| println!("{out}")),
+        Command::Status(args) => runtime
+            .block_on(app::status(&args))
+            .map(|out| print!("{out}")),
         Command::Scrape { source, timeout } => runtime
             .block_on(app::scrape(&source, timeout))
             .map(|out| println!("{out}")),

@@ -359,6 +359,72 @@ fn standalone_server_scales_the_cheapest_variant_under_load() {
     });
     assert!(granite_stays_at_zero(&ca, port));
 
+    // `status` renders the same decisions as tables (and `--json` the document itself); a namespace
+    // filter with no models says so.
+    let url = format!("https://127.0.0.1:{port}");
+    let out = run(
+        &["status", "--url", &url, "--ca-file", ca.to_str().unwrap()],
+        None,
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("MODEL Qwen/Qwen3-0.6B  NAMESPACE llm"),
+        "{table}"
+    );
+    let l40s = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("qwen-l40s "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        l40s.contains("L40S") && l40s.contains("scaleDown"),
+        "{l40s}"
+    );
+    assert!(
+        table.contains("granite-l4") && table.contains("zero: scale to zero enabled"),
+        "{table}"
+    );
+    let out = run(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--json",
+            "-n",
+            "llm",
+        ],
+        None,
+    );
+    assert!(json(&out)["models"]
+        .as_array()
+        .is_some_and(|m| m.len() == 2));
+    let out = run(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "-n",
+            "nothing-here",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no models\n");
+    // A server that cannot be reached is a clear error, not a table.
+    let out = run(
+        &["status", "--url", "https://127.0.0.1:9", "--timeout", "2s"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GET https://127.0.0.1:9/debug/variants"));
+
     // Every pod saturated (16 running → KV 0.8, 14 waiting): the cheapest variant gets +1.
     for a in addrs {
         post(

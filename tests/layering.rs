@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("provider", &["error"]),
     ("tls", &[]),
     ("duration", &[]),
+    ("report", &[]),
     ("saturation", &["duration"]),
     ("telemetry", &[]),
     ("health", &[]),

@@ -55,6 +55,9 @@ pub struct ModelReport {
     pub model_id: String,
     /// The ConfigMap and entry the thresholds come from (empty: the built-in defaults).
     pub config: ConfigSource,
+    /// The model's variants as the decision saw them (explanations only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantSummary>,
     pub pods: Vec<PodInput>,
     /// Model-level load from Prometheus, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,23 @@ pub struct ModelReport {
     /// Set when ready pods have been without samples for too long to hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+}
+
+/// One variant of a model, as an explanation lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantSummary {
+    pub name: String,
+    /// The declaring object's kind.
+    pub kind: String,
+    pub accelerator: String,
+    pub cost: f64,
+    pub deployment: String,
+    pub spec_replicas: i64,
+    pub ready_replicas: i64,
+    pub min_replicas: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,6 +171,7 @@ impl Engine {
         let scaling = self.config.load();
         let (config, config_source) = scaling.resolve(model_id, namespace);
         let mut pods = Vec::new();
+        let mut summaries = Vec::new();
         let mut variants = Vec::new();
         let mut overdue = Vec::new();
         for v in snapshot.model(namespace, model_id) {
@@ -185,6 +206,19 @@ impl Engine {
                     });
                 }
             }
+            if with_pods {
+                summaries.push(VariantSummary {
+                    name: v.name.clone(),
+                    kind: v.kind.as_str().to_string(),
+                    accelerator: v.accelerator.clone(),
+                    cost: v.cost,
+                    deployment: v.deployment.clone(),
+                    spec_replicas: v.spec_replicas,
+                    ready_replicas: v.ready_replicas,
+                    min_replicas: v.bounds.min_replicas,
+                    max_replicas: v.bounds.max_replicas,
+                });
+            }
             variants.push(VariantInput {
                 name: v.name.clone(),
                 cost: v.cost,
@@ -212,6 +246,7 @@ impl Engine {
             namespace: namespace.to_string(),
             model_id: model_id.to_string(),
             config: config_source,
+            variants: summaries,
             pods,
             load,
             decision,

@@ -42,6 +42,8 @@ pub(crate) enum Route {
     ExternalMetric,
     OwnMetrics,
     DebugVariants,
+    /// `/debug/variants` through the aggregator (`kubectl get --raw`, `wva-metrics-server status`).
+    DebugVariantsApi,
     NotFound,
 }
 
@@ -58,6 +60,7 @@ impl Route {
             }
             Route::OwnMetrics => "/metrics",
             Route::DebugVariants => "/debug/variants",
+            Route::DebugVariantsApi => "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
             Route::NotFound => "other",
         }
     }
@@ -104,6 +107,9 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
         ["apis"] => (Route::ApiGroupList, None),
         ["apis", g] if *g == GROUP => (Route::ApiGroup, None),
         ["apis", g, v] if *g == GROUP && *v == VERSION => (Route::ApiResourceList, None),
+        ["apis", g, v, "debug", "variants"] if *g == GROUP && *v == VERSION => {
+            (Route::DebugVariantsApi, None)
+        }
         ["apis", g, v, "namespaces", ns, metric]
             if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() =>
         {
@@ -180,6 +186,14 @@ fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
             path: "/debug/variants".into(),
             verb: "get".into(),
         }),
+        // What kube-apiserver itself authorized before proxying: `get` on `debug` in the group.
+        Route::DebugVariantsApi => Access::Authorized(Attributes::Resource {
+            verb: "get".into(),
+            group: GROUP.into(),
+            version: VERSION.into(),
+            resource: "debug".into(),
+            namespace: String::new(),
+        }),
         Route::ApiGroupList | Route::ApiGroup | Route::ApiResourceList | Route::NotFound => {
             Access::Authenticated
         }
@@ -189,6 +203,16 @@ fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
 /// The 403 message kube-apiserver would give for these attributes.
 fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
     match attrs {
+        Attributes::Resource {
+            verb,
+            group,
+            resource,
+            namespace,
+            ..
+        } if namespace.is_empty() => format!(
+            "{resource}.{group} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" at the cluster scope",
+            user.username
+        ),
         Attributes::Resource {
             verb,
             group,
@@ -382,7 +406,7 @@ fn answer(
             );
             resp
         }
-        Route::DebugVariants => {
+        Route::DebugVariants | Route::DebugVariantsApi => {
             let namespace = req
                 .uri()
                 .query()

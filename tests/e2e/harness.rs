@@ -254,6 +254,9 @@ pub fn start_control_plane(
         format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
         "--bind-address=127.0.0.1".into(),
         "--advertise-address=127.0.0.1".into(),
+        // Nothing here reaches the API through the `kubernetes` Service, and from 1.37 the endpoint
+        // reconciler refuses a loopback advertise address.
+        "--endpoint-reconciler-type=none".into(),
         format!("--secure-port={api_port}"),
         format!("--tls-cert-file={}", p(&api_crt)),
         format!("--tls-private-key-file={}", p(&api_key)),

@@ -889,6 +889,32 @@ async fn workloads(c: &mut Cluster) {
         hpa_active(c, hpa, Duration::from_secs(90)).await;
     }
     eprintln!("e2e[2] v0.4.1, v0.5 and v0.5.1 (controller_instance) HPAs ScalingActive=True");
+    // `status` through the kubeconfig's API server (the aggregated /debug/variants path, no port-forward).
+    let out = Command::new(SERVER)
+        .args(["status", "-n", NS, "--kubeconfig"])
+        .arg(&c.admin_kubeconfig)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains("qwen-l40s") && table.contains("VARIANT"),
+        "status: {table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without `get` on debug in the group, kube-apiserver refuses before proxying.
+    let denied = c.kubectl_as(
+        Some("system:serviceaccount:default:nobody"),
+        &[
+            "get",
+            "--raw",
+            "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
+        ],
+    );
+    assert!(
+        denied.as_ref().is_err_and(|e| e.contains("forbidden")),
+        "{denied:?}"
+    );
+    eprintln!("e2e[2] `wva-metrics-server status` reads /debug/variants through the API server");
 }
 
 /// 3 + 4. A load step scales the cheaper variant first; removing the load scales back down.
