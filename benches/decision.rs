@@ -92,6 +92,7 @@ fn engine() -> Engine {
                     ip: "10.0.0.1".into(),
                     port: 8000,
                     path: "/metrics".into(),
+                    scheme: Default::default(),
                 })
                 .collect(),
         })

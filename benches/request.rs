@@ -102,6 +102,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
                     ip: "10.0.0.1".into(),
                     port: 8000,
                     path: "/metrics".into(),
+                    scheme: Default::default(),
                 })
                 .collect(),
         })

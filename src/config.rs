@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -11,6 +12,7 @@ use crate::auth::config::AuthOverrides;
 use crate::server::ServeOptions;
 use crate::sources::epp::EppOptions;
 use crate::sources::prometheus::PrometheusOptions;
+use crate::sources::reach::{Reach, ScrapeTls, TokenFile};
 use crate::sources::scraper::ScrapeOptions;
 use crate::status::{StatusOptions, STATUS_TICK};
 use crate::telemetry::LogFormat;
@@ -46,6 +48,16 @@ pub enum Command {
         /// Request timeout when SOURCE is a URL.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
+        /// CA bundle for an https URL (as --scrape-ca-file) [default: the system bundle].
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Name to verify the certificate against, for an https URL whose host is an IP (as
+        /// --scrape-tls-server-name).
+        #[arg(long)]
+        tls_server_name: Option<String>,
+        /// Bearer token file to present (as --scrape-bearer-token-file).
+        #[arg(long)]
+        bearer_token_file: Option<PathBuf>,
     },
 }
 
@@ -278,6 +290,15 @@ pub struct SourceArgs {
     /// While Ready pods lack fresh samples, answer spec.replicas for this long; after that answer 503.
     #[arg(long, env = "WVA_MAX_METRIC_AGE", default_value = "2m", value_parser = parse_duration)]
     pub max_metric_age: Duration,
+    /// CA bundle for pods annotated prometheus.io/scheme: https [default: the system bundle].
+    #[arg(long, env = "WVA_SCRAPE_CA_FILE")]
+    pub scrape_ca_file: Option<PathBuf>,
+    /// Name to verify HTTPS pods' certificates against [default: the pod's IP].
+    #[arg(long, env = "WVA_SCRAPE_TLS_SERVER_NAME")]
+    pub scrape_tls_server_name: Option<String>,
+    /// Bearer token file presented to every scraped pod (re-read when it changes).
+    #[arg(long, env = "WVA_SCRAPE_BEARER_TOKEN_FILE")]
+    pub scrape_bearer_token_file: Option<PathBuf>,
     /// How often InferencePool endpoint pickers are read for queued requests (scale from zero).
     #[arg(long, env = "WVA_EPP_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub epp_interval: Duration,
@@ -406,6 +427,21 @@ impl SourceArgs {
             timeout: self.scrape_timeout,
             concurrency: self.scrape_concurrency,
             max_body_bytes: self.max_page_bytes,
+            reach: Reach {
+                // Built even when no pod asks for https yet; if it cannot be (no system bundle), https
+                // pods report why and the others are unaffected.
+                tls: Some(
+                    ScrapeTls::new(
+                        self.scrape_ca_file.as_deref(),
+                        self.scrape_tls_server_name.as_deref(),
+                    )
+                    .map(Arc::new),
+                ),
+                token: self
+                    .scrape_bearer_token_file
+                    .clone()
+                    .map(|f| Arc::new(TokenFile::new(f))),
+            },
         }
     }
 }
@@ -471,6 +507,18 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 impl ServeArgs {
     /// Checks combinations clap cannot express; messages say what to change.
     pub fn validate(&self) -> Result<(), String> {
+        if self.sources.scrape_ca_file.is_some() || self.sources.scrape_tls_server_name.is_some() {
+            ScrapeTls::new(
+                self.sources.scrape_ca_file.as_deref(),
+                self.sources.scrape_tls_server_name.as_deref(),
+            )
+            .map_err(|e| format!("--scrape-ca-file / --scrape-tls-server-name: {e}"))?;
+        }
+        if let Some(f) = &self.sources.scrape_bearer_token_file {
+            TokenFile::new(f.clone())
+                .read()
+                .map_err(|e| format!("--scrape-bearer-token-file: {e}"))?;
+        }
         if self.sources.epp_interval.is_zero() {
             return Err("--epp-interval must be greater than 0".into());
         }

@@ -53,8 +53,22 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => runtime
             .block_on(app::status(&args))
             .map(|out| print!("{out}")),
-        Command::Scrape { source, timeout } => runtime
-            .block_on(app::scrape(&source, timeout))
+        Command::Scrape {
+            source,
+            timeout,
+            ca_file,
+            tls_server_name,
+            bearer_token_file,
+        } => runtime
+            .block_on(app::scrape(
+                &source,
+                timeout,
+                &app::ScrapeReach {
+                    ca_file,
+                    tls_server_name,
+                    bearer_token_file,
+                },
+            ))
             .map(|out| println!("{out}")),
     };
     match result {

@@ -391,6 +391,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
                 ip: addr.ip().to_string(),
                 port: addr.port(),
                 path: "/metrics".into(),
+                scheme: Default::default(),
             }],
         })
         .collect();
@@ -422,6 +423,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
             timeout: Duration::from_secs(2),
             concurrency: 8,
             max_body_bytes: 1 << 20,
+            reach: Default::default(),
         },
     );
     let max_age = Duration::from_secs(2);

@@ -794,6 +794,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         ip: "127.0.0.1".into(),
         port: 1,
         path: "/metrics".into(),
+        scheme: Default::default(),
     };
     let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
         kind: Default::default(),

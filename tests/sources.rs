@@ -56,6 +56,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
         ip: addr.ip().to_string(),
         port: addr.port(),
         path: "/metrics".into(),
+        scheme: Default::default(),
     }
 }
 
@@ -143,6 +144,7 @@ async fn scraper_against_real_http_servers() {
         timeout: Duration::from_millis(500),
         concurrency: 4,
         max_body_bytes: 256 * 1024,
+        reach: Default::default(),
     };
     let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
     let started = Instant::now();
@@ -448,4 +450,107 @@ async fn serve_tls(app: Router, leaf: &Leaf) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A TLS pod serving the vLLM page only with `Authorization: Bearer <token>`.
+async fn tls_pod(leaf: &Leaf, token: &'static str) -> SocketAddr {
+    let app = Router::new().route(
+        "/metrics",
+        get(move |headers: axum::http::HeaderMap| async move {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if presented.as_deref() == Some(&format!("Bearer {token}")) {
+                vllm_page(0.33, 4.0).into_response()
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "token required").into_response()
+            }
+        }),
+    );
+    serve_tls(app, leaf).await
+}
+
+/// Pods annotated `prometheus.io/scheme: https` are scraped over real TLS, verified against the
+/// configured CA (and server name), with the bearer token from a file re-read when it rotates; a pod
+/// with another CA's certificate, a name mismatch or a refused token says why.
+#[tokio::test]
+async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
+    use wva_metrics_server::cluster::snapshot::Scheme;
+    use wva_metrics_server::sources::reach::{Reach, ScrapeTls, TokenFile};
+    install_provider();
+    let ca = Ca::new("pods-ca");
+    let stranger = Ca::new("someone-else");
+    let by_ip = tls_pod(&ca.server(&["127.0.0.1"]), "t0k3n").await;
+    let by_name = tls_pod(&ca.server(&["vllm.llm.svc"]), "t0k3n").await;
+    let foreign = tls_pod(&stranger.server(&["127.0.0.1"]), "t0k3n").await;
+    let https = |name: &str, addr: SocketAddr| PodTarget {
+        scheme: Scheme::Https,
+        ..pod(name, addr)
+    };
+    let pods = vec![
+        https("by-ip", by_ip),
+        https("by-name", by_name),
+        https("foreign", foreign),
+    ];
+    let dir = std::env::temp_dir().join(format!("wva-https-scrape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_file, token_file) = (dir.join("ca.crt"), dir.join("token"));
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&token_file, "t0k3n\n").unwrap();
+    let scraper = |server_name: Option<&str>, token: bool| {
+        let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+        let opts = ScrapeOptions {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            concurrency: 4,
+            max_body_bytes: 256 * 1024,
+            reach: Reach {
+                tls: Some(ScrapeTls::new(Some(&ca_file), server_name).map(Arc::new)),
+                token: token.then(|| Arc::new(TokenFile::new(token_file.clone()))),
+            },
+        };
+        let s = Scraper::new(
+            cache.clone(),
+            snapshot::shared(snapshot_of(pods.clone())),
+            Metrics::new(),
+            opts,
+        );
+        (s, cache)
+    };
+
+    let (s, cache) = scraper(None, true);
+    s.scrape_once().await;
+    let Lookup::Fresh(sample) = cache.lookup(&pods[0], MODEL) else {
+        panic!("{:?}", cache.lookup(&pods[0], MODEL))
+    };
+    assert_eq!((sample.kv_cache_usage, sample.queue_length), (0.33, 4.0));
+    let mismatch = missing_reason(cache.lookup(&pods[1], MODEL));
+    assert!(
+        mismatch.contains("TLS handshake") && mismatch.contains("https://"),
+        "{mismatch}"
+    );
+    let foreign_ca = missing_reason(cache.lookup(&pods[2], MODEL));
+    assert!(foreign_ca.contains("TLS handshake"), "{foreign_ca}");
+
+    // Verified against the Service name the certificate carries.
+    let (s, cache) = scraper(Some("vllm.llm.svc"), true);
+    s.scrape_once().await;
+    assert!(matches!(cache.lookup(&pods[1], MODEL), Lookup::Fresh(_)));
+
+    // No token: the pod's 401 is the reason; a rotated wrong token is read again and refused too.
+    let (s, cache) = scraper(None, false);
+    s.scrape_once().await;
+    assert!(missing_reason(cache.lookup(&pods[0], MODEL)).contains("HTTP 401"));
+    let (s, cache) = scraper(None, true);
+    std::fs::write(&token_file, "rotated").unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&token_file)
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    s.scrape_once().await;
+    assert!(missing_reason(cache.lookup(&pods[0], MODEL)).contains("HTTP 401"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -136,6 +136,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
                 ip: "127.0.0.1".into(),
                 port,
                 path: "/metrics".into(),
+                scheme: Default::default(),
             }]),
         }],
     });

@@ -30,6 +30,17 @@ pub struct PodTarget {
     pub ip: String,
     pub port: u16,
     pub path: String,
+    /// `prometheus.io/scheme`: plain HTTP unless the pod says https.
+    pub scheme: Scheme,
+}
+
+/// How a pod's metrics are fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
 }
 
 /// A variant the engine can decide for.
@@ -153,6 +164,7 @@ pub fn shared(snapshot: Snapshot) -> SharedSnapshot {
 
 pub(crate) const PORT_ANNOTATION: &str = "prometheus.io/port";
 pub(crate) const PATH_ANNOTATION: &str = "prometheus.io/path";
+pub(crate) const SCHEME_ANNOTATION: &str = "prometheus.io/scheme";
 /// vLLM's default port when nothing else names one.
 pub(crate) const DEFAULT_METRICS_PORT: u16 = 8000;
 
@@ -479,12 +491,24 @@ pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
         return None;
     }
     let (port, path) = scrape_endpoint(p);
+    let scheme = match p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SCHEME_ANNOTATION))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("https") => Scheme::Https,
+        _ => Scheme::Http,
+    };
     Some(PodTarget {
         namespace: p.metadata.namespace.clone()?,
         name: p.metadata.name.clone()?,
         ip,
         port,
         path,
+        scheme,
     })
 }
 

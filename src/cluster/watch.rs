@@ -326,7 +326,11 @@ fn slim_pod(p: &mut Pod) {
     p.metadata.managed_fields = None;
     p.metadata.owner_references = None;
     if let Some(a) = p.metadata.annotations.as_mut() {
-        a.retain(|k, _| k == snapshot::PORT_ANNOTATION || k == snapshot::PATH_ANNOTATION);
+        a.retain(|k, _| {
+            k == snapshot::PORT_ANNOTATION
+                || k == snapshot::PATH_ANNOTATION
+                || k == snapshot::SCHEME_ANNOTATION
+        });
     }
     if let Some(spec) = p.spec.as_mut() {
         spec.volumes = None;

@@ -514,6 +514,7 @@ mod tests {
                     ip: "127.0.0.1".into(),
                     port: 8000,
                     path: "/metrics".into(),
+                    scheme: Default::default(),
                 })
                 .collect(),
         }

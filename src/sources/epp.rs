@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::exposition;
+use super::reach::TokenFile;
 use super::scraper::{fetch_pod, pod_url};
 use crate::cluster::snapshot::SharedSnapshot;
 use crate::health::Heartbeat;
@@ -41,49 +42,6 @@ pub struct EppOptions {
     pub interval: Duration,
     pub timeout: Duration,
     pub token_file: PathBuf,
-}
-
-/// A bearer token read from a file, re-read when the file changes (projected tokens rotate).
-pub(crate) struct TokenFile {
-    path: PathBuf,
-    cached: Mutex<Option<(SystemTime, String)>>,
-}
-
-impl TokenFile {
-    pub(crate) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            cached: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn read(&self) -> Result<String, String> {
-        let why = |e: std::io::Error| format!("bearer token file {}: {e}", self.path.display());
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .map_err(why)?;
-        let mut cached = self
-            .cached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((at, token)) = cached.as_ref() {
-            if *at == modified {
-                return Ok(token.clone());
-            }
-        }
-        let token = std::fs::read_to_string(&self.path)
-            .map_err(why)?
-            .trim()
-            .to_string();
-        if token.is_empty() {
-            return Err(format!(
-                "bearer token file {} is empty",
-                self.path.display()
-            ));
-        }
-        *cached = Some((modified, token.clone()));
-        Ok(token)
-    }
 }
 
 /// What one picker's last round found: queue per model, or why it could not be read.
@@ -179,7 +137,7 @@ impl EppSource {
                         let mut total: HashMap<String, f64> = HashMap::new();
                         let mut failed = None;
                         for pod in pods {
-                            match fetch_pod(pod, self.opts.timeout, MAX_PAGE, Some(&token)).await {
+                            match fetch_pod(pod, self.opts.timeout, MAX_PAGE, (Some(&token), None)).await {
                                 Ok(page) => {
                                     for (m, q) in queues_of(&page.text) {
                                         *total.entry(m).or_default() += q;
@@ -293,27 +251,5 @@ inference_pool_average_kv_cache_utilization{name=\"p\"} 0.5
         assert_eq!(q.get("m"), Some(&3.0));
         assert_eq!(q.get("other"), Some(&0.0));
         assert!(!q.contains_key("bad"));
-    }
-
-    #[test]
-    fn token_file_is_reread_when_it_changes() {
-        let dir = std::env::temp_dir().join(format!("wva-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        let t = TokenFile::new(path.clone());
-        assert!(t.read().unwrap_err().contains("bearer token file"));
-        std::fs::write(&path, "one\n").unwrap();
-        assert_eq!(t.read().unwrap(), "one");
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&path, "two-longer").unwrap();
-        let f = std::fs::File::options().write(true).open(&path).unwrap();
-        f.set_modified(SystemTime::now() + Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(t.read().unwrap(), "two-longer");
-        std::fs::write(&path, "  \n").unwrap();
-        f.set_modified(SystemTime::now() + Duration::from_secs(2))
-            .unwrap();
-        assert!(t.read().unwrap_err().contains("is empty"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,6 +6,7 @@
 pub mod epp;
 pub mod exposition;
 pub mod prometheus;
+pub mod reach;
 pub mod scraper;
 pub mod window;
 

@@ -799,6 +799,7 @@ mod tests {
             ip: "10.0.0.1".into(),
             port: 8000,
             path: "/metrics".into(),
+            scheme: Default::default(),
         };
         assert!(matches!(
             source.lookup_at(&pod("good"), "m", now),

@@ -11,10 +11,12 @@ use thiserror::Error;
 
 use super::error_chain;
 use super::exposition::{extract_wanted, Extraction};
+use super::reach::{Reach, ScrapeTls};
 use super::window::{PageFacts, WindowCache};
-use crate::cluster::snapshot::{PodTarget, SharedSnapshot};
+use crate::cluster::snapshot::{PodTarget, Scheme, SharedSnapshot};
 use crate::health::Heartbeat;
 use crate::telemetry::{Metrics, PodLabels};
+use rustls::pki_types::ServerName;
 
 /// The largest page read per pod. A vLLM page is 30–50 KB per engine (229 KB for eight engines,
 /// `benches/page.rs`), so 2 MiB leaves ~9× headroom, and the worst case of the default concurrency,
@@ -27,6 +29,8 @@ pub struct ScrapeOptions {
     pub timeout: Duration,
     pub concurrency: usize,
     pub max_body_bytes: usize,
+    /// HTTPS pods' TLS and the bearer token, when configured.
+    pub reach: Reach,
 }
 
 impl Default for ScrapeOptions {
@@ -36,6 +40,7 @@ impl Default for ScrapeOptions {
             timeout: Duration::from_secs(3),
             concurrency: 64,
             max_body_bytes: DEFAULT_MAX_PAGE_BYTES,
+            reach: Reach::default(),
         }
     }
 }
@@ -58,12 +63,24 @@ pub(crate) struct Page {
 
 /// A client for the `scrape` command: no redirects (a redirect from a pod is a misconfiguration we
 /// report, not follow), the given timeout, no idle connections. (The scraper itself uses `fetch_pod`.)
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+pub(crate) fn http_client(
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
-        .pool_max_idle_per_host(0)
+        .pool_max_idle_per_host(0);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("CA file {}: {e}", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .build()
         .map_err(|e| format!("building the scrape client: {e}"))
 }
@@ -74,17 +91,19 @@ pub(crate) async fn fetch(
     client: &reqwest::Client,
     url: &str,
     max: usize,
+    bearer: Option<&str>,
 ) -> Result<Page, FetchError> {
     let req_err = |e: reqwest::Error| FetchError::Request {
         url: url.to_string(),
         message: error_chain(&e),
     };
-    let mut resp = client
+    let mut req = client
         .get(url)
-        .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4")
-        .send()
-        .await
-        .map_err(req_err)?;
+        .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let mut resp = req.send().await.map_err(req_err)?;
     if !resp.status().is_success() {
         return Err(FetchError::Status {
             url: url.to_string(),
@@ -134,21 +153,22 @@ fn append_limited(body: &mut Vec<u8>, chunk: &[u8], max: usize) -> bool {
     }
 }
 
-/// One scrape of one pod over plain HTTP/1.1 on a fresh connection, driven in this task: no URL parsing,
-/// no pool, no connection task, no redirects (a 3xx is an error like any non-2xx). This is the scraper's
-/// hot path (10,000 pods every 5 s is 2,000 of these a second); `fetch` (reqwest) serves the `scrape`
-/// command, which also takes https URLs. Same limits and errors as `fetch`.
+/// One scrape of one pod over HTTP/1.1 on a fresh connection, driven in this task: no URL parsing, no pool,
+/// no connection task, no redirects (a 3xx is an error like any non-2xx). Plain HTTP unless the pod says
+/// `prometheus.io/scheme: https`, then TLS with `tls` (verified against its server name, or the pod's IP).
+/// This is the scraper's hot path (10,000 pods every 5 s is 2,000 of these a second); `fetch` (reqwest)
+/// serves the `scrape` command for host names. Same limits and errors as `fetch`.
 ///
 /// Why a fresh connection every time: an idle keep-alive connection keeps its grown read buffer (~90 KB
 /// after a vLLM page), which made memory grow by that much per pod (114 MiB at 1,000 pods against
-/// 27 MiB without; `benches/fleet.rs`), while connecting once per pod and interval costs little CPU.
+/// 27 MiB without; `benches/fleet.rs`), while connecting once per pod and interval costs little CPU. Over
+/// TLS, session resumption keeps the repeated handshakes cheap.
 pub(crate) async fn fetch_pod(
     pod: &PodTarget,
     timeout: Duration,
     max: usize,
-    bearer: Option<&str>,
+    (bearer, tls): (Option<&str>, Option<&Result<Arc<ScrapeTls>, String>>),
 ) -> Result<Page, FetchError> {
-    use http_body_util::BodyExt;
     let request_error = |message: String| FetchError::Request {
         url: pod_url(pod),
         message,
@@ -157,69 +177,109 @@ pub(crate) async fn fetch_pod(
         .ip
         .parse()
         .map_err(|e| request_error(format!("pod IP {:?}: {e}", pod.ip)))?;
-    let host = std::net::SocketAddr::new(ip, pod.port).to_string();
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect((ip, pod.port))
             .await
             .map_err(|e| request_error(format!("connecting: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        // Read in 64 KiB steps: a fresh connection would otherwise start at 8 KiB and grow, paying
-        // four or five reads (and wake-ups) for a 50 KB page.
-        let (mut send, conn) = hyper::client::conn::http1::Builder::new()
-            .read_buf_exact_size(Some(64 * 1024))
-            .handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| request_error(error_chain(&e)))?;
-        let mut request = hyper::Request::get(pod.path.as_str())
-            .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::ACCEPT, "text/plain;version=0.0.4");
-        if let Some(token) = bearer {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        match pod.scheme {
+            Scheme::Http => exchange(tcp, pod, ip, max, bearer).await,
+            Scheme::Https => {
+                let tls = match tls {
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => return Err(request_error(format!("TLS: {e}"))),
+                    None => return Err(request_error(
+                        "the pod asks for https (prometheus.io/scheme) and no TLS is configured"
+                            .into(),
+                    )),
+                };
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(ip.into()));
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| request_error(format!("TLS handshake: {e}")))?;
+                exchange(stream, pod, ip, max, bearer).await
+            }
         }
-        let request = request
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| request_error(format!("building the request: {e}")))?;
-        let read = async {
-            let resp = send
-                .send_request(request)
-                .await
-                .map_err(|e| request_error(error_chain(&e)))?;
-            if !resp.status().is_success() {
-                return Err(FetchError::Status {
-                    url: pod_url(pod),
-                    status: resp.status().as_u16(),
-                });
-            }
-            let announced = resp
-                .headers()
-                .get(hyper::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                .unwrap_or(0)
-                .min(max);
-            let mut body = Vec::with_capacity(announced);
-            let mut incoming = resp.into_body();
-            let mut truncated = false;
-            while let Some(frame) = incoming.frame().await {
-                let frame = frame.map_err(|e| request_error(error_chain(&e)))?;
-                if let Some(chunk) = frame.data_ref() {
-                    if append_limited(&mut body, chunk, max) {
-                        truncated = true;
-                        break;
-                    }
-                }
-            }
-            // Dropping the sender lets the connection close once the exchange is over.
-            drop(send);
-            Ok((body, truncated))
-        };
-        // The connection future runs alongside the exchange in this task (hyper needs it polled).
-        let (result, _) = futures::future::join(read, conn).await;
-        result
     };
     let (body, truncated) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| request_error(format!("no complete answer within {timeout:?}")))??;
     finish_page(body, truncated, || pod_url(pod))
+}
+
+/// The request and response over an established connection (plain or TLS).
+async fn exchange<IO>(
+    io: IO,
+    pod: &PodTarget,
+    ip: std::net::IpAddr,
+    max: usize,
+    bearer: Option<&str>,
+) -> Result<(Vec<u8>, bool), FetchError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let request_error = |message: String| FetchError::Request {
+        url: pod_url(pod),
+        message,
+    };
+    let host = std::net::SocketAddr::new(ip, pod.port).to_string();
+    // Read in 64 KiB steps: a fresh connection would otherwise start at 8 KiB and grow, paying
+    // four or five reads (and wake-ups) for a 50 KB page.
+    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(64 * 1024))
+        .handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| request_error(error_chain(&e)))?;
+    let mut request = hyper::Request::get(pod.path.as_str())
+        .header(hyper::header::HOST, host.as_str())
+        .header(hyper::header::ACCEPT, "text/plain;version=0.0.4");
+    if let Some(token) = bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| request_error(format!("building the request: {e}")))?;
+    let read = async {
+        let resp = send
+            .send_request(request)
+            .await
+            .map_err(|e| request_error(error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                url: pod_url(pod),
+                status: resp.status().as_u16(),
+            });
+        }
+        let announced = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(max);
+        let mut body = Vec::with_capacity(announced);
+        let mut incoming = resp.into_body();
+        let mut truncated = false;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| request_error(error_chain(&e)))?;
+            if let Some(chunk) = frame.data_ref() {
+                if append_limited(&mut body, chunk, max) {
+                    truncated = true;
+                    break;
+                }
+            }
+        }
+        // Dropping the sender lets the connection close once the exchange is over.
+        drop(send);
+        Ok((body, truncated))
+    };
+    // The connection future runs alongside the exchange in this task (hyper needs it polled).
+    let (result, _) = futures::future::join(read, conn).await;
+    result
 }
 
 pub(crate) fn pod_url(pod: &PodTarget) -> String {
@@ -228,7 +288,11 @@ pub(crate) fn pod_url(pod: &PodTarget) -> String {
     } else {
         pod.ip.clone()
     };
-    format!("http://{host}:{}{}", pod.port, pod.path)
+    let scheme = match pod.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    format!("{scheme}://{host}:{}{}", pod.port, pod.path)
 }
 
 pub struct Scraper {
@@ -292,7 +356,16 @@ impl Scraper {
     }
 
     async fn scrape_pod(&self, pod: &PodTarget, wanted: &HashSet<&str>) {
-        match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes, None).await {
+        let token = match self.opts.reach.token.as_ref().map(|t| t.read()) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                self.cache.record_error(pod, Instant::now(), e);
+                return;
+            }
+        };
+        let reach = (token.as_deref(), self.opts.reach.tls.as_ref());
+        match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes, reach).await {
             Ok(page) => {
                 let Extraction {
                     models,

@@ -468,6 +468,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             port: 8000,
             path: "/metrics".into(),
+            scheme: Default::default(),
         }
     }
 

@@ -107,6 +107,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::s
         ip: "127.0.0.1".into(),
         port: 1,
         path: "/metrics".into(),
+        scheme: Default::default(),
     }
 }
 
