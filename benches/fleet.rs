@@ -7,6 +7,12 @@
 //! The pods are served from this process on one thread of its own; their cost is not the server's and is
 //! not counted. Run with `cargo bench --bench fleet` (part of `just bench`); `WVA_FLEET_SECONDS` sets the
 //! measurement window (default 30 s, six scrape rounds).
+//!
+//! The baseline, in the same run: a real Prometheus (the Debian package, `PROMETHEUS_BIN` to override)
+//! scraping the same pods at the same interval, measured the same way, after the server has stopped. It
+//! keeps only the vLLM series WVA's queries read (`metric_relabel_configs`), which favours it: a
+//! Prometheus that stores whole pages costs more. The figure that counts is the ratio of CPU per
+//! scrape, since absolute CPU varies about 2× between machines of this kind.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -52,7 +58,12 @@ fn model_of(variant: usize) -> String {
 }
 
 /// `variants` variants (two per model), `pods` pods spread evenly, as a standalone file.
-fn standalone_file(variants: usize, pods: usize) -> String {
+fn standalone_file(variants: usize, pods: usize, https: bool) -> String {
+    let scheme = if https {
+        ", prometheus.io/scheme: https"
+    } else {
+        ""
+    };
     let mut o = String::new();
     let per = pods / variants;
     for v in 0..variants {
@@ -66,7 +77,7 @@ fn standalone_file(variants: usize, pods: usize) -> String {
             let i = v * per + p;
             let _ = write!(
                 o,
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: variant-{v}-{p}\n  namespace: fleet\n  labels: {{app: variant-{v}}}\n  annotations: {{prometheus.io/port: \"{POD_PORT}\"}}\nstatus:\n  phase: Running\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n---\n",
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: variant-{v}-{p}\n  namespace: fleet\n  labels: {{app: variant-{v}}}\n  annotations: {{prometheus.io/port: \"{POD_PORT}\"{scheme}}}\nstatus:\n  phase: Running\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n---\n",
                 pod_ip(i)
             );
         }
@@ -75,7 +86,21 @@ fn standalone_file(variants: usize, pods: usize) -> String {
 }
 
 /// Serves each pod's page on its own address until the runtime is dropped.
-fn serve_pods(variants: usize, pods: usize) -> (tokio::runtime::Runtime, usize) {
+/// The pod index of a `pod_ip` address.
+fn pod_index(ip: Ipv4Addr) -> Option<usize> {
+    let [a, b, c, d] = ip.octets();
+    (a == 127 && b >= 20 && d >= 1)
+        .then(|| (usize::from(b) - 20) * 62_500 + usize::from(c) * 250 + usize::from(d) - 1)
+}
+
+/// Serves every pod's page: one listener on the pod port of every loopback address (one file
+/// descriptor, so a scraper that keeps 10,000 connections open still fits the descriptor limit); each
+/// connection's local address says which pod was asked. With `tls`, over TLS.
+fn serve_pods(
+    variants: usize,
+    pods: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (tokio::runtime::Runtime, usize) {
     // One worker thread of its own (a current-thread runtime would only run while blocked on).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -88,40 +113,91 @@ fn serve_pods(variants: usize, pods: usize) -> (tokio::runtime::Runtime, usize) 
         .collect();
     let page_size = pages[0].len();
     let pages = Arc::new(pages);
-    for i in 0..pods {
-        let page = pages[(i / per) / 2].clone();
-        let addr = SocketAddr::new(IpAddr::V4(pod_ip(i)), POD_PORT);
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap_or_else(|e| {
-                panic!("binding pod address {addr}: {e} (raise `ulimit -n` above 2× the pod count)")
-            });
-        rt.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let page = page.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let page = page.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "text/plain; version=0.0.4")
-                                    .body(Full::new(page))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), POD_PORT);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("binding the pods' port {addr}: {e}"));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let local = match stream.local_addr() {
+                Ok(SocketAddr::V4(a)) => *a.ip(),
+                _ => continue,
+            };
+            let Some(i) = pod_index(local).filter(|i| *i < pods) else {
+                continue;
+            };
+            let page = pages[(i / per) / 2].clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let page = page.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(page))
+                                .unwrap(),
+                        )
+                    }
                 });
-            }
-        });
-    }
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            });
+        }
+    });
     (rt, page_size)
+}
+
+/// TLS for the HTTPS rows: a CA the server is given, and one certificate for every pod, named as a
+/// Service would be (`--scrape-tls-server-name`).
+struct TlsPods {
+    server: Arc<rustls::ServerConfig>,
+    ca_file: PathBuf,
+}
+
+const TLS_NAME: &str = "pods.fleet.svc";
+
+fn tls_pods(dir: &Path) -> TlsPods {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![TLS_NAME.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let ca_file = dir.join("pods-ca.crt");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsPods {
+        server: Arc::new(server),
+        ca_file,
+    }
 }
 
 /// A client for the server's /metrics, on a small runtime of its own.
@@ -178,17 +254,27 @@ struct Row {
     failures: f64,
 }
 
-fn measure(dir: &Path, variants: usize, pods: usize, window: Duration) -> Row {
-    let (pod_rt, _) = serve_pods(variants, pods);
-    let file = dir.join(format!("fleet-{variants}-{pods}.yaml"));
-    std::fs::write(&file, standalone_file(variants, pods)).unwrap();
-    let certs = dir.join(format!("certs-{variants}-{pods}"));
+fn measure(
+    dir: &Path,
+    (variants, pods): (usize, usize),
+    window: Duration,
+    tls: Option<&TlsPods>,
+) -> Row {
+    let (pod_rt, _) = serve_pods(variants, pods, tls.map(|t| t.server.clone()));
+    // Each row its own files: a server must never read another's certificate directory.
+    let tag = format!(
+        "{variants}-{pods}{}",
+        if tls.is_some() { "-https" } else { "" }
+    );
+    let file = dir.join(format!("fleet-{tag}.yaml"));
+    std::fs::write(&file, standalone_file(variants, pods, tls.is_some())).unwrap();
+    let certs = dir.join(format!("certs-{tag}"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let log = std::fs::File::create(dir.join(format!("server-{variants}-{pods}.log"))).unwrap();
+    let log = std::fs::File::create(dir.join(format!("server-{tag}.log"))).unwrap();
     // WVA_FLEET_SERVER: another build of the server to measure (e.g. one with symbols, for perf).
     let server_bin = std::env::var("WVA_FLEET_SERVER").unwrap_or_else(|_| SERVER.to_string());
     let child = Command::new(&server_bin)
@@ -197,6 +283,14 @@ fn measure(dir: &Path, variants: usize, pods: usize, window: Duration) -> Row {
         .args(["--secure-port", &port.to_string(), "--cert-dir"])
         .arg(&certs)
         .args(["--scrape-interval", INTERVAL, "--log-level", "warn"])
+        .args(tls.map_or_else(Vec::new, |t| {
+            vec![
+                "--scrape-ca-file".to_string(),
+                t.ca_file.display().to_string(),
+                "--scrape-tls-server-name".to_string(),
+                TLS_NAME.to_string(),
+            ]
+        }))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -274,6 +368,112 @@ fn measure(dir: &Path, variants: usize, pods: usize, window: Duration) -> Row {
     }
 }
 
+struct Baseline {
+    rss: f64,
+    hwm: f64,
+    cpu: f64,
+    scrapes: f64,
+    failed_targets: f64,
+}
+
+/// A Prometheus text page's sum of one family (its own /metrics), or `None` when unreadable.
+fn prometheus_counter(port: u16, name: &str) -> Option<f64> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+/// A real Prometheus scraping the same pods every interval, keeping WVA's series only.
+fn measure_prometheus(dir: &Path, pods: usize, window: Duration) -> Baseline {
+    let (pod_rt, _) = serve_pods(1_000.min(pods), pods, None);
+    let targets: Vec<String> = (0..pods)
+        .map(|i| format!("'{}:{POD_PORT}'", pod_ip(i)))
+        .collect();
+    let cfg = dir.join(format!("prometheus-{pods}.yml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{scrape_interval: {INTERVAL}, scrape_timeout: 3s}}\nscrape_configs:\n  - job_name: vllm\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: 'vllm:(kv_cache_usage_perc|gpu_cache_usage_perc|num_requests_waiting|num_requests_running|request_success_total)'\n        action: keep\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(",")
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+    let log = std::fs::File::create(dir.join(format!("prometheus-{pods}.log"))).unwrap();
+    let child = Command::new(&bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join(format!("prometheus-data-{pods}")).display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting prometheus (Debian package `prometheus`)");
+    let prom = Server(child);
+    let pid = prom.0.id();
+    let scrapes_of = || {
+        prometheus_counter(port, "prometheus_target_interval_length_seconds_count").unwrap_or(0.0)
+    };
+    // Warm-up as for the server: every target scraped at least once, then one more round.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while scrapes_of() < pods as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape every pod within 180 s; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let scrapes0 = scrapes_of();
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let cpu1 = cpu_seconds(pid);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (rss, hwm) = memory_mib(pid);
+    let scrapes = scrapes_of() - scrapes0;
+    let up = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{port}/api/v1/query?query=count(up%3D%3D0)"),
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let failed_targets = up
+        .split("\"value\":[")
+        .nth(1)
+        .and_then(|v| v.split('"').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    drop(prom);
+    drop(pod_rt);
+    Baseline {
+        rss,
+        hwm,
+        cpu: (cpu1.0 - cpu0.0 + cpu1.1 - cpu0.1) / elapsed,
+        scrapes,
+        failed_targets,
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -316,7 +516,7 @@ fn main() {
         {
             continue;
         }
-        let r = measure(&dir, variants, pods, window);
+        let r = measure(&dir, (variants, pods), window, None);
         let rate = r.scrapes / window.as_secs_f64();
         println!(
             "[fleet] {:>8} {:>6} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>9} {:>14.1}",
@@ -331,6 +531,95 @@ fn main() {
             rate * page as f64 / 1e6
         );
         rows.push(r);
+    }
+    // The HTTPS cost: the same fleet over TLS (one certificate named as a Service, session resumption).
+    let tls = tls_pods(&dir);
+    for (variants, pods) in [(1_000, 1_000), (1_000, 10_000)] {
+        if only
+            .as_ref()
+            .is_some_and(|o| *o != format!("{variants}x{pods}-https"))
+        {
+            continue;
+        }
+        let r = measure(&dir, (variants, pods), window, Some(&tls));
+        let rate = r.scrapes / window.as_secs_f64();
+        let plain = rows
+            .iter()
+            .find(|p| p.variants == variants && p.pods == pods)
+            .map(|p| p.cpu / p.scrapes.max(1.0));
+        println!(
+            "[fleet] {:>8} {:>6} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>9} {:>14.1}  https{}",
+            r.variants,
+            r.pods,
+            r.rss,
+            r.hwm,
+            r.cpu * 100.0,
+            r.system * 100.0,
+            rate,
+            r.failures,
+            rate * page as f64 / 1e6,
+            plain.map_or_else(String::new, |p| format!(
+                ", CPU per scrape ×{:.2} of plain HTTP",
+                r.cpu / r.scrapes.max(1.0) / p
+            )),
+        );
+    }
+    // The baseline: Prometheus scraping the same pods at the same interval (`WVA_FLEET_BASELINE=0` skips).
+    if std::env::var("WVA_FLEET_BASELINE").as_deref() != Ok("0") {
+        println!(
+            "[fleet] baseline: Prometheus scraping the same pods every {INTERVAL} (keeping WVA's series only)"
+        );
+        println!(
+            "[fleet] {:>6} {:>12} {:>9} {:>10} {:>10} {:>12} {:>14} {:>16} {:>16}",
+            "pods",
+            "who",
+            "RSS MiB",
+            "peak MiB",
+            "CPU %core",
+            "scrapes/s",
+            "µs CPU/scrape",
+            "CPU/scrape ratio",
+            "RSS ratio"
+        );
+        for pods in [1_000, 10_000] {
+            let Some(ours) = rows
+                .iter()
+                .filter(|r| r.pods == pods)
+                .max_by_key(|r| r.variants)
+            else {
+                continue;
+            };
+            let b = measure_prometheus(&dir, pods, window);
+            let per = |cpu: f64, scrapes: f64| cpu * window.as_secs_f64() / scrapes.max(1.0) * 1e6;
+            let (ours_per, prom_per) = (per(ours.cpu, ours.scrapes), per(b.cpu, b.scrapes));
+            for (who, rss, hwm, cpu, scrapes, per_scrape) in [
+                (
+                    "server",
+                    ours.rss,
+                    ours.hwm,
+                    ours.cpu,
+                    ours.scrapes,
+                    ours_per,
+                ),
+                ("prometheus", b.rss, b.hwm, b.cpu, b.scrapes, prom_per),
+            ] {
+                println!(
+                    "[fleet] {:>6} {:>12} {:>9.1} {:>10.1} {:>10.1} {:>12.0} {:>14.0} {:>16} {:>16}",
+                    pods,
+                    who,
+                    rss,
+                    hwm,
+                    cpu * 100.0,
+                    scrapes / window.as_secs_f64(),
+                    per_scrape,
+                    if who == "server" { format!("{:.2}", ours_per / prom_per) } else { "1".into() },
+                    if who == "server" { format!("{:.2}", ours.rss / b.rss) } else { "1".into() },
+                );
+            }
+            if b.failed_targets > 0.0 {
+                println!("[fleet] (Prometheus had {} targets down)", b.failed_targets);
+            }
+        }
     }
     let by = |v: usize, p: usize| rows.iter().find(|r| r.variants == v && r.pods == p);
     if let (Some(a), Some(b)) = (by(1_000, 1_000), by(1_000, 10_000)) {

@@ -729,9 +729,15 @@ async fn fetch_for_command(
         .transpose()
         .map_err(Error::Config)?;
     if let Some(pod) = ip_target(source) {
-        let tls = (pod.scheme == crate::cluster::snapshot::Scheme::Https).then(|| {
-            ScrapeTls::new(reach.ca_file.as_deref(), reach.tls_server_name.as_deref()).map(Arc::new)
-        });
+        // A TLS setting that cannot be used is the command's error, before any connection.
+        let tls = (pod.scheme == crate::cluster::snapshot::Scheme::Https)
+            .then(|| {
+                ScrapeTls::new(reach.ca_file.as_deref(), reach.tls_server_name.as_deref())
+                    .map(Arc::new)
+                    .map_err(Error::Config)
+            })
+            .transpose()?
+            .map(Ok);
         let page = crate::sources::scraper::fetch_pod(
             &pod,
             timeout,

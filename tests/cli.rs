@@ -134,6 +134,54 @@ fn scrape_extracts_signals_from_files_and_refuses_pages_without_them() {
     );
 }
 
+/// `scrape` takes the server's TLS and token options, and says precisely what is wrong with them.
+#[test]
+fn scrape_options_for_https_and_tokens_are_checked() {
+    let dir = temp("scrape-options");
+    let missing = dir.join("missing-token");
+    let out = run(
+        &[
+            "scrape",
+            "http://127.0.0.1:9/metrics",
+            "--bearer-token-file",
+            missing.to_str().unwrap(),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing-token"),
+        "{err}"
+    );
+    let out = run(
+        &[
+            "scrape",
+            "https://vllm.llm.svc:8443/metrics",
+            "--tls-server-name",
+            "vllm.llm.svc",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("applies to a URL whose host is an IP"),
+        "{err}"
+    );
+    let out = run(
+        &[
+            "scrape",
+            "https://127.0.0.1:9/metrics",
+            "--ca-file",
+            dir.join("no-ca.crt").to_str().unwrap(),
+            "--timeout",
+            "2s",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-ca.crt"), "{err}");
+}
+
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wva-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

@@ -67,8 +67,9 @@ pub struct ScrapeTls {
     pub(crate) server_name: Option<ServerName<'static>>,
 }
 
-/// TLS sessions kept for resumption: one per pod up to this many, so a re-scrape skips the full handshake.
-const RESUMPTION_SESSIONS: usize = 16_384;
+/// TLS 1.3 tickets kept for resumption (rustls keeps up to 8 per server, so 16,384 servers), so a re-scrape
+/// skips the full handshake.
+const RESUMPTION_SESSIONS: usize = 8 * 16_384;
 
 impl ScrapeTls {
     /// Roots from `ca_file` (or the system bundle), HTTP/1.1, session resumption.
