@@ -126,6 +126,14 @@ impl EppSource {
     /// One round over the snapshot's pickers.
     pub async fn read_once(&self) {
         let snapshot = self.snapshot.load_full();
+        if snapshot.pickers.is_empty() {
+            // Nothing to read: no token file access, and nothing stale kept.
+            self.state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+            return;
+        }
         let token = self.token.read();
         let rounds = snapshot.pickers.iter().map(|p| {
             let token = token.clone();

@@ -68,7 +68,8 @@ type Pods = HashMap<String, HashMap<String, PodWindow>>;
 pub struct WindowCache {
     lookback: Duration,
     pods: RwLock<Pods>,
-    activity: RwLock<HashMap<(String, String), ModelActivity>>,
+    /// By namespace, then model: lookups borrow the names, as in [`Pods`].
+    activity: RwLock<HashMap<String, HashMap<String, ModelActivity>>>,
 }
 
 fn get<'a>(map: &'a Pods, pod: &PodTarget) -> Option<&'a PodWindow> {
@@ -110,10 +111,15 @@ impl WindowCache {
             });
         }
         map.retain(|_, by_name| !by_name.is_empty());
-        self.activity
+        let mut activity = self
+            .activity
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, a| now.saturating_duration_since(a.last_seen) < ACTIVITY_FORGET);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for by_model in activity.values_mut() {
+            by_model.retain(|_, a| now.saturating_duration_since(a.last_seen) < ACTIVITY_FORGET);
+        }
+        activity.retain(|_, by_model| !by_model.is_empty());
+        drop(activity);
         for (ns, name) in wanted {
             map.entry(ns.to_string())
                 .or_default()
@@ -186,13 +192,21 @@ impl WindowCache {
             .activity
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Look up before inserting: on every scrape of every pod the entry almost always exists, and
+        // `entry` would allocate its keys each time.
+        let by_model = match activity.get_mut(namespace) {
+            Some(m) => m,
+            None => activity.entry(namespace.to_string()).or_default(),
+        };
         for (model, active) in seen {
-            let key = (namespace.to_string(), (*model).clone());
-            let a = activity.entry(key).or_insert(ModelActivity {
-                observed_since: at,
-                last_active: None,
-                last_seen: at,
-            });
+            let a = match by_model.get_mut(model.as_str()) {
+                Some(a) => a,
+                None => by_model.entry((*model).clone()).or_insert(ModelActivity {
+                    observed_since: at,
+                    last_active: None,
+                    last_seen: at,
+                }),
+            };
             a.last_seen = a.last_seen.max(at);
             if *active {
                 a.last_active = Some(a.last_active.map_or(at, |t| t.max(at)));
@@ -215,7 +229,8 @@ impl WindowCache {
             .activity
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(namespace.to_string(), model.to_string()))
+            .get(namespace)
+            .and_then(|by_model| by_model.get(model))
             .copied();
         let Some(a) = known else {
             return Activity::Unknown {

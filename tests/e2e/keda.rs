@@ -183,6 +183,23 @@ async fn condition(c: &Cluster, name: &str) -> String {
     .unwrap_or_else(|e| e)
 }
 
+/// Waits (up to 2 min) for a ScaledObject's Ready condition to be True.
+async fn ready(c: &Cluster, name: &str) {
+    eventually(
+        &format!("ScaledObject {name} Ready=True"),
+        Duration::from_secs(120),
+        || async {
+            let out = condition(c, name).await;
+            if out.starts_with("True") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+}
+
 /// The KEDA scenario, on a cluster where our server is installed (its APIService is replaced by KEDA's).
 pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
     let took = start_keda(c).await;
@@ -217,19 +234,7 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
         scaled_object("keda-l4", "keda-l4-decode", "keda-l4", port, "wva-metrics-server"),
     ]
     .join("---\n"));
-    eventually(
-        "ScaledObject keda-l4 Ready=True",
-        Duration::from_secs(120),
-        || async {
-            let out = condition(c, "keda-l4").await;
-            if out.starts_with("True") {
-                Ok(())
-            } else {
-                Err(out)
-            }
-        },
-    )
-    .await;
+    ready(c, "keda-l4").await;
     wait_replicas(c, "keda-l4-decode", 1, Duration::from_secs(60)).await;
     let step = Instant::now();
     set_load(k, "keda-l4", 30);
@@ -252,19 +257,7 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
         format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: keda-push\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: A10}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: Qwen/Qwen3-8B}}\nspec:\n  scaleTargetRef: {{name: keda-push-decode}}\n  pollingInterval: 2\n  minReplicaCount: 1\n  maxReplicaCount: 3\n  advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleUp: {{stabilizationWindowSeconds: 0}}\n        scaleDown: {{stabilizationWindowSeconds: 5}}\n  triggers:\n  - type: external-push\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"),
     ]
     .join("---\n"));
-    eventually(
-        "ScaledObject keda-push Ready=True",
-        Duration::from_secs(120),
-        || async {
-            let out = condition(c, "keda-push").await;
-            if out.starts_with("True") {
-                Ok(())
-            } else {
-                Err(out)
-            }
-        },
-    )
-    .await;
+    ready(c, "keda-push").await;
     wait_replicas(c, "keda-push-decode", 1, Duration::from_secs(60)).await;
     let step = Instant::now();
     set_load(k, "keda-push", 30);
@@ -404,19 +397,7 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         .collect();
     c.apply(&workloads.join("---\n"));
     for (name, _, _) in models {
-        eventually(
-            &format!("ScaledObject {name} Ready=True"),
-            Duration::from_secs(120),
-            || async {
-                let out = condition(c, name).await;
-                if out.starts_with("True") {
-                    Ok(())
-                } else {
-                    Err(out)
-                }
-            },
-        )
-        .await;
+        ready(c, name).await;
     }
     let idle = Instant::now();
     for (name, _, _) in models {

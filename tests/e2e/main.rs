@@ -1176,21 +1176,26 @@ async fn namespace_local_config(c: &mut Cluster, k: &kubelet::Kubelet) {
 }
 
 /// 5a. Prometheus stopped under load: pod scraping carries on, nothing scales down.
-/// Instant query against the e2e Prometheus over HTTPS: the result vector.
-fn prometheus_query(c: &Cluster, query: &str) -> Result<Vec<Value>, String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--cacert"])
-        .arg(c.dir.join("prometheus-ca.crt"))
-        .arg("--data-urlencode")
-        .arg(format!("query={query}"))
-        .arg(format!(
-            "https://127.0.0.1:{}/api/v1/query",
-            c.prometheus_port()
-        ))
+/// A GET of the e2e Prometheus' HTTP API over HTTPS (`path` like `/api/v1/rules`), with URL-encoded form
+/// fields, as JSON.
+fn prometheus_api(c: &Cluster, path: &str, form: &[String]) -> Result<Value, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sf", "-G", "--cacert"])
+        .arg(c.dir.join("prometheus-ca.crt"));
+    for f in form {
+        cmd.arg("--data-urlencode").arg(f);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", c.prometheus_port()))
         .output()
         .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Instant query against the e2e Prometheus: the result vector.
+fn prometheus_query(c: &Cluster, query: &str) -> Result<Vec<Value>, String> {
+    let v = prometheus_api(c, "/api/v1/query", &[format!("query={query}")])?;
     v["data"]["result"]
         .as_array()
         .cloned()
@@ -1209,19 +1214,7 @@ fn firing_alerts(c: &Cluster) -> Vec<String> {
 /// Alerts and the dashboard against the real Prometheus: the shipped rules load, every dashboard query
 /// returns data, and with both replicas stopped the APIService alert fires (then clears).
 async fn monitoring(c: &mut Cluster) {
-    let rules: Value = serde_json::from_str(
-        &Command::new("curl")
-            .args(["-sf", "--cacert"])
-            .arg(c.dir.join("prometheus-ca.crt"))
-            .arg(format!(
-                "https://127.0.0.1:{}/api/v1/rules",
-                c.prometheus_port()
-            ))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default();
+    let rules = prometheus_api(c, "/api/v1/rules", &[]).unwrap_or_default();
     let loaded = rules["data"]["groups"][0]["rules"]
         .as_array()
         .map_or(0, Vec::len);
