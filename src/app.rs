@@ -743,6 +743,7 @@ async fn fetch_for_command(
             timeout,
             SCRAPE_COMMAND_MAX_BYTES,
             (token.as_deref(), tls.as_ref()),
+            None,
         )
         .await
         .map_err(|e| Error::Fetch(e.to_string()))?;

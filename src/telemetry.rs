@@ -85,6 +85,10 @@ pub struct Metrics {
     /// pods appear), since which pod fails is what an operator needs.
     pub scrapes: Counter,
     pub scrape_failures: Family<PodLabels, Counter>,
+    /// Successful scrapes that opened a connection; with `scrapes`, how often kept connections served.
+    pub scrape_connections_opened: Counter,
+    /// Connections to pods kept open between scrapes, after the last round.
+    pub scrape_connections_idle: Gauge,
     pub connections_rejected: Counter,
     pub tls_handshake_failures: Counter,
     pub prometheus_queries: Counter,
@@ -189,6 +193,18 @@ impl Metrics {
             "Failed pod metric scrapes",
             scrape_failures.clone(),
         );
+        let scrape_connections_opened = Counter::default();
+        own.register(
+            "pod_scrape_connections_opened",
+            "Successful scrapes that opened a new connection to their pod (the others reused a kept one)",
+            scrape_connections_opened.clone(),
+        );
+        let scrape_connections_idle = Gauge::default();
+        own.register(
+            "pod_scrape_connections_idle",
+            "Connections to pods kept open between scrapes",
+            scrape_connections_idle.clone(),
+        );
         let connections_rejected = Counter::default();
         own.register(
             "connections_rejected",
@@ -266,6 +282,8 @@ impl Metrics {
             watch_errors,
             scrapes,
             scrape_failures,
+            scrape_connections_opened,
+            scrape_connections_idle,
             connections_rejected,
             tls_handshake_failures,
             prometheus_queries,

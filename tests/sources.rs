@@ -211,6 +211,169 @@ async fn scraper_against_real_http_servers() {
     assert!(!metrics.encode().contains(r#"pod="gone""#));
 }
 
+/// How a raw HTTP/1.1 test server treats its connections.
+#[derive(Clone, Copy)]
+enum Conduct {
+    /// Keeps every connection open (the emulator, Go servers).
+    KeepAlive,
+    /// Closes a connection idle for 200 ms (uvicorn's `timeout_keep_alive`, as vLLM runs it, at 5 s).
+    IdleTimeout,
+    /// Answers the first request of a connection; closes on the second without answering (a server
+    /// whose idle timeout fires as the request arrives).
+    CloseOnSecond,
+    /// Answers in chunks (Go's `net/http` without a Content-Length), keeping the connection.
+    Chunked,
+    /// HTTP/1.0-style: no length, the close ends the body.
+    CloseDelimited,
+}
+
+/// A raw HTTP/1.1 server for `page` behaving as `conduct`; counts the connections it accepted.
+async fn raw_server(
+    page: String,
+    conduct: Conduct,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = l.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                loop {
+                    // One request: up to the blank line.
+                    let mut request = Vec::new();
+                    let mut byte = [0u8; 1024];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        let read = tcp.read(&mut byte);
+                        let n = match conduct {
+                            Conduct::IdleTimeout if request.is_empty() => {
+                                match tokio::time::timeout(Duration::from_millis(200), read).await {
+                                    Ok(n) => n.unwrap_or(0),
+                                    Err(_) => 0,
+                                }
+                            }
+                            _ => read.await.unwrap_or(0),
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&byte[..n]);
+                    }
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    assert!(text.starts_with("GET /metrics HTTP/1.1\r\n"), "{text}");
+                    assert!(
+                        text.contains("\r\nAccept: text/plain;version=0.0.4\r\n"),
+                        "{text}"
+                    );
+                    served += 1;
+                    let response = match conduct {
+                        Conduct::CloseOnSecond if served == 2 => return,
+                        Conduct::Chunked => {
+                            let mut r = String::from(
+                                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                            );
+                            for piece in page.as_bytes().chunks(4096) {
+                                r.push_str(&format!(
+                                    "{:x}\r\n{}\r\n",
+                                    piece.len(),
+                                    String::from_utf8_lossy(piece)
+                                ));
+                            }
+                            r + "0\r\n\r\n"
+                        }
+                        Conduct::CloseDelimited => {
+                            format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{page}")
+                        }
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{page}",
+                            page.len()
+                        ),
+                    };
+                    tcp.write_all(response.as_bytes()).await.unwrap();
+                    if matches!(conduct, Conduct::CloseDelimited) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Connections are kept between rounds where the server allows it, and a kept connection the server
+/// closed (idle, or just as the request arrived) costs a new connection, never a failed scrape.
+#[tokio::test]
+async fn kept_connections_reused_and_replaced() {
+    install_provider();
+    let page = format!("{}{}", vllm_page(0.3, 2.0), "# pad\n".repeat(2000));
+    let conducts = [
+        ("keep-alive", Conduct::KeepAlive),
+        ("idle-timeout", Conduct::IdleTimeout),
+        ("close-on-second", Conduct::CloseOnSecond),
+        ("chunked", Conduct::Chunked),
+        ("close-delimited", Conduct::CloseDelimited),
+    ];
+    let mut pods = Vec::new();
+    let mut accepted = Vec::new();
+    for (name, conduct) in conducts {
+        let (addr, count) = raw_server(page.clone(), conduct).await;
+        pods.push(pod(name, addr));
+        accepted.push(count);
+    }
+    let shared = snapshot::shared(snapshot_of(pods.clone()));
+    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+    let metrics = Metrics::new();
+    let opts = ScrapeOptions {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        concurrency: 8,
+        ..Default::default()
+    };
+    let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
+    for _ in 0..3 {
+        scraper.scrape_once().await;
+        // Longer than the idle server's timeout, so it closes its side between rounds.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    for p in &pods {
+        let Lookup::Fresh(s) = cache.lookup(p, MODEL) else {
+            panic!("{} not fresh", p.name)
+        };
+        assert_eq!((s.kv_cache_usage, s.queue_length), (0.3, 2.0), "{}", p.name);
+    }
+    let counts: Vec<usize> = accepted
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    // keep-alive and chunked: one connection for three rounds. The idle one is closed by its server
+    // between rounds; close-on-second needs a new one each round after the first; close-delimited
+    // cannot be reused.
+    assert_eq!(counts, vec![1, 3, 3, 1, 3]);
+    let text = metrics.encode();
+    for line in [
+        "wva_metrics_server_pod_scrapes_total 15",
+        "wva_metrics_server_pod_scrape_connections_opened_total 11",
+        "wva_metrics_server_pod_scrape_connections_idle 4",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(!text.contains("pod_scrape_failures_total{"), "{text}");
+
+    // A pod that leaves has its kept connection closed.
+    shared.store(Arc::new(snapshot_of(pods[1..].to_vec())));
+    scraper.scrape_once().await;
+    let text = metrics.encode();
+    assert!(
+        text.contains("wva_metrics_server_pod_scrape_connections_idle 3"),
+        "{text}"
+    );
+}
+
 /// A Prometheus process with a TLS web config, stopped on drop.
 struct Prometheus {
     child: Child,

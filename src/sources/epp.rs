@@ -2,12 +2,14 @@
 //! (`inference_extension_flow_control_queue_size{target_model_name}`), read from its pods with a bearer
 //! token (the EPP checks it with a TokenReview). Every interval, every picker that selects a variant.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::exposition;
+use super::http1::Pool;
 use super::reach::TokenFile;
 use super::scraper::{fetch_pod, pod_url};
 use crate::cluster::snapshot::SharedSnapshot;
@@ -60,7 +62,12 @@ pub struct EppSource {
     /// The last error logged per picker, so a failing picker is logged once per change of reason.
     logged: Mutex<HashMap<String, String>>,
     metrics: Arc<Metrics>,
+    /// Connections to the pickers' pods, kept between reads (every 500 ms by default).
+    connections: Pool,
 }
+
+/// Endpoint-picker pods kept connected at most (a picker has a few replicas).
+const KEPT_CONNECTIONS: usize = 256;
 
 /// Sums the queue gauge per target model over a page. Lines of other metrics are not even parsed.
 pub(crate) fn queues_of(page: &str) -> HashMap<String, f64> {
@@ -89,6 +96,7 @@ impl EppSource {
             state: RwLock::new(HashMap::new()),
             logged: Mutex::new(HashMap::new()),
             metrics,
+            connections: Pool::new(KEPT_CONNECTIONS),
         }
     }
 
@@ -126,6 +134,14 @@ impl EppSource {
     /// One round over the snapshot's pickers.
     pub async fn read_once(&self) {
         let snapshot = self.snapshot.load_full();
+        let addresses: HashSet<SocketAddr> = snapshot
+            .pickers
+            .iter()
+            .filter_map(|p| p.pods.as_ref().ok())
+            .flatten()
+            .filter_map(|pod| Some(SocketAddr::new(pod.ip.parse().ok()?, pod.port)))
+            .collect();
+        self.connections.retain(&addresses);
         if snapshot.pickers.is_empty() {
             // Nothing to read: no token file access, and nothing stale kept.
             self.state
@@ -145,7 +161,7 @@ impl EppSource {
                         let mut total: HashMap<String, f64> = HashMap::new();
                         let mut failed = None;
                         for pod in pods {
-                            match fetch_pod(pod, self.opts.timeout, MAX_PAGE, (Some(&token), None)).await {
+                            match fetch_pod(pod, self.opts.timeout, MAX_PAGE, (Some(&token), None), Some(&self.connections)).await {
                                 Ok(page) => {
                                     for (m, q) in queues_of(&page.text) {
                                         *total.entry(m).or_default() += q;

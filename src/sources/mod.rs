@@ -5,6 +5,7 @@
 
 pub mod epp;
 pub mod exposition;
+pub(crate) mod http1;
 pub mod prometheus;
 pub mod reach;
 pub mod scraper;

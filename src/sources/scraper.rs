@@ -3,6 +3,7 @@
 //! them in the window cache. Fetching and decoding only: deciding is the engine's job.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use thiserror::Error;
 
 use super::error_chain;
 use super::exposition::{extract_wanted, Extraction};
+use super::http1::{self, Http1Error, Pool};
 use super::reach::{Reach, ScrapeTls};
 use super::window::{PageFacts, WindowCache};
 use crate::cluster::snapshot::{PodTarget, Scheme, SharedSnapshot};
@@ -59,6 +61,8 @@ pub(crate) enum FetchError {
 pub(crate) struct Page {
     pub text: String,
     pub truncated: bool,
+    /// A new connection was opened for it (not one kept from an earlier scrape).
+    pub opened: bool,
 }
 
 /// A client for the `scrape` command: no redirects (a redirect from a pod is a misconfiguration we
@@ -139,7 +143,11 @@ fn finish_page(
         body.truncate(end);
     }
     let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8 { url: url() })?;
-    Ok(Page { text, truncated })
+    Ok(Page {
+        text,
+        truncated,
+        opened: true,
+    })
 }
 
 /// Appends `chunk` to `body` up to `max` bytes in all; `true` when it had to cut.
@@ -153,21 +161,25 @@ fn append_limited(body: &mut Vec<u8>, chunk: &[u8], max: usize) -> bool {
     }
 }
 
-/// One scrape of one pod over HTTP/1.1 on a fresh connection, driven in this task: no URL parsing, no pool,
-/// no connection task, no redirects (a 3xx is an error like any non-2xx). Plain HTTP unless the pod says
-/// `prometheus.io/scheme: https`, then TLS with `tls` (verified against its server name, or the pod's IP).
-/// This is the scraper's hot path (10,000 pods every 5 s is 2,000 of these a second); `fetch` (reqwest)
-/// serves the `scrape` command for host names. Same limits and errors as `fetch`.
+/// One scrape of one pod over HTTP/1.1 (`http1`): no URL parsing, no connection task, no redirects (a
+/// 3xx is an error like any non-2xx). Plain HTTP unless the pod says `prometheus.io/scheme: https`, then
+/// TLS with `tls` (verified against its server name, or the pod's IP). This is the scraper's hot path
+/// (10,000 pods every 5 s is 2,000 of these a second); `fetch` (reqwest) serves the `scrape` command for
+/// host names. Same limits and errors as `fetch`.
 ///
-/// Why a fresh connection every time: an idle keep-alive connection keeps its grown read buffer (~90 KB
-/// after a vLLM page), which made memory grow by that much per pod (114 MiB at 1,000 pods against
-/// 27 MiB without; `benches/fleet.rs`), while connecting once per pod and interval costs little CPU. Over
-/// TLS, session resumption keeps the repeated handshakes cheap.
+/// With a `pool`, plain-HTTP connections are kept between scrapes: connecting costs more CPU than the
+/// exchange itself (the kernel's share was 59 % of ours at 10,000 pods, `benches/fleet.rs`), and an idle
+/// connection costs only its socket. A kept connection the server has closed meanwhile (vLLM closes idle
+/// ones after `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`, 5 s by default) is noticed before use, or by the request
+/// finding no answer, and the request is sent again on a new connection: a `GET` is safe to repeat.
+/// HTTPS connections are not kept (an idle rustls connection holds its buffers); session resumption keeps
+/// their handshakes cheap.
 pub(crate) async fn fetch_pod(
     pod: &PodTarget,
     timeout: Duration,
     max: usize,
     (bearer, tls): (Option<&str>, Option<&Result<Arc<ScrapeTls>, String>>),
+    pool: Option<&Pool>,
 ) -> Result<Page, FetchError> {
     let request_error = |message: String| FetchError::Request {
         url: pod_url(pod),
@@ -177,13 +189,37 @@ pub(crate) async fn fetch_pod(
         .ip
         .parse()
         .map_err(|e| request_error(format!("pod IP {:?}: {e}", pod.ip)))?;
+    let addr = std::net::SocketAddr::new(ip, pod.port);
+    let request = http1::request(&pod.path, &addr.to_string(), bearer)
+        .map_err(|e| request_error(e.to_string()))?;
+    let answer = |e: Http1Error| match e {
+        Http1Error::Status(status) => FetchError::Status {
+            url: pod_url(pod),
+            status,
+        },
+        e => request_error(e.to_string()),
+    };
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect((ip, pod.port))
+        let pool = pool.filter(|_| pod.scheme == Scheme::Http);
+        if let Some(mut tcp) = pool.and_then(|p| p.take(addr)) {
+            match http1::exchange(&mut tcp, &request, max).await {
+                Ok(response) => return Ok((response, tcp, false)),
+                // Closed by the server while idle: once more on a new connection.
+                Err(Http1Error::NoResponse(_)) => {}
+                Err(e) => return Err(answer(e)),
+            }
+        }
+        let mut tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| request_error(format!("connecting: {e}")))?;
         let _ = tcp.set_nodelay(true);
         match pod.scheme {
-            Scheme::Http => exchange(tcp, pod, ip, max, bearer).await,
+            Scheme::Http => {
+                let response = http1::exchange(&mut tcp, &request, max)
+                    .await
+                    .map_err(answer)?;
+                Ok((response, tcp, true))
+            }
             Scheme::Https => {
                 let tls = match tls {
                     Some(Ok(t)) => t,
@@ -197,89 +233,36 @@ pub(crate) async fn fetch_pod(
                     .server_name
                     .clone()
                     .unwrap_or_else(|| ServerName::IpAddress(ip.into()));
-                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                let mut stream = tokio_rustls::TlsConnector::from(tls.config.clone())
                     .connect(name, tcp)
                     .await
                     .map_err(|e| request_error(format!("TLS handshake: {e}")))?;
-                exchange(stream, pod, ip, max, bearer).await
+                let response = http1::exchange(&mut stream, &request, max)
+                    .await
+                    .map_err(answer)?;
+                // A clean close, so the server does not log a truncated session.
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                let (tcp, _) = stream.into_inner();
+                Ok((
+                    http1::Response {
+                        reusable: false,
+                        ..response
+                    },
+                    tcp,
+                    true,
+                ))
             }
         }
     };
-    let (body, truncated) = tokio::time::timeout(timeout, exchange)
+    let (response, tcp, opened) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| request_error(format!("no complete answer within {timeout:?}")))??;
-    finish_page(body, truncated, || pod_url(pod))
-}
-
-/// The request and response over an established connection (plain or TLS).
-async fn exchange<IO>(
-    io: IO,
-    pod: &PodTarget,
-    ip: std::net::IpAddr,
-    max: usize,
-    bearer: Option<&str>,
-) -> Result<(Vec<u8>, bool), FetchError>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use http_body_util::BodyExt;
-    let request_error = |message: String| FetchError::Request {
-        url: pod_url(pod),
-        message,
-    };
-    let host = std::net::SocketAddr::new(ip, pod.port).to_string();
-    // Read in 64 KiB steps: a fresh connection would otherwise start at 8 KiB and grow, paying
-    // four or five reads (and wake-ups) for a 50 KB page.
-    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
-        .read_buf_exact_size(Some(64 * 1024))
-        .handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| request_error(error_chain(&e)))?;
-    let mut request = hyper::Request::get(pod.path.as_str())
-        .header(hyper::header::HOST, host.as_str())
-        .header(hyper::header::ACCEPT, "text/plain;version=0.0.4");
-    if let Some(token) = bearer {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let (Some(pool), true) = (pool, response.reusable && pod.scheme == Scheme::Http) {
+        pool.put(addr, tcp);
     }
-    let request = request
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| request_error(format!("building the request: {e}")))?;
-    let read = async {
-        let resp = send
-            .send_request(request)
-            .await
-            .map_err(|e| request_error(error_chain(&e)))?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Status {
-                url: pod_url(pod),
-                status: resp.status().as_u16(),
-            });
-        }
-        let announced = resp
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .unwrap_or(0)
-            .min(max);
-        let mut body = Vec::with_capacity(announced);
-        let mut incoming = resp.into_body();
-        let mut truncated = false;
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| request_error(error_chain(&e)))?;
-            if let Some(chunk) = frame.data_ref() {
-                if append_limited(&mut body, chunk, max) {
-                    truncated = true;
-                    break;
-                }
-            }
-        }
-        // Dropping the sender lets the connection close once the exchange is over.
-        drop(send);
-        Ok((body, truncated))
-    };
-    // The connection future runs alongside the exchange in this task (hyper needs it polled).
-    let (result, _) = futures::future::join(read, conn).await;
-    result
+    let mut page = finish_page(response.body, response.truncated, || pod_url(pod))?;
+    page.opened = opened;
+    Ok(page)
 }
 
 pub(crate) fn pod_url(pod: &PodTarget) -> String {
@@ -300,6 +283,10 @@ pub struct Scraper {
     snapshot: SharedSnapshot,
     metrics: Arc<Metrics>,
     opts: ScrapeOptions,
+    /// Plain-HTTP connections kept between rounds, at most as many as the open-files limit allows.
+    pool: Pool,
+    /// The pod count beyond which connections cannot all be kept, once warned about.
+    warned_capacity: AtomicBool,
 }
 
 impl Scraper {
@@ -309,11 +296,17 @@ impl Scraper {
         metrics: Arc<Metrics>,
         opts: ScrapeOptions,
     ) -> Self {
+        let pool = Pool::new(http1::capacity_for(
+            http1::open_files_limit(),
+            opts.concurrency,
+        ));
         Self {
             cache,
             snapshot,
             metrics,
             opts,
+            pool,
+            warned_capacity: AtomicBool::new(false),
         }
     }
 
@@ -344,6 +337,7 @@ impl Scraper {
         for (ns, pod) in self.cache.retain(&targets, Instant::now()) {
             self.metrics.forget_pod(&ns, &pod);
         }
+        self.keep_connections_of(&targets);
         let none = HashSet::new();
         let wanted = &wanted;
         let none = &none;
@@ -353,6 +347,29 @@ impl Scraper {
                 self.scrape_pod(&pod, models).await;
             })
             .await;
+        self.metrics
+            .scrape_connections_idle
+            .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Closes kept connections to pods no longer scraped, and says once when the open-files limit
+    /// leaves some pods to reconnect every round.
+    fn keep_connections_of(&self, targets: &[PodTarget]) {
+        let keep: HashSet<std::net::SocketAddr> = targets
+            .iter()
+            .filter(|p| p.scheme == Scheme::Http)
+            .filter_map(|p| Some(std::net::SocketAddr::new(p.ip.parse().ok()?, p.port)))
+            .collect();
+        self.pool.retain(&keep);
+        if keep.len() > self.pool.capacity() && !self.warned_capacity.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                pods = keep.len(),
+                kept = self.pool.capacity(),
+                open_files_limit = http1::open_files_limit(),
+                "the open-files limit lets only some pod connections be kept between scrapes; the others reconnect every round (raise the container's nofile limit)"
+            );
+        }
     }
 
     async fn scrape_pod(&self, pod: &PodTarget, wanted: &HashSet<&str>) {
@@ -365,8 +382,19 @@ impl Scraper {
             }
         };
         let reach = (token.as_deref(), self.opts.reach.tls.as_ref());
-        match fetch_pod(pod, self.opts.timeout, self.opts.max_body_bytes, reach).await {
+        let fetched = fetch_pod(
+            pod,
+            self.opts.timeout,
+            self.opts.max_body_bytes,
+            reach,
+            Some(&self.pool),
+        )
+        .await;
+        match fetched {
             Ok(page) => {
+                if page.opened {
+                    self.metrics.scrape_connections_opened.inc();
+                }
                 let Extraction {
                     models,
                     other_models,
