@@ -1,6 +1,8 @@
 //! Metric sources against real servers: the pod scraper against loopback HTTP servers that are slow,
-//! huge, garbage, redirecting or gone; the Prometheus source against a real Prometheus (Debian package
-//! `prometheus`) served over HTTPS with a self-made CA, directly and behind a bearer-token proxy.
+//! huge, garbage, redirecting or gone, and its kept connections against servers that keep, time out or
+//! drop them, including vLLM's own stack (uvicorn + prometheus_client, Debian packages); the Prometheus
+//! source against a real Prometheus (Debian package `prometheus`) served over HTTPS with a self-made CA,
+//! directly and behind a bearer-token proxy.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -371,6 +373,118 @@ async fn kept_connections_reused_and_replaced() {
     assert!(
         text.contains("wva_metrics_server_pod_scrape_connections_idle 3"),
         "{text}"
+    );
+}
+
+/// vLLM's metrics stack (prometheus_client's ASGI app under uvicorn, Debian's `python3-uvicorn` and
+/// `python3-prometheus-client`) with the given keep-alive timeout; stopped on drop.
+struct Uvicorn {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Uvicorn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_uvicorn(keep_alive_seconds: u32) -> Uvicorn {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uvicorn");
+    // Debian's interpreter, where the packages are (a pyenv `python3` earlier in PATH lacks them).
+    let python = std::env::var("WVA_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let child = Command::new(&python)
+        .args(["-m", "uvicorn", "--app-dir", dir, "vllm_metrics:app", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--log-level", "warning"])
+        .args(["--timeout-keep-alive", &keep_alive_seconds.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python} -m uvicorn (apt-get install python3-uvicorn python3-prometheus-client): {e}"));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = Uvicorn { child, addr };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("uvicorn did not listen on {addr} within 10 s");
+}
+
+/// Against vLLM's own HTTP stack: pages come chunked, a connection is kept while uvicorn keeps it, and
+/// when uvicorn closes idle connections at the very moment of the next scrape (its keep-alive timeout
+/// equal to the interval, as with vLLM's 5 s and the default `--scrape-interval`), no scrape fails.
+#[tokio::test]
+async fn kept_connections_against_uvicorn() {
+    install_provider();
+    let scrape = |addr: SocketAddr| async move {
+        let pods = vec![pod("vllm", addr)];
+        let shared = snapshot::shared(snapshot_of(pods.clone()));
+        let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+        let metrics = Metrics::new();
+        let scraper = Scraper::new(
+            cache.clone(),
+            shared,
+            metrics.clone(),
+            ScrapeOptions::default(),
+        );
+        (pods.into_iter().next().unwrap(), cache, metrics, scraper)
+    };
+    let counter = |metrics: &Metrics, name: &str| -> f64 {
+        let text = metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+
+    // uvicorn at vLLM's default: five rounds 0.2 s apart share one connection.
+    let vllm = start_uvicorn(5).await;
+    let (pod, cache, metrics, scraper) = scrape(vllm.addr).await;
+    for _ in 0..5 {
+        scraper.scrape_once().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Lookup::Fresh(s) = cache.lookup(&pod, MODEL) else {
+        panic!("uvicorn pod not fresh: {:?}", cache.lookup(&pod, MODEL))
+    };
+    assert_eq!(
+        (s.kv_cache_usage, s.queue_length, s.running_requests),
+        (0.25, 3.0, Some(1.0))
+    );
+    assert_eq!(
+        counter(&metrics, "wva_metrics_server_pod_scrapes_total"),
+        5.0
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "wva_metrics_server_pod_scrape_connections_opened_total"
+        ),
+        1.0
+    );
+
+    // uvicorn closing idle connections after 1 s, scraped about every second: the close races the
+    // request on some rounds. Every scrape still succeeds.
+    let racing = start_uvicorn(1).await;
+    let (_, _, metrics, scraper) = scrape(racing.addr).await;
+    for i in 0..12u64 {
+        scraper.scrape_once().await;
+        tokio::time::sleep(Duration::from_millis(940 + 10 * i)).await;
+    }
+    assert_eq!(
+        counter(&metrics, "wva_metrics_server_pod_scrapes_total"),
+        12.0
+    );
+    assert!(
+        !metrics.encode().contains("pod_scrape_failures_total{"),
+        "{}",
+        metrics.encode()
     );
 }
 
