@@ -108,107 +108,144 @@ const RESOURCE_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/externalmetrics";
 const RESOURCES_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/";
 
+/// The two OpenAPI formats. They describe the same paths and operations and differ only in how a
+/// response's schema and a parameter's type are written, and in v2's per-operation media types.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Swagger 2.0 (`/openapi/v2`).
+    V2,
+    /// OpenAPI 3.0 (`/openapi/v3`).
+    V3,
+}
+
+impl Format {
+    /// Where schemas live, as a `$ref` prefix.
+    fn schema_prefix(self) -> &'static str {
+        match self {
+            Format::V2 => "#/definitions/",
+            Format::V3 => "#/components/schemas/",
+        }
+    }
+
+    /// A 200 with the named schema, and a 401.
+    fn ok(self, name: &str) -> Value {
+        let schema = json!({"$ref": format!("{}{name}", self.schema_prefix())});
+        let body = match self {
+            Format::V2 => json!({"description": "OK", "schema": schema}),
+            Format::V3 => {
+                json!({"description": "OK", "content": {"application/json": {"schema": schema}}})
+            }
+        };
+        json!({"200": body, "401": {"description": "Unauthorized"}})
+    }
+
+    /// A string parameter in `location` (`path` parameters are required).
+    fn param(self, name: &str, location: &str, description: &str) -> Value {
+        let mut p = json!({"name": name, "in": location, "description": description});
+        let string = json!({"type": "string", "uniqueItems": true});
+        match self {
+            Format::V2 => merge(&mut p, &string),
+            Format::V3 => p["schema"] = string,
+        }
+        if location == "path" {
+            p["required"] = json!(true);
+        }
+        p
+    }
+
+    /// A `get` operation; `list` marks the ones that return an `ExternalMetricValueList`.
+    fn get(self, description: &str, id: &str, response: &str, consumes: &str, list: bool) -> Value {
+        let mut op = json!({
+            "description": description,
+            "tags": ["externalMetrics_v1beta1"],
+            "operationId": id,
+            "responses": self.ok(response)
+        });
+        if self == Format::V2 {
+            merge(
+                &mut op,
+                &json!({"consumes": [consumes], "produces": ["application/json"], "schemes": ["https"]}),
+            );
+        }
+        if list {
+            merge(
+                &mut op,
+                &json!({
+                    "x-kubernetes-action": "list",
+                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": "ExternalMetricValueList"}
+                }),
+            );
+        }
+        op
+    }
+
+    /// The group-version's paths.
+    fn paths(self) -> Value {
+        let namespace = self.param(
+            "namespace",
+            "path",
+            "object name and auth scope, such as for teams and projects",
+        );
+        json!({
+            RESOURCES_PATH: {"get": self.get(
+                "get available resources",
+                "getExternalMetricsV1beta1APIResources",
+                RESOURCE_LIST,
+                "application/json",
+                false,
+            )},
+            METRIC_PATH: {
+                "parameters": [
+                    namespace,
+                    self.param("metric", "path", "the name of the external metric (inferno_desired_replicas, wva_desired_replicas, …)"),
+                    self.param("labelSelector", "query", "A selector to restrict the list of returned series by their labels (variant_name, exported_namespace, …).")
+                ],
+                "get": self.get(
+                    "list the values of an external metric in a namespace",
+                    "listExternalMetricsV1beta1NamespacedExternalMetricValue",
+                    LIST,
+                    "*/*",
+                    true,
+                )
+            },
+            RESOURCE_PATH: {
+                "parameters": [namespace],
+                "get": self.get(
+                    "the resource discovery lists; a request names the metric in its place (namespaces/{namespace}/{metric})",
+                    "listExternalMetricsV1beta1NamespacedExternalMetrics",
+                    LIST,
+                    "*/*",
+                    true,
+                )
+            }
+        })
+    }
+}
+
+/// Copies `extra`'s fields into the object `into`.
+fn merge(into: &mut Value, extra: &Value) {
+    if let (Some(into), Some(extra)) = (into.as_object_mut(), extra.as_object()) {
+        into.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
 /// The Swagger 2.0 document (`/openapi/v2`).
 fn build_v2() -> Value {
-    let ok = |name: &str| json!({"200": {"description": "OK", "schema": {"$ref": format!("#/definitions/{name}")}}, "401": {"description": "Unauthorized"}});
-    let param = |name: &str, description: &str| json!({"name": name, "in": "path", "required": true, "type": "string", "uniqueItems": true, "description": description});
     json!({
         "swagger": "2.0",
         "info": info(),
-        "paths": {
-            RESOURCES_PATH: {"get": {
-                "description": "get available resources",
-                "consumes": ["application/json"],
-                "produces": ["application/json"],
-                "schemes": ["https"],
-                "tags": ["externalMetrics_v1beta1"],
-                "operationId": "getExternalMetricsV1beta1APIResources",
-                "responses": ok(RESOURCE_LIST)
-            }},
-            METRIC_PATH: {
-                "parameters": [
-                    param("namespace", "object name and auth scope, such as for teams and projects"),
-                    param("metric", "the name of the external metric (inferno_desired_replicas, wva_desired_replicas, …)"),
-                    {"name": "labelSelector", "in": "query", "type": "string", "uniqueItems": true, "description": "A selector to restrict the list of returned series by their labels (variant_name, exported_namespace, …)."}
-                ],
-                "get": {
-                    "description": "list the values of an external metric in a namespace",
-                    "consumes": ["*/*"],
-                    "produces": ["application/json"],
-                    "schemes": ["https"],
-                    "tags": ["externalMetrics_v1beta1"],
-                    "operationId": "listExternalMetricsV1beta1NamespacedExternalMetricValue",
-                    "responses": ok(LIST),
-                    "x-kubernetes-action": "list",
-                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": "ExternalMetricValueList"}
-                }
-            },
-            RESOURCE_PATH: {
-                "parameters": [param("namespace", "object name and auth scope, such as for teams and projects")],
-                "get": {
-                    "description": "the resource discovery lists; a request names the metric in its place (namespaces/{namespace}/{metric})",
-                    "consumes": ["*/*"],
-                    "produces": ["application/json"],
-                    "schemes": ["https"],
-                    "tags": ["externalMetrics_v1beta1"],
-                    "operationId": "listExternalMetricsV1beta1NamespacedExternalMetrics",
-                    "responses": ok(LIST),
-                    "x-kubernetes-action": "list",
-                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": "ExternalMetricValueList"}
-                }
-            }
-        },
-        "definitions": schemas("#/definitions/")
+        "paths": Format::V2.paths(),
+        "definitions": schemas(Format::V2.schema_prefix())
     })
 }
 
 /// The OpenAPI 3.0 document of the group-version (`/openapi/v3/apis/external.metrics.k8s.io/v1beta1`).
 fn build_v3() -> Value {
-    let ok = |name: &str| {
-        json!({
-            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}},
-            "401": {"description": "Unauthorized"}
-        })
-    };
-    let param = |name: &str, description: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "uniqueItems": true}, "description": description});
     json!({
         "openapi": "3.0.0",
         "info": info(),
-        "paths": {
-            RESOURCES_PATH: {"get": {
-                "description": "get available resources",
-                "tags": ["externalMetrics_v1beta1"],
-                "operationId": "getExternalMetricsV1beta1APIResources",
-                "responses": ok(RESOURCE_LIST)
-            }},
-            METRIC_PATH: {
-                "parameters": [
-                    param("namespace", "object name and auth scope, such as for teams and projects"),
-                    param("metric", "the name of the external metric (inferno_desired_replicas, wva_desired_replicas, …)"),
-                    {"name": "labelSelector", "in": "query", "schema": {"type": "string", "uniqueItems": true}, "description": "A selector to restrict the list of returned series by their labels (variant_name, exported_namespace, …)."}
-                ],
-                "get": {
-                    "description": "list the values of an external metric in a namespace",
-                    "tags": ["externalMetrics_v1beta1"],
-                    "operationId": "listExternalMetricsV1beta1NamespacedExternalMetricValue",
-                    "responses": ok(LIST),
-                    "x-kubernetes-action": "list",
-                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": "ExternalMetricValueList"}
-                }
-            },
-            RESOURCE_PATH: {
-                "parameters": [param("namespace", "object name and auth scope, such as for teams and projects")],
-                "get": {
-                    "description": "the resource discovery lists; a request names the metric in its place (namespaces/{namespace}/{metric})",
-                    "tags": ["externalMetrics_v1beta1"],
-                    "operationId": "listExternalMetricsV1beta1NamespacedExternalMetrics",
-                    "responses": ok(LIST),
-                    "x-kubernetes-action": "list",
-                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": "ExternalMetricValueList"}
-                }
-            }
-        },
-        "components": {"schemas": schemas("#/components/schemas/")}
+        "paths": Format::V3.paths(),
+        "components": {"schemas": schemas(Format::V3.schema_prefix())}
     })
 }
 
