@@ -398,13 +398,7 @@ fn parse_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::saturation::configmap_data as data;
 
     /// A namespace-local ConfigMap decides, on its own, for the models it covers in its namespace; other
     /// namespaces and uncovered models keep the global one; reports name the ConfigMap and entry.

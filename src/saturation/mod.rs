@@ -13,6 +13,15 @@ pub mod config;
 pub mod targets;
 pub mod zero;
 
+/// A ConfigMap's `data` from key–value pairs, for the ConfigMap parsers' tests.
+#[cfg(test)]
+pub(crate) fn configmap_data(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub use analyze::{analyze, Analysis, ReplicaMetrics};
 pub use config::SaturationConfig;
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};

@@ -298,13 +298,7 @@ pub fn enforce(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::saturation::configmap_data as data;
 
     #[test]
     fn resolution_order_and_go_durations() {
