@@ -254,6 +254,24 @@ struct Row {
     failures: f64,
 }
 
+/// Warm-up: waits (until `deadline`) for `scraped()` to count every pod once, then one more round so
+/// connections and buffers settle before the measurement window.
+fn warm_up(scraped: impl Fn() -> f64, pods: usize, deadline: Instant, dir: &Path) {
+    loop {
+        let done = scraped();
+        if done >= pods as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {pods} pods scraped in time; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+}
+
 fn measure(
     dir: &Path,
     (variants, pods): (usize, usize),
@@ -321,20 +339,12 @@ fn measure(
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    // Warm-up: every pod scraped at least once, then one more round so connections and buffers settle.
-    loop {
-        let done = counter_sum(&client, &metrics, "wva_metrics_server_pod_scrapes_total");
-        if done >= pods as f64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {pods} pods scraped after 120 s; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    std::thread::sleep(Duration::from_secs(5));
+    warm_up(
+        || counter_sum(&client, &metrics, "wva_metrics_server_pod_scrapes_total"),
+        pods,
+        deadline,
+        dir,
+    );
     let scrapes0 = counter_sum(&client, &metrics, "wva_metrics_server_pod_scrapes_total");
     let failures0 = counter_sum(
         &client,
@@ -430,17 +440,12 @@ fn measure_prometheus(dir: &Path, pods: usize, window: Duration) -> Baseline {
     let scrapes_of = || {
         prometheus_counter(port, "prometheus_target_interval_length_seconds_count").unwrap_or(0.0)
     };
-    // Warm-up as for the server: every target scraped at least once, then one more round.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while scrapes_of() < pods as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus did not scrape every pod within 180 s; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    std::thread::sleep(Duration::from_secs(5));
+    warm_up(
+        scrapes_of,
+        pods,
+        Instant::now() + Duration::from_secs(180),
+        dir,
+    );
     let scrapes0 = scrapes_of();
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
