@@ -199,8 +199,9 @@ pub(crate) async fn fetch_pod(
         },
         e => request_error(e.to_string()),
     };
+    // Only plain-HTTP connections are kept.
+    let pool = pool.filter(|_| pod.scheme == Scheme::Http);
     let exchange = async {
-        let pool = pool.filter(|_| pod.scheme == Scheme::Http);
         if let Some(mut tcp) = pool.and_then(|p| p.take(addr)) {
             match http1::exchange(&mut tcp, &request, max).await {
                 Ok(response) => return Ok((response, tcp, false)),
@@ -243,21 +244,14 @@ pub(crate) async fn fetch_pod(
                 // A clean close, so the server does not log a truncated session.
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
                 let (tcp, _) = stream.into_inner();
-                Ok((
-                    http1::Response {
-                        reusable: false,
-                        ..response
-                    },
-                    tcp,
-                    true,
-                ))
+                Ok((response, tcp, true))
             }
         }
     };
     let (response, tcp, opened) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| request_error(format!("no complete answer within {timeout:?}")))??;
-    if let (Some(pool), true) = (pool, response.reusable && pod.scheme == Scheme::Http) {
+    if let (Some(pool), true) = (pool, response.reusable) {
         pool.put(addr, tcp);
     }
     let mut page = finish_page(response.body, response.truncated, || pod_url(pod))?;
