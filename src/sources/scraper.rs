@@ -332,13 +332,16 @@ impl Scraper {
             self.metrics.forget_pod(&ns, &pod);
         }
         self.keep_connections_of(&targets);
+        // The token file is looked at once a round, not once a pod.
+        let token = self.opts.reach.token.as_ref().map(|t| t.read());
+        let token = token.as_ref();
         let none = HashSet::new();
         let wanted = &wanted;
         let none = &none;
         futures::stream::iter(targets)
             .for_each_concurrent(self.opts.concurrency, |pod| async move {
                 let models = wanted.get(pod.namespace.as_str()).unwrap_or(none);
-                self.scrape_pod(&pod, models).await;
+                self.scrape_pod(&pod, models, token).await;
             })
             .await;
         self.metrics
@@ -366,16 +369,21 @@ impl Scraper {
         }
     }
 
-    async fn scrape_pod(&self, pod: &PodTarget, wanted: &HashSet<&str>) {
-        let token = match self.opts.reach.token.as_ref().map(|t| t.read()) {
+    async fn scrape_pod(
+        &self,
+        pod: &PodTarget,
+        wanted: &HashSet<&str>,
+        token: Option<&Result<String, String>>,
+    ) {
+        let token = match token {
             None => None,
-            Some(Ok(t)) => Some(t),
+            Some(Ok(t)) => Some(t.as_str()),
             Some(Err(e)) => {
-                self.cache.record_error(pod, Instant::now(), e);
+                self.cache.record_error(pod, Instant::now(), e.clone());
                 return;
             }
         };
-        let reach = (token.as_deref(), self.opts.reach.tls.as_ref());
+        let reach = (token, self.opts.reach.tls.as_ref());
         let fetched = fetch_pod(
             pod,
             self.opts.timeout,
