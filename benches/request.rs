@@ -193,6 +193,8 @@ impl InProcess {
             scaler_listener,
             scaler_config,
             scaler::Scaler::new(engine.clone(), scaler::PUSH_INTERVAL),
+            scaler::default_limits(),
+            wva_metrics_server::telemetry::PortMetrics::default(),
             futures::future::pending(),
         ));
         let config = Arc::new(tls::server_config(resolver, provider.clone()).unwrap());

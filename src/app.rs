@@ -324,7 +324,10 @@ fn sample_sources(
     let mut sources: Vec<Arc<dyn SampleSource>> = Vec::new();
     if src.metrics_source != MetricsSource::Prometheus {
         let cache = Arc::new(WindowCache::new(src.lookback));
-        let opts = src.scrape_options();
+        let mut opts = src.scrape_options();
+        // Kept pod connections leave room for both ports' connections and everything else.
+        opts.reserved_fds =
+            args.http.max_connections + scaler::default_limits().max_connections + 512;
         let heartbeat =
             health.heartbeat("scrape-loop", liveness_bound(opts.interval, opts.timeout));
         let scraper = Arc::new(Scraper::new(
@@ -421,7 +424,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     // The front door.
     let (resolver, cert_source) = serving_cert(&args.tls, args.http.secure_port, bind, &mut tasks)?;
     if let Some(port) = args.scaler.external_scaler_port {
-        external_scaler(&args, bind, port, &resolver, &engine, &mut tasks)?;
+        external_scaler(&args, bind, port, &resolver, &engine, &metrics, &mut tasks)?;
     }
     let tls_config = Arc::new(tls::server_config(resolver, tls::provider())?);
     let addr = SocketAddr::new(bind, args.http.secure_port);
@@ -478,6 +481,7 @@ fn external_scaler(
     port: u16,
     cert: &Arc<ReloadingCert>,
     engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
     tasks: &mut Supervisor,
 ) -> Result<(), Error> {
     let auth = match (
@@ -508,19 +512,24 @@ fn external_scaler(
     tracing::info!(%addr, "serving KEDA's external scaler (gRPC)");
     let provider: Arc<dyn crate::provider::MetricsProvider> = engine.clone();
     let scaler = scaler::Scaler::new(provider, scaler::PUSH_INTERVAL);
+    let port_metrics = metrics.scaler_port.clone();
     tasks.add("external-scaler", move || {
-        let (config, scaler) = (config.clone(), scaler.clone());
+        let (config, scaler, port_metrics) = (config.clone(), scaler.clone(), port_metrics.clone());
         let listener = listener.try_clone();
         async move {
-            let served = match listener.and_then(tokio::net::TcpListener::from_std) {
-                Ok(l) => scaler::serve(l, config, scaler, futures::future::pending()).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "external scaler: the listener is unusable");
-                    return;
+            match listener.and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => {
+                    scaler::serve(
+                        l,
+                        config,
+                        scaler,
+                        scaler::default_limits(),
+                        port_metrics,
+                        futures::future::pending(),
+                    )
+                    .await;
                 }
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "external scaler stopped");
+                Err(e) => tracing::error!(error = %e, "external scaler: the listener is unusable"),
             }
         }
     });

@@ -442,6 +442,7 @@ impl SourceArgs {
                     .clone()
                     .map(|f| Arc::new(TokenFile::new(f))),
             },
+            ..ScrapeOptions::default()
         }
     }
 }

@@ -89,14 +89,15 @@ pub struct Metrics {
     pub scrape_connections_opened: Counter,
     /// Connections to pods kept open between scrapes, after the last round.
     pub scrape_connections_idle: Gauge,
-    pub connections_rejected: Counter,
-    pub tls_handshake_failures: Counter,
+    /// The HTTPS port's connections (the external scaler's are in `scaler_port`).
+    pub https_port: PortMetrics,
+    /// The external scaler's gRPC port's connections.
+    pub scaler_port: PortMetrics,
     pub prometheus_queries: Counter,
     pub prometheus_failures: Counter,
     /// Rounds in which an endpoint picker's queue could not be read (scale from zero).
     pub epp_failures: Counter,
     pub task_restarts: Family<TaskLabels, Counter>,
-    pub connections_closed: Family<ReasonLabels, Counter>,
     /// Status writes to VariantAutoscalings, by result.
     pub status_writes: Family<ResultLabels, Counter>,
     /// Per variant: the peak KV-cache usage and waiting queue over its pods (the decision's inputs).
@@ -205,18 +206,9 @@ impl Metrics {
             "Connections to pods kept open between scrapes",
             scrape_connections_idle.clone(),
         );
-        let connections_rejected = Counter::default();
-        own.register(
-            "connections_rejected",
-            "Connections closed because the connection limit was reached",
-            connections_rejected.clone(),
-        );
-        let tls_handshake_failures = Counter::default();
-        own.register(
-            "tls_handshake_failures",
-            "TLS handshakes that failed or timed out",
-            tls_handshake_failures.clone(),
-        );
+        let https_port = PortMetrics::register(own, "", "the HTTPS port");
+        let scaler_port =
+            PortMetrics::register(own, "external_scaler_", "the external scaler's gRPC port");
         let prometheus_queries = Counter::default();
         own.register(
             "prometheus_queries",
@@ -265,16 +257,9 @@ impl Metrics {
             "Restarts of supervised long-lived tasks (watchers, scraper, pollers, status writer)",
             task_restarts.clone(),
         );
-        let connections_closed = Family::<ReasonLabels, Counter>::default();
-        own.register(
-            "connections_closed",
-            "Connections closed by the server: first-request-timeout, idle, or evicted to make room",
-            connections_closed.clone(),
-        );
         Arc::new(Self {
             registry,
             task_restarts,
-            connections_closed,
             requests,
             request_duration,
             auth_cache,
@@ -284,8 +269,8 @@ impl Metrics {
             scrape_failures,
             scrape_connections_opened,
             scrape_connections_idle,
-            connections_rejected,
-            tls_handshake_failures,
+            https_port,
+            scaler_port,
             prometheus_queries,
             prometheus_failures,
             epp_failures,
@@ -320,14 +305,6 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn connection_closed(&self, reason: &str) {
-        self.connections_closed
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
-            .inc();
-    }
-
     pub(crate) fn task_restarted(&self, task: &str) {
         self.task_restarts
             .get_or_create(&TaskLabels { task: task.into() })
@@ -358,6 +335,107 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// One listening port's connection counters: closed by reason, rejected at the limit, failed handshakes.
+#[derive(Clone, Default)]
+pub struct PortMetrics {
+    closed: Family<ReasonLabels, Counter>,
+    pub rejected: Counter,
+    pub handshake_failures: Counter,
+}
+
+impl PortMetrics {
+    /// Registers the three under `prefix` (`""` for the HTTPS port, whose names predate the second port).
+    pub fn register(own: &mut Registry, prefix: &str, port: &str) -> Self {
+        let m = Self::default();
+        own.register(
+            format!("{prefix}connections_closed"),
+            format!("Connections closed by the server on {port}: handshake-timeout, first-request-timeout, idle, or evicted to make room"),
+            m.closed.clone(),
+        );
+        own.register(
+            format!("{prefix}connections_rejected"),
+            format!("Connections to {port} closed because the connection limit was reached and none was idle"),
+            m.rejected.clone(),
+        );
+        own.register(
+            format!("{prefix}tls_handshake_failures"),
+            format!("TLS handshakes on {port} that failed or timed out"),
+            m.handshake_failures.clone(),
+        );
+        m
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+/// Lets a repeated log line through at most once per `every` per key, and says how many were held back
+/// meanwhile: one bad pod, picker or client cannot fill the log. Keys are capped in number (the oldest
+/// are forgotten), so the limiter's own memory is bounded whatever the keys.
+pub struct LogLimiter {
+    every: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+}
+
+/// Keys a [`LogLimiter`] remembers at most.
+const LOG_LIMITER_KEYS: usize = 4096;
+
+impl LogLimiter {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line for `key` may be logged now.
+    pub fn allow(&self, key: &str) -> Option<u64> {
+        self.allow_at(key, std::time::Instant::now())
+    }
+
+    pub fn allow_at(&self, key: &str, now: std::time::Instant) -> Option<u64> {
+        let key = capped_key(key);
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((last, held)) = seen.get_mut(key) {
+            if now.saturating_duration_since(*last) < self.every {
+                *held += 1;
+                return None;
+            }
+            let was = *held;
+            *last = now;
+            *held = 0;
+            return Some(was);
+        }
+        if seen.len() >= LOG_LIMITER_KEYS {
+            let every = self.every;
+            seen.retain(|_, (last, _)| now.saturating_duration_since(*last) < every);
+            if seen.len() >= LOG_LIMITER_KEYS {
+                // Every key is recent: forget them all rather than grow.
+                seen.clear();
+            }
+        }
+        seen.insert(key.to_string(), (now, 0));
+        Some(0)
+    }
+}
+
+/// A limiter key, cut so that a huge input does not become a huge key.
+fn capped_key(key: &str) -> &str {
+    let mut end = key.len().min(512);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

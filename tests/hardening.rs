@@ -424,6 +424,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
             concurrency: 8,
             max_body_bytes: 1 << 20,
             reach: Default::default(),
+            reserved_fds: 512,
         },
     );
     let max_age = Duration::from_secs(2);

@@ -18,6 +18,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("health", &[]),
     ("error", &["tls"]),
     ("supervisor", &["error", "telemetry"]),
+    // Accepting TLS connections, for both ports.
+    ("conn", &["error", "telemetry"]),
     // Inputs.
     ("auth", &["telemetry", "tls", "error"]),
     (
@@ -64,10 +66,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "server",
-        &["auth", "error", "health", "provider", "telemetry", "tls"],
+        &[
+            "auth",
+            "conn",
+            "error",
+            "health",
+            "provider",
+            "telemetry",
+            "tls",
+        ],
     ),
     // KEDA's external scaler: another surface over the same provider contract.
-    ("scaler", &["provider", "tls"]),
+    ("scaler", &["conn", "error", "provider", "telemetry", "tls"]),
     // Wiring.
     (
         "config",

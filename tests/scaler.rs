@@ -1,6 +1,7 @@
 //! KEDA's external scaler over real TLS with real client certificates: the answers (spec, metrics,
 //! activity), NOT_FOUND and UNAVAILABLE, the push stream reacting to a change, and the refusals (a client
-//! certificate from another CA, none at all).
+//! certificate from another CA, none at all); then hostile clients: huge messages and names get small
+//! errors, silent connections are closed and cannot lock KEDA out, a push stream is never "idle".
 
 mod support;
 
@@ -15,6 +16,7 @@ use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use wva_metrics_server::scaler::{self, ClientAuth, Scaler};
+use wva_metrics_server::telemetry::PortMetrics;
 use wva_metrics_server::tls::ReloadingCert;
 
 /// `qwen` answers the shared value; `stale` is unavailable; anything else does not exist.
@@ -51,9 +53,14 @@ struct Running {
     addr: std::net::SocketAddr,
     ca: Ca,
     desired: Arc<AtomicI64>,
+    metrics: prometheus_client::registry::Registry,
 }
 
 async fn start() -> Running {
+    start_with(scaler::default_limits()).await
+}
+
+async fn start_with(limits: scaler::Limits) -> Running {
     install_provider();
     let ca = Ca::new("wva-test-ca");
     let server = ca.server(&["localhost"]);
@@ -79,13 +86,22 @@ async fn start() -> Running {
         Arc::new(Provider(desired.clone())),
         Duration::from_millis(50),
     );
+    let mut metrics = prometheus_client::registry::Registry::default();
+    let port_metrics = PortMetrics::register(&mut metrics, "external_scaler_", "the scaler port");
     tokio::spawn(scaler::serve(
         listener,
         config,
         scaler,
+        limits,
+        port_metrics,
         futures::future::pending(),
     ));
-    Running { addr, ca, desired }
+    Running {
+        addr,
+        ca,
+        desired,
+        metrics,
+    }
 }
 
 fn so(name: &str, meta: &[(&str, &str)]) -> ScaledObjectRef {
@@ -215,4 +231,176 @@ async fn clients_without_a_certificate_of_the_configured_ca_are_refused() {
             identity.map(|_| "other CA")
         );
     }
+}
+
+/// A counter of the port's registry, by its line's start (`closed{reason="…"}`, `rejected`, …).
+fn port_count(registry: &prometheus_client::registry::Registry, line_start: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 21 item 1: a 3.9 MB `ScaledObjectRef` is refused by its size alone, and caller input echoed in
+/// an error (a 10 kB name) is cut: every error stays small, whatever the request.
+#[tokio::test]
+async fn huge_requests_get_small_errors() {
+    let s = start().await;
+    let keda = s.ca.client("keda-operator", &[]);
+    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
+        .await
+        .unwrap();
+    let huge = "x".repeat(3_900_000);
+    let refused = c
+        .is_active(so("qwen", &[("padding", &huge)]))
+        .await
+        .unwrap_err();
+    assert_ne!(refused.code(), tonic::Code::Ok);
+    assert!(
+        refused.message().len() < 1024,
+        "{} bytes of error",
+        refused.message().len()
+    );
+    // Under the message limit, echoed input is cut at 256 bytes.
+    let long_name = "a".repeat(10_000);
+    for request in [
+        so(&long_name, &[]),
+        so("keda-so", &[("variantName", &long_name)]),
+        so(
+            "keda-so",
+            &[("variantName", "qwen"), ("namespace", &long_name)],
+        ),
+    ] {
+        let e = c.get_metric_spec(request).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().len() < 1024,
+            "{} bytes of error",
+            e.message().len()
+        );
+        assert!(e.message().contains("(10000 bytes)"), "{}", e.message());
+    }
+    // The connection is still good for a normal request.
+    assert!(
+        c.is_active(so("qwen", &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+}
+
+/// Issue 21 item 2: connections that never start TLS, or finish it and send nothing, take every slot;
+/// KEDA still gets answers (the idlest is closed to make room), and the silent ones are closed after the
+/// handshake or first-request timeout, counted by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_lock_keda_out() {
+    let limits = scaler::Limits {
+        handshake_timeout: Duration::from_millis(600),
+        first_request_timeout: Duration::from_millis(600),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 4,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let s = start_with(limits).await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    let keda = s.ca.client("keda-operator", &[]);
+    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
+        .await
+        .unwrap();
+    assert!(
+        c.is_active(so("qwen", &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+    assert!(
+        port_count(
+            &s.metrics,
+            "external_scaler_connections_closed_total{reason=\"evicted\"}"
+        ) >= 1,
+        "no eviction counted"
+    );
+    // Every silent connection is closed: evicted, or by the handshake timeout.
+    for mut tcp in silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut tcp, &mut buf),
+        )
+        .await
+        .expect("a silent connection was still open after 5 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert!(
+        port_count(
+            &s.metrics,
+            "external_scaler_connections_closed_total{reason=\"handshake-timeout\"}"
+        ) >= 1,
+        "no handshake timeout counted"
+    );
+    // A connection that finishes its handshake and sends nothing is closed after the first-request timeout.
+    let tls = support::scaler_tls(s.addr, &s.ca.pem, Some(&keda)).await;
+    let mut tls = tls;
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {} // SETTINGS, GOAWAY
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent TLS connection stayed open");
+    assert!(
+        port_count(
+            &s.metrics,
+            "external_scaler_connections_closed_total{reason=\"first-request-timeout\"}"
+        ) >= 1
+    );
+    // KEDA's client reconnects as needed and is still answered.
+    assert!(
+        c.is_active(so("qwen", &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+}
+
+/// A push stream is a request in flight for its whole life: its connection is never closed as idle.
+#[tokio::test]
+async fn a_push_stream_outlives_the_idle_timeout() {
+    let mut limits = scaler::default_limits();
+    limits.idle_timeout = Duration::from_millis(300);
+    limits.first_request_timeout = Duration::from_millis(300);
+    let s = start_with(limits).await;
+    let keda = s.ca.client("keda-operator", &[]);
+    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
+        .await
+        .unwrap();
+    let mut stream = c
+        .stream_is_active(so("qwen", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut stream).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.desired.store(0, Ordering::SeqCst);
+    assert!(!next(&mut stream).await.unwrap(), "the stream still pushes");
+    assert_eq!(
+        port_count(
+            &s.metrics,
+            "external_scaler_connections_closed_total{reason=\"idle\"}"
+        ),
+        0
+    );
 }

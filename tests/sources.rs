@@ -147,6 +147,7 @@ async fn scraper_against_real_http_servers() {
         concurrency: 4,
         max_body_bytes: 256 * 1024,
         reach: Default::default(),
+        reserved_fds: 512,
     };
     let scraper = Scraper::new(cache.clone(), shared.clone(), metrics.clone(), opts);
     let started = Instant::now();
@@ -786,6 +787,7 @@ async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
                 tls: Some(ScrapeTls::new(Some(&ca_file), server_name).map(Arc::new)),
                 token: token.then(|| Arc::new(TokenFile::new(token_file.clone()))),
             },
+            ..ScrapeOptions::default()
         };
         let s = Scraper::new(
             cache.clone(),
@@ -830,4 +832,65 @@ async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
     s.scrape_once().await;
     assert!(missing_reason(cache.lookup(&pods[0], MODEL)).contains("HTTP 401"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 21 item 6: 72 pods that never answer (concurrency 4, timeout 2 s) beside one healthy pod. The
+/// healthy pod is still scraped every round (before: once per 36 s round), its sample stays fresh, and
+/// the loop's heartbeat, which `/livez` reads, keeps beating: a pod's slowness costs that pod only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_pods_cost_only_themselves() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let (good, _server) = serve(Router::new().route(
+        "/metrics",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { vllm_page(0.3, 0.0) }
+        }),
+    ))
+    .await;
+    // Accepts every connection and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hang.accept().await {
+            held.push(s);
+        }
+    });
+    let mut pods = vec![pod("good", good)];
+    pods.extend((0..72).map(|i| pod(&format!("hang-{i:02}"), hang_addr)));
+    let shared = snapshot::shared(snapshot_of(pods));
+    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+    let opts = ScrapeOptions {
+        interval: Duration::from_millis(250),
+        timeout: Duration::from_secs(2),
+        concurrency: 4,
+        ..ScrapeOptions::default()
+    };
+    let scraper = Arc::new(Scraper::new(cache.clone(), shared, Metrics::new(), opts));
+    let health = wva_metrics_server::health::Health::new();
+    let heartbeat = health.heartbeat("scrape-loop", Duration::from_secs(2));
+    let task = tokio::spawn(scraper.run(heartbeat.clone()));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let scraped = hits.load(Ordering::SeqCst);
+    assert!(
+        scraped >= 8,
+        "the healthy pod was scraped {scraped} times in 6 s beside 72 hanging pods"
+    );
+    assert!(
+        heartbeat.age() < heartbeat.bound(),
+        "the scrape loop last beat {:?} ago",
+        heartbeat.age()
+    );
+    match cache.lookup(&pod("good", good), MODEL) {
+        Lookup::Fresh(s) => assert!(s.age < Duration::from_secs(3), "{:?}", s.age),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        missing_reason(cache.lookup(&pod("hang-00", hang_addr), MODEL))
+            .contains("no complete answer within")
+    );
+    task.abort();
 }

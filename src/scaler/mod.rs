@@ -10,21 +10,29 @@
 //! the HPA path's 503 message: never a number that was not computed, and never "inactive" because of an
 //! error.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
+pub use crate::conn::Limits;
+use crate::conn::{self, Conn, InFlight, Port};
+use crate::error::{cap, Echo, MAX_ECHO_BYTES, MAX_STATUS_MESSAGE_BYTES};
 use crate::provider::selector::Selector;
 use crate::provider::{MetricsProvider, ProviderError};
+use crate::telemetry::PortMetrics;
 use crate::tls::{ReloadingCert, TlsError};
 
 /// The generated messages and service of `proto/externalscaler.proto`.
@@ -47,8 +55,6 @@ pub const VARIANT_KEY: &str = "variantName";
 pub const NAMESPACE_KEY: &str = "namespace";
 /// How often an `external-push` stream re-evaluates activity (a change is pushed within this).
 pub const PUSH_INTERVAL: Duration = Duration::from_millis(500);
-/// A TLS handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the scaler answers from.
 #[derive(Clone)]
@@ -68,8 +74,13 @@ impl Scaler {
     /// The variant's desired replicas, or the gRPC status that says why there is none.
     fn desired(&self, r: &ScaledObjectRef) -> Result<i64, Status> {
         let (namespace, variant) = variant_of(r)?;
-        let selector = Selector::parse(&format!("variant_name={variant}"))
-            .map_err(|e| Status::invalid_argument(format!("variant name {variant:?}: {e}")))?;
+        let selector = Selector::parse(&format!("variant_name={variant}")).map_err(|e| {
+            Status::invalid_argument(format!(
+                "variant name {:?}: {}",
+                cap(&variant, MAX_ECHO_BYTES),
+                Echo(&e.to_string())
+            ))
+        })?;
         match self
             .provider
             .external_metric(&namespace, METRIC_NAME, &selector)
@@ -83,8 +94,14 @@ impl Scaler {
                 ))),
             },
             Err(ProviderError::NoMatch { .. }) => Err(not_found(r, &namespace, &variant)),
-            Err(ProviderError::Unavailable(why)) => Err(Status::unavailable(why)),
-            Err(e @ ProviderError::UnknownMetric { .. }) => Err(Status::internal(e.to_string())),
+            Err(ProviderError::Unavailable(why)) => Err(Status::unavailable(cap(
+                &why,
+                MAX_STATUS_MESSAGE_BYTES,
+            ))),
+            Err(e @ ProviderError::UnknownMetric { .. }) => Err(Status::internal(cap(
+                &e.to_string(),
+                MAX_STATUS_MESSAGE_BYTES,
+            ))),
         }
     }
 }
@@ -98,7 +115,8 @@ fn not_found(r: &ScaledObjectRef, namespace: &str, variant: &str) -> Status {
     Status::not_found(format!(
         "no variant {variant} in namespace {namespace} (from {from}, for ScaledObject {}/{}): \
          is there a VariantAutoscaling or an annotated HPA/ScaledObject of that name?",
-        r.namespace, r.name
+        Echo(&r.namespace),
+        Echo(&r.name)
     ))
 }
 
@@ -117,7 +135,8 @@ fn variant_of(r: &ScaledObjectRef) -> Result<(String, String), Status> {
     for (what, value) in [("namespace", &namespace), ("variant name", &variant)] {
         if !is_object_name(value) {
             return Err(Status::invalid_argument(format!(
-                "{what} {value:?} is not a Kubernetes object name (set {VARIANT_KEY} / {NAMESPACE_KEY} in the trigger metadata)"
+                "{what} {:?} is not a Kubernetes object name (set {VARIANT_KEY} / {NAMESPACE_KEY} in the trigger metadata)",
+                cap(value, MAX_ECHO_BYTES)
             )));
         }
     }
@@ -273,91 +292,184 @@ pub fn tls_config(cert: Arc<ReloadingCert>, auth: ClientAuth) -> Result<ServerCo
     Ok(cfg)
 }
 
-/// A handshaken TLS connection, as tonic's server takes it.
-struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
+/// The largest gRPC message read or written. A `ScaledObjectRef` is a name, a namespace and the trigger's
+/// metadata: about 100 bytes, a few KB with unusual metadata. tonic's default (4 MiB) would let each
+/// stream hold 40,000 times that.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Requests in flight on the port at once, over every connection (KEDA keeps one `StreamIsActive` per
+/// `external-push` ScaledObject open on one connection, and polls the others). Beyond it a request is
+/// answered `RESOURCE_EXHAUSTED` at once, before its body is read.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// HTTP/2 streams per connection: as many as the port's requests, so one KEDA can hold them all.
+const MAX_STREAMS: u32 = 1024;
+/// A request whose message has not arrived whole by then fails (a stalled body holds no slot for long).
+const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Flow-control windows: requests are tiny, so a client can never have much unread data buffered here.
+const STREAM_WINDOW: u32 = 64 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
-impl tonic::transport::server::Connected for TlsIo {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for TlsIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+/// The scaler port's connection limits (KEDA's operator is one client with one connection per scaler
+/// address; the limit is for everyone else).
+pub fn default_limits() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_secs(10),
+        first_request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(90),
+        max_connections: 64,
+        shutdown_grace: Duration::from_secs(5),
     }
 }
 
-impl AsyncWrite for TlsIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Serves the scaler on `listener` until `shutdown` resolves. Handshakes run concurrently, each bounded;
-/// a failed one (no or wrong client certificate) is logged and dropped.
+/// Serves the scaler on `listener` until `shutdown` resolves, through [`crate::conn`]: the connection
+/// limit with eviction of the idlest, handshake, first-request and idle timeouts, counted on
+/// `metrics`. A failed handshake (no or wrong client certificate) is a rate-limited warning.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     scaler: Scaler,
+    limits: Limits,
+    metrics: PortMetrics,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let (tx, rx) = tokio::sync::mpsc::channel::<TlsIo>(64);
-    let accept = async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "external scaler: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // gRPC answers in several small writes (headers, data, trailers): without this, Nagle holds
-            // the last one for the client's delayed ACK, about 40 ms per call.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "external scaler: TCP_NODELAY not set");
-            }
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(TlsIo(tls)).await;
-                    }
-                    Ok(Err(e)) => handshake_failed(peer, &e.to_string()),
-                    Err(_) => handshake_failed(peer, "timed out"),
-                }
-            });
-        }
+) {
+    let port = Port {
+        name: "external scaler",
+        limits,
+        metrics,
+        handshake_hint: Some("KEDA's TriggerAuthentication needs caCert, tlsClientCert and tlsClientKey signed by --external-scaler-client-ca-file"),
     };
-    let incoming = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|io| (Ok::<_, std::io::Error>(io), rx))
+    let service = ExternalScalerServer::new(scaler)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    conn::serve(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls),
+        port,
+        shutdown,
+        move |tls, conn| serve_connection(tls, conn, service.clone(), slots.clone()),
+    )
+    .await;
+}
+
+/// One connection: gRPC over HTTP/2. A request stays in flight until its response body ends, so a
+/// connection holding a push stream is busy, never idle.
+async fn serve_connection(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    conn: Conn,
+    service: ExternalScalerServer<Scaler>,
+    slots: Arc<Semaphore>,
+) {
+    let requests = conn.requests();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let (service, requests, slots) = (service.clone(), requests.clone(), slots.clone());
+        async move {
+            let Ok(slot) = slots.try_acquire_owned() else {
+                let status = Status::resource_exhausted(format!(
+                    "the external scaler has {MAX_IN_FLIGHT} requests in flight; try again"
+                ));
+                return Ok::<_, Infallible>(status.into_http().map(|b| Guarded {
+                    inner: b,
+                    _guards: None,
+                }));
+            };
+            let in_flight = requests.start();
+            let req = req.map(|b| Deadline::new(b, REQUEST_BODY_TIMEOUT));
+            let resp = match tower::ServiceExt::oneshot(service, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            Ok(resp.map(|b| Guarded {
+                inner: b,
+                _guards: Some((in_flight, slot)),
+            }))
+        }
     });
-    let server = tonic::transport::Server::builder()
-        .add_service(ExternalScalerServer::new(scaler))
-        .serve_with_incoming_shutdown(incoming, shutdown);
-    tokio::select! {
-        r = server => r,
-        () = accept => Ok(()),
+    let c = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .serve_connection(TokioIo::new(tls), svc);
+    conn.drive(c, http2::Connection::graceful_shutdown).await;
+}
+
+/// A response body that keeps its request in flight (and its slot taken) until it ends or is dropped.
+struct Guarded<B> {
+    inner: B,
+    _guards: Option<(InFlight, OwnedSemaphorePermit)>,
+}
+
+impl<B: Body + Unpin> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
-fn handshake_failed(peer: SocketAddr, why: &str) {
-    tracing::warn!(%peer, reason = why, "external scaler: TLS handshake refused (KEDA's TriggerAuthentication needs caCert, tlsClientCert and tlsClientKey signed by --external-scaler-client-ca-file)");
+/// A request body that fails if it has not ended by its deadline.
+struct Deadline {
+    inner: Incoming,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(inner: Incoming, within: Duration) -> Self {
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+/// Why a request body was cut off.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the request message did not arrive within {0:?}")]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl Body for Deadline {
+    type Data = <Incoming as Body>::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TimedOut(REQUEST_BODY_TIMEOUT)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

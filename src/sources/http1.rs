@@ -482,9 +482,10 @@ impl Pool {
 }
 
 /// How many idle connections fit under the process's open-files limit, leaving room for `busy`
-/// connections in flight and 512 descriptors for everything else (watches, the API port, files).
-pub(crate) fn capacity_for(open_files_limit: u64, busy: usize) -> usize {
-    let reserve = 512 + 2 * busy as u64;
+/// connections in flight and `reserved` descriptors for everything else (both ports' connections,
+/// watches, files).
+pub(crate) fn capacity_for(open_files_limit: u64, busy: usize, reserved: usize) -> usize {
+    let reserve = reserved as u64 + 2 * busy as u64;
     usize::try_from(open_files_limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
@@ -852,8 +853,8 @@ mod tests {
 
     #[test]
     fn capacity_leaves_room() {
-        assert_eq!(capacity_for(1024, 64), 1024 - 512 - 128);
-        assert_eq!(capacity_for(100, 64), 0);
-        assert_eq!(capacity_for(1_048_576, 64), 1_048_576 - 640);
+        assert_eq!(capacity_for(1024, 64, 512), 1024 - 512 - 128);
+        assert_eq!(capacity_for(100, 64, 512), 0);
+        assert_eq!(capacity_for(1_048_576, 64, 1600), 1_048_576 - 1600 - 128);
     }
 }

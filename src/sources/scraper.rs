@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -33,7 +33,14 @@ pub struct ScrapeOptions {
     pub max_body_bytes: usize,
     /// HTTPS pods' TLS and the bearer token, when configured.
     pub reach: Reach,
+    /// File descriptors kept for everything but pod connections (both ports' connection limits, watches,
+    /// files): kept connections to pods never take them.
+    pub reserved_fds: usize,
 }
+
+/// Descriptors kept for everything else at the defaults: the HTTPS port's 1,024 connections, the
+/// external scaler's 64, and 512 for watches, files and the endpoint pickers.
+pub const DEFAULT_RESERVED_FDS: usize = 1024 + 64 + 512;
 
 impl Default for ScrapeOptions {
     fn default() -> Self {
@@ -43,6 +50,7 @@ impl Default for ScrapeOptions {
             concurrency: 64,
             max_body_bytes: DEFAULT_MAX_PAGE_BYTES,
             reach: Reach::default(),
+            reserved_fds: DEFAULT_RESERVED_FDS,
         }
     }
 }
@@ -55,6 +63,8 @@ pub(crate) enum FetchError {
     Status { url: String, status: u16 },
     #[error("GET {url}: body is not UTF-8")]
     NotUtf8 { url: String },
+    #[error("GET {url}: no complete answer within {timeout:?}")]
+    TimedOut { url: String, timeout: Duration },
 }
 
 /// The page as text, and whether it was cut at the size limit.
@@ -248,9 +258,13 @@ pub(crate) async fn fetch_pod(
             }
         }
     };
-    let (response, tcp, opened) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| request_error(format!("no complete answer within {timeout:?}")))??;
+    let (response, tcp, opened) =
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| FetchError::TimedOut {
+                url: pod_url(pod),
+                timeout,
+            })??;
     if let (Some(pool), true) = (pool, response.reusable) {
         pool.put(addr, tcp);
     }
@@ -281,6 +295,170 @@ pub struct Scraper {
     pool: Pool,
     /// The pod count beyond which connections cannot all be kept, once warned about.
     warned_capacity: AtomicBool,
+    /// How each pod's last scrape went (absent: not scraped yet), which decides its lane.
+    classes: Mutex<HashMap<PodKey, Class>>,
+}
+
+/// A pod's lane, from its last scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Answered (or failed) within half the timeout: scraped first, in the fast lane.
+    Quick,
+    /// Timed out or took more than half the timeout: scraped in the slow lane only.
+    Slow,
+}
+
+/// A pod by namespace and name.
+type PodKey = (String, String);
+
+fn key_of(pod: &PodTarget) -> PodKey {
+    (pod.namespace.clone(), pod.name.clone())
+}
+
+/// Slots of the concurrency: (fast lane, of which pods not scraped yet may take, slow lane). The slow
+/// lane has an eighth (at least one); pods not scraped yet take at most half of the fast lane, so that
+/// pods that start hanging in numbers cannot hold every slot that healthy pods are scraped in.
+pub(crate) fn lane_slots(concurrency: usize) -> (usize, usize, usize) {
+    let concurrency = concurrency.max(1);
+    let slow = (concurrency / 8).max(1);
+    let fast = concurrency.saturating_sub(slow).max(1);
+    (fast, fast.div_ceil(2), slow)
+}
+
+/// What a round's scrapes share: the models wanted per namespace, and the bearer token read once.
+struct RoundInputs {
+    wanted: HashMap<String, HashSet<String>>,
+    token: Option<Result<String, String>>,
+}
+
+/// A scrape waiting for a slot in its lane.
+struct Job {
+    pod: PodTarget,
+    round: Arc<RoundInputs>,
+}
+
+/// Which queue a scrape came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Quick,
+    New,
+    Slow,
+}
+
+/// How a scrape went, for the lanes.
+struct Done {
+    key: PodKey,
+    queue: Queue,
+    class: Class,
+}
+
+type Running<'a> = futures::stream::FuturesUnordered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send + 'a>>,
+>;
+
+/// Scrapes in flight and waiting, in lanes: a pod's slowness costs that pod only. Pods whose last
+/// scrape was quick go first; pods not scraped yet take at most half the fast lane; pods that timed out
+/// or were slow wait for the slow lane. A round queues every pod that has no scrape in flight or
+/// waiting, and never waits for the previous one to end.
+struct Lanes<'a> {
+    scraper: &'a Scraper,
+    queues: [std::collections::VecDeque<Job>; 3],
+    running: Running<'a>,
+    /// In flight per queue.
+    in_flight: [usize; 3],
+    /// Pods queued or in flight.
+    busy: HashSet<PodKey>,
+}
+
+impl Queue {
+    fn index(self) -> usize {
+        match self {
+            Queue::Quick => 0,
+            Queue::New => 1,
+            Queue::Slow => 2,
+        }
+    }
+}
+
+impl<'a> Lanes<'a> {
+    fn new(scraper: &'a Scraper) -> Self {
+        Self {
+            scraper,
+            queues: Default::default(),
+            running: Running::new(),
+            in_flight: [0; 3],
+            busy: HashSet::new(),
+        }
+    }
+
+    /// Queues a round: every pod of the snapshot with nothing queued or in flight.
+    fn add_round(&mut self) {
+        let Some((targets, round)) = self.scraper.prepare_round() else {
+            return;
+        };
+        let classes = self
+            .scraper
+            .classes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pod in targets {
+            let key = key_of(&pod);
+            if self.busy.contains(&key) {
+                continue;
+            }
+            let queue = match classes.get(&key) {
+                Some(Class::Quick) => Queue::Quick,
+                Some(Class::Slow) => Queue::Slow,
+                None => Queue::New,
+            };
+            self.queues[queue.index()].push_back(Job {
+                pod,
+                round: round.clone(),
+            });
+            self.busy.insert(key);
+        }
+        drop(classes);
+        self.fill();
+    }
+
+    /// Starts queued scrapes while their lane has free slots.
+    fn fill(&mut self) {
+        let (fast, new_max, slow) = lane_slots(self.scraper.opts.concurrency);
+        loop {
+            let fast_busy = self.in_flight[0] + self.in_flight[1];
+            let next = if fast_busy < fast && !self.queues[0].is_empty() {
+                Queue::Quick
+            } else if fast_busy < fast && self.in_flight[1] < new_max && !self.queues[1].is_empty()
+            {
+                Queue::New
+            } else if self.in_flight[2] < slow && !self.queues[2].is_empty() {
+                Queue::Slow
+            } else {
+                break;
+            };
+            let Some(job) = self.queues[next.index()].pop_front() else {
+                break;
+            };
+            self.in_flight[next.index()] += 1;
+            self.running
+                .push(Box::pin(self.scraper.scrape_job(job, next)));
+        }
+    }
+
+    fn finish(&mut self, done: Done) {
+        self.in_flight[done.queue.index()] -= 1;
+        self.busy.remove(&done.key);
+        self.scraper
+            .classes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(done.key, done.class);
+        self.fill();
+    }
+
+    fn idle(&self) -> bool {
+        self.running.is_empty() && self.queues.iter().all(std::collections::VecDeque::is_empty)
+    }
 }
 
 impl Scraper {
@@ -293,6 +471,7 @@ impl Scraper {
         let pool = Pool::new(http1::capacity_for(
             http1::open_files_limit(),
             opts.concurrency,
+            opts.reserved_fds,
         ));
         Self {
             cache,
@@ -301,54 +480,100 @@ impl Scraper {
             opts,
             pool,
             warned_capacity: AtomicBool::new(false),
+            classes: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Scrapes every `interval` forever, beating `heartbeat` after each round.
+    /// Queues a round every `interval` forever and beats `heartbeat` each time: the loop's liveness,
+    /// which no pod's slowness can hold back. A round does not wait for the previous one: a pod still
+    /// being scraped, or waiting for a slot, is skipped until its scrape ends.
     pub async fn run(self: Arc<Self>, heartbeat: Arc<Heartbeat>) {
         let mut tick = tokio::time::interval(self.opts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lanes = Lanes::new(&self);
         loop {
-            tick.tick().await;
-            self.scrape_once().await;
-            heartbeat.beat();
+            tokio::select! {
+                _ = tick.tick() => {
+                    lanes.add_round();
+                    self.metrics
+                        .scrape_connections_idle
+                        .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
+                    heartbeat.beat();
+                }
+                Some(done) = lanes.running.next(), if !lanes.running.is_empty() => lanes.finish(done),
+            }
         }
     }
 
-    /// One round over every pod of the current snapshot.
+    /// One round over every pod of the current snapshot, to its end (tests, benchmarks).
     pub async fn scrape_once(&self) {
-        let snapshot = self.snapshot.load_full();
-        let targets = snapshot.pod_targets();
-        // Only models some variant of the pod's namespace asks for are kept: what a page holds
-        // beyond that costs a counter, whatever its size.
-        let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
-        for v in &snapshot.variants {
-            wanted
-                .entry(v.namespace.as_str())
-                .or_default()
-                .insert(v.model_id.as_str());
+        let mut lanes = Lanes::new(self);
+        lanes.add_round();
+        while !lanes.idle() {
+            match lanes.running.next().await {
+                Some(done) => lanes.finish(done),
+                None => lanes.fill(),
+            }
         }
-        for (ns, pod) in self.cache.retain(&targets, Instant::now()) {
-            self.metrics.forget_pod(&ns, &pod);
-        }
-        self.keep_connections_of(&targets);
-        // The token file is looked at once a round, not once a pod.
-        let token = self.opts.reach.token.as_ref().map(|t| t.read());
-        let token = token.as_ref();
-        let none = HashSet::new();
-        let wanted = &wanted;
-        let none = &none;
-        futures::stream::iter(targets)
-            .for_each_concurrent(self.opts.concurrency, |pod| async move {
-                let models = wanted.get(pod.namespace.as_str()).unwrap_or(none);
-                self.scrape_pod(&pod, models, token).await;
-            })
-            .await;
         self.metrics
             .scrape_connections_idle
             .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
     }
 
+    /// The pods to scrape now and what their scrapes share; forgets pods that are gone. `None` when the
+    /// snapshot has no pod.
+    fn prepare_round(&self) -> Option<(Vec<PodTarget>, Arc<RoundInputs>)> {
+        let snapshot = self.snapshot.load_full();
+        let targets = snapshot.pod_targets();
+        // Only models some variant of the pod's namespace asks for are kept: what a page holds
+        // beyond that costs a counter, whatever its size.
+        let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
+        for v in &snapshot.variants {
+            wanted
+                .entry(v.namespace.clone())
+                .or_default()
+                .insert(v.model_id.clone());
+        }
+        for (ns, pod) in self.cache.retain(&targets, Instant::now()) {
+            self.metrics.forget_pod(&ns, &pod);
+        }
+        self.keep_connections_of(&targets);
+        {
+            let present: HashSet<(&str, &str)> = targets
+                .iter()
+                .map(|p| (p.namespace.as_str(), p.name.as_str()))
+                .collect();
+            self.classes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        // The token file is looked at once a round, not once a pod.
+        let token = self.opts.reach.token.as_ref().map(|t| t.read());
+        Some((targets, Arc::new(RoundInputs { wanted, token })))
+    }
+
+    async fn scrape_job(&self, job: Job, queue: Queue) -> Done {
+        let started = Instant::now();
+        let none = HashSet::new();
+        let models = job
+            .round
+            .wanted
+            .get(job.pod.namespace.as_str())
+            .unwrap_or(&none);
+        let timed_out = self
+            .scrape_pod(&job.pod, models, job.round.token.as_ref())
+            .await;
+        let slow = timed_out || started.elapsed() > self.opts.timeout / 2;
+        Done {
+            key: key_of(&job.pod),
+            queue,
+            class: if slow { Class::Slow } else { Class::Quick },
+        }
+    }
     /// Closes kept connections to pods no longer scraped, and says once when the open-files limit
     /// leaves some pods to reconnect every round.
     fn keep_connections_of(&self, targets: &[PodTarget]) {
@@ -369,18 +594,19 @@ impl Scraper {
         }
     }
 
+    /// Scrapes one pod and records what it found; `true` when the pod did not answer in time.
     async fn scrape_pod(
         &self,
         pod: &PodTarget,
-        wanted: &HashSet<&str>,
+        wanted: &HashSet<String>,
         token: Option<&Result<String, String>>,
-    ) {
+    ) -> bool {
         let token = match token {
             None => None,
             Some(Ok(t)) => Some(t.as_str()),
             Some(Err(e)) => {
                 self.cache.record_error(pod, Instant::now(), e.clone());
-                return;
+                return false;
             }
         };
         let reach = (token, self.opts.reach.tls.as_ref());
@@ -418,6 +644,7 @@ impl Scraper {
                 self.metrics.scrapes.inc();
                 drop(page);
                 self.cache.record_page(pod, Instant::now(), &models, facts);
+                false
             }
             Err(e) => {
                 let labels = PodLabels {
@@ -427,6 +654,7 @@ impl Scraper {
                 self.metrics.scrape_failures.get_or_create(&labels).inc();
                 tracing::debug!(pod = %pod.name, error = %e, "scrape failed");
                 self.cache.record_error(pod, Instant::now(), e.to_string());
+                matches!(e, FetchError::TimedOut { .. })
             }
         }
     }

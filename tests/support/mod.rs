@@ -592,27 +592,7 @@ pub async fn scaler_client(
     >,
     tonic::transport::Error,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(ca_pem) {
-        roots.add(c).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(wva_metrics_server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = match identity {
-        Some(leaf) => {
-            use rustls::pki_types::pem::PemObject;
-            let key =
-                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-            builder
-                .with_client_auth_cert(pem_certs(&leaf.cert_pem), key)
-                .unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(scaler_tls_config(ca_pem, identity)));
     let channel = tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let connector = connector.clone();
@@ -635,4 +615,46 @@ pub async fn scaler_client(
             channel,
         ),
     )
+}
+
+/// The TLS configuration KEDA dials the external scaler with: the server's CA, `h2`, and a client
+/// certificate when given.
+pub fn scaler_tls_config(ca_pem: &str, identity: Option<&Leaf>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(ca_pem) {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(wva_metrics_server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some(leaf) => {
+            use rustls::pki_types::pem::PemObject;
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(pem_certs(&leaf.cert_pem), key)
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    cfg
+}
+
+/// A TLS connection to the external scaler that has finished its handshake and sends nothing yet.
+pub async fn scaler_tls(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(scaler_tls_config(ca_pem, identity)))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
 }
