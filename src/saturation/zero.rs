@@ -223,8 +223,14 @@ pub enum Activity {
 pub enum Demand {
     /// No InferencePool selects the model's pods.
     NoPool,
-    /// The flow-control queue for the model, summed over the EPP's pods.
-    Queued { requests: f64, pool: String },
+    /// The flow-control queue for the model, summed over the EPP's pods. `held`: the last read failed
+    /// and this is the last good reading, still within its grace period (why, and how old).
+    Queued {
+        requests: f64,
+        pool: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        held: Option<String>,
+    },
     /// The EPP could not be read.
     Unknown { pool: String, reason: String },
 }
@@ -249,7 +255,7 @@ pub fn enforce(
     }
     let settled = !variants.iter().any(VariantState::in_transition);
     let queued = match demand {
-        Demand::Queued { requests, pool } if *requests > 0.0 => Some((requests, pool)),
+        Demand::Queued { requests, pool, .. } if *requests > 0.0 => Some((requests, pool)),
         _ => None,
     };
     if policy.enabled && settled && queued.is_none() {
@@ -413,6 +419,7 @@ mod tests {
         let queued = Demand::Queued {
             requests: 2.0,
             pool: "ns/pool".into(),
+            held: None,
         };
         let epp_down = Demand::Unknown {
             pool: "ns/pool".into(),

@@ -1,29 +1,66 @@
-//! Demand for models at zero replicas: the flow-control queue of each InferencePool's endpoint picker
-//! (`inference_extension_flow_control_queue_size{target_model_name}`), read from its pods with a bearer
-//! token (the EPP checks it with a TokenReview). Every interval, every picker that selects a variant.
+//! Demand for models at zero replicas: the flow-control queue of each InferencePool's endpoint picker,
+//! read from its pods with a bearer token (the EPP checks it with a TokenReview). Every interval, every
+//! picker that selects a variant, each on its own: a picker that hangs or fails delays and ages only its
+//! own pool's demand.
+//!
+//! The queue gauge has had three names (llm-d-router `pkg/epp/metrics/metrics.go`):
+//! `llm_d_epp_flow_control_queue_size`, `llm_d_router_epp_flow_control_queue_size`, and the deprecated
+//! `inference_extension_flow_control_queue_size` that WVA v0.5.1–v0.9 reads. Pickers publish the old name
+//! beside the new one while it is deprecated, so the first name a page has is read and the others
+//! ignored (summing both would count each request twice). Requests are summed per
+//! `target_model_name` (the model the picker routes to), or per `model_name` where that is empty, as
+//! WVA v0.9's scheduler-queue query does.
+//!
+//! What is never read as "no demand": a page cut at the size limit, a page with no endpoint-picker
+//! metric at all (an HTML page, another server on the port), or a NaN, infinite or negative queue. A
+//! picker's page always has its pool gauges (`llm_d_epp_ready_endpoints` / `inference_pool_ready_pods`),
+//! while the queue gauge appears only once a request has queued (client_golang omits an empty vector):
+//! so a picker page without a queue series for a model is 0 for it. A read that fails keeps the last
+//! good reading for a grace period (three intervals and the timeout, 4.5 s at the defaults), said as
+//! such in the demand; past it the demand is unknown, and unknown never takes a model to zero.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use super::exposition;
 use super::http1::Pool;
 use super::reach::TokenFile;
 use super::scraper::{fetch_pod, pod_url};
+use crate::cluster::pools::EndpointPicker;
 use crate::cluster::snapshot::SharedSnapshot;
+use crate::error::{cap, MAX_STATUS_MESSAGE_BYTES};
 use crate::health::Heartbeat;
 use crate::saturation::Demand;
-use crate::telemetry::Metrics;
+use crate::telemetry::{LogLimiter, Metrics};
 
-/// The gauge and its label (WVA v0.5.1 `scalefromzero`).
+/// The queue gauge's names, newest first (the first a page has is read).
+pub const QUEUE_METRICS: [&str; 3] = [
+    "llm_d_epp_flow_control_queue_size",
+    "llm_d_router_epp_flow_control_queue_size",
+    QUEUE_METRIC,
+];
+/// The name WVA v0.5.1–v0.9 reads (`scalefromzero`), deprecated in llm-d-router.
 pub const QUEUE_METRIC: &str = "inference_extension_flow_control_queue_size";
 pub const QUEUE_MODEL_LABEL: &str = "target_model_name";
+/// Where `target_model_name` is empty, the request's model.
+const QUEUE_FALLBACK_LABEL: &str = "model_name";
+/// Metric-name prefixes only an endpoint picker publishes: a page with none of them is not its page.
+const PICKER_PREFIXES: [&str; 5] = [
+    "llm_d_epp_",
+    "llm_d_router_epp_",
+    "inference_pool_",
+    "inference_extension_",
+    "inference_objective_",
+];
 /// The in-cluster ServiceAccount token: what the EPP's TokenReview accepts.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// An EPP page is a few KB; anything far larger is not one.
-const MAX_PAGE: usize = 1 << 20;
+pub const MAX_PAGE: usize = 1 << 20;
 
 /// Where demand comes from, for the engine.
 pub trait DemandSource: Send + Sync {
@@ -46,11 +83,85 @@ pub struct EppOptions {
     pub token_file: PathBuf,
 }
 
-/// What one picker's last round found: queue per model, or why it could not be read.
-#[derive(Debug, Clone)]
+impl EppOptions {
+    /// How long a good reading stands after it was taken, through failed reads: three intervals and the
+    /// timeout.
+    pub fn grace(&self) -> Duration {
+        3 * self.interval + self.timeout
+    }
+}
+
+/// One model's queue on a picker's page: requests, or why the value cannot be used.
+pub(crate) type Queue = Result<f64, String>;
+
+/// What one picker page says.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PickerPage {
+    /// Queued requests per model (models absent from the map have none queued).
+    Queues(HashMap<String, Queue>),
+    /// No endpoint-picker metric at all.
+    NotAPicker,
+}
+
+/// Reads a picker page: the queue per model under the newest name the page has. Lines of other metrics
+/// are not even parsed.
+pub(crate) fn read_page(page: &str) -> PickerPage {
+    let mut picker = false;
+    // Per name (index in QUEUE_METRICS): per model, the sum or why it is unusable.
+    let mut by_name: [HashMap<String, Queue>; 3] = Default::default();
+    exposition::parse_wanted(
+        page,
+        |name| PICKER_PREFIXES.iter().any(|p| name.starts_with(p)),
+        |s| {
+            picker = true;
+            let Some(i) = QUEUE_METRICS.iter().position(|n| *n == s.name) else {
+                return;
+            };
+            let model = match s.label(QUEUE_MODEL_LABEL).filter(|m| !m.is_empty()) {
+                Some(m) => m,
+                None => match s.label(QUEUE_FALLBACK_LABEL).filter(|m| !m.is_empty()) {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let entry = by_name[i].entry(model.to_string()).or_insert(Ok(0.0));
+            if s.value.is_finite() && s.value >= 0.0 {
+                if let Ok(total) = entry {
+                    *total += s.value;
+                }
+            } else {
+                *entry = Err(format!("{} is {} for this model", s.name, s.value));
+            }
+        },
+    );
+    if !picker {
+        return PickerPage::NotAPicker;
+    }
+    PickerPage::Queues(
+        by_name
+            .into_iter()
+            .find(|m| !m.is_empty())
+            .unwrap_or_default(),
+    )
+}
+
+/// Sums per model; `None` once a model's value is unusable on any pod stays unusable.
+fn add_queues(total: &mut HashMap<String, Queue>, page: HashMap<String, Queue>) {
+    for (model, q) in page {
+        let entry = total.entry(model).or_insert(Ok(0.0));
+        match (entry.as_mut(), q) {
+            (Ok(t), Ok(v)) => *t += v,
+            (Ok(_), Err(e)) => *entry = Err(e),
+            (Err(_), _) => {}
+        }
+    }
+}
+
+/// What is known of one picker: its last good reading, and its last failure when that is newer.
+#[derive(Debug, Clone, Default)]
 struct PickerState {
-    at: Instant,
-    queues: Result<HashMap<String, f64>, String>,
+    good: Option<(Instant, HashMap<String, Queue>)>,
+    failed: Option<(Instant, String)>,
 }
 
 pub struct EppSource {
@@ -59,8 +170,8 @@ pub struct EppSource {
     token: TokenFile,
     /// By `namespace/pool`.
     state: RwLock<HashMap<String, PickerState>>,
-    /// The last error logged per picker, so a failing picker is logged once per change of reason.
-    logged: Mutex<HashMap<String, String>>,
+    /// Failures are logged when they start or change, and a repeated one at most once a minute.
+    log: LogLimiter,
     metrics: Arc<Metrics>,
     /// Connections to the pickers' pods, kept between reads (every 500 ms by default).
     connections: Pool,
@@ -69,22 +180,15 @@ pub struct EppSource {
 /// Endpoint-picker pods kept connected at most (a picker has a few replicas).
 const KEPT_CONNECTIONS: usize = 256;
 
-/// Sums the queue gauge per target model over a page. Lines of other metrics are not even parsed.
-pub(crate) fn queues_of(page: &str) -> HashMap<String, f64> {
-    let mut out: HashMap<String, f64> = HashMap::new();
-    exposition::parse_wanted(
-        page,
-        |name| name == QUEUE_METRIC,
-        |s| {
-            if s.value.is_finite() && s.value >= 0.0 {
-                if let Some(model) = s.label(QUEUE_MODEL_LABEL) {
-                    *out.entry(model.to_string()).or_default() += s.value;
-                }
-            }
-        },
-    );
-    out
-}
+type Reads<'a> = futures::stream::FuturesUnordered<
+    std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = (String, Result<HashMap<String, Queue>, String>)>
+                + Send
+                + 'a,
+        >,
+    >,
+>;
 
 impl EppSource {
     pub fn new(snapshot: SharedSnapshot, opts: EppOptions, metrics: Arc<Metrics>) -> Self {
@@ -94,45 +198,45 @@ impl EppSource {
             opts,
             token,
             state: RwLock::new(HashMap::new()),
-            logged: Mutex::new(HashMap::new()),
+            log: LogLimiter::new(Duration::from_secs(60)),
             metrics,
             connections: Pool::new(KEPT_CONNECTIONS),
         }
     }
 
-    /// Whether `error` is news for this picker (and remembers it).
-    fn note_error(&self, pool: &str, error: &str) -> bool {
-        let mut logged = self
-            .logged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if logged.get(pool).is_some_and(|e| e == error) {
-            return false;
-        }
-        logged.insert(pool.to_string(), error.to_string());
-        true
-    }
-
-    fn note_recovery(&self, pool: &str) {
-        self.logged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(pool);
-    }
-
-    /// Reads every picker every interval, beating `heartbeat` after each round.
+    /// Starts a read of every picker every interval (a picker whose read is still running is skipped
+    /// until it ends) and beats `heartbeat` each time: no picker can hold back another, or the loop.
     pub async fn run(self: Arc<Self>, heartbeat: Arc<Heartbeat>) {
         let mut tick = tokio::time::interval(self.opts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reads = Reads::new();
+        let mut reading: HashSet<String> = HashSet::new();
         loop {
-            tick.tick().await;
-            self.read_once().await;
-            heartbeat.beat();
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.start_round(&mut reads, &mut reading);
+                    heartbeat.beat();
+                }
+                Some((key, read)) = reads.next(), if !reads.is_empty() => {
+                    reading.remove(&key);
+                    self.record(&key, read, Instant::now());
+                }
+            }
         }
     }
 
-    /// One round over the snapshot's pickers.
+    /// One read of every picker, to its end (tests).
     pub async fn read_once(&self) {
+        let mut reads = Reads::new();
+        let mut reading = HashSet::new();
+        self.start_round(&mut reads, &mut reading);
+        while let Some((key, read)) = reads.next().await {
+            self.record(&key, read, Instant::now());
+        }
+    }
+
+    /// Queues a read of every picker not being read; forgets pickers that are gone.
+    fn start_round<'a>(&'a self, reads: &mut Reads<'a>, reading: &mut HashSet<String>) {
         let snapshot = self.snapshot.load_full();
         let addresses: HashSet<SocketAddr> = snapshot
             .pickers
@@ -142,74 +246,102 @@ impl EppSource {
             .filter_map(|pod| Some(SocketAddr::new(pod.ip.parse().ok()?, pod.port)))
             .collect();
         self.connections.retain(&addresses);
-        if snapshot.pickers.is_empty() {
-            // Nothing to read: no token file access, and nothing stale kept.
+        {
+            let keys: HashSet<String> = snapshot.pickers.iter().map(EndpointPicker::key).collect();
             self.state
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clear();
+                .retain(|k, _| keys.contains(k));
+        }
+        if snapshot.pickers.is_empty() {
+            // Nothing to read: no token file access.
             return;
         }
-        let token = self.token.read();
-        let rounds = snapshot.pickers.iter().map(|p| {
-            let token = token.clone();
-            async move {
-                let queues = match (&p.pods, token) {
-                    (Err(e), _) => Err(e.clone()),
-                    (_, Err(e)) => Err(e),
-                    (Ok(pods), Ok(token)) => {
-                        let mut total: HashMap<String, f64> = HashMap::new();
-                        let mut failed = None;
-                        for pod in pods {
-                            match fetch_pod(pod, self.opts.timeout, MAX_PAGE, (Some(&token), None), Some(&self.connections)).await {
-                                Ok(page) => {
-                                    for (m, q) in queues_of(&page.text) {
-                                        *total.entry(m).or_default() += q;
-                                    }
-                                }
-                                Err(e) => failed = Some(format!("pod {} ({}): {e}", pod.name, pod_url(pod))),
-                            }
-                        }
-                        // One EPP pod that cannot be read may hold the queue: the demand is unknown.
-                        failed.map_or(Ok(total), Err)
-                    }
-                };
-                let previous = self
-                    .state
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&p.key())
-                    .map(|s| s.queues.is_ok());
-                match (&queues, previous) {
-                    // Logged when it starts failing or the reason changes, not every round.
-                    (Err(e), _) => {
-                        self.metrics.epp_failures.inc();
-                        if self.note_error(&p.key(), e) {
-                            tracing::warn!(pool = %p.key(), service = %p.service, error = %e, "reading the endpoint picker's queue failed; models at zero stay there until it can be read");
-                        }
-                    }
-                    (Ok(_), Some(false)) => {
-                        self.note_recovery(&p.key());
-                        tracing::info!(pool = %p.key(), "the endpoint picker's queue can be read again");
-                    }
-                    (Ok(_), _) => {}
-                }
-                (
-                    p.key(),
-                    PickerState {
-                        at: Instant::now(),
-                        queues,
-                    },
-                )
+        let token = Arc::new(self.token.read());
+        for picker in &snapshot.pickers {
+            let key = picker.key();
+            if !reading.insert(key.clone()) {
+                continue;
             }
-        });
-        let results = futures::future::join_all(rounds).await;
+            let (picker, token) = (picker.clone(), token.clone());
+            reads.push(Box::pin(async move {
+                let read = self.read_picker(&picker, &token).await;
+                (key, read)
+            }));
+        }
+    }
+
+    /// Reads every pod of one picker at once; the demand is known only when each of them is.
+    async fn read_picker(
+        &self,
+        p: &EndpointPicker,
+        token: &Result<String, String>,
+    ) -> Result<HashMap<String, Queue>, String> {
+        let pods = p.pods.as_ref().map_err(Clone::clone)?;
+        let token = token.as_ref().map_err(Clone::clone)?;
+        let pages = futures::future::join_all(pods.iter().map(|pod| async move {
+            let page = fetch_pod(
+                pod,
+                self.opts.timeout,
+                MAX_PAGE,
+                (Some(token.as_str()), None),
+                Some(&self.connections),
+            )
+            .await;
+            (pod, page)
+        }))
+        .await;
+        let mut total: HashMap<String, Queue> = HashMap::new();
+        for (pod, page) in pages {
+            let at = || format!("pod {} ({})", pod.name, pod_url(pod));
+            let page = page.map_err(|e| format!("{}: {e}", at()))?;
+            // One EPP pod that cannot be read whole may hold the queue: the demand is unknown.
+            if page.truncated {
+                return Err(format!(
+                    "{}: the page was cut at {MAX_PAGE} bytes, so its queue is not known",
+                    at()
+                ));
+            }
+            match read_page(&page.text) {
+                PickerPage::Queues(q) => add_queues(&mut total, q),
+                PickerPage::NotAPicker => {
+                    return Err(format!(
+                        "{}: the page has no endpoint-picker metrics ({} or a pool gauge); is the Service's port the picker's metrics port?",
+                        at(),
+                        QUEUE_METRICS[0]
+                    ))
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Keeps a picker's read: a good one replaces the last, a failure is kept beside the last good one.
+    fn record(&self, key: &str, read: Result<HashMap<String, Queue>, String>, now: Instant) {
         let mut state = self
             .state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.clear();
-        state.extend(results);
+        let s = state.entry(key.to_string()).or_default();
+        match read {
+            Ok(queues) => {
+                if s.failed.take().is_some() {
+                    tracing::info!(pool = %key, "the endpoint picker's queue can be read again");
+                }
+                s.good = Some((now, queues));
+            }
+            Err(e) => {
+                self.metrics.epp_failures.inc();
+                let e = cap(&e, MAX_STATUS_MESSAGE_BYTES).into_owned();
+                let news = s.failed.as_ref().is_none_or(|(_, last)| *last != e);
+                // Logged when it starts failing or the reason changes, and at most once a minute for a
+                // reason that flaps.
+                if let Some(held) = self.log.allow(&format!("{key}\n{e}")).filter(|_| news) {
+                    tracing::warn!(pool = %key, error = %e, repeats_held_back = held, "reading the endpoint picker's queue failed; models at zero stay there until it can be read");
+                }
+                s.failed = Some((now, e));
+            }
+        }
     }
 
     pub(crate) fn demand_at(&self, namespace: &str, model: &str, now: Instant) -> Demand {
@@ -228,23 +360,42 @@ impl EppSource {
                 reason: "not read yet".into(),
             };
         };
-        // Three rounds missed (or a round that hangs) make the answer stale.
-        let stale = 3 * self.opts.interval + self.opts.timeout;
-        let age = now.saturating_duration_since(s.at);
-        if age > stale {
-            return Demand::Unknown {
+        let grace = self.opts.grace();
+        let failed = s.failed.as_ref().map(|(at, e)| (*at, e.as_str()));
+        match &s.good {
+            Some((at, queues)) if now.saturating_duration_since(*at) <= grace => {
+                let age = now.saturating_duration_since(*at);
+                match queues.get(model) {
+                    Some(Err(why)) => Demand::Unknown {
+                        pool,
+                        reason: why.clone(),
+                    },
+                    q => Demand::Queued {
+                        requests: q.and_then(|q| q.as_ref().ok()).copied().unwrap_or(0.0),
+                        pool,
+                        held: failed.filter(|(f, _)| f > at).map(|(_, e)| {
+                            format!(
+                                "the last read failed ({e}); this reading is {:.1}s old and stands for up to {}s",
+                                age.as_secs_f64(),
+                                grace.as_secs_f64()
+                            )
+                        }),
+                    },
+                }
+            }
+            Some((at, _)) => Demand::Unknown {
                 pool,
-                reason: format!("last read {}s ago", age.as_secs()),
-            };
-        }
-        match &s.queues {
-            Ok(q) => Demand::Queued {
-                requests: q.get(model).copied().unwrap_or(0.0),
-                pool,
+                reason: match failed {
+                    Some((_, e)) => e.to_string(),
+                    None => format!(
+                        "last read {}s ago",
+                        now.saturating_duration_since(*at).as_secs()
+                    ),
+                },
             },
-            Err(e) => Demand::Unknown {
+            None => Demand::Unknown {
                 pool,
-                reason: e.clone(),
+                reason: failed.map_or_else(|| "not read yet".to_string(), |(_, e)| e.to_string()),
             },
         }
     }
@@ -271,9 +422,11 @@ inference_extension_flow_control_queue_size{fairness_id=\"a\",inference_pool=\"p
 inference_extension_flow_control_queue_size{target_model_name=\"bad\"} NaN
 inference_pool_average_kv_cache_utilization{name=\"p\"} 0.5
 ";
-        let q = queues_of(page);
-        assert_eq!(q.get("m"), Some(&3.0));
-        assert_eq!(q.get("other"), Some(&0.0));
-        assert!(!q.contains_key("bad"));
+        let PickerPage::Queues(q) = read_page(page) else {
+            panic!("not read as a picker page")
+        };
+        assert_eq!(q.get("m"), Some(&Ok(3.0)));
+        assert_eq!(q.get("other"), Some(&Ok(0.0)));
+        assert!(q.get("bad").unwrap().as_ref().unwrap_err().contains("NaN"));
     }
 }
