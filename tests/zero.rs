@@ -1,6 +1,7 @@
 //! Scale to zero and from zero through the engine: a real `vllm-emulator` playing an InferencePool's
 //! endpoint picker behind a bearer token, the EPP reader, the window cache's success counters, and the
 //! answers the HPA path and the external scaler read.
+#![allow(clippy::too_many_lines)] // Scenarios, not product code.
 
 mod support;
 
