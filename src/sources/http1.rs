@@ -44,6 +44,8 @@ pub(crate) enum Http1Error {
     Malformed(String),
     #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
     HeadTooLarge,
+    #[error("{0} informational (1xx) responses before the answer; at most {MAX_INFORMATIONAL} are accepted")]
+    Informational(usize),
     #[error("HTTP {0}")]
     Status(u16),
     #[error("the page is compressed (Content-Encoding: {0}) although none was asked for")]
@@ -290,15 +292,32 @@ fn room(buf: &mut Vec<u8>, want: usize) {
     }
 }
 
-/// Reads up to the end of the final (non-1xx) response head: the head, and the buffer holding it and
-/// whatever of the body came with it.
-async fn read_head<IO>(io: &mut IO) -> Result<(Head, Vec<u8>), Http1Error>
+/// Informational (1xx) responses accepted before the final one, as Go's client (it gives up after 5).
+pub(crate) const MAX_INFORMATIONAL: usize = 5;
+
+/// Whether a head ends (a blank line) in `buf` at or after `from` (less the 3 bytes a terminator split
+/// across reads can start in).
+fn head_ends(buf: &[u8], from: usize) -> bool {
+    let from = from.saturating_sub(3);
+    memchr::memmem::find(&buf[from..], b"\n\r\n").is_some()
+        || memchr::memmem::find(&buf[from..], b"\n\n").is_some()
+}
+
+/// Reads up to the end of the final (non-1xx) response head: the head, the buffer holding it and
+/// whatever of the body came with it, and the bytes of informational heads before it, which count
+/// against the page limit `max`. Linear in what arrives: a head trickling in is searched for its end
+/// once, and parsed only when it has one; at most [`MAX_INFORMATIONAL`] 1xx heads are skipped.
+async fn read_head<IO>(io: &mut IO, max: usize) -> Result<(Head, Vec<u8>, usize), Http1Error>
 where
     IO: AsyncRead + Unpin,
 {
     let no_response = |e: std::io::Error| Http1Error::NoResponse(e.to_string());
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
-    let found = 'read: loop {
+    // Where the current head starts, and how far past it the search for its end has looked.
+    let mut start = 0;
+    let mut searched = 0;
+    let mut informational = 0;
+    loop {
         room(&mut buf, READ_STEP);
         let n = io.read_buf(&mut buf).await.map_err(|e| {
             if buf.is_empty() {
@@ -314,15 +333,31 @@ where
                 Http1Error::Malformed("connection closed inside the response head".into())
             });
         }
-        while let Some(head) = parse_head(&buf)? {
+        while head_ends(&buf[start..], searched) {
+            let Some(head) = parse_head(&buf[start..])? else {
+                // A blank line inside what httparse still reads as the head: read on.
+                break;
+            };
             if !(100..200).contains(&head.status) {
-                break 'read (head, buf);
+                buf.drain(..start);
+                return Ok((head, buf, start));
             }
             // An informational response (103 Early Hints, say) precedes the real one.
-            buf.drain(..head.len);
+            informational += 1;
+            start += head.len;
+            searched = 0;
+            if informational > MAX_INFORMATIONAL {
+                return Err(Http1Error::Informational(informational));
+            }
+            if start > max {
+                return Err(Http1Error::HeadTooLarge);
+            }
         }
-    };
-    Ok(found)
+        searched = buf.len() - start;
+        if searched > MAX_HEAD_BYTES {
+            return Err(Http1Error::HeadTooLarge);
+        }
+    }
 }
 
 /// Sends `request` and reads the response, reading at most `max` body bytes. A non-2xx status is an
@@ -342,10 +377,12 @@ where
     io.flush()
         .await
         .map_err(|e| Http1Error::NoResponse(e.to_string()))?;
-    let (head, mut buf) = read_head(io).await?;
+    let (head, mut buf, informational) = read_head(io, max).await?;
     if !(200..300).contains(&head.status) {
         return Err(Http1Error::Status(head.status));
     }
+    // Informational heads took part of the page limit.
+    let max = max.saturating_sub(informational);
     // The body is read into the same buffer, after the head is dropped from its front.
     buf.drain(..head.len);
     match head.framing {
@@ -735,6 +772,44 @@ mod tests {
         let result = exchange(&mut ours, b"GET / HTTP/1.1\r\n\r\n", max).await;
         drop(ours);
         (result, peer.await.unwrap())
+    }
+
+    /// Issue 21 item 7: endless `100 Continue` heads end the exchange after the sixth instead of holding
+    /// a core until the timeout; five are still followed; their bytes count against the page limit; and
+    /// a head that arrives one byte at a time is read whole.
+    #[tokio::test]
+    async fn informational_heads_are_bounded() {
+        let page = "vllm:num_requests_waiting 1\n";
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{page}",
+            page.len()
+        );
+        let cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        let endless = cont.repeat(10_000);
+        let (r, _) = against(endless.as_bytes(), 1 << 20, false).await;
+        assert!(matches!(r, Err(Http1Error::Informational(6))), "{r:?}");
+        let five = format!("{}{ok}", cont.repeat(5));
+        let r = against(five.as_bytes(), 1024, false).await.0.unwrap();
+        assert_eq!(r.body, page.as_bytes());
+        // 125 bytes of 1xx heads leave 1024 - 125 for the body.
+        let r = against(five.as_bytes(), 125 + 10, false).await.0.unwrap();
+        assert_eq!((r.body.as_slice(), r.truncated), (&page.as_bytes()[..10], true));
+
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        let wire = ok.clone().into_bytes();
+        let peer = tokio::spawn(async move {
+            let _ = theirs.read(&mut [0u8; 64]).await;
+            for b in wire {
+                theirs.write_all(&[b]).await.unwrap();
+            }
+            let _ = theirs.read(&mut [0u8; 1]).await;
+        });
+        let r = exchange(&mut ours, b"GET / HTTP/1.1\r\n\r\n", 1024)
+            .await
+            .unwrap();
+        assert_eq!(r.body, page.as_bytes());
+        drop(ours);
+        peer.await.unwrap();
     }
 
     #[tokio::test]
