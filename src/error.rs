@@ -75,6 +75,10 @@ impl Error {
 pub enum Exclusion {
     #[error("spec.modelID is empty")]
     EmptyModel,
+    /// A model ID is a name vLLM serves (`--served-model-name`), not a document: it is copied into
+    /// every decision, gauge and answer, so it is bounded.
+    #[error("the model ID is {bytes} bytes long; at most {MAX_MODEL_ID_BYTES} are accepted")]
+    ModelIdTooLong { bytes: usize },
     #[error("label {label} is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)")]
     MissingAccelerator { label: &'static str },
     #[error("label {label} is empty")]
@@ -230,6 +234,9 @@ pub(crate) fn client_code(e: &kube::Error) -> Option<u16> {
 
 /// How many names a message or log line lists before it says "and N more".
 pub(crate) const MAX_NAMES_LISTED: usize = 5;
+
+/// The longest model ID a variant may name (Hugging Face IDs are at most 96 + 1 + 96 bytes).
+pub const MAX_MODEL_ID_BYTES: usize = 256;
 
 /// How much of a caller's input a message or log line repeats.
 pub const MAX_ECHO_BYTES: usize = 256;

@@ -458,3 +458,28 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     };
     result.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn log_limiter_lets_one_line_a_period_through_per_key() {
+        let l = LogLimiter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(l.allow_at("a", t0), Some(0));
+        assert_eq!(l.allow_at("a", t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.allow_at("a", t0 + Duration::from_secs(2)), None);
+        assert_eq!(l.allow_at("b", t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(l.allow_at("a", t0 + Duration::from_secs(61)), Some(2));
+        // Huge keys are cut, and the number of keys stays bounded.
+        let huge = "k".repeat(1 << 20);
+        assert_eq!(l.allow_at(&huge, t0), Some(0));
+        assert_eq!(l.allow_at(&format!("{huge}tail"), t0), None);
+        for i in 0..3 * LOG_LIMITER_KEYS {
+            l.allow_at(&format!("key-{i}"), t0);
+        }
+        assert!(l.seen.lock().unwrap().len() <= LOG_LIMITER_KEYS);
+    }
+}

@@ -15,7 +15,7 @@ use super::crd::{
     KEDA_DEFAULT_MIN_REPLICAS,
 };
 use super::snapshot::Bounds;
-use crate::error::Exclusion;
+use crate::error::{Exclusion, MAX_MODEL_ID_BYTES};
 
 /// Opt-in: objects without it (or with `"false"`) are not variants.
 pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
@@ -79,6 +79,10 @@ impl<'a> Declared<'a> {
     pub fn from_va(va: &'a VariantAutoscaling) -> Self {
         let spec = if va.spec.model_id.is_empty() {
             Err(Exclusion::EmptyModel)
+        } else if va.spec.model_id.len() > MAX_MODEL_ID_BYTES {
+            Err(Exclusion::ModelIdTooLong {
+                bytes: va.spec.model_id.len(),
+            })
         } else {
             va.cost().and_then(|cost| {
                 va.target_deployment()
@@ -88,7 +92,7 @@ impl<'a> Declared<'a> {
         Declared {
             kind: SourceKind::VariantAutoscaling,
             meta: &va.metadata,
-            model_id: va.spec.model_id.clone(),
+            model_id: bounded_model_id(&va.spec.model_id),
             spec,
         }
     }
@@ -126,7 +130,7 @@ fn annotated<'a>(
     let managed = annotations.get(MANAGED_ANNOTATION)?;
     let model_id = annotations
         .get(MODEL_ID_ANNOTATION)
-        .cloned()
+        .map(|m| bounded_model_id(m))
         .unwrap_or_default();
     let spec = match managed.as_str() {
         "true" => annotated_spec(annotations, target),
@@ -160,6 +164,9 @@ fn annotated_spec(
                 annotation: MODEL_ID_ANNOTATION,
             })
         }
+        Some(m) if m.len() > MAX_MODEL_ID_BYTES => {
+            return Err(Exclusion::ModelIdTooLong { bytes: m.len() })
+        }
         Some(_) => {}
     }
     let cost = match annotations.get(VARIANT_COST_ANNOTATION).map(String::as_str) {
@@ -186,6 +193,12 @@ fn annotated_spec(
         cost,
         deployment: name.to_string(),
     })
+}
+
+/// The model ID a declaration is reported under: whole when it is within the bound, else cut (its
+/// declaration is then excluded with [`Exclusion::ModelIdTooLong`]), so that no copy of it is large.
+fn bounded_model_id(id: &str) -> String {
+    crate::error::cap(id, MAX_MODEL_ID_BYTES).into_owned()
 }
 
 /// KEDA creates an HPA (`keda-hpa-<name>`) for every ScaledObject; the ScaledObject is the autoscaler.
@@ -344,6 +357,17 @@ mod tests {
                 None,
                 err("annotation llm-d.ai/managed \"yes\": must be \"true\" or \"false\""),
             ),
+            // Issue 21 item 9: a 16 kB model ID is excluded with its length, not carried everywhere.
+            (
+                json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m".repeat(16_384)}),
+                None,
+                err("the model ID is 16384 bytes long; at most 256 are accepted"),
+            ),
+            (
+                json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m".repeat(256)}),
+                None,
+                ok(&"m".repeat(256), 1.0),
+            ),
             // KEDA's own HPA for a ScaledObject carries the ScaledObject's annotations; it is not a variant.
             (
                 json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m"}),
@@ -355,6 +379,12 @@ mod tests {
             let h = hpa(annotations.clone(), owner);
             assert_eq!(outcome(Declared::from_hpa(&h)), want, "{annotations}");
         }
+        let long = hpa(
+            json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m".repeat(16_384)}),
+            None,
+        );
+        let d = Declared::from_hpa(&long).unwrap();
+        assert!(d.model_id.len() < 400, "{} bytes kept", d.model_id.len());
     }
 
     #[test]

@@ -14,12 +14,16 @@ use super::openapi;
 use super::reply::{failure, failure_with_details, json_response, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
-use crate::error::Echo;
+use crate::error::{cap, Echo, MAX_STATUS_MESSAGE_BYTES};
 use crate::health::{self, Health};
 use crate::provider::quantity::format_milli;
 use crate::provider::selector::Selector;
 use crate::provider::{MetricsProvider, ProviderError};
-use crate::telemetry::{Metrics, PathLabels, RequestLabels};
+use crate::telemetry::{LogLimiter, Metrics, PathLabels, RequestLabels};
+
+/// "metric unavailable" lines, at most one a minute per variant and reason.
+static UNAVAILABLE_LOG: std::sync::LazyLock<LogLimiter> =
+    std::sync::LazyLock::new(|| LogLimiter::new(std::time::Duration::from_secs(60)));
 
 /// Everything a request needs.
 pub struct AppState {
@@ -543,8 +547,15 @@ fn external_metric(
         ),
         Err(e @ ProviderError::NoMatch { .. }) => failure(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ ProviderError::Unavailable(_)) => {
-            tracing::warn!(namespace, metric = %Echo(metric), selector = %Echo(&selector.to_string()), reason = %e, "metric unavailable");
-            failure(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            let reason = e.to_string();
+            let selector = selector.to_string();
+            // The HPA asks every 15 s per variant, and a bad pod's reason repeats: one line per
+            // variant and reason a minute, the same size as the 503's message.
+            let key = format!("{namespace}\n{metric}\n{selector}\n{reason}");
+            if let Some(held) = UNAVAILABLE_LOG.allow(&key) {
+                tracing::warn!(namespace = %Echo(namespace), metric = %Echo(metric), selector = %Echo(&selector), reason = %cap(&reason, MAX_STATUS_MESSAGE_BYTES), repeats_held_back = held, "metric unavailable");
+            }
+            failure(StatusCode::SERVICE_UNAVAILABLE, &reason)
         }
     }
 }
@@ -552,6 +563,66 @@ fn external_metric(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 21 item 8: a variant whose reason is megabytes, asked 200 times, writes one capped line.
+    #[test]
+    fn unavailable_reasons_are_logged_capped_and_rate_limited() {
+        struct Huge;
+        impl MetricsProvider for Huge {
+            fn external_metric(
+                &self,
+                _: &str,
+                _: &str,
+                _: &Selector,
+            ) -> Result<Vec<crate::provider::MetricItem>, ProviderError> {
+                Err(ProviderError::Unavailable(format!(
+                    "pod p: scrape failing: {}",
+                    "x".repeat(3 << 20)
+                )))
+            }
+        }
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        let state = AppState {
+            provider: Arc::new(Huge),
+            auth: None,
+            metrics: Metrics::new(),
+            health: Health::new(),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..200 {
+                let r = external_metric(
+                    &state,
+                    "ns-unique-to-this-test",
+                    "wva_desired_replicas",
+                    None,
+                );
+                assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            }
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            log.matches("metric unavailable").count(),
+            1,
+            "{} bytes",
+            log.len()
+        );
+        assert!(log.len() < 4096, "{} bytes of log", log.len());
+    }
 
     #[test]
     fn route_table() {

@@ -408,10 +408,12 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
             let model = s.label("model_name").unwrap_or("");
             if !wanted(model) {
                 other_series += 1;
-                if other_models.len() < crate::error::MAX_NAMES_LISTED
-                    && !other_models.iter().any(|m| m == model)
-                {
-                    other_models.push(model.to_string());
+                if other_models.len() < crate::error::MAX_NAMES_LISTED {
+                    // A label value can be megabytes: what is kept to report is cut.
+                    let name = crate::error::cap(model, crate::error::MAX_ECHO_BYTES);
+                    if !other_models.iter().any(|m| *m == name) {
+                        other_models.push(name.into_owned());
+                    }
                 }
                 return;
             }
@@ -498,6 +500,18 @@ mod tests {
         assert_eq!(e.models["bad"], ModelSignals::default());
         assert_eq!(e.other_series, 150_000);
         assert_eq!(e.other_models, vec!["m0", "m1", "m2", "m3", "m4"]);
+        // A megabyte label value is kept cut, not whole.
+        let huge = format!(
+            "vllm:num_requests_waiting{{model_name=\"{}\"}} 1\n",
+            "m".repeat(1 << 20)
+        );
+        let cut = extract_wanted(&huge, &|m| m == "wanted");
+        assert!(
+            cut.other_models[0].len() < 400,
+            "{}",
+            cut.other_models[0].len()
+        );
+
         assert!(
             e.warnings
                 .iter()

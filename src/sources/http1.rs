@@ -793,7 +793,10 @@ mod tests {
         assert_eq!(r.body, page.as_bytes());
         // 125 bytes of 1xx heads leave 1024 - 125 for the body.
         let r = against(five.as_bytes(), 125 + 10, false).await.0.unwrap();
-        assert_eq!((r.body.as_slice(), r.truncated), (&page.as_bytes()[..10], true));
+        assert_eq!(
+            (r.body.as_slice(), r.truncated),
+            (&page.as_bytes()[..10], true)
+        );
 
         let (mut ours, mut theirs) = tokio::io::duplex(64);
         let wire = ok.clone().into_bytes();

@@ -420,6 +420,8 @@ pub struct PrometheusSource {
     /// Models the engine asked about idleness, with their retention period: the poller queries them.
     idle_wanted: std::sync::Mutex<HashMap<(String, String), Duration>>,
     metrics: Arc<Metrics>,
+    /// Query failures, at most one line a minute per model and reason.
+    log: crate::telemetry::LogLimiter,
 }
 
 impl PrometheusSource {
@@ -430,6 +432,7 @@ impl PrometheusSource {
             state: RwLock::new(HashMap::new()),
             idle_wanted: std::sync::Mutex::new(HashMap::new()),
             metrics,
+            log: crate::telemetry::LogLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -547,8 +550,13 @@ impl PrometheusSource {
             }
             (Err(e), _) | (_, Err(e)) => {
                 self.metrics.prometheus_failures.inc();
-                tracing::warn!(namespace, model, error = %e, "Prometheus query failed; keeping the previous result until it ages out");
-                entry.last_error = Some(e.to_string());
+                let e =
+                    crate::error::cap(&e.to_string(), crate::error::MAX_STATUS_MESSAGE_BYTES / 4)
+                        .into_owned();
+                if let Some(held) = self.log.allow(&format!("{namespace}\n{model}\n{e}")) {
+                    tracing::warn!(namespace, model, error = %e, repeats_held_back = held, "Prometheus query failed; keeping the previous result until it ages out");
+                }
+                entry.last_error = Some(e);
             }
         }
     }

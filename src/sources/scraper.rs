@@ -17,7 +17,7 @@ use super::reach::{Reach, ScrapeTls};
 use super::window::{PageFacts, WindowCache};
 use crate::cluster::snapshot::{PodTarget, Scheme, SharedSnapshot};
 use crate::health::Heartbeat;
-use crate::telemetry::{Metrics, PodLabels};
+use crate::telemetry::{LogLimiter, Metrics, PodLabels};
 use rustls::pki_types::ServerName;
 
 /// The largest page read per pod. A vLLM page is 30–50 KB per engine (229 KB for eight engines,
@@ -297,6 +297,8 @@ pub struct Scraper {
     warned_capacity: AtomicBool,
     /// How each pod's last scrape went (absent: not scraped yet), which decides its lane.
     classes: Mutex<HashMap<PodKey, Class>>,
+    /// Per-pod warnings, at most one a minute per pod.
+    log: LogLimiter,
 }
 
 /// A pod's lane, from its last scrape.
@@ -481,6 +483,7 @@ impl Scraper {
             pool,
             warned_capacity: AtomicBool::new(false),
             classes: Mutex::new(HashMap::new()),
+            log: LogLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -636,7 +639,9 @@ impl Scraper {
                     other_series,
                 };
                 if page.truncated {
-                    tracing::warn!(pod = %pod.name, url = %pod_url(pod), limit = self.opts.max_body_bytes, "metrics page larger than the limit; parsed the first part only");
+                    if let Some(held) = self.log.allow(&format!("{}/{}", pod.namespace, pod.name)) {
+                        tracing::warn!(pod = %pod.name, url = %pod_url(pod), limit = self.opts.max_body_bytes, repeats_held_back = held, "metrics page larger than the limit; parsed the first part only");
+                    }
                 }
                 if !warnings.is_empty() {
                     tracing::debug!(pod = %pod.name, url = %pod_url(pod), count = warnings.len(), first = %warnings[0], "metrics page has malformed lines");

@@ -47,6 +47,10 @@ struct ModelActivity {
     last_seen: Instant,
 }
 
+/// The longest scrape error kept per pod: a quarter of a metav1.Status message, so that a few pods'
+/// reasons fit in one.
+const MAX_REASON_BYTES: usize = crate::error::MAX_STATUS_MESSAGE_BYTES / 4;
+
 /// A model none of whose pods has been seen this long is forgotten (its observation starts over).
 const ACTIVITY_FORGET: Duration = Duration::from_secs(6 * 3600);
 
@@ -318,7 +322,11 @@ impl WindowCache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = get_mut(&mut map, pod) {
-            w.last_error = Some(error);
+            // Reasons are kept per pod and repeated in answers and logs: kept small.
+            w.last_error = Some(match crate::error::cap(&error, MAX_REASON_BYTES) {
+                std::borrow::Cow::Borrowed(_) => error,
+                std::borrow::Cow::Owned(cut) => cut,
+            });
             self.prune(w, at);
         }
     }
