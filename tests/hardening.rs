@@ -292,6 +292,92 @@ async fn error_bodies_stay_small_whatever_they_echo() {
     }
 }
 
+/// Issue 21 item 10: a huge request target gets an answer, not a dropped connection: over HTTP/1.1 a
+/// 700 KB one (414 or 431), over HTTP/2 the largest an `http::Uri` holds, 60 KB (431); and the server
+/// answers the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_request_targets_get_an_answer() {
+    let s = start(ServeOptions::default(), None).await;
+    for len in [100_000, 700_000] {
+        let mut tls = tls_connect(&s, &[b"http/1.1"]).await;
+        let request = format!("GET /apis/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(len));
+        // The server may answer before reading it all, and close.
+        let _ = tls.write_all(request.as_bytes()).await;
+        let mut head = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut head))
+            .await
+            .expect("an answer within 10 s")
+            .expect("an answer, not a reset");
+        let head = String::from_utf8_lossy(&head[..n]).to_string();
+        assert!(
+            head.starts_with("HTTP/1.1 414") || head.starts_with("HTTP/1.1 431"),
+            "{len} bytes over HTTP/1.1: {head:?}"
+        );
+    }
+    let client = https_client(&s.ca, None, true);
+    let r = client
+        .get(format!(
+            "https://127.0.0.1:{}/apis/{}",
+            s.port,
+            "a".repeat(60_000)
+        ))
+        .send()
+        .await
+        .map_err(|e| format!("{:?}", e.status()))
+        .expect("an HTTP/2 answer to a 60 KB path");
+    assert_eq!(r.status().as_u16(), 431, "HTTP/2");
+    let r = client
+        .get(format!("https://127.0.0.1:{}/apis", s.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Issue 21 item 10: 50 streams at once against the limit of 32. A client that opens them before our
+/// SETTINGS arrive (h2load does; Go's client assumes 100 until then) gets REFUSED_STREAM on the 18 over
+/// the limit, and nothing else: a stream that the server never started, which HTTP/2 clients retry
+/// (Go's transport does). Once SETTINGS are known, 50 at once all succeed (the client queues them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_limit_are_refused_and_retried() {
+    let s = start(ServeOptions::default(), None).await;
+    let tls = tls_connect(&s, &[b"h2"]).await;
+    let (client, conn) = h2::client::Builder::new()
+        .handshake::<_, axum::body::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = || {
+        http::Request::get(format!("https://127.0.0.1:{}/apis", s.port))
+            .body(())
+            .unwrap()
+    };
+    let send = |client: h2::client::SendRequest<axum::body::Bytes>| async move {
+        let mut client = client.ready().await?;
+        let (response, _) = client.send_request(request(), true)?;
+        let response = response.await?;
+        Ok::<_, h2::Error>(response.status().as_u16())
+    };
+    // The first flight, before the server's SETTINGS are read.
+    let first: Vec<Result<u16, h2::Error>> =
+        futures::future::join_all((0..50).map(|_| send(client.clone()))).await;
+    let refused = first
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        .count();
+    let ok = first.iter().filter(|r| matches!(r, Ok(200))).count();
+    assert_eq!(ok + refused, 50, "{first:?}");
+    assert!(refused <= 50 - 32, "{refused} refused");
+    // Retried, they succeed; and later flights, with SETTINGS known, see no refusal at all.
+    for _ in 0..refused {
+        assert_eq!(send(client.clone()).await.unwrap(), 200);
+    }
+    for _ in 0..20 {
+        let flight = futures::future::join_all((0..50).map(|_| send(client.clone()))).await;
+        assert!(flight.iter().all(|r| matches!(r, Ok(200))), "{flight:?}");
+    }
+}
+
 /// The page forms that answer 200 without a usable sample.
 fn hostile_pages() -> Vec<(&'static str, Body, &'static str)> {
     let page_cut = {

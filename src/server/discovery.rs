@@ -63,14 +63,27 @@ fn media_ranges(accept: &str) -> Vec<(String, Params)> {
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let params: Params = parts
                 .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .map(|(k, v)| {
+                    let v = v.trim();
+                    // A quoted-string value (RFC 9110) means its content.
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v);
+                    (k.trim().to_ascii_lowercase(), v.to_string())
+                })
                 .collect();
+            // A parameter given twice with two values is ambiguous: the range means nothing we serve.
+            let ambiguous = params
+                .iter()
+                .enumerate()
+                .any(|(i, (k, v))| params[..i].iter().any(|(k2, v2)| k2 == k && v2 != v));
             let q = params
                 .iter()
                 .find(|(k, _)| k == "q")
                 .and_then(|(_, v)| v.parse::<f64>().ok())
                 .unwrap_or(1.0);
-            (q, i, media, params)
+            (if ambiguous { 0.0 } else { q }, i, media, params)
         })
         .filter(|(q, ..)| *q > 0.0)
         .collect();
@@ -222,6 +235,27 @@ mod tests {
                 None,
             ),
             (Some("application/vnd.kubernetes.protobuf".into()), None),
+            // Issue 21 item 10: another group, or the right one twice with another, is not ours to answer.
+            (
+                Some("application/json;g=wrong.example.com;v=v2;as=APIGroupDiscoveryList".into()),
+                None,
+            ),
+            (
+                Some("application/json;g=apidiscovery.k8s.io;g=wrong.example.com;v=v2;as=APIGroupDiscoveryList".into()),
+                None,
+            ),
+            (
+                Some("application/json;g=wrong.example.com;v=v2;as=APIGroupDiscoveryList;g=apidiscovery.k8s.io".into()),
+                None,
+            ),
+            (
+                Some("application/json;as=APIGroupDiscoveryList;v=v2".into()),
+                None,
+            ),
+            (
+                Some("application/json;g=\"apidiscovery.k8s.io\";v=\"v2\";as=\"APIGroupDiscoveryList\"".into()),
+                Some(ApisFormat::Aggregated("v2")),
+            ),
             (
                 Some(format!("{v2};q=0, application/json")),
                 Some(ApisFormat::Legacy),

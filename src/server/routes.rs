@@ -384,12 +384,12 @@ fn answer(
             Some(ApisFormat::Aggregated(version)) => aggregated_discovery(version, req),
             None => failure(
                 StatusCode::NOT_ACCEPTABLE,
-                &format!("the Accept header {:?} lists neither application/json nor aggregated discovery (apidiscovery.k8s.io v2 or v2beta1 APIGroupDiscoveryList)", accept.unwrap_or_default()),
+                &format!("the Accept header {:?} lists neither application/json nor aggregated discovery (apidiscovery.k8s.io v2 or v2beta1 APIGroupDiscoveryList)", cap(accept.unwrap_or_default(), crate::error::MAX_ECHO_BYTES)),
             ),
         },
         Route::ApiGroup | Route::ApiResourceList if !json_ok => failure(
             StatusCode::NOT_ACCEPTABLE,
-            &format!("only application/json is served here; the Accept header {:?} lists none of it", accept.unwrap_or_default()),
+            &format!("only application/json is served here; the Accept header {:?} lists none of it", cap(accept.unwrap_or_default(), crate::error::MAX_ECHO_BYTES)),
         ),
         Route::ApiGroup => json_response(StatusCode::OK, &discovery::api_group()),
         Route::ApiResourceList => json_response(StatusCode::OK, &discovery::api_resource_list()),
