@@ -93,6 +93,7 @@ fn engine() -> Engine {
                     port: 8000,
                     path: "/metrics".into(),
                     scheme: Default::default(),
+                    endpoint: Default::default(),
                 })
                 .collect(),
         })

@@ -103,6 +103,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
                     port: 8000,
                     path: "/metrics".into(),
                     scheme: Default::default(),
+                    endpoint: Default::default(),
                 })
                 .collect(),
         })

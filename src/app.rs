@@ -722,6 +722,7 @@ fn ip_target(url: &str) -> Option<crate::cluster::snapshot::PodTarget> {
             path.to_string()
         },
         scheme,
+        endpoint: Default::default(),
     })
 }
 

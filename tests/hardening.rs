@@ -478,6 +478,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
                 port: addr.port(),
                 path: "/metrics".into(),
                 scheme: Default::default(),
+                endpoint: Default::default(),
             }],
         })
         .collect();

@@ -795,6 +795,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         port: 1,
         path: "/metrics".into(),
         scheme: Default::default(),
+        endpoint: Default::default(),
     };
     let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
         kind: Default::default(),

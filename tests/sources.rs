@@ -59,6 +59,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
         port: addr.port(),
         path: "/metrics".into(),
         scheme: Default::default(),
+        endpoint: Default::default(),
     }
 }
 
@@ -764,6 +765,7 @@ async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
     let foreign = tls_pod(&stranger.server(&["127.0.0.1"]), "t0k3n").await;
     let https = |name: &str, addr: SocketAddr| PodTarget {
         scheme: Scheme::Https,
+        endpoint: Default::default(),
         ..pod(name, addr)
     };
     let pods = vec![

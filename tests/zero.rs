@@ -138,6 +138,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
                 port,
                 path: "/metrics".into(),
                 scheme: Default::default(),
+                endpoint: Default::default(),
             }]),
         }],
     });
@@ -360,6 +361,7 @@ fn pool(name: &str, model: &str, ports: &[u16]) -> EndpointPicker {
                 port: *port,
                 path: "/metrics".into(),
                 scheme: Default::default(),
+                endpoint: Default::default(),
             })
             .collect()),
     }

@@ -32,6 +32,25 @@ pub struct PodTarget {
     pub path: String,
     /// `prometheus.io/scheme`: plain HTTP unless the pod says https.
     pub scheme: Scheme,
+    /// Which rule chose the port (shown in `/debug/variants`).
+    pub endpoint: EndpointRule,
+}
+
+/// Which rule chose a pod's metrics port, in the order they are tried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointRule {
+    /// `prometheus.io/port`.
+    Annotation,
+    /// A container port named `metrics`.
+    PortNamedMetrics,
+    /// A container port named `http`.
+    PortNamedHttp,
+    /// The only container port the pod declares (WVA's emulator declares one unnamed port, 80).
+    OnlyPort,
+    /// None of the above: vLLM's 8000.
+    #[default]
+    VllmDefault,
 }
 
 /// How a pod's metrics are fetched.
@@ -490,7 +509,7 @@ pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
     if !ready {
         return None;
     }
-    let (port, path) = scrape_endpoint(p);
+    let (port, path, endpoint) = scrape_endpoint(p);
     let scheme = match p
         .metadata
         .annotations
@@ -509,12 +528,14 @@ pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
         port,
         path,
         scheme,
+        endpoint,
     })
 }
 
-/// Port and path: the `prometheus.io/*` annotations, else the container port named `metrics`, else `http`,
-/// else 8000; path `/metrics`.
-pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String) {
+/// Port and path, and the rule that chose the port: the `prometheus.io/*` annotations, else the container
+/// port named `metrics`, else `http`, else the only container port the pod declares, else vLLM's 8000;
+/// path `/metrics`.
+pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String, EndpointRule) {
     let annotations = p.metadata.annotations.as_ref();
     let path = annotations
         .and_then(|a| a.get(PATH_ANNOTATION))
@@ -524,19 +545,31 @@ pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String) {
     let annotated = annotations
         .and_then(|a| a.get(PORT_ANNOTATION))
         .and_then(|p| p.parse::<u16>().ok());
-    let named = |wanted: &str| {
+    let ports = || {
         p.spec
             .iter()
             .flat_map(|s| s.containers.iter())
             .flat_map(|c| c.ports.iter().flatten())
+    };
+    let named = |wanted: &str| {
+        ports()
             .find(|port| port.name.as_deref() == Some(wanted))
             .and_then(|port| u16::try_from(port.container_port).ok())
     };
-    let port = annotated
-        .or_else(|| named("metrics"))
-        .or_else(|| named("http"))
-        .unwrap_or(DEFAULT_METRICS_PORT);
-    (port, path)
+    let only = || {
+        let mut all = ports();
+        match (all.next(), all.next()) {
+            (Some(one), None) => u16::try_from(one.container_port).ok(),
+            _ => None,
+        }
+    };
+    let (port, rule) = annotated
+        .map(|p| (p, EndpointRule::Annotation))
+        .or_else(|| named("metrics").map(|p| (p, EndpointRule::PortNamedMetrics)))
+        .or_else(|| named("http").map(|p| (p, EndpointRule::PortNamedHttp)))
+        .or_else(|| only().map(|p| (p, EndpointRule::OnlyPort)))
+        .unwrap_or((DEFAULT_METRICS_PORT, EndpointRule::VllmDefault));
+    (port, path, rule)
 }
 
 #[cfg(test)]
@@ -1022,8 +1055,49 @@ mod tests {
             .push(
                 serde_json::from_value(json!({"name": "metrics", "containerPort": 9000})).unwrap(),
             );
-        assert_eq!(scrape_endpoint(&p).0, 9000);
+        assert_eq!(
+            scrape_endpoint(&p),
+            (9000, "/metrics".to_string(), EndpointRule::PortNamedMetrics)
+        );
         p.spec.as_mut().unwrap().containers[0].ports = None;
-        assert_eq!(scrape_endpoint(&p), (8000, "/metrics".to_string()));
+        assert_eq!(
+            scrape_endpoint(&p),
+            (8000, "/metrics".to_string(), EndpointRule::VllmDefault)
+        );
+    }
+
+    /// Issue 21 item 11: WVA's emulator Deployment (v0.4.1 and v0.5.1 samples) declares one unnamed
+    /// port, 80, which its ServiceMonitor scrapes: so do we. Two unnamed ports choose neither.
+    #[test]
+    fn the_only_declared_port_is_scraped() {
+        let mut p = pod("p", "a", true, json!({}));
+        let set_ports = |p: &mut Pod, ports: serde_json::Value| {
+            p.spec.as_mut().unwrap().containers[0].ports =
+                Some(serde_json::from_value(ports).unwrap());
+        };
+        set_ports(&mut p, json!([{"containerPort": 80}]));
+        assert_eq!(
+            scrape_endpoint(&p),
+            (80, "/metrics".to_string(), EndpointRule::OnlyPort)
+        );
+        set_ports(
+            &mut p,
+            json!([{"containerPort": 80}, {"containerPort": 81}]),
+        );
+        assert_eq!(scrape_endpoint(&p).2, EndpointRule::VllmDefault);
+        set_ports(
+            &mut p,
+            json!([{"containerPort": 80}, {"name": "http", "containerPort": 8081}]),
+        );
+        assert_eq!(
+            scrape_endpoint(&p),
+            (8081, "/metrics".to_string(), EndpointRule::PortNamedHttp)
+        );
+        p.metadata.annotations =
+            Some([("prometheus.io/port".to_string(), "9400".to_string())].into());
+        assert_eq!(
+            scrape_endpoint(&p),
+            (9400, "/metrics".to_string(), EndpointRule::Annotation)
+        );
     }
 }

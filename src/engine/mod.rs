@@ -41,6 +41,9 @@ use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
 pub struct PodInput {
     pub variant: String,
     pub pod: String,
+    /// Where the pod is scraped, and which rule chose the port.
+    pub url: String,
+    pub endpoint_from: crate::cluster::snapshot::EndpointRule,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<PodSample>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +204,8 @@ impl Engine {
                     pods.push(PodInput {
                         variant: v.name.clone(),
                         pod: pod.name.clone(),
+                        url: crate::sources::scraper::pod_url(pod),
+                        endpoint_from: pod.endpoint,
                         sample,
                         missing,
                     });
@@ -515,6 +520,7 @@ mod tests {
                     port: 8000,
                     path: "/metrics".into(),
                     scheme: Default::default(),
+                    endpoint: Default::default(),
                 })
                 .collect(),
         }

@@ -808,6 +808,7 @@ mod tests {
             port: 8000,
             path: "/metrics".into(),
             scheme: Default::default(),
+            endpoint: Default::default(),
         };
         assert!(matches!(
             source.lookup_at(&pod("good"), "m", now),

@@ -492,6 +492,7 @@ mod tests {
             port: 8000,
             path: "/metrics".into(),
             scheme: Default::default(),
+            endpoint: Default::default(),
         }
     }
 

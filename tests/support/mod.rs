@@ -108,6 +108,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::s
         port: 1,
         path: "/metrics".into(),
         scheme: Default::default(),
+        endpoint: Default::default(),
     }
 }
 
