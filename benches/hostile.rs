@@ -6,7 +6,12 @@
 //! - 40 pods serving 20 MB pages (cut at the 2 MiB default);
 //! - 1,024 TLS connections that finish the handshake and send nothing;
 //! - 30 HTTP/2 connections × 200 streams with a zero flow-control window, each asking for a 14 KB bad
-//!   selector (the server serves 32 streams per connection; the bodies cannot be sent).
+//!   selector (the server serves 32 streams per connection; the bodies cannot be sent);
+//! - on the external scaler's gRPC port: 8 clients each sending a 3.9 MB `ScaledObjectRef` and reading
+//!   nothing; one connection with 48 unfinished 3.9 MB bodies; 6,000 TCP connections that never start
+//!   TLS;
+//! - 100, 1,000 and 5,000 pods that accept the connection and never answer, beside one healthy pod of
+//!   another model: how often the healthy model is answered (200) over the window, and `/livez`.
 //!
 //! Run with `cargo bench --bench hostile` (part of `just bench`); `WVA_HOSTILE_SECONDS` sets each window
 //! (default 20 s), `WVA_HOSTILE_SERVER` measures another build (a baseline) with the same floods.
@@ -67,8 +72,12 @@ fn standalone_file(pods: &[SocketAddr]) -> String {
 }
 
 fn start_server(dir: &Path, name: &str, pods: &[SocketAddr], extra: &[&str]) -> Server {
+    start_server_with(dir, name, &standalone_file(pods), extra)
+}
+
+fn start_server_with(dir: &Path, name: &str, standalone: &str, extra: &[&str]) -> Server {
     let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(&file, standalone_file(pods)).unwrap();
+    std::fs::write(&file, standalone).unwrap();
     let certs = dir.join(format!("certs-{name}"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -303,6 +312,286 @@ fn stalled_streams(dir: &Path, window: Duration) -> Row {
     }
 }
 
+/// A server with the external scaler on its own port (standalone: no client CA needed).
+fn start_with_scaler(dir: &Path, name: &str, pods: &[SocketAddr]) -> (Server, u16) {
+    let scaler_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = start_server(
+        dir,
+        name,
+        pods,
+        &["--external-scaler-port", &scaler_port.to_string()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", scaler_port)).is_err() {
+        assert!(Instant::now() < deadline, "the scaler port did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (s, scaler_port)
+}
+
+/// An HTTP/2 connection to the scaler port that reads nothing (its receive window is 0).
+async fn grpc_connection<B>(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+) -> Option<hyper::client::conn::http2::SendRequest<B>>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let tls = connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .ok()?;
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, B>(TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+/// A gRPC `IsActive` call carrying a `ScaledObjectRef` of `size` bytes (a huge name).
+fn huge_is_active(port: u16, size: usize) -> hyper::Request<Full<Bytes>> {
+    let mut message = vec![0x0a];
+    let mut n = size;
+    while n >= 0x80 {
+        message.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    message.push(n as u8);
+    message.extend(std::iter::repeat_n(b'a', size));
+    let mut frame = vec![0u8];
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    hyper::Request::post(format!(
+        "https://127.0.0.1:{port}/externalscaler.ExternalScaler/IsActive"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(Full::new(Bytes::from(frame)))
+    .unwrap()
+}
+
+/// Peak memory while `load` runs against the scaler port.
+fn grpc_flood(
+    dir: &Path,
+    window: Duration,
+    name: &'static str,
+    flood: &'static str,
+    load: impl FnOnce(&tokio::runtime::Runtime, tokio_rustls::TlsConnector, u16) -> String,
+) -> Row {
+    let rt = pods_runtime();
+    let pods = serve_pages(&rt, 1, Bytes::from(page::vllm_page_for("m", 1)));
+    let (s, scaler_port) = start_with_scaler(dir, name, &pods);
+    let mut cfg = load::client_tls(&s.ca, None);
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let client_rt = pods_runtime();
+    let note = load(&client_rt, connector, scaler_port);
+    std::thread::sleep(window);
+    let (rss, hwm) = memory_mib(s.child.id());
+    Row {
+        flood,
+        rss,
+        hwm,
+        note,
+    }
+}
+
+fn grpc_huge_messages(dir: &Path, window: Duration) -> Row {
+    grpc_flood(
+        dir,
+        window,
+        "grpc-huge",
+        "gRPC: 8 clients × one 3.9 MB ScaledObjectRef, answers unread",
+        |rt, connector, port| {
+            let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for _ in 0..8 {
+                let (connector, answered) = (connector.clone(), answered.clone());
+                rt.spawn(async move {
+                    let Some(mut sender) = grpc_connection(&connector, port).await else {
+                        return;
+                    };
+                    if let Ok(resp) = sender.send_request(huge_is_active(port, 3_900_000)).await {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        std::future::pending::<()>().await;
+                        drop(resp);
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_secs(3));
+            format!(
+                "{} answered at once",
+                answered.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        },
+    )
+}
+
+fn grpc_unfinished_bodies(dir: &Path, window: Duration) -> Row {
+    grpc_flood(
+        dir,
+        window,
+        "grpc-unfinished",
+        "gRPC: 1 connection × 48 unfinished 3.9 MB bodies",
+        |rt, connector, port| {
+            rt.spawn(async move {
+                let Some(sender) = grpc_connection(&connector, port).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                for _ in 0..48 {
+                    // A body announced as 3.9 MB whose end never comes: its first 64 KB, then nothing.
+                    let (mut tx, rx) = futures::channel::mpsc::channel::<
+                        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+                    >(1);
+                    let req = hyper::Request::post(format!(
+                        "https://127.0.0.1:{port}/externalscaler.ExternalScaler/IsActive"
+                    ))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(http_body_util::StreamBody::new(rx))
+                    .unwrap();
+                    let mut sender = sender.clone();
+                    tokio::spawn(async move {
+                        let _ = sender.send_request(req).await;
+                        std::future::pending::<()>().await;
+                    });
+                    let mut frame = vec![0u8];
+                    frame.extend(3_900_005u32.to_be_bytes());
+                    frame.extend(std::iter::repeat_n(b'a', 64 * 1024));
+                    let _ = futures::SinkExt::send(
+                        &mut tx,
+                        Ok(hyper::body::Frame::data(Bytes::from(frame))),
+                    )
+                    .await;
+                    held.push(tx);
+                }
+                std::future::pending::<()>().await;
+            });
+            std::thread::sleep(Duration::from_secs(3));
+            String::new()
+        },
+    )
+}
+
+fn grpc_no_tls(dir: &Path, window: Duration) -> Row {
+    grpc_flood(
+        dir,
+        window,
+        "grpc-no-tls",
+        "gRPC: 6,000 TCP connections that never start TLS",
+        |rt, _connector, port| {
+            let held = rt.block_on(async {
+                let mut held = Vec::new();
+                for _ in 0..6_000 {
+                    if let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        held.push(tcp);
+                    }
+                }
+                held
+            });
+            let n = held.len();
+            // Held by the client for the whole window.
+            std::mem::forget(held);
+            format!("{n} connected")
+        },
+    )
+}
+
+/// One healthy pod of model `g` and `hanging` pods of model `m` that accept and never answer.
+fn hanging_file(good: SocketAddr, hang: SocketAddr, hanging: usize) -> String {
+    let mut o = String::new();
+    let variant = |o: &mut String, name: &str, model: &str, replicas: usize| {
+        let _ = write!(
+            o,
+            "apiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: {name}\n  namespace: h\n  labels: {{inference.optimization/acceleratorName: H100}}\nspec: {{modelID: {model}, scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: h}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template: {{}}\nstatus: {{replicas: {replicas}, readyReplicas: {replicas}}}\n---\n"
+        );
+    };
+    let pod = |o: &mut String, name: &str, app: &str, addr: SocketAddr| {
+        let _ = write!(
+            o,
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: h\n  labels: {{app: {app}}}\n  annotations: {{prometheus.io/port: \"{}\"}}\nstatus:\n  phase: Running\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n---\n",
+            addr.port(),
+            addr.ip()
+        );
+    };
+    variant(&mut o, "good", "g", 1);
+    pod(&mut o, "good-0", "good", good);
+    variant(&mut o, "hang", "m", hanging);
+    for i in 0..hanging {
+        pod(&mut o, &format!("hang-{i}"), "hang", hang);
+    }
+    o
+}
+
+/// `hanging` pods that never answer beside a healthy one: the healthy model's answers over the window
+/// (one request a second) and `/livez` at its end.
+fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f64, String) {
+    let rt = pods_runtime();
+    let good = serve_pages(&rt, 1, Bytes::from(page::vllm_page_for("g", 1)))[0];
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let hang = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let name = format!("hanging-{hanging}");
+    let s = start_server_with(dir, &name, &hanging_file(good, hang, hanging), &[]);
+    let client_rt = pods_runtime();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(s.ca.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/h/wva_desired_replicas?labelSelector=variant_name%3Dgood",
+        s.port
+    );
+    let start = Instant::now();
+    let (mut ok, mut asked) = (0, 0);
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(1));
+        // The first answers wait for the first scrape; count from 10 s on.
+        if start.elapsed() < Duration::from_secs(10) {
+            continue;
+        }
+        asked += 1;
+        let code = client_rt.block_on(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+        if matches!(code, Ok(200)) {
+            ok += 1;
+        }
+    }
+    let livez = client_rt.block_on(async {
+        client
+            .get(format!("https://127.0.0.1:{}/livez", s.port))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let (rss, hwm) = memory_mib(s.child.id());
+    (
+        format!("{hanging} hanging pods beside 1 healthy one"),
+        rss,
+        hwm,
+        format!(
+            "healthy model answered {ok}/{asked}; /livez {}",
+            livez.map_or_else(|e| e.to_string(), |c| c.to_string())
+        ),
+    )
+}
+
 fn idle(dir: &Path, window: Duration) -> Row {
     let rt = pods_runtime();
     let pods = serve_pages(&rt, 1, Bytes::from(page::vllm_page_for("m", 2)));
@@ -345,12 +634,21 @@ fn main() {
         huge_pages,
         silent_connections,
         stalled_streams,
+        grpc_huge_messages,
+        grpc_unfinished_bodies,
+        grpc_no_tls,
     ] {
         let r = f(&dir, window);
         println!(
             "[hostile] {:<64} {:>9.1} {:>10.1}  {}",
             r.flood, r.rss, r.hwm, r.note
         );
+    }
+    // Long enough for the liveness bound (30 s) to pass.
+    let hanging_window = window.max(Duration::from_secs(40));
+    for n in [100, 1_000, 5_000] {
+        let (flood, rss, hwm, note) = hanging_pods(&dir, hanging_window, n);
+        println!("[hostile] {flood:<64} {rss:>9.1} {hwm:>10.1}  {note}");
     }
     println!("[hostile] budget (README): 256 MiB limit; scrape buffers at most --scrape-concurrency × --max-page-bytes = 128 MiB by default");
 }
