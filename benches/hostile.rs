@@ -343,7 +343,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let tls = connector
         .connect("127.0.0.1".try_into().unwrap(), tcp)
         .await
@@ -568,7 +570,8 @@ fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f
             continue;
         }
         asked += 1;
-        let code = client_rt.block_on(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+        let code = client_rt
+            .block_on(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
         if matches!(code, Ok(200)) {
             ok += 1;
         }
