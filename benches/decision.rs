@@ -94,6 +94,7 @@ fn engine() -> Engine {
                     path: "/metrics".into(),
                     scheme: Default::default(),
                     endpoint: Default::default(),
+                    tls_server_name: None,
                 })
                 .collect(),
         })

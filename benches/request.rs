@@ -104,6 +104,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
                     path: "/metrics".into(),
                     scheme: Default::default(),
                     endpoint: Default::default(),
+                    tls_server_name: None,
                 })
                 .collect(),
         })

@@ -723,6 +723,7 @@ fn ip_target(url: &str) -> Option<crate::cluster::snapshot::PodTarget> {
         },
         scheme,
         endpoint: Default::default(),
+        tls_server_name: None,
     })
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use crate::cluster::monitors::{PodMonitor, ServiceMonitor};
 use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{log_exclusions, CONFIG_ENABLED_LABEL};
 use crate::health::Heartbeat;
@@ -134,6 +135,12 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
                 typed::<InferencePool>(value).map(|o| objects.pools.push(namespaced(o)))
             }
             "Service" => typed::<Service>(value).map(|o| objects.services.push(namespaced(o))),
+            "PodMonitor" => {
+                typed::<PodMonitor>(value).map(|o| objects.pod_monitors.push(namespaced(o)))
+            }
+            "ServiceMonitor" => {
+                typed::<ServiceMonitor>(value).map(|o| objects.service_monitors.push(namespaced(o)))
+            }
             "ConfigMap" => {
                 typed::<ConfigMap>(value).map(|o| objects.configmaps.push(namespaced(o)))
             }
@@ -150,7 +157,7 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
 }
 
 /// The kinds the file may hold.
-pub const KINDS: &str = "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, Namespace or ConfigMap";
+pub const KINDS: &str = "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, PodMonitor, ServiceMonitor, Namespace or ConfigMap";
 
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
 fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {

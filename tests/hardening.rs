@@ -479,6 +479,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
                 path: "/metrics".into(),
                 scheme: Default::default(),
                 endpoint: Default::default(),
+                tls_server_name: None,
             }],
         })
         .collect();

@@ -265,6 +265,8 @@ fn rbac_grants_what_the_server_uses() {
             && grants("", "namespaces")
             && grants("inference.networking.k8s.io", "inferencepools")
             && grants("", "services")
+            && grants("monitoring.coreos.com", "podmonitors")
+            && grants("monitoring.coreos.com", "servicemonitors")
     );
     // Endpoint pickers check a SubjectAccessReview on their /metrics.
     assert!(role["rules"].as_array().unwrap().iter().any(|r| {

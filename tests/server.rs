@@ -796,6 +796,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         path: "/metrics".into(),
         scheme: Default::default(),
         endpoint: Default::default(),
+        tls_server_name: None,
     };
     let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
         kind: Default::default(),

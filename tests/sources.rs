@@ -60,6 +60,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
         path: "/metrics".into(),
         scheme: Default::default(),
         endpoint: Default::default(),
+        tls_server_name: None,
     }
 }
 
@@ -766,6 +767,7 @@ async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
     let https = |name: &str, addr: SocketAddr| PodTarget {
         scheme: Scheme::Https,
         endpoint: Default::default(),
+        tls_server_name: None,
         ..pod(name, addr)
     };
     let pods = vec![

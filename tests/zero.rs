@@ -139,6 +139,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
                 path: "/metrics".into(),
                 scheme: Default::default(),
                 endpoint: Default::default(),
+                tls_server_name: None,
             }]),
         }],
     });
@@ -362,6 +363,7 @@ fn pool(name: &str, model: &str, ports: &[u16]) -> EndpointPicker {
                 path: "/metrics".into(),
                 scheme: Default::default(),
                 endpoint: Default::default(),
+                tls_server_name: None,
             })
             .collect()),
     }

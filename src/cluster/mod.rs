@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod declared;
 pub mod leader;
+pub mod monitors;
 pub mod pools;
 pub mod snapshot;
 pub mod watch;

@@ -109,7 +109,7 @@ fn picker_pods(
         .iter()
         .filter(|p| selects(&selector, p.metadata.labels.as_ref()))
         .filter_map(|p| {
-            let mut t = pod_target(p)?;
+            let mut t = pod_target(p, &super::monitors::MonitorIndex::default())?;
             t.port = metrics_port(service, p);
             t.path = "/metrics".into();
             Some(t)

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 pub use super::declared::SourceKind;
 use super::declared::{self, Autoscaler, Declared};
+use super::monitors::{MonitorIndex, PodMonitor, ServiceMonitor};
 pub use super::pools::EndpointPicker;
 use crate::error::Exclusion;
 use crate::provider::selector::Selector;
@@ -34,6 +35,10 @@ pub struct PodTarget {
     pub scheme: Scheme,
     /// Which rule chose the port (shown in `/debug/variants`).
     pub endpoint: EndpointRule,
+    /// The name the pod's certificate is verified against, from its monitor's `tlsConfig.serverName`
+    /// (else `--scrape-tls-server-name`, else the pod's IP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Which rule chose a pod's metrics port, in the order they are tried.
@@ -42,6 +47,10 @@ pub struct PodTarget {
 pub enum EndpointRule {
     /// `prometheus.io/port`.
     Annotation,
+    /// A PodMonitor that selects the pod (`monitoring.coreos.com/v1`).
+    PodMonitor,
+    /// A ServiceMonitor that selects a Service in front of the pod.
+    ServiceMonitor,
     /// A container port named `metrics`.
     PortNamedMetrics,
     /// A container port named `http`.
@@ -199,9 +208,13 @@ pub struct Objects {
     pub namespaces: Vec<Arc<Namespace>>,
     /// Saturation ConfigMaps (standalone file only): the thresholds read them, the join does not.
     pub configmaps: Vec<Arc<ConfigMap>>,
-    /// InferencePools (while their CRD is installed) and Services (for their endpoint pickers).
+    /// InferencePools (while their CRD is installed) and Services (for their endpoint pickers, and
+    /// ServiceMonitors).
     pub pools: Vec<Arc<InferencePool>>,
     pub services: Vec<Arc<Service>>,
+    /// The prometheus-operator's monitors (while their CRDs are installed): where pods are scraped.
+    pub pod_monitors: Vec<Arc<PodMonitor>>,
+    pub service_monitors: Vec<Arc<ServiceMonitor>>,
 }
 
 /// Which variants are this server's.
@@ -241,6 +254,11 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
     }
     let excluded_namespaces = excluded_namespaces(objects, scope);
     let declared = declarations(objects);
+    let monitors = MonitorIndex::new(
+        &objects.pod_monitors,
+        &objects.service_monitors,
+        &objects.services,
+    );
 
     let mut snapshot = Snapshot {
         synced: true,
@@ -264,7 +282,13 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
                 annotation: EXCLUDE_ANNOTATION,
             })
         } else {
-            variant_of(&d, &deployments_by_key, &pods_by_ns, &autoscalers)
+            variant_of(
+                &d,
+                &deployments_by_key,
+                &pods_by_ns,
+                &autoscalers,
+                &monitors,
+            )
         };
         match joined {
             Ok(v) => snapshot.variants.push(v),
@@ -400,6 +424,7 @@ fn variant_of(
     deployments: &BTreeMap<(&str, &str), &Deployment>,
     pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
     autoscalers: &BTreeMap<(&str, &str), Vec<Autoscaler<'_>>>,
+    monitors: &MonitorIndex<'_>,
 ) -> Result<Variant, Exclusion> {
     let namespace = d.meta.namespace.clone().unwrap_or_default();
     let name = d.meta.name.clone().unwrap_or_default();
@@ -452,7 +477,7 @@ fn variant_of(
         .into_iter()
         .flatten()
         .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&no_labels)))
-        .filter_map(|p| pod_target(p))
+        .filter_map(|p| pod_target(p, monitors))
         .collect();
     targets.sort();
     Ok(Variant {
@@ -491,8 +516,9 @@ pub(crate) fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
     Selector::parse(&parts.join(",")).map_err(|e| e.to_string())
 }
 
-/// A Ready, running pod with an IP becomes a scrape target.
-pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
+/// A Ready, running pod with an IP becomes a scrape target, at the endpoint its annotations, its monitors
+/// or its ports say.
+pub(crate) fn pod_target(p: &Pod, monitors: &MonitorIndex) -> Option<PodTarget> {
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -509,18 +535,26 @@ pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
     if !ready {
         return None;
     }
-    let (port, path, endpoint) = scrape_endpoint(p);
-    let scheme = match p
+    let monitor = monitors.resolve(p);
+    let (port, path, endpoint) = scrape_endpoint(p, monitor.as_ref());
+    let annotated = p
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(SCHEME_ANNOTATION))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .as_deref()
-    {
+        .map(|s| s.trim().to_ascii_lowercase());
+    let scheme = match annotated.as_deref() {
         Some("https") => Scheme::Https,
-        _ => Scheme::Http,
+        Some(_) => Scheme::Http,
+        None => monitor
+            .as_ref()
+            .filter(|_| endpoint != EndpointRule::Annotation)
+            .and_then(|m| m.scheme)
+            .unwrap_or_default(),
     };
+    let tls_server_name = monitor
+        .filter(|_| endpoint != EndpointRule::Annotation)
+        .and_then(|m| m.server_name);
     Some(PodTarget {
         namespace: p.metadata.namespace.clone()?,
         name: p.metadata.name.clone()?,
@@ -529,18 +563,24 @@ pub(crate) fn pod_target(p: &Pod) -> Option<PodTarget> {
         path,
         scheme,
         endpoint,
+        tls_server_name,
     })
 }
 
-/// Port and path, and the rule that chose the port: the `prometheus.io/*` annotations, else the container
-/// port named `metrics`, else `http`, else the only container port the pod declares, else vLLM's 8000;
-/// path `/metrics`.
-pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String, EndpointRule) {
+/// Port and path, and the rule that chose the port: the `prometheus.io/*` annotations, else the pod's
+/// monitor (PodMonitor or ServiceMonitor), else the container port named `metrics`, else `http`, else the
+/// only container port the pod declares, else vLLM's 8000; path from the annotation, else the monitor,
+/// else `/metrics`.
+pub(crate) fn scrape_endpoint(
+    p: &Pod,
+    monitor: Option<&super::monitors::Resolved>,
+) -> (u16, String, EndpointRule) {
     let annotations = p.metadata.annotations.as_ref();
     let path = annotations
         .and_then(|a| a.get(PATH_ANNOTATION))
         .filter(|p| p.starts_with('/'))
         .cloned()
+        .or_else(|| monitor.and_then(|m| m.path.clone()))
         .unwrap_or_else(|| "/metrics".to_string());
     let annotated = annotations
         .and_then(|a| a.get(PORT_ANNOTATION))
@@ -565,6 +605,7 @@ pub(crate) fn scrape_endpoint(p: &Pod) -> (u16, String, EndpointRule) {
     };
     let (port, rule) = annotated
         .map(|p| (p, EndpointRule::Annotation))
+        .or_else(|| monitor.map(|m| (m.port, m.rule)))
         .or_else(|| named("metrics").map(|p| (p, EndpointRule::PortNamedMetrics)))
         .or_else(|| named("http").map(|p| (p, EndpointRule::PortNamedHttp)))
         .or_else(|| only().map(|p| (p, EndpointRule::OnlyPort)))
@@ -1047,7 +1088,7 @@ mod tests {
     #[test]
     fn port_fallbacks() {
         let mut p = pod("p", "a", true, json!({}));
-        assert_eq!(scrape_endpoint(&p).0, 8080);
+        assert_eq!(scrape_endpoint(&p, None).0, 8080);
         p.spec.as_mut().unwrap().containers[0]
             .ports
             .as_mut()
@@ -1056,12 +1097,12 @@ mod tests {
                 serde_json::from_value(json!({"name": "metrics", "containerPort": 9000})).unwrap(),
             );
         assert_eq!(
-            scrape_endpoint(&p),
+            scrape_endpoint(&p, None),
             (9000, "/metrics".to_string(), EndpointRule::PortNamedMetrics)
         );
         p.spec.as_mut().unwrap().containers[0].ports = None;
         assert_eq!(
-            scrape_endpoint(&p),
+            scrape_endpoint(&p, None),
             (8000, "/metrics".to_string(), EndpointRule::VllmDefault)
         );
     }
@@ -1077,26 +1118,26 @@ mod tests {
         };
         set_ports(&mut p, json!([{"containerPort": 80}]));
         assert_eq!(
-            scrape_endpoint(&p),
+            scrape_endpoint(&p, None),
             (80, "/metrics".to_string(), EndpointRule::OnlyPort)
         );
         set_ports(
             &mut p,
             json!([{"containerPort": 80}, {"containerPort": 81}]),
         );
-        assert_eq!(scrape_endpoint(&p).2, EndpointRule::VllmDefault);
+        assert_eq!(scrape_endpoint(&p, None).2, EndpointRule::VllmDefault);
         set_ports(
             &mut p,
             json!([{"containerPort": 80}, {"name": "http", "containerPort": 8081}]),
         );
         assert_eq!(
-            scrape_endpoint(&p),
+            scrape_endpoint(&p, None),
             (8081, "/metrics".to_string(), EndpointRule::PortNamedHttp)
         );
         p.metadata.annotations =
             Some([("prometheus.io/port".to_string(), "9400".to_string())].into());
         assert_eq!(
-            scrape_endpoint(&p),
+            scrape_endpoint(&p, None),
             (9400, "/metrics".to_string(), EndpointRule::Annotation)
         );
     }

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use super::monitors::{PodMonitor, ServiceMonitor};
 use super::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot, SourceKind};
 use crate::auth::config::{
     AuthConfig, AuthOverrides, AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
@@ -262,16 +263,49 @@ async fn reflect_optional<K>(
     }
 }
 
-/// The optional CRDs' reflectors: KEDA's ScaledObjects (variants and bounds) and the inference
-/// extension's InferencePools (scale from zero: they select the pods and name the endpoint picker).
+/// The optional CRDs' reflectors: KEDA's ScaledObjects (variants and bounds), the inference
+/// extension's InferencePools (scale from zero: they select the pods and name the endpoint picker), and
+/// the prometheus-operator's PodMonitors and ServiceMonitors (where pods are scraped).
 async fn optional_reflectors(
     client: &Client,
     namespace: Option<&String>,
-    (scaled_objects, pools): (&OptionalStore<ScaledObject>, &OptionalStore<InferencePool>),
+    stores: &OptionalStores,
     changed: &Arc<Notify>,
     metrics: &Arc<Metrics>,
 ) {
+    let OptionalStores {
+        scaled_objects,
+        pools,
+        pod_monitors,
+        service_monitors,
+    } = stores;
     futures::join!(
+        reflect_optional(
+            client.clone(),
+            namespace.cloned(),
+            OptionalCrd {
+                group_version: "monitoring.coreos.com/v1",
+                plural: "podmonitors",
+                what: "the prometheus-operator's PodMonitor",
+                slim: slim_monitor::<PodMonitor>,
+            },
+            pod_monitors.clone(),
+            changed.clone(),
+            metrics.clone(),
+        ),
+        reflect_optional(
+            client.clone(),
+            namespace.cloned(),
+            OptionalCrd {
+                group_version: "monitoring.coreos.com/v1",
+                plural: "servicemonitors",
+                what: "the prometheus-operator's ServiceMonitor",
+                slim: slim_monitor::<ServiceMonitor>,
+            },
+            service_monitors.clone(),
+            changed.clone(),
+            metrics.clone(),
+        ),
         reflect_optional(
             client.clone(),
             namespace.cloned(),
@@ -299,6 +333,11 @@ async fn optional_reflectors(
             metrics.clone(),
         ),
     );
+}
+
+fn slim_monitor<K: Resource>(m: &mut K) {
+    m.meta_mut().managed_fields = None;
+    m.meta_mut().annotations = None;
 }
 
 fn slim_pool(p: &mut InferencePool) {
@@ -446,8 +485,7 @@ pub(crate) async fn run_snapshot(
     let (hpas, hpa_w) = reflector::store::<HorizontalPodAutoscaler>();
     let (namespaces, ns_w) = reflector::store::<Namespace>();
     let (services, svc_w) = reflector::store::<Service>();
-    let scaled_objects = Arc::new(ArcSwap::from_pointee(Optional::Unknown));
-    let pools = Arc::new(ArcSwap::from_pointee(Optional::Unknown));
+    let optional = OptionalStores::new();
     let ns = namespace.as_deref();
     let reflectors = async {
         futures::join!(
@@ -488,13 +526,7 @@ pub(crate) async fn run_snapshot(
                 slim_hpa,
                 false,
             ),
-            optional_reflectors(
-                &client,
-                namespace.as_ref(),
-                (&scaled_objects, &pools),
-                &changed,
-                &metrics
-            ),
+            optional_reflectors(&client, namespace.as_ref(), &optional, &changed, &metrics),
             reflect(
                 "services",
                 api(&client, ns),
@@ -525,8 +557,7 @@ pub(crate) async fn run_snapshot(
         hpas,
         namespaces,
         services,
-        scaled_objects: scaled_objects.clone(),
-        pools: pools.clone(),
+        optional: optional.clone(),
         watching_all: ns.is_none(),
     };
     let rebuild = rebuild(&stores, &scope, &changed, &shared, (&heartbeat, &synced));
@@ -572,17 +603,40 @@ struct Stores {
     hpas: Store<HorizontalPodAutoscaler>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
-    scaled_objects: Arc<ArcSwap<Optional<ScaledObject>>>,
-    pools: Arc<ArcSwap<Optional<InferencePool>>>,
+    optional: OptionalStores,
     /// Namespaces are followed only when watching every namespace.
     watching_all: bool,
+}
+
+/// The stores of the optional CRDs' objects.
+#[derive(Clone)]
+struct OptionalStores {
+    scaled_objects: OptionalStore<ScaledObject>,
+    pools: OptionalStore<InferencePool>,
+    pod_monitors: OptionalStore<PodMonitor>,
+    service_monitors: OptionalStore<ServiceMonitor>,
+}
+
+impl OptionalStores {
+    fn new() -> Self {
+        Self {
+            scaled_objects: Arc::new(ArcSwap::from_pointee(Optional::Unknown)),
+            pools: Arc::new(ArcSwap::from_pointee(Optional::Unknown)),
+            pod_monitors: Arc::new(ArcSwap::from_pointee(Optional::Unknown)),
+            service_monitors: Arc::new(ArcSwap::from_pointee(Optional::Unknown)),
+        }
+    }
 }
 
 impl Stores {
     /// The objects the join reads (shared, not copied), and whether every list is complete.
     fn objects(&self) -> (Objects, bool) {
-        let (scaled, scaled_ready) = self.scaled_objects.load().state();
-        let (pools, pools_ready) = self.pools.load().state();
+        let (scaled, scaled_ready) = self.optional.scaled_objects.load().state();
+        let (pools, pools_ready) = self.optional.pools.load().state();
+        // Monitors only move a pod's scrape port: they never hold readiness (a cluster whose RBAC
+        // predates them would otherwise never be ready).
+        let (pod_monitors, _) = self.optional.pod_monitors.load().state();
+        let (service_monitors, _) = self.optional.service_monitors.load().state();
         let all_synced = ready(&self.vas)
             && ready(&self.deps)
             && ready(&self.pods)
@@ -601,6 +655,8 @@ impl Stores {
             configmaps: Vec::new(),
             pools,
             services: self.services.state(),
+            pod_monitors,
+            service_monitors,
         };
         (objects, all_synced)
     }

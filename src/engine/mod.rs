@@ -521,6 +521,7 @@ mod tests {
                     path: "/metrics".into(),
                     scheme: Default::default(),
                     endpoint: Default::default(),
+                    tls_server_name: None,
                 })
                 .collect(),
         }

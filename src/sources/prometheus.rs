@@ -809,6 +809,7 @@ mod tests {
             path: "/metrics".into(),
             scheme: Default::default(),
             endpoint: Default::default(),
+            tls_server_name: None,
         };
         assert!(matches!(
             source.lookup_at(&pod("good"), "m", now),

@@ -240,9 +240,20 @@ pub(crate) async fn fetch_pod(
                             .into(),
                     )),
                 };
-                let name = tls
-                    .server_name
-                    .clone()
+                // The pod's monitor's `tlsConfig.serverName`, else `--scrape-tls-server-name`, else its IP.
+                let from_monitor = pod
+                    .tls_server_name
+                    .as_deref()
+                    .map(|n| ServerName::try_from(n.to_string()))
+                    .transpose()
+                    .map_err(|e| {
+                        request_error(format!(
+                            "the monitor's tlsConfig.serverName {:?}: {e}",
+                            pod.tls_server_name
+                        ))
+                    })?;
+                let name = from_monitor
+                    .or_else(|| tls.server_name.clone())
                     .unwrap_or_else(|| ServerName::IpAddress(ip.into()));
                 let mut stream = tokio_rustls::TlsConnector::from(tls.config.clone())
                     .connect(name, tcp)

@@ -109,6 +109,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::s
         path: "/metrics".into(),
         scheme: Default::default(),
         endpoint: Default::default(),
+        tls_server_name: None,
     }
 }
 
