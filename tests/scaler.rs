@@ -196,18 +196,24 @@ async fn next(
         .map(|r| r.result)
 }
 
-#[tokio::test]
-async fn the_push_stream_sends_each_change_of_activity() {
-    let s = start().await;
+/// KEDA's `external-push` stream for the variant `qwen`, with a client certificate.
+async fn push_stream(
+    s: &Running,
+) -> tonic::Streaming<wva_metrics_server::scaler::proto::IsActiveResponse> {
     let keda = s.ca.client("keda-operator", &[]);
     let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
         .await
         .unwrap();
-    let mut stream = c
-        .stream_is_active(so("qwen", &[]))
+    c.stream_is_active(so("qwen", &[]))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+#[tokio::test]
+async fn the_push_stream_sends_each_change_of_activity() {
+    let s = start().await;
+    let mut stream = push_stream(&s).await;
     assert!(next(&mut stream).await.unwrap(), "active at 3 replicas");
     s.desired.store(0, Ordering::SeqCst);
     assert!(!next(&mut stream).await.unwrap(), "inactive at 0");
@@ -383,15 +389,7 @@ async fn a_push_stream_outlives_the_idle_timeout() {
     limits.idle_timeout = Duration::from_millis(300);
     limits.first_request_timeout = Duration::from_millis(300);
     let s = start_with(limits).await;
-    let keda = s.ca.client("keda-operator", &[]);
-    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
-        .await
-        .unwrap();
-    let mut stream = c
-        .stream_is_active(so("qwen", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = push_stream(&s).await;
     assert!(next(&mut stream).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.desired.store(0, Ordering::SeqCst);

@@ -81,6 +81,20 @@ fn variant(name: &str, cost: f64, replicas: i64, pods: Vec<PodTarget>) -> Varian
     }
 }
 
+/// An engine over `shared` with no pod samples, scale to zero on (1 min retention) and `epp`'s demand.
+fn zero_engine(shared: Arc<ArcSwap<Snapshot>>, epp: &Arc<EppSource>) -> Engine {
+    Engine::new(
+        shared,
+        Arc::new(WindowCache::new(Duration::from_secs(60))),
+        Arc::new(ArcSwap::from_pointee(Thresholds::default())),
+        Duration::from_secs(120),
+    )
+    .with_zero(
+        zero_config("enable_scale_to_zero: true\nretention_period: 1m"),
+        epp.clone(),
+    )
+}
+
 fn desired(engine: &Engine, name: &str) -> i64 {
     let items = engine
         .external_metric(
@@ -152,16 +166,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
         },
         Metrics::new(),
     ));
-    let engine = Engine::new(
-        shared,
-        Arc::new(WindowCache::new(Duration::from_secs(60))),
-        Arc::new(ArcSwap::from_pointee(Thresholds::default())),
-        Duration::from_secs(120),
-    )
-    .with_zero(
-        zero_config("enable_scale_to_zero: true\nretention_period: 1m"),
-        epp.clone(),
-    );
+    let engine = zero_engine(shared, &epp);
 
     epp.read_once().await;
     assert_eq!(
@@ -501,17 +506,7 @@ async fn unreadable_picker_pages_are_unknown_never_zero() {
         )],
         Duration::from_millis(500),
     );
-    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
-    let engine = Engine::new(
-        shared,
-        cache,
-        Arc::new(ArcSwap::from_pointee(Thresholds::default())),
-        Duration::from_secs(120),
-    )
-    .with_zero(
-        zero_config("enable_scale_to_zero: true\nretention_period: 1m"),
-        epp.clone(),
-    );
+    let engine = zero_engine(shared, &epp);
     epp.read_once().await;
     let report = engine.explain(Some("ns"));
     let demand = &report.models[0].decision.zero.as_ref().unwrap().demand;
@@ -529,16 +524,7 @@ async fn a_flapping_picker_does_not_flip_the_answer() {
         vec![variant("cheap", 1.0, 0, vec![])],
         Duration::from_millis(200),
     );
-    let engine = Engine::new(
-        shared,
-        Arc::new(WindowCache::new(Duration::from_secs(60))),
-        Arc::new(ArcSwap::from_pointee(Thresholds::default())),
-        Duration::from_secs(120),
-    )
-    .with_zero(
-        zero_config("enable_scale_to_zero: true\nretention_period: 1m"),
-        epp.clone(),
-    );
+    let engine = zero_engine(shared, &epp);
     let good = format!(
         "{POOL_GAUGE}{}",
         queue_line("inference_extension_flow_control_queue_size", "m", "3")
