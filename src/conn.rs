@@ -365,7 +365,7 @@ async fn handshake(
         match port.port.handshake_hint {
             Some(hint) => {
                 if let Some(held) = port.log.allow("handshake") {
-                    tracing::warn!(port = port.port.name, %remote, reason = why, repeats_held_back = held, "TLS handshake refused ({hint})");
+                    tracing::warn!(%remote, reason = why, repeats_held_back = held, "{}: TLS handshake refused ({hint})", port.port.name);
                 }
             }
             None => {
