@@ -345,11 +345,12 @@ fn slim_pool(p: &mut InferencePool) {
     p.metadata.annotations = None;
 }
 
-/// Only the selector and the ports: they locate an endpoint picker's pods and metrics port.
+/// Only the labels, the selector and the ports: they locate an endpoint picker's pods and metrics port,
+/// and the pods behind a ServiceMonitor's Services.
 fn slim_service(s: &mut Service) {
     s.metadata.managed_fields = None;
     s.metadata.annotations = None;
-    s.metadata.labels = None;
+    // Labels stay: ServiceMonitors select Services by them.
     s.status = None;
     if let Some(spec) = s.spec.as_mut() {
         *spec = ServiceSpec {
