@@ -105,25 +105,83 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `(line number, module)` for every `crate::module` reference outside comments.
+/// `(line number, module)` for every `crate::module` reference outside comments, including each module
+/// of a grouped import (`use crate::{a, b::C}`, over several lines too), at the line of its `crate::`.
 fn crate_refs(text: &str) -> Vec<(usize, String)> {
+    // Comments out, line breaks kept, so that positions map back to lines.
+    let code: String = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut refs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let after = &rest[at + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                refs.push((i + 1, name));
+    let mut from = 0;
+    while let Some(found) = code[from..].find("crate::") {
+        let at = from + found;
+        let after = at + "crate::".len();
+        from = after;
+        let rest = &code[after..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's top-level items, up to its closing brace.
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        item.push(c);
+                    }
+                    '}' if depth == 0 => break,
+                    '}' => {
+                        depth -= 1;
+                        item.push(c);
+                    }
+                    ',' if depth == 0 => {
+                        let name = ident(&item);
+                        if !name.is_empty() {
+                            refs.push((line_of(at), name));
+                        }
+                        item.clear();
+                    }
+                    _ => item.push(c),
+                }
             }
-            rest = after;
+            let name = ident(&item);
+            if !name.is_empty() {
+                refs.push((line_of(at), name));
+            }
+            continue;
+        }
+        let name = ident(rest);
+        if !name.is_empty() {
+            refs.push((line_of(at), name));
         }
     }
     refs
+}
+
+/// The parser finds modules in grouped imports, on one line or several, and ignores comments: a
+/// violation hidden in a group is found.
+#[test]
+fn grouped_imports_are_parsed() {
+    let text = "use crate::{engine, tls::X};\n// use crate::status;\nuse crate::{\n    status::Y,\n    cluster::{a, b},\n};\nlet x = crate::health::f();\n";
+    assert_eq!(
+        crate_refs(text),
+        vec![
+            (1, "engine".to_string()),
+            (1, "tls".to_string()),
+            (3, "status".to_string()),
+            (3, "cluster".to_string()),
+            (7, "health".to_string()),
+        ]
+    );
 }
 
 #[test]
