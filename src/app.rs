@@ -64,8 +64,22 @@ async fn kube_client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Error
 }
 
 /// The serving certificate: from files (hot-reloaded by a supervised task) or generated, with its CA
-/// written out.
+/// written out. `/readyz` checks that the one in service is valid.
 fn serving_cert(
+    args: &TlsArgs,
+    (port, bind): (u16, IpAddr),
+    health: &Health,
+    tasks: &mut Supervisor,
+) -> Result<(Arc<ReloadingCert>, CertSource), Error> {
+    let (resolver, source) = load_serving_cert(args, port, bind, tasks)?;
+    let in_service = resolver.clone();
+    health.condition("tls", move || {
+        in_service.valid_at(std::time::SystemTime::now())
+    });
+    Ok((resolver, source))
+}
+
+fn load_serving_cert(
     args: &TlsArgs,
     port: u16,
     bind: IpAddr,
@@ -400,29 +414,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         .with_zero(zero, demand),
     );
 
-    // Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.
-    let status_opts = args.status.options();
-    match cluster.client {
-        Some(client) if args.status.write_status => {
-            let writer = Arc::new(StatusWriter::new(
-                client,
-                engine.clone(),
-                metrics.clone(),
-                &args.cluster.namespace,
-                &status_opts,
-            ));
-            tasks.add("status-writer", move || writer.clone().run());
-        }
-        _ => {
-            let (e, m, every) = (engine.clone(), metrics.clone(), status_opts.tick);
-            tasks.add("variant-gauges", move || {
-                crate::status::run_gauges(e.clone(), m.clone(), every)
-            });
-        }
-    }
+    status_tasks(&args, cluster.client.clone(), &engine, &metrics, &mut tasks);
 
     // The front door.
-    let (resolver, cert_source) = serving_cert(&args.tls, args.http.secure_port, bind, &mut tasks)?;
+    let (resolver, cert_source) = serving_cert(
+        &args.tls,
+        (args.http.secure_port, bind),
+        &health,
+        &mut tasks,
+    )?;
     if let Some(port) = args.scaler.external_scaler_port {
         external_scaler(&args, bind, port, &resolver, &engine, &metrics, &mut tasks)?;
     }
@@ -471,6 +471,35 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
             }
             Err(e) => Err(e),
         },
+    }
+}
+
+/// Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.
+fn status_tasks(
+    args: &ServeArgs,
+    client: Option<kube::Client>,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Supervisor,
+) {
+    let status_opts = args.status.options();
+    match client {
+        Some(client) if args.status.write_status => {
+            let writer = Arc::new(StatusWriter::new(
+                client,
+                engine.clone(),
+                metrics.clone(),
+                &args.cluster.namespace,
+                &status_opts,
+            ));
+            tasks.add("status-writer", move || writer.clone().run());
+        }
+        _ => {
+            let (e, m, every) = (engine.clone(), metrics.clone(), status_opts.tick);
+            tasks.add("variant-gauges", move || {
+                crate::status::run_gauges(e.clone(), m.clone(), every)
+            });
+        }
     }
 }
 

@@ -62,10 +62,14 @@ pub struct Check {
     pub detail: String,
 }
 
+/// A readiness condition checked on every `/readyz` (the serving certificate's validity, say).
+type Condition = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 #[derive(Default)]
 pub struct Health {
     loops: Mutex<Vec<Arc<Heartbeat>>>,
     stores: Mutex<Vec<Arc<Synced>>>,
+    conditions: Mutex<Vec<(&'static str, Condition)>>,
 }
 
 /// The liveness bound of a loop that runs every `period` and may take `slack` per run: three missed
@@ -134,21 +138,49 @@ impl Health {
             .collect()
     }
 
+    /// Registers a condition that `/readyz` checks every time it is asked.
+    pub fn condition(
+        &self,
+        name: &'static str,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.conditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name, Box::new(check)));
+    }
+
     pub fn readiness(&self) -> Vec<Check> {
-        self.stores
+        let mut checks: Vec<Check> = self
+            .conditions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|s| Check {
-                name: s.name.to_string(),
-                ok: s.is_set(),
-                detail: if s.is_set() {
-                    "ok".into()
-                } else {
-                    "initial sync not done".into()
-                },
+            .map(|(name, check)| {
+                let result = check();
+                Check {
+                    name: (*name).to_string(),
+                    ok: result.is_ok(),
+                    detail: result.err().unwrap_or_else(|| "ok".into()),
+                }
             })
-            .collect()
+            .collect();
+        checks.extend(
+            self.stores
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|s| Check {
+                    name: s.name.to_string(),
+                    ok: s.is_set(),
+                    detail: if s.is_set() {
+                        "ok".into()
+                    } else {
+                        "initial sync not done".into()
+                    },
+                }),
+        );
+        checks
     }
 }
 
@@ -199,6 +231,27 @@ mod tests {
         assert!(body.contains("[+]snapshot ok") && body.contains("[-]saturation-config failed"));
         b.set();
         assert!(render(&h.readiness(), "readyz").0);
+    }
+
+    #[test]
+    fn conditions_are_checked_on_every_ask() {
+        let h = Health::new();
+        let failing = Arc::new(AtomicBool::new(false));
+        let f = failing.clone();
+        h.condition("tls", move || {
+            if f.load(Ordering::Relaxed) {
+                Err("the serving certificate expired".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(render(&h.readiness(), "readyz").0);
+        failing.store(true, Ordering::Relaxed);
+        let (ok, body) = render(&h.readiness(), "readyz");
+        assert!(
+            !ok && body.contains("[-]tls failed: the serving certificate expired"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -180,6 +180,35 @@ impl ReloadingCert {
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.load_full()
     }
+
+    /// Whether the certificate in service is valid now (`/readyz`'s `tls` check): its leaf parses and
+    /// `now` lies within its validity period.
+    pub fn valid_at(&self, now: std::time::SystemTime) -> Result<(), String> {
+        let ck = self.current.load();
+        let leaf = ck
+            .cert
+            .first()
+            .ok_or_else(|| "no serving certificate is loaded".to_string())?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .map_err(|e| format!("the serving certificate does not parse: {e}"))?;
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let validity = parsed.validity();
+        if secs > validity.not_after.timestamp() {
+            return Err(format!(
+                "the serving certificate expired at {} (replace the Secret's files; they are reloaded)",
+                validity.not_after
+            ));
+        }
+        if secs < validity.not_before.timestamp() {
+            return Err(format!(
+                "the serving certificate is not valid before {}",
+                validity.not_before
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Polls the certificate files and reloads them when they change. Polling (rather than inotify on the
@@ -349,4 +378,39 @@ pub(crate) fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
         path: path.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_valid(from: (i32, u8, u8), to: (i32, u8, u8)) -> Arc<ReloadingCert> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let cert = params.self_signed(&key).unwrap();
+        let ck = certified_key(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+            &provider(),
+        )
+        .unwrap();
+        ReloadingCert::from_key(ck)
+    }
+
+    /// `/readyz`'s `tls` check is true: a certificate outside its validity period fails it.
+    #[test]
+    fn validity_is_checked_against_now() {
+        let now = std::time::SystemTime::now();
+        assert!(cert_valid((2020, 1, 1), (2999, 1, 1)).valid_at(now).is_ok());
+        let expired = cert_valid((2020, 1, 1), (2021, 1, 1))
+            .valid_at(now)
+            .unwrap_err();
+        assert!(expired.contains("expired"), "{expired}");
+        let early = cert_valid((2998, 1, 1), (2999, 1, 1))
+            .valid_at(now)
+            .unwrap_err();
+        assert!(early.contains("not valid before"), "{early}");
+    }
 }

@@ -438,24 +438,17 @@ fn health(state: &AppState, path: &str) -> Response<Body> {
     let (ok, body) = match path {
         // Liveness: every loop the answers depend on has made progress within its bound.
         "/livez" | "/healthz" => health::render(&state.health.liveness(), "livez"),
-        // Readiness is "able to serve": TLS is up (we are answering), the authentication configuration
-        // is loaded, and every store the answers read has completed its first full sync. Later upstream
-        // failures stay out on purpose: an unready APIService breaks discovery for the whole cluster,
-        // while they are reported per request.
+        // Readiness is "able to serve": the serving certificate is valid now (a registered condition),
+        // the authentication configuration is loaded, and every store the answers read has completed
+        // its first full sync. Later upstream failures stay out on purpose: an unready APIService
+        // breaks discovery for the whole cluster, while they are reported per request.
         _ => {
             let auth_ok = state.auth.as_ref().is_none_or(|a| a.config_loaded());
-            let mut checks = vec![
-                health::Check {
-                    name: "tls".into(),
-                    ok: true,
-                    detail: "ok".into(),
-                },
-                health::Check {
-                    name: "authentication-config".into(),
-                    ok: auth_ok,
-                    detail: "not loaded".into(),
-                },
-            ];
+            let mut checks = vec![health::Check {
+                name: "authentication-config".into(),
+                ok: auth_ok,
+                detail: "not loaded".into(),
+            }];
             checks.extend(state.health.readiness());
             health::render(&checks, "readyz")
         }
