@@ -461,9 +461,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         let _ = stop.wait_for(|s| *s).await;
     });
     tokio::pin!(server);
+    tokio::pin!(supervised);
     tokio::select! {
-        () = &mut server => Ok(()),
-        failed = supervised => match failed {
+        // The server ends only on shutdown: the tasks stop too, and their shutdown hooks (releasing the
+        // status Lease) finish before the process exits.
+        () = &mut server => supervised.await,
+        failed = &mut supervised => match failed {
             // Shutdown: the tasks have stopped; the server finishes draining in-flight requests.
             Ok(()) => {
                 server.await;
@@ -492,7 +495,19 @@ fn status_tasks(
                 &args.cluster.namespace,
                 &status_opts,
             ));
+            let releasing = writer.clone();
             tasks.add("status-writer", move || writer.clone().run());
+            // A rolling update must not wait for the Lease to expire before another replica writes.
+            tasks.on_stop("release-status-lease", move || {
+                let writer = releasing.clone();
+                async move {
+                    match writer.elector.release().await {
+                        Ok(true) => tracing::info!("released the status Lease for another replica"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "releasing the status Lease failed; another replica takes it when it expires"),
+                    }
+                }
+            });
         }
         _ => {
             let (e, m, every) = (engine.clone(), metrics.clone(), status_opts.tick);

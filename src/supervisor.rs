@@ -63,16 +63,44 @@ enum Outcome {
 
 pub(crate) struct Supervisor {
     tasks: Vec<Task>,
+    /// Run once each, in order, after the tasks are stopped on shutdown (releasing the status Lease).
+    on_stop: Vec<(&'static str, Start)>,
     policy: RestartPolicy,
     metrics: Arc<Metrics>,
 }
+
+/// How long each shutdown hook may take.
+const STOP_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub fn new(metrics: Arc<Metrics>, policy: RestartPolicy) -> Self {
         Self {
             tasks: Vec::new(),
+            on_stop: Vec::new(),
             policy,
             metrics,
+        }
+    }
+
+    /// Adds a hook run once on shutdown, after every task has been stopped (bounded by
+    /// [`STOP_HOOK_TIMEOUT`]).
+    pub fn on_stop<F, Fut>(&mut self, name: &'static str, hook: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_stop
+            .push((name, Box::new(move || Box::pin(hook()))));
+    }
+
+    async fn run_stop_hooks(&self) {
+        for (name, hook) in &self.on_stop {
+            if tokio::time::timeout(STOP_HOOK_TIMEOUT, hook())
+                .await
+                .is_err()
+            {
+                tracing::warn!(hook = name, timeout = ?STOP_HOOK_TIMEOUT, "shutdown hook did not finish in time");
+            }
         }
     }
 
@@ -113,8 +141,8 @@ impl Supervisor {
         });
     }
 
-    /// Runs every task until `shutdown` resolves (then aborts them all and returns `Ok`), or until a
-    /// task cannot be restarted (returns [`Error::TaskFailed`]).
+    /// Runs every task until `shutdown` resolves (then aborts them all, runs the shutdown hooks and
+    /// returns `Ok`), or until a task cannot be restarted (returns [`Error::TaskFailed`]).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let mut set = JoinSet::new();
         for (i, t) in self.tasks.iter().enumerate() {
@@ -125,6 +153,8 @@ impl Supervisor {
             let joined = tokio::select! {
                 _ = &mut shutdown => {
                     set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    self.run_stop_hooks().await;
                     return Ok(());
                 }
                 joined = set.join_next() => joined,
@@ -219,6 +249,36 @@ mod tests {
             text.contains(r#"wva_metrics_server_task_restarts_total{task="scraper"} 1"#),
             "{text}"
         );
+    }
+
+    /// Issue 25: the status Lease was never released because shutdown only aborted the tasks. Hooks run
+    /// once, after every task has stopped.
+    #[tokio::test]
+    async fn shutdown_hooks_run_after_the_tasks_stop() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::<&str>::new()));
+        let mut s = Supervisor::new(Metrics::new(), fast());
+        let o = order.clone();
+        s.add("writer", move || {
+            let o = o.clone();
+            async move {
+                struct Stopped(Arc<std::sync::Mutex<Vec<&'static str>>>);
+                impl Drop for Stopped {
+                    fn drop(&mut self) {
+                        self.0.lock().unwrap().push("task stopped");
+                    }
+                }
+                let _guard = Stopped(o);
+                std::future::pending::<()>().await;
+            }
+        });
+        let o = order.clone();
+        s.on_stop("release", move || {
+            let o = o.clone();
+            async move { o.lock().unwrap().push("released") }
+        });
+        let result = s.run(tokio::time::sleep(Duration::from_millis(20))).await;
+        assert!(result.is_ok());
+        assert_eq!(*order.lock().unwrap(), vec!["task stopped", "released"]);
     }
 
     #[tokio::test]

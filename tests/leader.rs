@@ -49,7 +49,8 @@ async fn lease_is_held_by_one_and_handed_over_on_expiry() {
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     // A clean release lets A take over at once.
-    b.release().await;
+    assert!(b.release().await.unwrap(), "B held it");
+    assert!(!b.release().await.unwrap(), "nothing left to release");
     assert!(
         a.try_acquire_or_renew().await.unwrap(),
         "released lease is free"

@@ -98,6 +98,30 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, as kubelet sends on a rolling update; the process is waited for in the background
+    /// ([`Proc::finish`]).
+    pub fn terminate(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits up to `within` for a terminated process to exit, then kills it.
+    pub fn finish(&mut self, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        if let Some(c) = self.child.as_mut() {
+            while std::time::Instant::now() < deadline {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        self.stop();
+    }
+
     pub fn assert_running(&mut self) {
         if let Some(c) = self.child.as_mut() {
             if let Ok(Some(status)) = c.try_wait() {

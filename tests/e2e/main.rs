@@ -1479,7 +1479,10 @@ async fn lease_handover(c: &mut Cluster, k: &kubelet::Kubelet) {
     } else {
         ("server-b", "replica-a")
     };
-    c.procs.get_mut(stopped).unwrap().stop();
+    // SIGTERM, as on a rolling update: the holder releases the Lease on its way out, so the other
+    // replica takes it at its next round instead of after the Lease expires (15 s).
+    let terminated = Instant::now();
+    c.procs.get_mut(stopped).unwrap().terminate();
     eventually(
         &format!("{other} taking over the status Lease from {holder}"),
         Duration::from_secs(40),
@@ -1493,8 +1496,19 @@ async fn lease_handover(c: &mut Cluster, k: &kubelet::Kubelet) {
         },
     )
     .await;
+    let handover = terminated.elapsed();
+    let proc = c.procs.get_mut(stopped).unwrap();
+    proc.finish(Duration::from_secs(40));
+    let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+    assert!(
+        log.contains("released the status Lease"),
+        "{stopped} did not release the Lease on SIGTERM"
+    );
     c.start_replica(stopped);
-    eprintln!("e2e[5d] Lease handed over from {holder} to {other}");
+    eprintln!(
+        "e2e[5d] Lease released on SIGTERM and handed over from {holder} to {other} in {:.1}s",
+        handover.as_secs_f64()
+    );
     set_load(k, "qwen-h100", 0);
 }
 
