@@ -642,9 +642,7 @@ pub fn analyze(input: &str) -> Result<String, Error> {
 /// The largest page `scrape` reads.
 pub(crate) const SCRAPE_COMMAND_MAX_BYTES: usize = 64 << 20;
 
-/// The aggregated path of `/debug/variants`: kube-apiserver authorizes `get` on `debug` in the group, then
-/// proxies to the server with the caller's identity.
-pub const DEBUG_VARIANTS_API_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/debug/variants";
+pub use crate::server::routes::DEBUG_VARIANTS_API_PATH;
 
 /// `status`: fetches `/debug/variants` and renders it (or prints it as JSON).
 pub async fn status(args: &crate::config::StatusCommandArgs) -> Result<String, Error> {

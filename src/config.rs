@@ -215,7 +215,7 @@ pub struct ClusterArgs {
     #[arg(
         long,
         env = "WVA_SCALE_TO_ZERO_CONFIGMAP",
-        default_value = "wva-model-scale-to-zero-config"
+        default_value = crate::saturation::zero::CONFIGMAP_NAME
     )]
     pub scale_to_zero_configmap: String,
     /// Serve only variants labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).

@@ -246,7 +246,10 @@ impl Engine {
                 Capped(&overdue, MAX_NAMES_LISTED)
             )
         });
-        let load = self.samples.model_load(namespace, model_id);
+        // Load figures are for explanations only; the request path does not read them.
+        let load = with_pods
+            .then(|| self.samples.model_load(namespace, model_id))
+            .flatten();
         ModelReport {
             namespace: namespace.to_string(),
             model_id: model_id.to_string(),

@@ -21,6 +21,10 @@ use crate::provider::selector::Selector;
 use crate::provider::{MetricsProvider, ProviderError};
 use crate::telemetry::{LogLimiter, Metrics, PathLabels, RequestLabels};
 
+/// The aggregated path of `/debug/variants`: kube-apiserver authorizes `get` on `debug` in the group, then
+/// proxies to the server with the caller's identity.
+pub const DEBUG_VARIANTS_API_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/debug/variants";
+
 /// "metric unavailable" lines, at most one a minute per variant and reason.
 static UNAVAILABLE_LOG: std::sync::LazyLock<LogLimiter> =
     std::sync::LazyLock::new(|| LogLimiter::new(std::time::Duration::from_secs(60)));
@@ -64,7 +68,7 @@ impl Route {
             }
             Route::OwnMetrics => "/metrics",
             Route::DebugVariants => "/debug/variants",
-            Route::DebugVariantsApi => "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
+            Route::DebugVariantsApi => DEBUG_VARIANTS_API_PATH,
             Route::NotFound => "other",
         }
     }
