@@ -1,4 +1,4 @@
-//! A realistic vLLM V1 metrics page for benchmarks: every core family of spec `vllm-metrics.md` §1 with
+//! A realistic vLLM V1 metrics page for benchmarks: every core family of vLLM V1's metrics (vllm `vllm/v1/metrics/loggers.py`) with
 //! `engine` and `model_name` labels, `_created` gauges, histograms with vLLM's default buckets.
 #![allow(
     clippy::cast_possible_truncation,

@@ -1,5 +1,5 @@
 //! Authentication and authorization, mirroring Go's delegating authenticator and authorizer
-//! (spec `aggregated-api.md` §3): request-header certificates, x509 client certificates, bearer tokens
+//! (k8s.io/apiserver `pkg/authentication/authenticatorfactory`, `pkg/authorization/authorizerfactory`): request-header certificates, x509 client certificates, bearer tokens
 //! via TokenReview; SubjectAccessReview for everything but health, discovery and `system:masters`.
 
 pub mod cache;

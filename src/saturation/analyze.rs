@@ -1,4 +1,4 @@
-//! Step 1–4 of the WVA capacity analyzer (spec `wva.md` §2.3–2.6), reproduced exactly, float order included,
+//! Step 1–4 of WVA's capacity analyzer (`internal/capacity/analyzer.go` at v0.4.1), reproduced exactly, float order included,
 //! because the golden vectors (A12 in particular) sit on floating-point edges.
 
 use serde::Serialize;
@@ -213,7 +213,9 @@ mod tests {
         safe: bool,
     }
 
-    /// Golden vectors A1–A12 of spec `wva.md` §2.12, default thresholds.
+    /// Golden vectors A1–A12, default thresholds: the cases of WVA's `internal/capacity/analyzer_test.go`
+    /// at v0.4.1 (renamed in `internal/saturation/analyzer_test.go` at v0.5), and cases derived from the
+    /// algorithm.
     fn vectors() -> Vec<Vector> {
         let v = |name, replicas, non_sat, avg_kv, avg_q, up, safe| Vector {
             name,

@@ -1,4 +1,6 @@
-//! Step 5: one target per variant, stateless and driven by the Deployments (DESIGN §3.4).
+//! Step 5: one target per variant, stateless and driven by the Deployments, as WVA v0.5 decides them
+//! (`internal/saturation/analyzer.go`, `internal/engines/pipeline/enforcer.go` at v0.5.1; the README's
+//! "How the target is computed").
 //!
 //! This is WVA v0.5's rule set, not v0.4.1's: the base is what is ready now, the whole model holds while
 //! any variant is in transition (that is what stops v0.4.1's runaway scale-up, spec B3'/B7), the cheapest
@@ -256,7 +258,8 @@ mod tests {
         t.iter().map(|t| (t.name.as_str(), t.target)).collect()
     }
 
-    /// Golden vectors B1, B2, B3', B4, B5, B6, B7 of spec `wva.md` §2.12 (v0.5 semantics). In the stateless
+    /// Golden vectors B1, B2, B3', B4, B5, B6, B7 (v0.5 semantics, from WVA's
+    /// `internal/saturation/analyzer_test.go` at v0.5.1 and derived cases). In the stateless
     /// model "current" is the Deployment's ready count and a previous "desired" that has not landed shows
     /// up as `spec.replicas` (what the HPA applied) differing from ready.
     #[test]

@@ -1,6 +1,7 @@
 //! Static discovery documents. They never depend on upstream health: the aggregator's availability
 //! probe and every kubectl in the cluster read them, and a failing discovery document breaks namespace
-//! deletion and garbage collection cluster-wide (spec `aggregated-api.md` §4.6).
+//! deletion and garbage collection cluster-wide (kube-controller-manager's namespace controller and garbage
+//! collector need every group's discovery).
 
 use serde_json::{json, Value};
 

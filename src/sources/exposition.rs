@@ -2,7 +2,7 @@
 //! that python prometheus_client emits), and the extraction of the vLLM signals the analysis needs.
 //!
 //! Why our own: `prometheus-parse` drops every name with a colon (all `vllm:*` series) and splits label
-//! values on commas (spec `rust-stack.md` §6). This parser accepts names `[a-zA-Z_:][a-zA-Z0-9_:]*`,
+//! values on commas (prometheus-parse 0.2.5's line pattern). This parser accepts names `[a-zA-Z_:][a-zA-Z0-9_:]*`,
 //! quoted label values with `\\`, `\"` and `\n` escapes (borrowed unless escaped), Go float spellings,
 //! an optional timestamp, OpenMetrics exemplars (skipped) and `# EOF`. A bad line becomes a warning with
 //! its line number; the rest of the page is kept.
@@ -327,7 +327,7 @@ enum Signal {
 }
 
 /// Maps a sample name to the signal it carries. `vllm_x` is accepted for `vllm:x` because python
-/// prometheus_client ≥ 0.23 rewrites colons to underscores in OpenMetrics output (spec `vllm-metrics.md` §4.3);
+/// prometheus_client ≥ 0.23 rewrites colons to underscores in OpenMetrics output (its `openmetrics/exposition.py`);
 /// SGLang's gauges map onto the same signals.
 fn signal_of(name: &str) -> Option<Signal> {
     let base = name

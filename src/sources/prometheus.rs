@@ -70,7 +70,7 @@ pub(crate) fn queue_query(namespace: &str, model: &str, window: Duration) -> Str
     )
 }
 
-/// WVA v0.4.1's load queries (spec `wva.md` §4.1), label values escaped. ITL prefers
+/// WVA v0.4.1's load queries (its `internal/collector` at v0.4.1), label values escaped. ITL prefers
 /// `vllm:inter_token_latency_seconds` (vLLM >= 0.10.2) and falls back to `time_per_output_token_seconds`.
 pub(crate) fn load_queries(namespace: &str, model: &str) -> [(&'static str, String); 5] {
     let sel = format!(

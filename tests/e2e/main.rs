@@ -646,7 +646,7 @@ async fn reaction_time() {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     // The WVA v0.4.1 chain cannot be built here (its Go module is not served by the module proxy), so
-    // its delay is the sum of its configured intervals (spec wva.md §8), each waited for at a uniformly
+    // its delay is the sum of its configured intervals (WVA v0.4.1's defaults), each waited for at a uniformly
     // random phase: vLLM → Prometheus scrape 15 s, WVA reconcile 60 s, WVA → Prometheus scrape 10 s,
     // HPA sync 15 s (the adapter queries on request). The sum of independent uniforms is symmetric, so
     // its median is the sum of the halves.
