@@ -51,7 +51,7 @@ bench:
     cargo bench --bench decision --bench parse
     cargo bench --bench request
     ulimit -n "$(ulimit -Hn)" 2>/dev/null; cargo bench --bench fleet
-    cargo bench --bench hostile
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null; cargo bench --bench hostile
     cargo test --test e2e -- reaction_time --exact --ignored --nocapture --test-threads=1
 
 # Fuzz the exposition parser, seeded with the real captures (needs `rustup toolchain install nightly` and

@@ -14,7 +14,8 @@
 //!   another model: how often the healthy model is answered (200) over the window, and `/livez`.
 //!
 //! Run with `cargo bench --bench hostile` (part of `just bench`); `WVA_HOSTILE_SECONDS` sets each window
-//! (default 20 s), `WVA_HOSTILE_SERVER` measures another build (a baseline) with the same floods.
+//! (default 20 s), `WVA_HOSTILE_SERVER` measures another build (a baseline) with the same floods,
+//! `WVA_HOSTILE_ONLY=gRPC` runs only the floods whose name contains it.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -368,7 +369,9 @@ fn huge_is_active(port: u16, size: usize) -> hyper::Request<Full<Bytes>> {
         n >>= 7;
     }
     message.push(n as u8);
-    message.extend(std::iter::repeat_n(b'a', size));
+    // `"` is escaped when a message quotes the name, and percent-encoded in `grpc-message`: the
+    // largest echo a name can cause.
+    message.extend(std::iter::repeat_n(b'"', size));
     let mut frame = vec![0u8];
     frame.extend((message.len() as u32).to_be_bytes());
     frame.extend(message);
@@ -534,8 +537,8 @@ fn hanging_file(good: SocketAddr, hang: SocketAddr, hanging: usize) -> String {
     o
 }
 
-/// `hanging` pods that never answer beside a healthy one: the healthy model's answers over the window
-/// (one request a second) and `/livez` at its end.
+/// `hanging` pods that never answer beside a healthy one: how many of the healthy model's answers were
+/// 200 over the window (one request a second, `--max-metric-age 10s`) and `/livez` at its end.
 fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f64, String) {
     let rt = pods_runtime();
     let good = serve_pages(&rt, 1, Bytes::from(page::vllm_page_for("g", 1)))[0];
@@ -550,7 +553,13 @@ fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f
         }
     });
     let name = format!("hanging-{hanging}");
-    let s = start_server_with(dir, &name, &hanging_file(good, hang, hanging), &[]);
+    // A short --max-metric-age, so that an answer held past fresh data shows as a 503 here.
+    let s = start_server_with(
+        dir,
+        &name,
+        &hanging_file(good, hang, hanging),
+        &["--max-metric-age", "10s"],
+    );
     let client_rt = pods_runtime();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(s.ca.as_bytes()).unwrap())
@@ -561,8 +570,11 @@ fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f
         "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/h/wva_desired_replicas?labelSelector=variant_name%3Dgood",
         s.port
     );
+    let debug = format!("https://127.0.0.1:{}/debug/variants", s.port);
     let start = Instant::now();
     let (mut ok, mut asked) = (0, 0);
+    // The oldest the healthy pod's newest sample got (from /debug/variants).
+    let mut oldest = 0.0_f64;
     while start.elapsed() < window {
         std::thread::sleep(Duration::from_secs(1));
         // The first answers wait for the first scrape; count from 10 s on.
@@ -570,11 +582,27 @@ fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f
             continue;
         }
         asked += 1;
-        let code = client_rt
-            .block_on(async { client.get(&url).send().await.map(|r| r.status().as_u16()) });
+        let (code, age) = client_rt.block_on(async {
+            let code = client.get(&url).send().await.map(|r| r.status().as_u16());
+            let doc: Option<serde_json::Value> = match client.get(&debug).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let age = doc.as_ref().and_then(|d| {
+                d["models"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|m| m["pods"].as_array().into_iter().flatten())
+                    .find(|p| p["pod"] == "good-0")?["sample"]["age"]
+                    .as_f64()
+            });
+            (code, age)
+        });
         if matches!(code, Ok(200)) {
             ok += 1;
         }
+        // No sample at all counts as older than the window so far.
+        oldest = oldest.max(age.unwrap_or_else(|| start.elapsed().as_secs_f64()));
     }
     let livez = client_rt.block_on(async {
         client
@@ -589,7 +617,7 @@ fn hanging_pods(dir: &Path, window: Duration, hanging: usize) -> (String, f64, f
         rss,
         hwm,
         format!(
-            "healthy model answered {ok}/{asked}; /livez {}",
+            "healthy model answered {ok}/{asked}, its sample at most {oldest:.0} s old; /livez {}",
             livez.map_or_else(|e| e.to_string(), |c| c.to_string())
         ),
     )
@@ -631,16 +659,22 @@ fn main() {
         "[hostile] {:<64} {:>9} {:>10}  note",
         "flood", "RSS MiB", "peak MiB"
     );
-    for f in [
-        idle,
-        many_names,
-        huge_pages,
-        silent_connections,
-        stalled_streams,
-        grpc_huge_messages,
-        grpc_unfinished_bodies,
-        grpc_no_tls,
-    ] {
+    // WVA_HOSTILE_ONLY=gRPC: only the floods whose description contains it.
+    let only = std::env::var("WVA_HOSTILE_ONLY").unwrap_or_default();
+    let floods: [(&str, fn(&Path, Duration) -> Row); 8] = [
+        ("baseline", idle),
+        ("model names", many_names),
+        ("20 MB pages", huge_pages),
+        ("TLS connections sending nothing", silent_connections),
+        ("h2 connections", stalled_streams),
+        ("gRPC huge", grpc_huge_messages),
+        ("gRPC unfinished", grpc_unfinished_bodies),
+        ("gRPC no TLS", grpc_no_tls),
+    ];
+    for (name, f) in floods {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let r = f(&dir, window);
         println!(
             "[hostile] {:<64} {:>9.1} {:>10.1}  {}",
@@ -650,6 +684,9 @@ fn main() {
     // Long enough for the liveness bound (30 s) to pass.
     let hanging_window = window.max(Duration::from_secs(40));
     for n in [100, 1_000, 5_000] {
+        if !"hanging pods".contains(only.as_str()) {
+            continue;
+        }
         let (flood, rss, hwm, note) = hanging_pods(&dir, hanging_window, n);
         println!("[hostile] {flood:<64} {rss:>9.1} {hwm:>10.1}  {note}");
     }
