@@ -156,6 +156,9 @@ fn pods_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One flood: runs it for the window and measures.
+type Flood = fn(&Path, Duration) -> Row;
+
 struct Row {
     flood: &'static str,
     rss: f64,
@@ -661,7 +664,7 @@ fn main() {
     );
     // WVA_HOSTILE_ONLY=gRPC: only the floods whose description contains it.
     let only = std::env::var("WVA_HOSTILE_ONLY").unwrap_or_default();
-    let floods: [(&str, fn(&Path, Duration) -> Row); 8] = [
+    let floods: [(&str, Flood); 8] = [
         ("baseline", idle),
         ("model names", many_names),
         ("20 MB pages", huge_pages),
