@@ -84,6 +84,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth",
             "duration",
+            "saturation",
             "server",
             "sources",
             "status",
