@@ -118,10 +118,7 @@ fn so(name: &str, meta: &[(&str, &str)]) -> ScaledObjectRef {
 #[tokio::test]
 async fn answers_spec_metrics_and_activity_with_a_client_certificate() {
     let s = start().await;
-    let keda = s.ca.client("keda-operator", &[]);
-    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
-        .await
-        .unwrap();
+    let mut c = keda_client(&s).await;
     let target = so("keda-so", &[("variantName", "qwen")]);
 
     let spec = c
@@ -196,14 +193,23 @@ async fn next(
         .map(|r| r.result)
 }
 
+/// A client dialing as KEDA with its TriggerAuthentication: the server's CA and a client certificate.
+async fn keda_client(
+    s: &Running,
+) -> wva_metrics_server::scaler::proto::external_scaler_client::ExternalScalerClient<
+    tonic::transport::Channel,
+> {
+    let keda = s.ca.client("keda-operator", &[]);
+    support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
+        .await
+        .unwrap()
+}
+
 /// KEDA's `external-push` stream for the variant `qwen`, with a client certificate.
 async fn push_stream(
     s: &Running,
 ) -> tonic::Streaming<wva_metrics_server::scaler::proto::IsActiveResponse> {
-    let keda = s.ca.client("keda-operator", &[]);
-    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
-        .await
-        .unwrap();
+    let mut c = keda_client(s).await;
     c.stream_is_active(so("qwen", &[]))
         .await
         .unwrap()
@@ -255,10 +261,7 @@ fn port_count(registry: &prometheus_client::registry::Registry, line_start: &str
 #[tokio::test]
 async fn huge_requests_get_small_errors() {
     let s = start().await;
-    let keda = s.ca.client("keda-operator", &[]);
-    let mut c = support::scaler_client(s.addr, &s.ca.pem, Some(&keda))
-        .await
-        .unwrap();
+    let mut c = keda_client(&s).await;
     let huge = "x".repeat(3_900_000);
     let refused = c
         .is_active(so("qwen", &[("padding", &huge)]))
