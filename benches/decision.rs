@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::{decide, Engine, ModelInput, ReplicaInput, VariantInput};
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
+use wva_metrics_server::target::PodTarget;
 
 const VARIANTS: usize = 10;
 const REPLICAS: usize = 100;

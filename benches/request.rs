@@ -23,7 +23,9 @@ mod adapter;
 mod harness;
 #[allow(dead_code)]
 mod load;
-#[path = "../tests/support/mod.rs"]
+// Only part of the integration tests' fixtures is used here.
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use wva_metrics_server::auth::config::{AuthConfig, AuthOverrides};
@@ -31,7 +33,7 @@ use wva_metrics_server::auth::review::{
     Attributes, BoxFuture, ReviewError, Reviewer, TokenOutcome,
 };
 use wva_metrics_server::auth::{Auth, Decision, UserInfo};
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::scaler;
@@ -39,6 +41,7 @@ use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
+use wva_metrics_server::target::PodTarget;
 use wva_metrics_server::telemetry::Metrics;
 use wva_metrics_server::tls::{self, ReloadingCert};
 

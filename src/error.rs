@@ -2,13 +2,13 @@
 //! variant here, never on the text of a message.
 //!
 //! * [`Error`]: what ends a command (`serve`, `analyze`, `scrape`) with a message for the operator.
-//! * [`Exclusion`]: why a variant (a VariantAutoscaling or an annotated autoscaler) cannot be decided (status conditions and events match on it).
-//! * [`MissingSample`]: why a pod has no usable sample (status conditions and `/debug/variants` use it).
+//!
+//! The other typed errors live with the module that produces them: `cluster::Exclusion` (why a variant
+//! cannot be decided) and `sources::MissingSample` (why a pod has no usable sample).
 //! * [`api_status_code`]: the HTTP status of a Kubernetes API error, for hints and retries.
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 /// What ends a command.
@@ -67,150 +67,6 @@ impl Error {
             context: context.into(),
             source,
         }
-    }
-}
-
-/// Why a VariantAutoscaling (or another variant source) is excluded from decisions.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum Exclusion {
-    #[error("spec.modelID is empty")]
-    EmptyModel,
-    /// A model ID is a name vLLM serves (`--served-model-name`), not a document: it is copied into
-    /// every decision, gauge and answer, so it is bounded.
-    #[error("the model ID is {bytes} bytes long; at most {MAX_MODEL_ID_BYTES} are accepted")]
-    ModelIdTooLong { bytes: usize },
-    #[error("label {label} is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)")]
-    MissingAccelerator { label: &'static str },
-    #[error("label {label} is empty")]
-    EmptyAccelerator { label: &'static str },
-    #[error("spec.variantCost {value:?}: {why}")]
-    BadCost { value: String, why: String },
-    #[error("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)")]
-    UnsupportedTargetKind { kind: String },
-    #[error("spec.scaleTargetRef.name is empty")]
-    EmptyTargetName,
-    #[error("the object has no name")]
-    NoName,
-    #[error("target Deployment {namespace}/{name} not found")]
-    TargetNotFound { namespace: String, name: String },
-    #[error("Deployment {deployment} has an unusable selector: {why}")]
-    BadSelector { deployment: String, why: String },
-    #[error("Deployment {deployment} has no pod selector")]
-    NoSelector { deployment: String },
-    #[error("Deployment {deployment} has several autoscalers ({autoscalers}); keep one, they would fight over its replicas")]
-    SeveralAutoscalers {
-        deployment: String,
-        autoscalers: String,
-    },
-    #[error("annotation {annotation} is missing (a managed object names its model there)")]
-    MissingAnnotation { annotation: &'static str },
-    #[error("annotation {annotation} is empty")]
-    EmptyAnnotation { annotation: &'static str },
-    #[error("annotation {annotation} {value:?}: {why}")]
-    BadAnnotation {
-        annotation: &'static str,
-        value: String,
-        why: String,
-    },
-    #[error("namespace {namespace} is annotated {annotation}=\"true\"; its variants are left to another controller")]
-    NamespaceExcluded {
-        namespace: String,
-        annotation: &'static str,
-    },
-}
-
-impl Exclusion {
-    /// Whether the variant's scale target could be resolved (the `TargetResolved` condition).
-    pub(crate) fn target_resolved(&self) -> bool {
-        !matches!(
-            self,
-            Exclusion::UnsupportedTargetKind { .. }
-                | Exclusion::EmptyTargetName
-                | Exclusion::NoName
-                | Exclusion::TargetNotFound { .. }
-        )
-    }
-
-    /// Whether the object is someone else's (an excluded namespace): it is reported where asked
-    /// about, but gets no status or Events from us.
-    pub(crate) fn not_ours(&self) -> bool {
-        matches!(self, Exclusion::NamespaceExcluded { .. })
-    }
-}
-
-impl Serialize for Exclusion {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Why a pod has no usable sample right now.
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum MissingSample {
-    #[error("not scraped yet")]
-    NotScrapedYet,
-    #[error("scrape failing: {0}")]
-    ScrapeFailing(String),
-    #[error("the page has no vLLM queue or KV-cache metrics")]
-    NoVllmSeries,
-    #[error("the page has no series with model_name={model:?} (it serves {served})")]
-    OtherModels { model: String, served: String },
-    #[error("the page was cut at {limit} bytes (--max-page-bytes) before any series for model_name={model:?}")]
-    PageCut { model: String, limit: usize },
-    #[error("the page is empty")]
-    EmptyPage,
-    #[error("no sample in the last {lookback_secs}s")]
-    NoSampleInWindow { lookback_secs: u64 },
-    #[error("the page has no vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc) for model_name={model:?}")]
-    NoKvCache { model: String },
-    #[error("the page has no vllm:num_requests_waiting for model_name={model:?}")]
-    NoQueue { model: String },
-    #[error("Prometheus not queried yet")]
-    PrometheusNotQueried,
-    #[error("Prometheus not answered yet")]
-    PrometheusNotAnswered,
-    #[error("Prometheus error: {0}")]
-    Prometheus(String),
-    #[error("Prometheus has only one of KV-cache usage and queue length for this pod")]
-    PrometheusPartial,
-    #[error("Prometheus has no vLLM series for pod {pod} with model_name={model:?} in namespace {namespace}")]
-    PrometheusNoSeries {
-        pod: String,
-        model: String,
-        namespace: String,
-    },
-    #[error("no metric source configured")]
-    NoSource,
-    /// A sample that cannot be a KV-cache fraction or a queue length (NaN, ±Inf, negative).
-    #[error("unusable sample: {signal} is {value}")]
-    Unusable { signal: &'static str, value: f64 },
-    /// Every source of a chain was asked; each one's cause, in priority order.
-    #[error("{}", join(.0))]
-    All(Vec<MissingSample>),
-}
-
-fn join(causes: &[MissingSample]) -> String {
-    causes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-impl MissingSample {
-    /// Whether Prometheus failing is (part of) the cause: the `PrometheusError` condition reason.
-    pub(crate) fn is_prometheus_error(&self) -> bool {
-        match self {
-            MissingSample::Prometheus(_) => true,
-            MissingSample::All(causes) => causes.iter().any(Self::is_prometheus_error),
-            _ => false,
-        }
-    }
-}
-
-impl Serialize for MissingSample {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -289,62 +145,6 @@ impl<T: fmt::Display> fmt::Display for Capped<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exclusion_target_resolution_is_by_variant() {
-        let cases = [
-            (Exclusion::EmptyModel, true),
-            (
-                Exclusion::MissingAccelerator {
-                    label: "inference.optimization/acceleratorName",
-                },
-                true,
-            ),
-            (
-                Exclusion::TargetNotFound {
-                    namespace: "ns".into(),
-                    name: "d".into(),
-                },
-                false,
-            ),
-            (Exclusion::EmptyTargetName, false),
-            (
-                Exclusion::UnsupportedTargetKind {
-                    kind: "StatefulSet".into(),
-                },
-                false,
-            ),
-            (
-                Exclusion::NoSelector {
-                    deployment: "d".into(),
-                },
-                true,
-            ),
-        ];
-        for (e, resolved) in cases {
-            assert_eq!(e.target_resolved(), resolved, "{e}");
-        }
-    }
-
-    #[test]
-    fn prometheus_errors_are_found_inside_chains() {
-        assert!(MissingSample::Prometheus("timeout".into()).is_prometheus_error());
-        assert!(MissingSample::All(vec![
-            MissingSample::ScrapeFailing("refused".into()),
-            MissingSample::Prometheus("timeout".into()),
-        ])
-        .is_prometheus_error());
-        // The words alone do not make it one.
-        assert!(!MissingSample::ScrapeFailing("Prometheus error: x".into()).is_prometheus_error());
-        assert_eq!(
-            MissingSample::All(vec![
-                MissingSample::NotScrapedYet,
-                MissingSample::PrometheusNotQueried
-            ])
-            .to_string(),
-            "not scraped yet; Prometheus not queried yet"
-        );
-    }
 
     #[test]
     fn echoes_are_cut_with_their_length() {

@@ -6,15 +6,16 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod follow;
 pub mod health;
 pub mod provider;
-pub mod report;
 pub mod saturation;
 pub mod scaler;
 pub mod server;
@@ -22,5 +23,6 @@ pub mod sources;
 pub mod standalone;
 pub mod status;
 pub mod supervisor;
+pub mod target;
 pub mod telemetry;
 pub mod tls;

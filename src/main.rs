@@ -1,10 +1,10 @@
 //! wva-metrics-server: parse the command line, set up logging, run the command.
 
 use clap::Parser;
-use wva_metrics_server::app;
 use wva_metrics_server::config::{Cli, Command};
 use wva_metrics_server::error::Error;
 use wva_metrics_server::telemetry;
+use wva_metrics_server::{app, cli};
 
 /// glibc gives every thread that allocates concurrently an arena of its own and keeps freed pages in
 /// each. The scraper allocates and frees a page-sized body per pod on whichever worker runs it, so at
@@ -71,9 +71,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => telemetry::init_logging(args.log.log_format, &args.log.log_level)
             .map_err(Error::Config)
             .and_then(|_| runtime.block_on(app::serve(*args))),
-        Command::Analyze { input } => app::analyze(&input).map(|out| println!("{out}")),
+        Command::Analyze { input } => cli::analyze::analyze(&input).map(|out| println!("{out}")),
         Command::Status(args) => runtime
-            .block_on(app::status(&args))
+            .block_on(cli::status::run(&args))
             .map(|out| print!("{out}")),
         Command::Scrape {
             source,
@@ -82,10 +82,10 @@ fn main() -> std::process::ExitCode {
             tls_server_name,
             bearer_token_file,
         } => runtime
-            .block_on(app::scrape(
+            .block_on(cli::scrape::run(
                 &source,
                 timeout,
-                &app::ScrapeReach {
+                &cli::scrape::ScrapeReach {
                     ca_file,
                     tls_server_name,
                     bearer_token_file,

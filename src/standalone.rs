@@ -13,10 +13,11 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use serde::de::DeserializeOwned;
 
+use crate::cluster::configs::CONFIG_ENABLED_LABEL;
 use crate::cluster::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 use crate::cluster::monitors::{PodMonitor, ServiceMonitor};
 use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
-use crate::cluster::watch::{log_exclusions, CONFIG_ENABLED_LABEL};
+use crate::cluster::watch::log_exclusions;
 use crate::health::Heartbeat;
 use crate::saturation::config::{ScalingConfig, Thresholds};
 use crate::saturation::ZeroConfig;
@@ -286,47 +287,62 @@ fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Th
 /// cannot be read, or whose new content has any problem (bad YAML, a bad object, nothing at all: an
 /// editor's truncate before write), leaves the last good state in place, and every problem is logged
 /// with its place.
-pub(crate) async fn watch_file(
-    file: PathBuf,
-    shared: SharedSnapshot,
-    (thresholds, zero): (Arc<ArcSwap<Thresholds>>, Arc<ArcSwap<ZeroConfig>>),
-    every: Duration,
-    heartbeat: Arc<Heartbeat>,
-    scope: FileScope,
-) {
-    let mut last = std::fs::read(&file).ok();
-    let mut excluded = Default::default();
-    log_exclusions(&shared.load(), &mut excluded);
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        heartbeat.beat();
-        let now = match std::fs::read(&file) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "standalone file unreadable; keeping the last good state");
+pub struct FileWatch {
+    pub file: PathBuf,
+    pub shared: SharedSnapshot,
+    pub thresholds: Arc<ArcSwap<Thresholds>>,
+    pub zero: Arc<ArcSwap<ZeroConfig>>,
+    pub every: Duration,
+    pub heartbeat: Arc<Heartbeat>,
+    pub scope: FileScope,
+}
+
+impl FileWatch {
+    pub async fn run(self: Arc<Self>) {
+        let Self {
+            file,
+            shared,
+            thresholds,
+            zero,
+            every,
+            heartbeat,
+            scope,
+        } = &*self;
+        let every = *every;
+        let mut last = std::fs::read(file).ok();
+        let mut excluded = Default::default();
+        log_exclusions(&shared.load(), &mut excluded);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            heartbeat.beat();
+            let now = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "standalone file unreadable; keeping the last good state");
+                    continue;
+                }
+            };
+            if last.as_deref() == Some(now.as_slice()) {
                 continue;
             }
-        };
-        if last.as_deref() == Some(now.as_slice()) {
-            continue;
-        }
-        last = Some(now);
-        match load(&file, &scope, (&thresholds.load(), &zero.load())) {
-            Ok((_, _, problems)) if !problems.is_empty() => {
-                for p in &problems {
-                    tracing::error!("{p}");
+            last = Some(now);
+            match load(file, scope, (&thresholds.load(), &zero.load())) {
+                Ok((_, _, problems)) if !problems.is_empty() => {
+                    for p in &problems {
+                        tracing::error!("{p}");
+                    }
+                    tracing::warn!(file = %file.display(), problems = problems.len(), "standalone file has problems; keeping the last good state until they are fixed");
                 }
-                tracing::warn!(file = %file.display(), problems = problems.len(), "standalone file has problems; keeping the last good state until they are fixed");
+                Ok((snap, next, _)) => {
+                    log_exclusions(&snap, &mut excluded);
+                    tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
+                    shared.store(Arc::new(snap));
+                    thresholds.store(Arc::new(next.thresholds));
+                    zero.store(Arc::new(next.zero));
+                }
+                Err(e) => tracing::warn!(error = %e, "standalone file not reloaded"),
             }
-            Ok((snap, next, _)) => {
-                log_exclusions(&snap, &mut excluded);
-                tracing::info!(file = %file.display(), variants = snap.variants.len(), "standalone file reloaded");
-                shared.store(Arc::new(snap));
-                thresholds.store(Arc::new(next.thresholds));
-                zero.store(Arc::new(next.zero));
-            }
-            Err(e) => tracing::warn!(error = %e, "standalone file not reloaded"),
         }
     }
 }

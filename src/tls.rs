@@ -1,6 +1,9 @@
-//! Serving TLS: rustls with the ring provider, TLS 1.2+, ALPN h2 and http/1.1, client certificates
-//! requested but optional, and a serving certificate that is hot-reloaded from files (polling, so the
-//! Secret volume's `..data` symlink swap is seen) or generated at start.
+//! TLS, with the one crypto provider (ring):
+//! * serving: TLS 1.2+, ALPN h2 and http/1.1, client certificates requested but optional, and a serving
+//!   certificate that is hot-reloaded from files (polling, so the Secret volume's `..data` symlink swap is
+//!   seen) or generated at start;
+//! * as a client (Prometheus, HTTPS pods, the `status` and `scrape` commands): trust anchors from a CA file
+//!   or the system bundle ([`roots`]), and a client configuration over them ([`client_config`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,11 +14,14 @@ use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -27,6 +33,12 @@ pub enum TlsError {
     },
     #[error("{path}: no PEM certificate found")]
     NoCertificate { path: PathBuf },
+    #[error("{from}: none of its {ignored} certificates is a usable CA")]
+    NoUsableCa { from: String, ignored: usize },
+    #[error("no system CA bundle found (looked for {}); set {setting}", SYSTEM_CA_BUNDLES.join(", "))]
+    NoSystemBundle { setting: &'static str },
+    #[error("TLS server name {name:?}: {message}")]
+    ServerName { name: String, message: String },
     #[error("{path}: {message}")]
     Pem { path: PathBuf, message: String },
     #[error("{cert} and {key} do not form a usable serving key pair: {message}")]
@@ -71,6 +83,97 @@ pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
     CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM certificate: {e}"))
+}
+
+/// Where a system CA bundle is (Debian/Ubuntu/Alpine, RHEL/Fedora, macOS/BSD), when no CA file is given.
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Trust anchors from PEM bytes (`from` names them in errors): every certificate that is a usable CA.
+/// No certificate at all, or none usable, is an error.
+pub fn roots_from_pem(pem: &[u8], from: &str) -> Result<RootCertStore, TlsError> {
+    let certs = parse_certs(pem).map_err(|message| TlsError::Pem {
+        path: from.into(),
+        message,
+    })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: from.into() });
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(TlsError::NoUsableCa {
+            from: from.into(),
+            ignored,
+        });
+    }
+    Ok(roots)
+}
+
+/// Trust anchors from `ca_file`, or from the system bundle when none is given; `setting` is the flag or
+/// variable an operator sets when there is no system bundle.
+pub fn roots(ca_file: Option<&Path>, setting: &'static str) -> Result<RootCertStore, TlsError> {
+    let path = match ca_file {
+        Some(p) => p,
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or(TlsError::NoSystemBundle { setting })?,
+    };
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    roots_from_pem(&pem, &path.display().to_string())
+}
+
+/// A client configuration that verifies servers against `roots` (TLS 1.2 and 1.3, ring), offering `alpn`.
+pub fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A reqwest client that also trusts the certificates of `ca_file` (the commands' `--ca-file`), besides
+/// the platform's roots.
+pub fn trust_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    let Some(path) = ca_file else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TlsError::Pem {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
+/// A server name to verify certificates against, instead of the address dialled.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_string()).map_err(|e| TlsError::ServerName {
+        name: name.into(),
+        message: e.to_string(),
+    })
 }
 
 fn certified_key(
@@ -211,24 +314,32 @@ impl ReloadingCert {
     }
 }
 
-/// Polls the certificate files and reloads them when they change. Polling (rather than inotify on the
-/// files) sees Kubernetes' atomic `..data` symlink swap of Secret volumes.
-pub async fn watch_files(
-    resolver: Arc<ReloadingCert>,
-    cert: PathBuf,
-    key: PathBuf,
-    every: Duration,
-    provider: Arc<CryptoProvider>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match resolver.reload(&cert, &key, &provider) {
-            Ok(true) => tracing::info!(cert = %cert.display(), "serving certificate reloaded"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in service")
+/// Keeps a serving certificate current from its files.
+pub struct CertReload {
+    pub resolver: Arc<ReloadingCert>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub every: Duration,
+}
+
+impl CertReload {
+    /// Polls the certificate files and reloads them when they change. Polling (rather than inotify on
+    /// the files) sees Kubernetes' atomic `..data` symlink swap of Secret volumes. A pair that does not
+    /// load leaves the previous one in service.
+    pub async fn run(self: Arc<Self>) {
+        let provider = provider();
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.resolver.reload(&self.cert, &self.key, &provider) {
+                Ok(true) => {
+                    tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "serving certificate not reloaded; the previous one stays in service");
+                }
             }
         }
     }

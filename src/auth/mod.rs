@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod config;
 pub mod review;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

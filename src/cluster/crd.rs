@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Exclusion;
+use super::exclusion::Exclusion;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

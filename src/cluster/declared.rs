@@ -14,8 +14,9 @@ use super::crd::{
     parse_cost, ScaledObject, VariantAutoscaling, KEDA_DEFAULT_MAX_REPLICAS,
     KEDA_DEFAULT_MIN_REPLICAS,
 };
+use super::exclusion::Exclusion;
 use super::snapshot::Bounds;
-use crate::error::{Exclusion, MAX_MODEL_ID_BYTES};
+use crate::error::MAX_MODEL_ID_BYTES;
 
 /// Opt-in: objects without it (or with `"false"`) are not variants.
 pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";

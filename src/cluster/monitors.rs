@@ -19,8 +19,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{selector_from, EndpointRule, Scheme};
+use super::snapshot::selector_from;
 use crate::provider::selector::Selector;
+use crate::target::{EndpointRule, Scheme};
 
 /// The prometheus-operator's PodMonitor, as far as this server reads it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]

@@ -8,37 +8,15 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Serialize;
 
 use super::crd::InferencePool;
-use super::snapshot::{pod_target, PodTarget, Variant};
+use super::snapshot::{pod_target, Variant};
+use crate::target::{EndpointPicker, PodTarget};
 
 /// The EPP's metrics port in the inference extension's charts (Service port `http-metrics`).
 pub const DEFAULT_EPP_METRICS_PORT: u16 = 9090;
 /// Service port names that carry the EPP's metrics.
 const METRICS_PORT_NAMES: &[&str] = &["http-metrics", "metrics"];
-
-/// One InferencePool's endpoint picker and the models whose variants it selects.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointPicker {
-    pub namespace: String,
-    /// The InferencePool's name.
-    pub pool: String,
-    /// The EPP Service's name (`spec.endpointPickerRef.name`).
-    pub service: String,
-    /// Model IDs of the variants whose Deployment's pod template the pool selects.
-    pub models: Vec<String>,
-    /// The EPP's Ready pods with their metrics port, or why there are none to read.
-    pub pods: Result<Vec<PodTarget>, String>,
-}
-
-impl EndpointPicker {
-    /// `namespace/pool`, as messages name it.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.pool)
-    }
-}
 
 fn selects(
     match_labels: &BTreeMap<String, String>,

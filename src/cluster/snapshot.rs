@@ -17,59 +17,10 @@ use serde::Serialize;
 use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 pub use super::declared::SourceKind;
 use super::declared::{self, Autoscaler, Declared};
+use super::exclusion::Exclusion;
 use super::monitors::{MonitorIndex, PodMonitor, ServiceMonitor};
-pub use super::pools::EndpointPicker;
-use crate::error::Exclusion;
 use crate::provider::selector::Selector;
-
-/// A pod to read samples for: where to scrape it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodTarget {
-    pub namespace: String,
-    pub name: String,
-    pub ip: String,
-    pub port: u16,
-    pub path: String,
-    /// `prometheus.io/scheme`: plain HTTP unless the pod says https.
-    pub scheme: Scheme,
-    /// Which rule chose the port (shown in `/debug/variants`).
-    pub endpoint: EndpointRule,
-    /// The name the pod's certificate is verified against, from its monitor's `tlsConfig.serverName`
-    /// (else `--scrape-tls-server-name`, else the pod's IP).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_server_name: Option<String>,
-}
-
-/// Which rule chose a pod's metrics port, in the order they are tried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndpointRule {
-    /// `prometheus.io/port`.
-    Annotation,
-    /// A PodMonitor that selects the pod (`monitoring.coreos.com/v1`).
-    PodMonitor,
-    /// A ServiceMonitor that selects a Service in front of the pod.
-    ServiceMonitor,
-    /// A container port named `metrics`.
-    PortNamedMetrics,
-    /// A container port named `http`.
-    PortNamedHttp,
-    /// The only container port the pod declares (WVA's emulator declares one unnamed port, 80).
-    OnlyPort,
-    /// None of the above: vLLM's 8000.
-    #[default]
-    VllmDefault,
-}
-
-/// How a pod's metrics are fetched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    #[default]
-    Http,
-    Https,
-}
+use crate::target::{EndpointPicker, EndpointRule, PodTarget, Scheme, TargetFeed};
 
 /// A variant the engine can decide for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -164,7 +115,7 @@ impl Snapshot {
     }
 
     /// The endpoint picker of the InferencePool that selects the model's pods (the first by name).
-    pub fn picker_of(&self, namespace: &str, model_id: &str) -> Option<&EndpointPicker> {
+    pub fn picker(&self, namespace: &str, model_id: &str) -> Option<&EndpointPicker> {
         self.pickers
             .iter()
             .find(|p| p.namespace == namespace && p.models.iter().any(|m| m == model_id))
@@ -185,6 +136,31 @@ impl Snapshot {
 
 /// The shared, swappable snapshot: writers publish whole snapshots, readers load them lock-free.
 pub(crate) type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// The sources read the current snapshot's pods, models and pickers, and nothing else of it.
+impl TargetFeed for ArcSwap<Snapshot> {
+    fn pods(&self) -> Vec<PodTarget> {
+        self.load().pod_targets()
+    }
+
+    fn models(&self) -> BTreeSet<(String, String)> {
+        self.load()
+            .variants
+            .iter()
+            .map(|v| (v.namespace.clone(), v.model_id.clone()))
+            .collect()
+    }
+
+    fn pickers(&self) -> Vec<EndpointPicker> {
+        self.load().pickers.clone()
+    }
+
+    fn picker_of(&self, namespace: &str, model_id: &str) -> Option<String> {
+        self.load()
+            .picker(namespace, model_id)
+            .map(EndpointPicker::key)
+    }
+}
 
 pub fn shared(snapshot: Snapshot) -> SharedSnapshot {
     Arc::new(ArcSwap::from_pointee(snapshot))

@@ -25,15 +25,17 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::cluster::snapshot::ExcludedVariant;
-use crate::cluster::snapshot::{PodTarget, SharedSnapshot, Snapshot, Variant};
-use crate::error::{Capped, Echo, MissingSample, MAX_NAMES_LISTED};
+use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
+use crate::error::{Capped, Echo, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
 use crate::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::saturation::config::{ConfigSource, Thresholds};
 use crate::saturation::{Activity, ZeroConfig};
 use crate::sources::epp::{DemandSource, NoDemand};
+use crate::sources::MissingSample;
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
+use crate::target::PodTarget;
 
 /// A pod's input as the explain output shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,7 +45,7 @@ pub struct PodInput {
     pub pod: String,
     /// Where the pod is scraped, and which rule chose the port.
     pub url: String,
-    pub endpoint_from: crate::cluster::snapshot::EndpointRule,
+    pub endpoint_from: crate::target::EndpointRule,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<PodSample>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -469,8 +471,9 @@ impl MetricsProvider for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::snapshot::{shared, PodTarget};
+    use crate::cluster::snapshot::shared;
     use crate::sources::SourceKind;
+    use crate::target::PodTarget;
     use std::sync::Mutex;
 
     /// A sample store filled directly by the test.
@@ -747,7 +750,7 @@ mod tests {
                 namespace: "ns".into(),
                 name: "x".into(),
                 model_id: "m".into(),
-                reason: crate::error::Exclusion::MissingAccelerator {
+                reason: crate::cluster::Exclusion::MissingAccelerator {
                     label: crate::cluster::crd::ACCELERATOR_LABEL,
                 },
             }],

@@ -321,6 +321,34 @@ pub fn default_limits() -> Limits {
     }
 }
 
+/// The scaler's port as a supervised task: it serves until the process stops, and a restart serves again
+/// on the same bound socket.
+pub struct ScalerPort {
+    pub listener: std::net::TcpListener,
+    pub tls: Arc<ServerConfig>,
+    pub scaler: Scaler,
+    pub metrics: PortMetrics,
+}
+
+impl ScalerPort {
+    pub async fn run(self: Arc<Self>) {
+        match self.listener.try_clone().and_then(TcpListener::from_std) {
+            Ok(listener) => {
+                serve(
+                    listener,
+                    self.tls.clone(),
+                    self.scaler.clone(),
+                    default_limits(),
+                    self.metrics.clone(),
+                    futures::future::pending(),
+                )
+                .await;
+            }
+            Err(e) => tracing::error!(error = %e, "external scaler: the listener is unusable"),
+        }
+    }
+}
+
 /// Serves the scaler on `listener` until `shutdown` resolves, through [`crate::conn`]: the connection
 /// limit with eviction of the idlest, handshake, first-request and idle timeouts, counted on
 /// `metrics`. A failed handshake (no or wrong client certificate) is a rate-limited warning.

@@ -31,11 +31,10 @@ use super::exposition;
 use super::http1::Pool;
 use super::reach::TokenFile;
 use super::scraper::{fetch_pod, pod_url};
-use crate::cluster::pools::EndpointPicker;
-use crate::cluster::snapshot::SharedSnapshot;
 use crate::error::{cap, MAX_STATUS_MESSAGE_BYTES};
 use crate::health::Heartbeat;
 use crate::saturation::Demand;
+use crate::target::{EndpointPicker, TargetFeed};
 use crate::telemetry::{LogLimiter, Metrics};
 
 /// The queue gauge's names, newest first (the first a page has is read).
@@ -165,7 +164,7 @@ struct PickerState {
 }
 
 pub struct EppSource {
-    snapshot: SharedSnapshot,
+    targets: Arc<dyn TargetFeed>,
     opts: EppOptions,
     token: TokenFile,
     /// By `namespace/pool`.
@@ -191,10 +190,10 @@ type Reads<'a> = futures::stream::FuturesUnordered<
 >;
 
 impl EppSource {
-    pub fn new(snapshot: SharedSnapshot, opts: EppOptions, metrics: Arc<Metrics>) -> Self {
+    pub fn new(targets: Arc<dyn TargetFeed>, opts: EppOptions, metrics: Arc<Metrics>) -> Self {
         let token = TokenFile::new(opts.token_file.clone());
         Self {
-            snapshot,
+            targets,
             opts,
             token,
             state: RwLock::new(HashMap::new()),
@@ -237,9 +236,8 @@ impl EppSource {
 
     /// Queues a read of every picker not being read; forgets pickers that are gone.
     fn start_round<'a>(&'a self, reads: &mut Reads<'a>, reading: &mut HashSet<String>) {
-        let snapshot = self.snapshot.load_full();
-        let addresses: HashSet<SocketAddr> = snapshot
-            .pickers
+        let pickers = self.targets.pickers();
+        let addresses: HashSet<SocketAddr> = pickers
             .iter()
             .filter_map(|p| p.pods.as_ref().ok())
             .flatten()
@@ -247,23 +245,23 @@ impl EppSource {
             .collect();
         self.connections.retain(&addresses);
         {
-            let keys: HashSet<String> = snapshot.pickers.iter().map(EndpointPicker::key).collect();
+            let keys: HashSet<String> = pickers.iter().map(EndpointPicker::key).collect();
             self.state
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|k, _| keys.contains(k));
         }
-        if snapshot.pickers.is_empty() {
+        if pickers.is_empty() {
             // Nothing to read: no token file access.
             return;
         }
         let token = Arc::new(self.token.read());
-        for picker in &snapshot.pickers {
+        for picker in pickers {
             let key = picker.key();
             if !reading.insert(key.clone()) {
                 continue;
             }
-            let (picker, token) = (picker.clone(), token.clone());
+            let token = token.clone();
             reads.push(Box::pin(async move {
                 let read = self.read_picker(&picker, &token).await;
                 (key, read)
@@ -345,11 +343,9 @@ impl EppSource {
     }
 
     pub(crate) fn demand_at(&self, namespace: &str, model: &str, now: Instant) -> Demand {
-        let snapshot = self.snapshot.load();
-        let Some(picker) = snapshot.picker_of(namespace, model) else {
+        let Some(pool) = self.targets.picker_of(namespace, model) else {
             return Demand::NoPool;
         };
-        let pool = picker.key();
         let state = self
             .state
             .read()

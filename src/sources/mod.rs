@@ -6,6 +6,7 @@
 pub mod epp;
 pub mod exposition;
 pub(crate) mod http1;
+pub mod missing;
 pub mod prometheus;
 pub mod reach;
 pub mod scraper;
@@ -15,9 +16,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cluster::snapshot::PodTarget;
-use crate::error::MissingSample;
+pub use missing::MissingSample;
+
 use crate::saturation::Activity;
+use crate::target::PodTarget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,14 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 
-/// Where a system CA bundle is, when no CA file is given.
-pub(crate) const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
+use crate::tls;
 
 /// A bearer token read from a file, re-read when the file changes (projected tokens rotate).
 pub struct TokenFile {
@@ -74,41 +69,13 @@ const RESUMPTION_SESSIONS: usize = 8 * 16_384;
 impl ScrapeTls {
     /// Roots from `ca_file` (or the system bundle), HTTP/1.1, session resumption.
     pub fn new(ca_file: Option<&Path>, server_name: Option<&str>) -> Result<Self, String> {
-        let (pem, from) = match ca_file {
-            Some(p) => (
-                std::fs::read(p).map_err(|e| format!("CA file {}: {e}", p.display()))?,
-                p.display().to_string(),
-            ),
-            None => {
-                let found = SYSTEM_CA_BUNDLES
-                    .iter()
-                    .find(|p| Path::new(p).exists())
-                    .ok_or("no system CA bundle found; set --scrape-ca-file")?;
-                (
-                    std::fs::read(found).map_err(|e| format!("{found}: {e}"))?,
-                    (*found).to_string(),
-                )
-            }
-        };
-        let certs = crate::tls::parse_certs(&pem).map_err(|e| format!("{from}: {e}"))?;
-        let mut roots = RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(format!("{from}: no usable CA certificate"));
-        }
-        let mut config = ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let roots = tls::roots(ca_file, "--scrape-ca-file").map_err(|e| e.to_string())?;
+        let mut config = tls::client_config(roots, &[b"http/1.1"]).map_err(|e| e.to_string())?;
         config.resumption = rustls::client::Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
         let server_name = server_name
-            .map(|n| {
-                ServerName::try_from(n.to_string())
-                    .map_err(|e| format!("TLS server name {n:?}: {e}"))
-            })
-            .transpose()?;
+            .map(tls::server_name)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             config: Arc::new(config),
             server_name,

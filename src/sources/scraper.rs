@@ -15,8 +15,8 @@ use super::exposition::{extract_wanted, Extraction};
 use super::http1::{self, Http1Error, Pool};
 use super::reach::{Reach, ScrapeTls};
 use super::window::{PageFacts, WindowCache};
-use crate::cluster::snapshot::{PodTarget, Scheme, SharedSnapshot};
 use crate::health::Heartbeat;
+use crate::target::{PodTarget, Scheme, TargetFeed};
 use crate::telemetry::{LogLimiter, Metrics, PodLabels};
 use rustls::pki_types::ServerName;
 
@@ -81,20 +81,13 @@ pub(crate) fn http_client(
     timeout: Duration,
     ca_file: Option<&std::path::Path>,
 ) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_max_idle_per_host(0);
-    if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("CA file {}: {e}", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
+    crate::tls::trust_ca_file(builder, ca_file)
+        .map_err(|e| format!("--ca-file: {e}"))?
         .build()
         .map_err(|e| format!("building the scrape client: {e}"))
 }
@@ -299,7 +292,7 @@ pub(crate) fn pod_url(pod: &PodTarget) -> String {
 
 pub struct Scraper {
     cache: Arc<WindowCache>,
-    snapshot: SharedSnapshot,
+    targets: Arc<dyn TargetFeed>,
     metrics: Arc<Metrics>,
     opts: ScrapeOptions,
     /// Plain-HTTP connections kept between rounds, at most as many as the open-files limit allows.
@@ -404,7 +397,7 @@ impl<'a> Lanes<'a> {
         }
     }
 
-    /// Queues a round: every pod of the snapshot with nothing queued or in flight.
+    /// Queues a round: every pod of the feed with nothing queued or in flight.
     fn add_round(&mut self) {
         let Some((targets, round)) = self.scraper.prepare_round() else {
             return;
@@ -477,7 +470,7 @@ impl<'a> Lanes<'a> {
 impl Scraper {
     pub fn new(
         cache: Arc<WindowCache>,
-        snapshot: SharedSnapshot,
+        targets: Arc<dyn TargetFeed>,
         metrics: Arc<Metrics>,
         opts: ScrapeOptions,
     ) -> Self {
@@ -488,7 +481,7 @@ impl Scraper {
         ));
         Self {
             cache,
-            snapshot,
+            targets,
             metrics,
             opts,
             pool,
@@ -519,7 +512,7 @@ impl Scraper {
         }
     }
 
-    /// One round over every pod of the current snapshot, to its end (tests, benchmarks).
+    /// One round over every pod the feed names now, to its end (tests, benchmarks).
     pub async fn scrape_once(&self) {
         let mut lanes = Lanes::new(self);
         lanes.add_round();
@@ -535,18 +528,14 @@ impl Scraper {
     }
 
     /// The pods to scrape now and what their scrapes share; forgets pods that are gone. `None` when the
-    /// snapshot has no pod.
+    /// feed has no pod.
     fn prepare_round(&self) -> Option<(Vec<PodTarget>, Arc<RoundInputs>)> {
-        let snapshot = self.snapshot.load_full();
-        let targets = snapshot.pod_targets();
+        let targets = self.targets.pods();
         // Only models some variant of the pod's namespace asks for are kept: what a page holds
         // beyond that costs a counter, whatever its size.
         let mut wanted: HashMap<String, HashSet<String>> = HashMap::new();
-        for v in &snapshot.variants {
-            wanted
-                .entry(v.namespace.clone())
-                .or_default()
-                .insert(v.model_id.clone());
+        for (namespace, model) in self.targets.models() {
+            wanted.entry(namespace).or_default().insert(model);
         }
         for (ns, pod) in self.cache.retain(&targets, Instant::now()) {
             self.metrics.forget_pod(&ns, &pod);

@@ -6,10 +6,11 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::exposition::ModelSignals;
+use super::MissingSample;
 use super::{Lookup, PodSample, SampleSource, SourceKind};
-use crate::cluster::snapshot::PodTarget;
-use crate::error::{Capped, MissingSample, MAX_NAMES_LISTED};
+use crate::error::{Capped, MAX_NAMES_LISTED};
 use crate::saturation::Activity;
+use crate::target::PodTarget;
 
 type PodKey = (String, String);
 

@@ -21,8 +21,8 @@ use crate::cluster::crd::VariantAutoscaling;
 use crate::cluster::leader::LeaderElector;
 use crate::cluster::snapshot::SourceKind;
 use crate::engine::{Engine, Explanation, ModelReport};
-use crate::error::MissingSample;
 use crate::saturation::TargetReason;
+use crate::sources::MissingSample;
 use crate::telemetry::{DecisionLabels, Metrics, ResultLabels, VariantLabels};
 
 pub(crate) const FIELD_MANAGER: &str = "wva-metrics-server";
@@ -482,18 +482,26 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
     *previous = now;
 }
 
-/// Standalone mode (no cluster to write to): keeps the gauges current.
-pub(crate) async fn run_gauges(engine: Arc<Engine>, metrics: Arc<Metrics>, every: Duration) {
-    let mut gauges = GaugeSeries::default();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let snapshot = engine.snapshot();
-        update_gauges(
-            &metrics,
-            &views(&engine.explain(None), &snapshot),
-            &mut gauges,
-        );
+/// Without a status writer (standalone, or `--write-status=false`): keeps the gauges current.
+pub struct GaugeLoop {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub every: Duration,
+}
+
+impl GaugeLoop {
+    pub async fn run(self: Arc<Self>) {
+        let mut gauges = GaugeSeries::default();
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tick.tick().await;
+            let snapshot = self.engine.snapshot();
+            update_gauges(
+                &self.metrics,
+                &views(&self.engine.explain(None), &snapshot),
+                &mut gauges,
+            );
+        }
     }
 }
 

@@ -13,7 +13,9 @@
 mod harness;
 mod keda;
 mod kubelet;
-#[path = "../support/mod.rs"]
+// Only part of the integration tests' fixtures is used here.
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -3,8 +3,7 @@
 //! has no usable sample" ends in a 503 naming the pod after `--max-metric-age`.
 #![allow(clippy::too_many_lines)] // Scenarios, not product code.
 
-#[path = "support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use support::{https_client, install_provider, one_variant, FixedSamples, Slow};
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::selector::Selector;
@@ -30,6 +29,7 @@ use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::scraper::{ScrapeOptions, Scraper};
 use wva_metrics_server::sources::window::WindowCache;
+use wva_metrics_server::target::PodTarget;
 use wva_metrics_server::telemetry::Metrics;
 use wva_metrics_server::tls;
 

@@ -2,7 +2,7 @@
 //! status subresource only, retried with backoff after failures, an event when the recommendation
 //! changes, and the Lease deciding who writes.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

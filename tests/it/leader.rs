@@ -1,7 +1,7 @@
 //! Leader election for the status writer against a test double of the Kubernetes API that implements
 //! Lease create/get/replace with resourceVersion conflicts.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
     clippy::too_many_lines
 )] // Fixtures and measurements, not product code.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! certificate from another CA, none at all); then hostile clients: huge messages and names get small
 //! errors, silent connections are closed and cannot lock KEDA out, a push stream is never "idle".
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};

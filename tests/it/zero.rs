@@ -3,7 +3,7 @@
 //! answers the HPA path and the external scaler read.
 #![allow(clippy::too_many_lines)] // Scenarios, not product code.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use wva_metrics_server::cluster::snapshot::{self, EndpointPicker, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
@@ -20,6 +20,7 @@ use wva_metrics_server::saturation::{Activity, Demand, TargetReason, ZeroConfig}
 use wva_metrics_server::sources::epp::{DemandSource, EppOptions, EppSource};
 use wva_metrics_server::sources::exposition::ModelSignals;
 use wva_metrics_server::sources::window::WindowCache;
+use wva_metrics_server::target::{EndpointPicker, PodTarget};
 use wva_metrics_server::telemetry::Metrics;
 
 struct Emulator(Child);

@@ -8,7 +8,7 @@
     clippy::too_many_lines
 )] // Fixtures and measurements, not product code.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,15 +20,16 @@ use support::*;
 use tokio::sync::oneshot;
 use wva_metrics_server::auth::config::AuthOverrides;
 use wva_metrics_server::auth::review::KubeReviewer;
+use wva_metrics_server::auth::watch::AuthConfigWatch;
 use wva_metrics_server::auth::Auth;
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
-use wva_metrics_server::cluster::watch;
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::health::Health;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::server::routes::AppState;
 use wva_metrics_server::server::{serve, ServeOptions};
+use wva_metrics_server::target::PodTarget;
 use wva_metrics_server::telemetry::Metrics;
 use wva_metrics_server::tls::{self, ReloadingCert};
 
@@ -117,12 +118,15 @@ async fn start(slow: Option<Duration>) -> Harness {
         Duration::from_secs(10),
         metrics.clone(),
     ));
-    tokio::spawn(watch::run_auth_config(
-        api.client(),
-        auth.clone(),
-        AuthOverrides::default(),
-        metrics.clone(),
-    ));
+    tokio::spawn(
+        Arc::new(AuthConfigWatch::new(
+            api.client(),
+            auth.clone(),
+            AuthOverrides::default(),
+            metrics.clone(),
+        ))
+        .run(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !auth.config_loaded() {
         assert!(
@@ -137,13 +141,15 @@ async fn start(slow: Option<Duration>) -> Harness {
     let provider = tls::provider();
     let resolver =
         ReloadingCert::load(&dir.join("tls.crt"), &dir.join("tls.key"), &provider).unwrap();
-    tokio::spawn(tls::watch_files(
-        resolver.clone(),
-        dir.join("tls.crt"),
-        dir.join("tls.key"),
-        Duration::from_millis(50),
-        provider.clone(),
-    ));
+    tokio::spawn(
+        Arc::new(tls::CertReload {
+            resolver: resolver.clone(),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            every: Duration::from_millis(50),
+        })
+        .run(),
+    );
     let config = Arc::new(tls::server_config(resolver, provider).unwrap());
 
     let engine: Arc<dyn MetricsProvider> = Arc::new(Engine::new(
@@ -831,7 +837,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
             namespace: "ns".into(),
             name: "broken".into(),
             model_id: "m".into(),
-            reason: wva_metrics_server::error::Exclusion::MissingAccelerator {
+            reason: wva_metrics_server::cluster::Exclusion::MissingAccelerator {
                 label: wva_metrics_server::cluster::crd::ACCELERATOR_LABEL,
             },
         }],

@@ -10,7 +10,7 @@
     clippy::too_many_lines
 )] // Fixtures and measurements, not product code.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,16 +18,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::Router;
 use support::*;
-use wva_metrics_server::cluster::snapshot::{self, PodTarget, Snapshot, Variant};
+use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
+use wva_metrics_server::saturation::ZeroConfig;
 use wva_metrics_server::sources::prometheus::PrometheusOptions;
-use wva_metrics_server::sources::prometheus::{PrometheusClient, PrometheusSource};
+use wva_metrics_server::sources::prometheus::{PollOptions, PrometheusClient, PrometheusSource};
 use wva_metrics_server::sources::scraper::{ScrapeOptions, Scraper};
 use wva_metrics_server::sources::window::WindowCache;
 use wva_metrics_server::sources::{Lookup, SampleSource, SourceKind};
+use wva_metrics_server::target::FixedTargets;
+use wva_metrics_server::target::PodTarget;
 use wva_metrics_server::telemetry::Metrics;
 
 const MODEL: &str = "Qwen/Qwen3-0.6B";
@@ -588,7 +592,12 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
 
     let source = PrometheusSource::new(
         PrometheusClient::new(&prom_args(url.clone(), Some(ca_path.clone()))).unwrap(),
-        Duration::from_secs(60),
+        PollOptions {
+            lookback: Duration::from_secs(60),
+            interval: Duration::from_secs(1),
+        },
+        Arc::new(FixedTargets::default()),
+        Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
         metrics.clone(),
     );
     let (t1, t2) = (pod("pod-1", p1), pod("pod-2", p2));
@@ -756,8 +765,8 @@ async fn tls_pod(leaf: &Leaf, token: &'static str) -> SocketAddr {
 /// with another CA's certificate, a name mismatch or a refused token says why.
 #[tokio::test]
 async fn https_pods_with_a_ca_a_server_name_and_a_rotating_token() {
-    use wva_metrics_server::cluster::snapshot::Scheme;
     use wva_metrics_server::sources::reach::{Reach, ScrapeTls, TokenFile};
+    use wva_metrics_server::target::Scheme;
     install_provider();
     let ca = Ca::new("pods-ca");
     let stranger = Ca::new("someone-else");

@@ -6,7 +6,6 @@
     clippy::cast_sign_loss,
     clippy::too_many_lines
 )] // Fixtures and measurements, not product code.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -87,7 +86,7 @@ pub struct FixedSamples(pub f64, pub f64);
 impl wva_metrics_server::sources::SampleSource for FixedSamples {
     fn lookup(
         &self,
-        _: &wva_metrics_server::cluster::snapshot::PodTarget,
+        _: &wva_metrics_server::target::PodTarget,
         _: &str,
     ) -> wva_metrics_server::sources::Lookup {
         wva_metrics_server::sources::Lookup::Fresh(wva_metrics_server::sources::PodSample {
@@ -100,8 +99,8 @@ impl wva_metrics_server::sources::SampleSource for FixedSamples {
     }
 }
 
-pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::cluster::snapshot::PodTarget {
-    wva_metrics_server::cluster::snapshot::PodTarget {
+pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::target::PodTarget {
+    wva_metrics_server::target::PodTarget {
         namespace: namespace.into(),
         name: name.into(),
         ip: "127.0.0.1".into(),

@@ -1,0 +1,163 @@
+//! What the reflectors keep of each object: only what the snapshot reads, so 10,000 pods do not cost
+//! 10,000 full objects.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use super::snapshot;
+
+pub(crate) fn monitor<K: Resource>(m: &mut K) {
+    m.meta_mut().managed_fields = None;
+    m.meta_mut().annotations = None;
+}
+
+pub(crate) fn pool(p: &mut InferencePool) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+}
+
+/// Only the labels, the selector and the ports: they locate an endpoint picker's pods and metrics port,
+/// and the pods behind a ServiceMonitor's Services.
+pub(crate) fn service(s: &mut Service) {
+    s.metadata.managed_fields = None;
+    s.metadata.annotations = None;
+    // Labels stay: ServiceMonitors select Services by them.
+    s.status = None;
+    if let Some(spec) = s.spec.as_mut() {
+        *spec = ServiceSpec {
+            selector: spec.selector.take(),
+            ports: spec.ports.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// Drops what we never read, so 10,000 pods do not cost 10,000 full objects.
+pub(crate) fn pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.owner_references = None;
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.retain(|k, _| {
+            k == snapshot::PORT_ANNOTATION
+                || k == snapshot::PATH_ANNOTATION
+                || k == snapshot::SCHEME_ANNOTATION
+        });
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in &mut spec.containers {
+            c.env = None;
+            c.env_from = None;
+            c.volume_mounts = None;
+            c.args = None;
+            c.command = None;
+            c.resources = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+    if let Some(s) = p.status.as_mut() {
+        s.container_statuses = None;
+        s.init_container_statuses = None;
+    }
+}
+
+pub(crate) fn deployment(d: &mut Deployment) {
+    d.metadata.managed_fields = None;
+    d.metadata.annotations = None;
+    if let Some(spec) = d.spec.as_mut() {
+        // Only the pod labels (an InferencePool selects on them) and the node selection survive: it
+        // names the accelerator (snapshot::accelerator_of).
+        let pod = spec.template.spec.take();
+        let labels = spec.template.metadata.take().and_then(|m| m.labels);
+        spec.template = Default::default();
+        spec.template.metadata = labels.map(|labels| ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        });
+        if let Some(pod) = pod {
+            spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                node_selector: pod.node_selector,
+                affinity: pod.affinity.and_then(|a| {
+                    a.node_affinity
+                        .map(|n| k8s_openapi::api::core::v1::Affinity {
+                            node_affinity: Some(n),
+                            ..Default::default()
+                        })
+                }),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+pub(crate) fn hpa(h: &mut HorizontalPodAutoscaler) {
+    keep_variant_annotations(&mut h.metadata);
+    h.status = None;
+}
+
+pub(crate) fn va(v: &mut VariantAutoscaling) {
+    v.metadata.managed_fields = None;
+}
+
+/// Keeps only the `llm-d.ai/` annotations: they declare variants (`declared`).
+fn keep_variant_annotations(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("llm-d.ai/"));
+    }
+}
+
+pub(crate) fn scaled_object(s: &mut ScaledObject) {
+    keep_variant_annotations(&mut s.metadata);
+    s.spec.triggers.clear();
+}
+
+pub(crate) fn configmap(c: &mut ConfigMap) {
+    c.metadata.managed_fields = None;
+    c.metadata.annotations = None;
+    c.binary_data = None;
+}
+
+pub(crate) fn namespace(n: &mut Namespace) {
+    n.metadata.managed_fields = None;
+    if let Some(a) = n.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == snapshot::EXCLUDE_ANNOTATION);
+    }
+    n.spec = None;
+    n.status = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slimming keeps what the snapshot reads from a Deployment's template: its node selection.
+    #[test]
+    fn slim_deployments_keep_the_node_selection() {
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "ns", "annotations": {"a": "b"}},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "vllm", "image": "x", "env": [{"name": "K", "value": "V"}]}],
+                         "nodeSelector": {"nvidia.com/gpu.product": "H100"}}}}
+        }))
+        .unwrap();
+        deployment(&mut d);
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.containers.is_empty());
+        assert_eq!(
+            snapshot::accelerator_of(&d).as_deref(),
+            Some("H100"),
+            "{pod:?}"
+        );
+    }
+}

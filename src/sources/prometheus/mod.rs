@@ -1,0 +1,413 @@
+//! The Prometheus source: WVA's per-pod peak queries, run in the background for every model the
+//! variants serve, so the request path reads a cache and a burst of HPA requests costs no query at all.
+//! [`promql`] writes the queries, [`client`] runs them; the poller here keeps the answers.
+
+mod client;
+pub(crate) mod promql;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+pub use client::{PrometheusClient, PrometheusError, PrometheusOptions};
+use promql::{idle_query, kv_query, load_queries, queue_query};
+
+use super::{LoadFigures, Lookup, MissingSample, PodSample, SampleSource, SourceKind};
+use crate::health::Heartbeat;
+use crate::saturation::{Activity, ZeroConfig};
+use crate::target::{PodTarget, TargetFeed};
+use crate::telemetry::Metrics;
+
+/// How often the (slower-moving) load figures are refreshed.
+const LOAD_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+struct ModelResult {
+    at: Instant,
+    per_pod: HashMap<String, (Option<f64>, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelState {
+    last: Option<ModelResult>,
+    last_error: Option<String>,
+    first_asked: Option<Instant>,
+    load: Option<(Instant, LoadFigures)>,
+    /// The last answer to WVA's idle query, for the retention period asked: the increase (`None`: no
+    /// series) or the error.
+    activity: Option<(Instant, Duration, Result<Option<f64>, String>)>,
+}
+
+/// How the poller reads Prometheus.
+#[derive(Debug, Clone, Copy)]
+pub struct PollOptions {
+    /// The window of WVA's peak queries; an answer older than this is not current.
+    pub lookback: Duration,
+    /// How often every model is queried.
+    pub interval: Duration,
+}
+
+/// Background poller and cache of Prometheus answers, per (namespace, model).
+pub struct PrometheusSource {
+    client: PrometheusClient,
+    opts: PollOptions,
+    /// The models to query.
+    targets: Arc<dyn TargetFeed>,
+    /// Which models are idle-queried, and over which retention period: those scale to zero is enabled for.
+    zero: Arc<ArcSwap<ZeroConfig>>,
+    state: RwLock<HashMap<(String, String), ModelState>>,
+    metrics: Arc<Metrics>,
+    /// Query failures, at most one line a minute per model and reason.
+    log: crate::telemetry::LogLimiter,
+}
+
+impl PrometheusSource {
+    pub fn new(
+        client: PrometheusClient,
+        opts: PollOptions,
+        targets: Arc<dyn TargetFeed>,
+        zero: Arc<ArcSwap<ZeroConfig>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            opts,
+            targets,
+            zero,
+            state: RwLock::new(HashMap::new()),
+            metrics,
+            log: crate::telemetry::LogLimiter::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// Queries every model the feed names, every interval.
+    pub async fn run(self: Arc<Self>, heartbeat: Arc<Heartbeat>) {
+        let mut tick = tokio::time::interval(self.opts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            heartbeat.beat();
+            let models: BTreeSet<(String, String)> = self.targets.models();
+            self.state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|k, _| models.contains(k));
+            futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
+        }
+    }
+
+    /// Runs the two queries of one model (in parallel, like WVA) and records the result or the error.
+    pub async fn refresh(&self, namespace: &str, model: &str) {
+        let key = (namespace.to_string(), model.to_string());
+        {
+            let mut s = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.entry(key.clone())
+                .or_default()
+                .first_asked
+                .get_or_insert_with(Instant::now);
+        }
+        self.metrics.prometheus_queries.inc_by(2);
+        let (kv_q, queue_q) = (
+            kv_query(namespace, model, self.opts.lookback),
+            queue_query(namespace, model, self.opts.lookback),
+        );
+        let (kv, q) = futures::join!(self.client.query(&kv_q), self.client.query(&queue_q));
+        let load_due = {
+            let s = self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.get(&key)
+                .and_then(|e| e.load.as_ref())
+                .is_none_or(|(at, _)| at.elapsed() >= LOAD_EVERY)
+        };
+        let load = if load_due {
+            self.load_figures(namespace, model).await
+        } else {
+            None
+        };
+        // The idle query runs for the models scale to zero is enabled for, over their retention period.
+        let policy = self.zero.load().resolve(model, namespace);
+        let activity = match policy.enabled.then_some(policy.retention) {
+            Some(r) => {
+                self.metrics.prometheus_queries.inc();
+                let answer = self
+                    .client
+                    .query(&idle_query(namespace, model, r))
+                    .await
+                    .map(|series| series.first().map(|(_, v)| *v))
+                    .map_err(|e| e.to_string());
+                Some((Instant::now(), r, answer))
+            }
+            None => None,
+        };
+        let mut s = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = s.entry(key).or_default();
+        if let Some(l) = load {
+            entry.load = Some((Instant::now(), l));
+        }
+        if activity.is_some() {
+            entry.activity = activity;
+        }
+        match (kv, q) {
+            (Ok(kv), Ok(q)) => {
+                let mut per_pod: HashMap<String, (Option<f64>, Option<f64>)> = HashMap::new();
+                for (labels, v) in kv {
+                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
+                        per_pod.entry(pod.clone()).or_default().0 = Some(v);
+                    }
+                }
+                for (labels, v) in q {
+                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
+                        per_pod.entry(pod.clone()).or_default().1 = Some(v);
+                    }
+                }
+                entry.last = Some(ModelResult {
+                    at: Instant::now(),
+                    per_pod,
+                });
+                entry.last_error = None;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.metrics.prometheus_failures.inc();
+                let e =
+                    crate::error::cap(&e.to_string(), crate::error::MAX_STATUS_MESSAGE_BYTES / 4)
+                        .into_owned();
+                if let Some(held) = self.log.allow(&format!("{namespace}\n{model}\n{e}")) {
+                    tracing::warn!(namespace, model, error = %e, repeats_held_back = held, "Prometheus query failed; keeping the previous result until it ages out");
+                }
+                entry.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Runs the five load queries; a failure is logged and leaves the previous figures in place.
+    async fn load_figures(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
+        let queries = load_queries(namespace, model);
+        self.metrics.prometheus_queries.inc_by(queries.len() as u64);
+        let results =
+            futures::future::join_all(queries.iter().map(|(_, q)| self.client.query(q))).await;
+        let mut values = [0.0f64; 5];
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                // An empty result (no traffic yet) and NaN (0/0) both mean 0, as in WVA.
+                Ok(series) => values[i] = series.first().map_or(0.0, |(_, v)| *v),
+                Err(e) => {
+                    self.metrics.prometheus_failures.inc();
+                    tracing::debug!(namespace, model, query = queries[i].0, error = %e, "load query failed");
+                    return None;
+                }
+            }
+        }
+        Some(LoadFigures {
+            arrival_rate: values[0] * 60.0,
+            avg_input_tokens: values[1],
+            avg_output_tokens: values[2],
+            ttft_average: values[3] * 1000.0,
+            itl_average: values[4] * 1000.0,
+            age: Duration::ZERO,
+        })
+    }
+
+    pub(crate) fn lookup_at(&self, pod: &PodTarget, model: &str, now: Instant) -> Lookup {
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(state) = s.get(&(pod.namespace.clone(), model.to_string())) else {
+            return Lookup::Missing {
+                since: Duration::ZERO,
+                reason: MissingSample::PrometheusNotQueried,
+            };
+        };
+        let since_base = state
+            .last
+            .as_ref()
+            .map(|r| r.at)
+            .or(state.first_asked)
+            .unwrap_or(now);
+        let since = now.saturating_duration_since(since_base);
+        let Some(result) = state
+            .last
+            .as_ref()
+            .filter(|r| now.saturating_duration_since(r.at) <= self.opts.lookback)
+        else {
+            let reason = state
+                .last_error
+                .as_ref()
+                .map_or(MissingSample::PrometheusNotAnswered, |e| {
+                    MissingSample::Prometheus(e.clone())
+                });
+            return Lookup::Missing { since, reason };
+        };
+        let since_asked = now.saturating_duration_since(state.first_asked.unwrap_or(now));
+        let unusable = |v: f64| !(v.is_finite() && v >= 0.0);
+        match result.per_pod.get(&pod.name) {
+            // An infinite or negative answer is no measurement: missing for this pod, aged like the rest.
+            Some((Some(kv), _)) if unusable(*kv) => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::Unusable {
+                    signal: "vllm:kv_cache_usage_perc",
+                    value: *kv,
+                },
+            },
+            Some((_, Some(q))) if unusable(*q) => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::Unusable {
+                    signal: "vllm:num_requests_waiting",
+                    value: *q,
+                },
+            },
+            Some((Some(kv), Some(q))) => Lookup::Fresh(PodSample {
+                kv_cache_usage: *kv,
+                queue_length: *q,
+                running_requests: None,
+                age: now.saturating_duration_since(result.at),
+                source: SourceKind::Prometheus,
+            }),
+            // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
+            Some(_) => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::PrometheusPartial,
+            },
+            None => Lookup::Missing {
+                since: since_asked,
+                reason: MissingSample::PrometheusNoSeries {
+                    pod: pod.name.clone(),
+                    model: model.to_string(),
+                    namespace: pod.namespace.clone(),
+                },
+            },
+        }
+    }
+}
+
+impl PrometheusSource {
+    /// The idle query's last answer for `retention`.
+    pub(crate) fn activity_at(
+        &self,
+        namespace: &str,
+        model: &str,
+        retention: Duration,
+        now: Instant,
+    ) -> Activity {
+        let key = (namespace.to_string(), model.to_string());
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unknown = |reason: String| Activity::Unknown { reason };
+        let Some((at, asked, answer)) = s.get(&key).and_then(|e| e.activity.clone()) else {
+            return unknown("Prometheus has not been asked yet".into());
+        };
+        let age = now.saturating_duration_since(at);
+        if asked != retention || age > self.opts.lookback {
+            return unknown(format!(
+                "no current answer from Prometheus (last one {}s old)",
+                age.as_secs()
+            ));
+        }
+        match answer {
+            Err(e) => unknown(format!("Prometheus: {e}")),
+            Ok(None) => unknown(format!(
+                "Prometheus has no vllm:request_success_total series for model {model:?} in {namespace}"
+            )),
+            Ok(Some(v)) if v > 0.0 => Activity::Active {
+                last_secs: age.as_secs(),
+            },
+            Ok(Some(_)) => Activity::Idle,
+        }
+    }
+}
+
+impl SampleSource for PrometheusSource {
+    fn lookup(&self, pod: &PodTarget, model: &str) -> Lookup {
+        self.lookup_at(pod, model, Instant::now())
+    }
+
+    fn activity(
+        &self,
+        namespace: &str,
+        model: &str,
+        _pods: &[&PodTarget],
+        retention: Duration,
+    ) -> Activity {
+        self.activity_at(namespace, model, retention, Instant::now())
+    }
+
+    fn model_load(&self, namespace: &str, model: &str) -> Option<LoadFigures> {
+        let s = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, figures) = s
+            .get(&(namespace.to_string(), model.to_string()))?
+            .load
+            .clone()?;
+        Some(LoadFigures {
+            age: at.elapsed(),
+            ..figures
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A negative answer from Prometheus is missing for that pod (and ages), never a sample.
+    #[test]
+    fn unusable_answers_are_missing_for_the_pod() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = PrometheusClient::new(&client::tests::options("http://p:9090", true)).unwrap();
+        let source = PrometheusSource::new(
+            client,
+            PollOptions {
+                lookback: Duration::from_secs(60),
+                interval: Duration::from_secs(1),
+            },
+            Arc::new(crate::target::FixedTargets::default()),
+            Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
+            Metrics::new(),
+        );
+        let now = Instant::now();
+        let per_pod = HashMap::from([
+            ("good".to_string(), (Some(0.5), Some(1.0))),
+            ("bad".to_string(), (Some(0.5), Some(-2.0))),
+        ]);
+        source.state.write().unwrap().insert(
+            ("ns".into(), "m".into()),
+            ModelState {
+                last: Some(ModelResult { at: now, per_pod }),
+                first_asked: Some(now),
+                ..Default::default()
+            },
+        );
+        let pod = |name: &str| PodTarget {
+            namespace: "ns".into(),
+            name: name.into(),
+            ip: "10.0.0.1".into(),
+            port: 8000,
+            path: "/metrics".into(),
+            scheme: Default::default(),
+            endpoint: Default::default(),
+            tls_server_name: None,
+        };
+        assert!(matches!(
+            source.lookup_at(&pod("good"), "m", now),
+            Lookup::Fresh(_)
+        ));
+        let Lookup::Missing { reason, .. } = source.lookup_at(&pod("bad"), "m", now) else {
+            panic!("a negative queue became a sample")
+        };
+        assert!(matches!(reason, MissingSample::Unusable { value, .. } if value == -2.0));
+    }
+}
