@@ -6,6 +6,7 @@
 //!   when it is known to be idle: every source answered and the observation covers the retention period.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ pub const CONFIGMAP_NAME: &str = "wva-model-scale-to-zero-config";
 
 #[derive(Debug, Clone, PartialEq, Default)]
 struct ZeroEntry {
+    /// `entry "<key>"`, made once when the entry is parsed (the request path resolves per request).
+    source: Arc<str>,
     model_id: Option<String>,
     namespace: Option<String>,
     enabled: Option<bool>,
@@ -42,7 +45,7 @@ pub struct ZeroPolicy {
     #[serde(with = "secs")]
     pub retention: Duration,
     /// `entry <key>`, `env WVA_SCALE_TO_ZERO` or `disabled by default`.
-    pub source: String,
+    pub source: Arc<str>,
 }
 
 mod secs {
@@ -107,6 +110,7 @@ fn parse_zero_entry(key: &str, text: &str, report: &mut UpdateReport) -> Result<
         return Err("an override entry needs model_id".into());
     }
     Ok(ZeroEntry {
+        source: format!("entry {key:?}").into(),
         model_id: raw.model_id,
         namespace: raw.namespace,
         enabled,
@@ -172,26 +176,25 @@ impl ZeroConfig {
                     }
             })
         };
-        let chain: Vec<(&String, &ZeroEntry)> = [
+        // Resolved on every request: no allocation (the sources are made when the entries are parsed).
+        let chain = [
             for_model(true),
             for_model(false),
             self.entries.get_key_value(DEFAULT_ENTRY),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        ];
+        let chain = chain.iter().flatten().map(|(_, e)| *e);
         let enabled = chain
-            .iter()
-            .find_map(|(k, e)| e.enabled.map(|v| (v, format!("entry {k:?}"))));
+            .clone()
+            .find_map(|e| e.enabled.map(|v| (v, e.source.clone())));
         let retention = chain
-            .iter()
-            .find_map(|(_, e)| e.retention)
+            .clone()
+            .find_map(|e| e.retention)
             .unwrap_or(DEFAULT_RETENTION);
         let (enabled, source) = enabled.unwrap_or_else(|| {
             if self.env_default {
-                (true, "env WVA_SCALE_TO_ZERO".to_string())
+                (true, ENV_SOURCE.clone())
             } else {
-                (false, "disabled by default".to_string())
+                (false, DISABLED_SOURCE.clone())
             }
         });
         ZeroPolicy {
@@ -201,6 +204,9 @@ impl ZeroConfig {
         }
     }
 }
+
+static ENV_SOURCE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("env WVA_SCALE_TO_ZERO"));
+static DISABLED_SOURCE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("disabled by default"));
 
 /// Whether the model served requests during the retention period, as far as the sources know.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -329,17 +335,17 @@ mod tests {
         assert!(report.rejected.is_empty(), "{report:?}");
         let p = c.resolve("m1", "a");
         assert_eq!((p.enabled, p.retention.as_secs()), (false, 90));
-        assert_eq!(p.source, "entry \"m1\"");
+        assert_eq!(&*p.source, "entry \"m1\"");
         let p = c.resolve("m1", "b");
         assert_eq!((p.enabled, p.retention.as_secs()), (true, 90));
         let p = c.resolve("m2", "a");
         assert_eq!((p.enabled, p.retention.as_secs()), (true, 20));
-        assert_eq!(p.source, "entry \"default\"");
+        assert_eq!(&*p.source, "entry \"default\"");
         let p = c.resolve("other", "a");
         assert_eq!((p.enabled, p.retention.as_secs()), (true, 300));
         let env = ZeroConfig::with_env_default(true).resolve("x", "y");
         assert_eq!(
-            (env.enabled, env.retention, env.source.as_str()),
+            (env.enabled, env.retention, &*env.source),
             (true, DEFAULT_RETENTION, "env WVA_SCALE_TO_ZERO")
         );
         assert!(!ZeroConfig::default().resolve("x", "y").enabled);
