@@ -221,9 +221,9 @@ fn zero_config(objects: &Objects, scope: &FileScope, previous: &ZeroConfig) -> Z
     let Some(cm) = found else {
         return previous.without_entries();
     };
-    let (zero, report) =
+    let (zero, issues) =
         ZeroConfig::from_configmap(previous, cm.data.as_ref().unwrap_or(&BTreeMap::new()));
-    for (key, why) in &report.rejected {
+    for (key, why) in &issues.rejected {
         tracing::error!(configmap = %format!("{}/{}", scope.namespace, scope.zero_configmap), entry = %key, reason = %why, "scale-to-zero config entry rejected; its previous good version (if any) stays in force");
     }
     zero
@@ -254,24 +254,24 @@ fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Th
             cm.metadata.name.as_deref().unwrap_or_default(),
         );
         let data = cm.data.as_ref().unwrap_or(&empty);
-        let (parsed, report) = if name == scope.zero_configmap {
+        let (parsed, issues) = if name == scope.zero_configmap {
             continue;
         } else if name != scope.configmap {
             tracing::warn!(configmap = %format!("{ns}/{name}"), "ConfigMap ignored: only {} is read", scope.configmap);
             continue;
         } else if ns == scope.namespace {
-            let (g, report) = ScalingConfig::from_configmap(previous.global(), data);
+            let (g, issues) = ScalingConfig::from_configmap(previous.global(), data);
             global = g;
-            (None, report)
+            (None, issues)
         } else if opted_in.contains(&ns) {
             let prev = previous.local(ns).cloned().unwrap_or_default();
-            let (l, report) = ScalingConfig::from_local_configmap(&prev, data, ns);
-            (Some(l), report)
+            let (l, issues) = ScalingConfig::from_local_configmap(&prev, data, ns);
+            (Some(l), issues)
         } else {
             tracing::warn!(configmap = %format!("{ns}/{name}"), "namespace-local ConfigMap ignored: add a Namespace document labelled {CONFIG_ENABLED_LABEL}: \"true\"");
             continue;
         };
-        for (key, why) in &report.rejected {
+        for (key, why) in &issues.rejected {
             tracing::error!(configmap = %format!("{ns}/{name}"), entry = %key, reason = %why, "saturation config entry rejected; its previous good version (if any) stays in force");
         }
         if let Some(l) = parsed {

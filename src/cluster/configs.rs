@@ -17,7 +17,7 @@ use super::slim;
 use super::watch::SNAPSHOT_DEBOUNCE;
 use crate::follow::ConfigMapWatch;
 use crate::health::Synced;
-use crate::saturation::config::{ScalingConfig, Thresholds, UpdateReport};
+use crate::saturation::config::{ConfigIssues, ScalingConfig, Thresholds};
 use crate::saturation::ZeroConfig;
 use crate::telemetry::Metrics;
 
@@ -38,8 +38,8 @@ impl SaturationConfig {
                     target.rcu(|t| t.with_global(ScalingConfig::default()));
                     return;
                 };
-                let (next, report) = ScalingConfig::from_configmap(target.load().global(), data);
-                log_rejections("saturation", &cm, &report);
+                let (next, issues) = ScalingConfig::from_configmap(target.load().global(), data);
+                log_rejections("saturation", &cm, &issues);
                 tracing::info!(configmap = %cm, default = ?next.default_config(), "saturation config loaded");
                 target.rcu(|t| t.with_global(next.clone()));
             })
@@ -64,8 +64,8 @@ impl ScaleToZeroConfig {
                     target.rcu(|z| z.without_entries());
                     return;
                 };
-                let (next, report) = ZeroConfig::from_configmap(&target.load(), data);
-                log_rejections("scale-to-zero", &cm, &report);
+                let (next, issues) = ZeroConfig::from_configmap(&target.load(), data);
+                log_rejections("scale-to-zero", &cm, &issues);
                 tracing::info!(configmap = %cm, entries = data.len(), "scale-to-zero config loaded");
                 target.store(Arc::new(next));
             })
@@ -73,11 +73,11 @@ impl ScaleToZeroConfig {
     }
 }
 
-fn log_rejections(what: &str, cm: &str, report: &UpdateReport) {
-    for (key, why) in &report.rejected {
+fn log_rejections(what: &str, cm: &str, issues: &ConfigIssues) {
+    for (key, why) in &issues.rejected {
         tracing::error!(configmap = %cm, entry = %key, reason = %why, "{what} config entry rejected; its previous good version (if any) stays in force");
     }
-    for (key, note) in &report.ignored_keys {
+    for (key, note) in &issues.ignored_keys {
         tracing::warn!(configmap = %cm, entry = %key, "{note}");
     }
 }
@@ -160,11 +160,11 @@ impl LocalSaturationConfigs {
                     let empty = BTreeMap::new();
                     let data = cm.data.as_ref().unwrap_or(&empty);
                     let previous = current.local(&ns).cloned().unwrap_or_default();
-                    let (next, report) = ScalingConfig::from_local_configmap(&previous, data, &ns);
+                    let (next, issues) = ScalingConfig::from_local_configmap(&previous, data, &ns);
                     let version = cm.metadata.resource_version.clone();
                     if versions.get(&ns) != Some(&version) {
                         let where_ = format!("{ns}/{name}");
-                        log_rejections("saturation", &where_, &report);
+                        log_rejections("saturation", &where_, &issues);
                         tracing::info!(configmap = %where_, default = ?next.default_config(), "namespace-local saturation config loaded");
                     }
                     seen.insert(ns.clone(), version);

@@ -11,11 +11,10 @@
 
 pub mod decide;
 pub mod input;
-pub mod metrics;
 
+use crate::provider::metrics::{metric_kind, MetricKind};
 pub use decide::{decide, decide_with_zero, ModelDecision, ReplicaInput, VariantInput, ZeroInputs};
 pub use input::ModelInput;
-pub use metrics::{metric_kind, MetricKind, METRIC_NAMES};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,7 +54,7 @@ pub struct PodInput {
 /// A decision in context, for the request path and for explanations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ModelReport {
+pub struct ModelExplanation {
     pub namespace: String,
     pub model_id: String,
     /// The ConfigMap and entry the thresholds come from (empty: the built-in defaults).
@@ -94,7 +93,7 @@ pub struct VariantSummary {
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
     pub synced: bool,
-    pub models: Vec<ModelReport>,
+    pub models: Vec<ModelExplanation>,
     pub excluded: Vec<ExcludedVariant>,
 }
 
@@ -166,13 +165,13 @@ impl Engine {
 
     /// Decides one model from the current state. `with_pods`: also list every pod's input (for
     /// explanations); the request path leaves it out, which halves its allocations at 1,000 pods.
-    pub fn report(
+    pub fn explain_model(
         &self,
         snapshot: &Snapshot,
         namespace: &str,
         model_id: &str,
         with_pods: bool,
-    ) -> ModelReport {
+    ) -> ModelExplanation {
         let scaling = self.config.load();
         let (config, config_source) = scaling.resolve(model_id, namespace);
         let mut pods = Vec::new();
@@ -252,7 +251,7 @@ impl Engine {
         let load = with_pods
             .then(|| self.samples.model_load(namespace, model_id))
             .flatten();
-        ModelReport {
+        ModelExplanation {
             namespace: namespace.to_string(),
             model_id: model_id.to_string(),
             config: config_source,
@@ -267,7 +266,12 @@ impl Engine {
     /// Every model (optionally of one namespace) with its inputs, analysis and targets, and every
     /// VariantAutoscaling that cannot be decided with the reason: the `/debug/variants` document.
     pub fn explain(&self, namespace: Option<&str>) -> Explanation {
-        let snapshot = self.snapshot();
+        self.explain_at(&self.snapshot(), namespace)
+    }
+
+    /// [`Engine::explain`] against a snapshot the caller holds, so what it joins the explanation with
+    /// is the snapshot the explanation was made from.
+    pub fn explain_at(&self, snapshot: &Snapshot, namespace: Option<&str>) -> Explanation {
         let mut models: Vec<(String, String)> = snapshot
             .variants
             .iter()
@@ -279,7 +283,7 @@ impl Engine {
             synced: snapshot.synced,
             models: models
                 .iter()
-                .map(|(ns, m)| self.report(&snapshot, ns, m, true))
+                .map(|(ns, m)| self.explain_model(snapshot, ns, m, true))
                 .collect(),
             excluded: snapshot
                 .excluded
@@ -427,22 +431,22 @@ impl MetricsProvider for Engine {
             });
         }
 
-        let mut reports: BTreeMap<&str, ModelReport> = BTreeMap::new();
+        let mut decided: BTreeMap<&str, ModelExplanation> = BTreeMap::new();
         if kind != MetricKind::CurrentReplicas {
             for v in &matching {
-                if !reports.contains_key(v.model_id.as_str()) {
-                    let report = self.report(&snapshot, namespace, &v.model_id, false);
+                if !decided.contains_key(v.model_id.as_str()) {
+                    let report = self.explain_model(&snapshot, namespace, &v.model_id, false);
                     if let Some(why) = &report.unavailable {
                         return Err(ProviderError::Unavailable(why.clone()));
                     }
-                    reports.insert(v.model_id.as_str(), report);
+                    decided.insert(v.model_id.as_str(), report);
                 }
             }
         }
         let mut items = Vec::with_capacity(matching.len());
         for v in matching {
             let current = v.ready_replicas;
-            let desired = reports
+            let desired = decided
                 .get(v.model_id.as_str())
                 .and_then(|r| r.decision.targets.get(&v.name).copied());
             let value = match (kind, desired) {

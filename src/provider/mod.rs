@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
+pub mod metrics;
 pub mod quantity;
 pub mod selector;
 

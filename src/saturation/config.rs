@@ -138,7 +138,7 @@ pub struct ScalingConfig {
 
 /// What a ConfigMap update did, for logging.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct UpdateReport {
+pub struct ConfigIssues {
     /// `(entry key, message)` for every rejected entry; the previous good version (if any) was kept.
     pub rejected: Vec<(String, String)>,
     /// Keys present in the entry that this server does not use (typos, or v0.5-only keys).
@@ -161,7 +161,7 @@ impl ScalingConfig {
     pub fn from_configmap(
         previous: &ScalingConfig,
         data: &BTreeMap<String, String>,
-    ) -> (ScalingConfig, UpdateReport) {
+    ) -> (ScalingConfig, ConfigIssues) {
         Self::parse(previous, data, None)
     }
 
@@ -171,7 +171,7 @@ impl ScalingConfig {
         previous: &ScalingConfig,
         data: &BTreeMap<String, String>,
         namespace: &str,
-    ) -> (ScalingConfig, UpdateReport) {
+    ) -> (ScalingConfig, ConfigIssues) {
         Self::parse(previous, data, Some(namespace))
     }
 
@@ -179,8 +179,8 @@ impl ScalingConfig {
         previous: &ScalingConfig,
         data: &BTreeMap<String, String>,
         local_to: Option<&str>,
-    ) -> (ScalingConfig, UpdateReport) {
-        let mut report = UpdateReport::default();
+    ) -> (ScalingConfig, ConfigIssues) {
+        let mut issues = ConfigIssues::default();
         let mut entries = BTreeMap::new();
         // The default entry first: overrides are validated on top of it.
         let mut keys: Vec<&String> = data.keys().collect();
@@ -190,19 +190,19 @@ impl ScalingConfig {
                 .get(DEFAULT_ENTRY)
                 .map(|e: &Entry| SaturationConfig::default().merged(&e.fields))
                 .unwrap_or_default();
-            match parse_entry(key, &data[key], base, local_to, &mut report) {
+            match parse_entry(key, &data[key], base, local_to, &mut issues) {
                 Ok(entry) => {
                     entries.insert(key.clone(), entry);
                 }
                 Err(message) => {
-                    report.rejected.push((key.clone(), message));
+                    issues.rejected.push((key.clone(), message));
                     if let Some(prev) = previous.entries.get(key) {
                         entries.insert(key.clone(), prev.clone());
                     }
                 }
             }
         }
-        (ScalingConfig { entries }, report)
+        (ScalingConfig { entries }, issues)
     }
 
     pub(crate) fn has_default(&self) -> bool {
@@ -353,7 +353,7 @@ fn parse_entry(
     text: &str,
     base: SaturationConfig,
     local_to: Option<&str>,
-    report: &mut UpdateReport,
+    issues: &mut ConfigIssues,
 ) -> Result<Entry, String> {
     let keys: BTreeMap<String, serde::de::IgnoredAny> =
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
@@ -363,7 +363,7 @@ fn parse_entry(
         } else {
             "unknown key; ignored (check the spelling)"
         };
-        report
+        issues
             .ignored_keys
             .push((key.to_string(), format!("{other}: {note}")));
     }
@@ -408,7 +408,7 @@ mod tests {
             &ScalingConfig::default(),
             &data(&[("default", "kvCacheThreshold: 0.7\n")]),
         );
-        let (local, report) = ScalingConfig::from_local_configmap(
+        let (local, issues) = ScalingConfig::from_local_configmap(
             &ScalingConfig::default(),
             &data(&[
                 ("llama", "model_id: meta/llama\nqueueSpareTrigger: 4\n"),
@@ -416,8 +416,8 @@ mod tests {
             ]),
             "team-a",
         );
-        assert_eq!(report.rejected.len(), 1, "{report:?}");
-        assert!(report.rejected[0]
+        assert_eq!(issues.rejected.len(), 1, "{issues:?}");
+        assert!(issues.rejected[0]
             .1
             .contains("applies to its own namespace only"));
         let t = Thresholds::new("wva", "cm")
@@ -463,14 +463,14 @@ mod tests {
 
     #[test]
     fn default_entry_and_override_resolution() {
-        let (cfg, report) = ScalingConfig::from_configmap(
+        let (cfg, issues) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
             &data(&[
                 ("default", "kvCacheThreshold: 0.75\nqueueLengthThreshold: 10\nkvSpareTrigger: 0.15\nqueueSpareTrigger: 5\n"),
                 ("llama", "model_id: meta/llama\nnamespace: prod\nkvCacheThreshold: 0.9\nqueueSpareTrigger: 0\n"),
             ]),
         );
-        assert_eq!(report, UpdateReport::default());
+        assert_eq!(issues, ConfigIssues::default());
         let (c, key) = cfg.resolve("meta/llama", "prod");
         assert_eq!(key, Some("llama"));
         // Unlike WVA, a valid 0 in an override is applied.
@@ -546,13 +546,13 @@ mod tests {
                 ("o", "model_id: m\nnamespace: ns1\nkvSpareTrigger: 0.2"),
             ]);
             d.insert(key.to_string(), text.to_string());
-            let (cfg, report) = ScalingConfig::from_configmap(&good, &d);
-            assert_eq!(report.rejected.len(), 1, "{key}: {text}");
-            assert_eq!(report.rejected[0].0, *key);
+            let (cfg, issues) = ScalingConfig::from_configmap(&good, &d);
+            assert_eq!(issues.rejected.len(), 1, "{key}: {text}");
+            assert_eq!(issues.rejected[0].0, *key);
             assert!(
-                report.rejected[0].1.contains(want),
+                issues.rejected[0].1.contains(want),
                 "{key}: {text}: {}",
-                report.rejected[0].1
+                issues.rejected[0].1
             );
             assert_eq!(cfg, good, "previous good entry kept for {key}: {text}");
         }
@@ -562,7 +562,7 @@ mod tests {
     /// model_id is the string WVA matches ("123"), digits kept as written.
     #[test]
     fn nulls_are_unset_and_numeric_model_ids_are_strings() {
-        let (cfg, report) = ScalingConfig::from_configmap(
+        let (cfg, issues) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
             &data(&[
                 (
@@ -579,7 +579,7 @@ mod tests {
                 ),
             ]),
         );
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        assert!(issues.rejected.is_empty(), "{:?}", issues.rejected);
         let d = cfg.default_config();
         assert_eq!(d.kv_cache_threshold, 0.7);
         assert_eq!(d.queue_length_threshold, 5.0);
@@ -601,14 +601,14 @@ mod tests {
     /// Thresholds are read as the nearest double to the decimal written.
     #[test]
     fn yaml_numbers_are_read_exactly() {
-        let (cfg, report) = ScalingConfig::from_configmap(
+        let (cfg, issues) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
             &data(&[(
                 "default",
                 "kvCacheThreshold: 0.9999999999999999\nkvSpareTrigger: 0.30000000000000004",
             )]),
         );
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        assert!(issues.rejected.is_empty(), "{:?}", issues.rejected);
         let d = cfg.default_config();
         assert_eq!(
             d.kv_cache_threshold.to_bits(),
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn unknown_and_v05_keys_are_reported_not_fatal() {
-        let (cfg, report) = ScalingConfig::from_configmap(
+        let (cfg, issues) = ScalingConfig::from_configmap(
             &ScalingConfig::default(),
             &data(&[(
                 "default",
@@ -630,12 +630,12 @@ mod tests {
             )]),
         );
         assert_eq!(cfg.default_config().kv_cache_threshold, 0.6);
-        assert_eq!(report.ignored_keys.len(), 2);
-        assert!(report
+        assert_eq!(issues.ignored_keys.len(), 2);
+        assert!(issues
             .ignored_keys
             .iter()
             .any(|(_, m)| m.contains("kvCacheTreshold: unknown key")));
-        assert!(report
+        assert!(issues
             .ignored_keys
             .iter()
             .any(|(_, m)| m.contains("enableLimiter: used only by WVA v0.5")));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{UpdateReport, DEFAULT_ENTRY};
+use super::config::{ConfigIssues, DEFAULT_ENTRY};
 use super::targets::{TargetReason, VariantState, VariantTarget};
 
 /// WVA's default retention period.
@@ -82,11 +82,11 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_zero_entry(key: &str, text: &str, report: &mut UpdateReport) -> Result<ZeroEntry, String> {
+fn parse_zero_entry(key: &str, text: &str, issues: &mut ConfigIssues) -> Result<ZeroEntry, String> {
     let keys: BTreeMap<String, serde::de::IgnoredAny> =
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     for other in keys.keys().filter(|k| !ZERO_KEYS.contains(&k.as_str())) {
-        report.ignored_keys.push((
+        issues.ignored_keys.push((
             key.to_string(),
             format!("{other}: unknown key; ignored (check the spelling)"),
         ));
@@ -132,16 +132,16 @@ impl ZeroConfig {
     pub fn from_configmap(
         previous: &ZeroConfig,
         data: &BTreeMap<String, String>,
-    ) -> (ZeroConfig, UpdateReport) {
-        let mut report = UpdateReport::default();
+    ) -> (ZeroConfig, ConfigIssues) {
+        let mut issues = ConfigIssues::default();
         let mut entries = BTreeMap::new();
         for (key, text) in data {
-            match parse_zero_entry(key, text, &mut report) {
+            match parse_zero_entry(key, text, &mut issues) {
                 Ok(e) => {
                     entries.insert(key.clone(), e);
                 }
                 Err(message) => {
-                    report.rejected.push((key.clone(), message));
+                    issues.rejected.push((key.clone(), message));
                     if let Some(prev) = previous.entries.get(key) {
                         entries.insert(key.clone(), prev.clone());
                     }
@@ -153,7 +153,7 @@ impl ZeroConfig {
                 entries,
                 env_default: previous.env_default,
             },
-            report,
+            issues,
         )
     }
 
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn resolution_order_and_go_durations() {
-        let (c, report) = ZeroConfig::from_configmap(
+        let (c, issues) = ZeroConfig::from_configmap(
             &ZeroConfig::with_env_default(false),
             &data(&[
                 (
@@ -332,7 +332,7 @@ mod tests {
                 ("m2", "model_id: m2\nretention_period: 20s"),
             ]),
         );
-        assert!(report.rejected.is_empty(), "{report:?}");
+        assert!(issues.rejected.is_empty(), "{issues:?}");
         let p = c.resolve("m1", "a");
         assert_eq!((p.enabled, p.retention.as_secs()), (false, 90));
         assert_eq!(&*p.source, "entry \"m1\"");
@@ -367,18 +367,18 @@ mod tests {
             "retention_period: -5m",
             "[not, a, mapping]",
         ] {
-            let (c, report) = ZeroConfig::from_configmap(&good, &data(&[("default", bad)]));
-            assert_eq!(report.rejected.len(), 1, "{bad}");
+            let (c, issues) = ZeroConfig::from_configmap(&good, &data(&[("default", bad)]));
+            assert_eq!(issues.rejected.len(), 1, "{bad}");
             assert_eq!(c.resolve("m", "n").retention.as_secs(), 120, "{bad}");
         }
-        let (_, report) =
+        let (_, issues) =
             ZeroConfig::from_configmap(&good, &data(&[("x", "enable_scale_to_zero: true")]));
-        assert!(report.rejected[0].1.contains("model_id"));
-        let (_, report) = ZeroConfig::from_configmap(
+        assert!(issues.rejected[0].1.contains("model_id"));
+        let (_, issues) = ZeroConfig::from_configmap(
             &good,
             &data(&[("default", "enable_scale_to_zero: true\nretention: 5m")]),
         );
-        assert!(report.ignored_keys[0].1.contains("retention"));
+        assert!(issues.ignored_keys[0].1.contains("retention"));
     }
 
     fn v(name: &str, cost: f64, ready: i64) -> VariantState {

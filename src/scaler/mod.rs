@@ -48,7 +48,7 @@ use proto::{
 };
 
 /// The metric KEDA's HPA is given (KEDA prefixes it with `s<index>-` and strips that before asking).
-pub const METRIC_NAME: &str = "wva_desired_replicas";
+pub const METRIC_NAME: &str = crate::provider::metrics::SCALER_METRIC;
 /// Trigger metadata naming the variant; absent: the ScaledObject's own name.
 pub const VARIANT_KEY: &str = "variantName";
 /// Trigger metadata naming the variant's namespace; absent: the ScaledObject's.

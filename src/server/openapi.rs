@@ -197,7 +197,7 @@ impl Format {
             METRIC_PATH: {
                 "parameters": [
                     namespace,
-                    self.param("metric", "path", "the name of the external metric (inferno_desired_replicas, wva_desired_replicas, …)"),
+                    self.param("metric", "path", &format!("the name of the external metric ({})", crate::provider::metrics::metric_names().collect::<Vec<_>>().join(", "))),
                     self.param("labelSelector", "query", "A selector to restrict the list of returned series by their labels (variant_name, exported_namespace, …).")
                 ],
                 "get": self.get(

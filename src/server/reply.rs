@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-struct Status<'a> {
+struct ApiStatus<'a> {
     kind: &'static str,
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
@@ -59,7 +59,7 @@ pub(crate) fn failure_with_details(
 ) -> Response<Body> {
     // Messages may carry caller input; a response never grows with it.
     let message = crate::error::cap(message, crate::error::MAX_STATUS_MESSAGE_BYTES);
-    let body = Status {
+    let body = ApiStatus {
         kind: "Status",
         api_version: "v1",
         metadata: Empty {},

@@ -137,7 +137,7 @@ fn examples_parse_into_the_types_the_server_reads() {
         let metric = &hpa.spec.unwrap().metrics.unwrap()[0];
         let ext = metric.external.as_ref().unwrap();
         assert!(
-            wva_metrics_server::engine::metric_kind(&ext.metric.name).is_some(),
+            wva_metrics_server::provider::metrics::metric_kind(&ext.metric.name).is_some(),
             "{f}"
         );
         assert_eq!(

@@ -276,7 +276,7 @@ async fn idle_models_go_to_zero_only_on_complete_data() {
     assert_eq!(desired(&on, "a"), 0);
     let zero = on.explain(None).models[0].decision.zero.clone().unwrap();
     assert_eq!(zero.activity, Activity::Idle);
-    assert_eq!(zero.policy.source, "entry \"default\"");
+    assert_eq!(&*zero.policy.source, "entry \"default\"");
     // Retention 5 min: observed for only 100 s, so unknown, so the target stays.
     let long = engine(zero_config(
         "enable_scale_to_zero: true\nretention_period: 5m",

@@ -1,0 +1,93 @@
+//! WVA's per-variant gauges, kept by every replica; series of variants that are gone are removed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::Engine;
+use crate::telemetry::{DecisionLabels, Metrics, VariantLabels};
+
+use super::view::{views, VariantView};
+
+/// The per-variant series last set, so those of variants that are gone (or reasons that changed) are removed.
+#[derive(Debug, Default)]
+pub(crate) struct GaugeSeries {
+    variants: BTreeSet<VariantLabels>,
+    decisions: BTreeSet<DecisionLabels>,
+}
+
+/// Updates the per-variant gauges from the views, removing series of variants that are gone.
+pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: &mut GaugeSeries) {
+    let mut now = GaugeSeries::default();
+    for v in views {
+        let (Some(desired), Some(acc)) = (v.desired, &v.accelerator) else {
+            continue;
+        };
+        let labels = VariantLabels {
+            variant_name: v.name.clone(),
+            namespace: v.namespace.clone(),
+            accelerator_type: acc.clone(),
+        };
+        let ratio = if v.ready_replicas == 0 {
+            desired as f64
+        } else {
+            desired as f64 / v.ready_replicas as f64
+        };
+        metrics.set_variant(&labels, desired as f64, v.ready_replicas as f64, ratio);
+        for (family, value) in [
+            (&metrics.variant_kv_cache, v.kv_cache_usage),
+            (&metrics.variant_queue, v.queue_length),
+        ] {
+            match value {
+                Some(x) => {
+                    family.get_or_create(&labels).set(x);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+        if let Some(reason) = &v.desired_reason {
+            let d = DecisionLabels {
+                variant_name: v.name.clone(),
+                namespace: v.namespace.clone(),
+                reason: reason.as_str().to_string(),
+            };
+            metrics.variant_decision.get_or_create(&d).set(1);
+            now.decisions.insert(d);
+        }
+        now.variants.insert(labels);
+    }
+    for gone in previous.variants.difference(&now.variants) {
+        metrics.remove_variant(gone);
+        metrics.variant_kv_cache.remove(gone);
+        metrics.variant_queue.remove(gone);
+    }
+    for gone in previous.decisions.difference(&now.decisions) {
+        metrics.variant_decision.remove(gone);
+    }
+    *previous = now;
+}
+
+/// Without a status writer (standalone, or `--write-status=false`): keeps the gauges current.
+pub struct GaugeLoop {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub every: Duration,
+}
+
+impl GaugeLoop {
+    pub async fn run(self: Arc<Self>) {
+        let mut gauges = GaugeSeries::default();
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tick.tick().await;
+            let snapshot = self.engine.snapshot();
+            update_gauges(
+                &self.metrics,
+                &views(&self.engine.explain_at(&snapshot, None), &snapshot),
+                &mut gauges,
+            );
+        }
+    }
+}
