@@ -102,6 +102,7 @@ fn engine() -> Engine {
         .collect();
     Engine::new(
         snapshot::shared(Snapshot {
+            by_name: Default::default(),
             pickers: Vec::new(),
             variants,
             excluded: vec![],

@@ -113,6 +113,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
         })
         .collect::<Vec<_>>();
     let mut s = Snapshot {
+        by_name: Default::default(),
         pickers: Vec::new(),
         variants,
         excluded: vec![],

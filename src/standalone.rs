@@ -76,8 +76,17 @@ fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
     })
 }
 
+/// What the file holds: the objects the join reads, and the ConfigMaps that configure decisions (which
+/// in a cluster are followed by their own watches, not by the join).
+#[derive(Debug, Default)]
+pub struct FileObjects {
+    pub objects: Objects,
+    pub configmaps: Vec<Arc<ConfigMap>>,
+}
+
 /// Parses the file's objects. Malformed documents are reported and skipped; the rest is kept.
-pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
+pub fn parse(file: &Path, text: &str) -> (FileObjects, Vec<FileProblem>) {
+    let mut configmaps = Vec::new();
     let mut objects = Objects::default();
     let mut problems = Vec::new();
     let docs = documents(text);
@@ -142,9 +151,7 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
             "ServiceMonitor" => {
                 typed::<ServiceMonitor>(value).map(|o| objects.service_monitors.push(namespaced(o)))
             }
-            "ConfigMap" => {
-                typed::<ConfigMap>(value).map(|o| objects.configmaps.push(namespaced(o)))
-            }
+            "ConfigMap" => typed::<ConfigMap>(value).map(|o| configmaps.push(namespaced(o))),
             "" => Err("field kind is missing".into()),
             other => Err(format!(
                 "kind {other:?} is not used here (expected {KINDS})"
@@ -154,7 +161,13 @@ pub fn parse(file: &Path, text: &str) -> (Objects, Vec<FileProblem>) {
             problems.push(problem(format!("{kind} {name}: {message}")));
         }
     }
-    (objects, problems)
+    (
+        FileObjects {
+            objects,
+            configmaps,
+        },
+        problems,
+    )
 }
 
 /// The kinds the file may hold.
@@ -197,24 +210,28 @@ pub fn load(
 ) -> Result<(Snapshot, FileConfig, Vec<FileProblem>), String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    let (objects, problems) = parse(file, &text);
+    let (file_objects, problems) = parse(file, &text);
     let join_scope = Scope {
         instance: scope.instance.clone(),
         watched_namespace: None,
     };
     Ok((
-        snapshot::build(&objects, &join_scope),
+        snapshot::build(&file_objects.objects, &join_scope),
         FileConfig {
-            thresholds: thresholds(&objects, scope, previous.0),
-            zero: zero_config(&objects, scope, previous.1),
+            thresholds: thresholds(&file_objects, scope, previous.0),
+            zero: zero_config(&file_objects.configmaps, scope, previous.1),
         },
         problems,
     ))
 }
 
 /// The scale-to-zero ConfigMap of `scope.namespace`, parsed on top of `previous`.
-fn zero_config(objects: &Objects, scope: &FileScope, previous: &ZeroConfig) -> ZeroConfig {
-    let found = objects.configmaps.iter().find(|cm| {
+fn zero_config(
+    configmaps: &[Arc<ConfigMap>],
+    scope: &FileScope,
+    previous: &ZeroConfig,
+) -> ZeroConfig {
+    let found = configmaps.iter().find(|cm| {
         cm.metadata.name.as_deref() == Some(scope.zero_configmap.as_str())
             && cm.metadata.namespace.as_deref() == Some(scope.namespace.as_str())
     });
@@ -232,8 +249,9 @@ fn zero_config(objects: &Objects, scope: &FileScope, previous: &ZeroConfig) -> Z
 /// The file's saturation ConfigMaps as a cluster server would read them: the one named
 /// `scope.configmap` in `scope.namespace` is global; one of that name in a namespace whose Namespace
 /// document is labelled `wva.llmd.ai/config-enabled: "true"` overrides it there.
-fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Thresholds {
-    let opted_in: Vec<&str> = objects
+fn thresholds(file: &FileObjects, scope: &FileScope, previous: &Thresholds) -> Thresholds {
+    let opted_in: Vec<&str> = file
+        .objects
         .namespaces
         .iter()
         .filter(|n| {
@@ -248,7 +266,7 @@ fn thresholds(objects: &Objects, scope: &FileScope, previous: &Thresholds) -> Th
     let empty = BTreeMap::new();
     let mut global = ScalingConfig::default();
     let mut local = BTreeMap::new();
-    for cm in &objects.configmaps {
+    for cm in &file.configmaps {
         let (ns, name) = (
             cm.metadata.namespace.as_deref().unwrap_or_default(),
             cm.metadata.name.as_deref().unwrap_or_default(),
@@ -427,7 +445,7 @@ metadata: {namespace: ns}
 ---
 key: [unclosed
 "#;
-        let (objects, problems) = parse(Path::new("f.yaml"), text);
+        let (FileObjects { objects, .. }, problems) = parse(Path::new("f.yaml"), text);
         assert_eq!(
             (
                 objects.vas.len(),

@@ -4,13 +4,13 @@
 //! Built by a pure function from object lists, so the kube reflectors and the standalone file produce
 //! the same thing, and the request path only reads an `Arc<Snapshot>`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
@@ -87,6 +87,21 @@ pub struct Snapshot {
     /// InferencePools that select variants' pods, with their endpoint pickers (scale from zero).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pickers: Vec<EndpointPicker>,
+    /// Positions in `variants` by namespace and name, built on first use and kept with this snapshot
+    /// (the request path looks a variant up by name on every call).
+    #[serde(skip)]
+    pub by_name: NameIndex,
+}
+
+/// Variant positions by namespace, then name (an HPA and a VA may share a name).
+#[derive(Debug, Clone, Default)]
+pub struct NameIndex(OnceLock<HashMap<String, HashMap<String, Vec<usize>>>>);
+
+/// The index is derived from the variants, so it never makes two snapshots differ.
+impl PartialEq for NameIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Snapshot {
@@ -112,6 +127,28 @@ impl Snapshot {
         let start = in_namespace.partition_point(|v| v.model_id.as_str() < model_id);
         let len = in_namespace[start..].partition_point(|v| v.model_id == model_id);
         &in_namespace[start..start + len]
+    }
+
+    /// The variants of `namespace` named `name`, in snapshot order.
+    pub fn named(&self, namespace: &str, name: &str) -> impl Iterator<Item = &Variant> {
+        let index = self.by_name.0.get_or_init(|| {
+            let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+            for (i, v) in self.variants.iter().enumerate() {
+                index
+                    .entry(v.namespace.clone())
+                    .or_default()
+                    .entry(v.name.clone())
+                    .or_default()
+                    .push(i);
+            }
+            index
+        });
+        index
+            .get(namespace)
+            .and_then(|names| names.get(name))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.variants[i])
     }
 
     /// The endpoint picker of the InferencePool that selects the model's pods (the first by name).
@@ -183,7 +220,6 @@ pub struct Objects {
     pub scaled_objects: Vec<Arc<ScaledObject>>,
     pub namespaces: Vec<Arc<Namespace>>,
     /// Saturation ConfigMaps (standalone file only): the thresholds read them, the join does not.
-    pub configmaps: Vec<Arc<ConfigMap>>,
     /// InferencePools (while their CRD is installed) and Services (for their endpoint pickers, and
     /// ServiceMonitors).
     pub pools: Vec<Arc<InferencePool>>,
@@ -647,6 +683,54 @@ mod tests {
             p["metadata"]["annotations"] = a.clone();
         }
         serde_json::from_value(p).unwrap()
+    }
+
+    /// The name index finds every variant of a name in its namespace (two kinds may share a name), in
+    /// snapshot order, and nothing elsewhere.
+    #[test]
+    fn variants_are_found_by_name() {
+        let v = |ns: &str, model: &str, name: &str, kind: SourceKind| Variant {
+            namespace: ns.into(),
+            name: name.into(),
+            kind,
+            uid: None,
+            model_id: model.into(),
+            accelerator: "L4".into(),
+            cost: 1.0,
+            deployment: name.into(),
+            spec_replicas: 1,
+            ready_replicas: 1,
+            pods: vec![],
+            controller_instance: None,
+            bounds: Bounds::default(),
+        };
+        let snap = Snapshot {
+            variants: vec![
+                v("a", "m1", "x", SourceKind::VariantAutoscaling),
+                v("a", "m2", "x", SourceKind::HorizontalPodAutoscaler),
+                v("a", "m2", "y", SourceKind::VariantAutoscaling),
+                v("b", "m1", "x", SourceKind::VariantAutoscaling),
+            ],
+            synced: true,
+            ..Snapshot::default()
+        };
+        let found = |ns, name| {
+            snap.named(ns, name)
+                .map(|v| (v.namespace.as_str(), v.model_id.as_str(), v.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found("a", "x"),
+            [
+                ("a", "m1", SourceKind::VariantAutoscaling),
+                ("a", "m2", SourceKind::HorizontalPodAutoscaler)
+            ]
+        );
+        assert_eq!(
+            found("b", "x"),
+            [("b", "m1", SourceKind::VariantAutoscaling)]
+        );
+        assert!(found("b", "y").is_empty() && found("c", "x").is_empty());
     }
 
     /// WVA's order: the GPU product the pod template selects (nodeSelector, then required node

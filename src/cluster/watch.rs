@@ -186,7 +186,6 @@ impl Stores {
             hpas: self.hpas.state(),
             scaled_objects: scaled,
             namespaces: self.namespaces.state(),
-            configmaps: Vec::new(),
             pools,
             services: self.services.state(),
             pod_monitors,

@@ -391,11 +391,25 @@ impl MetricsProvider for Engine {
                 "the cluster state has not been loaded yet; retry in a few seconds".into(),
             ));
         }
-        let matching: Vec<&Variant> = snapshot
-            .namespace(namespace)
-            .iter()
-            .filter(|v| selector.matches(&ItemLabels::of(v)))
-            .collect();
+        // A selector that names its variants (the HPA's `variant_name=…`) is answered from the name index;
+        // any other scans the namespace.
+        let matching: Vec<&Variant> = match selector.required_values("variant_name") {
+            Some(names) => {
+                let mut found: Vec<&Variant> = names
+                    .iter()
+                    .flat_map(|n| snapshot.named(namespace, n))
+                    .filter(|v| selector.matches(&ItemLabels::of(v)))
+                    .collect();
+                // Snapshot order: (namespace, model, name).
+                found.sort_by(|a, b| (&a.model_id, &a.name).cmp(&(&b.model_id, &b.name)));
+                found
+            }
+            None => snapshot
+                .namespace(namespace)
+                .iter()
+                .filter(|v| selector.matches(&ItemLabels::of(v)))
+                .collect(),
+        };
         if matching.is_empty() {
             let excluded: Vec<String> = snapshot
                 .excluded
@@ -543,6 +557,7 @@ mod tests {
             store.0.lock().unwrap().insert(pod.to_string(), l.clone());
         }
         let snapshot = Snapshot {
+            by_name: Default::default(),
             pickers: Vec::new(),
             variants,
             excluded: vec![],
@@ -746,6 +761,7 @@ mod tests {
     fn excluded_variants_are_reported_not_silently_missing() {
         let mut e = engine(vec![], &[]);
         e.snapshot = shared(Snapshot {
+            by_name: Default::default(),
             pickers: Vec::new(),
             variants: vec![],
             excluded: vec![crate::cluster::snapshot::ExcludedVariant {
@@ -782,5 +798,142 @@ mod tests {
             e.external_metric("ns", "inferno_desired_replicas", &Selector::everything()),
             Err(ProviderError::Unavailable(_))
         ));
+    }
+
+    /// Scale to zero from the window cache's success counters, through the engine.
+    mod zero {
+        use std::collections::BTreeMap;
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        use arc_swap::ArcSwap;
+
+        use crate::cluster::snapshot::{self, Snapshot, Variant};
+        use crate::engine::Engine;
+        use crate::provider::selector::Selector;
+        use crate::provider::MetricsProvider;
+        use crate::saturation::config::Thresholds;
+        use crate::saturation::{Activity, ZeroConfig};
+        use crate::sources::exposition::ModelSignals;
+        use crate::sources::window::WindowCache;
+        use crate::target::PodTarget;
+
+        fn variant(name: &str, cost: f64, replicas: i64, pods: Vec<PodTarget>) -> Variant {
+            Variant {
+                namespace: "ns".into(),
+                name: name.into(),
+                kind: Default::default(),
+                uid: None,
+                model_id: "m".into(),
+                accelerator: "L4".into(),
+                cost,
+                deployment: name.into(),
+                spec_replicas: replicas,
+                ready_replicas: replicas,
+                pods,
+                controller_instance: None,
+                bounds: Default::default(),
+            }
+        }
+
+        fn desired(engine: &Engine, name: &str) -> i64 {
+            let items = engine
+                .external_metric(
+                    "ns",
+                    "wva_desired_replicas",
+                    &Selector::parse(&format!("variant_name={name}")).unwrap(),
+                )
+                .unwrap();
+            items[0].value_milli / 1000
+        }
+
+        fn zero_config(yaml: &str) -> Arc<ArcSwap<ZeroConfig>> {
+            let (config, report) = ZeroConfig::from_configmap(
+                &ZeroConfig::default(),
+                &BTreeMap::from([("default".to_string(), yaml.to_string())]),
+            );
+            assert!(report.rejected.is_empty(), "{report:?}");
+            Arc::new(ArcSwap::from_pointee(config))
+        }
+
+        fn counter_page(total: f64) -> BTreeMap<String, ModelSignals> {
+            BTreeMap::from([(
+                "m".to_string(),
+                ModelSignals {
+                    kv_cache_usage: Some(0.1),
+                    queue_length: Some(0.0),
+                    running_requests: Some(0.0),
+                    success_total: Some(total),
+                },
+            )])
+        }
+
+        /// A model idle for its retention period goes to zero; a request brings it back to its saturation
+        /// target; with scale to zero disabled, a model at zero keeps one replica on its cheapest variant.
+        #[test]
+        fn idle_models_go_to_zero_only_on_complete_data() {
+            let pod = PodTarget {
+                namespace: "ns".into(),
+                name: "a-0".into(),
+                ip: "127.0.0.1".into(),
+                port: 1,
+                path: "/metrics".into(),
+                scheme: Default::default(),
+                endpoint: Default::default(),
+                tls_server_name: None,
+            };
+            let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
+            let now = Instant::now();
+            let long_ago = now - Duration::from_secs(100);
+            cache.retain(std::slice::from_ref(&pod), long_ago);
+            cache.record(&pod, long_ago, &counter_page(5.0));
+            cache.record(&pod, now, &counter_page(5.0));
+            let shared = snapshot::shared(Snapshot {
+                by_name: Default::default(),
+                variants: vec![variant("a", 1.0, 1, vec![pod.clone()])],
+                excluded: vec![],
+                synced: true,
+                pickers: vec![],
+            });
+            let engine = |zero: Arc<ArcSwap<ZeroConfig>>| {
+                Engine::new(
+                    shared.clone(),
+                    cache.clone(),
+                    Arc::new(ArcSwap::from_pointee(Thresholds::default())),
+                    Duration::from_secs(120),
+                )
+                .with_zero(zero, Arc::new(crate::sources::epp::NoDemand))
+            };
+            // Retention 60 s: the last request was 100 s ago.
+            let on = engine(zero_config(
+                "enable_scale_to_zero: true\nretention_period: 1m",
+            ));
+            assert_eq!(desired(&on, "a"), 0);
+            let zero = on.explain(None).models[0].decision.zero.clone().unwrap();
+            assert_eq!(zero.activity, Activity::Idle);
+            assert_eq!(&*zero.policy.source, "entry \"default\"");
+            // Retention 5 min: observed for only 100 s, so unknown, so the target stays.
+            let long = engine(zero_config(
+                "enable_scale_to_zero: true\nretention_period: 5m",
+            ));
+            assert_eq!(desired(&long, "a"), 1);
+            // Disabled: the saturation target.
+            let off = engine(zero_config("enable_scale_to_zero: false"));
+            assert_eq!(desired(&off, "a"), 1);
+            // A request: active again.
+            cache.record(&pod, Instant::now(), &counter_page(6.0));
+            assert_eq!(desired(&on, "a"), 1);
+
+            // Everything at zero and scale to zero disabled: the cheapest variant keeps one.
+            shared.store(Arc::new(Snapshot {
+                by_name: Default::default(),
+                variants: vec![variant("a", 1.0, 0, vec![]), variant("b", 3.0, 0, vec![])],
+                excluded: vec![],
+                synced: true,
+                pickers: vec![],
+            }));
+            assert_eq!((desired(&off, "a"), desired(&off, "b")), (1, 0));
+            assert_eq!((desired(&on, "a"), desired(&on, "b")), (0, 0));
+        }
     }
 }

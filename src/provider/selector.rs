@@ -91,6 +91,23 @@ impl Selector {
     pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
+
+    /// The values `key` must have for a match (from `key=v`, `key==v` or `key in (…)`; the fewest of
+    /// them when several requirements name the key), so a caller can look candidates up by value
+    /// instead of testing everything. `None`: the selector does not pin the key.
+    pub fn required_values(&self, key: &str) -> Option<&BTreeSet<String>> {
+        self.requirements
+            .iter()
+            .filter(|r| {
+                r.key == key
+                    && matches!(
+                        r.operator,
+                        Operator::Equals | Operator::DoubleEquals | Operator::In
+                    )
+            })
+            .map(|r| &r.values)
+            .min_by_key(|v| v.len())
+    }
 }
 
 impl Requirement {
@@ -608,6 +625,32 @@ mod tests {
         .collect();
         let s = Selector::parse(&decoded[0].1).unwrap();
         assert_eq!(s.to_string(), "exported_namespace=ns,variant_name in (a,b)");
+    }
+
+    /// Only requirements every match must satisfy pin a key's values; the narrowest one wins.
+    #[test]
+    fn required_values_come_from_equality_and_in_only() {
+        let values = |input: &str| {
+            Selector::parse(input)
+                .unwrap()
+                .required_values("variant_name")
+                .map(|v| v.iter().cloned().collect::<Vec<_>>())
+        };
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("variant_name=a", Some(&["a"])),
+            ("variant_name==a,namespace=ns", Some(&["a"])),
+            ("variant_name in (b,a)", Some(&["a", "b"])),
+            ("variant_name in (a,b),variant_name=b", Some(&["b"])),
+            ("variant_name!=a", None),
+            ("variant_name notin (a)", None),
+            ("variant_name", None),
+            ("namespace=ns", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            let want = want.map(|w| w.iter().map(ToString::to_string).collect::<Vec<_>>());
+            assert_eq!(values(input), want, "{input:?}");
+        }
     }
 }
 

@@ -141,7 +141,8 @@ impl WindowCache {
     }
 
     /// Records one successful scrape. Models absent from this page keep their older samples until they age out.
-    pub fn record(
+    #[cfg(test)]
+    pub(crate) fn record(
         &self,
         pod: &PodTarget,
         at: Instant,

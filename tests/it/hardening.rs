@@ -496,6 +496,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
     let mut sorted = variants.clone();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let shared = snapshot::shared(Snapshot {
+        by_name: Default::default(),
         pickers: Vec::new(),
         variants: sorted,
         excluded: vec![],

@@ -71,11 +71,12 @@ fn examples_parse_into_the_types_the_server_reads() {
         let va: VariantAutoscaling = serde_json::from_value(doc).unwrap();
         assert!(va.accelerator().is_ok() && va.cost().is_ok() && va.target_deployment().is_ok());
     }
-    let (objects, problems) = wva_metrics_server::standalone::parse(
-        Path::new("standalone.yaml"),
-        &std::fs::read_to_string(Path::new(ROOT).join("manifests/examples/standalone.yaml"))
-            .unwrap(),
-    );
+    let (wva_metrics_server::standalone::FileObjects { objects, .. }, problems) =
+        wva_metrics_server::standalone::parse(
+            Path::new("standalone.yaml"),
+            &std::fs::read_to_string(Path::new(ROOT).join("manifests/examples/standalone.yaml"))
+                .unwrap(),
+        );
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         (

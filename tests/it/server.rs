@@ -789,10 +789,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 /// Ready pods have gone without samples for longer than `--max-metric-age`.
 #[tokio::test]
 async fn engine_over_http_with_a_filled_sample_store() {
-    use std::collections::BTreeMap;
     use wva_metrics_server::cluster::snapshot::ExcludedVariant;
-    use wva_metrics_server::sources::exposition::ModelSignals;
-    use wva_metrics_server::sources::window::WindowCache;
     install_provider();
     let pod = |v: &str, i: usize| PodTarget {
         namespace: "ns".into(),
@@ -829,6 +826,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         ..variant("stalled", "A100", 1.0, vec![pod("stalled", 0)])
     };
     let snap = Snapshot {
+        by_name: Default::default(),
         pickers: Vec::new(),
         variants: vec![cheap.clone(), pricey.clone(), stalled.clone()],
         excluded: vec![ExcludedVariant {
@@ -843,26 +841,16 @@ async fn engine_over_http_with_a_filled_sample_store() {
         }],
         synced: true,
     };
-    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
-    let now = Instant::now();
-    let mut pods: Vec<PodTarget> = cheap.pods.iter().chain(&pricey.pods).cloned().collect();
-    pods.push(stalled.pods[0].clone());
-    cache.retain(&pods, now - Duration::from_secs(1));
-    let busy = BTreeMap::from([(
-        "m".to_string(),
-        ModelSignals {
-            kv_cache_usage: Some(0.9),
-            queue_length: Some(6.0),
-            running_requests: Some(16.0),
-            success_total: None,
-        },
-    )]);
-    for p in &pods[..3] {
-        cache.record(p, now, &busy);
-    }
+    // Every pod busy (KV cache 0.9, queue 6) but the stalled one, never scraped.
+    let busy = cheap
+        .pods
+        .iter()
+        .chain(&pricey.pods)
+        .map(|p| (p.name.clone(), (0.9, 6.0)))
+        .collect();
     let engine = Engine::new(
         snapshot::shared(snap),
-        cache,
+        Arc::new(SamplesByPod(busy)),
         Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
         Duration::from_millis(500),
     );

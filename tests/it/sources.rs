@@ -70,6 +70,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
 
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
+        by_name: Default::default(),
         pickers: Vec::new(),
         variants: vec![Variant {
             kind: Default::default(),

@@ -99,6 +99,32 @@ impl wva_metrics_server::sources::SampleSource for FixedSamples {
     }
 }
 
+/// Listed pods report the given KV-cache usage and queue; the others were never scraped (for a second).
+pub struct SamplesByPod(pub BTreeMap<String, (f64, f64)>);
+
+impl wva_metrics_server::sources::SampleSource for SamplesByPod {
+    fn lookup(
+        &self,
+        pod: &wva_metrics_server::target::PodTarget,
+        _: &str,
+    ) -> wva_metrics_server::sources::Lookup {
+        use wva_metrics_server::sources::{Lookup, MissingSample, PodSample, SourceKind};
+        match self.0.get(&pod.name) {
+            Some(&(kv_cache_usage, queue_length)) => Lookup::Fresh(PodSample {
+                kv_cache_usage,
+                queue_length,
+                running_requests: None,
+                age: std::time::Duration::from_secs(1),
+                source: SourceKind::Pods,
+            }),
+            None => Lookup::Missing {
+                since: std::time::Duration::from_secs(1),
+                reason: MissingSample::NotScrapedYet,
+            },
+        }
+    }
+}
+
 pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::target::PodTarget {
     wva_metrics_server::target::PodTarget {
         namespace: namespace.into(),
@@ -116,6 +142,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::target::Po
 /// `replicas` spec and ready, and that many pods.
 pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::snapshot::Snapshot {
     wva_metrics_server::cluster::snapshot::Snapshot {
+        by_name: Default::default(),
         pickers: Vec::new(),
         variants: vec![wva_metrics_server::cluster::snapshot::Variant {
             kind: Default::default(),

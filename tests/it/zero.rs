@@ -8,7 +8,7 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
@@ -16,9 +16,8 @@ use wva_metrics_server::engine::Engine;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::Thresholds;
-use wva_metrics_server::saturation::{Activity, Demand, TargetReason, ZeroConfig};
+use wva_metrics_server::saturation::{Demand, TargetReason, ZeroConfig};
 use wva_metrics_server::sources::epp::{DemandSource, EppOptions, EppSource};
-use wva_metrics_server::sources::exposition::ModelSignals;
 use wva_metrics_server::sources::window::WindowCache;
 use wva_metrics_server::target::{EndpointPicker, PodTarget};
 use wva_metrics_server::telemetry::Metrics;
@@ -135,6 +134,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
     let token = dir.join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     let shared = snapshot::shared(Snapshot {
+        by_name: Default::default(),
         variants: vec![
             variant("cheap", 1.0, 0, vec![]),
             variant("pricey", 5.0, 0, vec![]),
@@ -231,75 +231,6 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn counter_page(total: f64) -> BTreeMap<String, ModelSignals> {
-    BTreeMap::from([(
-        "m".to_string(),
-        ModelSignals {
-            kv_cache_usage: Some(0.1),
-            queue_length: Some(0.0),
-            running_requests: Some(0.0),
-            success_total: Some(total),
-        },
-    )])
-}
-
-/// A model idle for its retention period goes to zero; a request brings it back to its saturation
-/// target; with scale to zero disabled, a model at zero keeps one replica on its cheapest variant.
-#[tokio::test]
-async fn idle_models_go_to_zero_only_on_complete_data() {
-    let pod = support::pod_target("ns", "a-0");
-    let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
-    let now = Instant::now();
-    let long_ago = now - Duration::from_secs(100);
-    cache.retain(std::slice::from_ref(&pod), long_ago);
-    cache.record(&pod, long_ago, &counter_page(5.0));
-    cache.record(&pod, now, &counter_page(5.0));
-    let shared = snapshot::shared(Snapshot {
-        variants: vec![variant("a", 1.0, 1, vec![pod.clone()])],
-        excluded: vec![],
-        synced: true,
-        pickers: vec![],
-    });
-    let engine = |zero: Arc<ArcSwap<ZeroConfig>>| {
-        Engine::new(
-            shared.clone(),
-            cache.clone(),
-            Arc::new(ArcSwap::from_pointee(Thresholds::default())),
-            Duration::from_secs(120),
-        )
-        .with_zero(zero, Arc::new(wva_metrics_server::sources::epp::NoDemand))
-    };
-    // Retention 60 s: the last request was 100 s ago.
-    let on = engine(zero_config(
-        "enable_scale_to_zero: true\nretention_period: 1m",
-    ));
-    assert_eq!(desired(&on, "a"), 0);
-    let zero = on.explain(None).models[0].decision.zero.clone().unwrap();
-    assert_eq!(zero.activity, Activity::Idle);
-    assert_eq!(&*zero.policy.source, "entry \"default\"");
-    // Retention 5 min: observed for only 100 s, so unknown, so the target stays.
-    let long = engine(zero_config(
-        "enable_scale_to_zero: true\nretention_period: 5m",
-    ));
-    assert_eq!(desired(&long, "a"), 1);
-    // Disabled: the saturation target.
-    let off = engine(zero_config("enable_scale_to_zero: false"));
-    assert_eq!(desired(&off, "a"), 1);
-    // A request: active again.
-    cache.record(&pod, Instant::now(), &counter_page(6.0));
-    assert_eq!(desired(&on, "a"), 1);
-
-    // Everything at zero and scale to zero disabled: the cheapest variant keeps one.
-    shared.store(Arc::new(Snapshot {
-        variants: vec![variant("a", 1.0, 0, vec![]), variant("b", 3.0, 0, vec![])],
-        excluded: vec![],
-        synced: true,
-        pickers: vec![],
-    }));
-    assert_eq!((desired(&off, "a"), desired(&off, "b")), (1, 0));
-    assert_eq!((desired(&on, "a"), desired(&on, "b")), (0, 0));
-}
-
 /// A picker page served by a test: its body changes while the test runs (`"hang"`: never answers).
 #[derive(Clone, Default)]
 struct Page(Arc<std::sync::Mutex<String>>);
@@ -389,6 +320,7 @@ fn epp_source(
     let token = dir.join("token");
     std::fs::write(&token, "t").unwrap();
     let shared = snapshot::shared(Snapshot {
+        by_name: Default::default(),
         variants,
         excluded: vec![],
         synced: true,
