@@ -13,21 +13,22 @@ use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub path: String,
+    /// The route's label (a constant: no allocation per request).
+    pub path: &'static str,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
-    pub path: String,
+    pub path: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `token` or `authorization`.
-    pub cache: String,
+    pub cache: &'static str,
     /// `hit` or `miss`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -311,11 +312,11 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn cache_lookup(&self, cache: &str, hit: bool) {
+    pub(crate) fn cache_lookup(&self, cache: &'static str, hit: bool) {
         self.auth_cache
             .get_or_create(&CacheLabels {
-                cache: cache.into(),
-                result: if hit { "hit" } else { "miss" }.into(),
+                cache,
+                result: if hit { "hit" } else { "miss" },
             })
             .inc();
     }

@@ -74,7 +74,47 @@ pub trait Reviewer: Send + Sync {
 /// The cache key is the review's spec, as in Go's webhook authorizer: every distinct user, verb,
 /// resource and namespace is its own entry.
 pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes) -> String {
-    serde_json::to_string(&(user, attrs)).unwrap_or_default()
+    // Every field length-prefixed, so no two different (user, attributes) pairs share a key; built by
+    // hand because it runs on every authorized request.
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(256);
+    let mut field = |s: &str| {
+        let _ = write!(key, "{}:", s.len());
+        key.push_str(s);
+    };
+    field(&user.username);
+    field(&user.uid);
+    field(&user.groups.len().to_string());
+    for g in &user.groups {
+        field(g);
+    }
+    field(&user.extra.len().to_string());
+    for (k, values) in &user.extra {
+        field(k);
+        field(&values.len().to_string());
+        for v in values {
+            field(v);
+        }
+    }
+    match attrs {
+        Attributes::Resource {
+            verb,
+            group,
+            version,
+            resource,
+            namespace,
+        } => {
+            for f in ["resource", verb, group, version, resource, namespace] {
+                field(f);
+            }
+        }
+        Attributes::NonResource { path, verb } => {
+            for f in ["non-resource", path, verb] {
+                field(f);
+            }
+        }
+    }
+    key
 }
 
 pub struct KubeReviewer {
@@ -202,5 +242,47 @@ impl Reviewer for KubeReviewer {
                 reason,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct (user, attributes) pairs never share a cache key, however their fields split.
+    #[test]
+    fn cache_keys_do_not_collide_across_field_boundaries() {
+        let user = |name: &str, groups: &[&str]| UserInfo {
+            username: name.into(),
+            groups: groups.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        };
+        let list = |ns: &str, resource: &str| Attributes::Resource {
+            verb: "list".into(),
+            group: "external.metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            resource: resource.into(),
+            namespace: ns.into(),
+        };
+        let keys = [
+            cache_key(&user("a", &["b", "c"]), &list("ns", "m")),
+            cache_key(&user("a", &["bc"]), &list("ns", "m")),
+            cache_key(&user("a", &["b", "c", ""]), &list("ns", "m")),
+            cache_key(&user("ab", &["c"]), &list("ns", "m")),
+            cache_key(&user("a", &["b", "c"]), &list("n", "sm")),
+            cache_key(
+                &user("a", &["b", "c"]),
+                &Attributes::NonResource {
+                    path: "/metrics".into(),
+                    verb: "get".into(),
+                },
+            ),
+        ];
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:#?}");
+        assert_eq!(
+            keys[0],
+            cache_key(&user("a", &["b", "c"]), &list("ns", "m"))
+        );
     }
 }

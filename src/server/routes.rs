@@ -134,12 +134,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
     let start = Instant::now();
     let (route, target) = classify(req.uri().path());
     let resp = dispatch(&state, route, target, req).await;
-    let label = route.label().to_string();
+    let label = route.label();
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            path: label.clone(),
+            path: label,
             code: resp.status().as_u16(),
         })
         .inc();

@@ -1,0 +1,19 @@
+//! One file per end-to-end step, in the order `STEPS` (main.rs) runs them.
+
+pub(crate) mod annotated_hpa;
+pub(crate) mod bounds;
+pub(crate) mod faults_hung_pod;
+pub(crate) mod faults_prometheus_down;
+pub(crate) mod faults_server_restart;
+pub(crate) mod lease_handover;
+pub(crate) mod load_step;
+pub(crate) mod monitoring;
+pub(crate) mod namespace_exclusion;
+pub(crate) mod namespace_local_config;
+pub(crate) mod registration;
+pub(crate) mod saturation_configmap;
+pub(crate) mod scrape_monitors;
+pub(crate) mod security;
+pub(crate) mod tolerance;
+pub(crate) mod uninstall;
+pub(crate) mod workloads;
