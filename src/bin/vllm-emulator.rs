@@ -22,12 +22,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use clap::Parser;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -315,23 +314,103 @@ impl Pod {
     }
 }
 
-async fn metrics(State(pod): State<Arc<Pod>>, headers: axum::http::HeaderMap) -> Response {
+type Response = http::Response<Full<Bytes>>;
+
+/// A response with a status, an optional content type and a body.
+fn reply(code: StatusCode, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Response {
+    let mut resp = http::Response::new(Full::new(body.into()));
+    *resp.status_mut() = code;
+    if let Some(t) = content_type {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(t));
+    }
+    resp
+}
+
+fn json(value: &serde_json::Value) -> Response {
+    reply(StatusCode::OK, Some("application/json"), value.to_string())
+}
+
+const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The largest control or completion request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A request's JSON body, or the 400 that says why it is not one.
+async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response> {
+    let bad = |why: String| reply(StatusCode::BAD_REQUEST, Some("text/plain"), why + "\n");
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad(format!("reading the body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("not the expected JSON: {e}")))
+}
+
+/// Routes one request of one emulated pod.
+async fn route(pod: Arc<Pod>, req: Request<Incoming>) -> Response {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/metrics") => metrics(&pod, req.headers()).await,
+        (Method::POST, "/v1/completions") => match body_json(req).await {
+            Ok(c) => completions(&pod, c).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, "/emulator/load") => match body_json::<Load>(req).await {
+            Ok(load) => {
+                pod.counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .synthetic = load.in_flight;
+                state(&pod)
+            }
+            Err(resp) => resp,
+        },
+        (Method::POST, "/emulator/fault") => match body_json::<Fault>(req).await {
+            Ok(f) => {
+                pod.counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .fault = f.metrics;
+                state(&pod)
+            }
+            Err(resp) => resp,
+        },
+        (Method::POST, "/emulator/queue") => match body_json::<Queue>(req).await {
+            Ok(q) => {
+                pod.counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .epp_queue = q.size;
+                state(&pod)
+            }
+            Err(resp) => resp,
+        },
+        (Method::GET, "/emulator/state") => state(&pod),
+        (Method::GET, "/health") => reply(StatusCode::OK, Some("text/plain"), "ok"),
+        (
+            _,
+            "/metrics" | "/v1/completions" | "/emulator/load" | "/emulator/fault"
+            | "/emulator/queue" | "/emulator/state" | "/health",
+        ) => reply(StatusCode::METHOD_NOT_ALLOWED, None, ""),
+        _ => reply(StatusCode::NOT_FOUND, None, ""),
+    }
+}
+
+async fn metrics(pod: &Pod, headers: &http::HeaderMap) -> Response {
     if let Some(token) = &pod.args.epp_token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if presented != Some(token.as_str()) {
-            return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                Some("text/plain; charset=utf-8"),
+                "bearer token required\n",
+            );
         }
-        return (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            pod.epp_page(),
-        )
-            .into_response();
+        return reply(StatusCode::OK, Some(EXPOSITION), pod.epp_page());
     }
     let fault = pod
         .counters
@@ -339,29 +418,18 @@ async fn metrics(State(pod): State<Arc<Pod>>, headers: axum::http::HeaderMap) ->
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .fault;
     match fault {
-        MetricsFault::Hang => {
-            std::future::pending::<()>().await;
-            StatusCode::OK.into_response()
-        }
-        MetricsFault::Error => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "emulated failure\n").into_response()
-        }
-        MetricsFault::Garbage => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+        MetricsFault::Hang => std::future::pending().await,
+        MetricsFault::Error => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("text/plain; charset=utf-8"),
+            "emulated failure\n",
+        ),
+        MetricsFault::Garbage => reply(
+            StatusCode::OK,
+            Some(EXPOSITION),
             "<html>not metrics</html>\n",
-        )
-            .into_response(),
-        MetricsFault::Ok => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            pod.page(),
-        )
-            .into_response(),
+        ),
+        MetricsFault::Ok => reply(StatusCode::OK, Some(EXPOSITION), pod.page()),
     }
 }
 
@@ -377,7 +445,7 @@ fn default_max_tokens() -> u64 {
     16
 }
 
-async fn completions(State(pod): State<Arc<Pod>>, Json(req): Json<Completion>) -> Response {
+async fn completions(pod: &Pod, req: Completion) -> Response {
     let start = std::time::Instant::now();
     pod.counters
         .lock()
@@ -397,7 +465,7 @@ async fn completions(State(pod): State<Arc<Pod>>, Json(req): Json<Completion>) -
         "choices": [{"index": 0, "text": " emulated", "finish_reason": "length"}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": req.max_tokens, "total_tokens": prompt_tokens + req.max_tokens}
     });
-    Json(body).into_response()
+    json(&body)
 }
 
 #[derive(Deserialize)]
@@ -406,25 +474,9 @@ struct Load {
     in_flight: usize,
 }
 
-async fn set_load(State(pod): State<Arc<Pod>>, Json(load): Json<Load>) -> Response {
-    pod.counters
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .synthetic = load.in_flight;
-    state(State(pod)).await
-}
-
 #[derive(Deserialize)]
 struct Fault {
     metrics: MetricsFault,
-}
-
-async fn set_fault(State(pod): State<Arc<Pod>>, Json(f): Json<Fault>) -> Response {
-    pod.counters
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .fault = f.metrics;
-    state(State(pod)).await
 }
 
 #[derive(Deserialize)]
@@ -432,22 +484,39 @@ struct Queue {
     size: usize,
 }
 
-async fn set_queue(State(pod): State<Arc<Pod>>, Json(q): Json<Queue>) -> Response {
-    pod.counters
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .epp_queue = q.size;
-    state(State(pod)).await
-}
-
-async fn state(State(pod): State<Arc<Pod>>) -> Response {
+fn state(pod: &Pod) -> Response {
     let (running, waiting, kv) = pod.gauges();
     let c = pod
         .counters
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault, "eppQueue": c.epp_queue}))
-        .into_response()
+    json(
+        &serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault, "eppQueue": c.epp_queue}),
+    )
+}
+
+/// Serves one emulated pod: HTTP/1.1 and h2c on every accepted connection.
+async fn serve(listener: tokio::net::TcpListener, pod: Arc<Pod>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("vllm-emulator: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let pod = pod.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(pod, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 #[tokio::main]
@@ -475,15 +544,6 @@ async fn main() -> std::process::ExitCode {
             }),
             created,
         });
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/v1/completions", post(completions))
-            .route("/emulator/load", post(set_load))
-            .route("/emulator/fault", post(set_fault))
-            .route("/emulator/queue", post(set_queue))
-            .route("/emulator/state", get(state))
-            .route("/health", get(|| async { "ok" }))
-            .with_state(pod.clone());
         let ticking = pod.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -503,9 +563,7 @@ async fn main() -> std::process::ExitCode {
             "vllm-emulator: pod on http://{addr} (model {:?}, max-num-seqs {})",
             args.model, args.max_num_seqs
         );
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service()).await
-        }));
+        tasks.push(tokio::spawn(serve(listener, pod)));
     }
     let _ = tokio::signal::ctrl_c().await;
     std::process::ExitCode::SUCCESS

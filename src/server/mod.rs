@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::Request;
@@ -122,7 +121,7 @@ async fn serve_connection(
         let in_flight = requests.start();
         req.extensions_mut().insert(peer.clone());
         async move {
-            let resp = routes::handle(state, req.map(Body::new)).await;
+            let resp = routes::handle(state, req.map(|_| ())).await;
             drop(in_flight);
             Ok::<_, Infallible>(resp)
         }

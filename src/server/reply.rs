@@ -1,9 +1,12 @@
 //! metav1.Status error bodies. client-go only turns a body into a typed error when it decodes as a
 //! Status with `status: "Failure"`, so every error this server returns goes through here.
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
+use hyper::body::Bytes;
 use serde::Serialize;
+
+/// Every response body this server sends: whole, in memory.
+pub type Body = http_body_util::Full<Bytes>;
 
 #[derive(Debug, Serialize)]
 struct ApiStatus<'a> {
@@ -101,9 +104,10 @@ mod tests {
             "the server could not find the requested resource",
         );
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        let body = http_body_util::BodyExt::collect(resp.into_body())
             .await
-            .unwrap();
+            .unwrap()
+            .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::discovery::{self, ApisFormat, GROUP, VERSION};
 use super::openapi;
-use super::reply::{failure, failure_with_details, json_response, Details};
+use super::reply::{failure, failure_with_details, json_response, Body, Details};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
 use crate::error::{cap, Echo, MAX_STATUS_MESSAGE_BYTES};
@@ -130,7 +129,7 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+pub async fn handle(state: Arc<AppState>, req: Request<()>) -> Response<Body> {
     let start = Instant::now();
     let (route, target) = classify(req.uri().path());
     let resp = dispatch(&state, route, target, req).await;
@@ -243,7 +242,7 @@ async fn dispatch(
     state: &AppState,
     route: Route,
     target: Option<(String, String)>,
-    req: Request<Body>,
+    req: Request<()>,
 ) -> Response<Body> {
     let method = req.method().clone();
     if route != Route::NotFound && method != Method::GET && method != Method::HEAD {
@@ -317,7 +316,7 @@ async fn check_access(
 }
 
 /// A static document with its ETag; `304` when the client holds it already.
-fn document(body: &[u8], etag: &str, content_type: &str, req: &Request<Body>) -> Response<Body> {
+fn document(body: &[u8], etag: &str, content_type: &str, req: &Request<()>) -> Response<Body> {
     let quoted = format!("\"{etag}\"");
     let held = req
         .headers()
@@ -325,7 +324,7 @@ fn document(body: &[u8], etag: &str, content_type: &str, req: &Request<Body>) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == quoted || t.trim() == "*"));
     let mut resp = if held {
-        let mut r = Response::new(Body::empty());
+        let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
@@ -342,7 +341,7 @@ fn document(body: &[u8], etag: &str, content_type: &str, req: &Request<Body>) ->
 }
 
 /// `/openapi/v2`, `/openapi/v3` and the group-version's v3 document; other v3 paths are 404.
-fn openapi_document(req: &Request<Body>) -> Response<Body> {
+fn openapi_document(req: &Request<()>) -> Response<Body> {
     let doc = match req.uri().path().trim_end_matches('/') {
         "/openapi/v2" => openapi::v2(),
         "/openapi/v3" => openapi::v3_index(),
@@ -353,7 +352,7 @@ fn openapi_document(req: &Request<Body>) -> Response<Body> {
 }
 
 /// Aggregated discovery for `GET /apis`, in the version the client asked for.
-fn aggregated_discovery(version: &'static str, req: &Request<Body>) -> Response<Body> {
+fn aggregated_discovery(version: &'static str, req: &Request<()>) -> Response<Body> {
     use std::sync::OnceLock;
     static DOCS: OnceLock<[openapi::Document; 2]> = OnceLock::new();
     let docs = DOCS.get_or_init(|| {
@@ -373,7 +372,7 @@ fn answer(
     state: &AppState,
     route: Route,
     target: Option<(String, String)>,
-    req: &Request<Body>,
+    req: &Request<()>,
 ) -> Response<Body> {
     let accept = req
         .headers()
