@@ -5,6 +5,8 @@ fn main() {
     if let Err(e) = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The product serves over hyper itself; tests and benchmarks bring their own channel.
+        .build_transport(false)
         .compile_protos(&["proto/externalscaler.proto"], &["proto"])
     {
         panic!(
