@@ -25,13 +25,19 @@ emulators: build
 test:
     cargo test --all-targets
 
-# Formatting, lints, the alert rules (promtool, from the Debian package prometheus), and the
-# one-crypto-provider rule (no aws-lc in the tree).
+# Formatting, lints, the alert rules (promtool, from the Debian package prometheus), the
+# one-crypto-provider rule (no aws-lc in the tree), and licences, duplicate crates and sources (cargo-deny).
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
     promtool check rules manifests/monitoring/rules.yml
     @if cargo tree -e normal,build -i aws-lc-sys >/dev/null 2>&1; then echo "aws-lc-sys is in the dependency tree" >&2; exit 1; fi
+    @command -v cargo-deny >/dev/null || { echo "cargo-deny is not installed: cargo install cargo-deny --locked" >&2; exit 1; }
+    cargo deny check licenses bans sources
+
+# Known vulnerabilities (RustSec). Needs the advisory database from GitHub, so it is not part of `just lint`.
+audit:
+    cargo deny check advisories
 
 # End-to-end: real etcd, kube-apiserver, kube-controller-manager and Prometheus; the real HPA scales a Deployment.
 e2e:

@@ -87,16 +87,7 @@ fn engine() -> Engine {
             spec_replicas: REPLICAS as i64,
             ready_replicas: REPLICAS as i64,
             pods: (0..REPLICAS)
-                .map(|r| PodTarget {
-                    namespace: "ns".into(),
-                    name: format!("variant-{v}-{r}"),
-                    ip: "10.0.0.1".into(),
-                    port: 8000,
-                    path: "/metrics".into(),
-                    scheme: Default::default(),
-                    endpoint: Default::default(),
-                    tls_server_name: None,
-                })
+                .map(|r| PodTarget::new("ns", &format!("variant-{v}-{r}"), "10.0.0.1", 8000))
                 .collect(),
         })
         .collect();

@@ -99,16 +99,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
             spec_replicas: 2,
             ready_replicas: 2,
             pods: (0..2)
-                .map(|p| PodTarget {
-                    namespace: "ns".into(),
-                    name: format!("variant-{i}-{p}"),
-                    ip: "10.0.0.1".into(),
-                    port: 8000,
-                    path: "/metrics".into(),
-                    scheme: Default::default(),
-                    endpoint: Default::default(),
-                    tls_server_name: None,
-                })
+                .map(|p| PodTarget::new("ns", &format!("variant-{i}-{p}"), "10.0.0.1", 8000))
                 .collect(),
         })
         .collect::<Vec<_>>();

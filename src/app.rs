@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::auth::review::KubeReviewer;
 use crate::auth::watch::AuthConfigWatch;
 use crate::auth::Auth;
-use crate::cluster::configs::{LocalSaturationConfigs, SaturationConfig, ScaleToZeroConfig};
+use crate::cluster::configs::{FollowedConfig, LocalSaturationConfigs};
 use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{SnapshotWatch, SNAPSHOT_DEBOUNCE, SNAPSHOT_RESYNC};
 use crate::config::{MetricsSource, ServeArgs, TlsArgs};
@@ -229,20 +229,20 @@ impl Wiring<'_> {
             metrics: self.metrics.clone(),
             synced: Some(synced),
         };
-        let zero = ScaleToZeroConfig {
-            configmap: configmap(
+        let zero = FollowedConfig::scale_to_zero(
+            configmap(
                 &args.scale_to_zero_configmap,
                 self.health.store("scale-to-zero-config"),
             ),
-            target: configs.zero.clone(),
-        };
-        let saturation = SaturationConfig {
-            configmap: configmap(
+            configs.zero.clone(),
+        );
+        let saturation = FollowedConfig::saturation(
+            configmap(
                 &args.saturation_configmap,
                 self.health.store("saturation-config"),
             ),
-            target: configs.thresholds.clone(),
-        };
+            configs.thresholds.clone(),
+        );
         // Namespace-local saturation ConfigMaps (WVA v0.5.1) override the global one per namespace.
         let local = LocalSaturationConfigs {
             client: client.clone(),
@@ -279,9 +279,9 @@ impl Wiring<'_> {
             overrides,
             self.metrics.clone(),
         );
-        self.spawn("scale-to-zero-config-watch", zero, ScaleToZeroConfig::run);
+        self.spawn("scale-to-zero-config-watch", zero, FollowedConfig::run);
         self.spawn("snapshot-watch", snapshot, SnapshotWatch::run);
-        self.spawn("saturation-config-watch", saturation, SaturationConfig::run);
+        self.spawn("saturation-config-watch", saturation, FollowedConfig::run);
         self.spawn(
             "local-saturation-config-watch",
             local,

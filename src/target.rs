@@ -25,6 +25,23 @@ pub struct PodTarget {
     pub tls_server_name: Option<String>,
 }
 
+impl PodTarget {
+    /// A pod scraped over plain HTTP at `ip:port/metrics`, by vLLM's default rule (tools and tests; the
+    /// cluster's pods come from `cluster::snapshot::pod_target`).
+    pub fn new(namespace: &str, name: &str, ip: &str, port: u16) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            ip: ip.into(),
+            port,
+            path: "/metrics".into(),
+            scheme: Scheme::Http,
+            endpoint: EndpointRule::default(),
+            tls_server_name: None,
+        }
+    }
+}
+
 /// Which rule chose a pod's metrics port, in the order they are tried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -127,6 +127,25 @@ impl KubeReviewer {
         Self { client, timeout }
     }
 
+    /// Creates a review (cluster-scoped) within the timeout: the API server's answer, or why there is none.
+    async fn create<K>(&self, review: &'static str, object: &K) -> Result<K, ReviewError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        tokio::time::timeout(self.timeout, api.create(&PostParams::default(), object))
+            .await
+            .map_err(|_| ReviewError::Timeout {
+                review,
+                after: self.timeout,
+            })?
+            .map_err(|source| ReviewError::Api { review, source })
+    }
+
     fn sar_spec(user: &UserInfo, attrs: &Attributes) -> SubjectAccessReviewSpec {
         let mut spec = SubjectAccessReviewSpec {
             user: Some(user.username.clone()),
@@ -169,7 +188,6 @@ impl Reviewer for KubeReviewer {
         token: &'a str,
     ) -> BoxFuture<'a, Result<TokenOutcome, ReviewError>> {
         Box::pin(async move {
-            let api: Api<TokenReview> = Api::all(self.client.clone());
             let review = TokenReview {
                 spec: TokenReviewSpec {
                     token: Some(token.to_string()),
@@ -177,17 +195,7 @@ impl Reviewer for KubeReviewer {
                 },
                 ..Default::default()
             };
-            let created =
-                tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
-                    .await
-                    .map_err(|_| ReviewError::Timeout {
-                        review: "TokenReview",
-                        after: self.timeout,
-                    })?
-                    .map_err(|source| ReviewError::Api {
-                        review: "TokenReview",
-                        source,
-                    })?;
+            let created = self.create("TokenReview", &review).await?;
             let status = created.status.unwrap_or_default();
             if status.authenticated != Some(true) {
                 let reason = status
@@ -212,22 +220,11 @@ impl Reviewer for KubeReviewer {
         attrs: &'a Attributes,
     ) -> BoxFuture<'a, Result<Decision, ReviewError>> {
         Box::pin(async move {
-            let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
             let review = SubjectAccessReview {
                 spec: Self::sar_spec(user, attrs),
                 ..Default::default()
             };
-            let created =
-                tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
-                    .await
-                    .map_err(|_| ReviewError::Timeout {
-                        review: "SubjectAccessReview",
-                        after: self.timeout,
-                    })?
-                    .map_err(|source| ReviewError::Api {
-                        review: "SubjectAccessReview",
-                        source,
-                    })?;
+            let created = self.create("SubjectAccessReview", &review).await?;
             let status = created.status.unwrap_or_default();
             let mut reason = status.reason.unwrap_or_default();
             if let Some(err) = status.evaluation_error.filter(|e| !e.is_empty()) {

@@ -21,55 +21,65 @@ use crate::saturation::config::{ConfigIssues, ScalingConfig, Thresholds};
 use crate::saturation::ZeroConfig;
 use crate::telemetry::Metrics;
 
-/// Keeps the saturation thresholds current from the global WVA ConfigMap.
-pub struct SaturationConfig {
+/// A ConfigMap's data, `None` when it is absent.
+type Data<'a> = Option<&'a BTreeMap<String, String>>;
+
+/// One ConfigMap followed into a configuration store: every version (or its absence) is applied by
+/// `apply`, which parses it on top of what the store holds.
+pub struct FollowedConfig<T> {
     pub configmap: ConfigMapWatch,
-    pub target: Arc<ArcSwap<Thresholds>>,
+    pub target: Arc<ArcSwap<T>>,
+    apply: fn(&ArcSwap<T>, &str, Data<'_>),
 }
 
-impl SaturationConfig {
+impl<T> FollowedConfig<T> {
     pub async fn run(self: Arc<Self>) {
         let cm = self.configmap.key();
-        let target = &self.target;
         self.configmap
-            .follow(|data| {
+            .follow(|data| (self.apply)(&self.target, &cm, data))
+            .await;
+    }
+}
+
+impl FollowedConfig<Thresholds> {
+    /// The global WVA saturation ConfigMap into the thresholds.
+    pub fn saturation(configmap: ConfigMapWatch, target: Arc<ArcSwap<Thresholds>>) -> Self {
+        Self {
+            configmap,
+            target,
+            apply: |target, cm, data| {
                 let Some(data) = data else {
                     tracing::info!(configmap = %cm, "saturation ConfigMap absent; using the default thresholds 0.80 / 5 / 0.10 / 3");
                     target.rcu(|t| t.with_global(ScalingConfig::default()));
                     return;
                 };
                 let (next, issues) = ScalingConfig::from_configmap(target.load().global(), data);
-                log_rejections("saturation", &cm, &issues);
+                log_rejections("saturation", cm, &issues);
                 tracing::info!(configmap = %cm, default = ?next.default_config(), "saturation config loaded");
                 target.rcu(|t| t.with_global(next.clone()));
-            })
-            .await;
+            },
+        }
     }
 }
 
-/// Keeps the scale-to-zero configuration current from WVA's `wva-model-scale-to-zero-config`.
-pub struct ScaleToZeroConfig {
-    pub configmap: ConfigMapWatch,
-    pub target: Arc<ArcSwap<ZeroConfig>>,
-}
-
-impl ScaleToZeroConfig {
-    pub async fn run(self: Arc<Self>) {
-        let cm = self.configmap.key();
-        let target = &self.target;
-        self.configmap
-            .follow(|data| {
+impl FollowedConfig<ZeroConfig> {
+    /// WVA's `wva-model-scale-to-zero-config` into the scale-to-zero configuration.
+    pub fn scale_to_zero(configmap: ConfigMapWatch, target: Arc<ArcSwap<ZeroConfig>>) -> Self {
+        Self {
+            configmap,
+            target,
+            apply: |target, cm, data| {
                 let Some(data) = data else {
                     tracing::info!(configmap = %cm, "scale-to-zero ConfigMap absent; WVA_SCALE_TO_ZERO decides for every model");
                     target.rcu(|z| z.without_entries());
                     return;
                 };
                 let (next, issues) = ZeroConfig::from_configmap(&target.load(), data);
-                log_rejections("scale-to-zero", &cm, &issues);
+                log_rejections("scale-to-zero", cm, &issues);
                 tracing::info!(configmap = %cm, entries = data.len(), "scale-to-zero config loaded");
                 target.store(Arc::new(next));
-            })
-            .await;
+            },
+        }
     }
 }
 

@@ -48,6 +48,35 @@ pub struct Variant {
     pub bounds: Bounds,
 }
 
+impl Variant {
+    /// A variant declared by a VariantAutoscaling of its Deployment's name, with `pods` ready and as many
+    /// replicas, no bounds and no controller instance (tools and tests; the cluster's come from [`build`]).
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        (model_id, accelerator): (&str, &str),
+        cost: f64,
+        pods: Vec<PodTarget>,
+    ) -> Self {
+        let replicas = i64::try_from(pods.len()).unwrap_or(i64::MAX);
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            kind: SourceKind::VariantAutoscaling,
+            uid: None,
+            model_id: model_id.into(),
+            accelerator: accelerator.into(),
+            cost,
+            deployment: name.into(),
+            spec_replicas: replicas,
+            ready_replicas: replicas,
+            pods,
+            controller_instance: None,
+            bounds: Bounds::default(),
+        }
+    }
+}
+
 /// An autoscaler's replica bounds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

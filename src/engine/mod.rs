@@ -523,31 +523,13 @@ mod tests {
     }
 
     fn variant(name: &str, model: &str, cost: f64, spec: i64, ready: i64, pods: usize) -> Variant {
+        let pods = (0..pods)
+            .map(|i| PodTarget::new("ns", &format!("{name}-{i}"), "127.0.0.1", 8000))
+            .collect();
         Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: name.into(),
-            model_id: model.into(),
-            accelerator: format!("acc-{name}"),
-            cost,
-            deployment: name.into(),
             spec_replicas: spec,
             ready_replicas: ready,
-            pods: (0..pods)
-                .map(|i| PodTarget {
-                    namespace: "ns".into(),
-                    name: format!("{name}-{i}"),
-                    ip: "127.0.0.1".into(),
-                    port: 8000,
-                    path: "/metrics".into(),
-                    scheme: Default::default(),
-                    endpoint: Default::default(),
-                    tls_server_name: None,
-                })
-                .collect(),
+            ..Variant::new("ns", name, (model, &format!("acc-{name}")), cost, pods)
         }
     }
 
@@ -808,80 +790,58 @@ mod tests {
 
         use arc_swap::ArcSwap;
 
-        use crate::cluster::snapshot::{self, Snapshot, Variant};
+        use super::variant;
+        use crate::cluster::snapshot::{self, Snapshot};
         use crate::engine::Engine;
-        use crate::provider::selector::Selector;
-        use crate::provider::MetricsProvider;
         use crate::saturation::config::Thresholds;
         use crate::saturation::{Activity, ZeroConfig};
         use crate::sources::exposition::ModelSignals;
         use crate::sources::window::WindowCache;
-        use crate::target::PodTarget;
 
-        fn variant(name: &str, cost: f64, replicas: i64, pods: Vec<PodTarget>) -> Variant {
-            Variant {
-                namespace: "ns".into(),
-                name: name.into(),
-                kind: Default::default(),
-                uid: None,
-                model_id: "m".into(),
-                accelerator: "L4".into(),
-                cost,
-                deployment: name.into(),
-                spec_replicas: replicas,
-                ready_replicas: replicas,
-                pods,
-                controller_instance: None,
-                bounds: Default::default(),
-            }
-        }
-
-        fn desired(engine: &Engine, name: &str) -> i64 {
-            let items = engine
-                .external_metric(
-                    "ns",
-                    "wva_desired_replicas",
-                    &Selector::parse(&format!("variant_name={name}")).unwrap(),
-                )
-                .unwrap();
-            items[0].value_milli / 1000
-        }
-
-        fn zero_config(yaml: &str) -> Arc<ArcSwap<ZeroConfig>> {
-            let (config, report) = ZeroConfig::from_configmap(
-                &ZeroConfig::default(),
-                &BTreeMap::from([("default".to_string(), yaml.to_string())]),
-            );
-            assert!(report.rejected.is_empty(), "{report:?}");
-            Arc::new(ArcSwap::from_pointee(config))
-        }
-
+        /// A page of model `m` whose success counter stands at `total`.
         fn counter_page(total: f64) -> BTreeMap<String, ModelSignals> {
-            BTreeMap::from([(
-                "m".to_string(),
-                ModelSignals {
-                    kv_cache_usage: Some(0.1),
-                    queue_length: Some(0.0),
-                    running_requests: Some(0.0),
-                    success_total: Some(total),
-                },
-            )])
+            let signals = ModelSignals {
+                kv_cache_usage: Some(0.1),
+                queue_length: Some(0.0),
+                running_requests: Some(0.0),
+                success_total: Some(total),
+            };
+            BTreeMap::from([("m".to_string(), signals)])
+        }
+
+        /// The targets of model `m` in `ns` under the scale-to-zero ConfigMap entry `default: <yaml>`.
+        fn targets(
+            shared: &snapshot::SharedSnapshot,
+            cache: &Arc<WindowCache>,
+            yaml: &str,
+        ) -> crate::engine::decide::ModelDecision {
+            let entries = BTreeMap::from([("default".to_string(), yaml.to_string())]);
+            let (zero, issues) = ZeroConfig::from_configmap(&ZeroConfig::default(), &entries);
+            assert!(issues.rejected.is_empty(), "{issues:?}");
+            let engine = Engine::new(
+                shared.clone(),
+                cache.clone(),
+                Arc::new(ArcSwap::from_pointee(Thresholds::default())),
+                Duration::from_secs(120),
+            )
+            .with_zero(
+                Arc::new(ArcSwap::from_pointee(zero)),
+                Arc::new(crate::sources::epp::NoDemand),
+            );
+            engine.explain(None).models.remove(0).decision
         }
 
         /// A model idle for its retention period goes to zero; a request brings it back to its saturation
         /// target; with scale to zero disabled, a model at zero keeps one replica on its cheapest variant.
         #[test]
         fn idle_models_go_to_zero_only_on_complete_data() {
-            let pod = PodTarget {
-                namespace: "ns".into(),
-                name: "a-0".into(),
-                ip: "127.0.0.1".into(),
-                port: 1,
-                path: "/metrics".into(),
-                scheme: Default::default(),
-                endpoint: Default::default(),
-                tls_server_name: None,
-            };
+            let (on, long, off) = (
+                "enable_scale_to_zero: true\nretention_period: 1m",
+                "enable_scale_to_zero: true\nretention_period: 5m",
+                "enable_scale_to_zero: false",
+            );
+            let a = variant("a", "m", 1.0, 1, 1, 1);
+            let pod = a.pods[0].clone();
             let cache = Arc::new(WindowCache::new(Duration::from_secs(60)));
             let now = Instant::now();
             let long_ago = now - Duration::from_secs(100);
@@ -889,51 +849,35 @@ mod tests {
             cache.record(&pod, long_ago, &counter_page(5.0));
             cache.record(&pod, now, &counter_page(5.0));
             let shared = snapshot::shared(Snapshot {
-                by_name: Default::default(),
-                variants: vec![variant("a", 1.0, 1, vec![pod.clone()])],
-                excluded: vec![],
+                variants: vec![a],
                 synced: true,
-                pickers: vec![],
+                ..Snapshot::default()
             });
-            let engine = |zero: Arc<ArcSwap<ZeroConfig>>| {
-                Engine::new(
-                    shared.clone(),
-                    cache.clone(),
-                    Arc::new(ArcSwap::from_pointee(Thresholds::default())),
-                    Duration::from_secs(120),
-                )
-                .with_zero(zero, Arc::new(crate::sources::epp::NoDemand))
-            };
             // Retention 60 s: the last request was 100 s ago.
-            let on = engine(zero_config(
-                "enable_scale_to_zero: true\nretention_period: 1m",
-            ));
-            assert_eq!(desired(&on, "a"), 0);
-            let zero = on.explain(None).models[0].decision.zero.clone().unwrap();
-            assert_eq!(zero.activity, Activity::Idle);
-            assert_eq!(&*zero.policy.source, "entry \"default\"");
+            let idle = targets(&shared, &cache, on);
+            let zero = idle.zero.as_ref().map(|z| (&z.activity, &*z.policy.source));
+            assert_eq!(zero, Some((&Activity::Idle, "entry \"default\"")));
+            assert_eq!(idle.targets["a"], 0);
             // Retention 5 min: observed for only 100 s, so unknown, so the target stays.
-            let long = engine(zero_config(
-                "enable_scale_to_zero: true\nretention_period: 5m",
-            ));
-            assert_eq!(desired(&long, "a"), 1);
+            assert_eq!(targets(&shared, &cache, long).targets["a"], 1);
             // Disabled: the saturation target.
-            let off = engine(zero_config("enable_scale_to_zero: false"));
-            assert_eq!(desired(&off, "a"), 1);
+            assert_eq!(targets(&shared, &cache, off).targets["a"], 1);
             // A request: active again.
             cache.record(&pod, Instant::now(), &counter_page(6.0));
-            assert_eq!(desired(&on, "a"), 1);
+            assert_eq!(targets(&shared, &cache, on).targets["a"], 1);
 
             // Everything at zero and scale to zero disabled: the cheapest variant keeps one.
             shared.store(Arc::new(Snapshot {
-                by_name: Default::default(),
-                variants: vec![variant("a", 1.0, 0, vec![]), variant("b", 3.0, 0, vec![])],
-                excluded: vec![],
+                variants: vec![
+                    variant("a", "m", 1.0, 0, 0, 0),
+                    variant("b", "m", 3.0, 0, 0, 0),
+                ],
                 synced: true,
-                pickers: vec![],
+                ..Snapshot::default()
             }));
-            assert_eq!((desired(&off, "a"), desired(&off, "b")), (1, 0));
-            assert_eq!((desired(&on, "a"), desired(&on, "b")), (0, 0));
+            let pick = |d: crate::engine::decide::ModelDecision| (d.targets["a"], d.targets["b"]);
+            assert_eq!(pick(targets(&shared, &cache, off)), (1, 0));
+            assert_eq!(pick(targets(&shared, &cache, on)), (0, 0));
         }
     }
 }

@@ -487,16 +487,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn pod(name: &str) -> PodTarget {
-        PodTarget {
-            namespace: "ns".into(),
-            name: name.into(),
-            ip: "127.0.0.1".into(),
-            port: 8000,
-            path: "/metrics".into(),
-            scheme: Default::default(),
-            endpoint: Default::default(),
-            tls_server_name: None,
-        }
+        PodTarget::new("ns", name, "127.0.0.1", 8000)
     }
 
     fn page(model: &str, kv: f64, q: f64) -> BTreeMap<String, ModelSignals> {

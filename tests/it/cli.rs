@@ -1,11 +1,5 @@
 //! The shipped binaries as a user runs them: `analyze`, `scrape`, and `serve --standalone` against
 //! `vllm-emulator` pods on loopback addresses, checked through the real HTTPS endpoint.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss,
-    clippy::too_many_lines
-)] // Fixtures and measurements, not product code.
 
 use crate::support;
 
@@ -243,7 +237,7 @@ fn post(url: &str, body: &str) {
 }
 
 /// Desired replicas per variant of the Qwen model as served over HTTPS. (The example's second model,
-/// parked at zero behind an endpoint picker, is the demo's and `tests/zero.rs`'s; without its EPP it stays
+/// parked at zero behind an endpoint picker, is the demo's and `tests/it/zero.rs`'s; without its EPP it stays
 /// at 0, which `granite_stays_at_zero` checks.)
 fn desired(ca: &Path, port: u16) -> Option<Vec<(String, String)>> {
     let all = desired_all(ca, port)?;

@@ -1,7 +1,6 @@
 //! Hostile input on loopback with real TLS: connections that do nothing cannot hold the server's slots,
 //! HTTP/2 follows ALPN, error bodies do not grow with their input, and every form of "a pod answers but
 //! has no usable sample" ends in a 503 naming the pod after `--max-metric-age`.
-#![allow(clippy::too_many_lines)] // Scenarios, not product code.
 
 use crate::support;
 
@@ -471,16 +470,12 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
             deployment: format!("v-{name}"),
             spec_replicas: 1,
             ready_replicas: 1,
-            pods: vec![PodTarget {
-                namespace: "ns".into(),
-                name: format!("pod-{name}"),
-                ip: addr.ip().to_string(),
-                port: addr.port(),
-                path: "/metrics".into(),
-                scheme: Default::default(),
-                endpoint: Default::default(),
-                tls_server_name: None,
-            }],
+            pods: vec![PodTarget::new(
+                "ns",
+                &format!("pod-{name}"),
+                &addr.ip().to_string(),
+                addr.port(),
+            )],
         })
         .collect();
     // One model per form, so that each 503 is about its own pod.

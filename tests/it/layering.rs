@@ -221,7 +221,7 @@ fn modules_import_only_what_the_map_allows() {
         }
         let Some(may) = allowed.get(module.as_str()) else {
             violations.push(format!(
-                "{}: module {module} is not in the map (tests/layering.rs and ARCHITECTURE.md)",
+                "{}: module {module} is not in the map (tests/it/layering.rs and ARCHITECTURE.md)",
                 rel.display()
             ));
             continue;

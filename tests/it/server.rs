@@ -1,12 +1,6 @@
 //! The real server on a loopback port with real TLS: a simulated aggregator with front-proxy
 //! certificates, x509 and token clients, and a test double of the Kubernetes API for TokenReview,
 //! SubjectAccessReview and the live `extension-apiserver-authentication` ConfigMap.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss,
-    clippy::too_many_lines
-)] // Fixtures and measurements, not product code.
 
 use crate::support;
 
@@ -791,30 +785,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 async fn engine_over_http_with_a_filled_sample_store() {
     use wva_metrics_server::cluster::snapshot::ExcludedVariant;
     install_provider();
-    let pod = |v: &str, i: usize| PodTarget {
-        namespace: "ns".into(),
-        name: format!("{v}-{i}"),
-        ip: "127.0.0.1".into(),
-        port: 1,
-        path: "/metrics".into(),
-        scheme: Default::default(),
-        endpoint: Default::default(),
-        tls_server_name: None,
-    };
-    let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| Variant {
-        kind: Default::default(),
-        uid: None,
-        bounds: Default::default(),
-        controller_instance: None,
-        namespace: "ns".into(),
-        name: name.into(),
-        model_id: "m".into(),
-        accelerator: acc.into(),
-        cost,
-        deployment: name.into(),
-        spec_replicas: pods.len() as i64,
-        ready_replicas: pods.len() as i64,
-        pods,
+    let pod = |v: &str, i: usize| PodTarget::new("ns", &format!("{v}-{i}"), "127.0.0.1", 1);
+    let variant = |name: &str, acc: &str, cost: f64, pods: Vec<PodTarget>| {
+        Variant::new("ns", name, ("m", acc), cost, pods)
     };
     let cheap = variant("cheap", "L40S", 5.0, vec![pod("cheap", 0), pod("cheap", 1)]);
     let pricey = variant("pricey", "H100", 20.0, vec![pod("pricey", 0)]);

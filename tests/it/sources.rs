@@ -3,12 +3,6 @@
 //! drop them, including vLLM's own stack (uvicorn + prometheus_client, Debian packages); the Prometheus
 //! source against a real Prometheus (Debian package `prometheus`) served over HTTPS with a self-made CA,
 //! directly and behind a bearer-token proxy.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss,
-    clippy::too_many_lines
-)] // Fixtures and measurements, not product code.
 
 use crate::support;
 
@@ -56,16 +50,7 @@ async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 fn pod(name: &str, addr: SocketAddr) -> PodTarget {
-    PodTarget {
-        namespace: "ns".into(),
-        name: name.into(),
-        ip: addr.ip().to_string(),
-        port: addr.port(),
-        path: "/metrics".into(),
-        scheme: Default::default(),
-        endpoint: Default::default(),
-        tls_server_name: None,
-    }
+    PodTarget::new("ns", name, &addr.ip().to_string(), addr.port())
 }
 
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {

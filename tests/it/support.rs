@@ -1,11 +1,5 @@
 //! Shared test fixtures: a PKI made with rcgen, a test double of the Kubernetes API (TokenReview,
 //! SubjectAccessReview and a watchable ConfigMap), and HTTPS clients that present certificates.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss,
-    clippy::too_many_lines
-)] // Fixtures and measurements, not product code.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -126,16 +120,7 @@ impl wva_metrics_server::sources::SampleSource for SamplesByPod {
 }
 
 pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::target::PodTarget {
-    wva_metrics_server::target::PodTarget {
-        namespace: namespace.into(),
-        name: name.into(),
-        ip: "127.0.0.1".into(),
-        port: 1,
-        path: "/metrics".into(),
-        scheme: Default::default(),
-        endpoint: Default::default(),
-        tls_server_name: None,
-    }
+    wva_metrics_server::target::PodTarget::new(namespace, name, "127.0.0.1", 1)
 }
 
 /// A synced snapshot with one variant `name` of model `m` in namespace `ns` (H100, cost 10), its Deployment at
@@ -144,23 +129,15 @@ pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::
     wva_metrics_server::cluster::snapshot::Snapshot {
         by_name: Default::default(),
         pickers: Vec::new(),
-        variants: vec![wva_metrics_server::cluster::snapshot::Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: name.into(),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: name.into(),
-            spec_replicas: replicas as i64,
-            ready_replicas: replicas as i64,
-            pods: (0..replicas)
+        variants: vec![wva_metrics_server::cluster::snapshot::Variant::new(
+            "ns",
+            name,
+            ("m", "H100"),
+            10.0,
+            (0..replicas)
                 .map(|i| pod_target("ns", &format!("{name}-{i}")))
                 .collect(),
-        }],
+        )],
         excluded: vec![],
         synced: true,
     }

@@ -1,7 +1,6 @@
 //! Scale to zero and from zero through the engine: a real `vllm-emulator` playing an InferencePool's
 //! endpoint picker behind a bearer token, the EPP reader, the window cache's success counters, and the
 //! answers the HPA path and the external scaler read.
-#![allow(clippy::too_many_lines)] // Scenarios, not product code.
 
 use crate::support;
 
@@ -65,19 +64,9 @@ async fn epp_emulator(token: &str) -> (Emulator, u16) {
 
 fn variant(name: &str, cost: f64, replicas: i64, pods: Vec<PodTarget>) -> Variant {
     Variant {
-        namespace: "ns".into(),
-        name: name.into(),
-        kind: Default::default(),
-        uid: None,
-        model_id: "m".into(),
-        accelerator: "L4".into(),
-        cost,
-        deployment: name.into(),
         spec_replicas: replicas,
         ready_replicas: replicas,
-        pods,
-        controller_instance: None,
-        bounds: Default::default(),
+        ..Variant::new("ns", name, ("m", "L4"), cost, pods)
     }
 }
 
@@ -292,16 +281,7 @@ fn pool(name: &str, model: &str, ports: &[u16]) -> EndpointPicker {
         pods: Ok(ports
             .iter()
             .enumerate()
-            .map(|(i, port)| PodTarget {
-                namespace: "ns".into(),
-                name: format!("{name}-epp-{i}"),
-                ip: "127.0.0.1".into(),
-                port: *port,
-                path: "/metrics".into(),
-                scheme: Default::default(),
-                endpoint: Default::default(),
-                tls_server_name: None,
-            })
+            .map(|(i, port)| PodTarget::new("ns", &format!("{name}-epp-{i}"), "127.0.0.1", *port))
             .collect()),
     }
 }

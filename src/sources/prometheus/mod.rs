@@ -391,16 +391,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let pod = |name: &str| PodTarget {
-            namespace: "ns".into(),
-            name: name.into(),
-            ip: "10.0.0.1".into(),
-            port: 8000,
-            path: "/metrics".into(),
-            scheme: Default::default(),
-            endpoint: Default::default(),
-            tls_server_name: None,
-        };
+        let pod = |name: &str| PodTarget::new("ns", name, "10.0.0.1", 8000);
         assert!(matches!(
             source.lookup_at(&pod("good"), "m", now),
             Lookup::Fresh(_)
