@@ -73,22 +73,17 @@ impl SampleSource for Samples {
 
 fn engine() -> Engine {
     let variants = (0..VARIANTS)
-        .map(|v| Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: format!("variant-{v}"),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 5.0 + v as f64,
-            deployment: format!("variant-{v}"),
-            spec_replicas: REPLICAS as i64,
-            ready_replicas: REPLICAS as i64,
-            pods: (0..REPLICAS)
+        .map(|v| {
+            let pods = (0..REPLICAS)
                 .map(|r| PodTarget::new("ns", &format!("variant-{v}-{r}"), "10.0.0.1", 8000))
-                .collect(),
+                .collect();
+            Variant::new(
+                "ns",
+                &format!("variant-{v}"),
+                ("m", "H100"),
+                5.0 + v as f64,
+                pods,
+            )
         })
         .collect();
     Engine::new(

@@ -85,22 +85,18 @@ impl SampleSource for Moderate {
 /// `variants` variants in models of two, two pods each, one namespace.
 fn snapshot_of(variants: usize) -> Snapshot {
     let variants = (0..variants)
-        .map(|i| Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: format!("variant-{i}"),
-            model_id: format!("model-{}", i / 2),
-            accelerator: "H100".into(),
-            cost: 5.0 + (i % 2) as f64,
-            deployment: format!("variant-{i}"),
-            spec_replicas: 2,
-            ready_replicas: 2,
-            pods: (0..2)
+        .map(|i| {
+            let pods = (0..2)
                 .map(|p| PodTarget::new("ns", &format!("variant-{i}-{p}"), "10.0.0.1", 8000))
-                .collect(),
+                .collect();
+            let model = format!("model-{}", i / 2);
+            Variant::new(
+                "ns",
+                &format!("variant-{i}"),
+                (&model, "H100"),
+                5.0 + (i % 2) as f64,
+                pods,
+            )
         })
         .collect::<Vec<_>>();
     let mut s = Snapshot {

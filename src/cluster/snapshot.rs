@@ -719,19 +719,8 @@ mod tests {
     #[test]
     fn variants_are_found_by_name() {
         let v = |ns: &str, model: &str, name: &str, kind: SourceKind| Variant {
-            namespace: ns.into(),
-            name: name.into(),
             kind,
-            uid: None,
-            model_id: model.into(),
-            accelerator: "L4".into(),
-            cost: 1.0,
-            deployment: name.into(),
-            spec_replicas: 1,
-            ready_replicas: 1,
-            pods: vec![],
-            controller_instance: None,
-            bounds: Bounds::default(),
+            ..Variant::new(ns, name, (model, "L4"), 1.0, vec![])
         };
         let snap = Snapshot {
             variants: vec![

@@ -9,17 +9,11 @@ pub(crate) async fn run(c: &Cluster, k: &kubelet::Kubelet) {
     ));
     wait_replicas(c, "tol-decode", 11, Duration::from_secs(120)).await;
     // Without a per-HPA tolerance (strip it): the served target is 12, the HPA stays at 11.
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "hpa",
-        "tol-decode",
+    patch_hpa(
+        c,
         "--type=json",
-        "-p",
         r#"[{"op": "remove", "path": "/spec/behavior/scaleUp/tolerance"}]"#,
-    ])
-    .unwrap();
+    );
     set_load(k, "tol", 11 * 30);
     eventually("the served target for tol-decode at 12", Duration::from_secs(60), || async {
         let raw = c.kubectl(&["get", "--raw", &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/inferno_desired_replicas?labelSelector=variant_name%3Dtol-decode")])?;
@@ -36,17 +30,11 @@ pub(crate) async fn run(c: &Cluster, k: &kubelet::Kubelet) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // With the example's tolerance (0.05) the +1 lands.
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "hpa",
-        "tol-decode",
+    patch_hpa(
+        c,
         "--type=merge",
-        "-p",
         r#"{"spec": {"behavior": {"scaleUp": {"tolerance": "0.05"}}}}"#,
-    ])
-    .unwrap();
+    );
     wait_at_least(
         c,
         "tol-decode",
@@ -59,4 +47,19 @@ pub(crate) async fn run(c: &Cluster, k: &kubelet::Kubelet) {
     c.kubectl(&["-n", NS, "delete", "hpa,deployment,va", "tol-decode"])
         .unwrap();
     eprintln!("e2e[8.6] HPA tolerance: +1 at 11 replicas ignored by default, applied with behavior.scaleUp.tolerance 0.05");
+}
+
+/// Patches the tol-decode HPA with `kubectl patch --type=… -p …`.
+fn patch_hpa(c: &Cluster, patch_type: &str, patch: &str) {
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "hpa",
+        "tol-decode",
+        patch_type,
+        "-p",
+        patch,
+    ])
+    .unwrap();
 }
