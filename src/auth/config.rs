@@ -9,9 +9,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
-
-use crate::tls::parse_certs;
 
 pub(crate) const AUTH_CONFIGMAP_NAMESPACE: &str = "kube-system";
 pub(crate) const AUTH_CONFIGMAP_NAME: &str = "extension-apiserver-authentication";
@@ -31,15 +28,8 @@ impl std::fmt::Debug for CaVerifier {
 
 impl CaVerifier {
     pub(crate) fn from_pem(pem: &[u8], provider: &Arc<CryptoProvider>) -> Result<Self, String> {
-        let certs = parse_certs(pem)?;
-        if certs.is_empty() {
-            return Err("no PEM certificate found".into());
-        }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(format!("none of the {ignored} certificates is a usable CA"));
-        }
+        let roots = crate::tls::roots_from_pem(pem, "the CA bundle").map_err(|e| e.to_string())?;
+        let added = roots.len();
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
