@@ -347,6 +347,27 @@ async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     serde_json::from_slice(&bytes).map_err(|e| bad(format!("not the expected JSON: {e}")))
 }
 
+/// A control request: its JSON body applied to the pod's counters, answered with the new state.
+async fn control<T: serde::de::DeserializeOwned>(
+    pod: &Pod,
+    req: Request<Incoming>,
+    apply: impl FnOnce(&mut Counters, T),
+) -> Response {
+    match body_json::<T>(req).await {
+        Ok(body) => {
+            apply(
+                &mut pod
+                    .counters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                body,
+            );
+            state(pod)
+        }
+        Err(resp) => resp,
+    }
+}
+
 /// Routes one request of one emulated pod.
 async fn route(pod: Arc<Pod>, req: Request<Incoming>) -> Response {
     let path = req.uri().path().to_string();
@@ -356,36 +377,15 @@ async fn route(pod: Arc<Pod>, req: Request<Incoming>) -> Response {
             Ok(c) => completions(&pod, c).await,
             Err(resp) => resp,
         },
-        (Method::POST, "/emulator/load") => match body_json::<Load>(req).await {
-            Ok(load) => {
-                pod.counters
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .synthetic = load.in_flight;
-                state(&pod)
-            }
-            Err(resp) => resp,
-        },
-        (Method::POST, "/emulator/fault") => match body_json::<Fault>(req).await {
-            Ok(f) => {
-                pod.counters
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .fault = f.metrics;
-                state(&pod)
-            }
-            Err(resp) => resp,
-        },
-        (Method::POST, "/emulator/queue") => match body_json::<Queue>(req).await {
-            Ok(q) => {
-                pod.counters
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .epp_queue = q.size;
-                state(&pod)
-            }
-            Err(resp) => resp,
-        },
+        (Method::POST, "/emulator/load") => {
+            control(&pod, req, |c, l: Load| c.synthetic = l.in_flight).await
+        }
+        (Method::POST, "/emulator/fault") => {
+            control(&pod, req, |c, f: Fault| c.fault = f.metrics).await
+        }
+        (Method::POST, "/emulator/queue") => {
+            control(&pod, req, |c, q: Queue| c.epp_queue = q.size).await
+        }
         (Method::GET, "/emulator/state") => state(&pod),
         (Method::GET, "/health") => reply(StatusCode::OK, Some("text/plain"), "ok"),
         (
