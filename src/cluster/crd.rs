@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::exclusion::Exclusion;
+use super::exclusion::{Exclusion, UnresolvedAccelerator};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,7 @@ impl VariantAutoscaling {
         }
     }
 
-    pub fn accelerator(&self) -> Result<String, Exclusion> {
+    pub fn accelerator(&self) -> Result<String, UnresolvedAccelerator> {
         labelled_accelerator(&self.metadata)
     }
 
@@ -179,13 +179,13 @@ pub(crate) const KEDA_DEFAULT_MAX_REPLICAS: i32 = 100;
 /// ScaledObject, whose labels WVA v0.8 copies onto its variant).
 pub(crate) fn labelled_accelerator(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<String, Exclusion> {
+) -> Result<String, UnresolvedAccelerator> {
     match meta.labels.as_ref().and_then(|l| l.get(ACCELERATOR_LABEL)) {
         Some(a) if !a.is_empty() => Ok(a.clone()),
-        Some(_) => Err(Exclusion::EmptyAccelerator {
+        Some(_) => Err(UnresolvedAccelerator::Empty {
             label: ACCELERATOR_LABEL,
         }),
-        None => Err(Exclusion::MissingAccelerator {
+        None => Err(UnresolvedAccelerator::Missing {
             label: ACCELERATOR_LABEL,
         }),
     }
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(v05.cost(), Ok(DEFAULT_VARIANT_COST));
         assert_eq!(
             v05.accelerator(),
-            Err(Exclusion::MissingAccelerator {
+            Err(UnresolvedAccelerator::Missing {
                 label: ACCELERATOR_LABEL
             })
         );

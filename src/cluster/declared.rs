@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use super::crd::{
-    parse_cost, ScaledObject, VariantAutoscaling, KEDA_DEFAULT_MAX_REPLICAS,
+    parse_cost, ScaledObject, VariantAutoscaling, DEFAULT_VARIANT_COST, KEDA_DEFAULT_MAX_REPLICAS,
     KEDA_DEFAULT_MIN_REPLICAS,
 };
 use super::exclusion::Exclusion;
@@ -24,8 +24,6 @@ pub const MANAGED_ANNOTATION: &str = "llm-d.ai/managed";
 pub const MODEL_ID_ANNOTATION: &str = "llm-d.ai/model-id";
 /// Cost per replica, parsed as `spec.variantCost` is.
 pub const VARIANT_COST_ANNOTATION: &str = "llm-d.ai/variant-cost";
-/// WVA v0.8's default for an annotated object without a cost (a VariantAutoscaling's is 10).
-pub(crate) const ANNOTATED_DEFAULT_COST: f64 = 1.0;
 /// The HPA `minReplicas` default.
 const HPA_DEFAULT_MIN_REPLICAS: i32 = 1;
 
@@ -171,7 +169,9 @@ fn annotated_spec(
         Some(_) => {}
     }
     let cost = match annotations.get(VARIANT_COST_ANNOTATION).map(String::as_str) {
-        None | Some("") => ANNOTATED_DEFAULT_COST,
+        // WVA v0.8 and later default an annotated object's cost to 10.0, as a VariantAutoscaling's
+        // (`internal/annotations/annotations.go`).
+        None | Some("") => DEFAULT_VARIANT_COST,
         Some(v) => parse_cost(v).map_err(|why| Exclusion::BadAnnotation {
             annotation: VARIANT_COST_ANNOTATION,
             value: v.to_string(),
@@ -332,7 +332,7 @@ mod tests {
             (json!({}), None, None),
             (json!({"llm-d.ai/model-id": "m"}), None, None),
             (json!({"llm-d.ai/managed": "false", "llm-d.ai/model-id": "m"}), None, None),
-            (json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m"}), None, ok("m", 1.0)),
+            (json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m"}), None, ok("m", 10.0)),
             (
                 json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m", "llm-d.ai/variant-cost": "12.5"}),
                 None,
@@ -367,7 +367,7 @@ mod tests {
             (
                 json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m".repeat(256)}),
                 None,
-                ok(&"m".repeat(256), 1.0),
+                ok(&"m".repeat(256), 10.0),
             ),
             // KEDA's own HPA for a ScaledObject carries the ScaledObject's annotations; it is not a variant.
             (
@@ -399,7 +399,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             outcome(Declared::from_scaled_object(&so)),
-            Some(Ok(("m".into(), 1.0, "d".into())))
+            Some(Ok(("m".into(), 10.0, "d".into())))
         );
         let keda_hpa = hpa(json!({}), Some("ScaledObject"));
         let index = autoscalers([&keda_hpa].into_iter(), [&so].into_iter());

@@ -15,10 +15,6 @@ pub enum Exclusion {
     /// every decision, gauge and answer, so it is bounded.
     #[error("the model ID is {bytes} bytes long; at most {MAX_MODEL_ID_BYTES} are accepted")]
     ModelIdTooLong { bytes: usize },
-    #[error("label {label} is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)")]
-    MissingAccelerator { label: &'static str },
-    #[error("label {label} is empty")]
-    EmptyAccelerator { label: &'static str },
     #[error("spec.variantCost {value:?}: {why}")]
     BadCost { value: String, why: String },
     #[error("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)")]
@@ -55,6 +51,26 @@ pub enum Exclusion {
     },
 }
 
+/// Why a variant's accelerator could not be resolved. Not an exclusion: as WVA v0.8 and later, the variant
+/// is decided and served with `accelerator_type="unresolved"` ([`UNRESOLVED_ACCELERATOR`]), and a Warning
+/// Event `AcceleratorNotResolved` says why ("the signal must never be withheld").
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnresolvedAccelerator {
+    #[error("label {label} is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)")]
+    Missing { label: &'static str },
+    #[error("label {label} is empty")]
+    Empty { label: &'static str },
+}
+
+/// The `accelerator_type` of a variant whose accelerator could not be resolved (WVA v0.8 and later).
+pub const UNRESOLVED_ACCELERATOR: &str = "unresolved";
+
+impl Serialize for UnresolvedAccelerator {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl Exclusion {
     /// Whether the variant's scale target could be resolved (the `TargetResolved` condition).
     pub(crate) fn target_resolved(&self) -> bool {
@@ -89,8 +105,9 @@ mod tests {
         let cases = [
             (Exclusion::EmptyModel, true),
             (
-                Exclusion::MissingAccelerator {
-                    label: "inference.optimization/acceleratorName",
+                Exclusion::BadCost {
+                    value: "x".into(),
+                    why: "not a number".into(),
                 },
                 true,
             ),

@@ -14,4 +14,4 @@ pub(crate) mod slim;
 pub mod snapshot;
 pub mod watch;
 
-pub use exclusion::Exclusion;
+pub use exclusion::{Exclusion, UnresolvedAccelerator, UNRESOLVED_ACCELERATOR};

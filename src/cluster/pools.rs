@@ -214,19 +214,10 @@ mod tests {
 
     fn variant(name: &str, model: &str, deployment: &str) -> Variant {
         Variant {
-            namespace: "ns".into(),
-            name: name.into(),
-            kind: super::super::declared::SourceKind::VariantAutoscaling,
-            uid: None,
-            model_id: model.into(),
-            accelerator: "A100".into(),
-            cost: 1.0,
             deployment: deployment.into(),
             spec_replicas: 0,
             ready_replicas: 0,
-            pods: vec![],
-            controller_instance: None,
-            bounds: Default::default(),
+            ..Variant::new("ns", name, (model, "A100"), 1.0, vec![])
         }
     }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
 pub use super::declared::SourceKind;
 use super::declared::{self, Autoscaler, Declared};
-use super::exclusion::Exclusion;
+use super::exclusion::{Exclusion, UnresolvedAccelerator, UNRESOLVED_ACCELERATOR};
 use super::monitors::{MonitorIndex, PodMonitor, ServiceMonitor};
 use crate::provider::selector::Selector;
 use crate::target::{EndpointPicker, EndpointRule, PodTarget, Scheme, TargetFeed};
@@ -34,7 +34,12 @@ pub struct Variant {
     #[serde(skip)]
     pub uid: Option<String>,
     pub model_id: String,
+    /// The GPU product, or [`UNRESOLVED_ACCELERATOR`] with the reason in `accelerator_unresolved`.
     pub accelerator: String,
+    /// Why the accelerator could not be resolved: the variant is still decided and served (as WVA v0.8
+    /// and later serve it), and a Warning Event says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator_unresolved: Option<UnresolvedAccelerator>,
     pub cost: f64,
     pub deployment: String,
     pub spec_replicas: i64,
@@ -66,6 +71,7 @@ impl Variant {
             uid: None,
             model_id: model_id.into(),
             accelerator: accelerator.into(),
+            accelerator_unresolved: None,
             cost,
             deployment: name.into(),
             spec_replicas: replicas,
@@ -477,10 +483,14 @@ fn variant_of(
             name: deployment_name,
         });
     };
-    // WVA's order: the GPU product the pod template selects, then the declaring object's label.
-    let accelerator = match accelerator_of(deployment) {
-        Some(a) => a,
-        None => super::crd::labelled_accelerator(d.meta)?,
+    // WVA's order: the GPU product the pod template selects, then the declaring object's label; when
+    // neither names one the variant is served as "unresolved" (WVA v0.8 and later).
+    let (accelerator, accelerator_unresolved) = match accelerator_of(deployment)
+        .ok_or(())
+        .or_else(|()| super::crd::labelled_accelerator(d.meta))
+    {
+        Ok(a) => (a, None),
+        Err(why) => (UNRESOLVED_ACCELERATOR.to_string(), Some(why)),
     };
     let bounds = declared::bounds_of(
         autoscalers
@@ -529,6 +539,7 @@ fn variant_of(
         uid: d.meta.uid.clone(),
         model_id: d.model_id.clone(),
         accelerator,
+        accelerator_unresolved,
         cost: declared.cost,
         deployment: deployment_name,
         spec_replicas,
@@ -752,7 +763,8 @@ mod tests {
     }
 
     /// WVA's order: the GPU product the pod template selects (nodeSelector, then required node
-    /// affinity), then the VA's label; neither excludes the variant with both sources named.
+    /// affinity), then the VA's label; with neither the variant is served as "unresolved", the reason
+    /// naming both sources.
     #[test]
     fn accelerators_come_from_the_node_selection_first() {
         let with_template = |name: &str, pod_spec: serde_json::Value| -> Deployment {
@@ -800,18 +812,27 @@ mod tests {
             vec![
                 ("aff", "nvidia-l4"),
                 ("label", "L40S"),
+                ("none", "unresolved"),
                 ("sel", "NVIDIA-H100-80GB-HBM3")
             ]
         );
-        assert_eq!(s.excluded.len(), 1);
+        assert!(s.excluded.is_empty());
+        let none = s.variants.iter().find(|v| v.name == "none").unwrap();
         assert!(matches!(
-            s.excluded[0].reason,
-            Exclusion::MissingAccelerator { .. }
+            none.accelerator_unresolved,
+            Some(UnresolvedAccelerator::Missing { .. })
         ));
-        assert!(s.excluded[0]
-            .reason
+        assert!(none
+            .accelerator_unresolved
+            .as_ref()
+            .unwrap()
             .to_string()
             .contains("nvidia.com/gpu.product"));
+        assert!(s
+            .variants
+            .iter()
+            .filter(|v| v.name != "none")
+            .all(|v| v.accelerator_unresolved.is_none()));
     }
 
     fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {
@@ -1125,7 +1146,7 @@ mod tests {
                 .iter()
                 .map(|v| v.name.as_str())
                 .collect::<Vec<_>>(),
-            vec!["a", "b-va"]
+            vec!["a", "b-va", "no-acc"]
         );
         let a = &s.variants[0];
         assert_eq!(
@@ -1152,11 +1173,14 @@ mod tests {
             .map(|e| (e.name.as_str(), e.reason.to_string()))
             .collect();
         let reasons: Vec<(&str, &str)> = texts.iter().map(|(n, r)| (*n, r.as_str())).collect();
-        assert_eq!(reasons.len(), 3);
-        assert!(reasons.contains(&(
-            "no-acc",
+        assert_eq!(reasons.len(), 2);
+        // An unresolved accelerator is no exclusion: the variant is served as "unresolved".
+        let no_acc = s.variants.iter().find(|v| v.name == "no-acc").unwrap();
+        assert_eq!(no_acc.accelerator, "unresolved");
+        assert_eq!(
+            no_acc.accelerator_unresolved.as_ref().unwrap().to_string(),
             "label inference.optimization/acceleratorName is missing and the pod template selects no GPU product (nodeSelector or required nodeAffinity on nvidia.com/gpu.product, amd.com/gpu.product-name or cloud.google.com/gke-accelerator)"
-        )));
+        );
         assert!(reasons
             .iter()
             .any(|(n, r)| *n == "bad-cost" && r.contains("spec.variantCost \"cheap\"")));

@@ -752,8 +752,9 @@ mod tests {
                 namespace: "ns".into(),
                 name: "x".into(),
                 model_id: "m".into(),
-                reason: crate::cluster::Exclusion::MissingAccelerator {
-                    label: crate::cluster::crd::ACCELERATOR_LABEL,
+                reason: crate::cluster::Exclusion::BadCost {
+                    value: "cheap".into(),
+                    why: "not a number".into(),
                 },
             }],
             synced: true,
@@ -767,7 +768,7 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("x: label inference.optimization/acceleratorName is missing"),
+                .contains("x: spec.variantCost \"cheap\": not a number"),
             "{err}"
         );
     }
@@ -866,7 +867,8 @@ mod tests {
             cache.record(&pod, Instant::now(), &counter_page(6.0));
             assert_eq!(targets(&shared, &cache, on).targets["a"], 1);
 
-            // Everything at zero and scale to zero disabled: the cheapest variant keeps one.
+            // A parked model (every variant at spec.replicas 0) is not woken, enabled or not.
+            let pick = |d: crate::engine::decide::ModelDecision| (d.targets["a"], d.targets["b"]);
             shared.store(Arc::new(Snapshot {
                 variants: vec![
                     variant("a", "m", 1.0, 0, 0, 0),
@@ -875,8 +877,7 @@ mod tests {
                 synced: true,
                 ..Snapshot::default()
             }));
-            let pick = |d: crate::engine::decide::ModelDecision| (d.targets["a"], d.targets["b"]);
-            assert_eq!(pick(targets(&shared, &cache, off)), (1, 0));
+            assert_eq!(pick(targets(&shared, &cache, off)), (0, 0));
             assert_eq!(pick(targets(&shared, &cache, on)), (0, 0));
         }
     }

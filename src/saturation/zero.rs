@@ -74,8 +74,13 @@ const ZERO_KEYS: &[&str] = &[
 
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim() {
-        "true" | "True" | "TRUE" => Ok(true),
-        "false" | "False" | "FALSE" => Ok(false),
+        // YAML 1.2's booleans, and YAML 1.1's that WVA's yaml.v3 also reads into a bool field.
+        "true" | "True" | "TRUE" | "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
+            Ok(true)
+        }
+        "false" | "False" | "FALSE" | "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            Ok(false)
+        }
         other => Err(format!(
             "enable_scale_to_zero must be true or false, got {other:?}"
         )),
@@ -286,6 +291,9 @@ pub fn enforce(
         (Some((requests, pool)), _) => format!(
             "scale from zero: {requests} request(s) queued at the endpoint picker of InferencePool {pool}"
         ),
+        // A parked model (every variant at `spec.replicas` 0) has no active variant; WVA never decides
+        // for it, so nothing wakes it but queued demand.
+        (None, false) if variants.iter().all(|v| v.spec_replicas == 0) => return,
         (None, false) => {
             "every target was 0 and scale to zero is disabled: the cheapest variant keeps 1".into()
         }
@@ -349,6 +357,25 @@ mod tests {
             (true, DEFAULT_RETENTION, "env WVA_SCALE_TO_ZERO")
         );
         assert!(!ZeroConfig::default().resolve("x", "y").enabled);
+    }
+
+    /// WVA's yaml.v3 reads YAML 1.1's `yes`/`on`/`no`/`off` into its bool field; so do we.
+    #[test]
+    fn yaml_1_1_booleans_read_as_wva_reads_them() {
+        for (text, want) in [
+            ("yes", true),
+            ("On", true),
+            ("y", true),
+            ("NO", false),
+            ("off", false),
+        ] {
+            let (c, issues) = ZeroConfig::from_configmap(
+                &ZeroConfig::default(),
+                &data(&[("default", &format!("enable_scale_to_zero: {text}"))]),
+            );
+            assert!(issues.rejected.is_empty(), "{text}: {issues:?}");
+            assert_eq!(c.resolve("m", "n").enabled, want, "{text}");
+        }
     }
 
     #[test]
@@ -447,7 +474,20 @@ mod tests {
         assert_eq!(run(&zero, &on, &Activity::Idle, &Demand::NoPool), [0, 0]);
         assert_eq!(run(&zero, &on, &unknown, &Demand::NoPool), [0, 0]);
         assert_eq!(run(&zero, &on, &Activity::Idle, &queued), [1, 0]);
-        assert_eq!(run(&zero, &off, &unknown, &Demand::NoPool), [1, 0]);
+        // Disabled: a model that had replicas and whose targets all went to 0 keeps one; a parked model
+        // (every variant at spec.replicas 0) is not woken, as WVA leaves it (no active variant).
+        let mut emptied = zero.clone();
+        emptied[1].spec_replicas = 1;
+        emptied[1].ready_replicas = 0;
+        let targets_zero = |vs: &[VariantState], p: &ZeroPolicy| {
+            let mut ts = t(vs);
+            ts.iter_mut().for_each(|t| t.target = 0);
+            enforce(vs, &mut ts, p, &unknown, &Demand::NoPool);
+            ts.iter().map(|t| t.target).collect::<Vec<_>>()
+        };
+        assert_eq!(targets_zero(&emptied, &off), [1, 0]);
+        assert_eq!(run(&zero, &off, &unknown, &Demand::NoPool), [0, 0]);
+        assert_eq!(run(&zero, &off, &unknown, &queued), [1, 0]);
         // The cheapest that can hold a replica; ties by name.
         let tie = [v("b", 1.0, 0), v("a", 1.0, 0)];
         assert_eq!(run(&tie, &on, &unknown, &queued), [0, 1]);

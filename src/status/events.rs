@@ -8,6 +8,22 @@ use super::patch::truncate;
 use super::view::VariantView;
 use super::*;
 
+/// The Warning to record when a variant's accelerator cannot be resolved, once per change of the reason
+/// (`warned`: the reason last recorded). The variant is served all the same, as `accelerator_type="unresolved"`.
+pub(crate) fn accelerator_event(v: &VariantView, warned: Option<&str>) -> Option<Event> {
+    let why = v.accelerator_unresolved.as_deref()?;
+    (warned != Some(why)).then(|| Event {
+        type_: EventType::Warning,
+        reason: "AcceleratorNotResolved".into(),
+        note: Some(truncate(
+            &format!("served with accelerator_type=\"unresolved\": {why}"),
+            MAX_MESSAGE_BYTES,
+        )),
+        action: "Evaluate".into(),
+        secondary: None,
+    })
+}
+
 /// The event to record when a VariantAutoscaling's recommendation or decidability changes, if any.
 pub(crate) fn event_for(
     v: &VariantView,

@@ -67,6 +67,7 @@ mod tests {
             namespace: "ns".into(),
             name: "v".into(),
             accelerator: Some("H100".into()),
+            accelerator_unresolved: None,
             spec_replicas: 2,
             ready_replicas: 2,
             cost: 10.0,
@@ -81,6 +82,24 @@ mod tests {
             kv_cache_usage: Some(0.9),
             queue_length: Some(6.0),
         }
+    }
+
+    /// An unresolved accelerator: a Warning once per reason, none once it resolves.
+    #[test]
+    fn unresolved_accelerator_warns_once_per_reason() {
+        use super::events::accelerator_event;
+        assert!(accelerator_event(&view(Some(2)), None).is_none());
+        let mut v = view(Some(2));
+        v.accelerator = Some("unresolved".into());
+        v.accelerator_unresolved = Some("label x is missing".into());
+        let e = accelerator_event(&v, None).unwrap();
+        assert_eq!(
+            (e.reason.as_str(), e.type_),
+            ("AcceleratorNotResolved", EventType::Warning)
+        );
+        assert!(e.note.unwrap().contains("label x is missing"));
+        assert!(accelerator_event(&v, Some("label x is missing")).is_none());
+        assert!(accelerator_event(&v, Some("label x is empty")).is_some());
     }
 
     #[test]

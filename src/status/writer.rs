@@ -17,7 +17,7 @@ use crate::cluster::snapshot::SourceKind;
 use crate::engine::Engine;
 use crate::telemetry::{Metrics, ResultLabels};
 
-use super::events::event_for;
+use super::events::{accelerator_event, event_for};
 use super::gauges::{update_gauges, GaugeSeries};
 use super::patch::status_patch;
 use super::view::{views, VariantView};
@@ -70,6 +70,8 @@ impl StatusWriter {
         let mut last_written: BTreeMap<ViewKey, Option<i64>> = BTreeMap::new();
         // What annotated objects (no status to read back) last showed, for their Events.
         let mut remembered: BTreeMap<ViewKey, Remembered> = BTreeMap::new();
+        // The unresolved-accelerator reason last recorded per variant.
+        let mut warned: BTreeMap<ViewKey, String> = BTreeMap::new();
         let mut last_full = None::<Instant>;
         let mut retry_at: BTreeMap<ViewKey, (Instant, u32)> = BTreeMap::new();
         let mut leading = false;
@@ -100,6 +102,7 @@ impl StatusWriter {
                 leading = leader;
                 last_written.clear();
                 remembered.clear();
+                warned.clear();
             }
             if !leader {
                 continue;
@@ -108,6 +111,13 @@ impl StatusWriter {
             let now = Instant::now();
             for v in &views {
                 let key = (v.namespace.clone(), v.kind, v.name.clone());
+                if let Some(event) = accelerator_event(v, warned.get(&key).map(String::as_str)) {
+                    self.publish(&recorder, v, v.uid.clone(), &event).await;
+                }
+                match &v.accelerator_unresolved {
+                    Some(why) => warned.insert(key.clone(), why.clone()),
+                    None => warned.remove(&key),
+                };
                 let changed = last_written.get(&key) != Some(&v.desired);
                 let due = retry_at.get(&key).is_none_or(|(at, _)| now >= *at);
                 if !(full || changed) || !due {
@@ -142,6 +152,7 @@ impl StatusWriter {
                 .collect();
             last_written.retain(|k, _| live.contains(k));
             retry_at.retain(|k, _| live.contains(k));
+            warned.retain(|k, _| live.contains(k));
             remembered.retain(|k, _| live.contains(k));
         }
     }
@@ -196,19 +207,30 @@ impl StatusWriter {
             )
         };
         if let Some(event) = event_for(v, previous_desired, previous_message.as_deref()) {
-            let reference = ObjectReference {
-                api_version: Some(v.kind.api_version().into()),
-                kind: Some(v.kind.as_str().into()),
-                name: Some(v.name.clone()),
-                namespace: Some(v.namespace.clone()),
-                uid,
-                ..Default::default()
-            };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(variant = %v.name, kind = %v.kind, error = %e, "recording an event failed");
-            }
+            self.publish(recorder, v, uid, &event).await;
         }
         Ok(())
+    }
+
+    /// Records `event` on the variant's declaring object; a failure is logged, not retried.
+    async fn publish(
+        &self,
+        recorder: &Recorder,
+        v: &VariantView,
+        uid: Option<String>,
+        event: &kube::runtime::events::Event,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some(v.kind.api_version().into()),
+            kind: Some(v.kind.as_str().into()),
+            name: Some(v.name.clone()),
+            namespace: Some(v.namespace.clone()),
+            uid,
+            ..Default::default()
+        };
+        if let Err(e) = recorder.publish(event, &reference).await {
+            tracing::warn!(variant = %v.name, kind = %v.kind, error = %e, "recording an event failed");
+        }
     }
 }
 

@@ -457,25 +457,19 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
     }
     let variants: Vec<Variant> = pods
         .iter()
-        .map(|(name, addr)| Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: format!("v-{name}"),
-            model_id: "m".into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: format!("v-{name}"),
-            spec_replicas: 1,
-            ready_replicas: 1,
-            pods: vec![PodTarget::new(
+        .map(|(name, addr)| {
+            Variant::new(
                 "ns",
-                &format!("pod-{name}"),
-                &addr.ip().to_string(),
-                addr.port(),
-            )],
+                &format!("v-{name}"),
+                ("m", "H100"),
+                10.0,
+                vec![PodTarget::new(
+                    "ns",
+                    &format!("pod-{name}"),
+                    &addr.ip().to_string(),
+                    addr.port(),
+                )],
+            )
         })
         .collect();
     // One model per form, so that each 503 is about its own pod.

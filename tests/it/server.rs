@@ -808,8 +808,9 @@ async fn engine_over_http_with_a_filled_sample_store() {
             namespace: "ns".into(),
             name: "broken".into(),
             model_id: "m".into(),
-            reason: wva_metrics_server::cluster::Exclusion::MissingAccelerator {
-                label: wva_metrics_server::cluster::crd::ACCELERATOR_LABEL,
+            reason: wva_metrics_server::cluster::Exclusion::BadCost {
+                value: "cheap".into(),
+                why: "not a number".into(),
             },
         }],
         synced: true,
@@ -903,7 +904,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("broken: label inference.optimization/acceleratorName is missing"),
+            .contains("broken: spec.variantCost \"cheap\": not a number"),
         "{body}"
     );
 

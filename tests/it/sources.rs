@@ -57,21 +57,7 @@ fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
         by_name: Default::default(),
         pickers: Vec::new(),
-        variants: vec![Variant {
-            kind: Default::default(),
-            uid: None,
-            bounds: Default::default(),
-            controller_instance: None,
-            namespace: "ns".into(),
-            name: "v".into(),
-            model_id: MODEL.into(),
-            accelerator: "H100".into(),
-            cost: 10.0,
-            deployment: "v".into(),
-            spec_replicas: pods.len() as i64,
-            ready_replicas: pods.len() as i64,
-            pods,
-        }],
+        variants: vec![Variant::new("ns", "v", (MODEL, "H100"), 10.0, pods)],
         excluded: vec![],
         synced: true,
     }

@@ -168,7 +168,7 @@ async fn followers_do_not_write() {
         api.state.lock().unwrap().status_patches.is_empty(),
         "a follower wrote status"
     );
-    // Followers still keep their gauges current. (The variant is at 0 and scale to zero is disabled:
-    // WVA's rule keeps one replica on the cheapest variant.)
-    assert!(metrics.encode().contains(r#"inferno_desired_replicas{variant_name="v1",namespace="ns",accelerator_type="H100"} 1.0"#), "{}", metrics.encode());
+    // Followers still keep their gauges current. (The variant is parked at 0 and scale to zero is
+    // disabled: as in WVA, nothing wakes it but queued demand.)
+    assert!(metrics.encode().contains(r#"inferno_desired_replicas{variant_name="v1",namespace="ns",accelerator_type="H100"} 0.0"#), "{}", metrics.encode());
 }
