@@ -11,6 +11,7 @@
 pub mod analyze;
 pub mod config;
 pub mod targets;
+pub mod v2;
 pub mod zero;
 
 /// A ConfigMap's `data` from key–value pairs, for the ConfigMap parsers' tests.

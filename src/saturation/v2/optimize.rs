@@ -1,0 +1,209 @@
+//! WVA v0.9's cost-aware optimizer (`internal/engines/pipeline/cost_aware_optimizer.go`,
+//! `analyzer_helpers.go`), for one model with the saturation analyzer as its only voter.
+//!
+//! Starting from every active variant's current replicas: when some role needs capacity, replicas are
+//! added to the variant with the lowest cost per token of capacity (below its maximum), every role at
+//! once, and nothing is removed; otherwise, per role, replicas are removed from the most expensive
+//! variants while the spare capacity covers them, never below their minimum, and the last variant
+//! standing keeps one replica. Targets are never clamped to [min, max] beyond these moves (the
+//! autoscaler clamps).
+//!
+//! Where WVA's sorts are unstable (its §9 #13), ties are broken by name.
+
+use std::cmp::Ordering;
+
+use super::{CapacityAnalysis, Role, VariantCapacity, VariantIn};
+
+/// `float64 → int` as Go converts it, saturating instead of wrapping.
+fn to_int(x: f64) -> i64 {
+    #[allow(clippy::cast_possible_truncation)]
+    let v = x as i64;
+    v
+}
+
+/// Cost per token of capacity; a variant without capacity sorts last.
+fn cost_efficiency(v: &VariantCapacity) -> f64 {
+    if v.per_replica_capacity <= 0.0 {
+        f64::MAX
+    } else {
+        v.cost / v.per_replica_capacity
+    }
+}
+
+/// The targets of the analysed (active) variants, in the order of `analysis.variants`. `states` are the
+/// model's variants as given to the analysis (bounds and current replicas are read from them by name).
+pub fn optimize(states: &[VariantIn], analysis: &CapacityAnalysis) -> Vec<i64> {
+    let vcs = &analysis.variants;
+    let state = |name: &str| states.iter().find(|s| s.name == name);
+    let targets: Vec<i64> = vcs
+        .iter()
+        .map(|v| state(&v.name).map_or(0, |s| s.current))
+        .collect();
+    let bounds: Vec<(i64, Option<i64>)> = vcs
+        .iter()
+        .map(|v| {
+            let s = state(&v.name);
+            (
+                s.and_then(|s| s.min_replicas).unwrap_or(0),
+                s.and_then(|s| s.max_replicas).filter(|m| *m > 0),
+            )
+        })
+        .collect();
+    let roles: Vec<Role> = if analysis.roles.is_empty() {
+        vec![Role::Both]
+    } else {
+        analysis.roles.keys().copied().collect()
+    };
+    let required: Vec<f64> = roles
+        .iter()
+        .map(|r| analysis.totals_for(*r).required_capacity)
+        .collect();
+    let model = Model {
+        vcs,
+        bounds: &bounds,
+        roles: &roles,
+    };
+    if required.iter().any(|r| *r > 0.0) {
+        model.scale_up(targets, required)
+    } else {
+        model.scale_down(targets, analysis)
+    }
+}
+
+/// One model's variants, their bounds `(min, max)` and its roles.
+struct Model<'a> {
+    vcs: &'a [VariantCapacity],
+    bounds: &'a [(i64, Option<i64>)],
+    roles: &'a [Role],
+}
+
+impl Model<'_> {
+    fn of_role(&self, role: Role) -> Vec<usize> {
+        (0..self.vcs.len())
+            .filter(|i| self.vcs[*i].role == role)
+            .collect()
+    }
+
+    /// The cheapest variant per token of the role with room below its maximum, and that room.
+    fn pick(&self, role: Role, targets: &[i64]) -> Option<(usize, i64)> {
+        let vcs = self.vcs;
+        let mut candidates = self.of_role(role);
+        candidates.sort_by(|a, b| {
+            cost_efficiency(&vcs[*a])
+                .partial_cmp(&cost_efficiency(&vcs[*b]))
+                .unwrap_or(Ordering::Equal)
+                .then_with(|| vcs[*a].name.cmp(&vcs[*b].name))
+        });
+        candidates.into_iter().find_map(|i| {
+            if vcs[i].per_replica_capacity <= 0.0 {
+                return None;
+            }
+            match self.bounds[i].1 {
+                Some(max) if max - targets[i] <= 0 => None,
+                Some(max) => Some((i, max - targets[i])),
+                None => Some((i, i64::MAX)),
+            }
+        })
+    }
+
+    /// Adds replicas, every role at once, by the smallest share of its need any role's pick can cover.
+    fn scale_up(&self, mut targets: Vec<i64>, mut required: Vec<f64>) -> Vec<i64> {
+        let vcs = self.vcs;
+        while required.iter().any(|r| *r > 0.0) {
+            // A role with nowhere to grow stops every role (WVA's joint commit).
+            let Some(picks) = self
+                .roles
+                .iter()
+                .map(|role| self.pick(*role, &targets))
+                .collect::<Option<Vec<(usize, i64)>>>()
+            else {
+                break;
+            };
+            let mut wanted = Vec::with_capacity(picks.len());
+            let mut delta = f64::MAX;
+            for (r, (i, cap)) in picks.iter().enumerate() {
+                let prc = vcs[*i].per_replica_capacity;
+                let n = to_int((required[r] / prc).ceil()).min(*cap);
+                let demand = required[r];
+                let util = if demand <= 0.0 {
+                    1.0
+                } else {
+                    n as f64 * prc / demand
+                };
+                delta = delta.min(util);
+                wanted.push(n);
+            }
+            if delta <= 0.0 {
+                break;
+            }
+            let adds: Vec<i64> = picks
+                .iter()
+                .enumerate()
+                .map(|(r, (i, _))| {
+                    let prc = vcs[*i].per_replica_capacity;
+                    let demand = required[r];
+                    if prc > 0.0 && demand > 0.0 {
+                        to_int((delta * demand / prc).floor()).max(wanted[r].min(1))
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            if adds.iter().all(|k| *k <= 0) {
+                break;
+            }
+            for (r, ((i, _), k)) in picks.iter().zip(&adds).enumerate() {
+                targets[*i] += k;
+                required[r] = (required[r] - *k as f64 * vcs[*i].per_replica_capacity).max(0.0);
+            }
+        }
+        targets
+    }
+
+    /// Per role, removes replicas from the most expensive variants while the spare capacity covers them.
+    fn scale_down(&self, mut targets: Vec<i64>, analysis: &CapacityAnalysis) -> Vec<i64> {
+        let vcs = self.vcs;
+        for role in self.roles {
+            let mut spare = analysis.totals_for(*role).spare_capacity;
+            if spare <= 0.0 {
+                continue;
+            }
+            let mut order = self.of_role(*role);
+            // Most expensive first; then the smaller capacity; then by name.
+            order.sort_by(|a, b| {
+                let (va, vb) = (&vcs[*a], &vcs[*b]);
+                vb.cost
+                    .partial_cmp(&va.cost)
+                    .unwrap_or(Ordering::Equal)
+                    .then_with(|| {
+                        va.per_replica_capacity
+                            .partial_cmp(&vb.per_replica_capacity)
+                            .unwrap_or(Ordering::Equal)
+                    })
+                    .then_with(|| va.name.cmp(&vb.name))
+            });
+            for (pos, &i) in order.iter().enumerate() {
+                let prc = vcs[i].per_replica_capacity;
+                if prc <= 0.0 {
+                    continue;
+                }
+                let current = targets[i];
+                let removable = current - self.bounds[i].0;
+                if removable <= 0 {
+                    continue;
+                }
+                let mut n = to_int((spare / prc).floor()).max(0).min(removable);
+                let earlier_serve = order[..pos].iter().any(|j| targets[*j] > 0);
+                if pos == order.len() - 1 && current - n < 1 && !earlier_serve {
+                    n = current - 1;
+                }
+                if n <= 0 {
+                    continue;
+                }
+                targets[i] = current - n;
+                spare = (spare - n as f64 * prc).max(0.0);
+            }
+        }
+        targets
+    }
+}
