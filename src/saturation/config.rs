@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::v2::config::{AnalyzerChoice, AnalyzerEntry, InlineScaleToZero, V2Fields};
+
 /// The four thresholds of the analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +130,8 @@ pub(crate) struct Entry {
     pub model_id: Option<String>,
     pub namespace: Option<String>,
     pub fields: PartialConfig,
+    /// WVA v0.9's keys (analyzer selection, U and D, inline scale to zero).
+    pub v2: V2Fields,
 }
 
 /// The saturation configuration in force: the `default` entry and the overrides, by entry key.
@@ -145,13 +149,8 @@ pub struct ConfigIssues {
     pub ignored_keys: Vec<(String, String)>,
 }
 
-/// Keys WVA v0.5 accepts in the saturation ConfigMap that only its other engines use.
-const V05_KEYS: &[&str] = &[
-    "enableLimiter",
-    "analyzerName",
-    "scaleUpThreshold",
-    "scaleDownBoundary",
-];
+/// Keys of WVA v0.9's GPU limiter, which this server does not run.
+const LIMITER_KEYS: &[&str] = &["enableLimiter", "enableRescale", "limiters", "priority"];
 
 pub(crate) const DEFAULT_ENTRY: &str = "default";
 
@@ -188,9 +187,9 @@ impl ScalingConfig {
         for key in keys {
             let base = entries
                 .get(DEFAULT_ENTRY)
-                .map(|e: &Entry| SaturationConfig::default().merged(&e.fields))
+                .map(|e: &Entry| (SaturationConfig::default().merged(&e.fields), e.v2.clone()))
                 .unwrap_or_default();
-            match parse_entry(key, &data[key], base, local_to, &mut issues) {
+            match parse_entry(key, &data[key], &base, local_to, &mut issues) {
                 Ok(entry) => {
                     entries.insert(key.clone(), entry);
                 }
@@ -218,17 +217,52 @@ impl ScalingConfig {
 
     /// The thresholds for one model: defaults, then the `default` entry, then the first matching override.
     pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, Option<&str>) {
+        let (v1, _, key) = self.resolve_all(model_id, namespace);
+        (v1, key)
+    }
+
+    /// [`ScalingConfig::resolve`] with the v0.9 fields, merged the same way.
+    pub fn resolve_all(
+        &self,
+        model_id: &str,
+        namespace: &str,
+    ) -> (SaturationConfig, V2Fields, Option<&str>) {
         let base = self.default_config();
+        let base_v2 = self.default_v2();
         let hit = self.entries.iter().find(|(key, e)| {
             key.as_str() != DEFAULT_ENTRY
                 && e.model_id.as_deref() == Some(model_id)
                 && e.namespace.as_deref() == Some(namespace)
         });
         match hit {
-            Some((key, e)) => (base.merged(&e.fields), Some(key.as_str())),
-            None => (base, None),
+            Some((key, e)) => (
+                base.merged(&e.fields),
+                base_v2.merged(&e.v2),
+                Some(key.as_str()),
+            ),
+            None => (base, base_v2, None),
         }
     }
+
+    fn default_v2(&self) -> V2Fields {
+        self.entries
+            .get(DEFAULT_ENTRY)
+            .map(|e| e.v2.clone())
+            .unwrap_or_default()
+    }
+
+    /// V1 or V2, as the `default` entry selects (WVA reads the global ConfigMap's only).
+    pub fn analyzer(&self) -> AnalyzerChoice {
+        V2Fields::choice(self.entries.get(DEFAULT_ENTRY).map(|e| &e.v2))
+    }
+}
+
+/// One model's configuration: V1's thresholds, the v0.9 fields, and where they come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub v1: SaturationConfig,
+    pub v2: V2Fields,
+    pub source: ConfigSource,
 }
 
 /// Where a model's thresholds come from: a ConfigMap (`namespace/name`) and its entry, or neither
@@ -291,25 +325,40 @@ impl Thresholds {
     /// defaults, then its `default`, then its override, exactly as it was validated. Other models use
     /// the global ConfigMap.
     pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, ConfigSource) {
+        let resolved = self.resolve_all(model_id, namespace);
+        (resolved.v1, resolved.source)
+    }
+
+    /// [`Thresholds::resolve`] with the v0.9 fields of the same entries.
+    pub fn resolve_all(&self, model_id: &str, namespace: &str) -> Resolved {
         if let Some(local) = self.local.get(namespace) {
-            let (config, key) = local.resolve(model_id, namespace);
+            let (v1, v2, key) = local.resolve_all(model_id, namespace);
             if let Some(entry) = key.or(local.has_default().then_some(DEFAULT_ENTRY)) {
-                return (
-                    config,
-                    ConfigSource {
+                return Resolved {
+                    v1,
+                    v2,
+                    source: ConfigSource {
                         config_map: Some(format!("{namespace}/{}", self.name)),
                         entry: Some(entry.to_string()),
                     },
-                );
+                };
             }
         }
-        let (config, key) = self.global.resolve(model_id, namespace);
+        let (v1, v2, key) = self.global.resolve_all(model_id, namespace);
         let entry = key.or(self.global.has_default().then_some(DEFAULT_ENTRY));
-        let source = ConfigSource {
-            config_map: entry.map(|_| self.global_name.clone()),
-            entry: entry.map(str::to_string),
-        };
-        (config, source)
+        Resolved {
+            v1,
+            v2,
+            source: ConfigSource {
+                config_map: entry.map(|_| self.global_name.clone()),
+                entry: entry.map(str::to_string),
+            },
+        }
+    }
+
+    /// The engine in force: the global ConfigMap's `default` entry chooses, for every namespace.
+    pub fn analyzer(&self) -> AnalyzerChoice {
+        self.global.analyzer()
     }
 }
 
@@ -337,7 +386,94 @@ const KNOWN_KEYS: &[&str] = &[
     "queueLengthThreshold",
     "kvSpareTrigger",
     "queueSpareTrigger",
+    "analyzerName",
+    "analyzers",
+    "scaleUpThreshold",
+    "scaleDownBoundary",
+    "scaleToZero",
 ];
+
+/// An entry's v0.9 fields as YAML text, read like the thresholds (numbers exactly, `~` unset).
+#[derive(Deserialize)]
+struct RawV2 {
+    #[serde(rename = "analyzerName")]
+    analyzer_name: Option<String>,
+    analyzers: Option<Vec<RawAnalyzer>>,
+    #[serde(rename = "scaleUpThreshold")]
+    scale_up_threshold: Option<String>,
+    #[serde(rename = "scaleDownBoundary")]
+    scale_down_boundary: Option<String>,
+    #[serde(rename = "scaleToZero")]
+    scale_to_zero: Option<RawScaleToZero>,
+}
+
+#[derive(Deserialize)]
+struct RawScaleToZero {
+    enabled: Option<String>,
+}
+
+/// One `analyzers[]` item; other keys are ignored, as WVA ignores them.
+#[derive(Deserialize)]
+struct RawAnalyzer {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    enabled: Option<String>,
+    score: Option<String>,
+    #[serde(rename = "scaleUpThreshold")]
+    scale_up_threshold: Option<String>,
+    #[serde(rename = "scaleDownBoundary")]
+    scale_down_boundary: Option<String>,
+    /// `scaleUpThreshold`, `scaleDownBoundary`, `score` and `enabled` here fill the typed fields left
+    /// unset (WVA's `Normalize`); other keys are ignored.
+    parameters: Option<BTreeMap<String, String>>,
+}
+
+fn boolean(key: &str, text: Option<String>) -> Result<Option<bool>, String> {
+    text.map(|t| {
+        super::zero::parse_bool(&t).map_err(|_| format!("{key} must be true or false, got {t:?}"))
+    })
+    .transpose()
+}
+
+fn parse_v2(text: &str) -> Result<V2Fields, String> {
+    let raw: RawV2 = serde_saphyr::from_str(text).map_err(|e| {
+        format!("analyzerName, scaleUpThreshold and scaleDownBoundary must be scalars, analyzers a list of mappings, scaleToZero a mapping: {e}")
+    })?;
+    let mut analyzers = Vec::new();
+    for (i, a) in raw.analyzers.into_iter().flatten().enumerate() {
+        let mut params = a.parameters.unwrap_or_default();
+        let at = |k: &str| format!("analyzers[{i}].{k}");
+        let mut field = |typed: Option<String>, key: &str| typed.or_else(|| params.remove(key));
+        let scale_up = field(a.scale_up_threshold, "scaleUpThreshold");
+        let scale_down = field(a.scale_down_boundary, "scaleDownBoundary");
+        let score = field(a.score, "score");
+        let enabled = field(a.enabled, "enabled");
+        analyzers.push(AnalyzerEntry {
+            name: a.name.unwrap_or_default(),
+            kind: a.kind,
+            enabled: boolean(&at("enabled"), enabled)?,
+            // 0 reads as unset, as in WVA (its default score is 1).
+            score: number(&at("score"), score)?.filter(|s| *s != 0.0),
+            scale_up_threshold: number(&at("scaleUpThreshold"), scale_up)?,
+            scale_down_boundary: number(&at("scaleDownBoundary"), scale_down)?,
+        });
+    }
+    Ok(V2Fields {
+        analyzer_name: raw.analyzer_name.filter(|n| !n.is_empty()),
+        analyzers,
+        scale_up_threshold: number("scaleUpThreshold", raw.scale_up_threshold)?,
+        scale_down_boundary: number("scaleDownBoundary", raw.scale_down_boundary)?,
+        scale_to_zero: raw
+            .scale_to_zero
+            .map(|z| {
+                Ok::<_, String>(InlineScaleToZero {
+                    enabled: boolean("scaleToZero.enabled", z.enabled)?,
+                })
+            })
+            .transpose()?,
+    })
+}
 
 fn number(key: &str, text: Option<String>) -> Result<Option<f64>, String> {
     text.map(|t| {
@@ -351,15 +487,15 @@ fn number(key: &str, text: Option<String>) -> Result<Option<f64>, String> {
 fn parse_entry(
     key: &str,
     text: &str,
-    base: SaturationConfig,
+    (base, base_v2): &(SaturationConfig, V2Fields),
     local_to: Option<&str>,
     issues: &mut ConfigIssues,
 ) -> Result<Entry, String> {
     let keys: BTreeMap<String, serde::de::IgnoredAny> =
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     for other in keys.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-        let note = if V05_KEYS.contains(&other.as_str()) {
-            "used only by WVA v0.5 engines; ignored"
+        let note = if LIMITER_KEYS.contains(&other.as_str()) {
+            "used by WVA v0.9's GPU limiter, which this server does not run; ignored"
         } else {
             "unknown key; ignored (check the spelling)"
         };
@@ -387,11 +523,13 @@ fn parse_entry(
             kv_spare_trigger: number("kvSpareTrigger", raw.kv_spare_trigger)?,
             queue_spare_trigger: number("queueSpareTrigger", raw.queue_spare_trigger)?,
         },
+        v2: parse_v2(text)?,
     };
     if key != DEFAULT_ENTRY && (entry.model_id.is_none() || entry.namespace.is_none()) {
         return Err("an override entry needs both model_id and namespace".to_string());
     }
     base.merged(&entry.fields).validate()?;
+    base_v2.merged(&entry.v2).validate()?;
     Ok(entry)
 }
 
@@ -638,7 +776,85 @@ mod tests {
         assert!(issues
             .ignored_keys
             .iter()
-            .any(|(_, m)| m.contains("enableLimiter: used only by WVA v0.5")));
+            .any(|(_, m)| m.contains("enableLimiter: used by WVA v0.9's GPU limiter")));
+    }
+
+    /// WVA v0.9's entry schema: analyzers (with `parameters` folded into unset fields), U and D, inline
+    /// scale to zero; the default entry selects V2; an override merges over it.
+    #[test]
+    fn v09_entries_select_and_configure_v2() {
+        let (cfg, issues) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[
+                (
+                    "default",
+                    "kvCacheThreshold: 0.8\nscaleUpThreshold: 0.9\nscaleDownBoundary: \"0.6\"\nenableLimiter: false\nanalyzers:\n  - name: saturation\n    score: 2\n    parameters: {scaleDownBoundary: 0.5, score: 7, other: x}\n  - name: throughput\n    enabled: false\n",
+                ),
+                (
+                    "llama",
+                    "model_id: meta/llama\nnamespace: llm\nscaleToZero: {enabled: yes}\nanalyzers: [{type: saturation, parameters: {scaleUpThreshold: 0.95}}]\n",
+                ),
+            ]),
+        );
+        assert!(issues.rejected.is_empty(), "{issues:?}");
+        assert_eq!(cfg.analyzer(), AnalyzerChoice::V2);
+        let (_, v2, _) = cfg.resolve_all("other", "llm");
+        let sat = &v2.analyzers[0];
+        assert_eq!(
+            (sat.score, sat.scale_down_boundary),
+            (Some(2.0), Some(0.5)),
+            "typed fields win; parameters fill the rest"
+        );
+        let t = v2.thresholds(&SaturationConfig::default());
+        assert_eq!((t.scale_up_threshold, t.scale_down_boundary), (0.9, 0.5));
+        assert!(
+            v2.unsupported_analyzers().is_empty(),
+            "a disabled throughput analyzer is not asked for"
+        );
+        let (_, v2, key) = cfg.resolve_all("meta/llama", "llm");
+        assert_eq!(key, Some("llama"));
+        assert_eq!(v2.scale_to_zero.and_then(|z| z.enabled), Some(true));
+        let t = v2.thresholds(&SaturationConfig::default());
+        assert_eq!(
+            (t.scale_up_threshold, t.scale_down_boundary),
+            (0.95, 0.6),
+            "the override's analyzers replace the default's"
+        );
+        assert!(issues
+            .ignored_keys
+            .iter()
+            .any(|(k, m)| k == "default" && m.contains("enableLimiter")));
+        // Bad v0.9 fields reject the entry, naming the rule, and keep its previous version.
+        for (bad, want) in [
+            (
+                "scaleUpThreshold: 0.5\nscaleDownBoundary: 0.6",
+                "must be greater than scaleDownBoundary",
+            ),
+            (
+                "analyzers: [{name: saturation, parameters: {score: high}}]",
+                "analyzers[0].score must be a number",
+            ),
+            ("analyzers: saturation", "analyzers a list of mappings"),
+            (
+                "scaleToZero: {enabled: maybe}",
+                "scaleToZero.enabled must be true or false",
+            ),
+        ] {
+            let (kept, issues) = ScalingConfig::from_configmap(&cfg, &data(&[("default", bad)]));
+            assert!(issues.rejected[0].1.contains(want), "{bad}: {issues:?}");
+            assert_eq!(kept.analyzer(), AnalyzerChoice::V2, "{bad}");
+        }
+        let (qm, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "analyzerName: queueing-model")]),
+        );
+        assert!(matches!(qm.analyzer(), AnalyzerChoice::Refused { .. }));
+        // A v0.4.1 / v0.5.1 entry stays on V1.
+        let (old, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "kvCacheThreshold: 0.75\nqueueSpareTrigger: 2")]),
+        );
+        assert_eq!(old.analyzer(), AnalyzerChoice::V1);
     }
 
     #[test]

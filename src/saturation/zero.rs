@@ -72,7 +72,7 @@ const ZERO_KEYS: &[&str] = &[
     "retention_period",
 ];
 
-fn parse_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim() {
         // YAML 1.2's booleans, and YAML 1.1's that WVA's yaml.v3 also reads into a bool field.
         "true" | "True" | "TRUE" | "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {

@@ -12,6 +12,7 @@
 //! Floating-point expressions keep WVA's order of operations, so that results on an edge match.
 
 pub mod args;
+pub mod config;
 pub mod memory;
 pub mod optimize;
 
