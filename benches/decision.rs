@@ -67,6 +67,7 @@ impl SampleSource for Samples {
             running_requests: None,
             age: Duration::from_secs(1),
             source: SourceKind::Pods,
+            tokens: None,
         })
     }
 }

@@ -78,6 +78,7 @@ impl SampleSource for Moderate {
             running_requests: None,
             age: Duration::from_secs(1),
             source: SourceKind::Pods,
+            tokens: None,
         })
     }
 }

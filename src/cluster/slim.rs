@@ -3,7 +3,12 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceSpec};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVar, Namespace, Pod, ResourceRequirements, Service, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
@@ -74,8 +79,10 @@ pub(crate) fn deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
     d.metadata.annotations = None;
     if let Some(spec) = d.spec.as_mut() {
-        // Only the pod labels (an InferencePool selects on them) and the node selection survive: it
-        // names the accelerator (snapshot::accelerator_of).
+        // Only the pod labels (an InferencePool selects on them; `llm-d.ai/role` is the P/D role), the
+        // node selection (it names the accelerator, snapshot::accelerator_of), and of each container
+        // its command line, literal environment and GPU resources (saturation V2's capacity estimate)
+        // survive.
         let pod = spec.template.spec.take();
         let labels = spec.template.metadata.take().and_then(|m| m.labels);
         spec.template = Default::default();
@@ -85,6 +92,7 @@ pub(crate) fn deployment(d: &mut Deployment) {
         });
         if let Some(pod) = pod {
             spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: pod.containers.into_iter().map(engine_container).collect(),
                 node_selector: pod.node_selector,
                 affinity: pod.affinity.and_then(|a| {
                     a.node_affinity
@@ -96,6 +104,38 @@ pub(crate) fn deployment(d: &mut Deployment) {
                 ..Default::default()
             });
         }
+    }
+}
+
+/// What saturation V2 reads of a serving container: command, args, literal env, GPU resources.
+fn engine_container(c: Container) -> Container {
+    let gpus = |list: Option<BTreeMap<String, Quantity>>| {
+        list.map(|l| {
+            l.into_iter()
+                .filter(|(k, _)| snapshot::GPU_RESOURCES.contains(&k.as_str()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .filter(|l| !l.is_empty())
+    };
+    Container {
+        name: c.name,
+        command: c.command,
+        args: c.args,
+        env: c.env.map(|env| {
+            env.into_iter()
+                .filter(|e| e.value.is_some())
+                .map(|e| EnvVar {
+                    value_from: None,
+                    ..e
+                })
+                .collect()
+        }),
+        resources: c.resources.map(|r| ResourceRequirements {
+            requests: gpus(r.requests),
+            limits: gpus(r.limits),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -153,7 +193,12 @@ mod tests {
         .unwrap();
         deployment(&mut d);
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        assert!(pod.containers.is_empty());
+        assert_eq!(pod.containers.len(), 1);
+        assert!(pod.containers[0].image.is_none());
+        assert_eq!(
+            pod.containers[0].env.as_ref().unwrap()[0].value.as_deref(),
+            Some("V")
+        );
         assert_eq!(
             snapshot::accelerator_of(&d).as_deref(),
             Some("H100"),

@@ -20,6 +20,8 @@ use super::declared::{self, Autoscaler, Declared};
 use super::exclusion::{Exclusion, UnresolvedAccelerator, UNRESOLVED_ACCELERATOR};
 use super::monitors::{MonitorIndex, PodMonitor, ServiceMonitor};
 use crate::provider::selector::Selector;
+use crate::saturation::v2::args::{ContainerArgs, EngineParams};
+use crate::saturation::v2::Role;
 use crate::target::{EndpointPicker, EndpointRule, PodTarget, Scheme, TargetFeed};
 
 /// A variant the engine can decide for.
@@ -51,6 +53,13 @@ pub struct Variant {
     pub controller_instance: Option<String>,
     /// Replica bounds from the autoscaler of the target Deployment (none without one).
     pub bounds: Bounds,
+    /// The pod template's P/D role (`llm-d.ai/role`).
+    pub role: Role,
+    /// GPUs per replica (at least 1).
+    pub gpus_per_replica: i64,
+    /// The serving engine's parameters, from the pod template's command lines (saturation V2's estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_params: Option<EngineParams>,
 }
 
 impl Variant {
@@ -79,6 +88,9 @@ impl Variant {
             pods,
             controller_instance: None,
             bounds: Bounds::default(),
+            role: Role::Both,
+            gpus_per_replica: 1,
+            engine_params: None,
         }
     }
 }
@@ -418,6 +430,76 @@ fn declarations(objects: &Objects) -> impl Iterator<Item = Declared<'_>> {
         .chain(annotated)
 }
 
+/// Extended resources that are GPUs (WVA's list, `internal/resources/resource.go`).
+pub const GPU_RESOURCES: [&str; 5] = [
+    "nvidia.com/gpu",
+    "amd.com/gpu",
+    "habana.ai/gaudi",
+    "gpu.intel.com/i915",
+    "gpu.intel.com/xe",
+];
+
+/// What saturation V2 reads of a Deployment's pod template: the P/D role (`llm-d.ai/role` label),
+/// GPUs per replica (Σ GPU requests of its containers, limits where a container requests none; 0 counts
+/// as 1, as in WVA), and the engine parameters of its command lines.
+pub fn engine_of(d: &Deployment) -> (Role, i64, Option<EngineParams>) {
+    let template = d.spec.as_ref().map(|s| &s.template);
+    let role = Role::from_label(
+        template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(Role::LABEL))
+            .map(String::as_str),
+    );
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map_or(&[][..], |p| p.containers.as_slice());
+    let gpus: i64 = containers
+        .iter()
+        .map(|c| {
+            let r = c.resources.as_ref();
+            let count = |list: Option<
+                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >|
+             -> Option<i64> {
+                let list = list?;
+                let n: i64 = GPU_RESOURCES
+                    .iter()
+                    .filter_map(|k| list.get(*k))
+                    .filter_map(|q| q.0.trim().parse::<i64>().ok())
+                    .sum();
+                (n > 0).then_some(n)
+            };
+            count(r.and_then(|r| r.requests.as_ref()))
+                .or_else(|| count(r.and_then(|r| r.limits.as_ref())))
+                .unwrap_or(0)
+        })
+        .sum();
+    let params = (!containers.is_empty()).then(|| {
+        let env: Vec<Vec<(String, String)>> = containers
+            .iter()
+            .map(|c| {
+                c.env
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                    .collect()
+            })
+            .collect();
+        let args: Vec<ContainerArgs<'_>> = containers
+            .iter()
+            .zip(&env)
+            .map(|(c, env)| ContainerArgs {
+                command: c.command.as_deref().unwrap_or_default(),
+                args: c.args.as_deref().unwrap_or_default(),
+                env,
+            })
+            .collect();
+        EngineParams::from_containers(&args)
+    });
+    (role, if gpus > 0 { gpus } else { 1 }, params)
+}
+
 /// Node labels that name a GPU product, in WVA's order.
 pub const ACCELERATOR_NODE_LABELS: [&str; 3] = [
     "nvidia.com/gpu.product",
@@ -531,7 +613,11 @@ fn variant_of(
         .filter_map(|p| pod_target(p, monitors))
         .collect();
     targets.sort();
+    let (role, gpus_per_replica, engine_params) = engine_of(deployment);
     Ok(Variant {
+        role,
+        gpus_per_replica,
+        engine_params,
         bounds,
         namespace,
         name,
@@ -765,6 +851,30 @@ mod tests {
     /// WVA's order: the GPU product the pod template selects (nodeSelector, then required node
     /// affinity), then the VA's label; with neither the variant is served as "unresolved", the reason
     /// naming both sources.
+    /// Saturation V2's view of a template: role label, GPUs (requests, else limits; 0 counts as 1),
+    /// engine flags; slimming keeps all of it.
+    #[test]
+    fn engine_facts_come_from_the_pod_template() {
+        let mut d: Deployment = serde_json::from_value(json!({"metadata": {"name": "d", "namespace": "ns"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+                "metadata": {"labels": {"app": "d", "llm-d.ai/role": "decode"}},
+                "spec": {"containers": [
+                    {"name": "vllm", "image": "vllm/vllm-openai", "command": ["vllm", "serve"], "args": ["m", "--max-num-seqs", "64"],
+                     "env": [{"name": "VLLM_USE_V1", "value": "1"}, {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                     "resources": {"requests": {"cpu": "4", "nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2", "memory": "1Gi"}}},
+                    {"name": "sidecar", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}))
+        .unwrap();
+        super::super::slim::deployment(&mut d);
+        let (role, gpus, params) = engine_of(&d);
+        assert_eq!((role, gpus), (Role::Decode, 3));
+        assert_eq!(params.unwrap().max_num_seqs, 64);
+        let bare: Deployment = serde_json::from_value(
+            json!({"metadata": {"name": "d"}, "spec": {"selector": {}, "template": {}}}),
+        )
+        .unwrap();
+        assert_eq!(engine_of(&bare), (Role::Both, 1, None));
+    }
+
     #[test]
     fn accelerators_come_from_the_node_selection_first() {
         let with_template = |name: &str, pod_spec: serde_json::Value| -> Deployment {

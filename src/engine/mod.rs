@@ -519,6 +519,7 @@ mod tests {
             running_requests: None,
             age: Duration::from_secs(1),
             source: SourceKind::Pods,
+            tokens: None,
         })
     }
 
@@ -806,6 +807,7 @@ mod tests {
                 queue_length: Some(0.0),
                 running_requests: Some(0.0),
                 success_total: Some(total),
+                tokens: crate::sources::exposition::TokenCounters::default(),
             };
             BTreeMap::from([("m".to_string(), signals)])
         }

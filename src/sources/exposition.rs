@@ -290,6 +290,50 @@ pub struct ModelSignals {
     /// zero reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success_total: Option<f64>,
+    /// The request-shape counters saturation V2 averages over five minutes, summed over series.
+    #[serde(flatten)]
+    pub tokens: TokenCounters,
+}
+
+/// Cumulative counters of one model on one page: prompt and generated tokens per finished request
+/// (`vllm:request_{prompt,generation}_tokens` histograms' `_sum` and `_count`) and prefix-cache
+/// queries and hits (`vllm:prefix_cache_{queries,hits}`, `vllm:gpu_prefix_cache_*` before vLLM 0.10).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCounters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_sum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_count: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_tokens_sum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_tokens_count: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_queries: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_hits: Option<f64>,
+}
+
+impl TokenCounters {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == TokenCounters::default()
+    }
+}
+
+/// The KV cache of a vLLM server (`vllm:cache_config_info`'s labels; one per page, no model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheConfig {
+    pub num_gpu_blocks: i64,
+    pub block_size: i64,
+}
+
+impl CacheConfig {
+    /// KV tokens the server holds: blocks × block size.
+    pub fn total_tokens(&self) -> i64 {
+        self.num_gpu_blocks.saturating_mul(self.block_size)
+    }
 }
 
 impl ModelSignals {
@@ -310,6 +354,9 @@ pub struct Extraction {
     /// With a model filter: how many signal series belonged to other models.
     #[serde(skip_serializing_if = "is_zero")]
     pub other_series: usize,
+    /// `vllm:cache_config_info`, when the page has it with both labels positive integers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_config: Option<CacheConfig>,
     pub warnings: Vec<String>,
 }
 
@@ -324,6 +371,21 @@ enum Signal {
     Queue,
     Running,
     Success,
+    /// A cumulative counter of saturation V2's request shape.
+    Counter(Counter),
+    CacheConfig,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    PromptSum,
+    PromptCount,
+    GenerationSum,
+    GenerationCount,
+    PrefixQueries,
+    PrefixHits,
+    PrefixQueriesDeprecated,
+    PrefixHitsDeprecated,
 }
 
 /// Maps a sample name to the signal it carries. `vllm_x` is accepted for `vllm:x` because python
@@ -340,6 +402,23 @@ fn signal_of(name: &str) -> Option<Signal> {
             "num_requests_waiting" => Some(Signal::Queue),
             "num_requests_running" => Some(Signal::Running),
             "request_success_total" => Some(Signal::Success),
+            "request_prompt_tokens_sum" => Some(Signal::Counter(Counter::PromptSum)),
+            "request_prompt_tokens_count" => Some(Signal::Counter(Counter::PromptCount)),
+            "request_generation_tokens_sum" => Some(Signal::Counter(Counter::GenerationSum)),
+            "request_generation_tokens_count" => Some(Signal::Counter(Counter::GenerationCount)),
+            "prefix_cache_queries_total" | "prefix_cache_queries" => {
+                Some(Signal::Counter(Counter::PrefixQueries))
+            }
+            "prefix_cache_hits_total" | "prefix_cache_hits" => {
+                Some(Signal::Counter(Counter::PrefixHits))
+            }
+            "gpu_prefix_cache_queries_total" | "gpu_prefix_cache_queries" => {
+                Some(Signal::Counter(Counter::PrefixQueriesDeprecated))
+            }
+            "gpu_prefix_cache_hits_total" | "gpu_prefix_cache_hits" => {
+                Some(Signal::Counter(Counter::PrefixHitsDeprecated))
+            }
+            "cache_config_info" => Some(Signal::CacheConfig),
             _ => None,
         };
     }
@@ -372,18 +451,98 @@ pub fn extract_validated(text: &str) -> Extraction {
     extract_with(text, true, &|_| true)
 }
 
+/// One model's signals as a page is read.
+#[derive(Default)]
+struct Acc {
+    kv: Option<f64>,
+    kv_old: Option<f64>,
+    queue: Option<f64>,
+    running: Option<f64>,
+    success: Option<f64>,
+    tokens: TokenCounters,
+    prefix_old: (Option<f64>, Option<f64>),
+}
+
+fn add(slot: &mut Option<f64>, v: f64) {
+    *slot = Some(slot.unwrap_or(0.0) + v);
+}
+
+fn max(slot: &mut Option<f64>, v: f64) {
+    *slot = Some(slot.map_or(v, |cur| cur.max(v)));
+}
+
+impl Acc {
+    /// Takes one sample of `signal`; `false` when its value is no measurement (infinite or negative).
+    fn take(&mut self, signal: Signal, v: f64) -> bool {
+        let gauge = matches!(signal, Signal::Kv | Signal::KvDeprecated | Signal::Queue);
+        let counter = matches!(signal, Signal::Success | Signal::Counter(_));
+        // An infinite or negative KV fraction, queue or counter is no measurement; the pod's sample is
+        // missing (and ages into a 503) rather than poisoning its model's decision.
+        if (gauge || counter) && (v.is_infinite() || v < 0.0) {
+            return false;
+        }
+        match signal {
+            Signal::Kv => max(&mut self.kv, v),
+            Signal::KvDeprecated => max(&mut self.kv_old, v),
+            Signal::Queue => max(&mut self.queue, v),
+            Signal::Running => add(&mut self.running, v),
+            Signal::Success => add(&mut self.success, v),
+            Signal::Counter(c) => {
+                let t = &mut self.tokens;
+                let slot = match c {
+                    Counter::PromptSum => &mut t.prompt_tokens_sum,
+                    Counter::PromptCount => &mut t.prompt_tokens_count,
+                    Counter::GenerationSum => &mut t.generation_tokens_sum,
+                    Counter::GenerationCount => &mut t.generation_tokens_count,
+                    Counter::PrefixQueries => &mut t.prefix_cache_queries,
+                    Counter::PrefixHits => &mut t.prefix_cache_hits,
+                    Counter::PrefixQueriesDeprecated => &mut self.prefix_old.0,
+                    Counter::PrefixHitsDeprecated => &mut self.prefix_old.1,
+                };
+                add(slot, v);
+            }
+            Signal::CacheConfig => {}
+        }
+        true
+    }
+
+    fn finish(self) -> ModelSignals {
+        ModelSignals {
+            // The deprecated name only when the new one is absent: with hidden metrics re-enabled both exist.
+            kv_cache_usage: self.kv.or(self.kv_old),
+            queue_length: self.queue,
+            running_requests: self.running,
+            success_total: self.success,
+            // The deprecated prefix-cache names only when the new ones are absent (vLLM 0.10
+            // publishes both).
+            tokens: if self.tokens.prefix_cache_queries.is_none() {
+                TokenCounters {
+                    prefix_cache_queries: self.prefix_old.0,
+                    prefix_cache_hits: self.prefix_old.1,
+                    ..self.tokens
+                }
+            } else {
+                self.tokens
+            },
+        }
+    }
+}
+
+/// `vllm:cache_config_info`'s labels, when both are positive integers.
+fn cache_config_of(s: &Sample<'_, '_>) -> Option<CacheConfig> {
+    let label = |k| {
+        s.label(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|v| *v > 0)
+    };
+    Some(CacheConfig {
+        num_gpu_blocks: label("num_gpu_blocks")?,
+        block_size: label("block_size")?,
+    })
+}
+
 fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -> Extraction {
-    #[derive(Default)]
-    struct Acc {
-        kv: Option<f64>,
-        kv_old: Option<f64>,
-        queue: Option<f64>,
-        running: Option<f64>,
-        success: Option<f64>,
-    }
-    fn max(slot: &mut Option<f64>, v: f64) {
-        *slot = Some(slot.map_or(v, |cur| cur.max(v)));
-    }
+    let mut cache_config: Option<CacheConfig> = None;
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     let mut nan_series = 0usize;
     let mut unusable_series = 0usize;
@@ -396,6 +555,10 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
             let Some(signal) = signal_of(s.name) else {
                 return;
             };
+            if matches!(signal, Signal::CacheConfig) {
+                cache_config = cache_config_of(s).or(cache_config);
+                return;
+            }
             // NaN is legal for a gauge but says nothing; it must not poison a max.
             if s.value.is_nan() {
                 nan_series += 1;
@@ -421,24 +584,8 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
                 Some(e) => e,
                 None => acc.entry(model.to_string()).or_default(),
             };
-            // An infinite or negative KV fraction or queue is no measurement; the pod's sample is
-            // missing (and ages into a 503) rather than poisoning its model's decision.
-            if !matches!(signal, Signal::Running | Signal::Success)
-                && (s.value.is_infinite() || s.value < 0.0)
-            {
+            if !entry.take(signal, s.value) {
                 unusable_series += 1;
-                return;
-            }
-            match signal {
-                Signal::Kv => max(&mut entry.kv, s.value),
-                Signal::KvDeprecated => max(&mut entry.kv_old, s.value),
-                Signal::Queue => max(&mut entry.queue, s.value),
-                Signal::Running => entry.running = Some(entry.running.unwrap_or(0.0) + s.value),
-                // A counter: finite and not negative, or it is no count at all.
-                Signal::Success if s.value.is_finite() && s.value >= 0.0 => {
-                    entry.success = Some(entry.success.unwrap_or(0.0) + s.value);
-                }
-                Signal::Success => unusable_series += 1,
             }
         },
     );
@@ -455,23 +602,13 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
     }
     let models = acc
         .into_iter()
-        .map(|(model, a)| {
-            (
-                model,
-                ModelSignals {
-                    // The deprecated name only when the new one is absent: with hidden metrics re-enabled both exist.
-                    kv_cache_usage: a.kv.or(a.kv_old),
-                    queue_length: a.queue,
-                    running_requests: a.running,
-                    success_total: a.success,
-                },
-            )
-        })
+        .map(|(model, a)| (model, a.finish()))
         .collect();
     Extraction {
         models,
         other_models,
         other_series,
+        cache_config,
         warnings,
     }
 }
@@ -479,6 +616,65 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Saturation V2's series: `vllm:cache_config_info` (page-level, no model), the token histograms'
+    /// sums and counts and the prefix-cache counters (summed over series; the pre-0.10 names only
+    /// when the new ones are absent).
+    #[test]
+    fn token_counters_and_cache_config() {
+        let page = "vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"4574\",enable_prefix_caching=\"True\"} 1.0\n\
+                    vllm:request_prompt_tokens_sum{model_name=\"m\",engine=\"0\"} 60.0\n\
+                    vllm:request_prompt_tokens_sum{model_name=\"m\",engine=\"1\"} 40.0\n\
+                    vllm:request_prompt_tokens_count{model_name=\"m\"} 6.0\n\
+                    vllm:request_generation_tokens_sum{model_name=\"m\"} 2400.0\n\
+                    vllm:request_generation_tokens_count{model_name=\"m\"} 6.0\n\
+                    vllm:prefix_cache_queries_total{model_name=\"m\"} 100\n\
+                    vllm:prefix_cache_hits_total{model_name=\"m\"} 30\n\
+                    vllm:gpu_prefix_cache_queries_total{model_name=\"m\"} 999\n\
+                    vllm:gpu_prefix_cache_queries_total{model_name=\"old\"} 10\n\
+                    vllm:gpu_prefix_cache_hits_total{model_name=\"old\"} 4\n\
+                    vllm:request_prompt_tokens_count{model_name=\"old\"} -1\n";
+        let e = extract(page);
+        assert_eq!(
+            e.cache_config,
+            Some(CacheConfig {
+                num_gpu_blocks: 4574,
+                block_size: 16
+            })
+        );
+        let t = e.models["m"].tokens;
+        assert_eq!(
+            (
+                t.prompt_tokens_sum,
+                t.prompt_tokens_count,
+                t.generation_tokens_sum
+            ),
+            (Some(100.0), Some(6.0), Some(2400.0))
+        );
+        assert_eq!(
+            (t.prefix_cache_queries, t.prefix_cache_hits),
+            (Some(100.0), Some(30.0))
+        );
+        let old = e.models["old"].tokens;
+        assert_eq!(
+            (old.prefix_cache_queries, old.prefix_cache_hits),
+            (Some(10.0), Some(4.0))
+        );
+        assert_eq!(
+            old.prompt_tokens_count, None,
+            "a negative counter is no count"
+        );
+        assert!(e
+            .warnings
+            .iter()
+            .any(|w| w.contains("infinite or negative")));
+        // A cache_config_info without usable labels is no capacity.
+        assert_eq!(
+            extract("vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"None\"} 1\n")
+                .cache_config,
+            None
+        );
+    }
 
     /// A page with 150,000 model names: the wanted model is extracted, the rest is a counter and
     /// five names; infinite and negative signals are dropped with a warning.
@@ -633,6 +829,7 @@ mod tests {
                 running_requests: Some(3.0),
                 // stop 90 + length 4: the finish reasons are summed.
                 success_total: Some(94.0),
+                tokens: TokenCounters::default(),
             }
         );
     }
@@ -694,6 +891,7 @@ vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
                 queue_length: Some(6.0),
                 running_requests: Some(5.0),
                 success_total: None,
+                tokens: TokenCounters::default(),
             }
         );
         assert!(e.warnings.is_empty());
@@ -718,6 +916,7 @@ vllm_num_requests_waiting{engine=\"2\",model_name=\"m\"} 6.0
                 queue_length: Some(3.0),
                 running_requests: None,
                 success_total: None,
+                tokens: TokenCounters::default(),
             }
         );
         let lines: Vec<&str> = e.warnings.iter().map(String::as_str).collect();

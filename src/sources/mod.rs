@@ -40,6 +40,23 @@ pub struct PodSample {
     #[serde(with = "duration_secs")]
     pub age: Duration,
     pub source: SourceKind,
+    /// What saturation V2 reads besides the peaks: KV tokens and the request shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenFigures>,
+}
+
+/// A pod's KV-cache size and request shape (saturation V2).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenFigures {
+    /// `num_gpu_blocks × block_size` of `vllm:cache_config_info`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_kv_tokens: Option<i64>,
+    /// Average prompt and generated tokens per finished request, over five minutes (0 without any).
+    pub avg_input_tokens: f64,
+    pub avg_output_tokens: f64,
+    /// Prefix-cache hits per query over five minutes.
+    pub prefix_cache_hit_rate: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

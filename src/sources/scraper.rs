@@ -630,6 +630,7 @@ impl Scraper {
                     models,
                     other_models,
                     other_series,
+                    cache_config,
                     warnings,
                 } = extract_wanted(&page.text, &|m| wanted.contains(m));
                 let facts = PageFacts {
@@ -637,6 +638,7 @@ impl Scraper {
                     cut_at: page.truncated.then_some(self.opts.max_body_bytes),
                     other_models,
                     other_series,
+                    cache_config,
                 };
                 if page.truncated {
                     if let Some(held) = self.log.allow(&format!("{}/{}", pod.namespace, pod.name)) {

@@ -5,9 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::exposition::ModelSignals;
+use super::exposition::{CacheConfig, ModelSignals, TokenCounters};
 use super::MissingSample;
-use super::{Lookup, PodSample, SampleSource, SourceKind};
+use super::{Lookup, PodSample, SampleSource, SourceKind, TokenFigures};
 use crate::error::{Capped, MAX_NAMES_LISTED};
 use crate::saturation::Activity;
 use crate::target::PodTarget;
@@ -34,7 +34,12 @@ struct ModelWindow {
     last_complete: Option<Instant>,
     /// The last `vllm:request_success_total` read, and the page it came from.
     success: Option<(Instant, f64)>,
+    /// The request-shape counters of the last [`TOKEN_WINDOW`], oldest first (saturation V2's averages).
+    counters: VecDeque<(Instant, TokenCounters)>,
 }
+
+/// How far back request-shape averages reach (WVA's `rate(…[5m])`).
+pub const TOKEN_WINDOW: Duration = Duration::from_secs(300);
 
 /// When a model (namespace, model_name) was last seen serving, over every pod it ever had: pods come and
 /// go, the model's activity stays.
@@ -65,6 +70,8 @@ pub struct PageFacts {
     /// A few other `model_name`s the page serves, and how many series they had.
     pub other_models: Vec<String>,
     pub other_series: usize,
+    /// The server's KV cache (`vllm:cache_config_info`), when the page has it.
+    pub cache_config: Option<CacheConfig>,
 }
 
 /// Pods by namespace, then name: lookups on the request path borrow the names instead of allocating a key.
@@ -178,6 +185,9 @@ impl WindowCache {
                 None => w.models.entry(model.clone()).or_default(),
             };
             m.samples.push_back((at, *signals));
+            if !signals.tokens.is_empty() {
+                m.counters.push_back((at, signals.tokens));
+            }
             if signals.is_complete() {
                 m.last_complete = Some(at);
             }
@@ -300,6 +310,7 @@ impl WindowCache {
     /// page (only wanted models get entries, so what stays is bounded by the variants).
     fn prune(&self, w: &mut PodWindow, now: Instant) {
         let horizon = now.checked_sub(self.lookback);
+        let token_horizon = now.checked_sub(TOKEN_WINDOW);
         for m in w.models.values_mut() {
             while m
                 .samples
@@ -307,6 +318,13 @@ impl WindowCache {
                 .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
             {
                 m.samples.pop_front();
+            }
+            while m
+                .counters
+                .front()
+                .is_some_and(|(t, _)| token_horizon.is_some_and(|h| *t < h))
+            {
+                m.counters.pop_front();
             }
         }
         w.models
@@ -389,6 +407,11 @@ impl WindowCache {
                 running_requests: running,
                 age: now.saturating_duration_since(t),
                 source: SourceKind::Pods,
+                tokens: token_figures(
+                    w.page.cache_config,
+                    entry.map(|m| &m.counters),
+                    now.checked_sub(TOKEN_WINDOW),
+                ),
             }),
             (_, _, None) => Lookup::Missing {
                 since,
@@ -413,6 +436,49 @@ impl WindowCache {
             },
         }
     }
+}
+
+/// Saturation V2's figures of one pod: its KV tokens, and the averages of the counters' increases over
+/// the window (`rate(sum) / rate(count)`: the time cancels). A decrease is a restart, counted from 0 as
+/// Prometheus's `rate` counts it. No completions in the window read as 0, as WVA reads them.
+fn token_figures(
+    cache: Option<CacheConfig>,
+    counters: Option<&VecDeque<(Instant, TokenCounters)>>,
+    horizon: Option<Instant>,
+) -> Option<TokenFigures> {
+    let in_window: Vec<&TokenCounters> = counters
+        .into_iter()
+        .flatten()
+        .filter(|(t, _)| horizon.is_none_or(|h| *t >= h))
+        .map(|(_, c)| c)
+        .collect();
+    if cache.is_none() && in_window.is_empty() {
+        return None;
+    }
+    let increase = |get: fn(&TokenCounters) -> Option<f64>| -> f64 {
+        in_window
+            .windows(2)
+            .filter_map(|pair| Some((get(pair[0])?, get(pair[1])?)))
+            .map(|(a, b)| if b >= a { b - a } else { b })
+            .sum()
+    };
+    let ratio = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
+    let hit = ratio(
+        increase(|c| c.prefix_cache_hits),
+        increase(|c| c.prefix_cache_queries),
+    );
+    Some(TokenFigures {
+        total_kv_tokens: cache.map(|c| c.total_tokens()),
+        avg_input_tokens: ratio(
+            increase(|c| c.prompt_tokens_sum),
+            increase(|c| c.prompt_tokens_count),
+        ),
+        avg_output_tokens: ratio(
+            increase(|c| c.generation_tokens_sum),
+            increase(|c| c.generation_tokens_count),
+        ),
+        prefix_cache_hit_rate: if (0.0..=1.0).contains(&hit) { hit } else { 0.0 },
+    })
 }
 
 impl WindowCache {
@@ -498,8 +564,89 @@ mod tests {
                 queue_length: Some(q),
                 running_requests: Some(1.0),
                 success_total: None,
+                tokens: TokenCounters::default(),
             },
         )])
+    }
+
+    /// Saturation V2's figures: the KV tokens of the last page's `vllm:cache_config_info`, and the
+    /// request shape from the counters' increases over five minutes, a restart counted from 0.
+    #[test]
+    fn token_figures_average_counter_increases_over_five_minutes() {
+        let cache = WindowCache::new(Duration::from_secs(60));
+        let p = pod("a");
+        let t0 = Instant::now();
+        cache.retain(std::slice::from_ref(&p), t0);
+        let counted = |prompt: f64, generated: f64, n: f64, hits: f64, queries: f64| {
+            let mut m = page("m", 0.5, 1.0);
+            m.get_mut("m").unwrap().tokens = TokenCounters {
+                prompt_tokens_sum: Some(prompt),
+                prompt_tokens_count: Some(n),
+                generation_tokens_sum: Some(generated),
+                generation_tokens_count: Some(n),
+                prefix_cache_queries: Some(queries),
+                prefix_cache_hits: Some(hits),
+            };
+            m
+        };
+        let facts = PageFacts {
+            cache_config: Some(CacheConfig {
+                num_gpu_blocks: 1000,
+                block_size: 16,
+            }),
+            ..PageFacts::default()
+        };
+        // Older than five minutes by the last lookup: left out.
+        cache.record_page(&p, t0, &counted(0.0, 0.0, 0.0, 0.0, 0.0), facts.clone());
+        let t1 = t0 + Duration::from_secs(200);
+        cache.record_page(
+            &p,
+            t1,
+            &counted(10_000.0, 500.0, 10.0, 0.0, 100.0),
+            facts.clone(),
+        );
+        let t2 = t1 + Duration::from_secs(60);
+        cache.record_page(
+            &p,
+            t2,
+            &counted(12_000.0, 900.0, 20.0, 50.0, 200.0),
+            facts.clone(),
+        );
+        // The server restarted: its counters start over.
+        let t3 = t2 + Duration::from_secs(60);
+        cache.record_page(&p, t3, &counted(1_000.0, 100.0, 10.0, 25.0, 50.0), facts);
+        let Lookup::Fresh(s) = cache.lookup_at(&p, "m", t3) else {
+            panic!("fresh sample expected")
+        };
+        let t = s.tokens.unwrap();
+        assert_eq!(t.total_kv_tokens, Some(16_000));
+        // From t1 on: prompt 2000 + 1000 over 10 + 10 requests; output 400 + 100.
+        assert_eq!(t.avg_input_tokens, 150.0);
+        assert_eq!(t.avg_output_tokens, 25.0);
+        assert_eq!(t.prefix_cache_hit_rate, 75.0 / 150.0);
+        // No completions in the window: 0, as WVA reads NaN.
+        let q = WindowCache::new(Duration::from_secs(60));
+        q.retain(std::slice::from_ref(&p), t0);
+        q.record_page(
+            &p,
+            t0,
+            &counted(5.0, 5.0, 1.0, 0.0, 0.0),
+            PageFacts::default(),
+        );
+        q.record_page(
+            &p,
+            t1,
+            &counted(5.0, 5.0, 1.0, 0.0, 0.0),
+            PageFacts::default(),
+        );
+        let Lookup::Fresh(s) = q.lookup_at(&p, "m", t1) else {
+            panic!("fresh sample expected")
+        };
+        let t = s.tokens.unwrap();
+        assert_eq!(
+            (t.total_kv_tokens, t.avg_input_tokens, t.avg_output_tokens),
+            (None, 0.0, 0.0)
+        );
     }
 
     /// Every form of "no usable sample" ages from the last complete page, though the scrapes succeed,
@@ -663,6 +810,7 @@ mod tests {
                 queue_length: Some(0.0),
                 running_requests: Some(if busy { 1.0 } else { 0.0 }),
                 success_total: Some(total),
+                tokens: TokenCounters::default(),
             },
         )])
     }

@@ -89,6 +89,7 @@ impl wva_metrics_server::sources::SampleSource for FixedSamples {
             running_requests: None,
             age: std::time::Duration::from_secs(1),
             source: wva_metrics_server::sources::SourceKind::Pods,
+            tokens: None,
         })
     }
 }
@@ -110,6 +111,7 @@ impl wva_metrics_server::sources::SampleSource for SamplesByPod {
                 running_requests: None,
                 age: std::time::Duration::from_secs(1),
                 source: SourceKind::Pods,
+                tokens: None,
             }),
             None => Lookup::Missing {
                 since: std::time::Duration::from_secs(1),

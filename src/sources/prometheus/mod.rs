@@ -272,6 +272,9 @@ impl PrometheusSource {
                 running_requests: None,
                 age: now.saturating_duration_since(result.at),
                 source: SourceKind::Prometheus,
+                // Saturation V2's token figures are read from pods; without them a V2 decision takes
+                // the variant's capacity from its Deployment (the fallback path).
+                tokens: None,
             }),
             // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
             Some(_) => Lookup::Missing {
