@@ -1,6 +1,8 @@
 //! One decision for a model with 10 variants x 100 replicas: the pure analysis + targets, and the
-//! whole engine path (snapshot, sample lookups, analysis, items) as the HPA request runs it. The
-//! baseline in the same run is the pure decision, so the ratio shows what the engine's joins cost.
+//! whole engine path (snapshot, sample lookups, analysis, items) as the HPA request runs it, for V1
+//! (the KV/queue thresholds) and saturation V2 (token capacity and the cost-aware optimizer). The
+//! baseline in the same run is V1's pure decision, so the ratios show what V2 and the engine's joins
+//! cost.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -13,13 +15,17 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
-use wva_metrics_server::engine::{decide, Engine, ModelInput, ReplicaInput, VariantInput};
+use wva_metrics_server::engine::{
+    decide, decide_v2, Engine, ModelInput, ReplicaInput, V2Context, VariantInput,
+};
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
-use wva_metrics_server::saturation::config::Thresholds;
-use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
+use wva_metrics_server::saturation::config::{ScalingConfig, Thresholds};
+use wva_metrics_server::saturation::v2::{CapacityMemory, EngineParams, Role, V2Thresholds};
+use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind, TokenFigures};
 use wva_metrics_server::target::PodTarget;
 
+const TOTAL_KV: i64 = 16 * 4574;
 const VARIANTS: usize = 10;
 const REPLICAS: usize = 100;
 
@@ -41,11 +47,16 @@ fn input() -> ModelInput {
                 ready_replicas: REPLICAS as i64,
                 replicas: (0..REPLICAS)
                     .map(|r| ReplicaInput {
-                        pod: format!("variant-{v}-{r}"),
-                        kv_cache_usage: kv(v, r),
-                        queue_length: (r % 7) as f64,
+                        total_kv_tokens: Some(TOTAL_KV),
+                        avg_input_tokens: 400.0 + r as f64,
+                        avg_output_tokens: 150.0,
+                        prefix_cache_hit_rate: 0.2,
+                        ..ReplicaInput::new(&format!("variant-{v}-{r}"), kv(v, r), (r % 7) as f64)
                     })
                     .collect(),
+                role: Role::Both,
+                gpus_per_replica: 1,
+                engine_params: Some(EngineParams::default()),
             })
             .collect(),
     }
@@ -67,12 +78,17 @@ impl SampleSource for Samples {
             running_requests: None,
             age: Duration::from_secs(1),
             source: SourceKind::Pods,
-            tokens: None,
+            tokens: Some(TokenFigures {
+                total_kv_tokens: Some(TOTAL_KV),
+                avg_input_tokens: 400.0 + r as f64,
+                avg_output_tokens: 150.0,
+                prefix_cache_hit_rate: 0.2,
+            }),
         })
     }
 }
 
-fn engine() -> Engine {
+fn engine_with(thresholds: Thresholds) -> Engine {
     let variants = (0..VARIANTS)
         .map(|v| {
             let pods = (0..REPLICAS)
@@ -96,38 +112,75 @@ fn engine() -> Engine {
             synced: true,
         }),
         Arc::new(Samples),
-        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(thresholds)),
         Duration::from_secs(120),
     )
 }
 
+/// The global saturation ConfigMap with WVA v0.9's shipped `default` entry (V2).
+fn v2_thresholds() -> Thresholds {
+    let data = std::collections::BTreeMap::from([(
+        "default".to_string(),
+        "kvCacheThreshold: 0.8\nqueueLengthThreshold: 5\nanalyzers:\n  - name: saturation\n"
+            .to_string(),
+    )]);
+    let (global, issues) = ScalingConfig::from_configmap(&ScalingConfig::default(), &data);
+    assert!(issues.rejected.is_empty(), "{issues:?}");
+    Thresholds::default().with_global(global)
+}
+
 fn bench(c: &mut Criterion) {
     let input = input();
-    let engine = engine();
+    let engine = engine_with(Thresholds::default());
+    let engine_v2 = engine_with(v2_thresholds());
+    engine_v2.learn_once(std::time::Instant::now());
     let selector = Selector::parse("variant_name=variant-3").unwrap();
+    for e in [&engine, &engine_v2] {
+        assert_eq!(
+            e.external_metric("ns", "inferno_desired_replicas", &selector)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    let memory = CapacityMemory::default();
+    let config = input.validate().unwrap();
+    let ctx = V2Context {
+        namespace: "ns",
+        model: "m",
+        config,
+        thresholds: V2Thresholds::default(),
+        votes: true,
+        scheduler: None,
+        memory: &memory,
+    };
     assert_eq!(
-        engine
-            .external_metric("ns", "inferno_desired_replicas", &selector)
-            .unwrap()
-            .len(),
-        1
+        decide_v2(&ctx, &input.variants, None).analyzer,
+        "saturation-v2"
     );
     let mut g = c.benchmark_group("decision/10x100");
     g.bench_function("pure-decide", |b| {
         let config = input.validate().unwrap();
         b.iter(|| decide(&config, std::hint::black_box(&input.variants)))
     });
-    g.bench_function("engine-request", |b| {
-        b.iter(|| {
-            engine
-                .external_metric(
+    g.bench_function("pure-decide-v2", |b| {
+        b.iter(|| decide_v2(&ctx, std::hint::black_box(&input.variants), None))
+    });
+    for (name, e) in [
+        ("engine-request", &engine),
+        ("engine-request-v2", &engine_v2),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                e.external_metric(
                     "ns",
                     "inferno_desired_replicas",
                     std::hint::black_box(&selector),
                 )
                 .unwrap()
-        })
-    });
+            })
+        });
+    }
     g.finish();
 }
 

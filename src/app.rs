@@ -16,6 +16,7 @@ use crate::cluster::configs::{FollowedConfig, LocalSaturationConfigs};
 use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{SnapshotWatch, SNAPSHOT_DEBOUNCE, SNAPSHOT_RESYNC};
 use crate::config::{MetricsSource, ServeArgs, TlsArgs};
+use crate::engine::learn::{CapacityLearner, DEFAULT_LEARN_INTERVAL};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::follow::ConfigMapWatch;
@@ -105,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         .with_zero(configs.zero, demand),
     );
     w.status_tasks(cluster.client.clone(), &engine);
+    w.capacity_learning(&engine);
 
     // The front doors.
     let (resolver, cert_source) = w.serving_cert(&args.tls, (args.http.secure_port, bind))?;
@@ -365,6 +367,19 @@ impl Wiring<'_> {
             .add("prometheus-poll", move || s.clone().run(heartbeat.clone()));
         sources.push(source);
         Ok(sources)
+    }
+
+    /// Saturation V2's learning cycle (it idles while V1 decides).
+    fn capacity_learning(&mut self, engine: &Arc<Engine>) {
+        let learner = CapacityLearner {
+            engine: engine.clone(),
+            every: DEFAULT_LEARN_INTERVAL,
+            heartbeat: self.health.heartbeat(
+                "capacity-learning",
+                liveness_bound(DEFAULT_LEARN_INTERVAL, Duration::ZERO),
+            ),
+        };
+        self.spawn("capacity-learning", learner, CapacityLearner::run);
     }
 
     /// Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.

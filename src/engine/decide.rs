@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::saturation::v2::{
+    self, CapacityAnalysis, CapacityMemory, EngineParams, ReplicaRow, Role, SchedulerQueue,
+    V2Thresholds, VariantIn,
+};
 use crate::saturation::{
     analyze, compute_targets, enforce, Activity, Analysis, Demand, ReplicaMetrics,
-    SaturationConfig, VariantState, VariantTarget, ZeroPolicy,
+    SaturationConfig, TargetReason, VariantState, VariantTarget, ZeroPolicy,
 };
 
 /// One replica's input to a decision.
@@ -18,6 +22,47 @@ pub struct ReplicaInput {
     pub pod: String,
     pub kv_cache_usage: f64,
     pub queue_length: f64,
+    /// Saturation V2: KV tokens (`num_gpu_blocks × block_size`; unset: the variant's record decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_kv_tokens: Option<i64>,
+    /// Saturation V2: average prompt and output tokens per request and prefix-cache hit rate.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub avg_input_tokens: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub avg_output_tokens: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_cache_hit_rate: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl ReplicaInput {
+    /// A replica with V1's two signals only.
+    pub fn new(pod: &str, kv_cache_usage: f64, queue_length: f64) -> Self {
+        Self {
+            pod: pod.to_string(),
+            kv_cache_usage,
+            queue_length,
+            total_kv_tokens: None,
+            avg_input_tokens: 0.0,
+            avg_output_tokens: 0.0,
+            prefix_cache_hit_rate: 0.0,
+        }
+    }
+
+    fn row(&self) -> ReplicaRow {
+        ReplicaRow {
+            pod: self.pod.clone(),
+            kv_cache_usage: self.kv_cache_usage,
+            queue_length: queue_as_integer(self.queue_length),
+            total_kv_tokens: self.total_kv_tokens.unwrap_or(0),
+            avg_input_tokens: self.avg_input_tokens,
+            avg_output_tokens: self.avg_output_tokens,
+            prefix_cache_hit_rate: self.prefix_cache_hit_rate,
+        }
+    }
 }
 
 /// One variant's input to a decision.
@@ -42,6 +87,56 @@ pub struct VariantInput {
     pub min_replicas: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i64>,
+    /// Saturation V2: the P/D role, GPUs per replica, and the engine's parameters (from the pod
+    /// template's command line; `analyze` also takes them as `args`, see [`super::input`]).
+    #[serde(default, skip_serializing_if = "is_both")]
+    pub role: Role,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub gpus_per_replica: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_params: Option<EngineParams>,
+}
+
+fn is_both(r: &Role) -> bool {
+    *r == Role::Both
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn is_one(n: &i64) -> bool {
+    *n == 1
+}
+
+impl VariantInput {
+    fn v2(&self) -> VariantIn {
+        VariantIn {
+            name: self.name.clone(),
+            cost: self.cost,
+            accelerator: self.accelerator.clone(),
+            role: self.role,
+            current: self.spec_replicas,
+            ready: self.ready_replicas,
+            gpus_per_replica: self.gpus_per_replica,
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            params: self.engine_params.clone(),
+            rows: self.replicas.iter().map(ReplicaInput::row).collect(),
+        }
+    }
+
+    fn state(&self) -> VariantState {
+        VariantState {
+            name: self.name.clone(),
+            cost: self.cost,
+            spec_replicas: self.spec_replicas,
+            ready_replicas: self.ready_replicas,
+            seen_replicas: i64::try_from(self.replicas.len()).unwrap_or(i64::MAX),
+            min_replicas: self.min_replicas.unwrap_or(0),
+            max_replicas: self.max_replicas,
+        }
+    }
 }
 
 fn default_cost() -> f64 {
@@ -51,8 +146,15 @@ fn default_cost() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDecision {
+    /// `v1`, `saturation-v2`, or `queueing-model` (refused: every variant held).
+    pub analyzer: &'static str,
     pub config: SaturationConfig,
-    pub analysis: Analysis,
+    /// V1's analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// Saturation V2's analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityAnalysis>,
     pub in_transition: bool,
     pub targets: BTreeMap<String, i64>,
     pub reasons: Vec<VariantTarget>,
@@ -112,32 +214,190 @@ pub fn decide_with_zero(
         })
         .collect();
     let analysis = analyze(&replicas, config);
-    let states: Vec<VariantState> = variants
-        .iter()
-        .map(|v| VariantState {
-            name: v.name.clone(),
-            cost: v.cost,
-            spec_replicas: v.spec_replicas,
-            ready_replicas: v.ready_replicas,
-            seen_replicas: i64::try_from(v.replicas.len()).unwrap_or(i64::MAX),
-            min_replicas: v.min_replicas.unwrap_or(0),
-            max_replicas: v.max_replicas,
-        })
-        .collect();
-    let in_transition = states.iter().any(VariantState::in_transition);
-    let mut reasons = compute_targets(&states, &analysis);
+    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+    let reasons = compute_targets(&states, &analysis);
+    finish("v1", config, (Some(analysis), None), &states, reasons, zero)
+}
+
+/// Zero enforcement, then the decision.
+fn finish(
+    analyzer: &'static str,
+    config: &SaturationConfig,
+    (analysis, capacity): (Option<Analysis>, Option<CapacityAnalysis>),
+    states: &[VariantState],
+    mut reasons: Vec<VariantTarget>,
+    zero: Option<ZeroInputs>,
+) -> ModelDecision {
     if let Some(z) = &zero {
-        enforce(&states, &mut reasons, &z.policy, &z.activity, &z.demand);
+        enforce(states, &mut reasons, &z.policy, &z.activity, &z.demand);
     }
     let targets = reasons.iter().map(|t| (t.name.clone(), t.target)).collect();
     ModelDecision {
+        analyzer,
         config: *config,
         analysis,
-        in_transition,
+        capacity,
+        in_transition: states.iter().any(VariantState::in_transition),
         targets,
         reasons,
         zero,
     }
+}
+
+/// What saturation V2 decides a model on, besides its variants.
+#[derive(Debug, Clone)]
+pub struct V2Context<'a> {
+    pub namespace: &'a str,
+    pub model: &'a str,
+    pub config: SaturationConfig,
+    pub thresholds: V2Thresholds,
+    /// Whether the saturation analyzer votes for the model (an `analyzers` list may disable it).
+    pub votes: bool,
+    pub scheduler: Option<SchedulerQueue>,
+    pub memory: &'a CapacityMemory,
+}
+
+/// Saturation V2 (WVA v0.9): the token-capacity analysis and the cost-aware optimizer, then scale to
+/// and from zero. Variants at 0 replicas are left to scale from zero, as in WVA. Never a scale-down
+/// while Ready pods lack samples (their load is unknown), and every variant is held when no variant's
+/// capacity is known or the saturation analyzer does not vote.
+pub fn decide_v2(
+    ctx: &V2Context<'_>,
+    variants: &[VariantInput],
+    zero: Option<ZeroInputs>,
+) -> ModelDecision {
+    let rows: Vec<VariantIn> = variants.iter().map(VariantInput::v2).collect();
+    let capacity = v2::analyze(
+        ctx.namespace,
+        ctx.model,
+        &rows,
+        ctx.scheduler,
+        &ctx.thresholds,
+        ctx.memory,
+    );
+    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+    let hold = |why: String| {
+        states
+            .iter()
+            .map(|s| VariantTarget {
+                name: s.name.clone(),
+                target: s.spec_replicas,
+                reason: TargetReason::NoChange,
+                message: why.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let reasons = if !ctx.votes {
+        hold("held: the saturation analyzer is disabled for this model and no other analyzer runs here".into())
+    } else if !capacity.informative() {
+        hold("held: no variant's capacity is known yet (no replica with samples, no Deployment to estimate from)".into())
+    } else {
+        v2_targets(variants, &rows, &capacity)
+    };
+    finish(
+        "saturation-v2",
+        &ctx.config,
+        (None, Some(capacity)),
+        &states,
+        reasons,
+        zero,
+    )
+}
+
+fn v2_targets(
+    variants: &[VariantInput],
+    rows: &[VariantIn],
+    capacity: &CapacityAnalysis,
+) -> Vec<VariantTarget> {
+    let moved = v2::optimize(rows, capacity);
+    variants
+        .iter()
+        .map(|v| {
+            let unsampled = v.ready_replicas > i64::try_from(v.replicas.len()).unwrap_or(i64::MAX);
+            let Some(i) = capacity.variants.iter().position(|c| c.name == v.name) else {
+                return VariantTarget {
+                    name: v.name.clone(),
+                    target: v.spec_replicas,
+                    reason: TargetReason::NoChange,
+                    message: "at 0 replicas: left to scale from zero".into(),
+                };
+            };
+            let c = &capacity.variants[i];
+            let t = capacity.totals_for(c.role);
+            let figures = || {
+                format!(
+                    "required {:.0} and spare {:.0} tokens of capacity; {:.0} per replica ({})",
+                    t.required_capacity,
+                    t.spare_capacity,
+                    c.per_replica_capacity,
+                    c.source.wva_label()
+                )
+            };
+            let target = moved[i];
+            let (target, reason, message) = if target > v.spec_replicas {
+                (
+                    target,
+                    TargetReason::ScaleUp,
+                    format!("scale up: {}", figures()),
+                )
+            } else if target < v.spec_replicas && unsampled {
+                (
+                    v.spec_replicas,
+                    TargetReason::NoChange,
+                    format!(
+                        "scale-down held: {} of {} ready pods have no fresh samples; {}",
+                        v.ready_replicas - i64::try_from(v.replicas.len()).unwrap_or(i64::MAX),
+                        v.ready_replicas,
+                        figures()
+                    ),
+                )
+            } else if target < v.spec_replicas {
+                (
+                    target,
+                    TargetReason::ScaleDown,
+                    format!("scale down: {}", figures()),
+                )
+            } else {
+                (
+                    target,
+                    TargetReason::NoChange,
+                    format!("no change: {}", figures()),
+                )
+            };
+            VariantTarget {
+                name: v.name.clone(),
+                target,
+                reason,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// The queueing-model path, which WVA v0.9 refuses: every variant keeps `spec.replicas`.
+pub fn decide_refused(
+    config: &SaturationConfig,
+    variants: &[VariantInput],
+    why: &str,
+) -> ModelDecision {
+    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+    let reasons = states
+        .iter()
+        .map(|s| VariantTarget {
+            name: s.name.clone(),
+            target: s.spec_replicas,
+            reason: TargetReason::Refused,
+            message: why.to_string(),
+        })
+        .collect();
+    finish(
+        "queueing-model",
+        config,
+        (None, None),
+        &states,
+        reasons,
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -157,17 +417,16 @@ mod tests {
                 accelerator: String::new(),
                 spec_replicas: 1,
                 ready_replicas: 1,
-                replicas: vec![ReplicaInput {
-                    pod: "p".into(),
-                    kv_cache_usage: 0.1,
-                    queue_length: 9.3e18,
-                }],
+                replicas: vec![ReplicaInput::new("p", 0.1, 9.3e18)],
                 min_replicas: None,
                 max_replicas: None,
+                role: Role::Both,
+                gpus_per_replica: 1,
+                engine_params: None,
             }],
         );
         // WVA would wrap 2^63 to a negative queue and call the replica idle.
-        assert!(d.analysis.should_scale_up);
+        assert!(d.analysis.unwrap().should_scale_up);
         assert_eq!(d.targets["a"], 2);
     }
 }

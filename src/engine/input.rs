@@ -198,7 +198,7 @@ mod tests {
         assert!(input.variants[0].replicas[0].kv_cache_usage < 1.0);
         let d = input.decide().unwrap();
         // Not saturated: both replicas count as non-saturated.
-        assert_eq!(d.analysis.non_saturated_replicas, 2);
+        assert_eq!(d.analysis.unwrap().non_saturated_replicas, 2);
     }
 
     proptest! {

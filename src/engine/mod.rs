@@ -11,9 +11,13 @@
 
 pub mod decide;
 pub mod input;
+pub mod learn;
 
 use crate::provider::metrics::{metric_kind, MetricKind};
-pub use decide::{decide, decide_with_zero, ModelDecision, ReplicaInput, VariantInput, ZeroInputs};
+pub use decide::{
+    decide, decide_refused, decide_v2, decide_with_zero, ModelDecision, ReplicaInput, V2Context,
+    VariantInput, ZeroInputs,
+};
 pub use input::ModelInput;
 
 use std::collections::BTreeMap;
@@ -29,8 +33,10 @@ use crate::error::{Capped, Echo, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
 use crate::provider::{MetricItem, MetricsProvider, ProviderError};
-use crate::saturation::config::{ConfigSource, Thresholds};
-use crate::saturation::{Activity, ZeroConfig};
+use crate::saturation::config::{ConfigSource, Resolved, Thresholds};
+use crate::saturation::v2::config::{AnalyzerChoice, V2Fields};
+use crate::saturation::v2::{CapacityMemory, SchedulerQueue};
+use crate::saturation::{Activity, Demand, SaturationConfig, ZeroConfig};
 use crate::sources::epp::{DemandSource, NoDemand};
 use crate::sources::MissingSample;
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
@@ -104,6 +110,8 @@ pub struct Engine {
     max_metric_age: Duration,
     zero: Arc<ArcSwap<ZeroConfig>>,
     demand: Arc<dyn DemandSource>,
+    /// What saturation V2 has learned (k2 history, capacity records); see [`learn`].
+    memory: Arc<ArcSwap<CapacityMemory>>,
 }
 
 impl Engine {
@@ -120,6 +128,7 @@ impl Engine {
             max_metric_age,
             zero: Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
             demand: Arc::new(NoDemand),
+            memory: Arc::new(ArcSwap::from_pointee(CapacityMemory::default())),
         }
     }
 
@@ -136,9 +145,26 @@ impl Engine {
         self
     }
 
-    /// What scale to zero and from zero decide on for one model.
-    fn zero_inputs(&self, snapshot: &Snapshot, namespace: &str, model_id: &str) -> ZeroInputs {
-        let policy = self.zero.load().resolve(model_id, namespace);
+    /// What scale to zero and from zero decide on for one model. A saturation ConfigMap entry's
+    /// `scaleToZero.enabled` (WVA v0.9) decides before the scale-to-zero ConfigMap.
+    fn zero_inputs(
+        &self,
+        snapshot: &Snapshot,
+        namespace: &str,
+        model_id: &str,
+        entry: &V2Fields,
+        source: &ConfigSource,
+    ) -> ZeroInputs {
+        let mut policy = self.zero.load().resolve(model_id, namespace);
+        if let Some(enabled) = entry.scale_to_zero.and_then(|z| z.enabled) {
+            policy.enabled = enabled;
+            policy.source = format!(
+                "scaleToZero.enabled of entry {:?} in {}",
+                source.entry.as_deref().unwrap_or_default(),
+                source.config_map.as_deref().unwrap_or_default()
+            )
+            .into();
+        }
         let activity = if policy.enabled {
             let pods: Vec<&PodTarget> = snapshot
                 .model(namespace, model_id)
@@ -159,6 +185,41 @@ impl Engine {
         }
     }
 
+    /// The engine the configuration selects, on one model's inputs.
+    fn decide(
+        &self,
+        analyzer: &AnalyzerChoice,
+        (namespace, model): (&str, &str),
+        (config, entry): (&SaturationConfig, &V2Fields),
+        variants: &[VariantInput],
+        zero: ZeroInputs,
+    ) -> ModelDecision {
+        match analyzer {
+            AnalyzerChoice::V1 => decide_with_zero(config, variants, Some(zero)),
+            AnalyzerChoice::V2 => {
+                let memory = self.memory.load();
+                let ctx = V2Context {
+                    namespace,
+                    model,
+                    config: *config,
+                    thresholds: entry.thresholds(config),
+                    votes: entry.saturation_votes(),
+                    scheduler: match &zero.demand {
+                        #[allow(clippy::cast_possible_truncation)] // WVA truncates the sum too.
+                        Demand::Queued { requests, .. } => Some(SchedulerQueue {
+                            requests: *requests as i64,
+                            bytes: 0,
+                        }),
+                        _ => None,
+                    },
+                    memory: &memory,
+                };
+                decide_v2(&ctx, variants, Some(zero))
+            }
+            AnalyzerChoice::Refused { reason } => decide_refused(config, variants, reason),
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
@@ -173,7 +234,11 @@ impl Engine {
         with_pods: bool,
     ) -> ModelExplanation {
         let scaling = self.config.load();
-        let (config, config_source) = scaling.resolve(model_id, namespace);
+        let Resolved {
+            v1: config,
+            v2: entry,
+            source: config_source,
+        } = scaling.resolve_all(model_id, namespace);
         let mut pods = Vec::new();
         let mut summaries = Vec::new();
         let mut variants = Vec::new();
@@ -183,11 +248,7 @@ impl Engine {
             for pod in v.pods.iter() {
                 let (sample, missing) = match usable_sample(self.samples.lookup(pod, model_id)) {
                     Ok(sample) => {
-                        replicas.push(ReplicaInput {
-                            pod: pod.name.clone(),
-                            kv_cache_usage: sample.kv_cache_usage,
-                            queue_length: sample.queue_length,
-                        });
+                        replicas.push(replica_input(&pod.name, &sample));
                         (Some(sample), None)
                     }
                     Err((since, reason)) => {
@@ -213,33 +274,20 @@ impl Engine {
                 }
             }
             if with_pods {
-                summaries.push(VariantSummary {
-                    name: v.name.clone(),
-                    kind: v.kind.as_str().to_string(),
-                    accelerator: v.accelerator.clone(),
-                    cost: v.cost,
-                    deployment: v.deployment.clone(),
-                    spec_replicas: v.spec_replicas,
-                    ready_replicas: v.ready_replicas,
-                    min_replicas: v.bounds.min_replicas,
-                    max_replicas: v.bounds.max_replicas,
-                });
+                summaries.push(VariantSummary::of(v));
             }
-            variants.push(VariantInput {
-                name: v.name.clone(),
-                cost: v.cost,
-                accelerator: v.accelerator.clone(),
-                spec_replicas: v.spec_replicas,
-                ready_replicas: v.ready_replicas,
-                replicas,
-                min_replicas: Some(v.bounds.min_replicas),
-                max_replicas: v.bounds.max_replicas,
-            });
+            variants.push(variant_input(v, replicas));
         }
         // The configuration was validated when it was loaded, and the snapshot's variants are unique,
         // counted from the API and sampled through `usable_sample`: decide's preconditions hold.
-        let zero = self.zero_inputs(snapshot, namespace, model_id);
-        let decision = decide_with_zero(&config, &variants, Some(zero));
+        let zero = self.zero_inputs(snapshot, namespace, model_id, &entry, &config_source);
+        let decision = self.decide(
+            &scaling.analyzer(),
+            (namespace, model_id),
+            (&config, &entry),
+            &variants,
+            zero,
+        );
         let unavailable = (!overdue.is_empty()).then(|| {
             format!(
                 "no fresh vLLM metrics for model {model_id:?} in namespace {namespace} for longer than {}s from pod(s): {}",
@@ -292,6 +340,51 @@ impl Engine {
                 .cloned()
                 .collect(),
         }
+    }
+}
+
+impl VariantSummary {
+    fn of(v: &Variant) -> Self {
+        Self {
+            name: v.name.clone(),
+            kind: v.kind.as_str().to_string(),
+            accelerator: v.accelerator.clone(),
+            cost: v.cost,
+            deployment: v.deployment.clone(),
+            spec_replicas: v.spec_replicas,
+            ready_replicas: v.ready_replicas,
+            min_replicas: v.bounds.min_replicas,
+            max_replicas: v.bounds.max_replicas,
+        }
+    }
+}
+
+/// A snapshot variant and its sampled replicas as a decision's input.
+fn variant_input(v: &Variant, replicas: Vec<ReplicaInput>) -> VariantInput {
+    VariantInput {
+        name: v.name.clone(),
+        cost: v.cost,
+        accelerator: v.accelerator.clone(),
+        spec_replicas: v.spec_replicas,
+        ready_replicas: v.ready_replicas,
+        replicas,
+        min_replicas: Some(v.bounds.min_replicas),
+        max_replicas: v.bounds.max_replicas,
+        role: v.role,
+        gpus_per_replica: v.gpus_per_replica,
+        engine_params: v.engine_params.clone(),
+    }
+}
+
+/// A pod's fresh sample as a decision's input.
+fn replica_input(pod: &str, sample: &PodSample) -> ReplicaInput {
+    let t = sample.tokens.unwrap_or_default();
+    ReplicaInput {
+        total_kv_tokens: t.total_kv_tokens,
+        avg_input_tokens: t.avg_input_tokens,
+        avg_output_tokens: t.avg_output_tokens,
+        prefix_cache_hit_rate: t.prefix_cache_hit_rate,
+        ..ReplicaInput::new(pod, sample.kv_cache_usage, sample.queue_length)
     }
 }
 
@@ -881,6 +974,126 @@ mod tests {
             }));
             assert_eq!(pick(targets(&shared, &cache, off)), (0, 0));
             assert_eq!(pick(targets(&shared, &cache, on)), (0, 0));
+        }
+    }
+
+    /// Saturation V2 through the engine: the global default entry selects it, samples with token
+    /// figures feed it, the learning cycle remembers what it observed, missing samples never scale
+    /// down, and the queueing model is refused (held).
+    mod v2 {
+        use super::*;
+        use crate::saturation::config::ScalingConfig;
+        use crate::sources::TokenFigures;
+
+        fn thresholds(default: &str) -> Thresholds {
+            let data = BTreeMap::from([("default".to_string(), default.to_string())]);
+            let (global, issues) = ScalingConfig::from_configmap(&ScalingConfig::default(), &data);
+            assert!(issues.rejected.is_empty(), "{issues:?}");
+            Thresholds::default().with_global(global)
+        }
+
+        fn tokens(kv: f64, queue: f64) -> Lookup {
+            let Lookup::Fresh(mut s) = fresh(kv, queue) else {
+                unreachable!()
+            };
+            s.tokens = Some(TokenFigures {
+                total_kv_tokens: Some(16_000),
+                avg_input_tokens: 100.0,
+                avg_output_tokens: 50.0,
+                prefix_cache_hit_rate: 0.0,
+            });
+            Lookup::Fresh(s)
+        }
+
+        fn with(e: Engine, t: Thresholds) -> Engine {
+            e.config.store(Arc::new(t));
+            e
+        }
+
+        fn desired(e: &Engine) -> Vec<(String, i64)> {
+            values(
+                &e.external_metric("ns", "wva_desired_replicas", &Selector::everything())
+                    .unwrap(),
+            )
+        }
+
+        #[test]
+        fn v2_decides_learns_and_holds() {
+            let v2 = thresholds("analyzers:\n  - name: saturation\n");
+            // V14: (11000, 16000, queue 3, I 100, O 50) needs 670.6 tokens more: +1 on the cheapest.
+            let e = with(
+                engine(
+                    vec![
+                        variant("cheap", "m", 5.0, 1, 1, 1),
+                        variant("dear", "m", 20.0, 1, 1, 1),
+                    ],
+                    &[
+                        ("cheap-0", tokens(0.6875, 3.0)),
+                        ("dear-0", tokens(0.6875, 3.0)),
+                    ],
+                ),
+                v2.clone(),
+            );
+            assert_eq!(desired(&e), [("cheap".into(), 2000), ("dear".into(), 1000)]);
+            let x = e.explain(None);
+            let d = &x.models[0].decision;
+            assert_eq!(d.analyzer, "saturation-v2");
+            assert!(d.analysis.is_none() && d.capacity.is_some());
+            // Queue 6 ≥ 5: an observation of k2, remembered by the learning cycle.
+            let e = with(
+                engine(
+                    vec![variant("a", "m", 5.0, 1, 1, 1)],
+                    &[("a-0", tokens(0.5, 6.0))],
+                ),
+                v2.clone(),
+            );
+            assert_eq!(e.learn_once(std::time::Instant::now()).observations, 1);
+            let next = with(
+                engine(
+                    vec![variant("a", "m", 5.0, 1, 1, 1)],
+                    &[("a-0", tokens(0.375, 2.0))],
+                ),
+                v2.clone(),
+            );
+            next.memory.store(e.memory.load_full());
+            let x = next.explain(None);
+            let c = x.models[0].decision.capacity.as_ref().unwrap();
+            assert_eq!(c.variants[0].per_replica_capacity, 8000.0);
+            assert_eq!(
+                c.variants[0].source,
+                crate::saturation::v2::CapacitySource::History
+            );
+            // Idle: spare capacity, but a Ready pod without a sample holds the scale-down.
+            let idle = [("b-0", tokens(0.0, 0.0)), ("b-1", tokens(0.0, 0.0))];
+            let e = with(
+                engine(vec![variant("b", "m", 5.0, 3, 3, 3)], &idle),
+                v2.clone(),
+            );
+            assert_eq!(desired(&e), [("b".into(), 3000)]);
+            let x = e.explain(None);
+            assert!(
+                x.models[0].decision.reasons[0]
+                    .message
+                    .starts_with("scale-down held"),
+                "{:?}",
+                x.models[0].decision.reasons
+            );
+            let e = with(engine(vec![variant("b", "m", 5.0, 2, 2, 2)], &idle), v2);
+            assert_eq!(desired(&e), [("b".into(), 1000)]);
+            // The queueing model: refused, every variant held at spec.replicas.
+            let e = with(
+                engine(
+                    vec![variant("q", "m", 5.0, 2, 2, 2)],
+                    &[("q-0", tokens(0.9, 9.0)), ("q-1", tokens(0.9, 9.0))],
+                ),
+                thresholds("analyzerName: queueing-model\n"),
+            );
+            assert_eq!(desired(&e), [("q".into(), 2000)]);
+            let x = e.explain(None);
+            assert_eq!(
+                x.models[0].decision.reasons[0].reason,
+                crate::saturation::TargetReason::Refused
+            );
         }
     }
 }

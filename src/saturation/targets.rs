@@ -74,6 +74,8 @@ pub enum TargetReason {
     ScaleFromZero,
     /// Every target was 0 and scale to zero is disabled: the cheapest variant keeps 1 (WVA's rule).
     KeepOne,
+    /// The configuration asks for an engine WVA v0.9 refuses (the queueing model): held.
+    Refused,
 }
 
 impl TargetReason {
@@ -88,6 +90,7 @@ impl TargetReason {
             TargetReason::ScaleToZero => "scaleToZero",
             TargetReason::ScaleFromZero => "scaleFromZero",
             TargetReason::KeepOne => "keepOne",
+            TargetReason::Refused => "refused",
         }
     }
 }
@@ -273,6 +276,7 @@ mod tests {
             TargetReason::ScaleToZero,
             TargetReason::ScaleFromZero,
             TargetReason::KeepOne,
+            TargetReason::Refused,
         ] {
             assert_eq!(serde_json::to_value(&r).unwrap(), r.as_str());
         }

@@ -55,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "cluster",
             "error",
+            "health",
             "provider",
             "saturation",
             "sources",
