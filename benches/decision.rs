@@ -36,6 +36,8 @@ fn kv(v: usize, r: usize) -> f64 {
 fn input() -> ModelInput {
     ModelInput {
         config: Default::default(),
+        model_id: None,
+        scheduler_queue: None,
         variants: (0..VARIANTS)
             .map(|v| VariantInput {
                 min_replicas: None,

@@ -73,6 +73,42 @@ pub(crate) struct VariantLabels {
     pub accelerator_type: String,
 }
 
+/// WVA v0.9's saturation gauges with an accelerator (`wva_saturation_utilization`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct SaturationLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub model_name: String,
+    pub accelerator_type: String,
+}
+
+/// WVA v0.9's capacity gauges (`wva_required_capacity`, `wva_spare_capacity`; `unit="continuous"`:
+/// KV tokens).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct CapacityLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub model_name: String,
+    pub unit: &'static str,
+}
+
+/// WVA v0.9's KV-token gauges (`wva_kv_cache_tokens_used`, `wva_kv_cache_tokens_capacity`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct ModelVariantLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub model_name: String,
+}
+
+/// WVA v0.9's saturation-V2 gauges, unprefixed as WVA names them.
+pub(crate) struct SaturationGauges {
+    pub utilization: Family<SaturationLabels, Gauge<f64, AtomicU64>>,
+    pub required: Family<CapacityLabels, Gauge<f64, AtomicU64>>,
+    pub spare: Family<CapacityLabels, Gauge<f64, AtomicU64>>,
+    pub kv_tokens_used: Family<ModelVariantLabels, Gauge<f64, AtomicU64>>,
+    pub kv_tokens_capacity: Family<ModelVariantLabels, Gauge<f64, AtomicU64>>,
+}
+
 /// Every metric this process exports.
 pub struct Metrics {
     registry: Registry,
@@ -108,6 +144,8 @@ pub struct Metrics {
     pub(crate) variant_decision: Family<DecisionLabels, Gauge>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
     variant_gauges: Vec<(VariantKind, VariantGauge)>,
+    /// WVA v0.9's saturation-V2 gauges (set while V2 decides).
+    pub(crate) saturation: SaturationGauges,
 }
 
 /// A float gauge per variant.
@@ -148,6 +186,38 @@ impl Metrics {
                 variant_gauges.push((kind, family));
             }
         }
+        let saturation = SaturationGauges {
+            utilization: Family::default(),
+            required: Family::default(),
+            spare: Family::default(),
+            kv_tokens_used: Family::default(),
+            kv_tokens_capacity: Family::default(),
+        };
+        root.register(
+            "wva_saturation_utilization",
+            "Saturation V2: the variant's demand over its capacity, in KV tokens",
+            saturation.utilization.clone(),
+        );
+        root.register(
+            "wva_required_capacity",
+            "Saturation V2: KV tokens of capacity the variant's role needs added (unit=continuous)",
+            saturation.required.clone(),
+        );
+        root.register(
+            "wva_spare_capacity",
+            "Saturation V2: KV tokens of capacity the variant's role can give up (unit=continuous)",
+            saturation.spare.clone(),
+        );
+        root.register(
+            "wva_kv_cache_tokens_used",
+            "Saturation V2: KV tokens in use over the variant's replicas",
+            saturation.kv_tokens_used.clone(),
+        );
+        root.register(
+            "wva_kv_cache_tokens_capacity",
+            "Saturation V2: KV tokens over the variant's replicas (vllm:cache_config_info)",
+            saturation.kv_tokens_capacity.clone(),
+        );
         let registry_root = root;
         let mut registry = registry_root;
         let own = registry.sub_registry_with_prefix("wva_metrics_server");
@@ -249,7 +319,7 @@ impl Metrics {
         let variant_decision = Family::<DecisionLabels, Gauge>::default();
         own.register(
             "variant_decision",
-            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne)",
+            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne, refused)",
             variant_decision.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();
@@ -280,6 +350,7 @@ impl Metrics {
             variant_queue,
             variant_decision,
             variant_gauges,
+            saturation,
         })
     }
 

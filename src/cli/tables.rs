@@ -179,22 +179,69 @@ fn model_section(model: &Value, out: &mut String) {
         "  ",
     ));
     let analysis = &decision["analysis"];
-    let _ = writeln!(
-        out,
-        "  analysis: {} replicas, {} not saturated, spare KV {}, spare queue {}; scale up: {}; scale down safe: {}",
-        text(&analysis["totalReplicas"]),
-        text(&analysis["nonSaturatedReplicas"]),
-        fixed(&analysis["avgSpareKvCapacity"], 3),
-        fixed(&analysis["avgSpareQueueLength"], 1),
-        text(&analysis["scaleUpReason"]),
-        text(&analysis["scaleDownReason"]),
-    );
+    if analysis.is_object() {
+        let _ = writeln!(
+            out,
+            "  analysis: {} replicas, {} not saturated, spare KV {}, spare queue {}; scale up: {}; scale down safe: {}",
+            text(&analysis["totalReplicas"]),
+            text(&analysis["nonSaturatedReplicas"]),
+            fixed(&analysis["avgSpareKvCapacity"], 3),
+            fixed(&analysis["avgSpareQueueLength"], 1),
+            text(&analysis["scaleUpReason"]),
+            text(&analysis["scaleDownReason"]),
+        );
+    }
+    capacity_lines(&decision["capacity"], out);
     zero_line(&decision["zero"], out);
     if let Some(why) = model["unavailable"].as_str() {
         let _ = writeln!(out, "  UNAVAILABLE (503): {why}");
     }
     for r in &reasons {
         let _ = writeln!(out, "  {}: {}", text(&r["name"]), text(&r["message"]));
+    }
+}
+
+/// Saturation V2's analysis: the model's totals, then one line per variant with its capacity source.
+fn capacity_lines(capacity: &Value, out: &mut String) {
+    if !capacity.is_object() {
+        return;
+    }
+    let totals = |t: &Value| {
+        format!(
+            "supply {} (anticipated {}), demand {}, utilization {}; required {}, spare {} tokens",
+            fixed(&t["supply"], 0),
+            fixed(&t["anticipatedSupply"], 0),
+            fixed(&t["demand"], 0),
+            fixed(&t["utilization"], 2),
+            fixed(&t["requiredCapacity"], 0),
+            fixed(&t["spareCapacity"], 0),
+        )
+    };
+    let th = &capacity["thresholds"];
+    let _ = writeln!(
+        out,
+        "  saturation V2 (U {}, D {}): {}",
+        text(&th["scaleUpThreshold"]),
+        text(&th["scaleDownBoundary"]),
+        totals(&capacity["model"])
+    );
+    if let Some(roles) = capacity["roles"].as_object() {
+        for (role, t) in roles {
+            let _ = writeln!(out, "    role {role}: {}", totals(t));
+        }
+    }
+    for v in capacity["variants"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "    {}: {} × {} tokens per replica ({}), demand {}, KV tokens {}/{}",
+            text(&v["name"]),
+            text(&v["replicas"]),
+            fixed(&v["perReplicaCapacity"], 0),
+            text(&v["source"]),
+            fixed(&v["demand"], 0),
+            text(&v["kvTokensUsed"]),
+            text(&v["kvTokensCapacity"]),
+        );
     }
 }
 
@@ -297,5 +344,24 @@ mod tests {
         assert!(out.contains("UNAVAILABLE (503): no fresh vLLM metrics"));
         assert!(out.contains("503"));
         assert_eq!(render(&json!({"models": []})), "no models\n");
+    }
+
+    #[test]
+    fn saturation_v2_shows_its_capacity() {
+        let doc = json!({"synced": true, "models": [{"namespace": "n", "modelId": "m", "config": {}, "pods": [],
+            "decision": {"analyzer": "saturation-v2",
+                "capacity": {"thresholds": {"scaleUpThreshold": 0.85, "scaleDownBoundary": 0.7},
+                    "model": {"supply": 12800.0, "anticipatedSupply": 12800.0, "demand": 11450.0, "utilization": 0.894, "requiredCapacity": 670.6, "spareCapacity": 0.0},
+                    "variants": [{"name": "v", "replicas": 1, "perReplicaCapacity": 12800.0, "source": "fallback", "demand": 11450.0, "kvTokensUsed": 11000, "kvTokensCapacity": 16000}]},
+                "reasons": [{"name": "v", "target": 2, "reason": "scaleUp", "message": "scale up"}]}}], "excluded": []});
+        let out = render(&doc);
+        assert!(out.contains("saturation V2 (U 0.85, D 0.7): supply 12800 (anticipated 12800), demand 11450, utilization 0.89; required 671, spare 0 tokens"), "{out}");
+        assert!(
+            out.contains(
+                "v: 1 × 12800 tokens per replica (fallback), demand 11450, KV tokens 11000/16000"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("analysis:"), "{out}");
     }
 }

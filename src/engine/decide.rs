@@ -17,12 +17,13 @@ use crate::saturation::{
 
 /// One replica's input to a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "super::input::RawReplica")]
 pub struct ReplicaInput {
     pub pod: String,
     pub kv_cache_usage: f64,
     pub queue_length: f64,
     /// Saturation V2: KV tokens (`num_gpu_blocks × block_size`; unset: the variant's record decides).
+    /// `analyze` also takes `numGpuBlocks` and `blockSize`, and `tokensInUse` for `kvCacheUsage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_kv_tokens: Option<i64>,
     /// Saturation V2: average prompt and output tokens per request and prefix-cache hit rate.
@@ -93,7 +94,13 @@ pub struct VariantInput {
     pub role: Role,
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub gpus_per_replica: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `analyze` also takes the container's command line here, as `args`.
+    #[serde(
+        default,
+        alias = "args",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::input::params_or_args"
+    )]
     pub engine_params: Option<EngineParams>,
 }
 

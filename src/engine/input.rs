@@ -6,18 +6,85 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::decide::{decide, ModelDecision, VariantInput};
+use super::decide::{
+    decide, decide_refused, decide_v2, ModelDecision, ReplicaInput, V2Context, VariantInput,
+};
 use crate::error::Error;
 use crate::saturation::config::PartialConfig;
+use crate::saturation::v2::args::{ContainerArgs, EngineParams};
+use crate::saturation::v2::config::{AnalyzerChoice, AnalyzerEntry, V2Fields};
+use crate::saturation::v2::{CapacityMemory, SchedulerQueue};
 use crate::saturation::SaturationConfig;
 
 /// Everything one model's decision depends on (the `analyze` command's input).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelInput {
+    /// One saturation ConfigMap entry's keys: V1's thresholds, and WVA v0.9's (`analyzers:` or
+    /// `analyzerName: saturation` selects saturation V2).
     #[serde(default)]
-    pub config: PartialConfig,
+    pub config: AnalyzeConfig,
+    /// Saturation V2: the model (its history key) and requests queued at its endpoint picker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_queue: Option<SchedulerQueue>,
     pub variants: Vec<VariantInput>,
+}
+
+/// A saturation ConfigMap entry's keys as `analyze` takes them (JSON, exact numbers).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalyzeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_length_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_spare_trigger: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_spare_trigger: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyzer_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyzers: Vec<AnalyzerEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_boundary: Option<f64>,
+}
+
+impl AnalyzeConfig {
+    pub fn v1(&self) -> PartialConfig {
+        PartialConfig {
+            kv_cache_threshold: self.kv_cache_threshold,
+            queue_length_threshold: self.queue_length_threshold,
+            kv_spare_trigger: self.kv_spare_trigger,
+            queue_spare_trigger: self.queue_spare_trigger,
+        }
+    }
+
+    pub fn v2(&self) -> V2Fields {
+        V2Fields {
+            analyzer_name: self.analyzer_name.clone(),
+            analyzers: self.analyzers.clone(),
+            scale_up_threshold: self.scale_up_threshold,
+            scale_down_boundary: self.scale_down_boundary,
+            scale_to_zero: None,
+        }
+    }
+}
+
+impl From<PartialConfig> for AnalyzeConfig {
+    fn from(p: PartialConfig) -> Self {
+        Self {
+            kv_cache_threshold: p.kv_cache_threshold,
+            queue_length_threshold: p.queue_length_threshold,
+            kv_spare_trigger: p.kv_spare_trigger,
+            queue_spare_trigger: p.queue_spare_trigger,
+            ..Self::default()
+        }
+    }
 }
 
 /// Why an `analyze` input cannot be decided.
@@ -37,13 +104,30 @@ pub enum InputError {
         "variant {0:?}: minReplicas must be >= 0, maxReplicas >= 1, and minReplicas <= maxReplicas"
     )]
     BadBounds(String),
+    #[error("variant {variant:?} pod {pod:?}: {why}")]
+    BadTokens {
+        variant: String,
+        pod: String,
+        why: &'static str,
+    },
+    #[error("variant {0:?}: gpusPerReplica must be >= 1")]
+    BadGpus(String),
+    #[error("schedulerQueue: requests and bytes must be >= 0")]
+    BadSchedulerQueue,
 }
 
 impl ModelInput {
     /// The thresholds in force (defaults, then the input's), once the input passes every rule.
     pub fn validate(&self) -> Result<SaturationConfig, InputError> {
-        let config = SaturationConfig::default().merged(&self.config);
+        let config = SaturationConfig::default().merged(&self.config.v1());
         config.validate().map_err(InputError::Config)?;
+        self.config.v2().validate().map_err(InputError::Config)?;
+        if self
+            .scheduler_queue
+            .is_some_and(|q| q.requests < 0 || q.bytes < 0)
+        {
+            return Err(InputError::BadSchedulerQueue);
+        }
         let mut names = BTreeSet::new();
         for v in &self.variants {
             if !names.insert(v.name.as_str()) {
@@ -56,6 +140,9 @@ impl ModelInput {
             if min < 0 || v.max_replicas.is_some_and(|max| max < 1 || max < min) {
                 return Err(InputError::BadBounds(v.name.clone()));
             }
+            if v.gpus_per_replica < 1 {
+                return Err(InputError::BadGpus(v.name.clone()));
+            }
             for r in &v.replicas {
                 if !usable(r.kv_cache_usage) || !usable(r.queue_length) {
                     return Err(InputError::BadSample {
@@ -63,15 +150,50 @@ impl ModelInput {
                         pod: r.pod.clone(),
                     });
                 }
+                let bad = |why| InputError::BadTokens {
+                    variant: v.name.clone(),
+                    pod: r.pod.clone(),
+                    why,
+                };
+                if r.total_kv_tokens.is_some_and(|t| t < 0) {
+                    return Err(bad("totalKvTokens must be >= 0"));
+                }
+                if !usable(r.avg_input_tokens) || !usable(r.avg_output_tokens) {
+                    return Err(bad(
+                        "avgInputTokens and avgOutputTokens must be finite and >= 0",
+                    ));
+                }
+                if !(0.0..=1.0).contains(&r.prefix_cache_hit_rate) {
+                    return Err(bad("prefixCacheHitRate must be between 0 and 1"));
+                }
             }
         }
         Ok(config)
     }
 
-    /// Validates, then decides.
+    /// Validates, then decides with the engine the config selects (no scale to zero: `analyze` has
+    /// no activity to go on). Saturation V2 starts from an empty memory, so k2 is observed, estimated
+    /// from the engine parameters, or k1.
     pub fn decide(&self) -> Result<ModelDecision, InputError> {
         let config = self.validate()?;
-        Ok(decide(&config, &self.variants))
+        let entry = self.config.v2();
+        Ok(match V2Fields::choice(Some(&entry)) {
+            AnalyzerChoice::V1 => decide(&config, &self.variants),
+            AnalyzerChoice::V2 => {
+                let memory = CapacityMemory::default();
+                let ctx = V2Context {
+                    namespace: "",
+                    model: self.model_id.as_deref().unwrap_or_default(),
+                    config,
+                    thresholds: entry.thresholds(&config),
+                    votes: entry.saturation_votes(),
+                    scheduler: self.scheduler_queue,
+                    memory: &memory,
+                };
+                decide_v2(&ctx, &self.variants, None)
+            }
+            AnalyzerChoice::Refused { reason } => decide_refused(&config, &self.variants, &reason),
+        })
     }
 }
 
@@ -99,6 +221,87 @@ pub(crate) fn analyze_json(text: &str) -> Result<ModelDecision, Error> {
         path: None,
         message: e.to_string(),
     })
+}
+
+/// A replica as `analyze` takes it: KV usage as a fraction or as tokens in use, KV tokens as a number
+/// or as `numGpuBlocks` × `blockSize` (the labels of `vllm:cache_config_info`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawReplica {
+    pod: String,
+    kv_cache_usage: Option<f64>,
+    tokens_in_use: Option<i64>,
+    queue_length: f64,
+    total_kv_tokens: Option<i64>,
+    num_gpu_blocks: Option<i64>,
+    block_size: Option<i64>,
+    #[serde(default)]
+    avg_input_tokens: f64,
+    #[serde(default)]
+    avg_output_tokens: f64,
+    #[serde(default)]
+    prefix_cache_hit_rate: f64,
+}
+
+impl TryFrom<RawReplica> for ReplicaInput {
+    type Error = String;
+
+    fn try_from(r: RawReplica) -> Result<Self, String> {
+        let total = match (r.total_kv_tokens, r.num_gpu_blocks, r.block_size) {
+            (Some(t), None, None) => Some(t),
+            (None, Some(n), Some(b)) if n > 0 && b > 0 => Some(n.saturating_mul(b)),
+            (None, Some(_), Some(_)) => return Err("numGpuBlocks and blockSize must be > 0".into()),
+            (None, None, None) => None,
+            _ => {
+                return Err(
+                    "give totalKvTokens, or numGpuBlocks and blockSize together, not both".into(),
+                )
+            }
+        };
+        let kv = match (r.kv_cache_usage, r.tokens_in_use, total) {
+            (Some(kv), None, _) => kv,
+            (None, Some(t), Some(total)) if total > 0 && (0..=total).contains(&t) => {
+                t as f64 / total as f64
+            }
+            (None, Some(_), _) => {
+                return Err(
+                    "tokensInUse needs the KV tokens (totalKvTokens, or numGpuBlocks and blockSize) and must be within them"
+                        .into(),
+                )
+            }
+            (None, None, _) => return Err("kvCacheUsage (or tokensInUse) is required".into()),
+            (Some(_), Some(_), _) => {
+                return Err("give kvCacheUsage or tokensInUse, not both".into())
+            }
+        };
+        Ok(ReplicaInput {
+            total_kv_tokens: total,
+            avg_input_tokens: r.avg_input_tokens,
+            avg_output_tokens: r.avg_output_tokens,
+            prefix_cache_hit_rate: r.prefix_cache_hit_rate,
+            ..ReplicaInput::new(&r.pod, kv, r.queue_length)
+        })
+    }
+}
+
+/// Engine parameters as an object, or a container's command line (`["vllm", "serve", "m", "--max-num-seqs", "64"]`).
+pub(super) fn params_or_args<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<EngineParams>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Args(Vec<String>),
+        Params(EngineParams),
+    }
+    Ok(Some(match Form::deserialize(d)? {
+        Form::Params(p) => p,
+        Form::Args(args) => EngineParams::from_containers(&[ContainerArgs {
+            command: &[],
+            args: &args,
+            env: &[],
+        }]),
+    }))
 }
 
 pub(super) fn cost_number_or_string<'de, D: serde::Deserializer<'de>>(
@@ -140,7 +343,10 @@ mod tests {
             config: PartialConfig {
                 kv_cache_threshold: Some(2.0),
                 ..Default::default()
-            },
+            }
+            .into(),
+            model_id: None,
+            scheduler_queue: None,
             variants: vec![],
         };
         assert!(
@@ -182,6 +388,86 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Saturation V2 through `analyze`: the config selects it; tokens or a fraction, blocks × block size
+    /// or KV tokens, a command line or parameters; bad token inputs are typed errors.
+    #[test]
+    fn v2_inputs() {
+        // V14: (11000 tokens of 16000, queue 3, I 100, O 50) needs 670.6 more tokens: +1.
+        let text = r#"{"config": {"analyzers": [{"name": "saturation"}]}, "modelId": "m", "variants": [
+            {"name": "a", "cost": 5, "specReplicas": 1, "readyReplicas": 1, "args": ["vllm", "serve", "m", "--max-num-seqs", "64"],
+             "replicas": [{"pod": "p", "tokensInUse": 11000, "numGpuBlocks": 1000, "blockSize": 16, "queueLength": 3, "avgInputTokens": 100, "avgOutputTokens": 50}]}]}"#;
+        let input = parse(text).unwrap();
+        assert_eq!(
+            input.variants[0]
+                .engine_params
+                .as_ref()
+                .unwrap()
+                .max_num_seqs,
+            64
+        );
+        let d = input.decide().unwrap();
+        assert_eq!(d.analyzer, "saturation-v2");
+        let c = d.capacity.as_ref().unwrap();
+        assert_eq!(c.model.demand, 11450.0);
+        assert_eq!(d.targets["a"], 2);
+        // The same through kvCacheUsage and totalKvTokens.
+        let same = text.replace(
+            r#""tokensInUse": 11000, "numGpuBlocks": 1000, "blockSize": 16"#,
+            r#""kvCacheUsage": 0.6875, "totalKvTokens": 16000"#,
+        );
+        assert_eq!(parse(&same).unwrap().decide().unwrap().targets["a"], 2);
+        // Refused: held.
+        let qm = text.replace(
+            r#""analyzers": [{"name": "saturation"}]"#,
+            r#""analyzerName": "queueing-model""#,
+        );
+        let d = parse(&qm).unwrap().decide().unwrap();
+        assert_eq!((d.analyzer, d.targets["a"]), ("queueing-model", 1));
+        for (bad, want) in [
+            (
+                r#""tokensInUse": 11000, "numGpuBlocks": 1000, "blockSize": 16"#,
+                "",
+            ),
+            (
+                r#""tokensInUse": 17000, "totalKvTokens": 16000"#,
+                "tokensInUse needs the KV tokens",
+            ),
+            (
+                r#""kvCacheUsage": 0.5, "tokensInUse": 1, "totalKvTokens": 16000"#,
+                "not both",
+            ),
+            (
+                r#""totalKvTokens": 16000"#,
+                "kvCacheUsage (or tokensInUse) is required",
+            ),
+            (
+                r#""kvCacheUsage": 0.5, "totalKvTokens": 16000, "numGpuBlocks": 1, "blockSize": 1"#,
+                "not both",
+            ),
+        ] {
+            let t = text.replace(
+                r#""tokensInUse": 11000, "numGpuBlocks": 1000, "blockSize": 16"#,
+                bad,
+            );
+            match parse(&t) {
+                Ok(_) => assert!(want.is_empty(), "{bad} parsed"),
+                Err(e) => assert!(e.to_string().contains(want), "{bad}: {e}"),
+            }
+        }
+        let hit = text.replace(
+            r#""avgOutputTokens": 50"#,
+            r#""avgOutputTokens": 50, "prefixCacheHitRate": 1.5"#,
+        );
+        assert!(matches!(
+            parse(&hit).unwrap().decide(),
+            Err(InputError::BadTokens { .. })
+        ));
+        let up = text.replace(r#""analyzers": [{"name": "saturation"}]"#, r#""analyzers": [{"name": "saturation"}], "scaleUpThreshold": 0.5, "scaleDownBoundary": 0.6"#);
+        assert!(
+            matches!(parse(&up).unwrap().decide(), Err(InputError::Config(m)) if m.contains("scaleUpThreshold"))
+        );
     }
 
     /// Issue repro: 0.9999999999999999 is below a threshold of 1.0 and must stay below it.

@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Engine;
-use crate::telemetry::{DecisionLabels, Metrics, VariantLabels};
+use crate::telemetry::{
+    CapacityLabels, DecisionLabels, Metrics, ModelVariantLabels, SaturationLabels, VariantLabels,
+};
 
-use super::view::{views, VariantView};
+use super::view::{views, CapacityFigures, VariantView};
 
 /// The per-variant series last set, so those of variants that are gone (or reasons that changed) are removed.
 #[derive(Debug, Default)]
 pub(crate) struct GaugeSeries {
     variants: BTreeSet<VariantLabels>,
     decisions: BTreeSet<DecisionLabels>,
+    saturation: BTreeSet<SaturationLabels>,
 }
 
 /// Updates the per-variant gauges from the views, removing series of variants that are gone.
@@ -56,6 +59,17 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
             metrics.variant_decision.get_or_create(&d).set(1);
             now.decisions.insert(d);
         }
+        // WVA withholds the saturation gauges of a variant whose accelerator is unresolved.
+        if let (Some(c), None) = (&v.capacity, &v.accelerator_unresolved) {
+            let s = SaturationLabels {
+                variant_name: v.name.clone(),
+                namespace: v.namespace.clone(),
+                model_name: c.model_id.clone(),
+                accelerator_type: acc.clone(),
+            };
+            set_saturation(metrics, &s, c);
+            now.saturation.insert(s);
+        }
         now.variants.insert(labels);
     }
     for gone in previous.variants.difference(&now.variants) {
@@ -66,7 +80,50 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
     for gone in previous.decisions.difference(&now.decisions) {
         metrics.variant_decision.remove(gone);
     }
+    for gone in previous.saturation.difference(&now.saturation) {
+        remove_saturation(metrics, gone);
+    }
     *previous = now;
+}
+
+fn unit_labels(s: &SaturationLabels) -> (CapacityLabels, ModelVariantLabels) {
+    (
+        CapacityLabels {
+            variant_name: s.variant_name.clone(),
+            namespace: s.namespace.clone(),
+            model_name: s.model_name.clone(),
+            unit: "continuous",
+        },
+        ModelVariantLabels {
+            variant_name: s.variant_name.clone(),
+            namespace: s.namespace.clone(),
+            model_name: s.model_name.clone(),
+        },
+    )
+}
+
+fn set_saturation(metrics: &Metrics, s: &SaturationLabels, c: &CapacityFigures) {
+    let g = &metrics.saturation;
+    let (unit, plain) = unit_labels(s);
+    g.utilization.get_or_create(s).set(c.utilization);
+    g.required.get_or_create(&unit).set(c.required);
+    g.spare.get_or_create(&unit).set(c.spare);
+    g.kv_tokens_used
+        .get_or_create(&plain)
+        .set(c.kv_tokens_used as f64);
+    g.kv_tokens_capacity
+        .get_or_create(&plain)
+        .set(c.kv_tokens_capacity as f64);
+}
+
+fn remove_saturation(metrics: &Metrics, s: &SaturationLabels) {
+    let g = &metrics.saturation;
+    let (unit, plain) = unit_labels(s);
+    g.utilization.remove(s);
+    g.required.remove(&unit);
+    g.spare.remove(&unit);
+    g.kv_tokens_used.remove(&plain);
+    g.kv_tokens_capacity.remove(&plain);
 }
 
 /// Without a status writer (standalone, or `--write-status=false`): keeps the gauges current.

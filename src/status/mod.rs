@@ -81,6 +81,7 @@ mod tests {
             load: None,
             kv_cache_usage: Some(0.9),
             queue_length: Some(6.0),
+            capacity: None,
         }
     }
 
@@ -201,6 +202,44 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains(r#"reason="scaleUpBlocked"} 1"#));
         assert!(!text.contains(r#"reason="scaleUp"}"#), "{text}");
+        // Saturation V2: WVA v0.9's gauges; withheld for an unresolved accelerator; gone with V2.
+        let mut v2 = view(Some(2));
+        v2.capacity = Some(super::view::CapacityFigures {
+            model_id: "m".into(),
+            utilization: 0.5,
+            required: 670.5,
+            spare: 0.0,
+            kv_tokens_used: 11_000,
+            kv_tokens_capacity: 16_000,
+        });
+        update_gauges(&metrics, &[v2.clone()], &mut known);
+        let text = metrics.encode();
+        for line in [
+            r#"wva_saturation_utilization{variant_name="v",namespace="ns",model_name="m",accelerator_type="H100"} 0.5"#,
+            r#"wva_required_capacity{variant_name="v",namespace="ns",model_name="m",unit="continuous"} 670.5"#,
+            r#"wva_spare_capacity{variant_name="v",namespace="ns",model_name="m",unit="continuous"} 0.0"#,
+            r#"wva_kv_cache_tokens_used{variant_name="v",namespace="ns",model_name="m"} 11000.0"#,
+            r#"wva_kv_cache_tokens_capacity{variant_name="v",namespace="ns",model_name="m"} 16000.0"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        v2.accelerator_unresolved = Some("label missing".into());
+        update_gauges(&metrics, &[v2], &mut known);
+        assert!(!metrics.encode().contains("wva_required_capacity{"));
+    }
+
+    #[test]
+    fn refused_configuration_warns_once() {
+        let mut v = view(Some(2));
+        v.desired_reason = Some(TargetReason::Refused);
+        v.message = "analyzerName: queueing-model is refused".into();
+        v.optimization = cond(true, "OptimizationSucceeded", v.message.clone());
+        let e = event_for(&v, Some(2), None).unwrap();
+        assert_eq!(
+            (e.reason.as_str(), e.type_),
+            ("OptimizationRefused", EventType::Warning)
+        );
+        assert!(event_for(&v, Some(2), Some(v.message.as_str())).is_none());
     }
 
     #[test]

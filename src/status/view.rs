@@ -30,6 +30,20 @@ pub(crate) struct VariantView {
     /// Peak KV-cache usage and queue over the variant's pods with fresh samples.
     pub kv_cache_usage: Option<f64>,
     pub queue_length: Option<f64>,
+    /// Saturation V2's figures for the variant (when V2 decides).
+    pub capacity: Option<CapacityFigures>,
+}
+
+/// What WVA v0.9 publishes of a V2 decision per variant: its utilization, its role's required and spare
+/// capacity, and its KV tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CapacityFigures {
+    pub model_id: String,
+    pub utilization: f64,
+    pub required: f64,
+    pub spare: f64,
+    pub kv_tokens_used: i64,
+    pub kv_tokens_capacity: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +98,7 @@ pub(crate) fn views(
             load: None,
             kv_cache_usage: None,
             queue_length: None,
+            capacity: None,
         });
     }
     out
@@ -173,5 +188,17 @@ fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> V
         load: model.load.clone(),
         kv_cache_usage,
         queue_length,
+        capacity: model.decision.capacity.as_ref().and_then(|c| {
+            let vc = c.variants.iter().find(|x| x.name == v.name)?;
+            let t = c.totals_for(vc.role);
+            Some(CapacityFigures {
+                model_id: model.model_id.clone(),
+                utilization: vc.utilization,
+                required: t.required_capacity,
+                spare: t.spare_capacity,
+                kv_tokens_used: vc.kv_tokens_used,
+                kv_tokens_capacity: vc.kv_tokens_capacity,
+            })
+        }),
     }
 }
