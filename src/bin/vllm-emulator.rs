@@ -5,7 +5,10 @@
 //! queue) and KV-cache usage grows with running sequences.
 //!
 //! Synthetic requests complete at the rate their slots allow, so `vllm:request_success_total` grows under
-//! load and stays flat when idle (what scale to zero reads).
+//! load and stays flat when idle (what scale to zero reads), and so do the series saturation V2 reads:
+//! the per-request token histograms (`--prompt-tokens`, `--output-tokens`), the prefix-cache counters
+//! (`--prefix-hit-rate`) and `vllm:cache_config_info` (`--num-gpu-blocks` of 16 tokens). Names, types
+//! and labels are checked against vLLM's own definitions (`tests/it/vllm_defs.rs`).
 //!
 //! With `--epp-token`, each address plays an InferencePool's endpoint picker instead: `/metrics` answers
 //! only with `Authorization: Bearer <token>` and serves the flow-control queue gauge
@@ -65,6 +68,18 @@ struct Args {
     /// The InferencePool named in the EPP's series.
     #[arg(long, default_value = "pool")]
     epp_pool: String,
+    /// Prompt tokens of each synthetic request (`vllm:request_prompt_tokens`).
+    #[arg(long, default_value_t = 256)]
+    prompt_tokens: u64,
+    /// Generated tokens of each synthetic request (`vllm:request_generation_tokens`).
+    #[arg(long, default_value_t = 128)]
+    output_tokens: u64,
+    /// Share of prompt tokens found in the prefix cache (`vllm:prefix_cache_hits` / `_queries`).
+    #[arg(long, default_value_t = 0.0)]
+    prefix_hit_rate: f64,
+    /// KV-cache blocks of 16 tokens (`num_gpu_blocks` of `vllm:cache_config_info`).
+    #[arg(long, default_value_t = 2048)]
+    num_gpu_blocks: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -87,6 +102,11 @@ struct Counters {
     latency_buckets: Vec<u64>,
     latency_count: u64,
     latency_sum: f64,
+    /// Per-request token histograms (`vllm:request_prompt_tokens`, `vllm:request_generation_tokens`).
+    prompt_hist: TokenHistogram,
+    output_hist: TokenHistogram,
+    prefix_queries: f64,
+    prefix_hits: f64,
     fault: MetricsFault,
     /// Synthetic completions owed but not yet counted (fractions of a request).
     synthetic_done: f64,
@@ -102,6 +122,31 @@ struct Pod {
 }
 
 const BUCKETS: [f64; 10] = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0];
+
+/// vLLM's token buckets (`build_1_2_5_buckets(max_model_len)` for a 10,000-token model).
+const TOKEN_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
+/// A token-count histogram: cumulative bucket counts, count and sum.
+#[derive(Debug, Default)]
+struct TokenHistogram {
+    buckets: [u64; TOKEN_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl TokenHistogram {
+    fn observe(&mut self, tokens: u64, times: u64) {
+        for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
+            if tokens as f64 <= *b {
+                self.buckets[i] += times;
+            }
+        }
+        self.count += times;
+        self.sum += (tokens * times) as f64;
+    }
+}
 
 impl Pod {
     fn gauges(&self) -> (usize, usize, f64) {
@@ -243,14 +288,71 @@ impl Pod {
                 );
             },
         );
-        family(
-            "vllm:cache_config_info",
-            "gauge",
-            "Information of the LLMEngine CacheConfig",
-            &mut |o, l| {
-                let _ = writeln!(o, "vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",{l},num_gpu_blocks=\"2048\"}} 1.0");
-            },
+        for (name, help, h) in [
+            (
+                "vllm:request_prompt_tokens",
+                "Number of prefill tokens processed.",
+                &c.prompt_hist,
+            ),
+            (
+                "vllm:request_generation_tokens",
+                "Number of generation tokens processed.",
+                &c.output_hist,
+            ),
+        ] {
+            family(name, "histogram", help, &mut |o, l| {
+                let engine = l.split('"').nth(1).unwrap_or("0");
+                let with_le =
+                    |le: &str| format!("engine=\"{engine}\",le=\"{le}\",model_name=\"{m}\"");
+                for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        o,
+                        "{name}_bucket{{{}}} {:.1}",
+                        with_le(&format!("{b:?}")),
+                        per(h.buckets[i])
+                    );
+                }
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{{{}}} {:.1}",
+                    with_le("+Inf"),
+                    per(h.count)
+                );
+                let _ = writeln!(o, "{name}_count{{{l}}} {:.1}", per(h.count));
+                let _ = writeln!(o, "{name}_sum{{{l}}} {}", h.sum / engines as f64);
+            });
+        }
+        for (name, help, value) in [
+            (
+                "vllm:prefix_cache_queries",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                c.prefix_queries,
+            ),
+            (
+                "vllm:prefix_cache_hits",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                c.prefix_hits,
+            ),
+        ] {
+            family(&format!("{name}_total"), "counter", help, &mut |o, l| {
+                let _ = writeln!(o, "{name}_total{{{l}}} {:.1}", value / engines as f64);
+            });
+            family(&format!("{name}_created"), "gauge", help, &mut |o, l| {
+                let _ = writeln!(o, "{name}_created{{{l}}} {:e}", self.created);
+            });
+        }
+        // Not per model: vLLM labels it with the cache configuration and the engine only.
+        let _ = writeln!(
+            out,
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge"
         );
+        for e in 0..engines {
+            let _ = writeln!(
+                out,
+                "vllm:cache_config_info{{block_size=\"16\",cache_dtype=\"auto\",enable_prefix_caching=\"True\",engine=\"{e}\",gpu_memory_utilization=\"0.9\",num_gpu_blocks=\"{}\"}} 1.0",
+                self.args.num_gpu_blocks
+            );
+        }
         out
     }
 
@@ -271,8 +373,19 @@ impl Pod {
         let whole = c.synthetic_done.floor() as u64;
         c.synthetic_done -= whole as f64;
         c.succeeded += whole;
-        c.prompt_tokens += whole * 16;
-        c.generation_tokens += whole * 16;
+        let (prompt, output) = (self.args.prompt_tokens, self.args.output_tokens);
+        self.count_tokens(&mut c, prompt, output, whole);
+    }
+
+    /// `times` finished requests of `prompt` and `output` tokens, in every token counter.
+    fn count_tokens(&self, c: &mut Counters, prompt: u64, output: u64, times: u64) {
+        c.prompt_tokens += prompt * times;
+        c.generation_tokens += output * times;
+        c.prompt_hist.observe(prompt, times);
+        c.output_hist.observe(output, times);
+        let queried = (prompt * times) as f64;
+        c.prefix_queries += queried;
+        c.prefix_hits += (queried * self.args.prefix_hit_rate.clamp(0.0, 1.0)).floor();
     }
 
     fn epp_page(&self) -> String {
@@ -299,8 +412,7 @@ impl Pod {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         c.succeeded += 1;
-        c.prompt_tokens += prompt;
-        c.generation_tokens += generated;
+        self.count_tokens(&mut c, prompt, generated, 1);
         if c.latency_buckets.len() != BUCKETS.len() {
             c.latency_buckets = vec![0; BUCKETS.len()];
         }

@@ -18,4 +18,5 @@ mod server;
 mod sources;
 mod status;
 mod support;
+mod vllm_defs;
 mod zero;
