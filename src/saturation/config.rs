@@ -530,6 +530,12 @@ fn parse_entry(
     }
     base.merged(&entry.fields).validate()?;
     base_v2.merged(&entry.v2).validate()?;
+    for kind in entry.v2.unsupported_analyzers() {
+        issues.ignored_keys.push((
+            key.to_string(),
+            format!("analyzers: {kind:?} is not run here (WVA's opt-in analyzers other than saturation); saturation decides alone"),
+        ));
+    }
     Ok(entry)
 }
 
@@ -810,6 +816,20 @@ mod tests {
         assert!(
             v2.unsupported_analyzers().is_empty(),
             "a disabled throughput analyzer is not asked for"
+        );
+        let (_, noted) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[(
+                "default",
+                "analyzers: [{name: saturation}, {name: throughput}]",
+            )]),
+        );
+        assert!(
+            noted
+                .ignored_keys
+                .iter()
+                .any(|(_, m)| m.contains("\"throughput\" is not run here")),
+            "{noted:?}"
         );
         let (_, v2, key) = cfg.resolve_all("meta/llama", "llm");
         assert_eq!(key, Some("llama"));

@@ -128,6 +128,30 @@ fn examples_parse_into_the_types_the_server_reads() {
         cfg.resolve("Qwen/Qwen3-0.6B", "llm").0.kv_cache_threshold,
         0.85
     );
+    // The example is V2; without its `analyzers:` list it is V1.
+    assert_eq!(
+        cfg.analyzer(),
+        wva_metrics_server::saturation::v2::config::AnalyzerChoice::V2
+    );
+    let v1: std::collections::BTreeMap<String, String> = data
+        .iter()
+        .map(|(k, v)| {
+            let kept: Vec<&str> = v
+                .lines()
+                .take_while(|l| !l.starts_with("analyzers:"))
+                .collect();
+            (k.clone(), kept.join("\n"))
+        })
+        .collect();
+    let (cfg, report) = wva_metrics_server::saturation::config::ScalingConfig::from_configmap(
+        &Default::default(),
+        &v1,
+    );
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(
+        cfg.analyzer(),
+        wva_metrics_server::saturation::v2::config::AnalyzerChoice::V1
+    );
     for f in [
         "manifests/examples/hpa-v041.yaml",
         "manifests/examples/hpa-v05.yaml",

@@ -12,6 +12,7 @@ pub(crate) mod namespace_exclusion;
 pub(crate) mod namespace_local_config;
 pub(crate) mod registration;
 pub(crate) mod saturation_configmap;
+pub(crate) mod saturation_v2;
 pub(crate) mod scrape_monitors;
 pub(crate) mod security;
 pub(crate) mod tolerance;
