@@ -390,23 +390,29 @@ fn workload_averages<'a>(rows: impl Iterator<Item = &'a ReplicaRow>) -> (f64, f6
 struct History<'a> {
     memory: &'a CapacityMemory,
     made: Vec<(HistoryKey, i64)>,
+    /// The windows this analysis added to, as they now stand.
+    touched: std::collections::HashMap<HistoryKey, Vec<f64>>,
 }
 
 impl History<'_> {
     fn mean(&self, key: &HistoryKey) -> f64 {
-        let new: Vec<f64> = self
-            .made
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| *v as f64)
-            .collect();
-        if new.is_empty() {
-            return self.memory.history_mean(key);
+        match self.touched.get(key) {
+            Some(window) => window.iter().sum::<f64>() / window.len() as f64,
+            None => self.memory.history_mean(key),
         }
-        let mut all = self.memory.history_values(key);
-        all.extend(new);
-        let window = &all[all.len().saturating_sub(memory::HISTORY_WINDOW)..];
-        window.iter().sum::<f64>() / window.len() as f64
+    }
+
+    fn observe(&mut self, key: &HistoryKey, tokens: i64) {
+        let memory = self.memory;
+        let window = self
+            .touched
+            .entry(key.clone())
+            .or_insert_with(|| memory.history_values(key));
+        window.push(tokens as f64);
+        if window.len() > memory::HISTORY_WINDOW {
+            window.remove(0);
+        }
+        self.made.push((key.clone(), tokens));
     }
 }
 
@@ -428,6 +434,7 @@ pub fn analyze(
         history: History {
             memory,
             made: Vec::new(),
+            touched: std::collections::HashMap::new(),
         },
         workload: workload_averages(active.iter().flat_map(|v| v.rows.iter())),
     };
@@ -528,6 +535,13 @@ impl Context<'_> {
             Some(r) if r.is_live() => Some(r.clone()),
             other => derived.or_else(|| other.cloned()),
         };
+        // The variant's three k2 history keys (by output-length bucket), made once.
+        let keys = [Bucket::Short, Bucket::Medium, Bucket::Long].map(|bucket| HistoryKey {
+            model: self.model.to_string(),
+            accelerator: v.accelerator.clone(),
+            gpus: v.gpus_per_replica,
+            bucket,
+        });
         let replicas: Vec<ReplicaCapacity> = v
             .rows
             .iter()
@@ -535,7 +549,7 @@ impl Context<'_> {
                 replica_capacity(
                     row,
                     v,
-                    self.model,
+                    &keys,
                     self.thresholds,
                     own.as_ref(),
                     &mut self.history,
@@ -616,7 +630,7 @@ impl Context<'_> {
 fn replica_capacity(
     row: &ReplicaRow,
     v: &VariantIn,
-    model: &str,
+    keys: &[HistoryKey; 3],
     thresholds: &V2Thresholds,
     own: Option<&CapacityRecord>,
     history: &mut History<'_>,
@@ -652,20 +666,15 @@ fn replica_capacity(
     let tokens = row.tokens_in_use();
     let demand = tokens.saturating_add(wait);
     let k1 = scaled(row.total_kv_tokens, thresholds.kv_cache_threshold);
-    let key = HistoryKey {
-        model: model.to_string(),
-        accelerator: v.accelerator.clone(),
-        gpus: v.gpus_per_replica,
-        bucket: Bucket::of(row.avg_output_tokens),
-    };
+    let key = &keys[Bucket::of(row.avg_output_tokens) as usize];
     // Go's int() of the threshold truncates toward zero.
     #[allow(clippy::cast_possible_truncation)]
     let queue_threshold = thresholds.queue_length_threshold as i64;
     let (k2, source) = if row.queue_length >= queue_threshold && tokens > 0 {
-        history.made.push((key, tokens));
+        history.observe(key, tokens);
         (tokens, CapacitySource::Observed)
     } else {
-        let mean = history.mean(&key);
+        let mean = history.mean(key);
         let estimate = estimate_capacity(
             v.params.as_ref(),
             row.avg_input_tokens,
