@@ -27,19 +27,105 @@ struct PodWindow {
 
 #[derive(Debug, Default)]
 struct ModelWindow {
-    /// Samples oldest first, within the look-back window.
-    samples: VecDeque<(Instant, ModelSignals)>,
+    /// Samples oldest first, within the look-back window (the gauges only: 48 bytes each).
+    samples: VecDeque<(Instant, Peak)>,
     /// When a page last had both signals: missing data is counted from there, so a pod that answers 200
     /// with nothing usable reaches `--max-metric-age` like one that fails. Kept after the samples age out.
     last_complete: Option<Instant>,
     /// The last `vllm:request_success_total` read, and the page it came from.
     success: Option<(Instant, f64)>,
-    /// The request-shape counters of the last [`TOKEN_WINDOW`], oldest first (saturation V2's averages).
-    counters: VecDeque<(Instant, TokenCounters)>,
+    /// The request-shape counters' increases of the last [`TOKEN_WINDOW`] (saturation V2's averages).
+    tokens: TokenWindow,
 }
 
-/// How far back request-shape averages reach (WVA's `rate(…[5m])`).
+/// The gauges of one page of one model.
+#[derive(Debug, Clone, Copy)]
+struct Peak {
+    kv: Option<f64>,
+    queue: Option<f64>,
+    running: Option<f64>,
+}
+
+/// How far back request-shape averages reach (WVA's `rate(…[5m])`), in [`TOKEN_STEP`]s.
 pub const TOKEN_WINDOW: Duration = Duration::from_secs(300);
+/// The counters' increases are summed per step: a pod's window costs at most six steps, not a sample per
+/// scrape.
+pub const TOKEN_STEP: Duration = Duration::from_secs(60);
+
+/// Increases of the request-shape counters: prompt tokens and requests, generated tokens and requests,
+/// prefix-cache hits and queries.
+type Increases = [f64; 6];
+
+fn counters_of(c: &TokenCounters) -> [Option<f64>; 6] {
+    [
+        c.prompt_tokens_sum,
+        c.prompt_tokens_count,
+        c.generation_tokens_sum,
+        c.generation_tokens_count,
+        c.prefix_cache_hits,
+        c.prefix_cache_queries,
+    ]
+}
+
+#[derive(Debug, Default)]
+struct TokenWindow {
+    /// The last page's counters, to take increases from.
+    last: Option<[Option<f64>; 6]>,
+    /// Per step (its start), the increases seen in it; oldest first.
+    steps: VecDeque<(Instant, Increases)>,
+}
+
+impl TokenWindow {
+    /// Adds one page's counters: the increase since the last page (a decrease is a restart, counted from
+    /// 0 as Prometheus's `rate` counts it).
+    fn record(&mut self, at: Instant, counters: &TokenCounters) {
+        let now = counters_of(counters);
+        if let Some(last) = self.last {
+            let mut inc = [0.0; 6];
+            for (i, slot) in inc.iter_mut().enumerate() {
+                if let (Some(a), Some(b)) = (last[i], now[i]) {
+                    *slot = if b >= a { b - a } else { b };
+                }
+            }
+            match self.steps.back_mut() {
+                Some((start, sum)) if at.saturating_duration_since(*start) < TOKEN_STEP => {
+                    for (s, i) in sum.iter_mut().zip(inc) {
+                        *s += i;
+                    }
+                }
+                _ => self.steps.push_back((at, inc)),
+            }
+        }
+        self.last = Some(now);
+    }
+
+    fn prune(&mut self, horizon: Option<Instant>) {
+        while self
+            .steps
+            .front()
+            .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
+        {
+            self.steps.pop_front();
+        }
+    }
+
+    /// The increases of the steps that started within the window.
+    fn sum(&self, horizon: Option<Instant>) -> Option<Increases> {
+        let mut total = [0.0; 6];
+        let mut any = false;
+        for (_, inc) in self
+            .steps
+            .iter()
+            .filter(|(t, _)| horizon.is_none_or(|h| *t >= h))
+        {
+            any = true;
+            for (s, i) in total.iter_mut().zip(inc) {
+                *s += i;
+            }
+        }
+        any.then_some(total)
+    }
+}
 
 /// When a model (namespace, model_name) was last seen serving, over every pod it ever had: pods come and
 /// go, the model's activity stays.
@@ -184,9 +270,16 @@ impl WindowCache {
                 Some(m) => m,
                 None => w.models.entry(model.clone()).or_default(),
             };
-            m.samples.push_back((at, *signals));
+            m.samples.push_back((
+                at,
+                Peak {
+                    kv: signals.kv_cache_usage,
+                    queue: signals.queue_length,
+                    running: signals.running_requests,
+                },
+            ));
             if !signals.tokens.is_empty() {
-                m.counters.push_back((at, signals.tokens));
+                m.tokens.record(at, &signals.tokens);
             }
             if signals.is_complete() {
                 m.last_complete = Some(at);
@@ -319,13 +412,7 @@ impl WindowCache {
             {
                 m.samples.pop_front();
             }
-            while m
-                .counters
-                .front()
-                .is_some_and(|(t, _)| token_horizon.is_some_and(|h| *t < h))
-            {
-                m.counters.pop_front();
-            }
+            m.tokens.prune(token_horizon);
         }
         w.models
             .retain(|_, m| !m.samples.is_empty() || m.last_complete.is_some());
@@ -392,13 +479,13 @@ impl WindowCache {
         let mut queue: Option<f64> = None;
         let mut newest: Option<(Instant, Option<f64>)> = None;
         for (t, s) in samples.iter().filter(|(t, _)| in_window(t)) {
-            if let Some(v) = s.kv_cache_usage {
+            if let Some(v) = s.kv {
                 kv = Some(kv.map_or(v, |k| k.max(v)));
             }
-            if let Some(v) = s.queue_length {
+            if let Some(v) = s.queue {
                 queue = Some(queue.map_or(v, |q| q.max(v)));
             }
-            newest = Some((*t, s.running_requests));
+            newest = Some((*t, s.running));
         }
         match (kv, queue, newest) {
             (Some(kv), Some(queue), Some((t, running))) => Lookup::Fresh(PodSample {
@@ -409,7 +496,7 @@ impl WindowCache {
                 source: SourceKind::Pods,
                 tokens: token_figures(
                     w.page.cache_config,
-                    entry.map(|m| &m.counters),
+                    entry.map(|m| &m.tokens),
                     now.checked_sub(TOKEN_WINDOW),
                 ),
             }),
@@ -443,40 +530,20 @@ impl WindowCache {
 /// Prometheus's `rate` counts it. No completions in the window read as 0, as WVA reads them.
 fn token_figures(
     cache: Option<CacheConfig>,
-    counters: Option<&VecDeque<(Instant, TokenCounters)>>,
+    tokens: Option<&TokenWindow>,
     horizon: Option<Instant>,
 ) -> Option<TokenFigures> {
-    let in_window: Vec<&TokenCounters> = counters
-        .into_iter()
-        .flatten()
-        .filter(|(t, _)| horizon.is_none_or(|h| *t >= h))
-        .map(|(_, c)| c)
-        .collect();
-    if cache.is_none() && in_window.is_empty() {
+    let sums = tokens.and_then(|t| t.sum(horizon));
+    if cache.is_none() && sums.is_none() {
         return None;
     }
-    let increase = |get: fn(&TokenCounters) -> Option<f64>| -> f64 {
-        in_window
-            .windows(2)
-            .filter_map(|pair| Some((get(pair[0])?, get(pair[1])?)))
-            .map(|(a, b)| if b >= a { b - a } else { b })
-            .sum()
-    };
+    let [prompt, prompts, generated, generations, hits, queries] = sums.unwrap_or_default();
     let ratio = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
-    let hit = ratio(
-        increase(|c| c.prefix_cache_hits),
-        increase(|c| c.prefix_cache_queries),
-    );
+    let hit = ratio(hits, queries);
     Some(TokenFigures {
         total_kv_tokens: cache.map(|c| c.total_tokens()),
-        avg_input_tokens: ratio(
-            increase(|c| c.prompt_tokens_sum),
-            increase(|c| c.prompt_tokens_count),
-        ),
-        avg_output_tokens: ratio(
-            increase(|c| c.generation_tokens_sum),
-            increase(|c| c.generation_tokens_count),
-        ),
+        avg_input_tokens: ratio(prompt, prompts),
+        avg_output_tokens: ratio(generated, generations),
         prefix_cache_hit_rate: if (0.0..=1.0).contains(&hit) { hit } else { 0.0 },
     })
 }
@@ -596,16 +663,17 @@ mod tests {
             }),
             ..PageFacts::default()
         };
-        // Older than five minutes by the last lookup: left out.
+        // An increase counts in the minute it is seen; the one seen at t1 is older than five minutes
+        // by the last lookup, so left out.
         cache.record_page(&p, t0, &counted(0.0, 0.0, 0.0, 0.0, 0.0), facts.clone());
-        let t1 = t0 + Duration::from_secs(200);
+        let t1 = t0 + Duration::from_secs(10);
         cache.record_page(
             &p,
             t1,
             &counted(10_000.0, 500.0, 10.0, 0.0, 100.0),
             facts.clone(),
         );
-        let t2 = t1 + Duration::from_secs(60);
+        let t2 = t1 + Duration::from_secs(200);
         cache.record_page(
             &p,
             t2,
@@ -613,7 +681,7 @@ mod tests {
             facts.clone(),
         );
         // The server restarted: its counters start over.
-        let t3 = t2 + Duration::from_secs(60);
+        let t3 = t2 + Duration::from_secs(120);
         cache.record_page(&p, t3, &counted(1_000.0, 100.0, 10.0, 25.0, 50.0), facts);
         let Lookup::Fresh(s) = cache.lookup_at(&p, "m", t3) else {
             panic!("fresh sample expected")
