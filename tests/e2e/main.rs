@@ -529,6 +529,55 @@ async fn wait_replicas(c: &Cluster, name: &str, want: i32, timeout: Duration) ->
     start.elapsed()
 }
 
+/// Waits for a Warning Event on `kind/name` in the workload namespace whose reason is `reason` and whose
+/// message contains `says`.
+async fn warning_event(c: &Cluster, (kind, name): (&str, &str), reason: &str, says: &str) {
+    eventually(
+        &format!("a Warning Event {reason} on {kind} {name}"),
+        Duration::from_secs(60),
+        || async {
+            let events = c.kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.kind={kind},involvedObject.name={name},type=Warning"),
+                "-o",
+                "jsonpath={.items[*].reason} {.items[*].message}",
+            ])?;
+            if events.contains(reason) && events.contains(says) {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        },
+    )
+    .await;
+}
+
+/// `/debug/variants` through the aggregator, parsed.
+fn debug_variants(c: &Cluster) -> Result<Value, String> {
+    let raw = c.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
+    ])?;
+    serde_json::from_str(&raw).map_err(|e| e.to_string())
+}
+
+/// Deletes the global saturation ConfigMap (the defaults apply again).
+fn delete_saturation_configmap(c: &Cluster) {
+    c.kubectl(&[
+        "-n",
+        "wva-metrics-server",
+        "delete",
+        "configmap",
+        "wva-saturation-scaling-config",
+    ])
+    .unwrap();
+}
+
 fn set_load(k: &kubelet::Kubelet, app: &str, in_flight: usize) {
     k.control.lock().unwrap().load.insert(app.into(), in_flight);
 }

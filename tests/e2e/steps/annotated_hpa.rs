@@ -33,26 +33,11 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         err.contains("annotation llm-d.ai/model-id is missing"),
         "{err}"
     );
-    eventually(
-        "a Warning Event on HPA embed-bad",
-        Duration::from_secs(60),
-        || async {
-            let reasons = c.kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=embed-bad,type=Warning",
-                "-o",
-                "jsonpath={.items[*].reason} {.items[*].message}",
-            ])?;
-            if reasons.contains("InvalidConfiguration") && reasons.contains("llm-d.ai/model-id") {
-                Ok(())
-            } else {
-                Err(reasons)
-            }
-        },
+    warning_event(
+        c,
+        ("HorizontalPodAutoscaler", "embed-bad"),
+        "InvalidConfiguration",
+        "llm-d.ai/model-id",
     )
     .await;
     // No accelerator anywhere: served all the same, as "unresolved", with a Warning Event.
@@ -73,26 +58,11 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         },
     )
     .await;
-    eventually(
-        "a Warning Event AcceleratorNotResolved on HPA embed-unres",
-        Duration::from_secs(60),
-        || async {
-            let reasons = c.kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=embed-unres,type=Warning",
-                "-o",
-                "jsonpath={.items[*].reason} {.items[*].message}",
-            ])?;
-            if reasons.contains("AcceleratorNotResolved") && reasons.contains("nvidia.com/gpu.product") {
-                Ok(())
-            } else {
-                Err(reasons)
-            }
-        },
+    warning_event(
+        c,
+        ("HorizontalPodAutoscaler", "embed-unres"),
+        "AcceleratorNotResolved",
+        "nvidia.com/gpu.product",
     )
     .await;
     set_load(k, "embed-l4", 0);

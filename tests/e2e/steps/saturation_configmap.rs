@@ -37,14 +37,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
     )
     .await;
     never_below(c, "qwen-l40s-decode", 2, Duration::from_secs(8)).await;
-    c.kubectl(&[
-        "-n",
-        "wva-metrics-server",
-        "delete",
-        "configmap",
-        "wva-saturation-scaling-config",
-    ])
-    .unwrap();
+    delete_saturation_configmap(c);
     wait_replicas(c, "qwen-l40s-decode", 1, Duration::from_secs(180)).await;
     eprintln!("e2e[config] saturation ConfigMap applied live, invalid entry rejected, defaults back on delete");
 }

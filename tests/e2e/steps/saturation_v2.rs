@@ -12,12 +12,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
     wait_replicas(c, "qwen-h100-decode", 1, Duration::from_secs(180)).await;
     c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: wva-saturation-scaling-config, namespace: wva-metrics-server}\ndata:\n  default: |\n    kvCacheThreshold: 0.8\n    queueLengthThreshold: 5\n    analyzers:\n      - name: saturation\n        enabled: true\n");
     let capacity = |c: &Cluster| -> Result<Value, String> {
-        let raw = c.kubectl(&[
-            "get",
-            "--raw",
-            "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
-        ])?;
-        let doc: Value = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+        let doc = debug_variants(c)?;
         let model = doc["models"]
             .as_array()
             .into_iter()
@@ -86,14 +81,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         idle.elapsed().as_secs_f64(),
         step.elapsed().as_secs_f64()
     );
-    c.kubectl(&[
-        "-n",
-        "wva-metrics-server",
-        "delete",
-        "configmap",
-        "wva-saturation-scaling-config",
-    ])
-    .unwrap();
+    delete_saturation_configmap(c);
     eventually(
         "V1 back after the ConfigMap is deleted",
         Duration::from_secs(60),

@@ -20,12 +20,7 @@ pub(crate) async fn run(c: &mut Cluster) {
     ));
     let started = Instant::now();
     let endpoint_of = |c: &Cluster| -> Result<(String, String), String> {
-        let raw = c.kubectl(&[
-            "get",
-            "--raw",
-            "/apis/external.metrics.k8s.io/v1beta1/debug/variants",
-        ])?;
-        let doc: Value = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+        let doc = debug_variants(c)?;
         doc["models"]
             .as_array()
             .into_iter()
