@@ -410,6 +410,76 @@ pub fn decide_refused(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn arb_variant(i: usize) -> impl Strategy<Value = VariantInput> {
+        (
+            1i64..6,
+            0i64..3,
+            0.5f64..40.0,
+            proptest::collection::vec((0.0f64..=1.0, 0.0f64..20.0), 0..6),
+            proptest::option::of(1i64..10),
+        )
+            .prop_map(move |(spec, not_ready, cost, samples, extra)| {
+                let ready = (spec - not_ready).max(0);
+                let replicas: Vec<ReplicaInput> = samples
+                    .iter()
+                    .take(usize::try_from(ready).unwrap_or(0))
+                    .enumerate()
+                    .map(|(p, (kv, q))| ReplicaInput {
+                        total_kv_tokens: Some(16_000),
+                        avg_input_tokens: 100.0,
+                        avg_output_tokens: 50.0,
+                        ..ReplicaInput::new(&format!("v{i}-{p}"), *kv, *q)
+                    })
+                    .collect();
+                VariantInput {
+                    name: format!("v{i}"),
+                    cost,
+                    accelerator: "H100".into(),
+                    spec_replicas: spec,
+                    ready_replicas: ready,
+                    replicas,
+                    min_replicas: Some(0),
+                    max_replicas: extra.map(|e| spec + e),
+                    role: Role::Both,
+                    gpus_per_replica: 1,
+                    engine_params: None,
+                }
+            })
+    }
+
+    proptest! {
+        /// Saturation V2 never scales down a variant some of whose Ready pods have no fresh sample
+        /// (their load is unknown), and never leaves [min, max] when spec.replicas is within it.
+        #[test]
+        fn v2_never_scales_down_on_missing_data(
+            variants in (arb_variant(0), arb_variant(1)).prop_map(|(a, b)| vec![a, b]),
+        ) {
+            let memory = CapacityMemory::default();
+            let ctx = V2Context {
+                namespace: "ns",
+                model: "m",
+                config: SaturationConfig::default(),
+                thresholds: V2Thresholds::default(),
+                votes: true,
+                scheduler: None,
+                memory: &memory,
+            };
+            let d = decide_v2(&ctx, &variants, None);
+            for v in &variants {
+                let target = d.targets[&v.name];
+                let unsampled = v.ready_replicas > i64::try_from(v.replicas.len()).unwrap();
+                if unsampled {
+                    prop_assert!(target >= v.spec_replicas, "{} scaled down from {} to {target} with unsampled Ready pods", v.name, v.spec_replicas);
+                }
+                if let Some(max) = v.max_replicas {
+                    prop_assert!(target <= max);
+                }
+                prop_assert!(target >= 0);
+            }
+        }
+    }
 
     #[test]
     fn huge_queues_saturate_instead_of_wrapping() {
