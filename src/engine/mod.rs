@@ -206,9 +206,11 @@ impl Engine {
                     votes: entry.saturation_votes(),
                     scheduler: match &zero.demand {
                         #[allow(clippy::cast_possible_truncation)] // WVA truncates the sum too.
-                        Demand::Queued { requests, .. } => Some(SchedulerQueue {
+                        Demand::Queued {
+                            requests, bytes, ..
+                        } => Some(SchedulerQueue {
                             requests: *requests as i64,
-                            bytes: 0,
+                            bytes: *bytes as i64,
                         }),
                         _ => None,
                     },
@@ -1080,6 +1082,33 @@ mod tests {
             );
             let e = with(engine(vec![variant("b", "m", 5.0, 2, 2, 2)], &idle), v2);
             assert_eq!(desired(&e), [("b".into(), 1000)]);
+            // The endpoint picker's queue (requests and bytes) is demand: 10 requests, 20,000 bytes =
+            // max(5,000, 10 × 100) prompt tokens + 10 × 50 output tokens.
+            struct Queue;
+            impl DemandSource for Queue {
+                fn demand(&self, _: &str, _: &str) -> Demand {
+                    Demand::Queued {
+                        requests: 10.0,
+                        bytes: 20_000.0,
+                        pool: "ns/pool".into(),
+                        held: None,
+                    }
+                }
+            }
+            let e = with(
+                engine(
+                    vec![variant("a", "m", 5.0, 1, 1, 1)],
+                    &[("a-0", tokens(0.25, 0.0))],
+                ),
+                thresholds("analyzers:\n  - name: saturation\n"),
+            )
+            .with_zero(
+                Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
+                Arc::new(Queue),
+            );
+            let x = e.explain(None);
+            let c = x.models[0].decision.capacity.as_ref().unwrap();
+            assert_eq!(c.scheduler_demand, 5500.0);
             // The queueing model: refused, every variant held at spec.replicas.
             let e = with(
                 engine(

@@ -238,12 +238,19 @@ pub enum Demand {
     /// and this is the last good reading, still within its grace period (why, and how old).
     Queued {
         requests: f64,
+        /// The queued requests' bytes, where the picker publishes them (saturation V2's input tokens).
+        #[serde(skip_serializing_if = "is_zero")]
+        bytes: f64,
         pool: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         held: Option<String>,
     },
     /// The EPP could not be read.
     Unknown { pool: String, reason: String },
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// What idleness and demand do to a model's targets (after [`super::compute_targets`]):
@@ -451,6 +458,7 @@ mod tests {
         let active = Activity::Active { last_secs: 3 };
         let queued = Demand::Queued {
             requests: 2.0,
+            bytes: 0.0,
             pool: "ns/pool".into(),
             held: None,
         };

@@ -9,7 +9,8 @@
 //! beside the new one while it is deprecated, so the first name a page has is read and the others
 //! ignored (summing both would count each request twice). Requests are summed per
 //! `target_model_name` (the model the picker routes to), or per `model_name` where that is empty, as
-//! WVA v0.9's scheduler-queue query does.
+//! WVA v0.9's scheduler-queue query does; so are the queue's bytes (`…_flow_control_queue_bytes`, the
+//! same three names), which saturation V2 turns into queued input tokens.
 //!
 //! What is never read as "no demand": a page cut at the size limit, a page with no endpoint-picker
 //! metric at all (an HTML page, another server on the port), or a NaN, infinite or negative queue. A
@@ -45,6 +46,12 @@ pub const QUEUE_METRICS: [&str; 3] = [
 ];
 /// The name WVA v0.5.1–v0.9 reads (`scalefromzero`), deprecated in llm-d-router.
 pub const QUEUE_METRIC: &str = "inference_extension_flow_control_queue_size";
+/// The queue's size in bytes, under the same three names (saturation V2's queued input tokens).
+pub const QUEUE_BYTES_METRICS: [&str; 3] = [
+    "llm_d_epp_flow_control_queue_bytes",
+    "llm_d_router_epp_flow_control_queue_bytes",
+    "inference_extension_flow_control_queue_bytes",
+];
 pub const QUEUE_MODEL_LABEL: &str = "target_model_name";
 /// Where `target_model_name` is empty, the request's model.
 const QUEUE_FALLBACK_LABEL: &str = "model_name";
@@ -90,8 +97,16 @@ impl EppOptions {
     }
 }
 
-/// One model's queue on a picker's page: requests, or why the value cannot be used.
-pub(crate) type Queue = Result<f64, String>;
+/// One model's queue on a picker's page.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Queued {
+    pub requests: f64,
+    /// The queued requests' bytes (0 where the picker does not publish them, or not usably).
+    pub bytes: f64,
+}
+
+/// One model's queue, or why the value cannot be used.
+pub(crate) type Queue = Result<Queued, String>;
 
 /// What one picker page says.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,21 +122,29 @@ pub(crate) enum PickerPage {
 pub(crate) fn read_page(page: &str) -> PickerPage {
     let mut picker = false;
     // Per name (index in QUEUE_METRICS): per model, the sum or why it is unusable.
-    let mut by_name: [HashMap<String, Queue>; 3] = Default::default();
+    let mut by_name: [HashMap<String, Result<f64, String>>; 3] = Default::default();
+    // The same for bytes; an unusable byte count is left out (bytes only ever add demand).
+    let mut bytes_by_name: [HashMap<String, f64>; 3] = Default::default();
     exposition::parse_wanted(
         page,
         |name| PICKER_PREFIXES.iter().any(|p| name.starts_with(p)),
         |s| {
             picker = true;
-            let Some(i) = QUEUE_METRICS.iter().position(|n| *n == s.name) else {
-                return;
-            };
             let model = match s.label(QUEUE_MODEL_LABEL).filter(|m| !m.is_empty()) {
                 Some(m) => m,
                 None => match s.label(QUEUE_FALLBACK_LABEL).filter(|m| !m.is_empty()) {
                     Some(m) => m,
                     None => return,
                 },
+            };
+            if let Some(i) = QUEUE_BYTES_METRICS.iter().position(|n| *n == s.name) {
+                if s.value.is_finite() && s.value >= 0.0 {
+                    *bytes_by_name[i].entry(model.to_string()).or_insert(0.0) += s.value;
+                }
+                return;
+            }
+            let Some(i) = QUEUE_METRICS.iter().position(|n| *n == s.name) else {
+                return;
             };
             let entry = by_name[i].entry(model.to_string()).or_insert(Ok(0.0));
             if s.value.is_finite() && s.value >= 0.0 {
@@ -136,20 +159,39 @@ pub(crate) fn read_page(page: &str) -> PickerPage {
     if !picker {
         return PickerPage::NotAPicker;
     }
-    PickerPage::Queues(
-        by_name
-            .into_iter()
-            .find(|m| !m.is_empty())
-            .unwrap_or_default(),
-    )
+    let requests = by_name
+        .into_iter()
+        .find(|m| !m.is_empty())
+        .unwrap_or_default();
+    let bytes = bytes_by_name
+        .into_iter()
+        .find(|m| !m.is_empty())
+        .unwrap_or_default();
+    let mut queues: HashMap<String, Queue> = requests
+        .into_iter()
+        .map(|(model, r)| {
+            let b = bytes.get(&model).copied().unwrap_or(0.0);
+            (model, r.map(|requests| Queued { requests, bytes: b }))
+        })
+        .collect();
+    for (model, b) in bytes {
+        queues.entry(model).or_insert(Ok(Queued {
+            requests: 0.0,
+            bytes: b,
+        }));
+    }
+    PickerPage::Queues(queues)
 }
 
 /// Sums per model; `None` once a model's value is unusable on any pod stays unusable.
 fn add_queues(total: &mut HashMap<String, Queue>, page: HashMap<String, Queue>) {
     for (model, q) in page {
-        let entry = total.entry(model).or_insert(Ok(0.0));
+        let entry = total.entry(model).or_insert(Ok(Queued::default()));
         match (entry.as_mut(), q) {
-            (Ok(t), Ok(v)) => *t += v,
+            (Ok(t), Ok(v)) => {
+                t.requests += v.requests;
+                t.bytes += v.bytes;
+            }
             (Ok(_), Err(e)) => *entry = Err(e),
             (Err(_), _) => {}
         }
@@ -367,7 +409,8 @@ impl EppSource {
                         reason: why.clone(),
                     },
                     q => Demand::Queued {
-                        requests: q.and_then(|q| q.as_ref().ok()).copied().unwrap_or(0.0),
+                        requests: q.and_then(|q| q.as_ref().ok()).map_or(0.0, |q| q.requests),
+                        bytes: q.and_then(|q| q.as_ref().ok()).map_or(0.0, |q| q.bytes),
                         pool,
                         held: failed.filter(|(f, _)| f > at).map(|(_, e)| {
                             format!(
@@ -421,8 +464,40 @@ inference_pool_average_kv_cache_utilization{name=\"p\"} 0.5
         let PickerPage::Queues(q) = read_page(page) else {
             panic!("not read as a picker page")
         };
-        assert_eq!(q.get("m"), Some(&Ok(3.0)));
-        assert_eq!(q.get("other"), Some(&Ok(0.0)));
+        let requests = |m: &str| q.get(m).unwrap().as_ref().map(|q| q.requests).ok();
+        assert_eq!(requests("m"), Some(3.0));
+        assert_eq!(requests("other"), Some(0.0));
         assert!(q.get("bad").unwrap().as_ref().unwrap_err().contains("NaN"));
+    }
+
+    /// The queue's bytes under the newest name the page has, per model, beside its requests; an
+    /// unusable byte count adds nothing.
+    #[test]
+    fn queue_bytes_are_read_beside_the_requests() {
+        let page = "\
+llm_d_epp_flow_control_queue_size{target_model_name=\"m\"} 10
+llm_d_epp_flow_control_queue_bytes{target_model_name=\"m\"} 4000
+inference_extension_flow_control_queue_bytes{target_model_name=\"m\"} 99999
+llm_d_epp_flow_control_queue_bytes{target_model_name=\"only-bytes\"} 800
+llm_d_epp_flow_control_queue_bytes{target_model_name=\"nan\"} NaN
+";
+        let PickerPage::Queues(q) = read_page(page) else {
+            panic!("not read as a picker page")
+        };
+        assert_eq!(
+            q.get("m"),
+            Some(&Ok(Queued {
+                requests: 10.0,
+                bytes: 4000.0
+            }))
+        );
+        assert_eq!(
+            q.get("only-bytes"),
+            Some(&Ok(Queued {
+                requests: 0.0,
+                bytes: 800.0
+            }))
+        );
+        assert_eq!(q.get("nan"), None);
     }
 }

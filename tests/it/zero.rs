@@ -182,6 +182,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
         decision.zero.as_ref().unwrap().demand,
         Demand::Queued {
             requests: 3.0,
+            bytes: 0.0,
             pool: "ns/pool".into(),
             held: None,
         }
