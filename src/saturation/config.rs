@@ -405,6 +405,8 @@ struct RawV2 {
     scale_down_boundary: Option<String>,
     #[serde(rename = "scaleToZero")]
     scale_to_zero: Option<RawScaleToZero>,
+    /// The limiter's; validated as WVA validates it (a number >= 0), though not used here.
+    priority: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +460,9 @@ fn parse_v2(text: &str) -> Result<V2Fields, String> {
             scale_up_threshold: number(&at("scaleUpThreshold"), scale_up)?,
             scale_down_boundary: number(&at("scaleDownBoundary"), scale_down)?,
         });
+    }
+    if number("priority", raw.priority)?.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return Err("priority must be a number >= 0".into());
     }
     Ok(V2Fields {
         analyzer_name: raw.analyzer_name.filter(|n| !n.is_empty()),
@@ -859,6 +864,8 @@ mod tests {
                 "scaleToZero: {enabled: maybe}",
                 "scaleToZero.enabled must be true or false",
             ),
+            ("priority: -1", "priority must be a number >= 0"),
+            ("priority: high", "priority must be a number"),
         ] {
             let (kept, issues) = ScalingConfig::from_configmap(&cfg, &data(&[("default", bad)]));
             assert!(issues.rejected[0].1.contains(want), "{bad}: {issues:?}");
