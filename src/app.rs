@@ -350,6 +350,7 @@ impl Wiring<'_> {
         let poll = PollOptions {
             lookback: src.lookback,
             interval: src.scrape_interval,
+            load_every: crate::sources::prometheus::LOAD_EVERY,
         };
         let heartbeat = self.health.heartbeat(
             "prometheus-poll",

@@ -552,8 +552,30 @@ fn prom_args(url: String, ca: Option<PathBuf>) -> PrometheusOptions {
 #[tokio::test]
 async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     install_provider();
-    let (p1, _) =
-        serve(Router::new().route("/metrics", get(|| async { vllm_page(0.61, 4.0) }))).await;
+    // Pod 1 also serves what saturation V2 reads: its KV cache, and counters that grow by one request
+    // of 100 prompt and 50 generated tokens (30 from the prefix cache) per scrape.
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p1, _) = serve(Router::new().route(
+        "/metrics",
+        get(move || {
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            async move {
+                let l = format!("engine=\"0\",model_name=\"{MODEL}\"");
+                format!(
+                    "{}vllm:cache_config_info{{block_size=\"16\",engine=\"0\",num_gpu_blocks=\"1000\"}} 1.0\n\
+                     vllm:request_prompt_tokens_sum{{{l}}} {}\nvllm:request_prompt_tokens_count{{{l}}} {n}\n\
+                     vllm:request_generation_tokens_sum{{{l}}} {}\nvllm:request_generation_tokens_count{{{l}}} {n}\n\
+                     vllm:prefix_cache_queries_total{{{l}}} {}\nvllm:prefix_cache_hits_total{{{l}}} {}\n",
+                    vllm_page(0.61, 4.0),
+                    n * 100,
+                    n * 50,
+                    n * 100,
+                    n * 30
+                )
+            }
+        }),
+    ))
+    .await;
     let (p2, _) =
         serve(Router::new().route("/metrics", get(|| async { vllm_page(0.2, 0.0) }))).await;
     let prom = start_prometheus(&[(p1, "pod-1"), (p2, "pod-2")]).await;
@@ -567,6 +589,7 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
         PollOptions {
             lookback: Duration::from_secs(60),
             interval: Duration::from_secs(1),
+            load_every: Duration::from_secs(1),
         },
         Arc::new(FixedTargets::default()),
         Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
@@ -593,6 +616,30 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
             source.lookup(&t1, MODEL)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Saturation V2's figures through WVA v0.9's queries: KV tokens from cache_config_info (no model
+    // label), the request shape and the hit rate over five minutes; a pod without them has none.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        source.refresh("ns", MODEL).await;
+        if let Lookup::Fresh(a) = source.lookup(&t1, MODEL) {
+            if let Some(t) = a.tokens.filter(|t| t.avg_output_tokens > 0.0) {
+                assert_eq!(t.total_kv_tokens, Some(16_000));
+                assert!((t.avg_input_tokens - 100.0).abs() < 1e-6, "{t:?}");
+                assert!((t.avg_output_tokens - 50.0).abs() < 1e-6, "{t:?}");
+                assert!((t.prefix_cache_hit_rate - 0.3).abs() < 1e-6, "{t:?}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned V2's figures for pod-1: {:?}",
+            source.lookup(&t1, MODEL)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Lookup::Fresh(b) = source.lookup(&t2, MODEL) {
+        assert_eq!(b.tokens.and_then(|t| t.total_kv_tokens), None);
     }
     // A pod Prometheus does not know is named, not zeroed.
     let reason = missing_reason(source.lookup(&pod("pod-3", p1), MODEL));

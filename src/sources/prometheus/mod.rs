@@ -12,16 +12,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use client::{PrometheusClient, PrometheusError, PrometheusOptions};
-use promql::{idle_query, kv_query, load_queries, queue_query};
+use promql::{idle_query, kv_query, load_queries, queue_query, token_queries};
 
-use super::{LoadFigures, Lookup, MissingSample, PodSample, SampleSource, SourceKind};
+use super::{
+    LoadFigures, Lookup, MissingSample, PodSample, SampleSource, SourceKind, TokenFigures,
+};
 use crate::health::Heartbeat;
 use crate::saturation::{Activity, ZeroConfig};
 use crate::target::{PodTarget, TargetFeed};
 use crate::telemetry::Metrics;
 
-/// How often the (slower-moving) load figures are refreshed.
-const LOAD_EVERY: Duration = Duration::from_secs(30);
+/// How often the (slower-moving) load figures and saturation V2's figures are refreshed, by default.
+pub const LOAD_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 struct ModelResult {
@@ -35,6 +37,8 @@ struct ModelState {
     last_error: Option<String>,
     first_asked: Option<Instant>,
     load: Option<(Instant, LoadFigures)>,
+    /// Saturation V2's per-pod figures, refreshed with the load figures.
+    tokens: HashMap<String, TokenFigures>,
     /// The last answer to WVA's idle query, for the retention period asked: the increase (`None`: no
     /// series) or the error.
     activity: Option<(Instant, Duration, Result<Option<f64>, String>)>,
@@ -47,6 +51,8 @@ pub struct PollOptions {
     pub lookback: Duration,
     /// How often every model is queried.
     pub interval: Duration,
+    /// How often the slower figures (load, saturation V2's) are refreshed ([`LOAD_EVERY`]).
+    pub load_every: Duration,
 }
 
 /// Background poller and cache of Prometheus answers, per (namespace, model).
@@ -124,12 +130,15 @@ impl PrometheusSource {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             s.get(&key)
                 .and_then(|e| e.load.as_ref())
-                .is_none_or(|(at, _)| at.elapsed() >= LOAD_EVERY)
+                .is_none_or(|(at, _)| at.elapsed() >= self.opts.load_every)
         };
-        let load = if load_due {
-            self.load_figures(namespace, model).await
+        let (load, tokens) = if load_due {
+            futures::join!(
+                self.load_figures(namespace, model),
+                self.token_figures(namespace, model)
+            )
         } else {
-            None
+            (None, None)
         };
         // The idle query runs for the models scale to zero is enabled for, over their retention period.
         let policy = self.zero.load().resolve(model, namespace);
@@ -153,6 +162,9 @@ impl PrometheusSource {
         let entry = s.entry(key).or_default();
         if let Some(l) = load {
             entry.load = Some((Instant::now(), l));
+        }
+        if let Some(t) = tokens {
+            entry.tokens = t;
         }
         if activity.is_some() {
             entry.activity = activity;
@@ -187,6 +199,59 @@ impl PrometheusSource {
                 entry.last_error = Some(e);
             }
         }
+    }
+
+    /// Runs saturation V2's four per-pod queries; a failure leaves the previous figures in place. A
+    /// NaN (no completions: 0/0) or a missing series reads as 0, as in WVA; a hit rate outside 0–1 is
+    /// dropped.
+    async fn token_figures(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Option<HashMap<String, TokenFigures>> {
+        let queries = token_queries(namespace, model);
+        self.metrics.prometheus_queries.inc_by(queries.len() as u64);
+        let results =
+            futures::future::join_all(queries.iter().map(|(_, q)| self.client.query(q))).await;
+        let mut per_pod: HashMap<String, TokenFigures> = HashMap::new();
+        for (i, r) in results.into_iter().enumerate() {
+            let series = match r {
+                Ok(series) => series,
+                Err(e) => {
+                    self.metrics.prometheus_failures.inc();
+                    tracing::debug!(namespace, model, query = queries[i].0, error = %e, "saturation V2 query failed");
+                    return None;
+                }
+            };
+            for (labels, v) in series {
+                let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) else {
+                    continue;
+                };
+                let t = per_pod.entry(pod.clone()).or_default();
+                let usable = if v.is_finite() && v >= 0.0 { v } else { 0.0 };
+                match i {
+                    0 => {
+                        let label = |k: &str| {
+                            labels
+                                .get(k)
+                                .and_then(|v| v.parse::<i64>().ok())
+                                .filter(|v| *v > 0)
+                        };
+                        if let (Some(blocks), Some(size)) =
+                            (label("num_gpu_blocks"), label("block_size"))
+                        {
+                            t.total_kv_tokens = Some(blocks.saturating_mul(size));
+                        }
+                    }
+                    1 => t.avg_input_tokens = usable,
+                    2 => t.avg_output_tokens = usable,
+                    _ => {
+                        t.prefix_cache_hit_rate = if usable <= 1.0 { usable } else { 0.0 };
+                    }
+                }
+            }
+        }
+        Some(per_pod)
     }
 
     /// Runs the five load queries; a failure is logged and leaves the previous figures in place.
@@ -272,9 +337,9 @@ impl PrometheusSource {
                 running_requests: None,
                 age: now.saturating_duration_since(result.at),
                 source: SourceKind::Prometheus,
-                // Saturation V2's token figures are read from pods; without them a V2 decision takes
-                // the variant's capacity from its Deployment (the fallback path).
-                tokens: None,
+                // Saturation V2's figures, from the last round of its queries (none yet: the variant's
+                // capacity comes from its Deployment, the fallback path).
+                tokens: state.tokens.get(&pod.name).copied(),
             }),
             // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
             Some(_) => Lookup::Missing {
@@ -376,6 +441,7 @@ mod tests {
             PollOptions {
                 lookback: Duration::from_secs(60),
                 interval: Duration::from_secs(1),
+                load_every: LOAD_EVERY,
             },
             Arc::new(crate::target::FixedTargets::default()),
             Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),

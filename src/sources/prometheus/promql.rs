@@ -65,6 +65,30 @@ pub(crate) fn load_queries(namespace: &str, model: &str) -> [(&'static str, Stri
     ]
 }
 
+/// Saturation V2's per-pod figures (WVA v0.9's `cache_config_info`, `avg_input_tokens`,
+/// `avg_output_tokens` and `prefix_cache_hit_rate` queries, keyed by pod): the KV cache's blocks and block
+/// size (the metric has no `model_name`, so the namespace alone selects it), and the request shape over
+/// five minutes. The hit rate reads the counters under the names Prometheus stores (`_total`).
+pub(crate) fn token_queries(namespace: &str, model: &str) -> [(&'static str, String); 4] {
+    let ns = escape_label(namespace);
+    let sel = format!("namespace=\"{ns}\",model_name=\"{}\"", escape_label(model));
+    let avg = |m: &str| {
+        format!("max by (pod) (rate({m}_sum{{{sel}}}[5m]) / rate({m}_count{{{sel}}}[5m]))")
+    };
+    [
+        (
+            "cacheConfig",
+            format!("max by (pod, num_gpu_blocks, block_size) (vllm:cache_config_info{{namespace=\"{ns}\"}})"),
+        ),
+        ("avgInputTokens", avg("vllm:request_prompt_tokens")),
+        ("avgOutputTokens", avg("vllm:request_generation_tokens")),
+        (
+            "prefixCacheHitRate",
+            format!("max by (pod) (rate(vllm:prefix_cache_hits_total{{{sel}}}[5m]) / rate(vllm:prefix_cache_queries_total{{{sel}}}[5m]))"),
+        ),
+    ]
+}
+
 /// WVA's scale-to-zero query: requests served by the model during the retention period.
 pub(crate) fn idle_query(namespace: &str, model: &str, retention: Duration) -> String {
     format!(
@@ -78,6 +102,20 @@ pub(crate) fn idle_query(namespace: &str, model: &str, retention: Duration) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_queries_match_wva_keyed_by_pod() {
+        let q = token_queries("ns", "m\"x");
+        assert_eq!(
+            q[0].1,
+            "max by (pod, num_gpu_blocks, block_size) (vllm:cache_config_info{namespace=\"ns\"})"
+        );
+        assert_eq!(
+            q[1].1,
+            "max by (pod) (rate(vllm:request_prompt_tokens_sum{namespace=\"ns\",model_name=\"m\\\"x\"}[5m]) / rate(vllm:request_prompt_tokens_count{namespace=\"ns\",model_name=\"m\\\"x\"}[5m]))"
+        );
+        assert!(q[3].1.contains("vllm:prefix_cache_hits_total") && q[3].1.contains("[5m]"));
+    }
 
     #[test]
     fn queries_escape_label_values() {
