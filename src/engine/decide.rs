@@ -27,16 +27,12 @@ pub struct ReplicaInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_kv_tokens: Option<i64>,
     /// Saturation V2: average prompt and output tokens per request and prefix-cache hit rate.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::saturation::zero::is_zero")]
     pub avg_input_tokens: f64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::saturation::zero::is_zero")]
     pub avg_output_tokens: f64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::saturation::zero::is_zero")]
     pub prefix_cache_hit_rate: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 impl ReplicaInput {
@@ -283,21 +279,10 @@ pub fn decide_v2(
         ctx.memory,
     );
     let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
-    let hold = |why: String| {
-        states
-            .iter()
-            .map(|s| VariantTarget {
-                name: s.name.clone(),
-                target: s.spec_replicas,
-                reason: TargetReason::NoChange,
-                message: why.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
     let reasons = if !ctx.votes {
-        hold("held: the saturation analyzer is disabled for this model and no other analyzer runs here".into())
+        held(&states, TargetReason::NoChange, "held: the saturation analyzer is disabled for this model and no other analyzer runs here")
     } else if !capacity.informative() {
-        hold("held: no variant's capacity is known yet (no replica with samples, no Deployment to estimate from)".into())
+        held(&states, TargetReason::NoChange, "held: no variant's capacity is known yet (no replica with samples, no Deployment to estimate from)")
     } else {
         v2_targets(variants, &rows, &capacity)
     };
@@ -381,6 +366,19 @@ fn v2_targets(
         .collect()
 }
 
+/// Every variant at its `spec.replicas`, for one reason.
+fn held(states: &[VariantState], reason: TargetReason, why: &str) -> Vec<VariantTarget> {
+    states
+        .iter()
+        .map(|s| VariantTarget {
+            name: s.name.clone(),
+            target: s.spec_replicas,
+            reason: reason.clone(),
+            message: why.to_string(),
+        })
+        .collect()
+}
+
 /// The queueing-model path, which WVA v0.9 refuses: every variant keeps `spec.replicas`.
 pub fn decide_refused(
     config: &SaturationConfig,
@@ -388,15 +386,7 @@ pub fn decide_refused(
     why: &str,
 ) -> ModelDecision {
     let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
-    let reasons = states
-        .iter()
-        .map(|s| VariantTarget {
-            name: s.name.clone(),
-            target: s.spec_replicas,
-            reason: TargetReason::Refused,
-            message: why.to_string(),
-        })
-        .collect();
+    let reasons = held(&states, TargetReason::Refused, why);
     finish(
         "queueing-model",
         config,

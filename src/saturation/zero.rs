@@ -249,7 +249,8 @@ pub enum Demand {
     Unknown { pool: String, reason: String },
 }
 
-fn is_zero(v: &f64) -> bool {
+/// For `skip_serializing_if`: a figure that is 0 says nothing.
+pub(crate) fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 

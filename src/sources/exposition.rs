@@ -330,6 +330,20 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
+    /// From `vllm:cache_config_info`'s `num_gpu_blocks` and `block_size` labels, when both are positive
+    /// integers.
+    pub fn from_labels<'a>(label: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
+        let number = |k| {
+            label(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|v| *v > 0)
+        };
+        Some(CacheConfig {
+            num_gpu_blocks: number("num_gpu_blocks")?,
+            block_size: number("block_size")?,
+        })
+    }
+
     /// KV tokens the server holds: blocks × block size.
     pub fn total_tokens(&self) -> i64 {
         self.num_gpu_blocks.saturating_mul(self.block_size)
@@ -528,19 +542,6 @@ impl Acc {
     }
 }
 
-/// `vllm:cache_config_info`'s labels, when both are positive integers.
-fn cache_config_of(s: &Sample<'_, '_>) -> Option<CacheConfig> {
-    let label = |k| {
-        s.label(k)
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|v| *v > 0)
-    };
-    Some(CacheConfig {
-        num_gpu_blocks: label("num_gpu_blocks")?,
-        block_size: label("block_size")?,
-    })
-}
-
 fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -> Extraction {
     let mut cache_config: Option<CacheConfig> = None;
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
@@ -556,7 +557,7 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
                 return;
             };
             if matches!(signal, Signal::CacheConfig) {
-                cache_config = cache_config_of(s).or(cache_config);
+                cache_config = CacheConfig::from_labels(|k| s.label(k)).or(cache_config);
                 return;
             }
             // NaN is legal for a gauge but says nothing; it must not poison a max.

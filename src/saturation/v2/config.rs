@@ -76,16 +76,6 @@ pub enum AnalyzerChoice {
     Refused { reason: String },
 }
 
-impl AnalyzerChoice {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AnalyzerChoice::V1 => "v1",
-            AnalyzerChoice::V2 => "saturation-v2",
-            AnalyzerChoice::Refused { .. } => "queueing-model",
-        }
-    }
-}
-
 impl V2Fields {
     /// A V2 entry: it lists analyzers, or names `saturation`.
     pub fn is_v2(&self) -> bool {

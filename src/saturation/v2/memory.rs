@@ -250,16 +250,4 @@ impl CapacityMemory {
         }
         self.records.retain(|_, v| !v.is_empty());
     }
-
-    pub fn history_len(&self) -> usize {
-        self.history.len()
-    }
-
-    pub fn records_len(&self) -> usize {
-        self.records
-            .values()
-            .flat_map(BTreeMap::values)
-            .map(BTreeMap::len)
-            .sum()
-    }
 }

@@ -50,14 +50,6 @@ impl Role {
             _ => Role::Both,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Both => "both",
-            Role::Decode => "decode",
-            Role::Prefill => "prefill",
-        }
-    }
 }
 
 /// The thresholds V2 reads: k1's share of the KV cache, the queue length that makes tokens in use an

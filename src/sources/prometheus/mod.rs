@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 pub use client::{PrometheusClient, PrometheusError, PrometheusOptions};
 use promql::{idle_query, kv_query, load_queries, queue_query, token_queries};
 
+use super::exposition::CacheConfig;
 use super::{
     LoadFigures, Lookup, MissingSample, PodSample, SampleSource, SourceKind, TokenFigures,
 };
@@ -231,16 +232,10 @@ impl PrometheusSource {
                 let usable = if v.is_finite() && v >= 0.0 { v } else { 0.0 };
                 match i {
                     0 => {
-                        let label = |k: &str| {
-                            labels
-                                .get(k)
-                                .and_then(|v| v.parse::<i64>().ok())
-                                .filter(|v| *v > 0)
-                        };
-                        if let (Some(blocks), Some(size)) =
-                            (label("num_gpu_blocks"), label("block_size"))
+                        if let Some(c) =
+                            CacheConfig::from_labels(|k| labels.get(k).map(String::as_str))
                         {
-                            t.total_kv_tokens = Some(blocks.saturating_mul(size));
+                            t.total_kv_tokens = Some(c.total_tokens());
                         }
                     }
                     1 => t.avg_input_tokens = usable,
