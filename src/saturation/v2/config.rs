@@ -205,7 +205,7 @@ mod tests {
         }
     }
 
-    /// WVA's selection table (§2.2).
+    /// WVA's selection (`internal/engines/saturation/engine.go:508-570` at 2976e4ee).
     #[test]
     fn the_default_entry_selects_the_engine() {
         let with = |name: Option<&str>, analyzers: Vec<AnalyzerEntry>| V2Fields {

@@ -1,4 +1,5 @@
-//! Saturation V2, WVA v0.9's default engine (`internal/engines/analyzers/saturation_v2/`): capacity per
+//! Saturation V2, WVA v0.9's default engine (github.com/llm-d/llm-d-workload-variant-autoscaler at commit
+//! 2976e4ee, `internal/engines/analyzers/saturation_v2/` and `internal/engines/pipeline/`): capacity per
 //! replica in KV tokens (memory-bound k1, compute-bound k2), demand in tokens (tokens in use plus the
 //! waiting queue's and the endpoint picker's), per-variant and per-role totals, required and spare
 //! capacity against the scale-up threshold and scale-down boundary, then [`optimize`]: replicas are added
@@ -630,7 +631,7 @@ fn replica_capacity(
     let wait = waiting_queue_demand(row, v.role);
     if row.total_kv_tokens <= 0 {
         // The fallback path: no `vllm:cache_config_info`. A live record already has the threshold
-        // applied (WVA applies it twice, its §9 #11); a Deployment-derived one does not.
+        // applied (WVA applies it twice: `saturation_v2/analyzer.go:235-243`); a Deployment-derived one does not.
         let rec = own.filter(|r| r.effective_capacity > 0)?;
         let eff = if rec.is_live() {
             rec.effective_capacity

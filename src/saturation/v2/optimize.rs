@@ -8,7 +8,8 @@
 //! standing keeps one replica. Targets are never clamped to [min, max] beyond these moves (the
 //! autoscaler clamps).
 //!
-//! Where WVA's sorts are unstable (its §9 #13), ties are broken by name.
+//! Where WVA's sorts are unstable (`cost_aware_optimizer.go:225-232`, `capacity_store.go`'s map order),
+//! ties are broken by name.
 
 use std::cmp::Ordering;
 

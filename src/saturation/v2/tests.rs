@@ -475,7 +475,7 @@ fn v14_end_to_end() {
     assert_eq!(optimize(&vs, &a), [2]);
 }
 
-/// §5's prefill/decode examples (`cost_aware_optimizer_test.go:758-935`).
+/// WVA's prefill/decode examples (`internal/engines/pipeline/cost_aware_optimizer_test.go:758-935` at 2976e4ee).
 #[test]
 fn prefill_decode_scale_together() {
     let (p, d) = (Role::Prefill, Role::Decode);
