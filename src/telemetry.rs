@@ -63,6 +63,8 @@ pub struct ResultLabels {
 pub(crate) struct DecisionLabels {
     pub variant_name: String,
     pub namespace: String,
+    /// The variant's prefill/decode role (`both`, `prefill`, `decode`).
+    pub role: &'static str,
     pub reason: String,
 }
 
@@ -319,7 +321,7 @@ impl Metrics {
         let variant_decision = Family::<DecisionLabels, Gauge>::default();
         own.register(
             "variant_decision",
-            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne, refused)",
+            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne, refused), with the variant's prefill/decode role (both, prefill, decode)",
             variant_decision.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();

@@ -143,6 +143,7 @@ fn model_section(model: &Value, out: &mut String) {
             vec![
                 name.clone(),
                 text(&v["kind"]),
+                text(&v["role"]),
                 text(&v["accelerator"]),
                 text(&v["cost"]),
                 text(&v["specReplicas"]),
@@ -164,6 +165,7 @@ fn model_section(model: &Value, out: &mut String) {
         &[
             "VARIANT",
             "KIND",
+            "ROLE",
             "ACCELERATOR",
             "COST",
             "SPEC",
@@ -178,19 +180,7 @@ fn model_section(model: &Value, out: &mut String) {
         &rows,
         "  ",
     ));
-    let analysis = &decision["analysis"];
-    if analysis.is_object() {
-        let _ = writeln!(
-            out,
-            "  analysis: {} replicas, {} not saturated, spare KV {}, spare queue {}; scale up: {}; scale down safe: {}",
-            text(&analysis["totalReplicas"]),
-            text(&analysis["nonSaturatedReplicas"]),
-            fixed(&analysis["avgSpareKvCapacity"], 3),
-            fixed(&analysis["avgSpareQueueLength"], 1),
-            text(&analysis["scaleUpReason"]),
-            text(&analysis["scaleDownReason"]),
-        );
-    }
+    analysis_lines(decision, out);
     capacity_lines(&decision["capacity"], out);
     zero_line(&decision["zero"], out);
     if let Some(why) = model["unavailable"].as_str() {
@@ -198,6 +188,28 @@ fn model_section(model: &Value, out: &mut String) {
     }
     for r in &reasons {
         let _ = writeln!(out, "  {}: {}", text(&r["name"]), text(&r["message"]));
+    }
+}
+
+/// V1's analysis: of the model, or of each prefill/decode role of a disaggregated one.
+fn analysis_lines(decision: &Value, out: &mut String) {
+    let line = |label: &str, analysis: &Value, out: &mut String| {
+        let _ = writeln!(
+            out,
+            "  {label}: {} replicas, {} not saturated, spare KV {}, spare queue {}; scale up: {}; scale down safe: {}",
+            text(&analysis["totalReplicas"]),
+            text(&analysis["nonSaturatedReplicas"]),
+            fixed(&analysis["avgSpareKvCapacity"], 3),
+            fixed(&analysis["avgSpareQueueLength"], 1),
+            text(&analysis["scaleUpReason"]),
+            text(&analysis["scaleDownReason"]),
+        );
+    };
+    if decision["analysis"].is_object() {
+        line("analysis", &decision["analysis"], out);
+    }
+    for (role, analysis) in decision["analysisByRole"].as_object().into_iter().flatten() {
+        line(&format!("analysis of role {role}"), analysis, out);
     }
 }
 
@@ -344,6 +356,29 @@ mod tests {
         assert!(out.contains("UNAVAILABLE (503): no fresh vLLM metrics"));
         assert!(out.contains("503"));
         assert_eq!(render(&json!({"models": []})), "no models\n");
+    }
+
+    #[test]
+    fn disaggregated_models_show_roles_and_each_roles_analysis() {
+        let a = |n: i64, up: bool| json!({"totalReplicas": n, "nonSaturatedReplicas": 0, "avgSpareKvCapacity": 0.0, "avgSpareQueueLength": 0.0, "scaleUpReason": if up {"saturated"} else {"no"}, "scaleDownReason": "no"});
+        let doc = json!({"synced": true, "models": [{"namespace": "n", "modelId": "m", "config": {}, "pods": [],
+            "variants": [
+                {"name": "m-prefill", "kind": "VariantAutoscaling", "role": "prefill", "accelerator": "H100", "cost": 10.0, "specReplicas": 2, "readyReplicas": 2, "minReplicas": 1},
+                {"name": "m-decode", "kind": "VariantAutoscaling", "role": "decode", "accelerator": "H100", "cost": 10.0, "specReplicas": 2, "readyReplicas": 2, "minReplicas": 1}
+            ],
+            "decision": {"analysisByRole": {"decode": a(2, false), "prefill": a(2, true)},
+                "reasons": [{"name": "m-prefill", "target": 3, "reason": "scaleUp", "message": "up"},
+                            {"name": "m-decode", "target": 1, "reason": "scaleDown", "message": "down"}]}}], "excluded": []});
+        let out = render(&doc);
+        let header = out.lines().find(|l| l.contains("VARIANT")).unwrap();
+        let prefill = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("m-prefill "))
+            .unwrap();
+        let col = header.find("ROLE").unwrap();
+        assert_eq!(&prefill[col..col + 7], "prefill", "{out}");
+        assert!(out.contains("analysis of role prefill: 2 replicas, 0 not saturated, spare KV 0.000, spare queue 0.0; scale up: saturated"), "{out}");
+        assert!(out.contains("analysis of role decode: 2 replicas"), "{out}");
     }
 
     #[test]

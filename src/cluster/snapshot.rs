@@ -945,6 +945,48 @@ mod tests {
             .all(|v| v.accelerator_unresolved.is_none()));
     }
 
+    /// Pods belong to a variant by its Deployment's selector, never by their names: rank suffixes
+    /// (`-rank-0`, as KServe and data-parallel deployments name pods) or names that prefix another
+    /// variant's do not move a pod (KServe #5701's stall).
+    #[test]
+    fn pod_names_do_not_decide_the_variant() {
+        let acc = json!({"inference.optimization/acceleratorName": "H100"});
+        let vas = [
+            va(
+                "llama",
+                acc.clone(),
+                json!({"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "llama"}}),
+            ),
+            va(
+                "llama-rank",
+                acc,
+                json!({"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "llama-rank"}}),
+            ),
+        ];
+        let deps = [
+            deployment("llama", "a", 2, 2),
+            deployment("llama-rank", "b", 1, 1),
+        ];
+        let pods = [
+            pod("llama-rank-0", "a", true, json!({})),
+            pod("llama-rank-1", "a", true, json!({})),
+            pod("llama-7f9c-rank-0", "b", true, json!({})),
+        ];
+        let s = join(&vas, &deps, &pods, &[], None);
+        let names = |v: &str| -> Vec<String> {
+            s.variants
+                .iter()
+                .find(|x| x.name == v)
+                .unwrap()
+                .pods
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        assert_eq!(names("llama"), ["llama-rank-0", "llama-rank-1"]);
+        assert_eq!(names("llama-rank"), ["llama-7f9c-rank-0"]);
+    }
+
     fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},

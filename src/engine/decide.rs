@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::saturation::role::{self, Role};
 use crate::saturation::v2::{
-    self, CapacityAnalysis, CapacityMemory, EngineParams, ReplicaRow, Role, SchedulerQueue,
-    V2Thresholds, VariantIn,
+    self, CapacityAnalysis, CapacityMemory, EngineParams, ReplicaRow, SchedulerQueue, V2Thresholds,
+    VariantIn,
 };
 use crate::saturation::{
     analyze, compute_targets, enforce, Activity, Analysis, Demand, ReplicaMetrics,
@@ -86,7 +87,7 @@ pub struct VariantInput {
     pub max_replicas: Option<i64>,
     /// Saturation V2: the P/D role, GPUs per replica, and the engine's parameters (from the pod
     /// template's command line; `analyze` also takes them as `args`, see [`super::input`]).
-    #[serde(default, skip_serializing_if = "is_both")]
+    #[serde(default, skip_serializing_if = "Role::is_both")]
     pub role: Role,
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub gpus_per_replica: i64,
@@ -98,10 +99,6 @@ pub struct VariantInput {
         deserialize_with = "super::input::params_or_args"
     )]
     pub engine_params: Option<EngineParams>,
-}
-
-fn is_both(r: &Role) -> bool {
-    *r == Role::Both
 }
 
 fn one() -> i64 {
@@ -138,6 +135,7 @@ impl VariantInput {
             seen_replicas: i64::try_from(self.replicas.len()).unwrap_or(i64::MAX),
             min_replicas: self.min_replicas.unwrap_or(0),
             max_replicas: self.max_replicas,
+            role: self.role,
         }
     }
 }
@@ -152,9 +150,12 @@ pub struct ModelDecision {
     /// `v1`, `saturation-v2`, or `queueing-model` (refused: every variant held).
     pub analyzer: &'static str,
     pub config: SaturationConfig,
-    /// V1's analysis.
+    /// V1's analysis (of the whole model; a disaggregated model has one per role instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// V1's analysis of each prefill/decode role of a disaggregated model.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub analysis_by_role: BTreeMap<Role, Analysis>,
     /// Saturation V2's analysis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityAnalysis>,
@@ -200,13 +201,49 @@ pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDeci
 }
 
 /// [`decide`], then scale to zero and from zero ([`crate::saturation::enforce`]) when `zero` is given.
+///
+/// A disaggregated model (some variant is `prefill` or `decode`) is analysed per role, as WVA v0.9's V1
+/// does: each role's replicas get their own analysis, transition hold and ±1 among that role's variants,
+/// so a saturated prefill pool is not starved by an idle decode pool. Scale to zero stays per model.
 pub fn decide_with_zero(
     config: &SaturationConfig,
     variants: &[VariantInput],
     zero: Option<ZeroInputs>,
 ) -> ModelDecision {
-    let replicas: Vec<ReplicaMetrics> = variants
-        .iter()
+    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+    if !role::disaggregated(variants.iter().map(|v| &v.role)) {
+        let analysis = analyze(&replica_metrics(variants.iter()), config);
+        let reasons = compute_targets(&states, &analysis);
+        return finish("v1", config, (Some(analysis), None), &states, reasons, zero);
+    }
+    let mut by_role = BTreeMap::new();
+    let mut reasons: Vec<Option<VariantTarget>> = vec![None; variants.len()];
+    for r in Role::ALL {
+        let members: Vec<usize> = (0..variants.len())
+            .filter(|&i| variants[i].role == r)
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let analysis = analyze(
+            &replica_metrics(members.iter().map(|&i| &variants[i])),
+            config,
+        );
+        let group: Vec<VariantState> = members.iter().map(|&i| states[i].clone()).collect();
+        for (&i, t) in members.iter().zip(compute_targets(&group, &analysis)) {
+            reasons[i] = Some(t);
+        }
+        by_role.insert(r, analysis);
+    }
+    // Every variant has exactly one role, so every slot was filled.
+    let reasons = reasons.into_iter().flatten().collect();
+    let mut d = finish("v1", config, (None, None), &states, reasons, zero);
+    d.analysis_by_role = by_role;
+    d
+}
+
+fn replica_metrics<'a>(variants: impl Iterator<Item = &'a VariantInput>) -> Vec<ReplicaMetrics> {
+    variants
         .flat_map(|v| {
             v.replicas.iter().map(|r| ReplicaMetrics {
                 pod: r.pod.clone(),
@@ -215,11 +252,7 @@ pub fn decide_with_zero(
                 queue_length: queue_as_integer(r.queue_length),
             })
         })
-        .collect();
-    let analysis = analyze(&replicas, config);
-    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
-    let reasons = compute_targets(&states, &analysis);
-    finish("v1", config, (Some(analysis), None), &states, reasons, zero)
+        .collect()
 }
 
 /// Zero enforcement, then the decision.
@@ -239,6 +272,7 @@ fn finish(
         analyzer,
         config: *config,
         analysis,
+        analysis_by_role: BTreeMap::new(),
         capacity,
         in_transition: states.iter().any(VariantState::in_transition),
         targets,
@@ -469,6 +503,101 @@ mod tests {
                 prop_assert!(target >= 0);
             }
         }
+    }
+
+    fn pool(name: &str, role: Role, spec: i64, kv: f64, queue: f64) -> VariantInput {
+        VariantInput {
+            name: name.into(),
+            cost: 10.0,
+            accelerator: "H100".into(),
+            spec_replicas: spec,
+            ready_replicas: spec,
+            replicas: (0..spec)
+                .map(|i| ReplicaInput::new(&format!("{name}-rank-{i}"), kv, queue))
+                .collect(),
+            min_replicas: Some(1),
+            max_replicas: Some(10),
+            role,
+            gpus_per_replica: 1,
+            engine_params: None,
+        }
+    }
+
+    /// A saturated prefill pool beside an idle decode pool: pooled, the idle decode replicas hide the
+    /// saturation and the −1 lands on prefill (1, 2); per role, as WVA v0.9 decides, prefill grows and
+    /// decode shrinks (3, 1).
+    #[test]
+    fn v1_decides_each_role_apart() {
+        let cfg = SaturationConfig::default();
+        let pd = [
+            pool("prefill", Role::Prefill, 2, 0.9, 6.0),
+            pool("decode", Role::Decode, 2, 0.05, 0.0),
+        ];
+        let d = decide(&cfg, &pd);
+        assert_eq!((d.targets["prefill"], d.targets["decode"]), (3, 1), "{d:?}");
+        assert!(d.analysis.is_none());
+        assert!(d.analysis_by_role[&Role::Prefill].should_scale_up);
+        assert!(d.analysis_by_role[&Role::Decode].scale_down_safe);
+        // The same pools as one interchangeable variant set: the pooled decision.
+        let pooled: Vec<VariantInput> = pd
+            .iter()
+            .map(|v| VariantInput {
+                role: Role::Both,
+                ..v.clone()
+            })
+            .collect();
+        let d = decide(&cfg, &pooled);
+        assert_eq!((d.targets["prefill"], d.targets["decode"]), (1, 2), "{d:?}");
+        assert!(d.analysis_by_role.is_empty() && d.analysis.is_some());
+        // A role in transition holds itself only.
+        let mut moving = pd.clone();
+        moving[1].spec_replicas = 3;
+        let d = decide(&cfg, &moving);
+        assert_eq!((d.targets["prefill"], d.targets["decode"]), (3, 3), "{d:?}");
+        assert_eq!(d.reasons[1].reason, TargetReason::HoldTransition);
+        // A `both` variant in a disaggregated model is a third group.
+        let mut three = pd.to_vec();
+        three.push(pool("both", Role::Both, 2, 0.3, 0.0));
+        let d = decide(&cfg, &three);
+        assert_eq!(d.analysis_by_role.len(), 3);
+        assert_eq!(d.targets["prefill"], 3);
+    }
+
+    /// Scale from zero wakes, and keep-one keeps, the cheapest variant of every role.
+    #[test]
+    fn zero_wakes_and_keeps_every_role() {
+        use crate::saturation::{Activity, Demand, ZeroPolicy};
+        let parked = |name: &str, role: Role, cost: f64| VariantInput {
+            cost,
+            min_replicas: Some(0),
+            ..pool(name, role, 0, 0.0, 0.0)
+        };
+        let vs = [
+            parked("p-cheap", Role::Prefill, 5.0),
+            parked("p-dear", Role::Prefill, 15.0),
+            parked("d", Role::Decode, 10.0),
+        ];
+        let zero = |enabled: bool, demand: Demand| ZeroInputs {
+            policy: ZeroPolicy {
+                enabled,
+                retention: std::time::Duration::from_secs(60),
+                source: "test".into(),
+            },
+            activity: Activity::Idle,
+            demand,
+        };
+        let queued = Demand::Queued {
+            requests: 3.0,
+            bytes: 0.0,
+            pool: "pool".into(),
+            held: None,
+        };
+        let d = decide_with_zero(&SaturationConfig::default(), &vs, Some(zero(true, queued)));
+        assert_eq!(
+            (d.targets["p-cheap"], d.targets["p-dear"], d.targets["d"]),
+            (1, 0, 1)
+        );
+        assert_eq!(d.reasons[2].reason, TargetReason::ScaleFromZero);
     }
 
     #[test]

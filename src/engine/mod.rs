@@ -36,7 +36,7 @@ use crate::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::saturation::config::{ConfigSource, Resolved, Thresholds};
 use crate::saturation::v2::config::{AnalyzerChoice, V2Fields};
 use crate::saturation::v2::{CapacityMemory, SchedulerQueue};
-use crate::saturation::{Activity, Demand, SaturationConfig, ZeroConfig};
+use crate::saturation::{Activity, Demand, Role, SaturationConfig, ZeroConfig};
 use crate::sources::epp::{DemandSource, NoDemand};
 use crate::sources::MissingSample;
 use crate::sources::{LoadFigures, Lookup, PodSample, SampleSource};
@@ -85,6 +85,8 @@ pub struct VariantSummary {
     pub name: String,
     /// The declaring object's kind.
     pub kind: String,
+    /// Its prefill/decode role (`both` when it does both).
+    pub role: Role,
     pub accelerator: String,
     pub cost: f64,
     pub deployment: String,
@@ -350,6 +352,7 @@ impl VariantSummary {
         Self {
             name: v.name.clone(),
             kind: v.kind.as_str().to_string(),
+            role: v.role,
             accelerator: v.accelerator.clone(),
             cost: v.cost,
             deployment: v.deployment.clone(),

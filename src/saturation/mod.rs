@@ -5,11 +5,13 @@
 //!   (WVA v0.4.1 `AnalyzeModelCapacity`).
 //! * [`targets`]: turn an analysis plus the Deployments' state into one target per variant (WVA v0.5
 //!   semantics: stateless, transition blocking, cheapest up / most expensive down).
+//! * [`role`]: prefill/decode roles; each engine decides each role of a model on its own terms.
 //! * [`zero`]: scale to zero (idle past the retention period) and from zero (queued demand), after the
 //!   targets.
 
 pub mod analyze;
 pub mod config;
+pub mod role;
 pub mod targets;
 pub mod v2;
 pub mod zero;
@@ -25,5 +27,6 @@ pub(crate) fn configmap_data(pairs: &[(&str, &str)]) -> std::collections::BTreeM
 
 pub use analyze::{analyze, Analysis, ReplicaMetrics};
 pub use config::SaturationConfig;
+pub use role::Role;
 pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
 pub use zero::{enforce, Activity, Demand, ZeroConfig, ZeroPolicy};

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::Analysis;
+use super::{Analysis, Role};
 
 /// What the cluster says about one variant, plus how many of its Ready pods have fresh samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,6 +26,9 @@ pub struct VariantState {
     pub min_replicas: i64,
     /// The autoscaler's `maxReplicas` (`None`: unbounded).
     pub max_replicas: Option<i64>,
+    /// The variant's prefill/decode role: V1 decides each role of a model apart.
+    #[serde(skip_serializing_if = "Role::is_both")]
+    pub role: Role,
 }
 
 impl VariantState {
@@ -247,6 +250,7 @@ mod tests {
             seen_replicas: seen,
             min_replicas: 0,
             max_replicas: None,
+            role: Role::Both,
         }
     }
 
@@ -520,7 +524,7 @@ mod proptests {
             let mut replicas = Vec::new();
             for (i, (cost, spec, ready, seen, samples)) in vs.iter().enumerate() {
                 let name = format!("v{i}");
-                states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None });
+                states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None, role: Role::Both });
                 for (j, (kv, q)) in samples.iter().enumerate() {
                     replicas.push(ReplicaMetrics { pod: format!("{name}-{j}"), variant: name.clone(), kv_cache_usage: *kv, queue_length: *q });
                 }
@@ -561,7 +565,7 @@ mod proptests {
                 .enumerate()
                 .map(|(i, (cost, n, min, span))| VariantState {
                     name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n,
-                    min_replicas: *min, max_replicas: Some((*min).max(1) + span - 1),
+                    min_replicas: *min, max_replicas: Some((*min).max(1) + span - 1), role: Role::Both,
                 })
                 .collect();
             let mut analysis = analyze(&[], &SaturationConfig::default());
@@ -593,7 +597,7 @@ mod proptests {
             let states: Vec<VariantState> = vs
                 .iter()
                 .enumerate()
-                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n, min_replicas: 0, max_replicas: None })
+                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n, min_replicas: 0, max_replicas: None, role: Role::Both })
                 .collect();
             let mut analysis = analyze(&[], &SaturationConfig::default());
             analysis.should_scale_up = up;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{ConfigIssues, DEFAULT_ENTRY};
 use super::targets::{TargetReason, VariantState, VariantTarget};
+use super::Role;
 
 /// WVA's default retention period.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
@@ -256,10 +257,12 @@ pub(crate) fn is_zero(v: &f64) -> bool {
 
 /// What idleness and demand do to a model's targets (after [`super::compute_targets`]):
 ///
-/// 1. Queued demand while every target is 0: the cheapest variant (cost, then name) below its max gets 1.
+/// 1. Queued demand while every target is 0: the cheapest variant (cost, then name) below its max gets 1;
+///    in a disaggregated model, the cheapest of each role (prefill and decode come back together).
 /// 2. Scale to zero enabled, the model settled (no variant in transition), known idle and no known
 ///    demand: every target goes to its minimum (0 unless the autoscaler says otherwise).
-/// 3. Scale to zero disabled and every target 0: the cheapest variant gets 1 (WVA's rule).
+/// 3. Scale to zero disabled and every target 0: the cheapest variant gets 1 (WVA's rule), of each role
+///    in a disaggregated model (WVA picks one regardless of role, which leaves a pool that cannot serve).
 ///
 /// Unknown activity or an unreadable EPP never takes a model to zero.
 pub fn enforce(
@@ -303,23 +306,27 @@ pub fn enforce(
         // for it, so nothing wakes it but queued demand.
         (None, false) if variants.iter().all(|v| v.spec_replicas == 0) => return,
         (None, false) => {
-            "every target was 0 and scale to zero is disabled: the cheapest variant keeps 1".into()
+            "every target was 0 and scale to zero is disabled: the cheapest variant (of each prefill/decode role) keeps 1".into()
         }
         (None, true) => return,
     };
-    let cheapest = variants
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.max_replicas.is_none_or(|m| m >= 1))
-        .min_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
-    if let Some((i, _)) = cheapest {
-        targets[i].target = 1;
-        targets[i].reason = if queued.is_some() {
-            TargetReason::ScaleFromZero
-        } else {
-            TargetReason::KeepOne
-        };
-        targets[i].message = why;
+    // One replica per role: a prefill pool without its decode pool (or the reverse) serves nothing,
+    // so a disaggregated model wakes, and keeps, the cheapest variant of every role.
+    for role in Role::ALL {
+        let cheapest = variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.role == role && v.max_replicas.is_none_or(|m| m >= 1))
+            .min_by(|(_, a), (_, b)| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
+        if let Some((i, _)) = cheapest {
+            targets[i].target = 1;
+            targets[i].reason = if queued.is_some() {
+                TargetReason::ScaleFromZero
+            } else {
+                TargetReason::KeepOne
+            };
+            targets[i].message.clone_from(&why);
+        }
     }
 }
 
@@ -425,6 +432,7 @@ mod tests {
             seen_replicas: ready,
             min_replicas: 0,
             max_replicas: None,
+            role: Role::Both,
         }
     }
 
@@ -497,6 +505,20 @@ mod tests {
         assert_eq!(targets_zero(&emptied, &off), [1, 0]);
         assert_eq!(run(&zero, &off, &unknown, &Demand::NoPool), [0, 0]);
         assert_eq!(run(&zero, &off, &unknown, &queued), [1, 0]);
+        // Disaggregated: the cheapest of each role wakes, and is kept, together.
+        let role = |mut s: VariantState, r: Role| {
+            s.role = r;
+            s
+        };
+        let pd = [
+            role(v("p-dear", 9.0, 0), Role::Prefill),
+            role(v("p-cheap", 1.0, 0), Role::Prefill),
+            role(v("d", 5.0, 0), Role::Decode),
+        ];
+        assert_eq!(run(&pd, &on, &Activity::Idle, &queued), [0, 1, 1]);
+        let mut pd_emptied = pd.clone();
+        pd_emptied[0].spec_replicas = 1;
+        assert_eq!(targets_zero(&pd_emptied, &off), [0, 1, 1]);
         // The cheapest that can hold a replica; ties by name.
         let tie = [v("b", 1.0, 0), v("a", 1.0, 0)];
         assert_eq!(run(&tie, &on, &unknown, &queued), [0, 1]);

@@ -54,6 +54,7 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
             let d = DecisionLabels {
                 variant_name: v.name.clone(),
                 namespace: v.namespace.clone(),
+                role: v.role.as_str(),
                 reason: reason.as_str().to_string(),
             };
             metrics.variant_decision.get_or_create(&d).set(1);

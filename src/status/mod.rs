@@ -68,6 +68,7 @@ mod tests {
             name: "v".into(),
             accelerator: Some("H100".into()),
             accelerator_unresolved: None,
+            role: crate::saturation::Role::Both,
             spec_replicas: 2,
             ready_replicas: 2,
             cost: 10.0,
@@ -195,7 +196,7 @@ mod tests {
         // The decision's inputs and reason, for alerts and the dashboard; a changed reason replaces the old.
         assert!(text.contains(r#"wva_metrics_server_variant_kv_cache_usage{variant_name="v",namespace="ns",accelerator_type="H100"} 0.9"#), "{text}");
         assert!(text.contains(r#"wva_metrics_server_variant_queue_length{variant_name="v",namespace="ns",accelerator_type="H100"} 6.0"#));
-        assert!(text.contains(r#"wva_metrics_server_variant_decision{variant_name="v",namespace="ns",reason="scaleUp"} 1"#), "{text}");
+        assert!(text.contains(r#"wva_metrics_server_variant_decision{variant_name="v",namespace="ns",role="both",reason="scaleUp"} 1"#), "{text}");
         let mut blocked = view(Some(2));
         blocked.desired_reason = Some(TargetReason::ScaleUpBlocked);
         update_gauges(&metrics, &[blocked], &mut known);

@@ -2,7 +2,7 @@
 
 use crate::cluster::snapshot::SourceKind;
 use crate::engine::{Explanation, ModelExplanation};
-use crate::saturation::TargetReason;
+use crate::saturation::{Role, TargetReason};
 use crate::sources::MissingSample;
 
 /// What the engine would answer now for one VariantAutoscaling.
@@ -16,6 +16,8 @@ pub(crate) struct VariantView {
     pub accelerator: Option<String>,
     /// Why the accelerator is "unresolved" (the variant is decided all the same).
     pub accelerator_unresolved: Option<String>,
+    /// Its prefill/decode role (`both` when it does both).
+    pub role: Role,
     pub spec_replicas: i64,
     pub ready_replicas: i64,
     pub cost: f64,
@@ -86,6 +88,7 @@ pub(crate) fn views(
             uid: e.uid.clone(),
             accelerator: None,
             accelerator_unresolved: None,
+            role: Role::Both,
             spec_replicas: 0,
             ready_replicas: 0,
             cost: 0.0,
@@ -176,6 +179,7 @@ fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> V
         uid: v.uid.clone(),
         accelerator: Some(v.accelerator.clone()),
         accelerator_unresolved: v.accelerator_unresolved.as_ref().map(ToString::to_string),
+        role: v.role,
         spec_replicas: v.spec_replicas,
         ready_replicas: v.ready_replicas,
         cost: v.cost,

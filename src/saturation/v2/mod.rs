@@ -28,30 +28,7 @@ pub use optimize::optimize;
 /// Bytes per token when the endpoint picker's queue is measured in bytes (WVA's `BytesPerToken`).
 pub const BYTES_PER_TOKEN: f64 = 4.0;
 
-/// A variant's prefill/decode role: the `llm-d.ai/role` label of its pod template (`prefill`,
-/// `decode`; anything else or nothing is `both`). Ordered as WVA sorts role names.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "camelCase")]
-pub enum Role {
-    #[default]
-    Both,
-    Decode,
-    Prefill,
-}
-
-impl Role {
-    pub const LABEL: &'static str = "llm-d.ai/role";
-
-    pub fn from_label(value: Option<&str>) -> Self {
-        match value {
-            Some("prefill") => Role::Prefill,
-            Some("decode") => Role::Decode,
-            _ => Role::Both,
-        }
-    }
-}
+pub use super::role::Role;
 
 /// The thresholds V2 reads: k1's share of the KV cache, the queue length that makes tokens in use an
 /// observation of k2, and the scale-up threshold U and scale-down boundary D.

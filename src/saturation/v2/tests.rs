@@ -611,3 +611,53 @@ proptest! {
         prop_assert!(t.iter().sum::<i64>() >= 1);
     }
 }
+
+fn arb_pd_model() -> impl Strategy<Value = Vec<VariantIn>> {
+    proptest::collection::vec(
+        (
+            arb_variant(0),
+            prop_oneof![Just(Role::Prefill), Just(Role::Decode), Just(Role::Both)],
+        ),
+        2..5,
+    )
+    .prop_map(|vs| {
+        let mut vs: Vec<VariantIn> = vs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (v, role))| VariantIn {
+                name: format!("v{i}"),
+                role,
+                ..v
+            })
+            .collect();
+        // Disaggregated: both phases present.
+        vs[0].role = Role::Prefill;
+        vs[1].role = Role::Decode;
+        vs
+    })
+}
+
+proptest! {
+    /// Paired roles never move apart on scale-up: when any variant of a disaggregated model gains a
+    /// replica, no variant of any role loses one, and every role had a variant that could grow (a
+    /// role with nowhere to grow stops the others, so prefill never outgrows a decode pool at its max).
+    #[test]
+    fn paired_roles_scale_up_together(
+        vs in arb_pd_model(),
+        requests in 0i64..50,
+    ) {
+        let a = analyze("ns", MODEL, &vs, Some(SchedulerQueue { requests, bytes: 0 }), &V2Thresholds::default(), &CapacityMemory::default());
+        let t = optimize(&vs, &a);
+        if vs.iter().zip(&t).any(|(v, t)| *t > v.current) {
+            for (v, t) in vs.iter().zip(&t) {
+                prop_assert!(*t >= v.current, "{} went down from {} to {t} during a scale-up", v.name, v.current);
+            }
+            for role in a.roles.keys() {
+                let can_grow = vs.iter().any(|v| {
+                    v.role == *role && v.max_replicas.is_none_or(|m| m <= 0 || v.current < m)
+                });
+                prop_assert!(can_grow, "role {role:?} could not grow, yet others did: {t:?}");
+            }
+        }
+    }
+}
