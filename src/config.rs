@@ -42,7 +42,7 @@ pub enum Command {
     /// Show what the server decides, per model, as tables: its /debug/variants through the kubeconfig's API
     /// server (the aggregated path, no port-forward), or from --url.
     Status(StatusCommandArgs),
-    /// Fetch (URL) or read (FILE, or - for stdin) one metrics page and print the vLLM signals found, as JSON.
+    /// Fetch (URL) or read (FILE, or - for stdin) one metrics page and print the vLLM or SGLang signals found, as JSON.
     Scrape {
         source: String,
         /// Request timeout when SOURCE is a URL.

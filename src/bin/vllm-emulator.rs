@@ -10,6 +10,10 @@
 //! (`--prefix-hit-rate`) and `vllm:cache_config_info` (`--num-gpu-blocks` of 16 tokens). Names, types
 //! and labels are checked against vLLM's own definitions (`tests/it/vllm_defs.rs`).
 //!
+//! With `--engine sglang`, each pod serves SGLang's page instead (its `sglang:` names and labels, as
+//! SGLang's `python/sglang/srt/metrics/collector.py` registers them): `token_usage`, `num_queue_reqs`,
+//! `num_running_reqs`, `max_total_num_tokens`, the token counters and histograms, `num_requests_total`.
+//!
 //! With `--epp-token`, each address plays an InferencePool's endpoint picker instead: `/metrics` answers
 //! only with `Authorization: Bearer <token>` and serves the flow-control queue gauge
 //! `inference_extension_flow_control_queue_size{target_model_name}` (what scale from zero reads).
@@ -77,9 +81,19 @@ struct Args {
     /// Share of prompt tokens found in the prefix cache (`vllm:prefix_cache_hits` / `_queries`).
     #[arg(long, default_value_t = 0.0)]
     prefix_hit_rate: f64,
-    /// KV-cache blocks of 16 tokens (`num_gpu_blocks` of `vllm:cache_config_info`).
+    /// KV-cache blocks of 16 tokens (`num_gpu_blocks` of `vllm:cache_config_info`; SGLang mode serves
+    /// blocks × 16 as `sglang:max_total_num_tokens`).
     #[arg(long, default_value_t = 2048)]
     num_gpu_blocks: u64,
+    /// The server whose page each pod serves.
+    #[arg(long, value_enum, default_value_t = Engine::Vllm)]
+    engine: Engine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    Vllm,
+    Sglang,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -161,8 +175,125 @@ impl Pod {
         (running, waiting, kv)
     }
 
-    #[allow(clippy::too_many_lines)] // The page, line by line, as vLLM renders it.
     fn page(&self) -> String {
+        match self.args.engine {
+            Engine::Vllm => self.vllm_page(),
+            Engine::Sglang => self.sglang_page(),
+        }
+    }
+
+    /// SGLang's page: scheduler gauges labelled with the model, engine type and ranks; tokenizer
+    /// counters and histograms with the model alone (prometheus_client's `_total` and `_created`).
+    #[allow(clippy::too_many_lines)] // The page, line by line, as SGLang renders it.
+    fn sglang_page(&self) -> String {
+        let (running, waiting, kv) = self.gauges();
+        let c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = &self.args.model;
+        let ranks =
+            format!("model_name=\"{m}\",engine_type=\"unified\",tp_rank=\"0\",pp_rank=\"0\"");
+        let model = format!("model_name=\"{m}\"");
+        let total_tokens = self.args.num_gpu_blocks * 16;
+        let mut out = String::with_capacity(4096);
+        #[allow(clippy::cast_precision_loss)] // Token counts far below 2^52.
+        for (name, help, value) in [
+            (
+                "num_running_reqs",
+                "The number of running requests.",
+                running as f64,
+            ),
+            (
+                "num_used_tokens",
+                "The number of used tokens.",
+                (kv * total_tokens as f64).round(),
+            ),
+            ("token_usage", "The token usage.", kv),
+            (
+                "num_queue_reqs",
+                "The number of requests in the waiting queue.",
+                waiting as f64,
+            ),
+            (
+                "max_total_num_tokens",
+                "Maximum total number of tokens",
+                total_tokens as f64,
+            ),
+            (
+                "cache_hit_rate",
+                "The prefix cache hit rate.",
+                self.args.prefix_hit_rate.clamp(0.0, 1.0),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP sglang:{name} {help}\n# TYPE sglang:{name} gauge\nsglang:{name}{{{ranks}}} {value:?}"
+            );
+        }
+        #[allow(clippy::cast_precision_loss)]
+        for (name, help, value) in [
+            (
+                "prompt_tokens",
+                "Number of prefill tokens processed.",
+                c.prompt_tokens as f64,
+            ),
+            (
+                "generation_tokens",
+                "Number of generation tokens processed.",
+                c.generation_tokens as f64,
+            ),
+            (
+                "cached_tokens",
+                "Number of cached prompt tokens.",
+                c.prefix_hits,
+            ),
+            (
+                "num_requests",
+                "Number of requests processed.",
+                c.succeeded as f64,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP sglang:{name}_total {help}\n# TYPE sglang:{name}_total counter\nsglang:{name}_total{{{model}}} {value:?}\n\
+                 # HELP sglang:{name}_created {help}\n# TYPE sglang:{name}_created gauge\nsglang:{name}_created{{{model}}} {:e}",
+                self.created
+            );
+        }
+        for (name, help, h) in [
+            (
+                "sglang:prompt_tokens_histogram",
+                "Histogram of prompt token length.",
+                &c.prompt_hist,
+            ),
+            (
+                "sglang:generation_tokens_histogram",
+                "Histogram of generation token length.",
+                &c.output_hist,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (i, b) in TOKEN_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{le=\"{b:?}\",{model}}} {:?}",
+                    h.buckets[i] as f64
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\",{model}}} {:?}",
+                h.count as f64
+            );
+            let _ = writeln!(out, "{name}_count{{{model}}} {:?}", h.count as f64);
+            let _ = writeln!(out, "{name}_sum{{{model}}} {:?}", h.sum);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_lines)] // The page, line by line, as vLLM renders it.
+    fn vllm_page(&self) -> String {
         let (running, waiting, kv) = self.gauges();
         let c = self
             .counters

@@ -81,7 +81,7 @@ pub(crate) fn deployment(d: &mut Deployment) {
     if let Some(spec) = d.spec.as_mut() {
         // Only the pod labels (an InferencePool selects on them; `llm-d.ai/role` is the P/D role), the
         // node selection (it names the accelerator, snapshot::accelerator_of), and of each container
-        // its command line, literal environment and GPU resources (saturation V2's capacity estimate)
+        // its image, command line, literal environment and GPU resources (saturation V2's capacity estimate)
         // survive.
         let pod = spec.template.spec.take();
         let labels = spec.template.metadata.take().and_then(|m| m.labels);
@@ -107,7 +107,7 @@ pub(crate) fn deployment(d: &mut Deployment) {
     }
 }
 
-/// What saturation V2 reads of a serving container: command, args, literal env, GPU resources.
+/// What saturation V2 reads of a serving container: image, command, args, literal env, GPU resources.
 fn engine_container(c: Container) -> Container {
     let gpus = |list: Option<BTreeMap<String, Quantity>>| {
         list.map(|l| {
@@ -119,6 +119,8 @@ fn engine_container(c: Container) -> Container {
     };
     Container {
         name: c.name,
+        // The image says which server runs (SGLang or vLLM).
+        image: c.image,
         command: c.command,
         args: c.args,
         env: c.env.map(|env| {
@@ -194,7 +196,7 @@ mod tests {
         deployment(&mut d);
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.containers.len(), 1);
-        assert!(pod.containers[0].image.is_none());
+        assert_eq!(pod.containers[0].image.as_deref(), Some("x"));
         assert_eq!(
             pod.containers[0].env.as_ref().unwrap()[0].value.as_deref(),
             Some("V")

@@ -490,6 +490,7 @@ pub fn engine_of(d: &Deployment) -> (Role, i64, Option<EngineParams>) {
             .iter()
             .zip(&env)
             .map(|(c, env)| ContainerArgs {
+                image: c.image.as_deref().unwrap_or_default(),
                 command: c.command.as_deref().unwrap_or_default(),
                 args: c.args.as_deref().unwrap_or_default(),
                 env,

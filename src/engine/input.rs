@@ -297,9 +297,8 @@ pub(super) fn params_or_args<'de, D: serde::Deserializer<'de>>(
     Ok(Some(match Form::deserialize(d)? {
         Form::Params(p) => p,
         Form::Args(args) => EngineParams::from_containers(&[ContainerArgs {
-            command: &[],
             args: &args,
-            env: &[],
+            ..ContainerArgs::default()
         }]),
     }))
 }

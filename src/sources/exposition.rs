@@ -321,7 +321,8 @@ impl TokenCounters {
     }
 }
 
-/// The KV cache of a vLLM server (`vllm:cache_config_info`'s labels; one per page, no model).
+/// The KV cache of a server (vLLM's `vllm:cache_config_info` labels, or SGLang's
+/// `sglang:max_total_num_tokens` as blocks of one token; one per page, no model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheConfig {
@@ -341,6 +342,16 @@ impl CacheConfig {
         Some(CacheConfig {
             num_gpu_blocks: number("num_gpu_blocks")?,
             block_size: number("block_size")?,
+        })
+    }
+
+    /// From SGLang's `max_total_num_tokens` (WVA reads it as that many blocks of one token), when it is
+    /// a positive whole number.
+    pub fn from_tokens(v: f64) -> Option<Self> {
+        #[allow(clippy::cast_possible_truncation)] // Checked: whole, positive and below 2^53.
+        (v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v < 9.0e15).then_some(CacheConfig {
+            num_gpu_blocks: v as i64,
+            block_size: 1,
         })
     }
 
@@ -388,6 +399,18 @@ enum Signal {
     /// A cumulative counter of saturation V2's request shape.
     Counter(Counter),
     CacheConfig,
+    /// SGLang's `max_total_num_tokens`: the KV cache's size in tokens (page-level, like vLLM's
+    /// `cache_config_info`).
+    KvTokens,
+    /// SGLang's `prompt_tokens_total` and `generation_tokens_total`: the request shape's sums when
+    /// its token histograms are off (they are opt-in), divided by `num_requests_total`.
+    TokensTotal(Phase),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Prompt,
+    Generation,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -436,6 +459,8 @@ fn signal_of(name: &str) -> Option<Signal> {
             _ => None,
         };
     }
+    // SGLang's names as WVA v0.9 reads them (its `internal/constants/metrics.go`), checked against
+    // SGLang's `python/sglang/srt/metrics/collector.py`.
     match name
         .strip_prefix("sglang:")
         .or_else(|| name.strip_prefix("sglang_"))?
@@ -443,6 +468,16 @@ fn signal_of(name: &str) -> Option<Signal> {
         "token_usage" => Some(Signal::Kv),
         "num_queue_reqs" => Some(Signal::Queue),
         "num_running_reqs" => Some(Signal::Running),
+        "num_requests_total" => Some(Signal::Success),
+        "max_total_num_tokens" => Some(Signal::KvTokens),
+        "prompt_tokens_histogram_sum" => Some(Signal::Counter(Counter::PromptSum)),
+        "prompt_tokens_histogram_count" => Some(Signal::Counter(Counter::PromptCount)),
+        "generation_tokens_histogram_sum" => Some(Signal::Counter(Counter::GenerationSum)),
+        "generation_tokens_histogram_count" => Some(Signal::Counter(Counter::GenerationCount)),
+        // Prefix-cache hit rate = cached prompt tokens / prompt tokens (WVA's SGLang query).
+        "cached_tokens_total" => Some(Signal::Counter(Counter::PrefixHits)),
+        "prompt_tokens_total" => Some(Signal::TokensTotal(Phase::Prompt)),
+        "generation_tokens_total" => Some(Signal::TokensTotal(Phase::Generation)),
         _ => None,
     }
 }
@@ -475,6 +510,8 @@ struct Acc {
     success: Option<f64>,
     tokens: TokenCounters,
     prefix_old: (Option<f64>, Option<f64>),
+    /// SGLang's prompt and generation token totals.
+    totals: (Option<f64>, Option<f64>),
 }
 
 fn add(slot: &mut Option<f64>, v: f64) {
@@ -489,7 +526,10 @@ impl Acc {
     /// Takes one sample of `signal`; `false` when its value is no measurement (infinite or negative).
     fn take(&mut self, signal: Signal, v: f64) -> bool {
         let gauge = matches!(signal, Signal::Kv | Signal::KvDeprecated | Signal::Queue);
-        let counter = matches!(signal, Signal::Success | Signal::Counter(_));
+        let counter = matches!(
+            signal,
+            Signal::Success | Signal::Counter(_) | Signal::TokensTotal(_)
+        );
         // An infinite or negative KV fraction, queue or counter is no measurement; the pod's sample is
         // missing (and ages into a 503) rather than poisoning its model's decision.
         if (gauge || counter) && (v.is_infinite() || v < 0.0) {
@@ -515,12 +555,30 @@ impl Acc {
                 };
                 add(slot, v);
             }
-            Signal::CacheConfig => {}
+            Signal::TokensTotal(Phase::Prompt) => add(&mut self.totals.0, v),
+            Signal::TokensTotal(Phase::Generation) => add(&mut self.totals.1, v),
+            Signal::CacheConfig | Signal::KvTokens => {}
         }
         true
     }
 
-    fn finish(self) -> ModelSignals {
+    fn finish(mut self) -> ModelSignals {
+        // SGLang: prompt tokens are the prefix cache's queries; without the opt-in token histograms,
+        // the totals over requests served give the same averages.
+        let t = &mut self.tokens;
+        if let Some(prompt) = self.totals.0 {
+            t.prefix_cache_queries.get_or_insert(prompt);
+            if t.prompt_tokens_count.is_none() && self.success.is_some() {
+                t.prompt_tokens_sum = Some(prompt);
+                t.prompt_tokens_count = self.success;
+            }
+        }
+        if let (Some(generated), None, Some(_)) =
+            (self.totals.1, t.generation_tokens_count, self.success)
+        {
+            t.generation_tokens_sum = Some(generated);
+            t.generation_tokens_count = self.success;
+        }
         ModelSignals {
             // The deprecated name only when the new one is absent: with hidden metrics re-enabled both exist.
             kv_cache_usage: self.kv.or(self.kv_old),
@@ -558,6 +616,10 @@ fn extract_with(text: &str, validate_all: bool, wanted: &dyn Fn(&str) -> bool) -
             };
             if matches!(signal, Signal::CacheConfig) {
                 cache_config = CacheConfig::from_labels(|k| s.label(k)).or(cache_config);
+                return;
+            }
+            if matches!(signal, Signal::KvTokens) {
+                cache_config = CacheConfig::from_tokens(s.value).or(cache_config);
                 return;
             }
             // NaN is legal for a gauge but says nothing; it must not poison a max.
@@ -866,6 +928,77 @@ mod tests {
         assert_eq!(e.models.len(), 1);
         let m = e.models.values().next().unwrap();
         assert!(m.is_complete(), "{m:?}");
+    }
+
+    /// SGLang's current names (its `metrics/collector.py`): capacity from `max_total_num_tokens`
+    /// (blocks of one token), the opt-in token histograms, hits from cached over prompt tokens, and
+    /// `num_requests_total` as the counter scale to zero reads; without the histograms, the totals
+    /// over requests give the averages.
+    #[test]
+    fn sglang_capacity_request_shape_and_activity() {
+        let page = "\
+# TYPE sglang:max_total_num_tokens gauge
+sglang:max_total_num_tokens{model_name=\"m\",engine_type=\"unified\",tp_rank=\"0\",pp_rank=\"0\"} 471258.0
+sglang:token_usage{model_name=\"m\",engine_type=\"unified\",tp_rank=\"0\",pp_rank=\"0\"} 0.4
+sglang:num_queue_reqs{model_name=\"m\",engine_type=\"unified\",tp_rank=\"0\",pp_rank=\"0\"} 3.0
+sglang:num_running_reqs{model_name=\"m\",engine_type=\"unified\",tp_rank=\"0\",pp_rank=\"0\"} 12.0
+sglang:prompt_tokens_total{model_name=\"m\"} 5000.0
+sglang:generation_tokens_total{model_name=\"m\"} 2000.0
+sglang:cached_tokens_total{model_name=\"m\"} 1500.0
+sglang:num_requests_total{model_name=\"m\"} 10.0
+sglang:prompt_tokens_histogram_sum{model_name=\"m\"} 4800.0
+sglang:prompt_tokens_histogram_count{model_name=\"m\"} 8.0
+sglang:generation_tokens_histogram_sum{model_name=\"m\"} 1900.0
+sglang:generation_tokens_histogram_count{model_name=\"m\"} 8.0
+";
+        let e = extract(page);
+        assert_eq!(
+            e.cache_config,
+            Some(CacheConfig {
+                num_gpu_blocks: 471_258,
+                block_size: 1
+            })
+        );
+        let m = &e.models["m"];
+        assert!(m.is_complete());
+        assert_eq!(
+            (m.kv_cache_usage, m.queue_length, m.running_requests),
+            (Some(0.4), Some(3.0), Some(12.0))
+        );
+        assert_eq!(m.success_total, Some(10.0));
+        let t = m.tokens;
+        assert_eq!(
+            (t.prompt_tokens_sum, t.prompt_tokens_count),
+            (Some(4800.0), Some(8.0))
+        );
+        assert_eq!(
+            (t.generation_tokens_sum, t.generation_tokens_count),
+            (Some(1900.0), Some(8.0))
+        );
+        assert_eq!(
+            (t.prefix_cache_hits, t.prefix_cache_queries),
+            (Some(1500.0), Some(5000.0))
+        );
+        // Histograms off (SGLang's default): the totals over requests served.
+        let without: String = page
+            .lines()
+            .filter(|l| !l.contains("_histogram_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let t = extract(&without).models["m"].tokens;
+        assert_eq!(
+            (t.prompt_tokens_sum, t.prompt_tokens_count),
+            (Some(5000.0), Some(10.0))
+        );
+        assert_eq!(
+            (t.generation_tokens_sum, t.generation_tokens_count),
+            (Some(2000.0), Some(10.0))
+        );
+        // A capacity that is no whole positive number is none.
+        for bad in ["0", "-5", "NaN", "1.5", "+Inf"] {
+            let page = format!("sglang:max_total_num_tokens{{model_name=\"m\"}} {bad}\n");
+            assert_eq!(extract(&page).cache_config, None, "{bad}");
+        }
     }
 
     #[test]

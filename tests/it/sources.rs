@@ -578,7 +578,32 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     .await;
     let (p2, _) =
         serve(Router::new().route("/metrics", get(|| async { vllm_page(0.2, 0.0) }))).await;
-    let prom = start_prometheus(&[(p1, "pod-1"), (p2, "pod-2")]).await;
+    // Pod 3 runs SGLang: its names for the same signals (SGLang's `metrics/collector.py`), one
+    // request of 200 prompt tokens (50 cached) and 20 generated per scrape.
+    let sglang_served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p3, _) = serve(Router::new().route(
+        "/metrics",
+        get(move || {
+            let n = sglang_served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            async move {
+                let l = format!("model_name=\"{MODEL}\",engine_type=\"unified\",tp_rank=\"0\"");
+                format!(
+                    "sglang:token_usage{{{l}}} 0.33\nsglang:num_queue_reqs{{{l}}} 2\n\
+                     sglang:max_total_num_tokens{{{l}}} 50000\n\
+                     sglang:prompt_tokens_histogram_sum{{{l}}} {}\nsglang:prompt_tokens_histogram_count{{{l}}} {n}\n\
+                     sglang:generation_tokens_histogram_sum{{{l}}} {}\nsglang:generation_tokens_histogram_count{{{l}}} {n}\n\
+                     sglang:prompt_tokens_total{{{l}}} {}\nsglang:cached_tokens_total{{{l}}} {}\n\
+                     sglang:num_requests_total{{{l}}} {n}\n",
+                    n * 200,
+                    n * 20,
+                    n * 200,
+                    n * 50
+                )
+            }
+        }),
+    ))
+    .await;
+    let prom = start_prometheus(&[(p1, "pod-1"), (p2, "pod-2"), (p3, "pod-3")]).await;
     let ca_path = prom.dir.join("ca.crt");
     std::fs::write(&ca_path, &prom.ca.pem).unwrap();
     let url = format!("https://127.0.0.1:{}", prom.addr.port());
@@ -595,18 +620,25 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
         Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
         metrics.clone(),
     );
-    let (t1, t2) = (pod("pod-1", p1), pod("pod-2", p2));
+    let (t1, t2, t3) = (pod("pod-1", p1), pod("pod-2", p2), pod("pod-3", p3));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         source.refresh("ns", MODEL).await;
-        if let (Lookup::Fresh(a), Lookup::Fresh(b)) =
-            (source.lookup(&t1, MODEL), source.lookup(&t2, MODEL))
-        {
+        if let (Lookup::Fresh(a), Lookup::Fresh(b), Lookup::Fresh(c)) = (
+            source.lookup(&t1, MODEL),
+            source.lookup(&t2, MODEL),
+            source.lookup(&t3, MODEL),
+        ) {
             assert_eq!(
                 (a.kv_cache_usage, a.queue_length, a.source),
                 (0.61, 4.0, SourceKind::Prometheus)
             );
             assert_eq!((b.kv_cache_usage, b.queue_length), (0.2, 0.0));
+            assert_eq!(
+                (c.kv_cache_usage, c.queue_length),
+                (0.33, 2.0),
+                "SGLang's pod"
+            );
             break;
         }
         let log = std::fs::read_to_string(prom.dir.join("prometheus.log")).unwrap_or_default();
@@ -641,10 +673,30 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     if let Lookup::Fresh(b) = source.lookup(&t2, MODEL) {
         assert_eq!(b.tokens.and_then(|t| t.total_kv_tokens), None);
     }
+    // SGLang's figures through the same queries: capacity in tokens, shape, cached over prompt.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        source.refresh("ns", MODEL).await;
+        if let Lookup::Fresh(c) = source.lookup(&t3, MODEL) {
+            if let Some(t) = c.tokens.filter(|t| t.avg_output_tokens > 0.0) {
+                assert_eq!(t.total_kv_tokens, Some(50_000));
+                assert!((t.avg_input_tokens - 200.0).abs() < 1e-6, "{t:?}");
+                assert!((t.avg_output_tokens - 20.0).abs() < 1e-6, "{t:?}");
+                assert!((t.prefix_cache_hit_rate - 0.25).abs() < 1e-6, "{t:?}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned V2's figures for SGLang's pod-3: {:?}",
+            source.lookup(&t3, MODEL)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // A pod Prometheus does not know is named, not zeroed.
-    let reason = missing_reason(source.lookup(&pod("pod-3", p1), MODEL));
+    let reason = missing_reason(source.lookup(&pod("pod-9", p1), MODEL));
     assert!(
-        reason.contains("Prometheus has no vLLM series for pod pod-3"),
+        reason.contains("Prometheus has no vLLM series for pod pod-9"),
         "{reason}"
     );
 
@@ -713,7 +765,7 @@ async fn prometheus_over_https_with_ca_bearer_token_and_mismatch() {
     })
     .unwrap();
     let up = with_token.query("up").await.unwrap();
-    assert_eq!(up.len(), 2, "{up:?}");
+    assert_eq!(up.len(), 3, "{up:?}");
 }
 
 /// Serves an axum app over TLS with the given certificate (a bearer-token proxy in front of Prometheus).

@@ -232,9 +232,14 @@ impl PrometheusSource {
                 let usable = if v.is_finite() && v >= 0.0 { v } else { 0.0 };
                 match i {
                     0 => {
-                        if let Some(c) =
+                        // vLLM's cache_config_info carries the figures as labels; SGLang's
+                        // max_total_num_tokens is the figure.
+                        let c = if labels.contains_key("num_gpu_blocks") {
                             CacheConfig::from_labels(|k| labels.get(k).map(String::as_str))
-                        {
+                        } else {
+                            CacheConfig::from_tokens(v)
+                        };
+                        if let Some(c) = c {
                             t.total_kv_tokens = Some(c.total_tokens());
                         }
                     }
@@ -381,7 +386,7 @@ impl PrometheusSource {
         match answer {
             Err(e) => unknown(format!("Prometheus: {e}")),
             Ok(None) => unknown(format!(
-                "Prometheus has no vllm:request_success_total series for model {model:?} in {namespace}"
+                "Prometheus has no vllm:request_success_total or sglang:num_requests_total series for model {model:?} in {namespace}"
             )),
             Ok(Some(v)) if v > 0.0 => Activity::Active {
                 last_secs: age.as_secs(),
