@@ -1,5 +1,6 @@
 //! The harness plays kubelet for the test namespaces: every new pod gets a loopback IP and a
-//! `vllm-emulator` process, and is marked Running and Ready; a deleted pod's emulator is stopped and
+//! `vllm-emulator` process (an SGLang page when annotated `e2e.wva/engine: sglang`), and is marked
+//! Running and Ready; a deleted pod's emulator is stopped and
 //! the pod removed. It also spreads each app's offered load over its running pods (as a gateway
 //! would), applies per-pod faults, and writes Prometheus' file_sd targets with the `namespace` and
 //! `pod` labels a PodMonitor adds.
@@ -116,6 +117,15 @@ pub fn start(
                     "--max-num-seqs".into(),
                     "16".into(),
                 ];
+                // An SGLang server: its page instead of vLLM's.
+                if let Some(engine) = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.wva/engine"))
+                {
+                    args.extend(["--engine".into(), engine.clone()]);
+                }
                 // An endpoint picker (scale from zero): the queue gauge behind a bearer token.
                 if let Some(token) = pod
                     .metadata

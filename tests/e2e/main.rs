@@ -784,6 +784,7 @@ const STEPS: &[Step] = &[
         steps::saturation_configmap::run
     ),
     step!("saturation-v2", false, steps::saturation_v2::run),
+    step!("disaggregated", false, steps::disaggregated::run),
     step!("tolerance", false, steps::tolerance::run),
     step!("security", false, steps::security::run, cluster_only),
     step!("uninstall", false, steps::uninstall::run, cluster_only),

@@ -172,6 +172,43 @@ fn examples_parse_into_the_types_the_server_reads() {
     }
 }
 
+/// The disaggregated example: two variants of one model, one per role, the decode pool an SGLang server
+/// whose flags are read as SGLang's.
+#[test]
+fn disaggregated_example_declares_one_variant_per_role() {
+    use wva_metrics_server::saturation::v2::args::InferenceEngine;
+    use wva_metrics_server::saturation::Role;
+    let d = docs("manifests/examples/disaggregated.yaml");
+    let objects = wva_metrics_server::cluster::snapshot::Objects {
+        deployments: d[..2]
+            .iter()
+            .map(|v| std::sync::Arc::new(serde_json::from_value(v.clone()).unwrap()))
+            .collect(),
+        hpas: d[2..]
+            .iter()
+            .map(|v| std::sync::Arc::new(serde_json::from_value(v.clone()).unwrap()))
+            .collect(),
+        ..Default::default()
+    };
+    let joined = wva_metrics_server::cluster::snapshot::build(&objects, &Default::default());
+    assert!(joined.excluded.is_empty(), "{:?}", joined.excluded);
+    let by_name = |n: &str| joined.variants.iter().find(|v| v.name == n).unwrap();
+    let (prefill, decode) = (by_name("qwen-prefill"), by_name("qwen-decode"));
+    assert_eq!((prefill.role, decode.role), (Role::Prefill, Role::Decode));
+    assert_eq!(prefill.model_id, decode.model_id);
+    assert_eq!(prefill.accelerator, "NVIDIA-H100-80GB-HBM3");
+    let p = decode.engine_params.as_ref().unwrap();
+    assert_eq!(
+        (p.engine, p.max_num_seqs, p.block_size),
+        (InferenceEngine::Sglang, 128, 1)
+    );
+    let p = prefill.engine_params.as_ref().unwrap();
+    assert_eq!(
+        (p.engine, p.effective_max_batched_tokens()),
+        (InferenceEngine::Vllm, 16384)
+    );
+}
+
 #[test]
 fn annotated_and_local_config_examples_are_valid() {
     // The annotated examples declare valid variants (their Deployments are the user's).
