@@ -5,7 +5,7 @@ use crate::*;
 /// per role (as WVA v0.9 decides), prefill grows and decode shrinks; pooled, the idle decode replicas
 /// would hide the saturation and the −1 would land on prefill. The decode pool serves SGLang's pages:
 /// its scale-down needs fresh samples from both of its pods, so it proves SGLang pages decide like
-/// vLLM's.
+/// vLLM's. (The decision gauge's `role` label is covered by the status unit tests.)
 pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
     const MODEL: &str = "Qwen/Qwen3-PD";
     let pool = |name: &str, role: &str, engine: &str| {
@@ -78,23 +78,6 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         sglang_samples >= 1,
         "no sample from the SGLang pods: {model}"
     );
-    // The role is on our decision gauge (through the real Prometheus scraping our replicas).
-    eventually(
-        "wva_metrics_server_variant_decision with role=decode for pd-decode",
-        Duration::from_secs(60),
-        || async {
-            let found = prometheus_query(
-                c,
-                r#"wva_metrics_server_variant_decision{variant_name="pd-decode",role="decode"}"#,
-            )?;
-            if found.is_empty() {
-                Err("no series yet".into())
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
     set_load(k, "pd-prefill", 0);
     c.kubectl(&[
         "delete",
