@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::configs::CONFIG_ENABLED_LABEL;
-use crate::cluster::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use crate::cluster::crd::{InferencePool, LeaderWorkerSet, ScaledObject, VariantAutoscaling};
 use crate::cluster::monitors::{PodMonitor, ServiceMonitor};
 use crate::cluster::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot};
 use crate::cluster::watch::log_exclusions;
@@ -133,6 +133,8 @@ pub fn parse(file: &Path, text: &str) -> (FileObjects, Vec<FileProblem>) {
             "Deployment" => {
                 typed::<Deployment>(value).map(|o| objects.deployments.push(namespaced(o)))
             }
+            "LeaderWorkerSet" => typed::<LeaderWorkerSet>(value)
+                .map(|o| objects.leader_worker_sets.push(namespaced(o))),
             "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(namespaced(o))),
             "HorizontalPodAutoscaler" => {
                 typed::<HorizontalPodAutoscaler>(value).map(|o| objects.hpas.push(namespaced(o)))
@@ -171,7 +173,7 @@ pub fn parse(file: &Path, text: &str) -> (FileObjects, Vec<FileProblem>) {
 }
 
 /// The kinds the file may hold.
-pub const KINDS: &str = "VariantAutoscaling, Deployment, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, PodMonitor, ServiceMonitor, Namespace or ConfigMap";
+pub const KINDS: &str = "VariantAutoscaling, Deployment, LeaderWorkerSet, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, PodMonitor, ServiceMonitor, Namespace or ConfigMap";
 
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
 fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {

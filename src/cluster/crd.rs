@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::exclusion::{Exclusion, UnresolvedAccelerator};
+use super::workload::TargetKind;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -72,21 +73,22 @@ pub struct VariantAutoscalingStatus {
 
 impl VariantAutoscaling {
     /// The target Deployment's name: `spec.scaleTargetRef.name` (v0.5) or the VA's own name (v0.4.1).
-    pub fn target_deployment(&self) -> Result<String, Exclusion> {
+    /// The scale target: `spec.scaleTargetRef`, else (WVA v0.4.1) the Deployment named like the VA.
+    pub fn scale_target(&self) -> Result<(TargetKind, String), Exclusion> {
         match &self.spec.scale_target_ref {
             Some(r) => {
-                let kind = r.kind.as_deref().unwrap_or("Deployment");
-                if kind != "Deployment" {
-                    return Err(Exclusion::UnsupportedTargetKind {
-                        kind: kind.to_string(),
-                    });
-                }
+                let kind = TargetKind::parse(r.kind.as_deref())?;
                 if r.name.is_empty() {
                     return Err(Exclusion::EmptyTargetName);
                 }
-                Ok(r.name.clone())
+                Ok((kind, r.name.clone()))
             }
-            None => self.metadata.name.clone().ok_or(Exclusion::NoName),
+            None => self
+                .metadata
+                .name
+                .clone()
+                .map(|n| (TargetKind::Deployment, n))
+                .ok_or(Exclusion::NoName),
         }
     }
 
@@ -105,6 +107,52 @@ impl VariantAutoscaling {
             }),
         }
     }
+}
+
+/// LeaderWorkerSet (`leaderworkerset.x-k8s.io/v1`, multi-host serving), as far as this server reads it:
+/// a replica is a group of `size` pods (a leader and `size − 1` workers); `spec.replicas` counts groups.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "leaderworkerset.x-k8s.io",
+    version = "v1",
+    kind = "LeaderWorkerSet",
+    plural = "leaderworkersets",
+    namespaced,
+    schema = "disabled",
+    status = "LeaderWorkerSetStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderWorkerSetSpec {
+    /// Groups; nil means 1 (the API default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default)]
+    pub leader_worker_template: LeaderWorkerTemplate,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderWorkerTemplate {
+    /// The leader's template; without one the leader runs the worker template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_template: Option<k8s_openapi::api::core::v1::PodTemplateSpec>,
+    #[serde(default)]
+    pub worker_template: k8s_openapi::api::core::v1::PodTemplateSpec,
+    /// Pods per group, leader included; nil means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i32>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderWorkerSetStatus {
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The scale subresource's selector: the set's leader pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_pod_selector: Option<String>,
 }
 
 /// KEDA's ScaledObject (`keda.sh/v1alpha1`), as far as this server reads it: the target, the replica
@@ -234,7 +282,10 @@ mod tests {
             "status": {"currentAlloc": {"accelerator": "H100", "numReplicas": 2}}
         }))
         .unwrap();
-        assert_eq!(v041.target_deployment(), Ok("llama-decode".to_string()));
+        assert_eq!(
+            v041.scale_target(),
+            Ok((TargetKind::Deployment, "llama-decode".to_string()))
+        );
         assert_eq!(v041.cost(), Ok(20.5));
         assert_eq!(v041.accelerator(), Ok("H100".to_string()));
 
@@ -244,7 +295,10 @@ mod tests {
             "spec": {"modelID": "meta/llama", "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-decode"}}
         }))
         .unwrap();
-        assert_eq!(v05.target_deployment(), Ok("llama-decode".to_string()));
+        assert_eq!(
+            v05.scale_target(),
+            Ok((TargetKind::Deployment, "llama-decode".to_string()))
+        );
         assert_eq!(v05.cost(), Ok(DEFAULT_VARIANT_COST));
         assert_eq!(
             v05.accelerator(),

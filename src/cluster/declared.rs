@@ -16,6 +16,7 @@ use super::crd::{
 };
 use super::exclusion::Exclusion;
 use super::snapshot::Bounds;
+use super::workload::TargetKind;
 use crate::error::MAX_MODEL_ID_BYTES;
 
 /// Opt-in: objects without it (or with `"false"`) are not variants.
@@ -71,6 +72,8 @@ pub(crate) struct Declared<'a> {
 
 pub(crate) struct Spec {
     pub cost: f64,
+    pub target_kind: TargetKind,
+    /// The scale target's name (a Deployment's or a LeaderWorkerSet's).
     pub deployment: String,
 }
 
@@ -84,8 +87,11 @@ impl<'a> Declared<'a> {
             })
         } else {
             va.cost().and_then(|cost| {
-                va.target_deployment()
-                    .map(|deployment| Spec { cost, deployment })
+                va.scale_target().map(|(target_kind, deployment)| Spec {
+                    cost,
+                    target_kind,
+                    deployment,
+                })
             })
         };
         Declared {
@@ -181,17 +187,13 @@ fn annotated_spec(
     let Some((kind, name)) = target else {
         return Err(Exclusion::EmptyTargetName);
     };
-    let kind = kind.filter(|k| !k.is_empty()).unwrap_or("Deployment");
-    if kind != "Deployment" {
-        return Err(Exclusion::UnsupportedTargetKind {
-            kind: kind.to_string(),
-        });
-    }
+    let target_kind = TargetKind::parse(kind)?;
     if name.is_empty() {
         return Err(Exclusion::EmptyTargetName);
     }
     Ok(Spec {
         cost,
+        target_kind,
         deployment: name.to_string(),
     })
 }
@@ -218,12 +220,16 @@ pub(crate) struct Autoscaler<'a> {
     pub max_replicas: i64,
 }
 
-/// Autoscalers by (namespace, target Deployment): every HPA not created by KEDA, and every ScaledObject.
+/// Autoscalers by their scale target (namespace, kind, name): every HPA not created by KEDA, and
+/// every ScaledObject.
+pub(crate) type Autoscalers<'a> = BTreeMap<(&'a str, TargetKind, &'a str), Vec<Autoscaler<'a>>>;
+
+/// Every HPA not created by KEDA and every ScaledObject, by the Deployment or LeaderWorkerSet it scales.
 pub(crate) fn autoscalers<'a>(
     hpas: impl Iterator<Item = &'a HorizontalPodAutoscaler>,
     scaled_objects: impl Iterator<Item = &'a ScaledObject>,
-) -> BTreeMap<(&'a str, &'a str), Vec<Autoscaler<'a>>> {
-    let mut out: BTreeMap<(&str, &str), Vec<Autoscaler<'a>>> = BTreeMap::new();
+) -> Autoscalers<'a> {
+    let mut out = Autoscalers::new();
     for h in hpas {
         let (Some(ns), Some(name), Some(spec)) = (
             h.metadata.namespace.as_deref(),
@@ -232,10 +238,13 @@ pub(crate) fn autoscalers<'a>(
         ) else {
             continue;
         };
-        if spec.scale_target_ref.kind != "Deployment" || owned_by_scaled_object(&h.metadata) {
+        let Ok(kind) = TargetKind::parse(Some(spec.scale_target_ref.kind.as_str())) else {
+            continue;
+        };
+        if owned_by_scaled_object(&h.metadata) {
             continue;
         }
-        out.entry((ns, spec.scale_target_ref.name.as_str()))
+        out.entry((ns, kind, spec.scale_target_ref.name.as_str()))
             .or_default()
             .push(Autoscaler {
                 kind: SourceKind::HorizontalPodAutoscaler,
@@ -252,13 +261,10 @@ pub(crate) fn autoscalers<'a>(
             continue;
         };
         let r = &so.spec.scale_target_ref;
-        if r.kind
-            .as_deref()
-            .is_some_and(|k| !k.is_empty() && k != "Deployment")
-        {
+        let Ok(kind) = TargetKind::parse(r.kind.as_deref()) else {
             continue;
-        }
-        out.entry((ns, r.name.as_str()))
+        };
+        out.entry((ns, kind, r.name.as_str()))
             .or_default()
             .push(Autoscaler {
                 kind: SourceKind::ScaledObject,
@@ -403,7 +409,7 @@ mod tests {
         );
         let keda_hpa = hpa(json!({}), Some("ScaledObject"));
         let index = autoscalers([&keda_hpa].into_iter(), [&so].into_iter());
-        let b = bounds_of(&index[&("ns", "d")], "d").unwrap();
+        let b = bounds_of(&index[&("ns", TargetKind::Deployment, "d")], "d").unwrap();
         assert_eq!(
             b,
             Bounds {
@@ -417,7 +423,7 @@ mod tests {
         assert_eq!(
             outcome(Declared::from_scaled_object(&stateful)),
             Some(Err(
-                "spec.scaleTargetRef.kind \"StatefulSet\" is not supported (only Deployment)"
+                "spec.scaleTargetRef.kind \"StatefulSet\" is not supported (only Deployment and LeaderWorkerSet)"
                     .into()
             ))
         );

@@ -17,19 +17,25 @@ pub enum Exclusion {
     ModelIdTooLong { bytes: usize },
     #[error("spec.variantCost {value:?}: {why}")]
     BadCost { value: String, why: String },
-    #[error("spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment)")]
+    #[error(
+        "spec.scaleTargetRef.kind {kind:?} is not supported (only Deployment and LeaderWorkerSet)"
+    )]
     UnsupportedTargetKind { kind: String },
     #[error("spec.scaleTargetRef.name is empty")]
     EmptyTargetName,
     #[error("the object has no name")]
     NoName,
-    #[error("target Deployment {namespace}/{name} not found")]
-    TargetNotFound { namespace: String, name: String },
+    #[error("target {kind} {namespace}/{name} not found")]
+    TargetNotFound {
+        kind: super::workload::TargetKind,
+        namespace: String,
+        name: String,
+    },
     #[error("Deployment {deployment} has an unusable selector: {why}")]
     BadSelector { deployment: String, why: String },
     #[error("Deployment {deployment} has no pod selector")]
     NoSelector { deployment: String },
-    #[error("Deployment {deployment} has several autoscalers ({autoscalers}); keep one, they would fight over its replicas")]
+    #[error("scale target {deployment} has several autoscalers ({autoscalers}); keep one, they would fight over its replicas")]
     SeveralAutoscalers {
         deployment: String,
         autoscalers: String,
@@ -113,6 +119,7 @@ mod tests {
             ),
             (
                 Exclusion::TargetNotFound {
+                    kind: super::super::workload::TargetKind::Deployment,
                     namespace: "ns".into(),
                     name: "d".into(),
                 },

@@ -13,5 +13,6 @@ pub(crate) mod reflect;
 pub(crate) mod slim;
 pub mod snapshot;
 pub mod watch;
+pub mod workload;
 
 pub use exclusion::{Exclusion, UnresolvedAccelerator, UNRESOLVED_ACCELERATOR};

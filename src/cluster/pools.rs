@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -104,11 +103,11 @@ fn picker_pods(
 }
 
 /// Every InferencePool that selects at least one variant's pods, with its EPP pods. `variants` are the
-/// snapshot's (sorted), `deployments` by (namespace, name).
+/// snapshot's (sorted), `workloads` their scale targets (a replica's pod labels are what a pool selects).
 pub(crate) fn endpoint_pickers(
     pools: &[Arc<InferencePool>],
     services: &[Arc<Service>],
-    deployments: &BTreeMap<(&str, &str), &Deployment>,
+    workloads: &super::workload::Workloads<'_>,
     pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
     variants: &[Variant],
 ) -> Vec<EndpointPicker> {
@@ -136,15 +135,9 @@ pub(crate) fn endpoint_pickers(
             .iter()
             .filter(|v| v.namespace == namespace)
             .filter(|v| {
-                deployments
-                    .get(&(namespace, v.deployment.as_str()))
-                    .and_then(|d| d.spec.as_ref())
-                    .is_some_and(|s| {
-                        selects(
-                            match_labels,
-                            s.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
-                        )
-                    })
+                workloads
+                    .get(&(namespace, v.target_kind, v.deployment.as_str()))
+                    .is_some_and(|w| selects(match_labels, w.pod_labels()))
             })
             .map(|v| v.model_id.clone())
             .collect();
@@ -203,7 +196,7 @@ mod tests {
         .unwrap()
     }
 
-    fn deployment(name: &str, app: &str) -> Deployment {
+    fn deployment(name: &str, app: &str) -> k8s_openapi::api::apps::v1::Deployment {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "ns"},
             "spec": {"selector": {"matchLabels": {"app": app}},
@@ -225,7 +218,8 @@ mod tests {
     fn pools_select_variants_and_find_their_epp() {
         let d1 = deployment("d1", "vllm");
         let d2 = deployment("d2", "other");
-        let deployments = BTreeMap::from([(("ns", "d1"), &d1), (("ns", "d2"), &d2)]);
+        let deployments =
+            crate::cluster::workload::index([&d1, &d2].into_iter(), std::iter::empty());
         let epp = pod("epp-0", "epp", "10.0.0.9");
         let vllm = pod("vllm-0", "vllm", "10.0.0.1");
         let pods = BTreeMap::from([("ns", vec![&epp, &vllm])]);

@@ -6,13 +6,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Namespace, Pod, ResourceRequirements, Service, ServiceSpec,
+    ConfigMap, Container, EnvVar, Namespace, Pod, PodTemplateSpec, ResourceRequirements, Service,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use super::crd::{InferencePool, LeaderWorkerSet, ScaledObject, VariantAutoscaling};
 use super::snapshot;
 
 pub(crate) fn monitor<K: Resource>(m: &mut K) {
@@ -79,31 +80,43 @@ pub(crate) fn deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
     d.metadata.annotations = None;
     if let Some(spec) = d.spec.as_mut() {
-        // Only the pod labels (an InferencePool selects on them; `llm-d.ai/role` is the P/D role), the
-        // node selection (it names the accelerator, snapshot::accelerator_of), and of each container
-        // its image, command line, literal environment and GPU resources (saturation V2's capacity estimate)
-        // survive.
-        let pod = spec.template.spec.take();
-        let labels = spec.template.metadata.take().and_then(|m| m.labels);
-        spec.template = Default::default();
-        spec.template.metadata = labels.map(|labels| ObjectMeta {
+        spec.template = template(std::mem::take(&mut spec.template));
+    }
+}
+
+/// Only what the snapshot reads of a LeaderWorkerSet: replicas, size, its templates (slimmed as a
+/// Deployment's) and status.
+pub(crate) fn leader_worker_set(l: &mut LeaderWorkerSet) {
+    l.metadata.managed_fields = None;
+    l.metadata.annotations = None;
+    let t = &mut l.spec.leader_worker_template;
+    t.leader_template = t.leader_template.take().map(template);
+    t.worker_template = template(std::mem::take(&mut t.worker_template));
+}
+
+/// Of a pod template, only the pod labels (an InferencePool selects on them; `llm-d.ai/role` is the P/D
+/// role), the node selection (it names the accelerator, snapshot::accelerator_of), and of each
+/// container its image, command line, literal environment and GPU resources (saturation V2's capacity
+/// estimate) survive.
+fn template(t: PodTemplateSpec) -> PodTemplateSpec {
+    let labels = t.metadata.and_then(|m| m.labels);
+    PodTemplateSpec {
+        metadata: labels.map(|labels| ObjectMeta {
             labels: Some(labels),
             ..Default::default()
-        });
-        if let Some(pod) = pod {
-            spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-                containers: pod.containers.into_iter().map(engine_container).collect(),
-                node_selector: pod.node_selector,
-                affinity: pod.affinity.and_then(|a| {
-                    a.node_affinity
-                        .map(|n| k8s_openapi::api::core::v1::Affinity {
-                            node_affinity: Some(n),
-                            ..Default::default()
-                        })
-                }),
-                ..Default::default()
-            });
-        }
+        }),
+        spec: t.spec.map(|pod| k8s_openapi::api::core::v1::PodSpec {
+            containers: pod.containers.into_iter().map(engine_container).collect(),
+            node_selector: pod.node_selector,
+            affinity: pod.affinity.and_then(|a| {
+                a.node_affinity
+                    .map(|n| k8s_openapi::api::core::v1::Affinity {
+                        node_affinity: Some(n),
+                        ..Default::default()
+                    })
+            }),
+            ..Default::default()
+        }),
     }
 }
 
@@ -202,7 +215,7 @@ mod tests {
             Some("V")
         );
         assert_eq!(
-            snapshot::accelerator_of(&d).as_deref(),
+            snapshot::accelerator_of(d.spec.as_ref().map(|s| &s.template)).as_deref(),
             Some("H100"),
             "{pod:?}"
         );

@@ -14,15 +14,19 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
+use super::crd::LeaderWorkerSet;
 use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use super::declared::Autoscalers;
 pub use super::declared::SourceKind;
-use super::declared::{self, Autoscaler, Declared};
+use super::declared::{self, Declared};
 use super::exclusion::{Exclusion, UnresolvedAccelerator, UNRESOLVED_ACCELERATOR};
 use super::monitors::{MonitorIndex, PodMonitor, ServiceMonitor};
+use super::workload::{self, TargetKind, Workloads};
 use crate::provider::selector::Selector;
 use crate::saturation::v2::args::{ContainerArgs, EngineParams};
 use crate::saturation::v2::Role;
 use crate::target::{EndpointPicker, EndpointRule, PodTarget, Scheme, TargetFeed};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 /// A variant the engine can decide for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +47,8 @@ pub struct Variant {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accelerator_unresolved: Option<UnresolvedAccelerator>,
     pub cost: f64,
+    /// The scale target's kind and name (a Deployment, or a LeaderWorkerSet whose groups are replicas).
+    pub target_kind: TargetKind,
     pub deployment: String,
     pub spec_replicas: i64,
     pub ready_replicas: i64,
@@ -82,6 +88,7 @@ impl Variant {
             accelerator: accelerator.into(),
             accelerator_unresolved: None,
             cost,
+            target_kind: TargetKind::Deployment,
             deployment: name.into(),
             spec_replicas: replicas,
             ready_replicas: replicas,
@@ -262,6 +269,8 @@ pub(crate) const DEFAULT_METRICS_PORT: u16 = 8000;
 pub struct Objects {
     pub vas: Vec<Arc<VariantAutoscaling>>,
     pub deployments: Vec<Arc<Deployment>>,
+    /// LeaderWorkerSets (while their CRD is installed): scale targets of multi-host variants.
+    pub leader_worker_sets: Vec<Arc<LeaderWorkerSet>>,
     pub pods: Vec<Arc<Pod>>,
     pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
     pub scaled_objects: Vec<Arc<ScaledObject>>,
@@ -297,14 +306,10 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
         objects.hpas.iter().map(|h| &**h),
         objects.scaled_objects.iter().map(|s| &**s),
     );
-    let mut deployments_by_key: BTreeMap<(&str, &str), &Deployment> = BTreeMap::new();
-    for d in &objects.deployments {
-        if let (Some(ns), Some(name)) =
-            (d.metadata.namespace.as_deref(), d.metadata.name.as_deref())
-        {
-            deployments_by_key.insert((ns, name), d);
-        }
-    }
+    let workloads = workload::index(
+        objects.deployments.iter().map(|d| &**d),
+        objects.leader_worker_sets.iter().map(|l| &**l),
+    );
     let mut pods_by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in &objects.pods {
         if let Some(ns) = p.metadata.namespace.as_deref() {
@@ -341,13 +346,7 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
                 annotation: EXCLUDE_ANNOTATION,
             })
         } else {
-            variant_of(
-                &d,
-                &deployments_by_key,
-                &pods_by_ns,
-                &autoscalers,
-                &monitors,
-            )
+            variant_of(&d, &workloads, &pods_by_ns, &autoscalers, &monitors)
         };
         match joined {
             Ok(v) => snapshot.variants.push(v),
@@ -370,7 +369,7 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
     snapshot.pickers = super::pools::endpoint_pickers(
         &objects.pools,
         &objects.services,
-        &deployments_by_key,
+        &workloads,
         &pods_by_ns,
         &snapshot.variants,
     );
@@ -439,22 +438,12 @@ pub const GPU_RESOURCES: [&str; 5] = [
     "gpu.intel.com/xe",
 ];
 
-/// What saturation V2 reads of a Deployment's pod template: the P/D role (`llm-d.ai/role` label),
-/// GPUs per replica (Σ GPU requests of its containers, limits where a container requests none; 0 counts
-/// as 1, as in WVA), and the engine parameters of its command lines.
-pub fn engine_of(d: &Deployment) -> (Role, i64, Option<EngineParams>) {
-    let template = d.spec.as_ref().map(|s| &s.template);
-    let role = Role::from_label(
-        template
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.as_ref())
-            .and_then(|l| l.get(Role::LABEL))
-            .map(String::as_str),
-    );
+/// GPUs a pod template's containers ask for: Σ GPU requests, limits where a container requests none.
+pub(crate) fn template_gpus(template: Option<&PodTemplateSpec>) -> i64 {
     let containers = template
         .and_then(|t| t.spec.as_ref())
         .map_or(&[][..], |p| p.containers.as_slice());
-    let gpus: i64 = containers
+    containers
         .iter()
         .map(|c| {
             let r = c.resources.as_ref();
@@ -474,7 +463,22 @@ pub fn engine_of(d: &Deployment) -> (Role, i64, Option<EngineParams>) {
                 .or_else(|| count(r.and_then(|r| r.limits.as_ref())))
                 .unwrap_or(0)
         })
-        .sum();
+        .sum()
+}
+
+/// What saturation V2 reads of a replica's pod template: the P/D role (`llm-d.ai/role` label) and the
+/// serving engine with its parameters, from its images and command lines.
+pub fn engine_of(template: Option<&PodTemplateSpec>) -> (Role, Option<EngineParams>) {
+    let role = Role::from_label(
+        template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(Role::LABEL))
+            .map(String::as_str),
+    );
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map_or(&[][..], |p| p.containers.as_slice());
     let params = (!containers.is_empty()).then(|| {
         let env: Vec<Vec<(String, String)>> = containers
             .iter()
@@ -498,7 +502,7 @@ pub fn engine_of(d: &Deployment) -> (Role, i64, Option<EngineParams>) {
             .collect();
         EngineParams::from_containers(&args)
     });
-    (role, if gpus > 0 { gpus } else { 1 }, params)
+    (role, params)
 }
 
 /// Node labels that name a GPU product, in WVA's order.
@@ -508,10 +512,10 @@ pub const ACCELERATOR_NODE_LABELS: [&str; 3] = [
     "cloud.google.com/gke-accelerator",
 ];
 
-/// The accelerator a Deployment's pods are pinned to: its pod template's `nodeSelector`, then the
+/// The accelerator a replica's pods are pinned to: its pod template's `nodeSelector`, then the
 /// required node-affinity terms (`In` with one value), for the first of [`ACCELERATOR_NODE_LABELS`] found.
-pub fn accelerator_of(d: &Deployment) -> Option<String> {
-    let pod = d.spec.as_ref()?.template.spec.as_ref()?;
+pub fn accelerator_of(template: Option<&PodTemplateSpec>) -> Option<String> {
+    let pod = template?.spec.as_ref()?;
     for key in ACCELERATOR_NODE_LABELS {
         if let Some(v) = pod.node_selector.as_ref().and_then(|s| s.get(key)) {
             if !v.is_empty() {
@@ -548,27 +552,35 @@ fn instance_of(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// One declared variant joined with its Deployment and Ready pods, or why it cannot be decided.
+/// One declared variant joined with its scale target (a Deployment or a LeaderWorkerSet) and Ready
+/// pods, or why it cannot be decided.
 fn variant_of(
     d: &Declared<'_>,
-    deployments: &BTreeMap<(&str, &str), &Deployment>,
+    workloads: &Workloads<'_>,
     pods_by_ns: &BTreeMap<&str, Vec<&Pod>>,
-    autoscalers: &BTreeMap<(&str, &str), Vec<Autoscaler<'_>>>,
+    autoscalers: &Autoscalers<'_>,
     monitors: &MonitorIndex<'_>,
 ) -> Result<Variant, Exclusion> {
     let namespace = d.meta.namespace.clone().unwrap_or_default();
     let name = d.meta.name.clone().unwrap_or_default();
     let declared = d.spec.as_ref().map_err(Clone::clone)?;
     let deployment_name = declared.deployment.clone();
-    let Some(deployment) = deployments.get(&(namespace.as_str(), deployment_name.as_str())) else {
+    let key = (
+        d.meta.namespace.as_deref().unwrap_or_default(),
+        declared.target_kind,
+        declared.deployment.as_str(),
+    );
+    let Some(target) = workloads.get(&key) else {
         return Err(Exclusion::TargetNotFound {
+            kind: declared.target_kind,
             namespace,
             name: deployment_name,
         });
     };
+    let template = target.template();
     // WVA's order: the GPU product the pod template selects, then the declaring object's label; when
     // neither names one the variant is served as "unresolved" (WVA v0.8 and later).
-    let (accelerator, accelerator_unresolved) = match accelerator_of(deployment)
+    let (accelerator, accelerator_unresolved) = match accelerator_of(template)
         .ok_or(())
         .or_else(|()| super::crd::labelled_accelerator(d.meta))
     {
@@ -576,35 +588,10 @@ fn variant_of(
         Err(why) => (UNRESOLVED_ACCELERATOR.to_string(), Some(why)),
     };
     let bounds = declared::bounds_of(
-        autoscalers
-            .get(&(namespace.as_str(), deployment_name.as_str()))
-            .map_or(&[][..], Vec::as_slice),
+        autoscalers.get(&key).map_or(&[][..], Vec::as_slice),
         &deployment_name,
     )?;
-    let spec = deployment.spec.as_ref();
-    let selector = match spec.map(|s| selector_from(&s.selector)) {
-        Some(Ok(s)) if !s.is_empty() => s,
-        Some(Err(why)) => {
-            return Err(Exclusion::BadSelector {
-                deployment: deployment_name,
-                why,
-            })
-        }
-        _ => {
-            return Err(Exclusion::NoSelector {
-                deployment: deployment_name,
-            })
-        }
-    };
-    // A nil spec.replicas means 1 (the API default).
-    let spec_replicas = i64::from(spec.and_then(|s| s.replicas).unwrap_or(1));
-    let ready_replicas = i64::from(
-        deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0),
-    );
+    let selector = target.pod_selector(&deployment_name)?;
     let no_labels = BTreeMap::new();
     let mut targets: Vec<PodTarget> = pods_by_ns
         .get(namespace.as_str())
@@ -614,10 +601,10 @@ fn variant_of(
         .filter_map(|p| pod_target(p, monitors))
         .collect();
     targets.sort();
-    let (role, gpus_per_replica, engine_params) = engine_of(deployment);
+    let (role, engine_params) = engine_of(template);
     Ok(Variant {
         role,
-        gpus_per_replica,
+        gpus_per_replica: target.gpus_per_replica(),
         engine_params,
         bounds,
         namespace,
@@ -628,9 +615,10 @@ fn variant_of(
         accelerator,
         accelerator_unresolved,
         cost: declared.cost,
+        target_kind: declared.target_kind,
         deployment: deployment_name,
-        spec_replicas,
-        ready_replicas,
+        spec_replicas: target.spec_replicas(),
+        ready_replicas: target.ready_replicas(),
         pods: targets,
         controller_instance: instance_of(d.meta).map(str::to_string),
     })
@@ -866,14 +854,17 @@ mod tests {
                     {"name": "sidecar", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}))
         .unwrap();
         super::super::slim::deployment(&mut d);
-        let (role, gpus, params) = engine_of(&d);
-        assert_eq!((role, gpus), (Role::Decode, 3));
+        let template = d.spec.as_ref().map(|s| &s.template);
+        let (role, params) = engine_of(template);
+        assert_eq!((role, template_gpus(template)), (Role::Decode, 3));
         assert_eq!(params.unwrap().max_num_seqs, 64);
         let bare: Deployment = serde_json::from_value(
             json!({"metadata": {"name": "d"}, "spec": {"selector": {}, "template": {}}}),
         )
         .unwrap();
-        assert_eq!(engine_of(&bare), (Role::Both, 1, None));
+        let template = bare.spec.as_ref().map(|s| &s.template);
+        assert_eq!(engine_of(template), (Role::Both, None));
+        assert_eq!(workload::Workload::Deployment(&bare).gpus_per_replica(), 1);
     }
 
     #[test]
@@ -986,6 +977,93 @@ mod tests {
         };
         assert_eq!(names("llama"), ["llama-rank-0", "llama-rank-1"]);
         assert_eq!(names("llama-rank"), ["llama-7f9c-rank-0"]);
+    }
+
+    /// A LeaderWorkerSet variant (WVA v0.9's `scaletarget/lws.go`): its groups are its replicas, its
+    /// leaders (worker-index 0) are its pods whatever their other labels, its workers are nobody's,
+    /// a group's GPUs are the leader's and the workers', the leader template gives role and accelerator,
+    /// and an HPA on the LeaderWorkerSet gives its bounds. An HPA on a Deployment of the same name
+    /// does not.
+    #[test]
+    fn leader_worker_sets_join_by_their_leaders() {
+        let lws: LeaderWorkerSet = serde_json::from_value(json!({
+            "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
+            "metadata": {"name": "big", "namespace": "ns"},
+            "spec": {"replicas": 2, "leaderWorkerTemplate": {"size": 4,
+                "leaderTemplate": {"metadata": {"labels": {"llm-d.ai/role": "decode"}},
+                    "spec": {"nodeSelector": {"nvidia.com/gpu.product": "H200"},
+                             "containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}},
+                "workerTemplate": {"spec": {"containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}}},
+            "status": {"replicas": 2, "readyReplicas": 1,
+                       "hpaPodSelector": "leaderworkerset.sigs.k8s.io/name=big,leaderworkerset.sigs.k8s.io/worker-index=0"}}))
+        .unwrap();
+        let vas = [va(
+            "big",
+            json!({}),
+            json!({"modelID": "m", "scaleTargetRef": {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "big"}}),
+        )];
+        let member = |name: &str, index: &str| -> Pod {
+            let mut p = pod(name, "unrelated", true, json!({}));
+            p.metadata.labels = Some(BTreeMap::from([
+                (workload::LWS_NAME_LABEL.to_string(), "big".to_string()),
+                (
+                    workload::LWS_WORKER_INDEX_LABEL.to_string(),
+                    index.to_string(),
+                ),
+            ]));
+            p
+        };
+        let pods = [
+            member("big-0", "0"),
+            member("big-0-1", "1"),
+            member("big-0-2", "2"),
+            member("big-1", "0"),
+        ];
+        let mut on_lws = hpa("big-hpa", "big", Some(1), 4);
+        on_lws.spec.as_mut().unwrap().scale_target_ref.kind = "LeaderWorkerSet".into();
+        on_lws.spec.as_mut().unwrap().scale_target_ref.api_version =
+            Some("leaderworkerset.x-k8s.io/v1".into());
+        let hpas = [on_lws];
+        let s = build(
+            &Objects {
+                vas: arcs(&vas),
+                leader_worker_sets: vec![Arc::new(lws)],
+                pods: arcs(&pods),
+                hpas: arcs(&hpas),
+                ..Default::default()
+            },
+            &Scope::default(),
+        );
+        assert!(s.excluded.is_empty(), "{:?}", s.excluded);
+        let v = &s.variants[0];
+        let pod_names: Vec<&str> = v.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pod_names, ["big-0", "big-1"]);
+        assert_eq!(
+            (v.target_kind, v.spec_replicas, v.ready_replicas),
+            (workload::TargetKind::LeaderWorkerSet, 2, 1)
+        );
+        assert_eq!((v.gpus_per_replica, v.role), (32, Role::Decode));
+        assert_eq!(v.accelerator, "H200");
+        assert_eq!((v.bounds.min_replicas, v.bounds.max_replicas), (1, Some(4)));
+        // The same VA without the LeaderWorkerSet (its CRD not installed, or the set deleted): excluded,
+        // naming the kind it looked for; an HPA on a Deployment `big` is not the set's.
+        let s = build(
+            &Objects {
+                vas: arcs(&vas),
+                deployments: arcs(&[deployment("big", "x", 1, 1)]),
+                hpas: arcs(&[hpa("d-hpa", "big", Some(1), 9)]),
+                ..Default::default()
+            },
+            &Scope::default(),
+        );
+        assert!(s.variants.is_empty());
+        assert!(matches!(
+            &s.excluded[0].reason,
+            Exclusion::TargetNotFound {
+                kind: workload::TargetKind::LeaderWorkerSet,
+                ..
+            }
+        ));
     }
 
     fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {

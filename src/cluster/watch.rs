@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::Client;
 use tokio::sync::Notify;
 
-use super::crd::{InferencePool, ScaledObject, VariantAutoscaling};
+use super::crd::{InferencePool, LeaderWorkerSet, ScaledObject, VariantAutoscaling};
 use super::exclusion::Exclusion;
 use super::monitors::{PodMonitor, ServiceMonitor};
 use super::reflect::{optional_store, ready, OptionalCrd, OptionalStore, Reflect, Watched};
@@ -146,6 +146,7 @@ struct Stores {
 #[derive(Clone)]
 struct OptionalStores {
     scaled_objects: OptionalStore<ScaledObject>,
+    leader_worker_sets: OptionalStore<LeaderWorkerSet>,
     pools: OptionalStore<InferencePool>,
     pod_monitors: OptionalStore<PodMonitor>,
     service_monitors: OptionalStore<ServiceMonitor>,
@@ -155,6 +156,7 @@ impl OptionalStores {
     fn new() -> Self {
         Self {
             scaled_objects: optional_store(),
+            leader_worker_sets: optional_store(),
             pools: optional_store(),
             pod_monitors: optional_store(),
             service_monitors: optional_store(),
@@ -167,6 +169,7 @@ impl Stores {
     fn objects(&self) -> (Objects, bool) {
         let (scaled, scaled_ready) = self.optional.scaled_objects.load().state();
         let (pools, pools_ready) = self.optional.pools.load().state();
+        let (leader_worker_sets, lws_ready) = self.optional.leader_worker_sets.load().state();
         // Monitors only move a pod's scrape port: they never hold readiness (a cluster whose RBAC
         // predates them would otherwise never be ready).
         let (pod_monitors, _) = self.optional.pod_monitors.load().state();
@@ -177,11 +180,13 @@ impl Stores {
             && ready(&self.hpas)
             && ready(&self.services)
             && scaled_ready
+            && lws_ready
             && pools_ready
             && (!self.watching_all || ready(&self.namespaces));
         let objects = Objects {
             vas: self.vas.state(),
             deployments: self.deps.state(),
+            leader_worker_sets,
             pods: self.pods.state(),
             hpas: self.hpas.state(),
             scaled_objects: scaled,
@@ -196,7 +201,8 @@ impl Stores {
 }
 
 impl OptionalStores {
-    /// The optional CRDs' reflectors: KEDA's ScaledObjects (variants and bounds), the inference
+    /// The optional CRDs' reflectors: KEDA's ScaledObjects (variants and bounds), LeaderWorkerSets
+    /// (multi-host scale targets), the inference
     /// extension's InferencePools (scale from zero: they select the pods and name the endpoint picker),
     /// and the prometheus-operator's PodMonitors and ServiceMonitors (where pods are scraped).
     async fn reflect(&self, r: &Reflect, namespace: Option<&str>) {
@@ -230,6 +236,16 @@ impl OptionalStores {
                     slim: slim::scaled_object,
                 },
                 &self.scaled_objects,
+            ),
+            r.optional(
+                namespace,
+                OptionalCrd {
+                    group_version: "leaderworkerset.x-k8s.io/v1",
+                    plural: "leaderworkersets",
+                    what: "LeaderWorkerSet",
+                    slim: slim::leader_worker_set,
+                },
+                &self.leader_worker_sets,
             ),
             r.optional(
                 namespace,

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::cluster::snapshot::ExcludedVariant;
 use crate::cluster::snapshot::{SharedSnapshot, Snapshot, Variant};
+use crate::cluster::workload::TargetKind;
 use crate::error::{Capped, Echo, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
@@ -89,6 +90,9 @@ pub struct VariantSummary {
     pub role: Role,
     pub accelerator: String,
     pub cost: f64,
+    /// The scale target: a Deployment, or a LeaderWorkerSet (whose groups are the replicas).
+    pub target_kind: TargetKind,
+    /// The scale target's name.
     pub deployment: String,
     pub spec_replicas: i64,
     pub ready_replicas: i64,
@@ -355,6 +359,7 @@ impl VariantSummary {
             role: v.role,
             accelerator: v.accelerator.clone(),
             cost: v.cost,
+            target_kind: v.target_kind,
             deployment: v.deployment.clone(),
             spec_replicas: v.spec_replicas,
             ready_replicas: v.ready_replicas,

@@ -214,6 +214,19 @@ pub fn binaries() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// Builds (once, cached) and locates the LeaderWorkerSet controller manager and its CRD.
+pub fn lws() -> PathBuf {
+    let out = Command::new(Path::new(ROOT).join("tests/e2e/build-lws.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/e2e/build-lws.sh");
+    assert!(
+        out.status.success(),
+        "building the LeaderWorkerSet controller failed (see the output above); Go and the Go module proxy are needed"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// etcd and kube-apiserver on loopback, with the cluster CA, service-account keys and an admin
 /// (system:masters) kubeconfig in `dir`.
 pub struct ControlPlane {

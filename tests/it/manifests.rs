@@ -69,7 +69,7 @@ fn crd_and_rust_types_agree() {
 fn examples_parse_into_the_types_the_server_reads() {
     for doc in docs("manifests/examples/variantautoscaling.yaml") {
         let va: VariantAutoscaling = serde_json::from_value(doc).unwrap();
-        assert!(va.accelerator().is_ok() && va.cost().is_ok() && va.target_deployment().is_ok());
+        assert!(va.accelerator().is_ok() && va.cost().is_ok() && va.scale_target().is_ok());
     }
     let (wva_metrics_server::standalone::FileObjects { objects, .. }, problems) =
         wva_metrics_server::standalone::parse(
@@ -209,6 +209,31 @@ fn disaggregated_example_declares_one_variant_per_role() {
     );
 }
 
+/// The LeaderWorkerSet example declares one variant whose replicas are groups of 16 GPUs, bounded by
+/// the HPA on the set.
+#[test]
+fn leaderworkerset_example_declares_a_group_variant() {
+    use wva_metrics_server::cluster::workload::TargetKind;
+    use wva_metrics_server::saturation::Role;
+    let d = docs("manifests/examples/leaderworkerset.yaml");
+    fn arc<T: serde::de::DeserializeOwned>(v: &Value) -> std::sync::Arc<T> {
+        std::sync::Arc::new(serde_json::from_value(v.clone()).unwrap())
+    }
+    let objects = wva_metrics_server::cluster::snapshot::Objects {
+        leader_worker_sets: vec![arc(&d[0])],
+        vas: vec![arc(&d[1])],
+        hpas: vec![arc(&d[2])],
+        ..Default::default()
+    };
+    let joined = wva_metrics_server::cluster::snapshot::build(&objects, &Default::default());
+    assert!(joined.excluded.is_empty(), "{:?}", joined.excluded);
+    let v = &joined.variants[0];
+    assert_eq!(v.target_kind, TargetKind::LeaderWorkerSet);
+    assert_eq!((v.gpus_per_replica, v.role), (16, Role::Decode));
+    assert_eq!(v.accelerator, "NVIDIA-H200");
+    assert_eq!((v.bounds.min_replicas, v.bounds.max_replicas), (1, Some(4)));
+}
+
 #[test]
 fn annotated_and_local_config_examples_are_valid() {
     // The annotated examples declare valid variants (their Deployments are the user's).
@@ -321,6 +346,7 @@ fn rbac_grants_what_the_server_uses() {
     assert!(
         grants("llmd.ai", "variantautoscalings")
             && grants("apps", "deployments")
+            && grants("leaderworkerset.x-k8s.io", "leaderworkersets")
             && grants("", "pods")
             && grants("autoscaling", "horizontalpodautoscalers")
             && grants("keda.sh", "scaledobjects")
