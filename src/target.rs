@@ -2,6 +2,7 @@
 //! for, and the endpoint pickers. `cluster` fills it from its snapshot; `sources` read it through
 //! [`TargetFeed`], which the wiring hands them, so neither imports the other.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -23,6 +24,11 @@ pub struct PodTarget {
     /// (else `--scrape-tls-server-name`, else the pod's IP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// The pod is read at several ports, one serving instance each (data-parallel ranks, each with its
+    /// own API server and metrics), and this target is one of them: its samples are the instance's,
+    /// keyed `pod:port` as WVA v0.9 keys its rows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub per_port: bool,
 }
 
 impl PodTarget {
@@ -38,6 +44,17 @@ impl PodTarget {
             scheme: Scheme::Http,
             endpoint: EndpointRule::default(),
             tls_server_name: None,
+            per_port: false,
+        }
+    }
+
+    /// The serving instance this target reads: the pod's name, or `pod:port` when the pod serves one
+    /// instance per port. Samples, scrape state and decision rows are keyed by it.
+    pub fn instance(&self) -> Cow<'_, str> {
+        if self.per_port {
+            Cow::Owned(format!("{}:{}", self.name, self.port))
+        } else {
+            Cow::Borrowed(&self.name)
         }
     }
 }

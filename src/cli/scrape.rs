@@ -55,6 +55,7 @@ fn ip_target(url: &str) -> Option<PodTarget> {
         scheme,
         endpoint: Default::default(),
         tls_server_name: None,
+        per_port: false,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Where the user's Prometheus scrapes a pod, from the prometheus-operator's PodMonitors and
 //! ServiceMonitors (`monitoring.coreos.com/v1`, followed only while their CRDs are served): the port, path,
-//! scheme and TLS server name of the first monitor endpoint that selects the pod and resolves on it.
+//! scheme and TLS server name of the first monitor endpoint that selects the pod and resolves on it;
+//! when that monitor has endpoints at several ports of the pod, each port is a serving instance
+//! (data-parallel ranks).
 //!
 //! A PodMonitor selects pods by label in its namespace, or in `namespaceSelector.matchNames`, or anywhere
 //! with `namespaceSelector.any`; its endpoint names a container port (`port`), a number (`portNumber`) or
@@ -250,9 +252,25 @@ impl<'a> MonitorIndex<'a> {
     }
 
     /// The first monitor endpoint that selects `pod` and resolves to a port on it.
+    #[cfg(test)]
     pub(crate) fn resolve(&self, pod: &Pod) -> Option<Resolved> {
-        let ns = pod.metadata.namespace.as_deref()?;
+        self.resolve_all(pod).into_iter().next()
+    }
+
+    /// Every endpoint of the first monitor that selects `pod` and resolves on it, one per port, in the
+    /// monitor's order (an endpoint repeating a port adds nothing). Several ports are several serving
+    /// instances of the pod (data-parallel ranks), as Prometheus scrapes each as its own instance.
+    pub(crate) fn resolve_all(&self, pod: &Pod) -> Vec<Resolved> {
+        let Some(ns) = pod.metadata.namespace.as_deref() else {
+            return Vec::new();
+        };
         let pod_labels = labels(pod);
+        let mut out: Vec<Resolved> = Vec::new();
+        fn add(out: &mut Vec<Resolved>, r: Resolved) {
+            if !out.iter().any(|o| o.port == r.port) {
+                out.push(r);
+            }
+        }
         for m in &self.pod_monitors {
             if !in_namespaces(m.monitor.spec.namespace_selector.as_ref(), m.namespace, ns)
                 || !m.selector.matches(pod_labels)
@@ -267,8 +285,11 @@ impl<'a> MonitorIndex<'a> {
                     .or_else(|| e.port_number.and_then(|n| u16::try_from(n).ok()))
                     .or_else(|| e.target_port.as_ref().and_then(|t| int_or_name(pod, t)));
                 if let Some(port) = port {
-                    return Some(resolved(e, port, EndpointRule::PodMonitor));
+                    add(&mut out, resolved(e, port, EndpointRule::PodMonitor));
                 }
+            }
+            if !out.is_empty() {
+                return out;
             }
         }
         for m in &self.service_monitors {
@@ -278,12 +299,15 @@ impl<'a> MonitorIndex<'a> {
                 }
                 for e in m.endpoints {
                     if let Some(port) = service_endpoint_port(service, e, pod) {
-                        return Some(resolved(e, port, EndpointRule::ServiceMonitor));
+                        add(&mut out, resolved(e, port, EndpointRule::ServiceMonitor));
                     }
+                }
+                if !out.is_empty() {
+                    return out;
                 }
             }
         }
-        None
+        out
     }
 }
 
@@ -447,6 +471,63 @@ mod tests {
                 .resolve(&elsewhere)
                 .map(|r| r.port),
             Some(9)
+        );
+    }
+
+    /// A monitor with endpoints at several ports of a pod reads each (data-parallel ranks, one API
+    /// server and one metrics page per rank); a repeated port counts once; only the first monitor that
+    /// resolves on the pod is read.
+    #[test]
+    fn several_ports_of_the_first_monitor_are_several_instances() {
+        let ranks = pod(
+            "llm",
+            json!({"app": "dp"}),
+            json!([{"name": "rank0", "containerPort": 8000}, {"name": "rank1", "containerPort": 8001}]),
+        );
+        let pms = [
+            pm(
+                "llm",
+                "a-ranks",
+                json!({"selector": {"matchLabels": {"app": "dp"}},
+                       "podMetricsEndpoints": [{"port": "rank0"}, {"port": "rank1", "path": "/m"},
+                                               {"portNumber": 8000}, {"port": "absent"}]}),
+            ),
+            pm(
+                "llm",
+                "b-later",
+                json!({"selector": {}, "podMetricsEndpoints": [{"portNumber": 9400}]}),
+            ),
+        ];
+        let all = MonitorIndex::new(&pms, &[], &[]).resolve_all(&ranks);
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.port, r.path.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![(8000, None), (8001, Some("/m"))]
+        );
+        // A ServiceMonitor's endpoints likewise.
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "dp", "namespace": "llm"},
+            "spec": {"selector": {"app": "dp"}, "ports": [
+                {"name": "r0", "port": 80, "targetPort": 8000}, {"name": "r1", "port": 81, "targetPort": "rank1"}]}
+        }))
+        .unwrap();
+        let sm: Arc<ServiceMonitor> = Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                "metadata": {"name": "dp", "namespace": "llm"},
+                "spec": {"selector": {}, "endpoints": [{"port": "r0"}, {"port": "r1"}]}
+            }))
+            .unwrap(),
+        );
+        let services = [Arc::new(svc)];
+        let all = MonitorIndex::new(&[], &[sm], &services).resolve_all(&ranks);
+        assert_eq!(
+            all.iter().map(|r| (r.port, r.rule)).collect::<Vec<_>>(),
+            vec![
+                (8000, EndpointRule::ServiceMonitor),
+                (8001, EndpointRule::ServiceMonitor)
+            ]
         );
     }
 }

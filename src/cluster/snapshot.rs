@@ -598,7 +598,7 @@ fn variant_of(
         .into_iter()
         .flatten()
         .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&no_labels)))
-        .filter_map(|p| pod_target(p, monitors))
+        .flat_map(|p| pod_targets(p, monitors))
         .collect();
     targets.sort();
     let (role, engine_params) = engine_of(template);
@@ -646,6 +646,34 @@ pub(crate) fn selector_from(ls: &LabelSelector) -> Result<Selector, String> {
 /// A Ready, running pod with an IP becomes a scrape target, at the endpoint its annotations, its monitors
 /// or its ports say.
 pub(crate) fn pod_target(p: &Pod, monitors: &MonitorIndex) -> Option<PodTarget> {
+    pod_targets(p, monitors).into_iter().next()
+}
+
+/// A Ready, running pod's scrape targets: one, or one per port when its monitor reads it at several
+/// (data-parallel ranks, each its own serving instance). An annotated port is always the only one.
+pub(crate) fn pod_targets(p: &Pod, monitors: &MonitorIndex) -> Vec<PodTarget> {
+    let resolved = monitors.resolve_all(p);
+    let annotated = p.metadata.annotations.as_ref().is_some_and(|a| {
+        a.get(PORT_ANNOTATION)
+            .is_some_and(|v| v.parse::<u16>().is_ok())
+    });
+    if resolved.len() > 1 && !annotated {
+        resolved
+            .into_iter()
+            .filter_map(|r| {
+                let mut t = target_at(p, Some(r))?;
+                t.per_port = true;
+                Some(t)
+            })
+            .collect()
+    } else {
+        target_at(p, resolved.into_iter().next())
+            .into_iter()
+            .collect()
+    }
+}
+
+fn target_at(p: &Pod, monitor: Option<super::monitors::Resolved>) -> Option<PodTarget> {
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -662,7 +690,6 @@ pub(crate) fn pod_target(p: &Pod, monitors: &MonitorIndex) -> Option<PodTarget> 
     if !ready {
         return None;
     }
-    let monitor = monitors.resolve(p);
     let (port, path, endpoint) = scrape_endpoint(p, monitor.as_ref());
     let annotated = p
         .metadata
@@ -691,6 +718,7 @@ pub(crate) fn pod_target(p: &Pod, monitors: &MonitorIndex) -> Option<PodTarget> 
         scheme,
         endpoint,
         tls_server_name,
+        per_port: false,
     })
 }
 
@@ -1438,6 +1466,46 @@ mod tests {
             scrape_endpoint(&p, None),
             (8000, "/metrics".to_string(), EndpointRule::VllmDefault)
         );
+    }
+
+    /// A pod whose PodMonitor reads it at two ports is two serving instances (data-parallel ranks),
+    /// keyed `pod:port`; an annotated port, or a monitor with one port, keeps one target keyed by the
+    /// pod's name.
+    #[test]
+    fn a_pod_read_at_several_ports_is_one_target_per_port() {
+        let p = pod("p", "a", true, json!({}));
+        let pms = [Arc::new(
+            serde_json::from_value::<super::super::monitors::PodMonitor>(json!({
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+                "metadata": {"name": "ranks", "namespace": "ns"},
+                "spec": {"selector": {}, "podMetricsEndpoints": [{"portNumber": 8000}, {"portNumber": 8001}]}
+            }))
+            .unwrap(),
+        )];
+        let index = MonitorIndex::new(&pms, &[], &[]);
+        let targets = pod_targets(&p, &index);
+        assert_eq!(
+            targets
+                .iter()
+                .map(|t| (t.instance().into_owned(), t.port, t.per_port, t.endpoint))
+                .collect::<Vec<_>>(),
+            vec![
+                ("p:8000".to_string(), 8000, true, EndpointRule::PodMonitor),
+                ("p:8001".to_string(), 8001, true, EndpointRule::PodMonitor),
+            ]
+        );
+        let annotated = pod(
+            "p",
+            "a",
+            true,
+            json!({"annotations": {"prometheus.io/port": "9400"}}),
+        );
+        let targets = pod_targets(&annotated, &index);
+        assert_eq!(targets.len(), 1);
+        assert_eq!((targets[0].instance(), targets[0].port), ("p".into(), 9400));
+        let targets = pod_targets(&p, &MonitorIndex::default());
+        assert_eq!((targets.len(), targets[0].per_port), (1, false));
+        assert!(pod_targets(&pod("q", "a", false, json!({})), &index).is_empty());
     }
 
     /// Issue 21 item 11: WVA's emulator Deployment (v0.4.1 and v0.5.1 samples) declares one unnamed

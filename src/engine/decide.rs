@@ -20,7 +20,12 @@ use crate::saturation::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "super::input::RawReplica")]
 pub struct ReplicaInput {
+    /// The row's serving instance: the pod, or `pod:port` for one data-parallel rank of a pod read at
+    /// several ports (WVA v0.9's row key).
     pub pod: String,
+    /// For a rank's row, the pod it is a rank of: the pod's rows together are one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_of: Option<String>,
     pub kv_cache_usage: f64,
     pub queue_length: f64,
     /// Saturation V2: KV tokens (`num_gpu_blocks × block_size`; unset: the variant's record decides).
@@ -41,6 +46,7 @@ impl ReplicaInput {
     pub fn new(pod: &str, kv_cache_usage: f64, queue_length: f64) -> Self {
         Self {
             pod: pod.to_string(),
+            rank_of: None,
             kv_cache_usage,
             queue_length,
             total_kv_tokens: None,
@@ -110,6 +116,19 @@ fn is_one(n: &i64) -> bool {
 }
 
 impl VariantInput {
+    /// Ready pods with fresh samples: a pod of several ranks counts once (the engine gives its rows only
+    /// when every rank has a fresh sample).
+    pub fn sampled_pods(&self) -> i64 {
+        let mut pods: Vec<&str> = self
+            .replicas
+            .iter()
+            .map(|r| r.rank_of.as_deref().unwrap_or(&r.pod))
+            .collect();
+        pods.sort_unstable();
+        pods.dedup();
+        i64::try_from(pods.len()).unwrap_or(i64::MAX)
+    }
+
     fn v2(&self) -> VariantIn {
         VariantIn {
             name: self.name.clone(),
@@ -132,7 +151,7 @@ impl VariantInput {
             cost: self.cost,
             spec_replicas: self.spec_replicas,
             ready_replicas: self.ready_replicas,
-            seen_replicas: i64::try_from(self.replicas.len()).unwrap_or(i64::MAX),
+            seen_replicas: self.sampled_pods(),
             min_replicas: self.min_replicas.unwrap_or(0),
             max_replicas: self.max_replicas,
             role: self.role,
@@ -339,7 +358,7 @@ fn v2_targets(
     variants
         .iter()
         .map(|v| {
-            let unsampled = v.ready_replicas > i64::try_from(v.replicas.len()).unwrap_or(i64::MAX);
+            let unsampled = v.ready_replicas > v.sampled_pods();
             let Some(i) = capacity.variants.iter().position(|c| c.name == v.name) else {
                 return VariantTarget {
                     name: v.name.clone(),
@@ -372,7 +391,7 @@ fn v2_targets(
                     TargetReason::NoChange,
                     format!(
                         "scale-down held: {} of {} ready pods have no fresh samples; {}",
-                        v.ready_replicas - i64::try_from(v.replicas.len()).unwrap_or(i64::MAX),
+                        v.ready_replicas - v.sampled_pods(),
                         v.ready_replicas,
                         figures()
                     ),
@@ -493,7 +512,7 @@ mod tests {
             let d = decide_v2(&ctx, &variants, None);
             for v in &variants {
                 let target = d.targets[&v.name];
-                let unsampled = v.ready_replicas > i64::try_from(v.replicas.len()).unwrap();
+                let unsampled = v.ready_replicas > v.sampled_pods();
                 if unsampled {
                     prop_assert!(target >= v.spec_replicas, "{} scaled down from {} to {target} with unsampled Ready pods", v.name, v.spec_replicas);
                 }

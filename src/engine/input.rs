@@ -229,6 +229,8 @@ pub(crate) fn analyze_json(text: &str) -> Result<ModelDecision, Error> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct RawReplica {
     pod: String,
+    #[serde(default)]
+    rank_of: Option<String>,
     kv_cache_usage: Option<f64>,
     tokens_in_use: Option<i64>,
     queue_length: f64,
@@ -279,6 +281,7 @@ impl TryFrom<RawReplica> for ReplicaInput {
             avg_input_tokens: r.avg_input_tokens,
             avg_output_tokens: r.avg_output_tokens,
             prefix_cache_hit_rate: r.prefix_cache_hit_rate,
+            rank_of: r.rank_of,
             ..ReplicaInput::new(&r.pod, kv, r.queue_length)
         })
     }

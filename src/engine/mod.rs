@@ -20,7 +20,7 @@ pub use decide::{
 };
 pub use input::ModelInput;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,19 +253,25 @@ impl Engine {
         let mut overdue = Vec::new();
         for v in snapshot.model(namespace, model_id) {
             let mut replicas = Vec::new();
+            // A pod read at several ports (data-parallel ranks) is one replica: its rows count only
+            // when every rank has a fresh sample, else the pod is a Ready pod without samples.
+            let mut partial: BTreeSet<&str> = BTreeSet::new();
             for pod in v.pods.iter() {
+                let instance = pod.instance();
                 let (sample, missing) = match usable_sample(self.samples.lookup(pod, model_id)) {
                     Ok(sample) => {
-                        replicas.push(replica_input(&pod.name, &sample));
+                        let mut row = replica_input(&instance, &sample);
+                        row.rank_of = pod.per_port.then(|| pod.name.clone());
+                        replicas.push(row);
                         (Some(sample), None)
                     }
                     Err((since, reason)) => {
+                        if pod.per_port {
+                            partial.insert(&pod.name);
+                        }
                         if since > self.max_metric_age {
-                            overdue.push(format!(
-                                "{} ({reason}, for {}s)",
-                                pod.name,
-                                since.as_secs()
-                            ));
+                            overdue
+                                .push(format!("{instance} ({reason}, for {}s)", since.as_secs()));
                         }
                         (None, Some(reason))
                     }
@@ -273,7 +279,7 @@ impl Engine {
                 if with_pods {
                     pods.push(PodInput {
                         variant: v.name.clone(),
-                        pod: pod.name.clone(),
+                        pod: instance.into_owned(),
                         url: crate::sources::scraper::pod_url(pod),
                         endpoint_from: pod.endpoint,
                         sample,
@@ -281,6 +287,7 @@ impl Engine {
                     });
                 }
             }
+            replicas.retain(|r| r.rank_of.as_deref().is_none_or(|p| !partial.contains(p)));
             if with_pods {
                 summaries.push(VariantSummary::of(v));
             }
@@ -606,7 +613,7 @@ mod tests {
             self.0
                 .lock()
                 .unwrap()
-                .get(&pod.name)
+                .get(pod.instance().as_ref())
                 .cloned()
                 .unwrap_or(Lookup::Missing {
                     since: Duration::ZERO,
@@ -691,6 +698,65 @@ mod tests {
                     .unwrap()
             ),
             vec![("cheap".into(), 1000), ("pricey".into(), 1000)]
+        );
+    }
+
+    /// A pod read at two ports (two data-parallel ranks) is one replica with two rows: idle, the
+    /// variant scales down (its pods are not mistaken for a transition); with one rank unread, the
+    /// pod counts as a Ready pod without samples and nothing scales down.
+    #[test]
+    fn data_parallel_ranks_are_rows_of_one_replica() {
+        let ranked = |ports: &[u16]| {
+            let pods = (0..2)
+                .flat_map(|i| {
+                    ports.iter().map(move |port| PodTarget {
+                        per_port: true,
+                        ..PodTarget::new("ns", &format!("dp-{i}"), "127.0.0.1", *port)
+                    })
+                })
+                .collect();
+            Variant {
+                spec_replicas: 2,
+                ready_replicas: 2,
+                ..Variant::new("ns", "dp", ("m", "H100"), 10.0, pods)
+            }
+        };
+        let idle = fresh(0.05, 0.0);
+        let all_ranks = [
+            ("dp-0:8000", idle.clone()),
+            ("dp-0:8001", idle.clone()),
+            ("dp-1:8000", idle.clone()),
+            ("dp-1:8001", idle.clone()),
+        ];
+        let e = engine(vec![ranked(&[8000, 8001])], &all_ranks);
+        let all = Selector::everything();
+        let explained = e.explain_model(&e.snapshot.load(), "ns", "m", true);
+        let analysis = explained.decision.analysis.as_ref().unwrap();
+        assert_eq!(analysis.total_replicas, 4);
+        assert!(!explained.decision.in_transition);
+        assert_eq!(explained.pods[1].pod, "dp-0:8001");
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "wva_desired_replicas", &all)
+                    .unwrap()
+            ),
+            vec![("dp".into(), 1000)]
+        );
+        // One rank of dp-1 unread: dp-1's other rank is no replica on its own.
+        let e = engine(vec![ranked(&[8000, 8001])], &all_ranks[..3]);
+        let explained = e.explain_model(&e.snapshot.load(), "ns", "m", true);
+        assert_eq!(
+            explained.decision.analysis.as_ref().unwrap().total_replicas,
+            2
+        );
+        assert!(explained.decision.in_transition);
+        assert_eq!(explained.pods.len(), 4);
+        assert_eq!(
+            values(
+                &e.external_metric("ns", "wva_desired_replicas", &all)
+                    .unwrap()
+            ),
+            vec![("dp".into(), 2000)]
         );
     }
 

@@ -314,11 +314,11 @@ enum Class {
     Slow,
 }
 
-/// A pod by namespace and name.
+/// A pod by namespace and serving instance (its name, or `pod:port` for a rank read at its own port).
 type PodKey = (String, String);
 
 fn key_of(pod: &PodTarget) -> PodKey {
-    (pod.namespace.clone(), pod.name.clone())
+    (pod.namespace.clone(), pod.instance().into_owned())
 }
 
 /// Slots of the concurrency: (fast lane, of which pods not scraped yet may take, slow lane). The slow
@@ -542,14 +542,11 @@ impl Scraper {
         }
         self.keep_connections_of(&targets);
         {
-            let present: HashSet<(&str, &str)> = targets
-                .iter()
-                .map(|p| (p.namespace.as_str(), p.name.as_str()))
-                .collect();
+            let present: HashSet<PodKey> = targets.iter().map(key_of).collect();
             self.classes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
+                .retain(|key, _| present.contains(key));
         }
         if targets.is_empty() {
             return None;
@@ -641,12 +638,15 @@ impl Scraper {
                     cache_config,
                 };
                 if page.truncated {
-                    if let Some(held) = self.log.allow(&format!("{}/{}", pod.namespace, pod.name)) {
-                        tracing::warn!(pod = %pod.name, url = %pod_url(pod), limit = self.opts.max_body_bytes, repeats_held_back = held, "metrics page larger than the limit; parsed the first part only");
+                    if let Some(held) =
+                        self.log
+                            .allow(&format!("{}/{}", pod.namespace, pod.instance()))
+                    {
+                        tracing::warn!(pod = %pod.instance(), url = %pod_url(pod), limit = self.opts.max_body_bytes, repeats_held_back = held, "metrics page larger than the limit; parsed the first part only");
                     }
                 }
                 if !warnings.is_empty() {
-                    tracing::debug!(pod = %pod.name, url = %pod_url(pod), count = warnings.len(), first = %warnings[0], "metrics page has malformed lines");
+                    tracing::debug!(pod = %pod.instance(), url = %pod_url(pod), count = warnings.len(), first = %warnings[0], "metrics page has malformed lines");
                 }
                 self.metrics.scrapes.inc();
                 drop(page);
@@ -656,10 +656,10 @@ impl Scraper {
             Err(e) => {
                 let labels = PodLabels {
                     namespace: pod.namespace.clone(),
-                    pod: pod.name.clone(),
+                    pod: pod.instance().into_owned(),
                 };
                 self.metrics.scrape_failures.get_or_create(&labels).inc();
-                tracing::debug!(pod = %pod.name, error = %e, "scrape failed");
+                tracing::debug!(pod = %pod.instance(), error = %e, "scrape failed");
                 self.cache.record_error(pod, Instant::now(), e.to_string());
                 matches!(e, FetchError::TimedOut { .. })
             }

@@ -160,7 +160,8 @@ pub struct PageFacts {
     pub cache_config: Option<CacheConfig>,
 }
 
-/// Pods by namespace, then name: lookups on the request path borrow the names instead of allocating a key.
+/// Pods by namespace, then serving instance (the pod's name, or `pod:port` for a data-parallel rank
+/// read at its own port): lookups on the request path borrow the names instead of allocating a key.
 type Pods = HashMap<String, HashMap<String, PodWindow>>;
 
 pub struct WindowCache {
@@ -171,12 +172,13 @@ pub struct WindowCache {
 }
 
 fn get<'a>(map: &'a Pods, pod: &PodTarget) -> Option<&'a PodWindow> {
-    map.get(pod.namespace.as_str())?.get(pod.name.as_str())
+    map.get(pod.namespace.as_str())?
+        .get(pod.instance().as_ref())
 }
 
 fn get_mut<'a>(map: &'a mut Pods, pod: &PodTarget) -> Option<&'a mut PodWindow> {
     map.get_mut(pod.namespace.as_str())?
-        .get_mut(pod.name.as_str())
+        .get_mut(pod.instance().as_ref())
 }
 
 impl WindowCache {
@@ -190,9 +192,9 @@ impl WindowCache {
 
     /// Keeps exactly the given pods; returns the ones forgotten.
     pub fn retain(&self, pods: &[PodTarget], now: Instant) -> Vec<PodKey> {
-        let wanted: std::collections::HashSet<(&str, &str)> = pods
+        let wanted: std::collections::HashSet<(&str, std::borrow::Cow<'_, str>)> = pods
             .iter()
-            .map(|p| (p.namespace.as_str(), p.name.as_str()))
+            .map(|p| (p.namespace.as_str(), p.instance()))
             .collect();
         let mut map = self
             .pods
@@ -201,7 +203,8 @@ impl WindowCache {
         let mut gone = Vec::new();
         for (ns, by_name) in map.iter_mut() {
             by_name.retain(|name, _| {
-                let keep = wanted.contains(&(ns.as_str(), name.as_str()));
+                let keep =
+                    wanted.contains(&(ns.as_str(), std::borrow::Cow::Borrowed(name.as_str())));
                 if !keep {
                     gone.push((ns.clone(), name.clone()));
                 }
@@ -392,7 +395,7 @@ impl WindowCache {
             };
             if let Some(why) = why {
                 return Activity::Unknown {
-                    reason: format!("pod {}: {why}", pod.name),
+                    reason: format!("pod {}: {why}", pod.instance()),
                 };
             }
         }
@@ -634,6 +637,31 @@ mod tests {
                 tokens: TokenCounters::default(),
             },
         )])
+    }
+
+    /// Two ranks of one pod, read at their own ports, keep their own windows; retaining one forgets
+    /// the other by its instance key.
+    #[test]
+    fn ranks_of_one_pod_have_their_own_windows() {
+        let cache = WindowCache::new(Duration::from_secs(60));
+        let rank = |port| PodTarget {
+            per_port: true,
+            ..PodTarget::new("ns", "dp", "127.0.0.1", port)
+        };
+        let (r0, r1) = (rank(8000), rank(8001));
+        let t0 = Instant::now();
+        cache.retain(&[r0.clone(), r1.clone()], t0);
+        cache.record_page(&r0, t0, &page("m", 0.9, 4.0), PageFacts::default());
+        cache.record_page(&r1, t0, &page("m", 0.1, 0.0), PageFacts::default());
+        let kv = |p: &PodTarget| match cache.lookup_at(p, "m", t0) {
+            Lookup::Fresh(s) => Some(s.kv_cache_usage),
+            Lookup::Missing { .. } => None,
+        };
+        assert_eq!((kv(&r0), kv(&r1)), (Some(0.9), Some(0.1)));
+        // The pod's name alone is another key: nothing recorded under it.
+        assert_eq!(kv(&pod("dp")), None);
+        let gone = cache.retain(std::slice::from_ref(&r0), t0);
+        assert_eq!(gone, vec![("ns".to_string(), "dp:8001".to_string())]);
     }
 
     /// Saturation V2's figures: the KV tokens of the last page's `vllm:cache_config_info`, and the

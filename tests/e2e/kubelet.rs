@@ -38,6 +38,9 @@ pub struct Control {
 struct Running {
     namespace: String,
     ip: String,
+    /// Where its emulated servers listen: 8000, and one port per data-parallel rank more when the pod
+    /// is annotated `e2e.wva/rank-ports: "8000,8001"` (each rank its own API server and page).
+    ports: Vec<u16>,
     app: String,
     _proc: Proc,
     applied_load: Option<usize>,
@@ -109,14 +112,24 @@ pub fn start(
                     .and_then(|a| a.get("e2e.wva/model"))
                     .cloned()
                     .unwrap_or_else(|| "Qwen/Qwen3-0.6B".into());
-                let mut args = vec![
-                    "--listen".into(),
-                    format!("{ip}:{EMULATOR_PORT}"),
+                let ports: Vec<u16> = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.wva/rank-ports"))
+                    .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+                    .filter(|p: &Vec<u16>| !p.is_empty())
+                    .unwrap_or_else(|| vec![EMULATOR_PORT]);
+                let mut args: Vec<String> = ports
+                    .iter()
+                    .flat_map(|port| ["--listen".to_string(), format!("{ip}:{port}")])
+                    .collect();
+                args.extend([
                     "--model".into(),
                     model,
                     "--max-num-seqs".into(),
                     "16".into(),
-                ];
+                ]);
                 // An SGLang server: its page instead of vLLM's.
                 if let Some(engine) = pod
                     .metadata
@@ -139,7 +152,7 @@ pub fn start(
                 // Wait for the emulator to listen before declaring the pod Ready.
                 for _ in 0..40 {
                     if http
-                        .get(format!("http://{ip}:{EMULATOR_PORT}/health"))
+                        .get(format!("http://{ip}:{}/health", ports[ports.len() - 1]))
                         .send()
                         .await
                         .is_ok()
@@ -171,6 +184,7 @@ pub fn start(
                     Running {
                         namespace: pod_ns,
                         ip,
+                        ports,
                         app,
                         _proc: proc,
                         applied_load: None,
@@ -195,36 +209,21 @@ pub fn start(
                 let n = per_app[&r.app].max(1);
                 let share = total.div_ceil(n);
                 if r.applied_load != Some(share) {
-                    let ok = http
-                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/load", r.ip))
-                        .json(&json!({"inFlight": share}))
-                        .send()
-                        .await
-                        .is_ok();
+                    let ok = post_all(&http, r, "load", json!({"inFlight": share})).await;
                     if ok {
                         r.applied_load = Some(share);
                     }
                 }
                 let queue = queues.get(&r.app).copied().unwrap_or(0);
                 if r.applied_queue != queue {
-                    let ok = http
-                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/queue", r.ip))
-                        .json(&json!({"size": queue}))
-                        .send()
-                        .await
-                        .is_ok();
+                    let ok = post_all(&http, r, "queue", json!({"size": queue})).await;
                     if ok {
                         r.applied_queue = queue;
                     }
                 }
                 let fault = faults.get(name).cloned().unwrap_or_else(|| "ok".into());
                 if r.applied_fault != fault {
-                    let ok = http
-                        .post(format!("http://{}:{EMULATOR_PORT}/emulator/fault", r.ip))
-                        .json(&json!({"metrics": fault}))
-                        .send()
-                        .await
-                        .is_ok();
+                    let ok = post_all(&http, r, "fault", json!({"metrics": fault})).await;
                     if ok {
                         r.applied_fault = fault;
                     }
@@ -232,7 +231,7 @@ pub fn start(
             }
             let targets: Vec<serde_json::Value> = running
                 .iter()
-                .map(|(name, r)| json!({"targets": [format!("{}:{EMULATOR_PORT}", r.ip)], "labels": {"namespace": r.namespace, "pod": name}}))
+                .map(|(name, r)| json!({"targets": r.ports.iter().map(|p| format!("{}:{p}", r.ip)).collect::<Vec<_>>(), "labels": {"namespace": r.namespace, "pod": name}}))
                 .collect();
             let tmp = targets_file.with_extension("tmp");
             if std::fs::write(&tmp, serde_json::to_vec(&targets).unwrap()).is_ok() {
@@ -241,4 +240,23 @@ pub fn start(
         }
     });
     Kubelet { control, handle }
+}
+
+/// Posts one control call to every emulated server of a pod (each rank); true when all took it.
+async fn post_all(
+    http: &reqwest::Client,
+    r: &Running,
+    what: &str,
+    body: serde_json::Value,
+) -> bool {
+    let mut ok = true;
+    for port in &r.ports {
+        ok &= http
+            .post(format!("http://{}:{port}/emulator/{what}", r.ip))
+            .json(&body)
+            .send()
+            .await
+            .is_ok();
+    }
+    ok
 }

@@ -144,6 +144,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
                 scheme: Default::default(),
                 endpoint: Default::default(),
                 tls_server_name: None,
+                per_port: false,
             }]),
         }],
     });

@@ -200,7 +200,11 @@ pub struct VariantCapacity {
     pub replicas: i64,
     /// Pending replicas, in the same unit.
     pub pending: i64,
+    /// Capacity of one serving instance (a replica, or one data-parallel rank of one; WVA's PRC).
     pub per_replica_capacity: f64,
+    /// Serving instances per replica (data-parallel ranks read at their own ports; else 1): what one
+    /// replica more or less adds or removes is this many instances' capacity.
+    pub instances_per_replica: i64,
     pub total_capacity: f64,
     pub demand: f64,
     pub utilization: f64,
@@ -528,6 +532,7 @@ impl Context<'_> {
             .collect();
         let ready = (v.current - v.pending()).max(0);
         let mut live = None;
+        let mut instances_per_replica = 1;
         let (prc, count, pending, demand, source) = if replicas.is_empty() {
             let (prc, source) = stored_capacity(
                 v,
@@ -546,6 +551,7 @@ impl Context<'_> {
             let mut pending = v.pending();
             if ready > 0 && count / ready > 1 {
                 pending *= count / ready;
+                instances_per_replica = count / ready;
             }
             let demand: f64 = replicas.iter().map(|r| r.demand as f64).sum();
             // The lower-median replica's source (a stable sort: ties keep input order).
@@ -579,6 +585,7 @@ impl Context<'_> {
             replicas: count,
             pending,
             per_replica_capacity: prc,
+            instances_per_replica,
             total_capacity,
             demand,
             utilization: if total_capacity > 0.0 {

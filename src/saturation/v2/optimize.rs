@@ -22,12 +22,19 @@ fn to_int(x: f64) -> i64 {
     v
 }
 
+/// What one replica more or less of the variant adds or removes: its instances' capacity (a pod of
+/// several data-parallel ranks is that many instances; WVA counts one instance per replica, and so adds
+/// or removes that many times too many pods).
+fn replica_capacity(v: &VariantCapacity) -> f64 {
+    v.per_replica_capacity * v.instances_per_replica.max(1) as f64
+}
+
 /// Cost per token of capacity; a variant without capacity sorts last.
 fn cost_efficiency(v: &VariantCapacity) -> f64 {
     if v.per_replica_capacity <= 0.0 {
         f64::MAX
     } else {
-        v.cost / v.per_replica_capacity
+        v.cost / replica_capacity(v)
     }
 }
 
@@ -123,7 +130,7 @@ impl Model<'_> {
             let mut wanted = Vec::with_capacity(picks.len());
             let mut delta = f64::MAX;
             for (r, (i, cap)) in picks.iter().enumerate() {
-                let prc = vcs[*i].per_replica_capacity;
+                let prc = replica_capacity(&vcs[*i]);
                 let n = to_int((required[r] / prc).ceil()).min(*cap);
                 let demand = required[r];
                 let util = if demand <= 0.0 {
@@ -141,7 +148,7 @@ impl Model<'_> {
                 .iter()
                 .enumerate()
                 .map(|(r, (i, _))| {
-                    let prc = vcs[*i].per_replica_capacity;
+                    let prc = replica_capacity(&vcs[*i]);
                     let demand = required[r];
                     if prc > 0.0 && demand > 0.0 {
                         to_int((delta * demand / prc).floor()).max(wanted[r].min(1))
@@ -155,7 +162,7 @@ impl Model<'_> {
             }
             for (r, ((i, _), k)) in picks.iter().zip(&adds).enumerate() {
                 targets[*i] += k;
-                required[r] = (required[r] - *k as f64 * vcs[*i].per_replica_capacity).max(0.0);
+                required[r] = (required[r] - *k as f64 * replica_capacity(&vcs[*i])).max(0.0);
             }
         }
         targets
@@ -177,14 +184,14 @@ impl Model<'_> {
                     .partial_cmp(&va.cost)
                     .unwrap_or(Ordering::Equal)
                     .then_with(|| {
-                        va.per_replica_capacity
-                            .partial_cmp(&vb.per_replica_capacity)
+                        replica_capacity(va)
+                            .partial_cmp(&replica_capacity(vb))
                             .unwrap_or(Ordering::Equal)
                     })
                     .then_with(|| va.name.cmp(&vb.name))
             });
             for (pos, &i) in order.iter().enumerate() {
-                let prc = vcs[i].per_replica_capacity;
+                let prc = replica_capacity(&vcs[i]);
                 if prc <= 0.0 {
                     continue;
                 }

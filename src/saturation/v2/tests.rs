@@ -333,6 +333,45 @@ fn v10_data_parallel_ranks_are_replicas() {
     assert_eq!(optimize(&vs, &a), [2]);
 }
 
+/// A replica of several data-parallel ranks adds and removes all of them: two pods of four ranks
+/// that need one rank's capacity more get one pod more (WVA: ceil(RC/PRC) pods, four times too many),
+/// and a spare of five ranks' capacity removes one pod (WVA: five, down to the last).
+#[test]
+fn ranks_move_with_their_replica() {
+    let ranked = |tokens: i64, queue: i64| -> Vec<ReplicaRow> {
+        (0..8)
+            .map(|i| ReplicaRow {
+                pod: format!("p{}:{}", i / 4, 8000 + i % 4),
+                ..row(tokens, 16000, queue, 100.0, 50.0)
+            })
+            .collect()
+    };
+    // Saturated: 8 × (12000 + 3·150) demand over 8 × 12800 supply: RC = 117176.5 − 102400 = 14776.5,
+    // between one and two ranks' capacity.
+    let vs = [variant("a", 10.0, 2, ranked(12000, 3))];
+    let a = run(&vs, &CapacityMemory::default());
+    assert_eq!(a.variants[0].instances_per_replica, 4);
+    assert!(a.model.required_capacity > 12800.0 && a.model.required_capacity < 2.0 * 12800.0);
+    assert_eq!(optimize(&vs, &a), [3]);
+    // Idle enough that four ranks' capacity and more is spare, not eight: one pod of four goes.
+    let vs = [variant("a", 10.0, 4, {
+        let mut rows = ranked(6000, 0);
+        rows.extend(ranked(6000, 0).into_iter().map(|r| ReplicaRow {
+            pod: format!("q{}", r.pod),
+            ..r
+        }));
+        rows
+    })];
+    let a = run(&vs, &CapacityMemory::default());
+    assert_eq!(
+        (a.variants[0].replicas, a.variants[0].instances_per_replica),
+        (16, 4)
+    );
+    let spare_ranks = a.model.spare_capacity / 12800.0;
+    assert!((4.0..8.0).contains(&spare_ranks), "{spare_ranks}");
+    assert_eq!(optimize(&vs, &a), [3]);
+}
+
 #[test]
 fn v11_required_and_spare_capacity() {
     let cases = [
@@ -367,6 +406,7 @@ fn sized(variants: &[(&str, f64, f64, Role)], roles: &[(Role, f64, f64)]) -> Cap
             replicas: 1,
             pending: 0,
             per_replica_capacity: *prc,
+            instances_per_replica: 1,
             total_capacity: *prc,
             demand: 0.0,
             utilization: 0.0,

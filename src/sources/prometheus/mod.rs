@@ -5,7 +5,7 @@
 mod client;
 pub(crate) mod promql;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -173,14 +173,13 @@ impl PrometheusSource {
         match (kv, q) {
             (Ok(kv), Ok(q)) => {
                 let mut per_pod: HashMap<String, (Option<f64>, Option<f64>)> = HashMap::new();
-                for (labels, v) in kv {
-                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
-                        per_pod.entry(pod.clone()).or_default().0 = Some(v);
-                    }
-                }
-                for (labels, v) in q {
-                    if let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) {
-                        per_pod.entry(pod.clone()).or_default().1 = Some(v);
+                for (signal, series) in [(0, kv), (1, q)] {
+                    for (labels, v) in series {
+                        for key in series_keys(&labels) {
+                            let e = per_pod.entry(key).or_default();
+                            let slot = if signal == 0 { &mut e.0 } else { &mut e.1 };
+                            *slot = Some(slot.map_or(v, |old| peak(old, v)));
+                        }
                     }
                 }
                 entry.last = Some(ModelResult {
@@ -225,28 +224,27 @@ impl PrometheusSource {
                 }
             };
             for (labels, v) in series {
-                let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) else {
-                    continue;
-                };
-                let t = per_pod.entry(pod.clone()).or_default();
-                let usable = if v.is_finite() && v >= 0.0 { v } else { 0.0 };
-                match i {
-                    0 => {
-                        // vLLM's cache_config_info carries the figures as labels; SGLang's
-                        // max_total_num_tokens is the figure.
-                        let c = if labels.contains_key("num_gpu_blocks") {
-                            CacheConfig::from_labels(|k| labels.get(k).map(String::as_str))
-                        } else {
-                            CacheConfig::from_tokens(v)
-                        };
-                        if let Some(c) = c {
-                            t.total_kv_tokens = Some(c.total_tokens());
+                for key in series_keys(&labels) {
+                    let t = per_pod.entry(key).or_default();
+                    let usable = if v.is_finite() && v >= 0.0 { v } else { 0.0 };
+                    match i {
+                        0 => {
+                            // vLLM's cache_config_info carries the figures as labels; SGLang's
+                            // max_total_num_tokens is the figure.
+                            let c = if labels.contains_key("num_gpu_blocks") {
+                                CacheConfig::from_labels(|k| labels.get(k).map(String::as_str))
+                            } else {
+                                CacheConfig::from_tokens(v)
+                            };
+                            if let Some(c) = c {
+                                t.total_kv_tokens = Some(c.total_tokens());
+                            }
                         }
-                    }
-                    1 => t.avg_input_tokens = usable,
-                    2 => t.avg_output_tokens = usable,
-                    _ => {
-                        t.prefix_cache_hit_rate = if usable <= 1.0 { usable } else { 0.0 };
+                        1 => t.avg_input_tokens = usable,
+                        2 => t.avg_output_tokens = usable,
+                        _ => {
+                            t.prefix_cache_hit_rate = if usable <= 1.0 { usable } else { 0.0 };
+                        }
                     }
                 }
             }
@@ -315,7 +313,7 @@ impl PrometheusSource {
         };
         let since_asked = now.saturating_duration_since(state.first_asked.unwrap_or(now));
         let unusable = |v: f64| !(v.is_finite() && v >= 0.0);
-        match result.per_pod.get(&pod.name) {
+        match result.per_pod.get(pod.instance().as_ref()) {
             // An infinite or negative answer is no measurement: missing for this pod, aged like the rest.
             Some((Some(kv), _)) if unusable(*kv) => Lookup::Missing {
                 since: since_asked,
@@ -339,7 +337,7 @@ impl PrometheusSource {
                 source: SourceKind::Prometheus,
                 // Saturation V2's figures, from the last round of its queries (none yet: the variant's
                 // capacity comes from its Deployment, the fallback path).
-                tokens: state.tokens.get(&pod.name).copied(),
+                tokens: state.tokens.get(pod.instance().as_ref()).copied(),
             }),
             // WVA uses 0 for a pod missing from one of the two results; we do not invent data.
             Some(_) => Lookup::Missing {
@@ -349,7 +347,7 @@ impl PrometheusSource {
             None => Lookup::Missing {
                 since: since_asked,
                 reason: MissingSample::PrometheusNoSeries {
-                    pod: pod.name.clone(),
+                    pod: pod.instance().into_owned(),
                     model: model.to_string(),
                     namespace: pod.namespace.clone(),
                 },
@@ -427,9 +425,71 @@ impl SampleSource for PrometheusSource {
     }
 }
 
+/// The keys a series answers for: its pod, and `pod:port` (the serving instance of a pod read at
+/// several ports, a data-parallel rank) when its `instance` label ends in a port. A pod read at one
+/// port is keyed by its name, over every instance of it.
+fn series_keys(labels: &BTreeMap<String, String>) -> Vec<String> {
+    let Some(pod) = labels.get("pod").or_else(|| labels.get("pod_name")) else {
+        return Vec::new();
+    };
+    let port = labels
+        .get("instance")
+        .and_then(|i| i.rsplit_once(':'))
+        .map(|(_, port)| port)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    match port {
+        Some(port) => vec![pod.clone(), format!("{pod}:{port}")],
+        None => vec![pod.clone()],
+    }
+}
+
+/// The larger of two answers for one pod (`max by (pod)` over its instances); an unusable value
+/// (NaN, negative) wins, so that the pod reads as unusable rather than as its healthy instance.
+fn peak(a: f64, b: f64) -> f64 {
+    let unusable = |v: f64| !(v.is_finite() && v >= 0.0);
+    if unusable(a) {
+        a
+    } else if unusable(b) {
+        b
+    } else {
+        a.max(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A series answers for its pod and, when its `instance` has a port, for `pod:port` (a rank read
+    /// at its own port); a pod's answer is the peak of its instances, an unusable one winning.
+    #[test]
+    fn series_answer_for_the_pod_and_its_instance() {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            series_keys(&labels(&[("pod", "p"), ("instance", "10.0.0.1:8001")])),
+            vec!["p".to_string(), "p:8001".to_string()]
+        );
+        assert_eq!(
+            series_keys(&labels(&[
+                ("pod_name", "p"),
+                ("instance", "[fd00::1]:8000")
+            ])),
+            vec!["p".to_string(), "p:8000".to_string()]
+        );
+        assert_eq!(
+            series_keys(&labels(&[("pod", "p"), ("instance", "vllm")])),
+            vec!["p".to_string()]
+        );
+        assert!(series_keys(&labels(&[("instance", "10.0.0.1:8000")])).is_empty());
+        assert_eq!(peak(0.2, 0.7), 0.7);
+        assert_eq!(peak(0.2, -1.0), -1.0);
+        assert!(peak(f64::NAN, 0.5).is_nan());
+    }
 
     /// A negative answer from Prometheus is missing for that pod (and ages), never a sample.
     #[test]

@@ -21,7 +21,7 @@ pub(crate) fn kv_query(namespace: &str, model: &str, window: Duration) -> String
     );
     let w = window.as_secs().max(1);
     format!(
-        "max by (pod) (max_over_time(vllm:kv_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod) (max_over_time(sglang:token_usage{{{sel}}}[{w}s]))"
+        "max by (pod, instance) (max_over_time(vllm:kv_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod, instance) (max_over_time(vllm:gpu_cache_usage_perc{{{sel}}}[{w}s])) or max by (pod, instance) (max_over_time(sglang:token_usage{{{sel}}}[{w}s]))"
     )
 }
 
@@ -34,7 +34,7 @@ pub(crate) fn queue_query(namespace: &str, model: &str, window: Duration) -> Str
     );
     let w = window.as_secs().max(1);
     format!(
-        "max by (pod) (max_over_time(vllm:num_requests_waiting{{{sel}}}[{w}s])) or max by (pod) (max_over_time(sglang:num_queue_reqs{{{sel}}}[{w}s]))"
+        "max by (pod, instance) (max_over_time(vllm:num_requests_waiting{{{sel}}}[{w}s])) or max by (pod, instance) (max_over_time(sglang:num_queue_reqs{{{sel}}}[{w}s]))"
     )
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn token_queries(namespace: &str, model: &str) -> [(&'static str, Str
     let ns = escape_label(namespace);
     let sel = format!("namespace=\"{ns}\",model_name=\"{}\"", escape_label(model));
     let ratio = |num: &str, den: &str| {
-        format!("max by (pod) (rate({num}{{{sel}}}[5m]) / rate({den}{{{sel}}}[5m]))")
+        format!("max by (pod, instance) (rate({num}{{{sel}}}[5m]) / rate({den}{{{sel}}}[5m]))")
     };
     let avg = |vllm: &str, sglang: &str| {
         format!(
@@ -113,7 +113,7 @@ pub(crate) fn token_queries(namespace: &str, model: &str) -> [(&'static str, Str
     [
         (
             "cacheConfig",
-            format!("max by (pod, num_gpu_blocks, block_size) (vllm:cache_config_info{{namespace=\"{ns}\"}}) or max by (pod) (sglang:max_total_num_tokens{{{sel}}})"),
+            format!("max by (pod, instance, num_gpu_blocks, block_size) (vllm:cache_config_info{{namespace=\"{ns}\"}}) or max by (pod, instance) (sglang:max_total_num_tokens{{{sel}}})"),
         ),
         (
             "avgInputTokens",
@@ -162,10 +162,10 @@ mod tests {
     fn token_queries_match_wva_keyed_by_pod() {
         let q = token_queries("ns", "m\"x");
         assert!(q[0].1.starts_with(
-            "max by (pod, num_gpu_blocks, block_size) (vllm:cache_config_info{namespace=\"ns\"}) or max by (pod) (sglang:max_total_num_tokens{"
+            "max by (pod, instance, num_gpu_blocks, block_size) (vllm:cache_config_info{namespace=\"ns\"}) or max by (pod, instance) (sglang:max_total_num_tokens{"
         ), "{}", q[0].1);
         assert!(q[1].1.starts_with(
-            "max by (pod) (rate(vllm:request_prompt_tokens_sum{namespace=\"ns\",model_name=\"m\\\"x\"}[5m]) / rate(vllm:request_prompt_tokens_count{namespace=\"ns\",model_name=\"m\\\"x\"}[5m])) or "
+            "max by (pod, instance) (rate(vllm:request_prompt_tokens_sum{namespace=\"ns\",model_name=\"m\\\"x\"}[5m]) / rate(vllm:request_prompt_tokens_count{namespace=\"ns\",model_name=\"m\\\"x\"}[5m])) or "
         ), "{}", q[1].1);
         assert!(q[1].1.contains("sglang:prompt_tokens_histogram_count"));
         assert!(
@@ -179,10 +179,10 @@ mod tests {
     fn queries_escape_label_values() {
         assert_eq!(
             queue_query("ns", "a\"b\\c", Duration::from_secs(60)),
-            r#"max by (pod) (max_over_time(vllm:num_requests_waiting{namespace="ns",model_name="a\"b\\c"}[60s])) or max by (pod) (max_over_time(sglang:num_queue_reqs{namespace="ns",model_name="a\"b\\c"}[60s]))"#
+            r#"max by (pod, instance) (max_over_time(vllm:num_requests_waiting{namespace="ns",model_name="a\"b\\c"}[60s])) or max by (pod, instance) (max_over_time(sglang:num_queue_reqs{namespace="ns",model_name="a\"b\\c"}[60s]))"#
         );
         assert!(kv_query("ns", "m", Duration::from_secs(60))
-            .contains(" or max by (pod) (max_over_time(vllm:gpu_cache_usage_perc{"));
+            .contains(" or max by (pod, instance) (max_over_time(vllm:gpu_cache_usage_perc{"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub(crate) mod annotated_hpa;
 pub(crate) mod bounds;
+pub(crate) mod data_parallel;
 pub(crate) mod disaggregated;
 pub(crate) mod faults_hung_pod;
 pub(crate) mod faults_prometheus_down;
