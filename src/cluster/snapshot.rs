@@ -1007,14 +1007,9 @@ mod tests {
         assert_eq!(names("llama-rank"), ["llama-7f9c-rank-0"]);
     }
 
-    /// A LeaderWorkerSet variant (WVA v0.9's `scaletarget/lws.go`): its groups are its replicas, its
-    /// leaders (worker-index 0) are its pods whatever their other labels, its workers are nobody's,
-    /// a group's GPUs are the leader's and the workers', the leader template gives role and accelerator,
-    /// and an HPA on the LeaderWorkerSet gives its bounds. An HPA on a Deployment of the same name
-    /// does not.
-    #[test]
-    fn leader_worker_sets_join_by_their_leaders() {
-        let lws: LeaderWorkerSet = serde_json::from_value(json!({
+    /// A LeaderWorkerSet `big` of two groups of four (one Ready), decode role, 8 H200 GPUs a pod.
+    fn big_lws() -> LeaderWorkerSet {
+        serde_json::from_value(json!({
             "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
             "metadata": {"name": "big", "namespace": "ns"},
             "spec": {"replicas": 2, "leaderWorkerTemplate": {"size": 4,
@@ -1024,12 +1019,11 @@ mod tests {
                 "workerTemplate": {"spec": {"containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}}},
             "status": {"replicas": 2, "readyReplicas": 1,
                        "hpaPodSelector": "leaderworkerset.sigs.k8s.io/name=big,leaderworkerset.sigs.k8s.io/worker-index=0"}}))
-        .unwrap();
-        let vas = [va(
-            "big",
-            json!({}),
-            json!({"modelID": "m", "scaleTargetRef": {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "big"}}),
-        )];
+        .unwrap()
+    }
+
+    /// The pods of `big`: two leaders and two workers, with labels that select nothing else.
+    fn big_members() -> Vec<Pod> {
         let member = |name: &str, index: &str| -> Pod {
             let mut p = pod(name, "unrelated", true, json!({}));
             p.metadata.labels = Some(BTreeMap::from([
@@ -1041,12 +1035,28 @@ mod tests {
             ]));
             p
         };
-        let pods = [
+        vec![
             member("big-0", "0"),
             member("big-0-1", "1"),
             member("big-0-2", "2"),
             member("big-1", "0"),
-        ];
+        ]
+    }
+
+    /// A LeaderWorkerSet variant (WVA v0.9's `scaletarget/lws.go`): its groups are its replicas, its
+    /// leaders (worker-index 0) are its pods whatever their other labels, its workers are nobody's,
+    /// a group's GPUs are the leader's and the workers', the leader template gives role and accelerator,
+    /// and an HPA on the LeaderWorkerSet gives its bounds. An HPA on a Deployment of the same name
+    /// does not.
+    #[test]
+    fn leader_worker_sets_join_by_their_leaders() {
+        let lws = big_lws();
+        let vas = [va(
+            "big",
+            json!({}),
+            json!({"modelID": "m", "scaleTargetRef": {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "big"}}),
+        )];
+        let pods = big_members();
         let mut on_lws = hpa("big-hpa", "big", Some(1), 4);
         on_lws.spec.as_mut().unwrap().scale_target_ref.kind = "LeaderWorkerSet".into();
         on_lws.spec.as_mut().unwrap().scale_target_ref.api_version =
@@ -1092,6 +1102,39 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// An annotated ScaledObject on a LeaderWorkerSet declares it as a variant, with KEDA's bounds.
+    #[test]
+    fn scaled_objects_declare_leader_worker_set_variants() {
+        let mut so = scaled_object(
+            "big-so",
+            "big",
+            Some(0),
+            json!({"llm-d.ai/managed": "true", "llm-d.ai/model-id": "m"}),
+        );
+        so.spec.scale_target_ref.kind = Some("LeaderWorkerSet".into());
+        so.spec.scale_target_ref.api_version = Some("leaderworkerset.x-k8s.io/v1".into());
+        let s = build(
+            &Objects {
+                scaled_objects: arcs(&[so]),
+                leader_worker_sets: vec![Arc::new(big_lws())],
+                pods: arcs(&big_members()),
+                ..Default::default()
+            },
+            &Scope::default(),
+        );
+        assert!(s.excluded.is_empty(), "{:?}", s.excluded);
+        let v = &s.variants[0];
+        assert_eq!(
+            (
+                v.target_kind,
+                v.pods.len(),
+                v.bounds.min_replicas,
+                v.bounds.max_replicas
+            ),
+            (workload::TargetKind::LeaderWorkerSet, 2, 0, Some(3))
+        );
     }
 
     fn hpa(name: &str, target: &str, min: Option<i32>, max: i32) -> HorizontalPodAutoscaler {

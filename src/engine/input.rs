@@ -356,6 +356,37 @@ mod tests {
         );
     }
 
+    /// Rank rows name their pod: two pods of two ranks are two sampled replicas, not a transition;
+    /// without `rankOf` the same four rows are four pods, more than the two ready.
+    #[test]
+    fn rank_rows_are_one_replica_per_pod() {
+        let rows = |rank_of: bool| {
+            let rows: Vec<String> = ["p0:8000", "p0:8001", "p1:8000", "p1:8001"]
+                .iter()
+                .map(|r| {
+                    let of = if rank_of {
+                        format!(r#","rankOf":"{}""#, &r[..2])
+                    } else {
+                        String::new()
+                    };
+                    format!(r#"{{"pod":"{r}"{of},"kvCacheUsage":0.05,"queueLength":0}}"#)
+                })
+                .collect();
+            format!(
+                r#"{{"variants":[{{"name":"a","specReplicas":2,"readyReplicas":2,"minReplicas":1,"replicas":[{}]}}]}}"#,
+                rows.join(",")
+            )
+        };
+        let ranked = parse(&rows(true)).unwrap();
+        assert_eq!(ranked.variants[0].sampled_pods(), 2);
+        let d = ranked.decide().unwrap();
+        assert!(!d.in_transition);
+        assert_eq!(d.targets["a"], 1);
+        let d = parse(&rows(false)).unwrap().decide().unwrap();
+        assert!(d.in_transition);
+        assert_eq!(d.targets["a"], 2);
+    }
+
     #[test]
     fn inconsistent_inputs_are_typed_errors() {
         let dup = parse(r#"{"variants":[{"name":"a","specReplicas":1,"readyReplicas":1},{"name":"a","specReplicas":1,"readyReplicas":1}]}"#).unwrap();
