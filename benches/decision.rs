@@ -108,6 +108,7 @@ fn engine_with(thresholds: Thresholds) -> Engine {
     Engine::new(
         snapshot::shared(Snapshot {
             by_name: Default::default(),
+            gpus: Default::default(),
             pickers: Vec::new(),
             variants,
             excluded: vec![],

@@ -102,6 +102,7 @@ fn snapshot_of(variants: usize) -> Snapshot {
         .collect::<Vec<_>>();
     let mut s = Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         pickers: Vec::new(),
         variants,
         excluded: vec![],

@@ -17,6 +17,7 @@ use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{SnapshotWatch, SNAPSHOT_DEBOUNCE, SNAPSHOT_RESYNC};
 use crate::config::{MetricsSource, ServeArgs, TlsArgs};
 use crate::engine::learn::{CapacityLearner, DEFAULT_LEARN_INTERVAL};
+use crate::engine::limit::{LimitPlanner, PLAN_INTERVAL};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::follow::ConfigMapWatch;
@@ -107,6 +108,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
     );
     w.status_tasks(cluster.client.clone(), &engine);
     w.capacity_learning(&engine);
+    w.limit_planning(&engine);
 
     // The front doors.
     let (resolver, cert_source) = w.serving_cert(&args.tls, (args.http.secure_port, bind))?;
@@ -260,6 +262,7 @@ impl Wiring<'_> {
             client: client.clone(),
             namespace: args.watch_namespace.clone(),
             instance: args.controller_instance.clone(),
+            node_selector: args.node_selector.clone(),
             shared: shared.clone(),
             metrics: self.metrics.clone(),
             heartbeat: self.health.heartbeat(
@@ -381,6 +384,19 @@ impl Wiring<'_> {
             ),
         };
         self.spawn("capacity-learning", learner, CapacityLearner::run);
+    }
+
+    /// The GPU limiter's planning loop (it idles while the limiter is off).
+    fn limit_planning(&mut self, engine: &Arc<Engine>) {
+        let planner = LimitPlanner {
+            engine: engine.clone(),
+            every: PLAN_INTERVAL,
+            heartbeat: self.health.heartbeat(
+                "limit-planning",
+                liveness_bound(PLAN_INTERVAL, Duration::ZERO),
+            ),
+        };
+        self.spawn("limit-planning", planner, LimitPlanner::run);
     }
 
     /// Status write-back and gauges: every replica keeps its gauges; the Lease holder writes status.

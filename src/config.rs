@@ -222,6 +222,10 @@ pub struct ClusterArgs {
     /// Unset: every variant, whatever its instance; items carry controller_instance either way.
     #[arg(long, env = "CONTROLLER_INSTANCE")]
     pub controller_instance: Option<String>,
+    /// Only the GPUs of the nodes this label selector picks count for the GPU limiter (WVA's
+    /// WVA_NODE_SELECTOR, e.g. `pool=inference`). Unset: every node.
+    #[arg(long, env = "WVA_NODE_SELECTOR", value_parser = node_selector)]
+    pub node_selector: Option<crate::provider::selector::Selector>,
     /// Serve from a multi-document YAML file of VariantAutoscalings, HPAs, ScaledObjects, Deployments, Pods,
     /// Namespaces and ConfigMaps instead of a
     /// cluster (reloaded when it changes). No authentication: loopback addresses only.
@@ -563,6 +567,12 @@ impl ServeArgs {
         }
         Ok(())
     }
+}
+
+/// `--node-selector`: Kubernetes label-selector syntax, checked at startup.
+fn node_selector(text: &str) -> Result<crate::provider::selector::Selector, String> {
+    crate::provider::selector::Selector::parse(text)
+        .map_err(|e| format!("not a label selector: {e}"))
 }
 
 #[cfg(test)]

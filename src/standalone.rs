@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::configs::CONFIG_ENABLED_LABEL;
@@ -136,6 +136,7 @@ pub fn parse(file: &Path, text: &str) -> (FileObjects, Vec<FileProblem>) {
             "LeaderWorkerSet" => typed::<LeaderWorkerSet>(value)
                 .map(|o| objects.leader_worker_sets.push(namespaced(o))),
             "Pod" => typed::<Pod>(value).map(|o| objects.pods.push(namespaced(o))),
+            "Node" => typed::<Node>(value).map(|o| objects.nodes.push(Arc::new(o))),
             "HorizontalPodAutoscaler" => {
                 typed::<HorizontalPodAutoscaler>(value).map(|o| objects.hpas.push(namespaced(o)))
             }
@@ -173,7 +174,7 @@ pub fn parse(file: &Path, text: &str) -> (FileObjects, Vec<FileProblem>) {
 }
 
 /// The kinds the file may hold.
-pub const KINDS: &str = "VariantAutoscaling, Deployment, LeaderWorkerSet, Pod, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, PodMonitor, ServiceMonitor, Namespace or ConfigMap";
+pub const KINDS: &str = "VariantAutoscaling, Deployment, LeaderWorkerSet, Pod, Node, HorizontalPodAutoscaler, ScaledObject, InferencePool, Service, PodMonitor, ServiceMonitor, Namespace or ConfigMap";
 
 /// Objects without a namespace land in `default`, as `kubectl apply` would put them.
 fn namespaced<K: kube::Resource>(mut o: K) -> Arc<K> {
@@ -212,10 +213,15 @@ pub fn load(
 ) -> Result<(Snapshot, FileConfig, Vec<FileProblem>), String> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    let (file_objects, problems) = parse(file, &text);
+    let (mut file_objects, problems) = parse(file, &text);
+    if file_objects.objects.nodes.is_empty() {
+        file_objects.objects.nodes_unknown =
+            Some("the standalone file has no Node, so no GPU inventory".into());
+    }
     let join_scope = Scope {
         instance: scope.instance.clone(),
         watched_namespace: None,
+        node_selector: None,
     };
     Ok((
         snapshot::build(&file_objects.objects, &join_scope),

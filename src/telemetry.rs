@@ -103,6 +103,28 @@ pub(crate) struct ModelVariantLabels {
 }
 
 /// WVA v0.9's saturation-V2 gauges, unprefixed as WVA names them.
+/// One GPU type of the limiter's inventory.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct GpuTypeLabels {
+    pub accelerator_type: String,
+}
+
+/// A scale-up the GPU limiter cut (WVA's `wva_decisions_limited_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(crate) struct LimitedLabels {
+    pub variant_name: String,
+    pub namespace: String,
+    pub limiter_name: String,
+}
+
+/// The GPU limiter's figures (WVA v0.9's names where it has them).
+pub(crate) struct LimiterGauges {
+    pub discovery_up: Gauge,
+    pub available: Family<GpuTypeLabels, Gauge>,
+    pub free: Family<GpuTypeLabels, Gauge>,
+    pub limited: Family<LimitedLabels, Counter>,
+}
+
 pub(crate) struct SaturationGauges {
     pub utilization: Family<SaturationLabels, Gauge<f64, AtomicU64>>,
     pub required: Family<CapacityLabels, Gauge<f64, AtomicU64>>,
@@ -146,6 +168,8 @@ pub struct Metrics {
     pub(crate) variant_decision: Family<DecisionLabels, Gauge>,
     /// WVA's gauges, unprefixed so existing dashboards work: v0.4.1 (`inferno_*`) and v0.5 (`wva_*`) names.
     variant_gauges: Vec<(VariantKind, VariantGauge)>,
+    /// The GPU limiter's inventory and cuts.
+    pub(crate) limiter: LimiterGauges,
     /// WVA v0.9's saturation-V2 gauges (set while V2 decides).
     pub(crate) saturation: SaturationGauges,
 }
@@ -219,6 +243,27 @@ impl Metrics {
             "wva_kv_cache_tokens_capacity",
             "Saturation V2: KV tokens over the variant's replicas (vllm:cache_config_info)",
             saturation.kv_tokens_capacity.clone(),
+        );
+        let limiter = LimiterGauges {
+            discovery_up: Gauge::default(),
+            available: Family::default(),
+            free: Family::default(),
+            limited: Family::default(),
+        };
+        root.register(
+            "wva_gpu_discovery_up",
+            "1 while the nodes' GPUs are known to the GPU limiter, 0 when they are not (the limiter then does not limit)",
+            limiter.discovery_up.clone(),
+        );
+        root.register(
+            "wva_available_gpus",
+            "Allocatable GPUs per accelerator type over the nodes the GPU limiter reads",
+            limiter.available.clone(),
+        );
+        root.register(
+            "wva_decisions_limited",
+            "Scale-ups the GPU limiter cut, by variant and limiter",
+            limiter.limited.clone(),
         );
         let registry_root = root;
         let mut registry = registry_root;
@@ -321,8 +366,13 @@ impl Metrics {
         let variant_decision = Family::<DecisionLabels, Gauge>::default();
         own.register(
             "variant_decision",
-            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne, refused), with the variant's prefill/decode role (both, prefill, decode)",
+            "1 for the reason of the variant's current target (scaleUp, scaleDown, noChange, holdTransition, scaleUpBlocked, scaleToZero, scaleFromZero, keepOne, refused, limited), with the variant's prefill/decode role (both, prefill, decode)",
             variant_decision.clone(),
+        );
+        own.register(
+            "free_gpus",
+            "GPUs per accelerator type that no scheduled pod requests, on the nodes the GPU limiter reads",
+            limiter.free.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         own.register(
@@ -353,6 +403,7 @@ impl Metrics {
             variant_decision,
             variant_gauges,
             saturation,
+            limiter,
         })
     }
 

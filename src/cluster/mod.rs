@@ -8,6 +8,7 @@ pub mod declared;
 pub mod exclusion;
 pub mod leader;
 pub mod monitors;
+pub mod nodes;
 pub mod pools;
 pub(crate) mod reflect;
 pub(crate) mod slim;

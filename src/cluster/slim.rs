@@ -6,8 +6,8 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Namespace, Pod, PodTemplateSpec, ResourceRequirements, Service,
-    ServiceSpec,
+    ConfigMap, Container, EnvVar, Namespace, Node, NodeStatus, Pod, PodTemplateSpec,
+    ResourceRequirements, Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -55,16 +55,29 @@ pub(crate) fn pod(p: &mut Pod) {
     }
     if let Some(spec) = p.spec.as_mut() {
         spec.volumes = None;
-        spec.init_containers = None;
         spec.affinity = None;
         spec.tolerations = None;
+        // Init containers matter only for the GPUs they request (the inventory counts them).
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.retain(|c| gpu_resources_only(c.resources.clone()).is_some());
+            for c in init.iter_mut() {
+                *c = Container {
+                    name: std::mem::take(&mut c.name),
+                    resources: gpu_resources_only(c.resources.take()),
+                    ..Default::default()
+                };
+            }
+        }
+        if spec.init_containers.as_ref().is_some_and(Vec::is_empty) {
+            spec.init_containers = None;
+        }
         for c in &mut spec.containers {
             c.env = None;
             c.env_from = None;
             c.volume_mounts = None;
             c.args = None;
             c.command = None;
-            c.resources = None;
+            c.resources = gpu_resources_only(c.resources.take());
             c.liveness_probe = None;
             c.readiness_probe = None;
             c.startup_probe = None;
@@ -74,6 +87,51 @@ pub(crate) fn pod(p: &mut Pod) {
         s.container_statuses = None;
         s.init_container_statuses = None;
     }
+}
+
+/// A container's GPU requests and limits, and nothing else of its resources (`None` without any).
+fn gpu_resources_only(r: Option<ResourceRequirements>) -> Option<ResourceRequirements> {
+    let keep = |m: Option<BTreeMap<String, Quantity>>| {
+        m.map(|mut m| {
+            m.retain(|k, _| snapshot::GPU_RESOURCES.contains(&k.as_str()));
+            m
+        })
+        .filter(|m| !m.is_empty())
+    };
+    let r = r?;
+    let out = ResourceRequirements {
+        requests: keep(r.requests),
+        limits: keep(r.limits),
+        ..Default::default()
+    };
+    (out.requests.is_some() || out.limits.is_some()).then_some(out)
+}
+
+/// A node keeps its name, labels (the GPU product, and any `WVA_NODE_SELECTOR` names) and its
+/// allocatable GPUs.
+pub(crate) fn node(n: &mut Node) {
+    let name = n.metadata.name.take();
+    let labels = n.metadata.labels.take();
+    let allocatable = n
+        .status
+        .as_mut()
+        .and_then(|s| s.allocatable.take())
+        .map(|mut a| {
+            a.retain(|k, _| snapshot::GPU_RESOURCES.contains(&k.as_str()));
+            a
+        });
+    *n = Node {
+        metadata: ObjectMeta {
+            name,
+            labels,
+            ..Default::default()
+        },
+        status: Some(NodeStatus {
+            allocatable,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
 }
 
 pub(crate) fn deployment(d: &mut Deployment) {

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 
@@ -145,6 +145,8 @@ pub struct Snapshot {
     /// (the request path looks a variant up by name on every call).
     #[serde(skip)]
     pub by_name: NameIndex,
+    /// The cluster's GPUs by type, for the GPU limiter.
+    pub gpus: super::nodes::Gpus,
 }
 
 /// Variant positions by namespace, then name (an HPA and a VA may share a name).
@@ -283,6 +285,10 @@ pub struct Objects {
     /// The prometheus-operator's monitors (while their CRDs are installed): where pods are scraped.
     pub pod_monitors: Vec<Arc<PodMonitor>>,
     pub service_monitors: Vec<Arc<ServiceMonitor>>,
+    /// Nodes (the GPU inventory).
+    pub nodes: Vec<Arc<Node>>,
+    /// Why the nodes are not known (not listed yet, or not allowed); `None`: `nodes` is complete.
+    pub nodes_unknown: Option<String>,
 }
 
 /// Which variants are this server's.
@@ -293,6 +299,8 @@ pub struct Scope {
     pub instance: Option<String>,
     /// Single-namespace mode: this namespace is never excluded by its annotation.
     pub watched_namespace: Option<String>,
+    /// The nodes whose GPUs the limiter grants (`WVA_NODE_SELECTOR`; all when unset).
+    pub node_selector: Option<crate::provider::selector::Selector>,
 }
 
 /// Namespaces annotated this way are left alone (WVA v0.5.1).
@@ -326,6 +334,16 @@ pub fn build(objects: &Objects, scope: &Scope) -> Snapshot {
 
     let mut snapshot = Snapshot {
         synced: true,
+        gpus: match &objects.nodes_unknown {
+            None => super::nodes::Gpus::Known(super::nodes::inventory(
+                &objects.nodes,
+                &objects.pods,
+                scope.node_selector.as_ref(),
+            )),
+            Some(reason) => super::nodes::Gpus::Unknown {
+                reason: reason.clone(),
+            },
+        },
         ..Default::default()
     };
     for d in declared {
@@ -797,7 +815,7 @@ mod tests {
             },
             &Scope {
                 instance: instance.map(str::to_string),
-                watched_namespace: None,
+                ..Default::default()
             },
         )
     }
@@ -1398,8 +1416,8 @@ mod tests {
             1
         );
         let watched = Scope {
-            instance: None,
             watched_namespace: Some("ns".into()),
+            ..Default::default()
         };
         assert_eq!(build(&objects("true"), &watched).variants.len(), 1);
     }

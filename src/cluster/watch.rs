@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::runtime::reflector::{self, Store};
-use kube::Client;
+use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use super::crd::{InferencePool, LeaderWorkerSet, ScaledObject, VariantAutoscaling};
@@ -34,6 +34,8 @@ pub struct SnapshotWatch {
     pub namespace: Option<String>,
     /// `--controller-instance` (WVA v0.5.1 isolation).
     pub instance: Option<String>,
+    /// `--node-selector`: the nodes whose GPUs the limiter grants.
+    pub node_selector: Option<crate::provider::selector::Selector>,
     pub shared: SharedSnapshot,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
@@ -57,6 +59,7 @@ impl SnapshotWatch {
         let (hpas, hpa_w) = reflector::store::<HorizontalPodAutoscaler>();
         let (namespaces, ns_w) = reflector::store::<Namespace>();
         let (services, svc_w) = reflector::store::<Service>();
+        let (nodes, node_w) = reflector::store::<Node>();
         let optional = OptionalStores::new();
         let ns = self.namespace.as_deref();
         let r = &reflect;
@@ -81,6 +84,13 @@ impl SnapshotWatch {
                     hpa_w
                 ),
                 r.run(Watched::all("services", slim::service), r.api(ns), svc_w),
+                // The GPU limiter's inventory. Never holds readiness: without `list`/`watch` on nodes
+                // the limiter runs unlimited and says so.
+                r.run(
+                    Watched::all("nodes", slim::node),
+                    Api::all(self.client.clone()),
+                    node_w
+                ),
                 optional.reflect(r, ns),
                 r.namespaces(
                     ns.is_none(),
@@ -96,6 +106,7 @@ impl SnapshotWatch {
             hpas,
             namespaces,
             services,
+            nodes,
             optional: optional.clone(),
             watching_all: ns.is_none(),
         };
@@ -110,6 +121,7 @@ impl SnapshotWatch {
         let scope = Scope {
             instance: self.instance.clone(),
             watched_namespace: self.namespace.clone(),
+            node_selector: self.node_selector.clone(),
         };
         let mut last_excluded = LoggedExclusions::new();
         loop {
@@ -137,6 +149,7 @@ struct Stores {
     hpas: Store<HorizontalPodAutoscaler>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
+    nodes: Store<Node>,
     optional: OptionalStores,
     /// Namespaces are followed only when watching every namespace.
     watching_all: bool,
@@ -195,6 +208,10 @@ impl Stores {
             services: self.services.state(),
             pod_monitors,
             service_monitors,
+            nodes: self.nodes.state(),
+            nodes_unknown: (!ready(&self.nodes)).then(|| {
+                "the nodes are not listed (yet, or RBAC lacks list/watch on nodes; see the nodes watch in the log)".to_string()
+            }),
         };
         (objects, all_synced)
     }

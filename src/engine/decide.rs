@@ -180,6 +180,9 @@ pub struct ModelDecision {
     pub capacity: Option<CapacityAnalysis>,
     pub in_transition: bool,
     pub targets: BTreeMap<String, i64>,
+    /// What the GPU limiter did to the targets (absent when it is not enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limiter: Option<super::limit::LimiterNote>,
     pub reasons: Vec<VariantTarget>,
     /// Scale to and from zero: the policy in force, the model's activity and its queued demand.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,6 +300,7 @@ fn finish(
         targets,
         reasons,
         zero,
+        limiter: None,
     }
 }
 

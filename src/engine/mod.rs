@@ -12,6 +12,7 @@
 pub mod decide;
 pub mod input;
 pub mod learn;
+pub mod limit;
 
 use crate::provider::metrics::{metric_kind, MetricKind};
 pub use decide::{
@@ -118,6 +119,8 @@ pub struct Engine {
     demand: Arc<dyn DemandSource>,
     /// What saturation V2 has learned (k2 history, capacity records); see [`learn`].
     memory: Arc<ArcSwap<CapacityMemory>>,
+    /// The GPU limiter's last plan; see [`limit`].
+    limits: ArcSwap<limit::LimitPlan>,
 }
 
 impl Engine {
@@ -135,6 +138,7 @@ impl Engine {
             zero: Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
             demand: Arc::new(NoDemand),
             memory: Arc::new(ArcSwap::from_pointee(CapacityMemory::default())),
+            limits: ArcSwap::from_pointee(limit::LimitPlan::default()),
         }
     }
 
@@ -235,6 +239,19 @@ impl Engine {
     /// Decides one model from the current state. `with_pods`: also list every pod's input (for
     /// explanations); the request path leaves it out, which halves its allocations at 1,000 pods.
     pub fn explain_model(
+        &self,
+        snapshot: &Snapshot,
+        namespace: &str,
+        model_id: &str,
+        with_pods: bool,
+    ) -> ModelExplanation {
+        let mut e = self.explain_unlimited(snapshot, namespace, model_id, with_pods);
+        self.apply_limits(&mut e, snapshot, std::time::Instant::now());
+        e
+    }
+
+    /// [`Engine::explain_model`] without the GPU limiter (what the limiter's plan is made from).
+    fn explain_unlimited(
         &self,
         snapshot: &Snapshot,
         namespace: &str,
@@ -655,6 +672,7 @@ mod tests {
             variants,
             excluded: vec![],
             synced: true,
+            gpus: Default::default(),
         };
         Engine::new(
             shared(snapshot),
@@ -669,6 +687,108 @@ mod tests {
             .iter()
             .map(|i| (i.labels["variant_name"].clone(), i.value_milli))
             .collect()
+    }
+
+    /// The GPU limiter: no free GPU of the cheap variant's type, so its +1 is cut and moved to the
+    /// pricier variant whose type has room; every surface answers the plan. Without the nodes the
+    /// limiter does not limit and says why; a stuck plan is not applied; off, nothing changes.
+    #[test]
+    fn the_limiter_moves_a_scale_up_to_where_gpus_are_free() {
+        use crate::cluster::nodes::Gpus;
+        use crate::saturation::config::{ScalingConfig, Thresholds};
+        use crate::saturation::limiter::Inventory;
+        use crate::saturation::TargetReason;
+        use std::time::Instant;
+        let mut e = engine(
+            vec![
+                variant("cheap", "m", 5.0, 1, 1, 1),
+                variant("pricey", "m", 20.0, 1, 1, 1),
+            ],
+            &[("cheap-0", fresh(0.9, 6.0)), ("pricey-0", fresh(0.85, 1.0))],
+        );
+        let with_gpus = |e: &Engine, gpus: Gpus| {
+            let mut snap = (*e.snapshot()).clone();
+            snap.gpus = gpus;
+            shared(snap)
+        };
+        let mut inventory = Inventory::default();
+        inventory.add("acc-cheap", 4, 4);
+        inventory.add("acc-pricey", 4, 1);
+        e.snapshot = with_gpus(&e, Gpus::Known(inventory));
+        let all = Selector::everything();
+        let desired = |e: &Engine| {
+            values(
+                &e.external_metric("ns", "wva_desired_replicas", &all)
+                    .unwrap(),
+            )
+        };
+        // Off: the unlimited decision.
+        e.plan_limits(Instant::now());
+        assert_eq!(
+            desired(&e),
+            vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
+        );
+        let (global, _) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &crate::saturation::configmap_data(&[("default", "enableLimiter: true\n")]),
+        );
+        e.config = Arc::new(ArcSwap::from_pointee(
+            Thresholds::default().with_global(global),
+        ));
+        // Before the first plan: no scale-up.
+        e.limits.store(Arc::new(limit::LimitPlan {
+            made: Some(Instant::now()),
+            outcome: limit::Outcome::Planned(Default::default()),
+        }));
+        assert_eq!(
+            desired(&e),
+            vec![("cheap".into(), 1000), ("pricey".into(), 1000)]
+        );
+        e.plan_limits(Instant::now());
+        assert_eq!(
+            desired(&e),
+            vec![("cheap".into(), 1000), ("pricey".into(), 2000)]
+        );
+        let explained = e.explain(Some("ns"));
+        let d = &explained.models[0].decision;
+        let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
+        assert_eq!(cheap.reason, TargetReason::Limited);
+        assert!(
+            cheap.message.contains("limited by gpu-limiter"),
+            "{}",
+            cheap.message
+        );
+        assert!(
+            matches!(&d.limiter, Some(limit::LimiterNote::Applied { variants }) if variants["cheap"].limited_by.as_deref() == Some("gpu-limiter"))
+        );
+        // A plan older than STALE_AFTER is not applied.
+        e.limits.store(Arc::new(limit::LimitPlan {
+            made: Instant::now().checked_sub(limit::STALE_AFTER * 2),
+            ..(**e.limits.load()).clone()
+        }));
+        assert_eq!(
+            desired(&e),
+            vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
+        );
+        // Nodes unknown: unlimited, and the explanation says why.
+        e.snapshot = with_gpus(
+            &e,
+            Gpus::Unknown {
+                reason: "nodes forbidden".into(),
+            },
+        );
+        e.plan_limits(Instant::now());
+        assert_eq!(
+            desired(&e),
+            vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
+        );
+        let explained = e.explain(Some("ns"));
+        assert_eq!(
+            explained.models[0].decision.limiter,
+            Some(limit::LimiterNote::Unlimited {
+                reason: "nodes forbidden".into()
+            })
+        );
     }
 
     #[test]
@@ -913,6 +1033,7 @@ mod tests {
     fn excluded_variants_are_reported_not_silently_missing() {
         let mut e = engine(vec![], &[]);
         e.snapshot = shared(Snapshot {
+            gpus: Default::default(),
             by_name: Default::default(),
             pickers: Vec::new(),
             variants: vec![],

@@ -19,10 +19,11 @@
 //! "unset"), an invalid entry keeps its previous good version instead of silently falling back to defaults,
 //! and when several overrides match one model the first by entry key wins (WVA: Go map order, random).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::limiter::{Limiter, Quota, QuotaScope};
 use super::v2::config::{AnalyzerChoice, AnalyzerEntry, InlineScaleToZero, V2Fields};
 
 /// The four thresholds of the analysis.
@@ -132,6 +133,18 @@ pub(crate) struct Entry {
     pub fields: PartialConfig,
     /// WVA v0.9's keys (analyzer selection, U and D, inline scale to zero).
     pub v2: V2Fields,
+    /// `enableLimiter` and `limiters`, when the entry sets either (used from the global `default`).
+    pub limiter: Option<LimiterConfig>,
+}
+
+/// The GPU limiter as the global ConfigMap's `default` entry configures it (WVA v0.9's keys).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimiterConfig {
+    /// `enableLimiter` (default false).
+    pub enabled: bool,
+    /// `limiters`, in order (none listed: the GPU inventory).
+    pub limiters: Vec<Limiter>,
 }
 
 /// The saturation configuration in force: the `default` entry and the overrides, by entry key.
@@ -149,8 +162,9 @@ pub struct ConfigIssues {
     pub ignored_keys: Vec<(String, String)>,
 }
 
-/// Keys of WVA v0.9's GPU limiter, which this server does not run.
-const LIMITER_KEYS: &[&str] = &["enableLimiter", "enableRescale", "limiters", "priority"];
+/// Keys of WVA v0.9's GreedyByScore optimizer and rescale (saturation V2 under the limiter), which this
+/// server does not run yet.
+const LIMITER_KEYS: &[&str] = &["enableRescale", "priority"];
 
 pub(crate) const DEFAULT_ENTRY: &str = "default";
 
@@ -254,6 +268,14 @@ impl ScalingConfig {
     /// V1 or V2, as the `default` entry selects (WVA reads the global ConfigMap's only).
     pub fn analyzer(&self) -> AnalyzerChoice {
         V2Fields::choice(self.entries.get(DEFAULT_ENTRY).map(|e| &e.v2))
+    }
+
+    /// The limiter the `default` entry configures (off when it says nothing).
+    pub fn limiter(&self) -> LimiterConfig {
+        self.entries
+            .get(DEFAULT_ENTRY)
+            .and_then(|e| e.limiter.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -360,6 +382,11 @@ impl Thresholds {
     pub fn analyzer(&self) -> AnalyzerChoice {
         self.global.analyzer()
     }
+
+    /// The GPU limiter, from the global ConfigMap's `default` entry only.
+    pub fn limiter(&self) -> LimiterConfig {
+        self.global.limiter()
+    }
 }
 
 /// One entry's fields as their YAML text: numbers are parsed from the text exactly, `~`/`null` reads as
@@ -391,7 +418,158 @@ const KNOWN_KEYS: &[&str] = &[
     "scaleUpThreshold",
     "scaleDownBoundary",
     "scaleToZero",
+    "enableLimiter",
+    "limiters",
 ];
+
+/// A `limiters[]` item as YAML text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLimiter {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    scope: Option<String>,
+    quotas: Option<BTreeMap<String, String>>,
+    namespace_quotas: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    exclude: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLimiterKeys {
+    enable_limiter: Option<String>,
+    limiters: Option<Vec<RawLimiter>>,
+}
+
+/// WVA's largest quota value.
+const MAX_QUOTA: i64 = 1_048_576;
+
+/// `enableLimiter` and `limiters`, validated as WVA v0.9 validates them
+/// (`internal/config/saturation_scaling.go`, `quota_limiter.go`): every problem is reported at once.
+fn parse_limiter(text: &str) -> Result<Option<LimiterConfig>, String> {
+    let raw: RawLimiterKeys = serde_saphyr::from_str(text).map_err(|e| {
+        format!("enableLimiter must be a boolean, limiters a list of mappings (quotas: type -> integer): {e}")
+    })?;
+    if raw.enable_limiter.is_none() && raw.limiters.is_none() {
+        return Ok(None);
+    }
+    let enabled = boolean("enableLimiter", raw.enable_limiter)?.unwrap_or(false);
+    let mut errors = Vec::new();
+    let mut limiters = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, l) in raw.limiters.into_iter().flatten().enumerate() {
+        match l.kind.as_deref().map(str::trim) {
+            Some("gpu-inventory" | "inventory") => {
+                if l.scope.is_some()
+                    || l.quotas.is_some()
+                    || l.namespace_quotas.is_some()
+                    || l.exclude.is_some()
+                {
+                    errors.push(format!(
+                        "limiters[{i}].type: a gpu-inventory limiter takes no scope, quotas, namespaceQuotas or exclude"
+                    ));
+                }
+                limiters.push(Limiter::GpuInventory);
+            }
+            Some("quota") => {
+                if let Some(q) = parse_quota(i, l, &mut names, &mut errors) {
+                    limiters.push(Limiter::Quota(q));
+                }
+            }
+            other => errors.push(format!(
+                "limiters[{i}].type must be gpu-inventory, inventory or quota, got {other:?}"
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    if limiters.is_empty() {
+        limiters.push(Limiter::GpuInventory);
+    }
+    Ok(Some(LimiterConfig { enabled, limiters }))
+}
+
+/// A `type: quota` entry of `limiters:`; its problems go to `errors`.
+fn parse_quota(
+    i: usize,
+    l: RawLimiter,
+    names: &mut BTreeSet<String>,
+    errors: &mut Vec<String>,
+) -> Option<Quota> {
+    let at = |k: &str| format!("limiters[{i}].{k}");
+    let name = l.name.unwrap_or_default();
+    if name.trim().is_empty() {
+        errors.push(format!("{} is required for a quota", at("name")));
+    } else if !names.insert(name.clone()) {
+        errors.push(format!("{}: {name:?} is used by another quota", at("name")));
+    }
+    let scope = match l.scope.as_deref().map(str::trim) {
+        Some("cluster") => QuotaScope::Cluster,
+        Some("namespace") => QuotaScope::Namespace,
+        other => {
+            errors.push(format!(
+                "{} must be cluster or namespace, got {other:?}",
+                at("scope")
+            ));
+            return None;
+        }
+    };
+    if scope == QuotaScope::Cluster && (l.namespace_quotas.is_some() || l.exclude.is_some()) {
+        errors.push(format!(
+            "{}: namespaceQuotas and exclude apply to a quota of scope namespace only",
+            at("scope")
+        ));
+    }
+    if scope == QuotaScope::Namespace && l.quotas.is_some() {
+        errors.push(format!(
+            "{}: quotas applies to a quota of scope cluster only",
+            at("scope")
+        ));
+    }
+    let quotas = caps(&at("quotas"), l.quotas.unwrap_or_default(), errors);
+    let mut namespace_quotas = BTreeMap::new();
+    for (ns, m) in l.namespace_quotas.unwrap_or_default() {
+        let key = format!("{}.{ns}", at("namespaceQuotas"));
+        namespace_quotas.insert(ns, caps(&key, m, errors));
+    }
+    let mut exclude = BTreeSet::new();
+    for ns in l.exclude.unwrap_or_default() {
+        if ns.trim().is_empty() {
+            errors.push(format!("{}: a namespace name is empty", at("exclude")));
+        } else {
+            exclude.insert(ns);
+        }
+    }
+    Some(Quota {
+        name,
+        scope,
+        quotas,
+        namespace_quotas,
+        exclude,
+    })
+}
+
+/// A quota's `type -> GPUs` map: integers from -1 (unlimited) to [`MAX_QUOTA`].
+fn caps(key: &str, m: BTreeMap<String, String>, errors: &mut Vec<String>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for (t, v) in m {
+        if t.trim().is_empty() {
+            errors.push(format!("{key}: an accelerator type name is empty"));
+            continue;
+        }
+        match v.trim().parse::<i64>() {
+            Ok(n) if (-1..=MAX_QUOTA).contains(&n) => {
+                out.insert(t, n);
+            }
+            _ => errors.push(format!(
+                "{key}.{t} must be an integer from -1 (unlimited) to {MAX_QUOTA}, got {v:?}"
+            )),
+        }
+    }
+    out
+}
 
 /// An entry's v0.9 fields as YAML text, read like the thresholds (numbers exactly, `~` unset).
 #[derive(Deserialize)]
@@ -500,7 +678,7 @@ fn parse_entry(
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     for other in keys.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         let note = if LIMITER_KEYS.contains(&other.as_str()) {
-            "used by WVA v0.9's GPU limiter, which this server does not run; ignored"
+            "used by WVA v0.9's GreedyByScore optimizer and rescale (saturation V2 under the limiter), which this server does not run yet; ignored"
         } else {
             "unknown key; ignored (check the spelling)"
         };
@@ -529,7 +707,14 @@ fn parse_entry(
             queue_spare_trigger: number("queueSpareTrigger", raw.queue_spare_trigger)?,
         },
         v2: parse_v2(text)?,
+        limiter: parse_limiter(text)?,
     };
+    if entry.limiter.is_some() && (key != DEFAULT_ENTRY || local_to.is_some()) {
+        issues.ignored_keys.push((
+            key.to_string(),
+            "enableLimiter, limiters: read only from the global ConfigMap's default entry (the limiter spans every namespace); ignored".into(),
+        ));
+    }
     if key != DEFAULT_ENTRY && (entry.model_id.is_none() || entry.namespace.is_none()) {
         return Err("an override entry needs both model_id and namespace".to_string());
     }
@@ -593,6 +778,80 @@ mod tests {
             Thresholds::default().resolve("m", "ns"),
             (SaturationConfig::default(), ConfigSource::default())
         );
+    }
+
+    /// `enableLimiter` and `limiters` in the global default entry: gpu-inventory when none is listed,
+    /// quotas as written (types normalised later); every mistake reported at once and the previous good
+    /// entry kept; elsewhere the keys are ignored with a note.
+    #[test]
+    fn the_limiter_is_read_from_the_global_default_entry() {
+        let (c, issues) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[(
+                "default",
+                "enableLimiter: true
+",
+            )]),
+        );
+        assert!(
+            issues.rejected.is_empty() && issues.ignored_keys.is_empty(),
+            "{issues:?}"
+        );
+        assert_eq!(
+            c.limiter(),
+            LimiterConfig {
+                enabled: true,
+                limiters: vec![Limiter::GpuInventory]
+            }
+        );
+        let text = "enableLimiter: \"true\"\nlimiters:\n- type: quota\n  name: cluster-quota\n  scope: cluster\n  quotas: {H100: 16, NVIDIA-L40S-48GB: -1}\n- type: quota\n  name: per-team\n  scope: namespace\n  namespaceQuotas: {team-a: {H100: 4}, default: {H100: 2}}\n  exclude: [ops]\n- type: gpu-inventory\n";
+        let (good, issues) =
+            ScalingConfig::from_configmap(&ScalingConfig::default(), &data(&[("default", text)]));
+        assert!(issues.rejected.is_empty(), "{issues:?}");
+        let l = good.limiter();
+        assert!(l.enabled);
+        assert_eq!(l.limiters.len(), 3);
+        let Limiter::Quota(q) = &l.limiters[1] else {
+            panic!("{l:?}")
+        };
+        assert_eq!(
+            (
+                q.scope,
+                q.namespace_quotas["team-a"]["H100"],
+                q.exclude.len()
+            ),
+            (QuotaScope::Namespace, 4, 1)
+        );
+        let bad = "enableLimiter: true\nlimiters:\n- type: quota\n  scope: cluster\n  quotas: {H100: 2000000}\n- type: quota\n  name: q\n  scope: region\n- type: gpu-inventory\n  scope: cluster\n- type: magic\n";
+        let (kept, issues) = ScalingConfig::from_configmap(&good, &data(&[("default", bad)]));
+        let message = &issues.rejected[0].1;
+        for part in [
+            "limiters[0].name is required",
+            "limiters[0].quotas.H100 must be an integer from -1 (unlimited) to 1048576",
+            "limiters[1].scope must be cluster or namespace",
+            "limiters[2].type: a gpu-inventory limiter takes no scope",
+            "limiters[3].type must be gpu-inventory, inventory or quota",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert_eq!(kept.limiter(), l);
+        // An override, or a namespace-local ConfigMap, cannot set it.
+        let (c, issues) = ScalingConfig::from_configmap(
+            &ScalingConfig::default(),
+            &data(&[("m", "model_id: m\nnamespace: ns\nenableLimiter: true\n")]),
+        );
+        assert_eq!(c.limiter(), LimiterConfig::default());
+        assert!(issues.ignored_keys[0]
+            .1
+            .contains("global ConfigMap's default entry"));
+        let (_, issues) = ScalingConfig::from_local_configmap(
+            &ScalingConfig::default(),
+            &data(&[("default", "enableLimiter: true\n")]),
+            "team-a",
+        );
+        assert!(issues.ignored_keys[0]
+            .1
+            .contains("global ConfigMap's default entry"));
     }
 
     #[test]
@@ -775,7 +1034,7 @@ mod tests {
             &ScalingConfig::default(),
             &data(&[(
                 "default",
-                "kvCacheTreshold: 0.5\nenableLimiter: true\nkvCacheThreshold: \"0.6\"",
+                "kvCacheTreshold: 0.5\nenableRescale: true\nkvCacheThreshold: \"0.6\"",
             )]),
         );
         assert_eq!(cfg.default_config().kv_cache_threshold, 0.6);
@@ -787,7 +1046,7 @@ mod tests {
         assert!(issues
             .ignored_keys
             .iter()
-            .any(|(_, m)| m.contains("enableLimiter: used by WVA v0.9's GPU limiter")));
+            .any(|(_, m)| m.contains("enableRescale: used by WVA v0.9's GreedyByScore")));
     }
 
     /// WVA v0.9's entry schema: analyzers (with `parameters` folded into unset fields), U and D, inline
@@ -799,7 +1058,7 @@ mod tests {
             &data(&[
                 (
                     "default",
-                    "kvCacheThreshold: 0.8\nscaleUpThreshold: 0.9\nscaleDownBoundary: \"0.6\"\nenableLimiter: false\nanalyzers:\n  - name: saturation\n    score: 2\n    parameters: {scaleDownBoundary: 0.5, score: 7, other: x}\n  - name: throughput\n    enabled: false\n",
+                    "kvCacheThreshold: 0.8\nscaleUpThreshold: 0.9\nscaleDownBoundary: \"0.6\"\nenableLimiter: false\nenableRescale: false\nanalyzers:\n  - name: saturation\n    score: 2\n    parameters: {scaleDownBoundary: 0.5, score: 7, other: x}\n  - name: throughput\n    enabled: false\n",
                 ),
                 (
                     "llama",
@@ -848,7 +1107,7 @@ mod tests {
         assert!(issues
             .ignored_keys
             .iter()
-            .any(|(k, m)| k == "default" && m.contains("enableLimiter")));
+            .any(|(k, m)| k == "default" && m.contains("enableRescale")));
         // Bad v0.9 fields reject the entry, naming the rule, and keep its previous version.
         for (bad, want) in [
             (

@@ -11,6 +11,7 @@
 
 pub mod analyze;
 pub mod config;
+pub mod limiter;
 pub mod role;
 pub mod targets;
 pub mod v2;

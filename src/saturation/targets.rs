@@ -79,6 +79,8 @@ pub enum TargetReason {
     KeepOne,
     /// The configuration asks for an engine WVA v0.9 refuses (the queueing model): held.
     Refused,
+    /// The GPU limiter cut the scale-up: its type has no free GPUs (or its quota is spent).
+    Limited,
 }
 
 impl TargetReason {
@@ -94,6 +96,7 @@ impl TargetReason {
             TargetReason::ScaleFromZero => "scaleFromZero",
             TargetReason::KeepOne => "keepOne",
             TargetReason::Refused => "refused",
+            TargetReason::Limited => "limited",
         }
     }
 }

@@ -60,6 +60,19 @@ pub(crate) fn event_for(
                 secondary: None,
             })
         }
+        // The GPU limiter cut the scale-up (WVA's ResourceConstrained): said once per change.
+        (Some(_), _)
+            if v.desired_reason == Some(TargetReason::Limited)
+                && previous_optimization_message != Some(v.optimization.message.as_str()) =>
+        {
+            Some(Event {
+                type_: EventType::Warning,
+                reason: "ResourceConstrained".into(),
+                note: Some(truncate(&v.message, MAX_MESSAGE_BYTES)),
+                action: "Recommend".into(),
+                secondary: None,
+            })
+        }
         // The configuration asks for the queueing model, which WVA v0.9 refuses: said once per change.
         (Some(_), _)
             if v.desired_reason == Some(TargetReason::Refused)

@@ -4,9 +4,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::nodes::Gpus;
 use crate::engine::Engine;
+use crate::saturation::TargetReason;
 use crate::telemetry::{
-    CapacityLabels, DecisionLabels, Metrics, ModelVariantLabels, SaturationLabels, VariantLabels,
+    CapacityLabels, DecisionLabels, GpuTypeLabels, LimitedLabels, Metrics, ModelVariantLabels,
+    SaturationLabels, VariantLabels,
 };
 
 use super::view::{views, CapacityFigures, VariantView};
@@ -17,6 +20,7 @@ pub(crate) struct GaugeSeries {
     variants: BTreeSet<VariantLabels>,
     decisions: BTreeSet<DecisionLabels>,
     saturation: BTreeSet<SaturationLabels>,
+    gpu_types: BTreeSet<GpuTypeLabels>,
 }
 
 /// Updates the per-variant gauges from the views, removing series of variants that are gone.
@@ -58,6 +62,18 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
                 reason: reason.as_str().to_string(),
             };
             metrics.variant_decision.get_or_create(&d).set(1);
+            // A cut counted once, when it starts (WVA counts a newly limited decision).
+            if *reason == TargetReason::Limited && !previous.decisions.contains(&d) {
+                metrics
+                    .limiter
+                    .limited
+                    .get_or_create(&LimitedLabels {
+                        variant_name: v.name.clone(),
+                        namespace: v.namespace.clone(),
+                        limiter_name: v.limited_by.clone().unwrap_or_default(),
+                    })
+                    .inc();
+            }
             now.decisions.insert(d);
         }
         // WVA withholds the saturation gauges of a variant whose accelerator is unresolved.
@@ -78,6 +94,7 @@ pub(crate) fn update_gauges(metrics: &Metrics, views: &[VariantView], previous: 
         metrics.variant_kv_cache.remove(gone);
         metrics.variant_queue.remove(gone);
     }
+    now.gpu_types = std::mem::take(&mut previous.gpu_types);
     for gone in previous.decisions.difference(&now.decisions) {
         metrics.variant_decision.remove(gone);
     }
@@ -127,6 +144,34 @@ fn remove_saturation(metrics: &Metrics, s: &SaturationLabels) {
     g.kv_tokens_capacity.remove(&plain);
 }
 
+/// The GPU limiter's inventory gauges: whether the nodes' GPUs are known, and per type the allocatable
+/// and free GPUs; types that are gone are removed.
+pub(crate) fn update_gpu_gauges(metrics: &Metrics, gpus: &Gpus, previous: &mut GaugeSeries) {
+    let g = &metrics.limiter;
+    let mut now = BTreeSet::new();
+    match gpus {
+        Gpus::Known(inventory) => {
+            g.discovery_up.set(1);
+            for (t, n) in &inventory.types {
+                let labels = GpuTypeLabels {
+                    accelerator_type: t.clone(),
+                };
+                g.available.get_or_create(&labels).set(n.allocatable);
+                g.free.get_or_create(&labels).set(n.free());
+                now.insert(labels);
+            }
+        }
+        Gpus::Unknown { .. } => {
+            g.discovery_up.set(0);
+        }
+    }
+    for gone in previous.gpu_types.difference(&now) {
+        g.available.remove(gone);
+        g.free.remove(gone);
+    }
+    previous.gpu_types = now;
+}
+
 /// Without a status writer (standalone, or `--write-status=false`): keeps the gauges current.
 pub struct GaugeLoop {
     pub engine: Arc<Engine>,
@@ -146,6 +191,7 @@ impl GaugeLoop {
                 &views(&self.engine.explain_at(&snapshot, None), &snapshot),
                 &mut gauges,
             );
+            update_gpu_gauges(&self.metrics, &snapshot.gpus, &mut gauges);
         }
     }
 }

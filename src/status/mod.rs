@@ -62,6 +62,7 @@ mod tests {
 
     fn view(desired: Option<i64>) -> VariantView {
         VariantView {
+            limited_by: None,
             kind: SourceKind::VariantAutoscaling,
             uid: None,
             namespace: "ns".into(),

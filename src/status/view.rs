@@ -1,6 +1,7 @@
 //! What the engine would answer now for each variant: the view status, events and gauges are made from.
 
 use crate::cluster::snapshot::SourceKind;
+use crate::engine::limit::LimiterNote;
 use crate::engine::{Explanation, ModelExplanation};
 use crate::saturation::{Role, TargetReason};
 use crate::sources::MissingSample;
@@ -34,6 +35,8 @@ pub(crate) struct VariantView {
     pub queue_length: Option<f64>,
     /// Saturation V2's figures for the variant (when V2 decides).
     pub capacity: Option<CapacityFigures>,
+    /// The GPU limiter that cut its scale-up, if one did.
+    pub limited_by: Option<String>,
 }
 
 /// What WVA v0.9 publishes of a V2 decision per variant: its utilization, its role's required and spare
@@ -94,6 +97,7 @@ pub(crate) fn views(
             cost: 0.0,
             desired: None,
             desired_reason: None,
+            limited_by: None,
             message: reason.clone(),
             metrics: cond(false, "MetricsMissing", format!("not evaluated: {reason}")),
             optimization: cond(false, "InvalidConfiguration", reason),
@@ -105,6 +109,23 @@ pub(crate) fn views(
         });
     }
     out
+}
+
+/// The limiter that cut a variant's scale-up, when its target says one did.
+fn limited_by(
+    model: &ModelExplanation,
+    variant: &str,
+    reason: Option<&TargetReason>,
+) -> Option<String> {
+    if reason != Some(&TargetReason::Limited) {
+        return None;
+    }
+    match &model.decision.limiter {
+        Some(LimiterNote::Applied { variants } | LimiterNote::Capped { variants }) => {
+            variants.get(variant).and_then(|g| g.limited_by.clone())
+        }
+        _ => None,
+    }
 }
 
 fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> VariantView {
@@ -184,6 +205,7 @@ fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> V
         ready_replicas: v.ready_replicas,
         cost: v.cost,
         desired,
+        limited_by: limited_by(model, &v.name, desired_reason.as_ref()),
         desired_reason,
         message,
         metrics,

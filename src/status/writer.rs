@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::telemetry::{Metrics, ResultLabels};
 
 use super::events::{accelerator_event, event_for};
-use super::gauges::{update_gauges, GaugeSeries};
+use super::gauges::{update_gauges, update_gpu_gauges, GaugeSeries};
 use super::patch::status_patch;
 use super::view::{views, VariantView};
 use super::*;
@@ -85,6 +85,7 @@ impl StatusWriter {
             }
             let views = views(&self.engine.explain_at(&snapshot, None), &snapshot);
             update_gauges(&self.metrics, &views, &mut gauges);
+            update_gpu_gauges(&self.metrics, &snapshot.gpus, &mut gauges);
 
             let leader = match self.elector.try_acquire_or_renew().await {
                 Ok(l) => l,

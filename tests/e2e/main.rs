@@ -787,6 +787,7 @@ const STEPS: &[Step] = &[
     step!("disaggregated", false, steps::disaggregated::run),
     step!("leader-worker-set", false, steps::leader_worker_set::run),
     step!("data-parallel", false, steps::data_parallel::run),
+    step!("gpu-limiter", false, steps::gpu_limiter::run),
     step!("tolerance", false, steps::tolerance::run),
     step!("security", false, steps::security::run, cluster_only),
     step!("uninstall", false, steps::uninstall::run, cluster_only),

@@ -486,6 +486,7 @@ async fn every_form_of_no_usable_sample_ends_in_a_503_naming_the_pod() {
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let shared = snapshot::shared(Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         pickers: Vec::new(),
         variants: sorted,
         excluded: vec![],

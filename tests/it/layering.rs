@@ -94,6 +94,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth",
             "duration",
+            "provider",
             "saturation",
             "server",
             "sources",

@@ -348,6 +348,7 @@ fn rbac_grants_what_the_server_uses() {
             && grants("apps", "deployments")
             && grants("leaderworkerset.x-k8s.io", "leaderworkersets")
             && grants("", "pods")
+            && grants("", "nodes")
             && grants("autoscaling", "horizontalpodautoscalers")
             && grants("keda.sh", "scaledobjects")
             && grants("", "namespaces")

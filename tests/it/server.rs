@@ -800,6 +800,7 @@ async fn engine_over_http_with_a_filled_sample_store() {
     };
     let snap = Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         pickers: Vec::new(),
         variants: vec![cheap.clone(), pricey.clone(), stalled.clone()],
         excluded: vec![ExcludedVariant {

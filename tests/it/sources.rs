@@ -56,6 +56,7 @@ fn pod(name: &str, addr: SocketAddr) -> PodTarget {
 fn snapshot_of(pods: Vec<PodTarget>) -> Snapshot {
     Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         pickers: Vec::new(),
         variants: vec![Variant::new("ns", "v", (MODEL, "H100"), 10.0, pods)],
         excluded: vec![],

@@ -130,6 +130,7 @@ pub fn pod_target(namespace: &str, name: &str) -> wva_metrics_server::target::Po
 pub fn one_variant(name: &str, replicas: usize) -> wva_metrics_server::cluster::snapshot::Snapshot {
     wva_metrics_server::cluster::snapshot::Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         pickers: Vec::new(),
         variants: vec![wva_metrics_server::cluster::snapshot::Variant::new(
             "ns",

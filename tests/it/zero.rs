@@ -124,6 +124,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
     std::fs::write(&token, "s3cret\n").unwrap();
     let shared = snapshot::shared(Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         variants: vec![
             variant("cheap", 1.0, 0, vec![]),
             variant("pricey", 5.0, 0, vec![]),
@@ -303,6 +304,7 @@ fn epp_source(
     std::fs::write(&token, "t").unwrap();
     let shared = snapshot::shared(Snapshot {
         by_name: Default::default(),
+        gpus: Default::default(),
         variants,
         excluded: vec![],
         synced: true,

@@ -7,6 +7,7 @@ pub(crate) mod disaggregated;
 pub(crate) mod faults_hung_pod;
 pub(crate) mod faults_prometheus_down;
 pub(crate) mod faults_server_restart;
+pub(crate) mod gpu_limiter;
 pub(crate) mod leader_worker_set;
 pub(crate) mod lease_handover;
 pub(crate) mod load_step;

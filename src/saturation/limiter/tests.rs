@@ -1,0 +1,407 @@
+//! The limiter against WVA v0.9's tests (`internal/accelerator/accelerator_test.go`,
+//! `internal/engines/pipeline/greedy_saturation_algorithm_test.go`, `quota_limit_integration_test.go`),
+//! and its invariants as properties.
+
+use super::*;
+use proptest::prelude::*;
+
+fn req(variant: &str, current: i64, target: i64, gpr: i64, spare: f64) -> Request {
+    Request {
+        namespace: "ns".into(),
+        model: format!("model-{variant}"),
+        variant: variant.into(),
+        accelerator: "H100".into(),
+        current,
+        target,
+        gpus_per_replica: gpr,
+        min_replicas: None,
+        max_replicas: None,
+        spare_capacity: spare,
+        cost: 10.0,
+    }
+}
+
+fn inventory(types: &[(&str, i64, i64)]) -> Inventory {
+    let mut i = Inventory::default();
+    for (t, allocatable, requested) in types {
+        i.add(t, *allocatable, *requested);
+    }
+    i
+}
+
+fn targets(granted: &[Granted]) -> Vec<i64> {
+    granted.iter().map(|g| g.target).collect()
+}
+
+#[test]
+fn product_names_normalise_as_wva_does() {
+    for (input, want) in [
+        ("NVIDIA-A100-PCIE-80GB", "A100"),
+        ("NVIDIA-H100-SXM5-80GB", "H100"),
+        ("NVIDIA-L40S-48GB", "L40S"),
+        ("nvidia-A100-PCIE-80GB", "A100"),
+        ("AMD-MI300X-192G", "MI300X"),
+        ("Intel-Gaudi-2-96GB", "Gaudi-2"),
+        ("A100", "A100"),
+        ("Unknown-GPU-Model-123", "GPU"),
+        ("NVIDIA-H100-80GB-HBM3", "H100"),
+    ] {
+        assert_eq!(normalize_accelerator(input), want, "{input}");
+    }
+    // Both sides normalise: a variant naming the full product finds the nodes' short type.
+    let inv = inventory(&[("NVIDIA-H100-80GB-HBM3", 8, 6)]);
+    let r = Request {
+        accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+        ..req("a", 1, 2, 2, 0.1)
+    };
+    let g = limit(&[r], Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(
+        (g[0].target, g[0].gpus_allocated, &g[0].limited_by),
+        (2, 2, &None)
+    );
+}
+
+/// 6 GPUs, three +1 decisions at 2 GPUs with spare 0.05/0.3/0.5: all three allocated.
+#[test]
+fn enough_gpus_allocate_every_scale_up() {
+    let inv = inventory(&[("H100", 6, 0)]);
+    let rs = [
+        req("c", 1, 2, 2, 0.5),
+        req("a", 1, 2, 2, 0.05),
+        req("b", 1, 2, 2, 0.3),
+    ];
+    let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [2, 2, 2]);
+    assert!(g
+        .iter()
+        .all(|g| g.limited_by.is_none() && g.gpus_allocated == 2));
+}
+
+/// 4 GPUs, the same three: the two most saturated get theirs, the third is limited.
+#[test]
+fn the_most_saturated_go_first() {
+    let inv = inventory(&[("H100", 8, 4)]);
+    let rs = [
+        req("c", 1, 2, 2, 0.5),
+        req("a", 1, 2, 2, 0.05),
+        req("b", 1, 2, 2, 0.3),
+    ];
+    let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [1, 2, 2]);
+    assert_eq!(g[0].limited_by.as_deref(), Some(GPU_LIMITER));
+    assert!(
+        g[0].steps[0].contains("limited by gpu-limiter: 0 of 2 H100 GPUs free"),
+        "{:?}",
+        g[0].steps
+    );
+}
+
+/// 3 GPUs, current 1 → target 3 at 2 GPUs: target 2, 2 GPUs allocated, limited. Max 3 caps 10; with
+/// no GPU, min 3 lifts the target (still limited).
+#[test]
+fn partial_grants_bounds_and_minimum() {
+    let inv = inventory(&[("H100", 3, 0)]);
+    let g = limit(
+        &[req("a", 1, 3, 2, 0.0)],
+        Some(&inv),
+        &[Limiter::GpuInventory],
+    )
+    .unwrap();
+    assert_eq!((g[0].target, g[0].gpus_allocated), (2, 2));
+    assert_eq!(g[0].limited_by.as_deref(), Some(GPU_LIMITER));
+    let inv = inventory(&[("H100", 100, 0)]);
+    let capped = Request {
+        max_replicas: Some(3),
+        ..req("a", 1, 10, 1, 0.0)
+    };
+    let g = limit(&[capped], Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!((g[0].target, &g[0].limited_by), (3, &None));
+    let none = inventory(&[("H100", 0, 0)]);
+    let floor = Request {
+        min_replicas: Some(3),
+        ..req("a", 1, 5, 1, 0.0)
+    };
+    let g = limit(&[floor], Some(&none), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(g[0].target, 3);
+    assert_eq!(g[0].limited_by.as_deref(), Some(GPU_LIMITER));
+}
+
+/// An unresolved variant runs on the only type; with two types it gets nothing. A type the nodes do
+/// not have gets nothing. Without the nodes' inventory the limiter does not run.
+#[test]
+fn unresolved_and_unknown_types() {
+    let one = inventory(&[("NVIDIA-L40S-48GB", 4, 0)]);
+    let unresolved = Request {
+        accelerator: "unresolved".into(),
+        ..req("a", 1, 2, 2, 0.0)
+    };
+    let g = limit(
+        std::slice::from_ref(&unresolved),
+        Some(&one),
+        &[Limiter::GpuInventory],
+    )
+    .unwrap();
+    assert_eq!(g[0].target, 2);
+    let two = inventory(&[("L40S", 4, 0), ("H100", 8, 0)]);
+    let g = limit(
+        std::slice::from_ref(&unresolved),
+        Some(&two),
+        &[Limiter::GpuInventory],
+    )
+    .unwrap();
+    assert_eq!(
+        (g[0].target, g[0].limited_by.as_deref()),
+        (1, Some(GPU_LIMITER))
+    );
+    let g = limit(
+        &[req("a", 1, 2, 1, 0.0)],
+        Some(&one),
+        &[Limiter::GpuInventory],
+    )
+    .unwrap();
+    assert_eq!(g[0].target, 1);
+    assert!(matches!(
+        limit(&[req("a", 1, 2, 1, 0.0)], None, &[Limiter::GpuInventory]),
+        Err(LimitError::NoInventory(_))
+    ));
+    // Scale-downs and holds pass untouched.
+    let g = limit(
+        &[req("a", 3, 1, 1, 0.9)],
+        Some(&one),
+        &[Limiter::GpuInventory],
+    )
+    .unwrap();
+    assert_eq!((g[0].target, g[0].steps.len()), (1, 0));
+}
+
+/// Two variants of one model: the cheap H100 one wants +1 and no H100 is free, so the +1 goes to the
+/// L40S variant, which has room; a third variant at its maximum takes nothing, and another model's
+/// variant is not offered the GPUs.
+#[test]
+fn a_cut_scale_up_moves_to_a_variant_with_room() {
+    let inv = inventory(&[("H100", 8, 8), ("L40S", 4, 1)]);
+    let variant =
+        |name: &str, model: &str, accel: &str, target: i64, max: i64, cost: f64| Request {
+            model: model.into(),
+            accelerator: accel.into(),
+            max_replicas: Some(max),
+            cost,
+            ..req(name, 1, target, 1, 0.1)
+        };
+    let rs = [
+        variant("h100", "m", "H100", 2, 4, 5.0),
+        variant("l40s", "m", "NVIDIA-L40S-48GB", 1, 4, 20.0),
+        variant("a100-full", "m", "L40S", 1, 1, 1.0),
+        variant("other-model", "x", "L40S", 1, 4, 1.0),
+    ];
+    let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [1, 2, 1, 1]);
+    assert_eq!(g[0].limited_by.as_deref(), Some(GPU_LIMITER));
+    assert!(
+        g[0].steps.iter().any(|s| s == "+1 moved to l40s"),
+        "{:?}",
+        g[0].steps
+    );
+    assert!(
+        g[1].steps[0].starts_with("+1 moved here from h100"),
+        "{:?}",
+        g[1].steps
+    );
+    assert_eq!(g[1].gpus_allocated, 1);
+    // No room anywhere: the cut stays.
+    let full = inventory(&[("H100", 8, 8), ("L40S", 4, 4)]);
+    let g = limit(&rs, Some(&full), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [1, 1, 1, 1]);
+}
+
+fn quota(name: &str, scope: QuotaScope, caps: &[(&str, i64)]) -> Quota {
+    let caps: BTreeMap<String, i64> = caps.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    Quota {
+        name: name.into(),
+        scope,
+        quotas: if scope == QuotaScope::Cluster {
+            caps.clone()
+        } else {
+            BTreeMap::new()
+        },
+        namespace_quotas: if scope == QuotaScope::Namespace {
+            BTreeMap::from([("ns".to_string(), caps)])
+        } else {
+            BTreeMap::new()
+        },
+        exclude: BTreeSet::new(),
+    }
+}
+
+/// H100 cap 6, current 2 × 2 GPUs, target 5: 3, limited by the quota; the same per namespace; under a
+/// cluster quota of 100 and a namespace quota of 6, the namespace's is the one that cuts; a minimum of 5
+/// wins over the quota and the decision is still limited.
+#[test]
+fn quotas_cap_a_type_for_the_cluster_or_a_namespace() {
+    let r = req("a", 2, 5, 2, 0.0);
+    let cluster = Limiter::Quota(quota("cluster-quota", QuotaScope::Cluster, &[("H100", 6)]));
+    let g = limit(
+        std::slice::from_ref(&r),
+        None,
+        std::slice::from_ref(&cluster),
+    )
+    .unwrap();
+    assert_eq!(
+        (g[0].target, g[0].limited_by.as_deref()),
+        (3, Some("cluster-quota"))
+    );
+    let ns = Limiter::Quota(quota(
+        "namespace-quota",
+        QuotaScope::Namespace,
+        &[("H100", 6)],
+    ));
+    let g = limit(std::slice::from_ref(&r), None, std::slice::from_ref(&ns)).unwrap();
+    assert_eq!(
+        (g[0].target, g[0].limited_by.as_deref()),
+        (3, Some("namespace-quota"))
+    );
+    let wide = Limiter::Quota(quota(
+        "cluster-quota",
+        QuotaScope::Cluster,
+        &[("H100", 100)],
+    ));
+    let both = [wide, ns.clone()];
+    let g = limit(std::slice::from_ref(&r), None, &both).unwrap();
+    assert_eq!(
+        (g[0].target, g[0].limited_by.as_deref()),
+        (3, Some("namespace-quota"))
+    );
+    assert_eq!(g[0].steps.len(), 2);
+    let floor = Request {
+        min_replicas: Some(5),
+        ..r.clone()
+    };
+    let g = limit(&[floor], None, &both).unwrap();
+    assert_eq!(
+        (g[0].target, g[0].limited_by.as_deref()),
+        (5, Some("namespace-quota"))
+    );
+    // -1 is unlimited; a type the quota does not list is denied; an unresolved type is denied.
+    let open = Limiter::Quota(quota("q", QuotaScope::Cluster, &[("H100", -1)]));
+    assert_eq!(
+        limit(std::slice::from_ref(&r), None, &[open]).unwrap()[0].target,
+        5
+    );
+    let other = Limiter::Quota(quota("q", QuotaScope::Cluster, &[("A100", 100)]));
+    assert_eq!(
+        limit(std::slice::from_ref(&r), None, std::slice::from_ref(&other)).unwrap()[0].target,
+        2
+    );
+    let unresolved = Request {
+        accelerator: String::new(),
+        ..r.clone()
+    };
+    assert_eq!(limit(&[unresolved], None, &[other]).unwrap()[0].target, 2);
+}
+
+/// A namespace not listed gets its own copy of `default`; an excluded one is not limited; listed
+/// namespaces are closed lists; with neither, nothing.
+#[test]
+fn namespace_quotas_default_and_exclusions() {
+    let mut q = quota("nq", QuotaScope::Namespace, &[("H100", 4)]);
+    q.namespace_quotas.insert(
+        DEFAULT_NAMESPACE_QUOTA.into(),
+        BTreeMap::from([("H100".to_string(), 2)]),
+    );
+    q.exclude.insert("free".into());
+    let in_ns = |ns: &str, accel: &str| Request {
+        namespace: ns.into(),
+        accelerator: accel.into(),
+        ..req(ns, 0, 4, 1, 0.0)
+    };
+    let rs = [
+        in_ns("ns", "H100"),
+        in_ns("team-a", "H100"),
+        in_ns("team-b", "H100"),
+        in_ns("free", "H100"),
+        in_ns("ns", "A100"),
+    ];
+    let g = limit(&rs, None, &[Limiter::Quota(q.clone())]).unwrap();
+    assert_eq!(targets(&g), [4, 2, 2, 4, 0]);
+    q.namespace_quotas.remove(DEFAULT_NAMESPACE_QUOTA);
+    let g = limit(&rs, None, &[Limiter::Quota(q)]).unwrap();
+    assert_eq!(targets(&g), [4, 0, 0, 4, 0]);
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    (
+        prop::sample::select(vec!["H100", "L40S", "NVIDIA-A100-PCIE-80GB", "unknown"]),
+        prop::sample::select(vec!["ns1", "ns2"]),
+        0i64..5,
+        0i64..8,
+        1i64..4,
+        prop::option::of(0i64..3),
+        prop::option::of(1i64..8),
+        0.0f64..1.0,
+        "[a-z]{1,3}",
+    )
+        .prop_map(
+            |(accel, ns, current, target, gpr, min, max, spare, name)| Request {
+                namespace: ns.into(),
+                model: name.clone(),
+                variant: name,
+                accelerator: accel.into(),
+                current,
+                target,
+                gpus_per_replica: gpr,
+                min_replicas: min,
+                max_replicas: max.map(|m| m.max(min.unwrap_or(0)).max(1)),
+                spare_capacity: spare,
+                cost: 10.0,
+            },
+        )
+}
+
+proptest! {
+    /// No type is given more GPUs than it has free; no scale-up goes below where the variant was; any
+    /// other decision stays, or takes replicas moved from a limited variant of its model; nothing goes
+    /// past its maximum.
+    #[test]
+    fn grants_fit_the_free_gpus(
+        rs in prop::collection::vec(arb_request(), 0..12),
+        free in prop::collection::vec(0i64..16, 3),
+    ) {
+        let inv = inventory(&[("H100", free[0], 0), ("L40S", free[1], 0), ("A100", free[2], 0)]);
+        let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+        let mut given: BTreeMap<String, i64> = BTreeMap::new();
+        for (r, g) in rs.iter().zip(&g) {
+            *given.entry(normalize_accelerator(&r.accelerator)).or_default() += g.gpus_allocated;
+            if r.target > r.current {
+                prop_assert!(g.target >= r.current);
+            } else {
+                prop_assert!(g.target >= r.target);
+                prop_assert!(g.target == r.target || g.steps.iter().any(|s| s.contains("moved here")), "{:?}", g);
+            }
+            if let Some(max) = r.max_replicas {
+                prop_assert!(g.target <= max.max(r.target), "{:?} {:?}", r, g);
+            }
+        }
+        for (t, n) in given {
+            let free = inv.types.get(&t).map_or(0, TypeGpus::free);
+            prop_assert!(n <= free, "{} given {} of {} free", t, n, free);
+        }
+    }
+
+    /// One type, no quota, enough GPUs: the limiter changes nothing but the cap at the maximum.
+    #[test]
+    fn enough_gpus_change_nothing(rs in prop::collection::vec(arb_request(), 0..12)) {
+        let rs: Vec<Request> = rs.into_iter().map(|r| Request { accelerator: "H100".into(), ..r }).collect();
+        let inv = inventory(&[("H100", 1_000, 0)]);
+        let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+        for (r, g) in rs.iter().zip(&g) {
+            let want = if r.target > r.current {
+                let capped = r.max_replicas.map_or(r.target, |m| r.target.min(m)).max(r.current);
+                if capped > r.current { capped.max(r.min_replicas.unwrap_or(0)) } else { capped }
+            } else {
+                r.target
+            };
+            prop_assert!(g.limited_by.is_none());
+            prop_assert_eq!(g.target, want, "{:?}", r);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+use crate::*;
+
+/// The GPU limiter: two Nodes (objects only, as a GPU operator labels them) with 2 H100 and 4 L40S, and
+/// another tenant's pod bound to the H100 node holding both its GPUs. A model with a cheap H100 variant
+/// and a pricier L40S one is saturated: unlimited, the +1 would go to H100, whose pod could not be
+/// scheduled; with `enableLimiter: true` in the global ConfigMap the cut +1 goes to L40S, through the
+/// real HPA, and the H100 variant's reason says it was limited.
+pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
+    const MODEL: &str = "Qwen/Qwen3-Limited";
+    for (node, product, gpus) in [
+        ("gpu-h100", "NVIDIA-H100-80GB-HBM3", 2),
+        ("gpu-l40s", "NVIDIA-L40S-48GB", 4),
+    ] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels: {{nvidia.com/gpu.product: {product}}}\n"
+        ));
+        c.kubectl(&[
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!("{{\"status\":{{\"capacity\":{{\"nvidia.com/gpu\":\"{gpus}\"}},\"allocatable\":{{\"nvidia.com/gpu\":\"{gpus}\"}}}}}}"),
+        ])
+        .expect("the node's allocatable GPUs");
+    }
+    // Another tenant's pod, bound to the H100 node, requests both its GPUs (it never runs: no kubelet
+    // serves its namespace, and it holds its GPUs all the same).
+    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: gpu-tenant}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: training, namespace: gpu-tenant}\nspec:\n  nodeName: gpu-h100\n  containers: [{name: train, image: trainer, resources: {limits: {nvidia.com/gpu: \"2\"}}}]\n");
+    let variant = |name: &str, product: &str, cost: u32| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n      annotations: {{prometheus.io/port: \"8000\", e2e.wva/model: {MODEL}}}\n    spec:\n      nodeSelector: {{nvidia.com/gpu.product: {product}}}\n      containers: [{{name: vllm, image: \"vllm/vllm-openai:emulated\", ports: [{{name: http, containerPort: 8000}}], resources: {{limits: {{nvidia.com/gpu: \"1\"}}}}}}]\n---\napiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata: {{name: {name}, namespace: {NS}}}\nspec: {{modelID: {MODEL}, variantCost: \"{cost}\", scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}}}\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n  - type: External\n    external:\n      metric:\n        name: wva_desired_replicas\n        selector: {{matchLabels: {{variant_name: {name}, exported_namespace: {NS}}}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n  behavior:\n    scaleUp: {{stabilizationWindowSeconds: 0}}\n")
+    };
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: wva-saturation-scaling-config, namespace: wva-metrics-server}\ndata:\n  default: |\n    enableLimiter: true\n");
+    set_load(k, "lim-h100", 40);
+    set_load(k, "lim-l40s", 40);
+    let started = Instant::now();
+    c.apply(&format!(
+        "{}---\n{}",
+        variant("lim-h100", "NVIDIA-H100-80GB-HBM3", 5),
+        variant("lim-l40s", "NVIDIA-L40S-48GB", 20)
+    ));
+    wait_at_least(
+        c,
+        "lim-l40s",
+        2,
+        "the +1 cut from the full H100 type reached the L40S variant",
+        Duration::from_secs(180),
+    )
+    .await;
+    eprintln!(
+        "e2e[gpu-limiter] H100 full (another tenant holds both GPUs): the +1 went to L40S through the real HPA after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let (h100, _) = replicas(&c.client, "lim-h100").await;
+    assert_eq!(h100, 1, "the H100 variant must not grow: no H100 is free");
+    let model = eventually(
+        "the H100 variant's decision says it was limited",
+        Duration::from_secs(30),
+        || async {
+            let doc = debug_variants(c)?;
+            let model = doc["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["modelId"] == MODEL)
+                .cloned()
+                .ok_or_else(|| format!("no model {MODEL}"))?;
+            let reason = model["decision"]["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == "lim-h100")
+                .map(|r| r["reason"].clone());
+            if reason == Some(serde_json::json!("limited")) {
+                Ok(model)
+            } else {
+                Err(format!("lim-h100 reason {reason:?}: {}", model["decision"]))
+            }
+        },
+    )
+    .await;
+    let limiter = &model["decision"]["limiter"];
+    assert_eq!(limiter["state"], "applied", "{limiter}");
+    assert_eq!(
+        limiter["variants"]["lim-h100"]["limitedBy"], "gpu-limiter",
+        "{limiter}"
+    );
+    set_load(k, "lim-h100", 0);
+    set_load(k, "lim-l40s", 0);
+    delete_saturation_configmap(c);
+    for (kind, name) in [
+        ("hpa", "lim-h100"),
+        ("hpa", "lim-l40s"),
+        ("va", "lim-h100"),
+        ("va", "lim-l40s"),
+        ("deployment", "lim-h100"),
+        ("deployment", "lim-l40s"),
+    ] {
+        c.kubectl(&["-n", NS, "delete", kind, name, "--wait=false"])
+            .unwrap();
+    }
+    c.kubectl(&["delete", "namespace", "gpu-tenant", "--wait=false"])
+        .unwrap();
+    c.kubectl(&["delete", "node", "gpu-h100", "gpu-l40s", "--wait=false"])
+        .unwrap();
+}
