@@ -38,6 +38,8 @@ fn input() -> ModelInput {
         config: Default::default(),
         model_id: None,
         scheduler_queue: None,
+        gpus: None,
+        quotas: None,
         variants: (0..VARIANTS)
             .map(|v| VariantInput {
                 min_replicas: None,

@@ -425,6 +425,25 @@ spec: {modelID: m}
         let kv = |ns: &str| t.resolve("m", ns).0.kv_cache_threshold;
         assert_eq!((kv("team-a"), kv("team-b"), kv("x")), (0.9, 0.7, 0.7));
         assert!(snap.excluded[0].reason.not_ours());
+        // No Node in the file: no GPU inventory (the limiter would not limit).
+        assert!(matches!(
+            snap.gpus,
+            crate::cluster::nodes::Gpus::Unknown { .. }
+        ));
+        // With Nodes and a bound pod, the file's inventory.
+        let nodes = "kind: Node\nmetadata: {name: n1, labels: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}\nstatus: {allocatable: {nvidia.com/gpu: \"8\"}}\n---\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {nodeName: n1, containers: [{name: c, resources: {requests: {nvidia.com/gpu: \"3\"}}}]}\nstatus: {phase: Running}\n";
+        std::fs::write(&file, nodes).unwrap();
+        let (snap, _, problems) = load(
+            &file,
+            &scope,
+            (&Thresholds::default(), &ZeroConfig::default()),
+        )
+        .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let crate::cluster::nodes::Gpus::Known(inventory) = &snap.gpus else {
+            panic!("{:?}", snap.gpus)
+        };
+        assert_eq!(inventory.types["H100"].free(), 5);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `analyze` command's input: one model's thresholds and variants as JSON, checked at this edge so
 //! that [`super::decide`] can stay infallible.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -11,10 +11,13 @@ use super::decide::{
 };
 use crate::error::Error;
 use crate::saturation::config::PartialConfig;
+use crate::saturation::limiter::{
+    limit, Granted, Inventory, Limiter, Quota, QuotaScope, Request, TypeGpus,
+};
 use crate::saturation::v2::args::{ContainerArgs, EngineParams};
 use crate::saturation::v2::config::{AnalyzerChoice, AnalyzerEntry, V2Fields};
 use crate::saturation::v2::{CapacityMemory, SchedulerQueue};
-use crate::saturation::SaturationConfig;
+use crate::saturation::{Analysis, SaturationConfig};
 
 /// Everything one model's decision depends on (the `analyze` command's input).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +33,14 @@ pub struct ModelInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_queue: Option<SchedulerQueue>,
     pub variants: Vec<VariantInput>,
+    /// The GPU limiter, for this model's V1 decision: GPUs per accelerator type
+    /// (`{"H100": {"allocatable": 8, "requested": 6}}`), as the nodes report them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<BTreeMap<String, TypeGpus>>,
+    /// The GPU limiter's cluster quota: GPUs per accelerator type (-1 unlimited; a type not listed
+    /// gets none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<BTreeMap<String, i64>>,
 }
 
 /// A saturation ConfigMap entry's keys as `analyze` takes them (JSON, exact numbers).
@@ -178,7 +189,7 @@ impl ModelInput {
         let config = self.validate()?;
         let entry = self.config.v2();
         Ok(match V2Fields::choice(Some(&entry)) {
-            AnalyzerChoice::V1 => decide(&config, &self.variants),
+            AnalyzerChoice::V1 => self.limited(decide(&config, &self.variants)),
             AnalyzerChoice::V2 => {
                 let memory = CapacityMemory::default();
                 let ctx = V2Context {
@@ -194,6 +205,67 @@ impl ModelInput {
             }
             AnalyzerChoice::Refused { reason } => decide_refused(&config, &self.variants, &reason),
         })
+    }
+}
+
+impl ModelInput {
+    /// The V1 decision under the GPU limiter, when the input gives GPUs or quotas.
+    fn limited(&self, mut d: ModelDecision) -> ModelDecision {
+        let mut limiters = Vec::new();
+        let inventory = self.gpus.as_ref().map(|types| {
+            let mut inv = Inventory::default();
+            for (t, g) in types {
+                inv.add(t, g.allocatable, g.requested);
+            }
+            limiters.push(Limiter::GpuInventory);
+            inv
+        });
+        if let Some(quotas) = &self.quotas {
+            limiters.push(Limiter::Quota(Quota {
+                name: "quota".into(),
+                scope: QuotaScope::Cluster,
+                quotas: quotas.clone(),
+                namespace_quotas: BTreeMap::new(),
+                exclude: BTreeSet::new(),
+            }));
+        }
+        if limiters.is_empty() {
+            return d;
+        }
+        let by_role: Vec<&Analysis> = d.analysis_by_role.values().collect();
+        let model = self.model_id.clone().unwrap_or_default();
+        let requests: Vec<Request> = self
+            .variants
+            .iter()
+            .map(|v| Request {
+                namespace: String::new(),
+                model: model.clone(),
+                variant: v.name.clone(),
+                accelerator: v.accelerator.clone(),
+                current: v.spec_replicas,
+                target: d.targets.get(&v.name).copied().unwrap_or(v.spec_replicas),
+                gpus_per_replica: v.gpus_per_replica,
+                min_replicas: v.min_replicas,
+                max_replicas: v.max_replicas,
+                spare_capacity: super::limit::spare_of(d.analysis.as_ref(), &by_role, &v.name),
+                cost: v.cost,
+            })
+            .collect();
+        // Only the inventory can fail (it is given here whenever its limiter is listed).
+        if let Ok(granted) = limit(&requests, inventory.as_ref(), &limiters) {
+            let granted: BTreeMap<String, Granted> = requests
+                .into_iter()
+                .map(|r| r.variant)
+                .zip(granted)
+                .collect();
+            for (name, g) in &granted {
+                super::limit::set_decision_target(&mut d, name, g);
+            }
+            d.limiter = Some(super::limit::LimiterNote::Applied {
+                variants: super::limit::touched(&granted),
+            });
+        }
+        d
     }
 }
 
@@ -350,6 +422,8 @@ mod tests {
             model_id: None,
             scheduler_queue: None,
             variants: vec![],
+            gpus: None,
+            quotas: None,
         };
         assert!(
             matches!(bad.decide(), Err(InputError::Config(m)) if m.contains("kvCacheThreshold"))
@@ -385,6 +459,32 @@ mod tests {
         let d = parse(&rows(false)).unwrap().decide().unwrap();
         assert!(d.in_transition);
         assert_eq!(d.targets["a"], 2);
+    }
+
+    /// `analyze` explains a limited decision: no free H100, so the +1 goes to the L40S variant; a
+    /// quota of 0 L40S leaves both where they are.
+    #[test]
+    fn analyze_takes_the_gpus_and_quotas() {
+        let gpus = r#","gpus":{"H100":{"allocatable":2,"requested":2},"NVIDIA-L40S-48GB":{"allocatable":4}}"#;
+        let text = |extra: &str| {
+            format!(
+                r#"{{"variants":[
+            {{"name":"cheap","cost":5,"accelerator":"NVIDIA-H100-80GB-HBM3","specReplicas":1,"readyReplicas":1,"maxReplicas":4,"replicas":[{{"pod":"a","kvCacheUsage":0.9,"queueLength":9}}]}},
+            {{"name":"pricey","cost":20,"accelerator":"L40S","specReplicas":1,"readyReplicas":1,"maxReplicas":4,"replicas":[{{"pod":"b","kvCacheUsage":0.9,"queueLength":9}}]}}]{extra}}}"#
+            )
+        };
+        let d = parse(&text(gpus)).unwrap().decide().unwrap();
+        assert_eq!((d.targets["cheap"], d.targets["pricey"]), (1, 2));
+        let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
+        assert_eq!(cheap.reason, crate::saturation::TargetReason::Limited);
+        let d = parse(&text(&format!(r#"{gpus},"quotas":{{"H100":8,"L40S":0}}"#)))
+            .unwrap()
+            .decide()
+            .unwrap();
+        assert_eq!((d.targets["cheap"], d.targets["pricey"]), (1, 1));
+        // Without either, the unlimited decision: the cheapest variant takes the +1.
+        let d = parse(&text("")).unwrap().decide().unwrap();
+        assert_eq!((d.targets["cheap"], d.targets["pricey"]), (2, 1));
     }
 
     #[test]

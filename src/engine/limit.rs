@@ -92,7 +92,7 @@ impl LimitPlanner {
 }
 
 /// The mean spare KV fraction V1 found on a variant's replicas (0 when it has none: most saturated).
-fn spare_of(analysis: Option<&Analysis>, by_role: &[&Analysis], variant: &str) -> f64 {
+pub(super) fn spare_of(analysis: Option<&Analysis>, by_role: &[&Analysis], variant: &str) -> f64 {
     analysis
         .into_iter()
         .chain(by_role.iter().copied())
@@ -249,7 +249,7 @@ impl Engine {
 }
 
 /// The variants the limiter said something about.
-fn touched(granted: &BTreeMap<String, Granted>) -> BTreeMap<String, Granted> {
+pub(super) fn touched(granted: &BTreeMap<String, Granted>) -> BTreeMap<String, Granted> {
     granted
         .iter()
         .filter(|(_, g)| !g.steps.is_empty())
@@ -259,7 +259,12 @@ fn touched(granted: &BTreeMap<String, Granted>) -> BTreeMap<String, Granted> {
 
 /// Puts the plan's target on a variant, with the reason when the limiter changed it.
 fn set_target(e: &mut ModelExplanation, name: &str, g: &Granted) {
-    let Some(t) = e.decision.targets.get_mut(name) else {
+    set_decision_target(&mut e.decision, name, g);
+}
+
+/// [`set_target`] on a decision.
+pub(super) fn set_decision_target(d: &mut super::ModelDecision, name: &str, g: &Granted) {
+    let Some(t) = d.targets.get_mut(name) else {
         return;
     };
     if *t == g.target {
@@ -267,7 +272,7 @@ fn set_target(e: &mut ModelExplanation, name: &str, g: &Granted) {
     }
     let cut = g.target < *t;
     *t = g.target;
-    if let Some(r) = e.decision.reasons.iter_mut().find(|r| r.name == name) {
+    if let Some(r) = d.reasons.iter_mut().find(|r| r.name == name) {
         r.target = g.target;
         if cut {
             r.reason = TargetReason::Limited;

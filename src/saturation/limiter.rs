@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The name WVA gives its inventory limiter (in `limited_by` and `wva_decisions_limited_total`).
 pub const GPU_LIMITER: &str = "gpu-limiter";
@@ -43,12 +43,13 @@ pub fn is_unresolved(accelerator: &str) -> bool {
 }
 
 /// GPUs of one type across the nodes that report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TypeGpus {
     /// Σ `status.allocatable` of the type's resource over its nodes.
     pub allocatable: i64,
     /// Σ GPUs requested by the scheduled, not yet finished pods on those nodes.
+    #[serde(default)]
     pub requested: i64,
 }
 
