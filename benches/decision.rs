@@ -2,7 +2,9 @@
 //! whole engine path (snapshot, sample lookups, analysis, items) as the HPA request runs it, for V1
 //! (the KV/queue thresholds) and saturation V2 (token capacity and the cost-aware optimizer). The
 //! baseline in the same run is V1's pure decision, so the ratios show what V2 and the engine's joins
-//! cost.
+//! cost. And the GPU limiter: one grant over 1,000 variants, the inventory from 1,000 nodes and
+//! 10,000 pods, a planning round over 100 models, and the request with the limiter's plan applied,
+//! against the same request with the limiter off.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use k8s_openapi::api::core::v1::{Node, Pod as K8sPod};
+use wva_metrics_server::cluster::nodes::{self, Gpus};
 use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::{
     decide, decide_v2, Engine, ModelInput, ReplicaInput, V2Context, VariantInput,
@@ -21,6 +25,7 @@ use wva_metrics_server::engine::{
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::{ScalingConfig, Thresholds};
+use wva_metrics_server::saturation::limiter::{limit, Limiter, Request};
 use wva_metrics_server::saturation::v2::{CapacityMemory, EngineParams, Role, V2Thresholds};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind, TokenFigures};
 use wva_metrics_server::target::PodTarget;
@@ -93,6 +98,10 @@ impl SampleSource for Samples {
 }
 
 fn engine_with(thresholds: Thresholds) -> Engine {
+    engine_of(thresholds, Gpus::default())
+}
+
+fn engine_of(thresholds: Thresholds, gpus: Gpus) -> Engine {
     let variants = (0..VARIANTS)
         .map(|v| {
             let pods = (0..REPLICAS)
@@ -110,7 +119,7 @@ fn engine_with(thresholds: Thresholds) -> Engine {
     Engine::new(
         snapshot::shared(Snapshot {
             by_name: Default::default(),
-            gpus: Default::default(),
+            gpus,
             pickers: Vec::new(),
             variants,
             excluded: vec![],
@@ -189,5 +198,111 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+const TYPES: [&str; 4] = [
+    "NVIDIA-H100-80GB-HBM3",
+    "NVIDIA-A100-SXM4-80GB",
+    "NVIDIA-L40S-48GB",
+    "AMD-MI300X-192G",
+];
+
+/// 1,000 nodes of four GPU types (8 GPUs each) and 10,000 pods bound to them, one GPU each.
+fn fleet() -> (Vec<Arc<Node>>, Vec<Arc<K8sPod>>) {
+    let nodes = (0..1000)
+        .map(|i| {
+            let label = if i % 4 == 3 { "amd.com/gpu.product-name" } else { "nvidia.com/gpu.product" };
+            let resource = if i % 4 == 3 { "amd.com/gpu" } else { "nvidia.com/gpu" };
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("node-{i}"), "labels": {label: TYPES[i % 4], "pool": "a"}},
+                    "status": {"allocatable": {resource: "8"}}
+                }))
+                .unwrap(),
+            )
+        })
+        .collect();
+    let pods = (0..10_000)
+        .map(|i| {
+            let resource = if (i % 1000) % 4 == 3 { "amd.com/gpu" } else { "nvidia.com/gpu" };
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("pod-{i}"), "namespace": "ns"},
+                    "spec": {"nodeName": format!("node-{}", i % 1000),
+                             "containers": [{"name": "c", "resources": {"limits": {resource: "1"}}}]},
+                    "status": {"phase": "Running"}
+                }))
+                .unwrap(),
+            )
+        })
+        .collect();
+    (nodes, pods)
+}
+
+fn limiter_thresholds() -> Thresholds {
+    let data = std::collections::BTreeMap::from([(
+        "default".to_string(),
+        "enableLimiter: true\n".to_string(),
+    )]);
+    let (global, issues) = ScalingConfig::from_configmap(&ScalingConfig::default(), &data);
+    assert!(issues.rejected.is_empty(), "{issues:?}");
+    Thresholds::default().with_global(global)
+}
+
+fn bench_limiter(c: &mut Criterion) {
+    let (nodes, pods) = fleet();
+    let inventory = nodes::inventory(&nodes, &pods, None);
+    assert_eq!(inventory.types.len(), 4);
+    // 100 models x 10 variants, every one asking for +2.
+    let requests: Vec<Request> = (0..1000)
+        .map(|i| Request {
+            namespace: "ns".into(),
+            model: format!("model-{}", i / 10),
+            variant: format!("variant-{i}"),
+            accelerator: TYPES[i % 4].into(),
+            current: 2,
+            target: 4,
+            gpus_per_replica: 1 + (i % 2) as i64,
+            min_replicas: Some(1),
+            max_replicas: Some(8),
+            spare_capacity: (i % 97) as f64 / 100.0,
+            cost: 5.0 + (i % 10) as f64,
+        })
+        .collect();
+    let limiters = [Limiter::GpuInventory];
+    let input = input();
+    let config = input.validate().unwrap();
+    let mut g = c.benchmark_group("limiter");
+    g.bench_function("pure-decide-10x100-baseline", |b| {
+        b.iter(|| decide(&config, std::hint::black_box(&input.variants)))
+    });
+    g.bench_function("grant-1000-variants", |b| {
+        b.iter(|| limit(std::hint::black_box(&requests), Some(&inventory), &limiters).unwrap())
+    });
+    g.bench_function("inventory-1000-nodes-10000-pods", |b| {
+        b.iter(|| nodes::inventory(std::hint::black_box(&nodes), &pods, None))
+    });
+    // The request path, limiter off and on (the plan applied), on the 10x100 model.
+    let off = engine_with(Thresholds::default());
+    let on = engine_of(limiter_thresholds(), Gpus::Known(inventory.clone()));
+    on.plan_limits(std::time::Instant::now());
+    let selector = Selector::parse("variant_name=variant-3").unwrap();
+    for (name, e) in [("request-limiter-off", &off), ("request-limiter-on", &on)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                e.external_metric(
+                    "ns",
+                    "inferno_desired_replicas",
+                    std::hint::black_box(&selector),
+                )
+                .unwrap()
+            })
+        });
+    }
+    // One planning round: every model decided, then limited (10 models x 100 replicas here).
+    g.bench_function("plan-round-10x100", |b| {
+        b.iter(|| on.plan_limits(std::time::Instant::now()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_limiter);
 criterion_main!(benches);

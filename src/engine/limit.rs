@@ -83,9 +83,28 @@ impl LimitPlanner {
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut said: Option<String> = None;
         loop {
             tick.tick().await;
-            self.engine.plan_limits(Instant::now());
+            let plan = self.engine.plan_limits(Instant::now());
+            // The limiter's state, logged when it changes (not every second).
+            let now = match &plan.outcome {
+                Outcome::Off => None,
+                Outcome::Unlimited { reason } => Some(reason.clone()),
+                Outcome::Planned(_) => Some(String::new()),
+            };
+            if now != said {
+                match &now {
+                    Some(reason) if !reason.is_empty() => {
+                        tracing::warn!(%reason, "the GPU limiter is enabled but not limiting: scale-ups are granted without checking GPUs")
+                    }
+                    Some(_) => tracing::info!(
+                        "the GPU limiter is limiting scale-ups to the GPUs the nodes have free"
+                    ),
+                    None => {}
+                }
+                said = now;
+            }
             self.heartbeat.beat();
         }
     }

@@ -416,17 +416,24 @@ fn move_cut_scale_ups(
             (out[i].limited_by.is_some() && short > 0).then_some((i, short))
         })
         .collect();
+    if cut.is_empty() {
+        return;
+    }
+    let mut by_model: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        by_model
+            .entry((r.namespace.as_str(), r.model.as_str()))
+            .or_default()
+            .push(i);
+    }
     for (from, mut short) in cut {
         let origin = &requests[from];
-        let mut others: Vec<usize> = (0..requests.len())
-            .filter(|j| {
-                let r = &requests[*j];
-                *j != from
-                    && r.namespace == origin.namespace
-                    && r.model == origin.model
-                    && !is_unresolved(&types[*j])
-                    && out[*j].limited_by.is_none()
-            })
+        let mut others: Vec<usize> = by_model
+            .get(&(origin.namespace.as_str(), origin.model.as_str()))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|j| *j != from && !is_unresolved(&types[*j]) && out[*j].limited_by.is_none())
             .collect();
         others.sort_by(|a, b| {
             requests[*a]
