@@ -265,6 +265,7 @@ fn bench_limiter(c: &mut Criterion) {
             max_replicas: Some(8),
             spare_capacity: (i % 97) as f64 / 100.0,
             cost: 5.0 + (i % 10) as f64,
+            unschedulable_pods: 0,
         })
         .collect();
     let limiters = [Limiter::GpuInventory];

@@ -66,6 +66,27 @@ pub struct Variant {
     /// The serving engine's parameters, from the pod template's command lines (saturation V2's estimate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_params: Option<EngineParams>,
+    /// Its pods the scheduler could not place (Pending, `PodScheduled=False` with reason
+    /// `Unschedulable`): the GPU limiter moves its scale-ups to a variant of the model that can run them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unschedulable_pods: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A pod the scheduler tried and could not place.
+fn unschedulable(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Pending")
+                && s.conditions.iter().flatten().any(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+        })
 }
 
 impl Variant {
@@ -98,6 +119,7 @@ impl Variant {
             role: Role::Both,
             gpus_per_replica: 1,
             engine_params: None,
+            unschedulable_pods: 0,
         }
     }
 }
@@ -611,11 +633,17 @@ fn variant_of(
     )?;
     let selector = target.pod_selector(&deployment_name)?;
     let no_labels = BTreeMap::new();
-    let mut targets: Vec<PodTarget> = pods_by_ns
+    let selected: Vec<&Pod> = pods_by_ns
         .get(namespace.as_str())
         .into_iter()
         .flatten()
+        .copied()
         .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&no_labels)))
+        .collect();
+    let unschedulable_pods =
+        i64::try_from(selected.iter().filter(|p| unschedulable(p)).count()).unwrap_or(i64::MAX);
+    let mut targets: Vec<PodTarget> = selected
+        .into_iter()
         .flat_map(|p| pod_targets(p, monitors))
         .collect();
     targets.sort();
@@ -639,6 +667,7 @@ fn variant_of(
         ready_replicas: target.ready_replicas(),
         pods: targets,
         controller_instance: instance_of(d.meta).map(str::to_string),
+        unschedulable_pods,
     })
 }
 
@@ -1023,6 +1052,44 @@ mod tests {
         };
         assert_eq!(names("llama"), ["llama-rank-0", "llama-rank-1"]);
         assert_eq!(names("llama-rank"), ["llama-7f9c-rank-0"]);
+    }
+
+    /// Pods the scheduler could not place are counted on their variant (for the GPU limiter); other
+    /// Pending pods, and Ready ones, are not.
+    #[test]
+    fn unschedulable_pods_are_counted() {
+        let vas = [va(
+            "a",
+            json!({"inference.optimization/acceleratorName": "H100"}),
+            json!({"modelID": "m"}),
+        )];
+        let pending = |name: &str, reason: &str| -> Pod {
+            let mut p = pod(name, "a", false, json!({}));
+            p.status = Some(
+                serde_json::from_value(json!({"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": reason}]}))
+                .unwrap(),
+            );
+            p
+        };
+        let pods = [
+            pod("a-0", "a", true, json!({})),
+            pending("a-1", "Unschedulable"),
+            pending("a-2", "SchedulerError"),
+        ];
+        let s = build(
+            &Objects {
+                vas: arcs(&vas),
+                deployments: arcs(&[deployment("a", "a", 3, 1)]),
+                pods: arcs(&pods),
+                ..Default::default()
+            },
+            &Scope::default(),
+        );
+        assert_eq!(
+            (s.variants[0].unschedulable_pods, s.variants[0].pods.len()),
+            (1, 1)
+        );
     }
 
     /// A LeaderWorkerSet `big` of two groups of four (one Ready), decode role, 8 H200 GPUs a pod.

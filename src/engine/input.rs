@@ -249,6 +249,7 @@ impl ModelInput {
                 max_replicas: v.max_replicas,
                 spare_capacity: super::limit::spare_of(d.analysis.as_ref(), &by_role, &v.name),
                 cost: v.cost,
+                unschedulable_pods: 0,
             })
             .collect();
         // Only the inventory can fail (it is given here whenever its limiter is listed).

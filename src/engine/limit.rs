@@ -186,6 +186,7 @@ impl Engine {
                     max_replicas: v.bounds.max_replicas,
                     spare_capacity: spare_of(d.analysis.as_ref(), &by_role, &v.name),
                     cost: v.cost,
+                    unschedulable_pods: v.unschedulable_pods,
                 });
             }
         }

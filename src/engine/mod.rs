@@ -100,6 +100,9 @@ pub struct VariantSummary {
     pub min_replicas: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i64>,
+    /// Pods the scheduler could not place (the GPU limiter moves this variant's scale-ups).
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub unschedulable_pods: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -375,6 +378,10 @@ impl Engine {
     }
 }
 
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
 impl VariantSummary {
     fn of(v: &Variant) -> Self {
         Self {
@@ -384,6 +391,7 @@ impl VariantSummary {
             accelerator: v.accelerator.clone(),
             cost: v.cost,
             target_kind: v.target_kind,
+            unschedulable_pods: v.unschedulable_pods,
             deployment: v.deployment.clone(),
             spec_replicas: v.spec_replicas,
             ready_replicas: v.ready_replicas,

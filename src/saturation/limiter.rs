@@ -150,7 +150,14 @@ pub struct Request {
     /// V1: the mean spare KV-cache fraction of the variant's replicas (most saturated first).
     pub spare_capacity: f64,
     pub cost: f64,
+    /// Its pods the scheduler could not place: its scale-up goes to another variant of the model
+    /// that can take it, and only what none can take stays.
+    #[serde(default)]
+    pub unschedulable_pods: i64,
 }
+
+/// The name a cut for unschedulable pods is attributed to.
+pub const UNSCHEDULABLE: &str = "unschedulable";
 
 /// A decision after the limiter.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -333,67 +340,154 @@ pub fn limit(
         })
         .collect();
     for (limiter, budget) in limiters.iter().zip(budgets.iter_mut()) {
-        let mut candidates: Vec<usize> = (0..requests.len())
-            .filter(|i| out[*i].target > requests[*i].current)
-            .collect();
-        candidates.sort_by(|a, b| {
-            let (ra, rb) = (&requests[*a], &requests[*b]);
-            ra.spare_capacity
-                .total_cmp(&rb.spare_capacity)
-                .then(ra.cost.total_cmp(&rb.cost))
-                .then_with(|| (&ra.namespace, &ra.variant).cmp(&(&rb.namespace, &rb.variant)))
-        });
-        for i in candidates {
-            let r = &requests[i];
-            let g = &mut out[i];
-            // Capped at the maximum, never below where the variant is: the limiter only cuts scale-ups.
-            let target = r
-                .max_replicas
-                .filter(|m| *m > 0)
-                .map_or(g.target, |max| g.target.min(max))
-                .max(r.current);
-            let need = target - r.current;
-            if need <= 0 {
-                g.target = target;
-                continue;
+        grant(limiter, budget, requests, &types, &mut out);
+    }
+    let models = by_model(requests);
+    move_cut_scale_ups(requests, &types, &models, &mut budgets, &mut out);
+    move_from_unschedulable(requests, &types, &models, &mut budgets, &mut out);
+    Ok(out)
+}
+
+/// One limiter's pass: the decisions still scaling up, most saturated first (then cheapest), each
+/// granted the whole replicas its budget allows.
+fn grant(
+    limiter: &Limiter,
+    budget: &mut Budget,
+    requests: &[Request],
+    types: &[String],
+    out: &mut [Granted],
+) {
+    let mut candidates: Vec<usize> = (0..requests.len())
+        .filter(|i| out[*i].target > requests[*i].current)
+        .collect();
+    candidates.sort_by(|a, b| {
+        let (ra, rb) = (&requests[*a], &requests[*b]);
+        ra.spare_capacity
+            .total_cmp(&rb.spare_capacity)
+            .then(ra.cost.total_cmp(&rb.cost))
+            .then_with(|| (&ra.namespace, &ra.variant).cmp(&(&rb.namespace, &rb.variant)))
+    });
+    for i in candidates {
+        let r = &requests[i];
+        let g = &mut out[i];
+        // Capped at the maximum, never below where the variant is: the limiter only cuts scale-ups.
+        let target = r
+            .max_replicas
+            .filter(|m| *m > 0)
+            .map_or(g.target, |max| g.target.min(max))
+            .max(r.current);
+        let need = target - r.current;
+        if need <= 0 {
+            g.target = target;
+            continue;
+        }
+        let gpr = r.gpus_per_replica.max(1);
+        let t = &types[i];
+        let available = if is_unresolved(t) {
+            Some(0)
+        } else {
+            budget.available(&r.namespace, t)
+        };
+        let got = available.map_or(need, |a| (a / gpr).min(need));
+        budget.debit(&r.namespace, t, got * gpr);
+        g.target = r.current + got;
+        g.gpus_allocated = got * gpr;
+        if let Some(min) = r.min_replicas {
+            g.target = g.target.max(min);
+        }
+        let shown = if t.is_empty() { "unresolved" } else { t };
+        if got < need {
+            if g.limited_by.is_none() {
+                g.limited_by = Some(limiter.name().to_string());
             }
-            let gpr = r.gpus_per_replica.max(1);
-            let t = &types[i];
-            let available = if is_unresolved(t) {
-                Some(0)
-            } else {
-                budget.available(&r.namespace, t)
-            };
-            let got = available.map_or(need, |a| (a / gpr).min(need));
-            budget.debit(&r.namespace, t, got * gpr);
-            g.target = r.current + got;
-            g.gpus_allocated = got * gpr;
-            if let Some(min) = r.min_replicas {
-                g.target = g.target.max(min);
-            }
-            let shown = if t.is_empty() { "unresolved" } else { t };
-            if got < need {
-                if g.limited_by.is_none() {
-                    g.limited_by = Some(limiter.name().to_string());
-                }
-                g.steps.push(format!(
-                    "limited by {}: {} of {} {shown} GPUs free, allocated {} for +{got} of +{need} replicas",
-                    limiter.name(),
-                    available.unwrap_or(0),
-                    need * gpr,
-                    got * gpr
-                ));
-            } else {
-                g.steps.push(format!(
-                    "{}: allocated {} {shown} GPUs for +{need} replicas",
-                    limiter.name(),
-                    got * gpr
-                ));
-            }
+            g.steps.push(format!(
+                "limited by {}: {} of {} {shown} GPUs free, allocated {} for +{got} of +{need} replicas",
+                limiter.name(),
+                available.unwrap_or(0),
+                need * gpr,
+                got * gpr
+            ));
+        } else {
+            g.steps.push(format!(
+                "{}: allocated {} {shown} GPUs for +{need} replicas",
+                limiter.name(),
+                got * gpr
+            ));
         }
     }
-    move_cut_scale_ups(requests, &types, &mut budgets, &mut out);
-    Ok(out)
+}
+
+/// Requests by (namespace, model).
+type ByModel<'a> = BTreeMap<(&'a str, &'a str), Vec<usize>>;
+
+fn by_model(requests: &[Request]) -> ByModel<'_> {
+    let mut m: ByModel<'_> = BTreeMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        m.entry((r.namespace.as_str(), r.model.as_str()))
+            .or_default()
+            .push(i);
+    }
+    m
+}
+
+/// The model's other variants that may take replicas moved from `from`, cheapest first (then by name).
+fn receivers(
+    requests: &[Request],
+    types: &[String],
+    models: &ByModel<'_>,
+    from: usize,
+    eligible: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let origin = &requests[from];
+    let mut others: Vec<usize> = models
+        .get(&(origin.namespace.as_str(), origin.model.as_str()))
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|j| *j != from && !is_unresolved(&types[*j]) && eligible(*j))
+        .collect();
+    others.sort_by(|a, b| {
+        requests[*a]
+            .cost
+            .total_cmp(&requests[*b].cost)
+            .then_with(|| requests[*a].variant.cmp(&requests[*b].variant))
+    });
+    others
+}
+
+/// Gives variant `j` up to `want` replicas more, as far as its maximum and every budget allow; debits
+/// the budgets and returns how many it took.
+fn place(
+    requests: &[Request],
+    types: &[String],
+    budgets: &mut [Budget],
+    out: &mut [Granted],
+    j: usize,
+    want: i64,
+) -> i64 {
+    let r = &requests[j];
+    let room = r
+        .max_replicas
+        .filter(|m| *m > 0)
+        .map_or(i64::MAX, |m| m - out[j].target);
+    let gpr = r.gpus_per_replica.max(1);
+    let fits = budgets
+        .iter()
+        .map(|b| {
+            b.available(&r.namespace, &types[j])
+                .map_or(i64::MAX, |a| a / gpr)
+        })
+        .min()
+        .unwrap_or(i64::MAX);
+    let got = want.min(room).min(fits).max(0);
+    if got > 0 {
+        for b in budgets.iter_mut() {
+            b.debit(&r.namespace, &types[j], got * gpr);
+        }
+        out[j].target += got;
+        out[j].gpus_allocated += got * gpr;
+    }
+    got
 }
 
 /// Offers what was cut from a variant's scale-up to the other variants of its model, cheapest first,
@@ -402,6 +496,7 @@ pub fn limit(
 fn move_cut_scale_ups(
     requests: &[Request],
     types: &[String],
+    models: &ByModel<'_>,
     budgets: &mut [Budget],
     out: &mut [Granted],
 ) {
@@ -416,69 +511,74 @@ fn move_cut_scale_ups(
             (out[i].limited_by.is_some() && short > 0).then_some((i, short))
         })
         .collect();
-    if cut.is_empty() {
-        return;
-    }
-    let mut by_model: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-    for (i, r) in requests.iter().enumerate() {
-        by_model
-            .entry((r.namespace.as_str(), r.model.as_str()))
-            .or_default()
-            .push(i);
-    }
     for (from, mut short) in cut {
-        let origin = &requests[from];
-        let mut others: Vec<usize> = by_model
-            .get(&(origin.namespace.as_str(), origin.model.as_str()))
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|j| *j != from && !is_unresolved(&types[*j]) && out[*j].limited_by.is_none())
-            .collect();
-        others.sort_by(|a, b| {
-            requests[*a]
-                .cost
-                .total_cmp(&requests[*b].cost)
-                .then_with(|| requests[*a].variant.cmp(&requests[*b].variant))
+        let open = receivers(requests, types, models, from, |j| {
+            out[j].limited_by.is_none()
         });
-        for j in others {
+        for j in open {
             if short <= 0 {
                 break;
             }
-            let r = &requests[j];
-            let room = r
-                .max_replicas
-                .filter(|m| *m > 0)
-                .map_or(i64::MAX, |m| m - out[j].target);
-            let gpr = r.gpus_per_replica.max(1);
-            let fits = budgets
-                .iter()
-                .map(|b| {
-                    b.available(&r.namespace, &types[j])
-                        .map_or(i64::MAX, |a| a / gpr)
-                })
-                .min()
-                .unwrap_or(i64::MAX);
-            let got = short.min(room).min(fits);
+            let got = place(requests, types, budgets, out, j, short);
             if got <= 0 {
                 continue;
             }
-            for b in budgets.iter_mut() {
-                b.debit(&r.namespace, &types[j], got * gpr);
-            }
-            out[j].target += got;
-            out[j].gpus_allocated += got * gpr;
+            let gpr = requests[j].gpus_per_replica.max(1);
             out[j].steps.push(format!(
                 "+{got} moved here from {}, whose scale-up was limited by {}: {} {} GPUs",
-                origin.variant,
+                requests[from].variant,
                 out[from].limited_by.as_deref().unwrap_or_default(),
                 got * gpr,
                 types[j]
             ));
             out[from]
                 .steps
-                .push(format!("+{got} moved to {}", r.variant));
+                .push(format!("+{got} moved to {}", requests[j].variant));
             short -= got;
+        }
+    }
+}
+
+/// A variant whose pods the scheduler cannot place gives its granted scale-up to the other variants of
+/// its model that can take it (room below their maximum, GPUs in every budget), cheapest first; what
+/// none can take stays, since a node may yet be added for it.
+fn move_from_unschedulable(
+    requests: &[Request],
+    types: &[String],
+    models: &ByModel<'_>,
+    budgets: &mut [Budget],
+    out: &mut [Granted],
+) {
+    for from in 0..requests.len() {
+        let origin = &requests[from];
+        let mut extra = out[from].target - origin.current.max(origin.min_replicas.unwrap_or(0));
+        if origin.unschedulable_pods <= 0 || extra <= 0 {
+            continue;
+        }
+        for j in receivers(requests, types, models, from, |j| {
+            requests[j].unschedulable_pods == 0
+        }) {
+            if extra <= 0 {
+                break;
+            }
+            let got = place(requests, types, budgets, out, j, extra);
+            if got <= 0 {
+                continue;
+            }
+            out[j].steps.push(format!(
+                "+{got} moved here from {}, whose {} pod(s) the scheduler cannot place",
+                origin.variant, origin.unschedulable_pods
+            ));
+            let o = &mut out[from];
+            o.target -= got;
+            o.gpus_allocated = (o.gpus_allocated - got * origin.gpus_per_replica.max(1)).max(0);
+            o.limited_by
+                .get_or_insert_with(|| UNSCHEDULABLE.to_string());
+            o.steps.push(format!(
+                "+{got} moved to {}: {} pod(s) of this variant are Pending as Unschedulable",
+                requests[j].variant, origin.unschedulable_pods
+            ));
+            extra -= got;
         }
     }
 }

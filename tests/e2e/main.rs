@@ -566,6 +566,18 @@ fn debug_variants(c: &Cluster) -> Result<Value, String> {
     serde_json::from_str(&raw).map_err(|e| e.to_string())
 }
 
+/// One model's explanation in `/debug/variants`, or why it is not there.
+fn debug_model(c: &Cluster, model_id: &str) -> Result<Value, String> {
+    let doc = debug_variants(c)?;
+    doc["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["modelId"] == model_id)
+        .cloned()
+        .ok_or_else(|| format!("no model {model_id} in /debug/variants: {doc}"))
+}
+
 /// Deletes the global saturation ConfigMap (the defaults apply again).
 fn delete_saturation_configmap(c: &Cluster) {
     c.kubectl(&[

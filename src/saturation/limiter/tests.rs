@@ -18,6 +18,7 @@ fn req(variant: &str, current: i64, target: i64, gpr: i64, spare: f64) -> Reques
         max_replicas: None,
         spare_capacity: spare,
         cost: 10.0,
+        unschedulable_pods: 0,
     }
 }
 
@@ -214,6 +215,53 @@ fn a_cut_scale_up_moves_to_a_variant_with_room() {
     assert_eq!(targets(&g), [1, 1, 1, 1]);
 }
 
+/// A variant whose pods the scheduler cannot place gives its +1 to a variant of its model that can
+/// run it; with nowhere else to go, the +1 stays (a node may yet be added for it). Unschedulable
+/// variants take nothing moved.
+#[test]
+fn unschedulable_variants_pass_their_scale_up_on() {
+    let inv = inventory(&[("H100", 8, 0), ("L40S", 4, 0)]);
+    let variant = |name: &str, accel: &str, target: i64, cost: f64, unschedulable: i64| Request {
+        model: "m".into(),
+        accelerator: accel.into(),
+        max_replicas: Some(4),
+        cost,
+        unschedulable_pods: unschedulable,
+        ..req(name, 1, target, 1, 0.1)
+    };
+    let rs = [
+        variant("h100", "H100", 2, 5.0, 1),
+        variant("l40s", "L40S", 1, 20.0, 0),
+        variant("stuck", "L40S", 1, 1.0, 2),
+    ];
+    let g = limit(&rs, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [1, 2, 1]);
+    assert_eq!(g[0].limited_by.as_deref(), Some(UNSCHEDULABLE));
+    assert!(
+        g[0].steps
+            .iter()
+            .any(|s| s.contains("Pending as Unschedulable")),
+        "{:?}",
+        g[0].steps
+    );
+    assert!(
+        g[1].steps[0].contains("the scheduler cannot place"),
+        "{:?}",
+        g[1].steps
+    );
+    // The L40S variant at its maximum: the +1 stays with h100.
+    let full = [
+        rs[0].clone(),
+        Request {
+            max_replicas: Some(1),
+            ..rs[1].clone()
+        },
+    ];
+    let g = limit(&full, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+    assert_eq!(targets(&g), [2, 1]);
+    assert_eq!(g[0].limited_by, None);
+}
+
 fn quota(name: &str, scope: QuotaScope, caps: &[(&str, i64)]) -> Quota {
     let caps: BTreeMap<String, i64> = caps.iter().map(|(t, n)| (t.to_string(), *n)).collect();
     Quota {
@@ -353,6 +401,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 max_replicas: max.map(|m| m.max(min.unwrap_or(0)).max(1)),
                 spare_capacity: spare,
                 cost: 10.0,
+                unschedulable_pods: 0,
             },
         )
 }

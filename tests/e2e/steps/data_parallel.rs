@@ -22,16 +22,6 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: dp-ranks, namespace: {NS}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: dp-ranks}}}}\n  template:\n    metadata:\n      labels: {{app: dp-ranks}}\n      annotations: {{e2e.wva/model: {MODEL}, e2e.wva/rank-ports: \"8000,8001\"}}\n    spec:\n      containers: [{{name: vllm, image: vllm/vllm-openai:emulated, ports: [{{name: rank0, containerPort: 8000}}, {{name: rank1, containerPort: 8001}}]}}]\n---\napiVersion: llmd.ai/v1alpha1\nkind: VariantAutoscaling\nmetadata:\n  name: dp-ranks\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L40S}}\nspec: {{modelID: {MODEL}, variantCost: \"20\", scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: dp-ranks}}}}\n---\napiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nmetadata: {{name: dp-ranks, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: dp-ranks}}}}\n  podMetricsEndpoints: [{{port: rank0}}, {{port: rank1}}]\n"
     ));
     // The CRD is looked for every 30 s; then each pod is read at both ports.
-    let model_of = |c: &Cluster| -> Result<serde_json::Value, String> {
-        let doc = debug_variants(c)?;
-        doc["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["modelId"] == MODEL)
-            .cloned()
-            .ok_or_else(|| format!("no model {MODEL} yet"))
-    };
     let rows = |model: &serde_json::Value| -> Vec<String> {
         model["pods"]
             .as_array()
@@ -45,7 +35,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         "both pods read at both rank ports, four rows and no transition",
         Duration::from_secs(120),
         || async {
-            let model = model_of(c)?;
+            let model = debug_model(c, MODEL)?;
             let rows = rows(&model);
             let ranks = rows
                 .iter()

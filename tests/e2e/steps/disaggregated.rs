@@ -36,14 +36,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         "e2e[disaggregated] prefill grew to >= 3 and the idle SGLang decode pool shrank to 1 after {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let doc = debug_variants(c).expect("/debug/variants");
-    let model = doc["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["modelId"] == MODEL)
-        .cloned()
-        .expect("the P/D model in /debug/variants");
+    let model = debug_model(c, MODEL).expect("the P/D model in /debug/variants");
     let role_of = |name: &str| {
         model["variants"]
             .as_array()

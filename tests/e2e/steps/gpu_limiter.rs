@@ -58,14 +58,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         "the H100 variant's decision says it was limited",
         Duration::from_secs(30),
         || async {
-            let doc = debug_variants(c)?;
-            let model = doc["models"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["modelId"] == MODEL)
-                .cloned()
-                .ok_or_else(|| format!("no model {MODEL}"))?;
+            let model = debug_model(c, MODEL)?;
             let reason = model["decision"]["reasons"]
                 .as_array()
                 .into_iter()

@@ -80,14 +80,7 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         "the LeaderWorkerSet variant with its leaders' samples in /debug/variants",
         Duration::from_secs(60),
         || async {
-            let doc = debug_variants(c)?;
-            let model = doc["models"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["modelId"] == MODEL)
-                .cloned()
-                .ok_or_else(|| format!("no model {MODEL}: {doc}"))?;
+            let model = debug_model(c, MODEL)?;
             let sampled = model["pods"]
                 .as_array()
                 .into_iter()
