@@ -4,7 +4,8 @@ use crate::*;
 /// another tenant's pod bound to the H100 node holding both its GPUs. A model with a cheap H100 variant
 /// and a pricier L40S one is saturated: unlimited, the +1 would go to H100, whose pod could not be
 /// scheduled; with `enableLimiter: true` in the global ConfigMap the cut +1 goes to L40S, through the
-/// real HPA, and the H100 variant's reason says it was limited.
+/// real HPA, and the H100 variant's reason says it was limited. Then the tenant leaves and a cluster
+/// quota of 1 H100 holds the H100 variant where the nodes alone would let it grow.
 pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
     const MODEL: &str = "Qwen/Qwen3-Limited";
     for (node, product, gpus) in [
@@ -79,6 +80,47 @@ pub(crate) async fn run(c: &mut Cluster, k: &kubelet::Kubelet) {
         limiter["variants"]["lim-h100"]["limitedBy"], "gpu-limiter",
         "{limiter}"
     );
+    // A cluster quota caps a type even where the nodes have room: the tenant leaves (both H100 free)
+    // and a quota of 1 H100 keeps the H100 variant at its one replica, cut by the quota.
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: wva-saturation-scaling-config, namespace: wva-metrics-server}\ndata:\n  default: |\n    enableLimiter: true\n    limiters:\n    - type: gpu-inventory\n    - type: quota\n      name: cluster-quota\n      scope: cluster\n      quotas: {H100: 1, L40S: -1}\n");
+    set_load(k, "lim-h100", 60);
+    set_load(k, "lim-l40s", 80);
+    c.kubectl(&[
+        "delete",
+        "-n",
+        "gpu-tenant",
+        "pod/training",
+        "--grace-period=0",
+        "--force",
+    ])
+    .expect("the tenant leaves");
+    eventually(
+        "the H100 variant cut by the cluster quota, with H100 GPUs free",
+        Duration::from_secs(60),
+        || async {
+            let model = debug_model(c, MODEL)?;
+            let by = &model["decision"]["limiter"]["variants"]["lim-h100"]["limitedBy"];
+            if by == "cluster-quota" {
+                Ok(())
+            } else {
+                Err(format!(
+                    "lim-h100 limited by {by}: {}",
+                    model["decision"]["limiter"]
+                ))
+            }
+        },
+    )
+    .await;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        let (h100, _) = replicas(&c.client, "lim-h100").await;
+        assert_eq!(
+            h100, 1,
+            "the quota of 1 H100 must hold the H100 variant at 1"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("e2e[gpu-limiter] a cluster quota of 1 H100 holds the H100 variant at 1 while 2 H100 are free");
     set_load(k, "lim-h100", 0);
     set_load(k, "lim-l40s", 0);
     delete_saturation_configmap(c);
