@@ -1,7 +1,8 @@
 //! The cluster's GPUs by type, from its Nodes and the pods scheduled on them: the inventory the GPU
 //! limiter grants scale-ups from.
 //!
-//! A node has GPUs of a vendor when it carries the vendor's product label (WVA v0.9's
+//! A node has GPUs of a vendor when it carries the vendor's product label (WVA v0.9,
+//! github.com/llm-d/llm-d-workload-variant-autoscaler at commit 2976e4ee,
 //! `internal/discovery/k8s_with_gpu_operator.go`, `internal/constants/constants.go`):
 //!
 //! | vendor | product label | allocatable resource |

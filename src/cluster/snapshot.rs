@@ -72,7 +72,7 @@ pub struct Variant {
     pub unschedulable_pods: i64,
 }
 
-fn is_zero(n: &i64) -> bool {
+pub(crate) fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 

@@ -1,5 +1,6 @@
 //! What a variant scales: a Deployment, or a LeaderWorkerSet (multi-host serving, where one replica is
-//! a group of a leader and its workers), read as WVA v0.9 reads them (`internal/utils/scaletarget`):
+//! a group of a leader and its workers), read as WVA v0.9 reads them (github.com/llm-d/llm-d-workload-variant-autoscaler at commit 2976e4ee,
+//! `internal/utils/scaletarget`):
 //! replicas and readiness, the pod template that describes a replica, the pods that are replicas (a
 //! Deployment's selected pods; a LeaderWorkerSet's leaders, never its workers), and the GPUs of one
 //! replica.

@@ -101,7 +101,7 @@ pub struct VariantSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<i64>,
     /// Pods the scheduler could not place (the GPU limiter moves this variant's scale-ups).
-    #[serde(skip_serializing_if = "is_zero_i64")]
+    #[serde(skip_serializing_if = "crate::cluster::snapshot::is_zero")]
     pub unschedulable_pods: i64,
 }
 
@@ -376,10 +376,6 @@ impl Engine {
                 .collect(),
         }
     }
-}
-
-fn is_zero_i64(n: &i64) -> bool {
-    *n == 0
 }
 
 impl VariantSummary {

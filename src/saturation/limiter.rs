@@ -1,4 +1,5 @@
-//! WVA v0.9's GPU limiter for V1 decisions (`internal/engines/pipeline/greedy_saturation_algorithm.go`,
+//! WVA v0.9's GPU limiter for V1 decisions (github.com/llm-d/llm-d-workload-variant-autoscaler at commit 2976e4ee,
+//! `internal/engines/pipeline/greedy_saturation_algorithm.go`,
 //! `default_limiter.go`, `type_inventory.go`, `quota_inventory.go`, `internal/accelerator/accelerator.go`):
 //! after the targets are computed, every scale-up of every model is granted only the GPUs its type has
 //! left, most saturated variant first. Pure: the free GPUs per type come in as an [`Inventory`], the
@@ -197,9 +198,9 @@ impl Budget {
         if self.open.contains(namespace) {
             return None;
         }
-        let key = (namespace.to_string(), accelerator.to_string());
         let found = if self.per_namespace {
-            self.by_namespace.get(&key)
+            self.by_namespace
+                .get(&(namespace.to_string(), accelerator.to_string()))
         } else {
             self.by_type.get(accelerator)
         };
