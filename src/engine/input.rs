@@ -12,7 +12,7 @@ use super::decide::{
 use crate::error::Error;
 use crate::saturation::config::PartialConfig;
 use crate::saturation::limiter::{
-    limit, Granted, Inventory, Limiter, Quota, QuotaScope, Request, TypeGpus,
+    limit, limit_by_score, Granted, Inventory, Limiter, Quota, QuotaScope, Request, TypeGpus,
 };
 use crate::saturation::v2::args::{ContainerArgs, EngineParams};
 use crate::saturation::v2::config::{AnalyzerChoice, AnalyzerEntry, V2Fields};
@@ -33,7 +33,7 @@ pub struct ModelInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_queue: Option<SchedulerQueue>,
     pub variants: Vec<VariantInput>,
-    /// The GPU limiter, for this model's V1 decision: GPUs per accelerator type
+    /// The GPU limiter, for this model's decision: GPUs per accelerator type
     /// (`{"H100": {"allocatable": 8, "requested": 6}}`), as the nodes report them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<BTreeMap<String, TypeGpus>>,
@@ -82,6 +82,7 @@ impl AnalyzeConfig {
             scale_up_threshold: self.scale_up_threshold,
             scale_down_boundary: self.scale_down_boundary,
             scale_to_zero: None,
+            priority: None,
         }
     }
 }
@@ -189,7 +190,7 @@ impl ModelInput {
         let config = self.validate()?;
         let entry = self.config.v2();
         Ok(match V2Fields::choice(Some(&entry)) {
-            AnalyzerChoice::V1 => self.limited(decide(&config, &self.variants)),
+            AnalyzerChoice::V1 => self.limited(decide(&config, &self.variants), None),
             AnalyzerChoice::V2 => {
                 let memory = CapacityMemory::default();
                 let ctx = V2Context {
@@ -201,7 +202,7 @@ impl ModelInput {
                     scheduler: self.scheduler_queue,
                     memory: &memory,
                 };
-                decide_v2(&ctx, &self.variants, None)
+                self.limited(decide_v2(&ctx, &self.variants, None), Some(&entry))
             }
             AnalyzerChoice::Refused { reason } => decide_refused(&config, &self.variants, &reason),
         })
@@ -209,8 +210,9 @@ impl ModelInput {
 }
 
 impl ModelInput {
-    /// The V1 decision under the GPU limiter, when the input gives GPUs or quotas.
-    fn limited(&self, mut d: ModelDecision) -> ModelDecision {
+    /// The decision under the GPU limiter, when the input gives GPUs or quotas: V1's, or saturation
+    /// V2's (`v2`, its entry) with the model's scale-up given the GPUs its cheapest variants can have.
+    fn limited(&self, mut d: ModelDecision, v2: Option<&V2Fields>) -> ModelDecision {
         let mut limiters = Vec::new();
         let inventory = self.gpus.as_ref().map(|types| {
             let mut inv = Inventory::default();
@@ -252,8 +254,17 @@ impl ModelInput {
                 unschedulable_pods: 0,
             })
             .collect();
+        let granted = match v2 {
+            None => limit(&requests, inventory.as_ref(), &limiters),
+            Some(entry) => {
+                let work: Vec<_> = super::limit::score_work(&d, entry, &requests, 0)
+                    .into_iter()
+                    .collect();
+                limit_by_score(&requests, &work, inventory.as_ref(), &limiters)
+            }
+        };
         // Only the inventory can fail (it is given here whenever its limiter is listed).
-        if let Ok(granted) = limit(&requests, inventory.as_ref(), &limiters) {
+        if let Ok(granted) = granted {
             let granted: BTreeMap<String, Granted> = requests
                 .into_iter()
                 .map(|r| r.variant)
@@ -486,6 +497,32 @@ mod tests {
         // Without either, the unlimited decision: the cheapest variant takes the +1.
         let d = parse(&text("")).unwrap().decide().unwrap();
         assert_eq!((d.targets["cheap"], d.targets["pricey"]), (2, 1));
+    }
+
+    /// `analyze` with saturation V2 and GPUs: the cheap H100 variant has none free, so the scale-up
+    /// goes to the L40S variant, the next cheapest per token of capacity.
+    #[test]
+    fn analyze_limits_v2_decisions() {
+        let replica = r#"{"pod": "p", "kvCacheUsage": 0.6875, "totalKvTokens": 16000, "queueLength": 3, "avgInputTokens": 100, "avgOutputTokens": 50}"#;
+        let text = |extra: &str| {
+            format!(
+                r#"{{"config": {{"analyzers": [{{"name": "saturation"}}]}}, "modelId": "m", "variants": [
+            {{"name": "cheap", "cost": 5, "accelerator": "H100", "specReplicas": 1, "readyReplicas": 1, "replicas": [{replica}]}},
+            {{"name": "pricey", "cost": 20, "accelerator": "L40S", "specReplicas": 1, "readyReplicas": 1, "replicas": [{replica}]}}]{extra}}}"#
+            )
+        };
+        let d = parse(&text("")).unwrap().decide().unwrap();
+        assert_eq!((d.targets["cheap"], d.targets["pricey"]), (2, 1));
+        let gpus = r#","gpus":{"H100":{"allocatable":2,"requested":2},"L40S":{"allocatable":4}}"#;
+        let d = parse(&text(gpus)).unwrap().decide().unwrap();
+        assert_eq!((d.targets["cheap"], d.targets["pricey"]), (1, 2));
+        let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
+        assert_eq!(cheap.reason, crate::saturation::TargetReason::Limited);
+        assert!(
+            cheap.message.contains("limited by gpu-limiter"),
+            "{}",
+            cheap.message
+        );
     }
 
     #[test]

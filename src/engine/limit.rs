@@ -17,9 +17,9 @@ use serde::Serialize;
 use crate::cluster::nodes::Gpus;
 use crate::cluster::snapshot::Snapshot;
 use crate::health::Heartbeat;
-use crate::saturation::limiter::{self, Granted, Request};
-use crate::saturation::v2::config::AnalyzerChoice;
-use crate::saturation::{Analysis, TargetReason};
+use crate::saturation::limiter::{self, Granted, Request, ScoreModel};
+use crate::saturation::v2::config::{AnalyzerChoice, V2Fields};
+use crate::saturation::{Analysis, Role, TargetReason};
 
 use super::{Engine, ModelExplanation};
 
@@ -38,7 +38,7 @@ pub struct LimitPlan {
 /// What the last round decided.
 #[derive(Debug, Clone, Default)]
 pub enum Outcome {
-    /// The limiter is not enabled (`enableLimiter`), or the engine is not V1's.
+    /// The limiter is not enabled (`enableLimiter`), or the engine is refused (no decisions).
     #[default]
     Off,
     /// Enabled, but the GPUs are unknown: nothing is limited (WVA's fallback).
@@ -110,6 +110,47 @@ impl LimitPlanner {
     }
 }
 
+/// A V2 model's scale-up work for GreedyByScore: a model that votes, whose capacity is known and that
+/// needs capacity; `requests[first..]` are its variants.
+pub(super) fn score_work(
+    d: &super::ModelDecision,
+    entry: &V2Fields,
+    requests: &[Request],
+    first: usize,
+) -> Option<ScoreModel> {
+    let capacity = d.capacity.as_ref()?;
+    if !entry.saturation_votes() || !capacity.informative() {
+        return None;
+    }
+    let required: Vec<(Role, f64)> = if capacity.roles.is_empty() {
+        vec![(Role::Both, capacity.model.required_capacity)]
+    } else {
+        capacity
+            .roles
+            .iter()
+            .map(|(r, t)| (*r, t.required_capacity))
+            .collect()
+    };
+    if required.iter().all(|(_, n)| *n <= 0.0) {
+        return None;
+    }
+    let mut capacities = Vec::new();
+    let mut indices = Vec::new();
+    for c in &capacity.variants {
+        if let Some(i) = (first..requests.len()).find(|i| requests[*i].variant == c.name) {
+            capacities.push(c.clone());
+            indices.push(i);
+        }
+    }
+    Some(ScoreModel {
+        priority: entry.priority(),
+        score: entry.saturation_score(),
+        required,
+        capacities,
+        requests: indices,
+    })
+}
+
 /// The mean spare KV fraction V1 found on a variant's replicas (0 when it has none: most saturated).
 pub(super) fn spare_of(analysis: Option<&Analysis>, by_role: &[&Analysis], variant: &str) -> f64 {
     analysis
@@ -134,7 +175,12 @@ impl Engine {
     fn plan_outcome(&self, snapshot: &Snapshot) -> Outcome {
         let scaling = self.config.load();
         let config = scaling.limiter();
-        if !config.enabled || scaling.analyzer() != AnalyzerChoice::V1 || !snapshot.synced {
+        let v2 = match scaling.analyzer() {
+            AnalyzerChoice::V1 => false,
+            AnalyzerChoice::V2 => true,
+            AnalyzerChoice::Refused { .. } => return Outcome::Off,
+        };
+        if !config.enabled || !snapshot.synced {
             return Outcome::Off;
         }
         let inventory = match &snapshot.gpus {
@@ -159,9 +205,11 @@ impl Engine {
             .collect();
         models.dedup();
         let mut requests = Vec::new();
+        let mut work = Vec::new();
         let mut unlimited: HashMap<(String, String), BTreeMap<String, i64>> = HashMap::new();
         for (ns, model) in models {
             let e = self.explain_unlimited(snapshot, ns, model, false);
+            let first = requests.len();
             let d = &e.decision;
             let by_role: Vec<&Analysis> = d.analysis_by_role.values().collect();
             let targets = unlimited
@@ -189,8 +237,18 @@ impl Engine {
                     unschedulable_pods: v.unschedulable_pods,
                 });
             }
+            // A model without an answer (503) asks for nothing more.
+            if v2 && e.unavailable.is_none() {
+                let entry = scaling.resolve_all(model, ns).v2;
+                work.extend(score_work(&e.decision, &entry, &requests, first));
+            }
         }
-        match limiter::limit(&requests, inventory, &config.limiters) {
+        let granted = if v2 {
+            limiter::limit_by_score(&requests, &work, inventory, &config.limiters)
+        } else {
+            limiter::limit(&requests, inventory, &config.limiters)
+        };
+        match granted {
             Ok(granted) => {
                 let mut plans: HashMap<(String, String), ModelPlan> = HashMap::new();
                 for (r, g) in requests.into_iter().zip(granted) {
@@ -209,7 +267,7 @@ impl Engine {
         }
     }
 
-    /// Applies the current plan to one model's decision (V1 only; the plan is off otherwise).
+    /// Applies the current plan to one model's decision.
     pub(super) fn apply_limits(&self, e: &mut ModelExplanation, snapshot: &Snapshot, now: Instant) {
         let plan = self.limits.load();
         if matches!(plan.outcome, Outcome::Off) {

@@ -1218,6 +1218,61 @@ mod tests {
             )
         }
 
+        /// Saturation V2 under the GPU limiter: two saturated models on one accelerator type, each
+        /// needing a replica more, and one GPU free: the model of higher priority takes it, the other
+        /// is limited and says by what.
+        #[test]
+        fn v2_shares_scarce_gpus_by_priority() {
+            use crate::cluster::nodes::Gpus;
+            use crate::saturation::limiter::Inventory;
+            use std::time::Instant;
+            let data = BTreeMap::from([
+                (
+                    "default".to_string(),
+                    "analyzers:\n  - name: saturation\nenableLimiter: true\n".to_string(),
+                ),
+                (
+                    "lo".to_string(),
+                    "model_id: lo\nnamespace: ns\npriority: 4\n".to_string(),
+                ),
+            ]);
+            let (global, issues) = ScalingConfig::from_configmap(&ScalingConfig::default(), &data);
+            assert!(
+                issues.rejected.is_empty() && issues.ignored_keys.is_empty(),
+                "{issues:?}"
+            );
+            let on_h100 = |name: &str, model: &str| Variant {
+                accelerator: "NVIDIA-H100-80GB-HBM3".into(),
+                ..variant(name, model, 5.0, 1, 1, 1)
+            };
+            let mut e = with(
+                engine(
+                    vec![on_h100("hi-v", "hi"), on_h100("lo-v", "lo")],
+                    &[("lo-v-0", tokens(0.95, 9.0)), ("hi-v-0", tokens(0.95, 9.0))],
+                ),
+                Thresholds::default().with_global(global),
+            );
+            let unlimited = desired(&e);
+            assert_eq!(unlimited, [("hi-v".into(), 2000), ("lo-v".into(), 2000)]);
+            let mut snap = (*e.snapshot()).clone();
+            let mut inventory = Inventory::default();
+            inventory.add("H100", 8, 7);
+            snap.gpus = Gpus::Known(inventory);
+            e.snapshot = shared(snap);
+            e.plan_limits(Instant::now());
+            // Same need, priority 4 against 1: "lo" gets the GPU (with equal priorities, the first).
+            assert_eq!(desired(&e), [("hi-v".into(), 1000), ("lo-v".into(), 2000)]);
+            let x = e.explain(None);
+            let hi = x.models.iter().find(|m| m.model_id == "hi").unwrap();
+            let r = &hi.decision.reasons[0];
+            assert_eq!(r.reason, crate::saturation::TargetReason::Limited);
+            assert!(
+                r.message.contains("limited by gpu-limiter"),
+                "{}",
+                r.message
+            );
+        }
+
         #[test]
         fn v2_decides_learns_and_holds() {
             let v2 = thresholds("analyzers:\n  - name: saturation\n");

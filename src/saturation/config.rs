@@ -162,9 +162,8 @@ pub struct ConfigIssues {
     pub ignored_keys: Vec<(String, String)>,
 }
 
-/// Keys of WVA v0.9's GreedyByScore optimizer and rescale (saturation V2 under the limiter), which this
-/// server does not run yet.
-const LIMITER_KEYS: &[&str] = &["enableRescale", "priority"];
+/// Keys of WVA v0.9's rescale (alpha; saturation V2 under the limiter), which this server does not run.
+const LIMITER_KEYS: &[&str] = &["enableRescale"];
 
 pub(crate) const DEFAULT_ENTRY: &str = "default";
 
@@ -419,6 +418,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scaleDownBoundary",
     "scaleToZero",
     "enableLimiter",
+    "priority",
     "limiters",
 ];
 
@@ -583,7 +583,7 @@ struct RawV2 {
     scale_down_boundary: Option<String>,
     #[serde(rename = "scaleToZero")]
     scale_to_zero: Option<RawScaleToZero>,
-    /// The limiter's; validated as WVA validates it (a number >= 0), though not used here.
+    /// The model's weight under the GPU limiter (V2's GreedyByScore).
     priority: Option<String>,
 }
 
@@ -639,7 +639,8 @@ fn parse_v2(text: &str) -> Result<V2Fields, String> {
             scale_down_boundary: number(&at("scaleDownBoundary"), scale_down)?,
         });
     }
-    if number("priority", raw.priority)?.is_some_and(|p| !p.is_finite() || p < 0.0) {
+    let priority = number("priority", raw.priority)?;
+    if priority.is_some_and(|p| !p.is_finite() || p < 0.0) {
         return Err("priority must be a number >= 0".into());
     }
     Ok(V2Fields {
@@ -655,6 +656,7 @@ fn parse_v2(text: &str) -> Result<V2Fields, String> {
                 })
             })
             .transpose()?,
+        priority,
     })
 }
 
@@ -678,7 +680,7 @@ fn parse_entry(
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     for other in keys.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         let note = if LIMITER_KEYS.contains(&other.as_str()) {
-            "used by WVA v0.9's GreedyByScore optimizer and rescale (saturation V2 under the limiter), which this server does not run yet; ignored"
+            "used by WVA v0.9's rescale (alpha: GPUs moved between models by priority), which this server does not run; ignored"
         } else {
             "unknown key; ignored (check the spelling)"
         };
@@ -1046,7 +1048,7 @@ mod tests {
         assert!(issues
             .ignored_keys
             .iter()
-            .any(|(_, m)| m.contains("enableRescale: used by WVA v0.9's GreedyByScore")));
+            .any(|(_, m)| m.contains("enableRescale: used by WVA v0.9's rescale")));
     }
 
     /// WVA v0.9's entry schema: analyzers (with `parameters` folded into unset fields), U and D, inline

@@ -292,14 +292,14 @@ fn inventory_budget(inventory: &Inventory) -> Budget {
     }
 }
 
-/// Runs the limiters, in order, on every decision of every model; decisions that do not scale up pass
-/// unchanged. `inventory` is needed by a `gpu-inventory` limiter: without it nothing is limited (WVA's
-/// fallback), and the error says why.
-pub fn limit(
+/// The requests' normalised types (an unresolved variant runs on the only type, when the cluster has
+/// one) and each limiter's budget. `inventory` is needed by a `gpu-inventory` limiter: without it
+/// nothing can be limited (WVA's fallback), and the error says why.
+fn budgets(
     requests: &[Request],
     inventory: Option<&Inventory>,
     limiters: &[Limiter],
-) -> Result<Vec<Granted>, LimitError> {
+) -> Result<(Vec<String>, Vec<Budget>), LimitError> {
     let uses_inventory = limiters.iter().any(|l| matches!(l, Limiter::GpuInventory));
     let inventory = match inventory {
         Some(i) => Some(i),
@@ -310,7 +310,6 @@ pub fn limit(
         }
         None => None,
     };
-    // Types, normalised; an unresolved variant runs on the only type when the cluster has one.
     let single = inventory
         .filter(|_| uses_inventory)
         .and_then(Inventory::single_type);
@@ -324,7 +323,19 @@ pub fn limit(
             }
         })
         .collect();
-    let mut out: Vec<Granted> = requests
+    let budgets = limiters
+        .iter()
+        .map(|l| match l {
+            Limiter::GpuInventory => inventory.map(inventory_budget).unwrap_or_default(),
+            Limiter::Quota(q) => quota_budget(q, requests, &types),
+        })
+        .collect();
+    Ok((types, budgets))
+}
+
+/// Every request as it came: its target unchanged, nothing allocated.
+fn unchanged(requests: &[Request]) -> Vec<Granted> {
+    requests
         .iter()
         .map(|r| Granted {
             target: r.target,
@@ -332,14 +343,18 @@ pub fn limit(
             limited_by: None,
             steps: Vec::new(),
         })
-        .collect();
-    let mut budgets: Vec<Budget> = limiters
-        .iter()
-        .map(|l| match l {
-            Limiter::GpuInventory => inventory.map(inventory_budget).unwrap_or_default(),
-            Limiter::Quota(q) => quota_budget(q, requests, &types),
-        })
-        .collect();
+        .collect()
+}
+
+/// Runs the limiters, in order, on every decision of every model (V1); decisions that do not scale up
+/// pass unchanged. Without the inventory a `gpu-inventory` limiter needs, nothing is limited.
+pub fn limit(
+    requests: &[Request],
+    inventory: Option<&Inventory>,
+    limiters: &[Limiter],
+) -> Result<Vec<Granted>, LimitError> {
+    let (types, mut budgets) = budgets(requests, inventory, limiters)?;
+    let mut out = unchanged(requests);
     for (limiter, budget) in limiters.iter().zip(budgets.iter_mut()) {
         grant(limiter, budget, requests, &types, &mut out);
     }
@@ -583,6 +598,9 @@ fn move_from_unschedulable(
         }
     }
 }
+
+mod score;
+pub use score::{limit_by_score, ScoreModel, FAIR_SHARE};
 
 #[cfg(test)]
 mod tests;

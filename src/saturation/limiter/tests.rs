@@ -454,3 +454,366 @@ proptest! {
         }
     }
 }
+
+/// GreedyByScore against WVA v0.9's `greedy_score_optimizer_test.go`, and its invariants.
+mod score {
+    use super::*;
+    use crate::saturation::v2::{CapacitySource, VariantCapacity};
+    use crate::saturation::Role;
+
+    /// A variant of model `model`: `(name, accelerator, cost, capacity per replica, GPUs per replica)`,
+    /// at `current` replicas.
+    struct V<'a> {
+        name: &'a str,
+        accel: &'a str,
+        cost: f64,
+        prc: f64,
+        gpr: i64,
+        current: i64,
+        max: Option<i64>,
+    }
+
+    fn v<'a>(name: &'a str, accel: &'a str, cost: f64, prc: f64, gpr: i64) -> V<'a> {
+        V {
+            name,
+            accel,
+            cost,
+            prc,
+            gpr,
+            current: 1,
+            max: None,
+        }
+    }
+
+    fn capacity(v: &V<'_>, role: Role) -> VariantCapacity {
+        VariantCapacity {
+            name: v.name.into(),
+            role,
+            accelerator: v.accel.into(),
+            cost: v.cost,
+            replicas: v.current,
+            pending: 0,
+            per_replica_capacity: v.prc,
+            instances_per_replica: 1,
+            total_capacity: v.prc * v.current as f64,
+            demand: 0.0,
+            utilization: 0.0,
+            source: CapacitySource::Observed,
+            kv_tokens_used: 0,
+            kv_tokens_capacity: 0,
+            replica_capacities: vec![],
+        }
+    }
+
+    /// Adds a model (namespace `ns`, priority, required tokens) and its variants; each request's
+    /// unlimited target is `unlimited` (the caller's expectation without GPUs limits).
+    fn add(
+        requests: &mut Vec<Request>,
+        models: &mut Vec<ScoreModel>,
+        (ns, model, priority, required): (&str, &str, f64, f64),
+        variants: &[V<'_>],
+    ) {
+        let mut m = ScoreModel {
+            priority,
+            score: 1.0,
+            required: vec![(Role::Both, required)],
+            capacities: vec![],
+            requests: vec![],
+        };
+        for v in variants {
+            m.requests.push(requests.len());
+            m.capacities.push(capacity(v, Role::Both));
+            requests.push(Request {
+                namespace: ns.into(),
+                model: model.into(),
+                variant: v.name.into(),
+                accelerator: v.accel.into(),
+                current: v.current,
+                target: v.current + 100,
+                gpus_per_replica: v.gpr,
+                min_replicas: None,
+                max_replicas: v.max,
+                spare_capacity: 0.0,
+                cost: v.cost,
+                unschedulable_pods: 0,
+            });
+        }
+        models.push(m);
+    }
+
+    fn run(requests: &[Request], models: &[ScoreModel], inv: &Inventory) -> Vec<i64> {
+        targets(&limit_by_score(requests, models, Some(inv), &[Limiter::GpuInventory]).unwrap())
+    }
+
+    /// RC 20000; cheap A100 (cost 5, 10000 per replica, 2 GPUs) against H100 (15, 20000, 4 GPUs);
+    /// 10 A100 free: the cheap variant 1 → 3. With 4 A100 free and RC 50000: +2 only.
+    #[test]
+    fn one_model_takes_its_cheapest_variant_with_gpus() {
+        let variants = [
+            v("cheap", "A100", 5.0, 10_000.0, 2),
+            v("fast", "H100", 15.0, 20_000.0, 4),
+        ];
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(&mut rs, &mut ms, ("ns", "m", 1.0, 20_000.0), &variants);
+        assert_eq!(run(&rs, &ms, &inventory(&[("A100", 10, 0)])), [3, 1]);
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(&mut rs, &mut ms, ("ns", "m", 1.0, 50_000.0), &variants);
+        let g = limit_by_score(
+            &rs,
+            &ms,
+            Some(&inventory(&[("A100", 4, 0)])),
+            &[Limiter::GpuInventory],
+        )
+        .unwrap();
+        assert_eq!(targets(&g), [3, 1]);
+        assert_eq!(g[0].gpus_allocated, 4);
+        assert_eq!(g[1].limited_by.as_deref(), Some(GPU_LIMITER), "{g:?}");
+        // The H100s free: the rest of the need goes to the dearer variant.
+        assert_eq!(
+            run(&rs, &ms, &inventory(&[("A100", 4, 0), ("H100", 8, 0)])),
+            [3, 3]
+        );
+    }
+
+    /// Models A (RC 50000) and B (10000), 15000 per replica at 2 GPUs, 8 A100: A 4, B 2. Three models
+    /// (50000, 30000, 10000) and 12 A100: 4, 3, 2.
+    #[test]
+    fn models_share_by_fair_share_value() {
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "a", 1.0, 50_000.0),
+            &[v("a", "A100", 10.0, 15_000.0, 2)],
+        );
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "b", 1.0, 10_000.0),
+            &[v("b", "A100", 10.0, 15_000.0, 2)],
+        );
+        assert_eq!(run(&rs, &ms, &inventory(&[("A100", 8, 0)])), [4, 2]);
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "c", 1.0, 30_000.0),
+            &[v("c", "A100", 10.0, 15_000.0, 2)],
+        );
+        // Order of the input does not matter: A, B, C with 50000, 10000, 30000.
+        let g = limit_by_score(
+            &rs,
+            &ms,
+            Some(&inventory(&[("A100", 12, 0)])),
+            &[Limiter::GpuInventory],
+        )
+        .unwrap();
+        assert_eq!(targets(&g), [4, 2, 3]);
+        assert_eq!(g[1].limited_by.as_deref(), Some(GPU_LIMITER));
+    }
+
+    /// Two models with the same need: priority 3 against 1 decides who gets the scarce GPUs.
+    #[test]
+    fn priority_weighs_the_share() {
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "low", 1.0, 45_000.0),
+            &[v("low", "A100", 10.0, 15_000.0, 2)],
+        );
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "high", 3.0, 45_000.0),
+            &[v("high", "A100", 10.0, 15_000.0, 2)],
+        );
+        // Two replicas' worth: both go to priority 3, which stays further from its share (3 × 30000
+        // tokens still needed after the first, against 45000).
+        let g = limit_by_score(
+            &rs,
+            &ms,
+            Some(&inventory(&[("A100", 4, 0)])),
+            &[Limiter::GpuInventory],
+        )
+        .unwrap();
+        assert_eq!(targets(&g), [1, 3]);
+        assert_eq!(g[0].limited_by.as_deref(), Some(GPU_LIMITER));
+        // Three: once priority 3 is down to 15000 tokens (45000 weighted), priority 1 gets one.
+        assert_eq!(run(&rs, &ms, &inventory(&[("A100", 6, 0)])), [2, 3]);
+        // Equal priorities share them.
+        ms[1].priority = 1.0;
+        let t = run(&rs, &ms, &inventory(&[("A100", 6, 0)]));
+        assert_eq!(t.iter().sum::<i64>(), 5, "{t:?}");
+        assert!(t.iter().all(|n| *n >= 2), "{t:?}");
+    }
+
+    /// Namespace pool team-a: A100 limit 4, 2 used; the cluster has 100: RC 50000 ⇒ 1 → 2. A type the
+    /// namespace does not list is not scaled up.
+    #[test]
+    fn namespace_pools_bound_their_models() {
+        let q = |caps: &[(&str, i64)]| {
+            let mut q = quota("team-quota", QuotaScope::Namespace, caps);
+            q.namespace_quotas = BTreeMap::from([(
+                "team-a".to_string(),
+                q.namespace_quotas.remove("ns").unwrap_or_default(),
+            )]);
+            Limiter::Quota(q)
+        };
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(
+            &mut rs,
+            &mut ms,
+            ("team-a", "m", 1.0, 50_000.0),
+            &[v("m", "A100", 10.0, 15_000.0, 2)],
+        );
+        let inv = inventory(&[("A100", 100, 0), ("H100", 100, 0)]);
+        let limiters = [Limiter::GpuInventory, q(&[("A100", 4)])];
+        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters).unwrap();
+        assert_eq!(
+            (g[0].target, g[0].limited_by.as_deref()),
+            (2, Some("team-quota"))
+        );
+        let limiters = [Limiter::GpuInventory, q(&[("H100", 4)])];
+        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters).unwrap();
+        assert_eq!(g[0].target, 1);
+    }
+
+    /// Requests outside the models with work keep their unlimited target (scale-downs included).
+    #[test]
+    fn models_without_work_pass_unchanged() {
+        let (mut rs, mut ms) = (vec![], vec![]);
+        add(
+            &mut rs,
+            &mut ms,
+            ("ns", "a", 1.0, 50_000.0),
+            &[v("a", "A100", 10.0, 15_000.0, 2)],
+        );
+        rs.push(req("down", 3, 1, 2, 0.0));
+        assert_eq!(run(&rs, &ms, &inventory(&[("A100", 2, 0)])), [2, 1]);
+    }
+
+    /// A model's variant: accelerator, cost, capacity per replica, GPUs per replica, current, max.
+    type ArbVariant = (String, f64, f64, i64, i64, Option<i64>);
+    /// A model: namespace, priority, required tokens, variants.
+    type Arb = (String, f64, f64, Vec<ArbVariant>);
+
+    fn arb_model() -> impl Strategy<Value = Arb> {
+        (
+            prop::sample::select(vec!["ns1", "ns2"]),
+            prop::sample::select(vec![1.0, 2.0, 0.5]),
+            0.0f64..100_000.0,
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["H100", "L40S", "A100"]),
+                    1.0f64..20.0,
+                    1_000.0f64..30_000.0,
+                    1i64..4,
+                    1i64..4,
+                    prop::option::of(1i64..8),
+                ),
+                1..4,
+            ),
+        )
+            .prop_map(|(ns, priority, required, vs)| {
+                let vs = vs
+                    .into_iter()
+                    .map(|(a, cost, prc, gpr, cur, max)| {
+                        (a.to_string(), cost, prc, gpr, cur, max.map(|m| m.max(cur)))
+                    })
+                    .collect();
+                (ns.to_string(), priority, required, vs)
+            })
+    }
+
+    fn build(arb: &[Arb]) -> (Vec<Request>, Vec<ScoreModel>, Vec<Vec<String>>) {
+        let (mut rs, mut ms, mut names) = (vec![], vec![], vec![]);
+        for (m, (ns, priority, required, vs)) in arb.iter().enumerate() {
+            let names_m: Vec<String> = (0..vs.len()).map(|i| format!("m{m}v{i}")).collect();
+            let variants: Vec<V<'_>> = vs
+                .iter()
+                .zip(&names_m)
+                .map(|((a, cost, prc, gpr, cur, max), name)| V {
+                    name,
+                    accel: a,
+                    cost: *cost,
+                    prc: *prc,
+                    gpr: *gpr,
+                    current: *cur,
+                    max: *max,
+                })
+                .collect();
+            add(
+                &mut rs,
+                &mut ms,
+                (ns, &format!("m{m}"), *priority, *required),
+                &variants,
+            );
+            names.push(names_m);
+        }
+        (rs, ms, names)
+    }
+
+    proptest! {
+        /// No type is given more GPUs than it has free, no variant goes below its current replicas or
+        /// past its maximum.
+        #[test]
+        fn shares_fit_the_free_gpus(
+            arb in prop::collection::vec(arb_model(), 1..5),
+            free in prop::collection::vec(0i64..16, 3),
+        ) {
+            let (rs, ms, _) = build(&arb);
+            let inv = inventory(&[("H100", free[0], 0), ("L40S", free[1], 0), ("A100", free[2], 0)]);
+            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+            let mut given: BTreeMap<String, i64> = BTreeMap::new();
+            for (r, g) in rs.iter().zip(&g) {
+                prop_assert!(g.target >= r.current);
+                prop_assert_eq!(g.gpus_allocated, (g.target - r.current) * r.gpus_per_replica);
+                if let Some(max) = r.max_replicas {
+                    prop_assert!(g.target <= max);
+                }
+                *given.entry(r.accelerator.clone()).or_default() += g.gpus_allocated;
+            }
+            for (t, n) in given {
+                let free = inv.types.get(&t).map_or(0, TypeGpus::free);
+                prop_assert!(n <= free, "{} given {} of {} free", t, n, free);
+            }
+        }
+
+        /// Enough GPUs: every model gets what the unlimited cost-aware optimizer gives it.
+        #[test]
+        fn enough_gpus_match_the_unlimited_optimizer(arb in prop::collection::vec(arb_model(), 1..5)) {
+            let (rs, ms, _) = build(&arb);
+            let inv = inventory(&[("H100", 100_000, 0), ("L40S", 100_000, 0), ("A100", 100_000, 0)]);
+            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+            for m in &ms {
+                let analysis = crate::saturation::v2::CapacityAnalysis {
+                    thresholds: Default::default(),
+                    variants: m.capacities.clone(),
+                    model: crate::saturation::v2::Totals { required_capacity: m.required[0].1, ..Default::default() },
+                    roles: BTreeMap::new(),
+                    scheduler_demand: 0.0,
+                    learned: Default::default(),
+                };
+                let states: Vec<crate::saturation::v2::VariantIn> = m.requests.iter().map(|r| {
+                    let r = &rs[*r];
+                    crate::saturation::v2::VariantIn {
+                        name: r.variant.clone(),
+                        cost: r.cost,
+                        accelerator: r.accelerator.clone(),
+                        role: Role::Both,
+                        current: r.current,
+                        ready: r.current,
+                        gpus_per_replica: r.gpus_per_replica,
+                        min_replicas: None,
+                        max_replicas: r.max_replicas,
+                        params: None,
+                        rows: vec![],
+                    }
+                }).collect();
+                let unlimited = crate::saturation::v2::optimize(&states, &analysis);
+                let got: Vec<i64> = m.requests.iter().map(|r| g[*r].target).collect();
+                prop_assert_eq!(got, unlimited);
+            }
+        }
+    }
+}

@@ -61,6 +61,9 @@ pub struct V2Fields {
     pub scale_down_boundary: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero: Option<InlineScaleToZero>,
+    /// The model's weight when GPUs are shared across models (GreedyByScore; 0 or unset reads as 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<f64>,
 }
 
 /// Which engine decides, for the whole cluster (WVA chooses it once, from the global `default` entry).
@@ -114,6 +117,7 @@ impl V2Fields {
             scale_up_threshold: over.scale_up_threshold.or(self.scale_up_threshold),
             scale_down_boundary: over.scale_down_boundary.or(self.scale_down_boundary),
             scale_to_zero: over.scale_to_zero.or(self.scale_to_zero),
+            priority: over.priority.or(self.priority),
         }
     }
 
@@ -182,6 +186,17 @@ impl V2Fields {
             scale_up_threshold: up,
             scale_down_boundary: down,
         }
+    }
+
+    /// The model's priority under the GPU limiter: WVA reads 0 (or unset) as 1.
+    pub fn priority(&self) -> f64 {
+        self.priority.filter(|p| *p > 0.0).unwrap_or(1.0)
+    }
+
+    /// The saturation analyzer's score (its weight in the fair-share value; WVA's default 1, and 0 reads
+    /// as unset).
+    pub fn saturation_score(&self) -> f64 {
+        self.saturation().and_then(|a| a.score).unwrap_or(1.0)
     }
 
     /// Analyzers listed that this server does not run (WVA's opt-in `throughput`, or unknown ones).

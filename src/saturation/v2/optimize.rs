@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 use super::{CapacityAnalysis, Role, VariantCapacity, VariantIn};
 
 /// `float64 → int` as Go converts it, saturating instead of wrapping.
-fn to_int(x: f64) -> i64 {
+pub(crate) fn to_int(x: f64) -> i64 {
     #[allow(clippy::cast_possible_truncation)]
     let v = x as i64;
     v
@@ -25,16 +25,86 @@ fn to_int(x: f64) -> i64 {
 /// What one replica more or less of the variant adds or removes: its instances' capacity (a pod of
 /// several data-parallel ranks is that many instances; WVA counts one instance per replica, and so adds
 /// or removes that many times too many pods).
-fn replica_capacity(v: &VariantCapacity) -> f64 {
+pub(crate) fn replica_capacity(v: &VariantCapacity) -> f64 {
     v.per_replica_capacity * v.instances_per_replica.max(1) as f64
 }
 
 /// Cost per token of capacity; a variant without capacity sorts last.
-fn cost_efficiency(v: &VariantCapacity) -> f64 {
+pub(crate) fn cost_efficiency(v: &VariantCapacity) -> f64 {
     if v.per_replica_capacity <= 0.0 {
         f64::MAX
     } else {
         v.cost / replica_capacity(v)
+    }
+}
+
+/// Where a scale-up may add replicas: the cost-aware optimizer's cheapest variant below its maximum,
+/// or GreedyByScore's cheapest one with GPUs left.
+pub(crate) trait Grow {
+    /// For role `role` (an index into the roles being grown), the variant to add to and the most
+    /// replicas it may take; `None` when the role has nowhere to grow.
+    fn pick(&mut self, role: usize, targets: &[i64]) -> Option<(usize, i64)>;
+    /// `replicas` were added to variant `variant`.
+    fn commit(&mut self, variant: usize, replicas: i64);
+}
+
+/// WVA's joint scale-up loop (`allocateForModelPaired`): while some role still needs capacity, each
+/// role's pick names a variant and the most replicas it may take; every role then adds the replicas
+/// that cover the same share of its need (at least one where it needs any). A role with nowhere to
+/// grow stops every role. `required` is per role, in the picker's order.
+pub(crate) fn add_replicas(
+    vcs: &[VariantCapacity],
+    targets: &mut [i64],
+    required: &mut [f64],
+    grow: &mut impl Grow,
+) {
+    while required.iter().any(|r| *r > 0.0) {
+        let Some(picks) = (0..required.len())
+            .map(|r| grow.pick(r, targets))
+            .collect::<Option<Vec<(usize, i64)>>>()
+        else {
+            break;
+        };
+        let mut wanted = Vec::with_capacity(picks.len());
+        let mut delta = f64::MAX;
+        for (r, (i, cap)) in picks.iter().enumerate() {
+            let prc = replica_capacity(&vcs[*i]);
+            let n = to_int((required[r] / prc).ceil()).min(*cap);
+            let demand = required[r];
+            let util = if demand <= 0.0 {
+                1.0
+            } else {
+                n as f64 * prc / demand
+            };
+            delta = delta.min(util);
+            wanted.push(n);
+        }
+        if delta <= 0.0 {
+            break;
+        }
+        let adds: Vec<i64> = picks
+            .iter()
+            .enumerate()
+            .map(|(r, (i, _))| {
+                let prc = replica_capacity(&vcs[*i]);
+                let demand = required[r];
+                if prc > 0.0 && demand > 0.0 {
+                    to_int((delta * demand / prc).floor()).max(wanted[r].min(1))
+                } else {
+                    0
+                }
+            })
+            .collect();
+        if adds.iter().all(|k| *k <= 0) {
+            break;
+        }
+        for (r, ((i, _), k)) in picks.iter().zip(&adds).enumerate() {
+            targets[*i] += k;
+            required[r] = (required[r] - *k as f64 * replica_capacity(&vcs[*i])).max(0.0);
+            if *k > 0 {
+                grow.commit(*i, *k);
+            }
+        }
     }
 }
 
@@ -85,6 +155,17 @@ struct Model<'a> {
     roles: &'a [Role],
 }
 
+/// The unlimited optimizer's picks.
+struct Unbounded<'m, 'a>(&'m Model<'a>);
+
+impl Grow for Unbounded<'_, '_> {
+    fn pick(&mut self, role: usize, targets: &[i64]) -> Option<(usize, i64)> {
+        self.0.pick(self.0.roles[role], targets)
+    }
+
+    fn commit(&mut self, _: usize, _: i64) {}
+}
+
 impl Model<'_> {
     fn of_role(&self, role: Role) -> Vec<usize> {
         (0..self.vcs.len())
@@ -116,55 +197,7 @@ impl Model<'_> {
 
     /// Adds replicas, every role at once, by the smallest share of its need any role's pick can cover.
     fn scale_up(&self, mut targets: Vec<i64>, mut required: Vec<f64>) -> Vec<i64> {
-        let vcs = self.vcs;
-        while required.iter().any(|r| *r > 0.0) {
-            // A role with nowhere to grow stops every role (WVA's joint commit).
-            let Some(picks) = self
-                .roles
-                .iter()
-                .map(|role| self.pick(*role, &targets))
-                .collect::<Option<Vec<(usize, i64)>>>()
-            else {
-                break;
-            };
-            let mut wanted = Vec::with_capacity(picks.len());
-            let mut delta = f64::MAX;
-            for (r, (i, cap)) in picks.iter().enumerate() {
-                let prc = replica_capacity(&vcs[*i]);
-                let n = to_int((required[r] / prc).ceil()).min(*cap);
-                let demand = required[r];
-                let util = if demand <= 0.0 {
-                    1.0
-                } else {
-                    n as f64 * prc / demand
-                };
-                delta = delta.min(util);
-                wanted.push(n);
-            }
-            if delta <= 0.0 {
-                break;
-            }
-            let adds: Vec<i64> = picks
-                .iter()
-                .enumerate()
-                .map(|(r, (i, _))| {
-                    let prc = replica_capacity(&vcs[*i]);
-                    let demand = required[r];
-                    if prc > 0.0 && demand > 0.0 {
-                        to_int((delta * demand / prc).floor()).max(wanted[r].min(1))
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            if adds.iter().all(|k| *k <= 0) {
-                break;
-            }
-            for (r, ((i, _), k)) in picks.iter().zip(&adds).enumerate() {
-                targets[*i] += k;
-                required[r] = (required[r] - *k as f64 * replica_capacity(&vcs[*i])).max(0.0);
-            }
-        }
+        add_replicas(self.vcs, &mut targets, &mut required, &mut Unbounded(self));
         targets
     }
 
