@@ -260,7 +260,13 @@ impl ModelInput {
                 let work: Vec<_> = super::limit::score_work(&d, entry, &requests, 0)
                     .into_iter()
                     .collect();
-                limit_by_score(&requests, &work, inventory.as_ref(), &limiters)
+                limit_by_score(
+                    &requests,
+                    &work,
+                    inventory.as_ref(),
+                    &limiters,
+                    &Default::default(),
+                )
             }
         };
         // Only the inventory can fail (it is given here whenever its limiter is listed).

@@ -19,6 +19,7 @@ use crate::cluster::snapshot::Snapshot;
 use crate::health::Heartbeat;
 use crate::saturation::limiter::{self, Granted, Request, ScoreModel};
 use crate::saturation::v2::config::{AnalyzerChoice, V2Fields};
+use crate::saturation::v2::Totals;
 use crate::saturation::{Analysis, Role, TargetReason};
 
 use super::{Engine, ModelExplanation};
@@ -110,8 +111,8 @@ impl LimitPlanner {
     }
 }
 
-/// A V2 model's scale-up work for GreedyByScore: a model that votes, whose capacity is known and that
-/// needs capacity; `requests[first..]` are its variants.
+/// A V2 model as GreedyByScore and rescale see it: a model that votes and whose capacity is known;
+/// `requests[first..]` are its variants.
 pub(super) fn score_work(
     d: &super::ModelDecision,
     entry: &V2Fields,
@@ -122,18 +123,17 @@ pub(super) fn score_work(
     if !entry.saturation_votes() || !capacity.informative() {
         return None;
     }
-    let required: Vec<(Role, f64)> = if capacity.roles.is_empty() {
-        vec![(Role::Both, capacity.model.required_capacity)]
-    } else {
-        capacity
-            .roles
-            .iter()
-            .map(|(r, t)| (*r, t.required_capacity))
-            .collect()
+    let per_role = |figure: fn(&Totals) -> f64| -> Vec<(Role, f64)> {
+        if capacity.roles.is_empty() {
+            vec![(Role::Both, figure(&capacity.model))]
+        } else {
+            capacity
+                .roles
+                .iter()
+                .map(|(r, t)| (*r, figure(t)))
+                .collect()
+        }
     };
-    if required.iter().all(|(_, n)| *n <= 0.0) {
-        return None;
-    }
     let mut capacities = Vec::new();
     let mut indices = Vec::new();
     for c in &capacity.variants {
@@ -145,7 +145,8 @@ pub(super) fn score_work(
     Some(ScoreModel {
         priority: entry.priority(),
         score: entry.saturation_score(),
-        required,
+        required: per_role(|t| t.required_capacity),
+        demand: per_role(|t| t.demand),
         capacities,
         requests: indices,
     })
@@ -244,7 +245,13 @@ impl Engine {
             }
         }
         let granted = if v2 {
-            limiter::limit_by_score(&requests, &work, inventory, &config.limiters)
+            limiter::limit_by_score(
+                &requests,
+                &work,
+                inventory,
+                &config.limiters,
+                &scaling.rescale(),
+            )
         } else {
             limiter::limit(&requests, inventory, &config.limiters)
         };

@@ -135,6 +135,9 @@ pub(crate) struct Entry {
     pub v2: V2Fields,
     /// `enableLimiter` and `limiters`, when the entry sets either (used from the global `default`).
     pub limiter: Option<LimiterConfig>,
+    /// `enableRescale` (used from a `default` entry: the global one's for the cluster budget, a
+    /// namespace-local one's for that namespace's quota budget).
+    pub rescale: Option<bool>,
 }
 
 /// The GPU limiter as the global ConfigMap's `default` entry configures it (WVA v0.9's keys).
@@ -146,6 +149,8 @@ pub struct LimiterConfig {
     /// `limiters`, in order (none listed: the GPU inventory).
     pub limiters: Vec<Limiter>,
 }
+
+pub use super::limiter::RescaleFlags;
 
 /// The saturation configuration in force: the `default` entry and the overrides, by entry key.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -161,9 +166,6 @@ pub struct ConfigIssues {
     /// Keys present in the entry that this server does not use (typos, or v0.5-only keys).
     pub ignored_keys: Vec<(String, String)>,
 }
-
-/// Keys of WVA v0.9's rescale (alpha; saturation V2 under the limiter), which this server does not run.
-const LIMITER_KEYS: &[&str] = &["enableRescale"];
 
 pub(crate) const DEFAULT_ENTRY: &str = "default";
 
@@ -276,6 +278,14 @@ impl ScalingConfig {
             .and_then(|e| e.limiter.clone())
             .unwrap_or_default()
     }
+
+    /// `enableRescale` of the `default` entry.
+    pub fn rescale(&self) -> bool {
+        self.entries
+            .get(DEFAULT_ENTRY)
+            .and_then(|e| e.rescale)
+            .unwrap_or(false)
+    }
 }
 
 /// One model's configuration: V1's thresholds, the v0.9 fields, and where they come from.
@@ -386,6 +396,21 @@ impl Thresholds {
     pub fn limiter(&self) -> LimiterConfig {
         self.global.limiter()
     }
+
+    /// Where rescale is on: the cluster's GPUs (the global `default` entry's `enableRescale`), and
+    /// each namespace whose local `default` entry enables it, for that namespace's quota (no fallback
+    /// to the global flag, as in WVA).
+    pub fn rescale(&self) -> RescaleFlags {
+        RescaleFlags {
+            cluster: self.global.rescale(),
+            namespaces: self
+                .local
+                .iter()
+                .filter(|(_, c)| c.rescale())
+                .map(|(ns, _)| ns.clone())
+                .collect(),
+        }
+    }
 }
 
 /// One entry's fields as their YAML text: numbers are parsed from the text exactly, `~`/`null` reads as
@@ -418,6 +443,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scaleDownBoundary",
     "scaleToZero",
     "enableLimiter",
+    "enableRescale",
     "priority",
     "limiters",
 ];
@@ -440,6 +466,18 @@ struct RawLimiter {
 struct RawLimiterKeys {
     enable_limiter: Option<String>,
     limiters: Option<Vec<RawLimiter>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRescale {
+    enable_rescale: Option<String>,
+}
+
+fn parse_rescale(text: &str) -> Result<Option<bool>, String> {
+    let raw: RawRescale = serde_saphyr::from_str(text)
+        .map_err(|e| format!("enableRescale must be a boolean: {e}"))?;
+    boolean("enableRescale", raw.enable_rescale)
 }
 
 /// WVA's largest quota value.
@@ -679,14 +717,10 @@ fn parse_entry(
     let keys: BTreeMap<String, serde::de::IgnoredAny> =
         serde_saphyr::from_str(text).map_err(|e| format!("not a YAML mapping: {e}"))?;
     for other in keys.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-        let note = if LIMITER_KEYS.contains(&other.as_str()) {
-            "used by WVA v0.9's rescale (alpha: GPUs moved between models by priority), which this server does not run; ignored"
-        } else {
-            "unknown key; ignored (check the spelling)"
-        };
-        issues
-            .ignored_keys
-            .push((key.to_string(), format!("{other}: {note}")));
+        issues.ignored_keys.push((
+            key.to_string(),
+            format!("{other}: unknown key; ignored (check the spelling)"),
+        ));
     }
     let raw: RawEntry = serde_saphyr::from_str(text)
         .map_err(|e| format!("thresholds, model_id and namespace must be scalars: {e}"))?;
@@ -710,7 +744,14 @@ fn parse_entry(
         },
         v2: parse_v2(text)?,
         limiter: parse_limiter(text)?,
+        rescale: parse_rescale(text)?,
     };
+    if entry.rescale.is_some() && key != DEFAULT_ENTRY {
+        issues.ignored_keys.push((
+            key.to_string(),
+            "enableRescale: read only from a default entry (the global ConfigMap's for the cluster's GPUs, a namespace-local one's for that namespace's quota); ignored".into(),
+        ));
+    }
     if entry.limiter.is_some() && (key != DEFAULT_ENTRY || local_to.is_some()) {
         issues.ignored_keys.push((
             key.to_string(),
@@ -1040,15 +1081,12 @@ mod tests {
             )]),
         );
         assert_eq!(cfg.default_config().kv_cache_threshold, 0.6);
-        assert_eq!(issues.ignored_keys.len(), 2);
+        assert_eq!(issues.ignored_keys.len(), 1);
         assert!(issues
             .ignored_keys
             .iter()
             .any(|(_, m)| m.contains("kvCacheTreshold: unknown key")));
-        assert!(issues
-            .ignored_keys
-            .iter()
-            .any(|(_, m)| m.contains("enableRescale: used by WVA v0.9's rescale")));
+        assert!(cfg.rescale());
     }
 
     /// WVA v0.9's entry schema: analyzers (with `parameters` folded into unset fields), U and D, inline
@@ -1106,10 +1144,11 @@ mod tests {
             (0.95, 0.6),
             "the override's analyzers replace the default's"
         );
-        assert!(issues
+        assert!(!issues
             .ignored_keys
             .iter()
             .any(|(k, m)| k == "default" && m.contains("enableRescale")));
+        assert!(!cfg.rescale());
         // Bad v0.9 fields reject the entry, naming the rule, and keep its previous version.
         for (bad, want) in [
             (

@@ -194,6 +194,11 @@ struct Budget {
 }
 
 impl Budget {
+    /// Whether the budget is a namespace's own (a namespace-scoped quota that applies to it).
+    fn closed(&self, namespace: &str) -> bool {
+        self.per_namespace && !self.open.contains(namespace)
+    }
+
     fn available(&self, namespace: &str, accelerator: &str) -> Option<i64> {
         if self.open.contains(namespace) {
             return None;
@@ -599,8 +604,25 @@ fn move_from_unschedulable(
     }
 }
 
+mod rescale;
 mod score;
+pub use rescale::{rescale_targets, RescaleInput, RESCALE};
 pub use score::{limit_by_score, ScoreModel, FAIR_SHARE};
+
+/// Where WVA v0.9's rescale (alpha) may move GPUs between models by priority: the cluster's GPUs
+/// (the global `enableRescale`), and the quota of each namespace listed (its local `enableRescale`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RescaleFlags {
+    pub cluster: bool,
+    pub namespaces: BTreeSet<String>,
+}
+
+impl RescaleFlags {
+    pub fn any(&self) -> bool {
+        self.cluster || !self.namespaces.is_empty()
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,10 @@
 //! models' variants at zero replicas (scale from zero). Where WVA's sorts are unstable, ties are broken
 //! by the models' order and the variants' names.
 
+use super::rescale::{rescale, Books};
 use super::{
     budgets, by_model, move_from_unschedulable, unchanged, Budget, Granted, Inventory, LimitError,
-    Limiter, Request,
+    Limiter, Request, RescaleFlags,
 };
 use crate::saturation::v2::optimize::{
     add_replicas, cost_efficiency, replica_capacity, to_int, Grow,
@@ -33,6 +34,8 @@ pub struct ScoreModel {
     pub score: f64,
     /// Tokens of capacity each role needs (the analysis' required capacity).
     pub required: Vec<(Role, f64)>,
+    /// Tokens each role's load asks for (the analysis' demand; rescale weighs models by it).
+    pub demand: Vec<(Role, f64)>,
     /// The analysed variants' capacities, and for each the index of its [`Request`].
     pub capacities: Vec<VariantCapacity>,
     pub requests: Vec<usize>,
@@ -124,20 +127,34 @@ impl Grow for Turn<'_, '_> {
     }
 }
 
-/// Shares the GPUs among the models' scale-ups (V2 under the limiter). `requests` are every variant of
-/// every model, with its unlimited target; `models` the models needing capacity, each naming its
-/// analysed variants' requests. Returns the requests' targets, in their order.
+/// Shares the GPUs among the models' scale-ups (V2 under the limiter), after rescale where `rescale`
+/// enables it. `requests` are every variant of every model, with its unlimited target; `models` the
+/// models whose capacity is known, each naming its analysed variants' requests. Returns the requests'
+/// targets, in their order.
 pub fn limit_by_score(
     requests: &[Request],
     models: &[ScoreModel],
     inventory: Option<&Inventory>,
     limiters: &[Limiter],
+    flags: &RescaleFlags,
 ) -> Result<Vec<Granted>, LimitError> {
     let (types, mut budgets) = budgets(requests, inventory, limiters)?;
+    let mut out = unchanged(requests);
+    let handled = if flags.any() {
+        let mut books = Books {
+            requests,
+            types: &types,
+            budgets: &mut budgets,
+        };
+        rescale(models, &mut books, flags, &mut out)
+    } else {
+        Default::default()
+    };
     let mut work: Vec<Work<'_>> = models
         .iter()
-        .filter(|m| !m.requests.is_empty())
-        .map(|m| {
+        .enumerate()
+        .filter(|(i, m)| !m.requests.is_empty() && !handled.contains(i))
+        .map(|(_, m)| {
             let remaining: Vec<f64> = m.required.iter().map(|(_, n)| n.max(0.0)).collect();
             Work {
                 model: m,
@@ -147,6 +164,7 @@ pub fn limit_by_score(
                 remaining,
             }
         })
+        .filter(|w| w.value > 0.0)
         .collect();
     loop {
         let active: Vec<usize> = (0..work.len()).filter(|w| work[*w].value > 0.0).collect();
@@ -181,7 +199,6 @@ pub fn limit_by_score(
             work[w].value = -1.0;
         }
     }
-    let mut out = unchanged(requests);
     for w in &work {
         settle(w, requests, &types, limiters, &budgets, &mut out);
     }

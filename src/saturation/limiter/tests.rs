@@ -517,6 +517,7 @@ mod score {
             priority,
             score: 1.0,
             required: vec![(Role::Both, required)],
+            demand: vec![(Role::Both, required)],
             capacities: vec![],
             requests: vec![],
         };
@@ -542,7 +543,16 @@ mod score {
     }
 
     fn run(requests: &[Request], models: &[ScoreModel], inv: &Inventory) -> Vec<i64> {
-        targets(&limit_by_score(requests, models, Some(inv), &[Limiter::GpuInventory]).unwrap())
+        targets(
+            &limit_by_score(
+                requests,
+                models,
+                Some(inv),
+                &[Limiter::GpuInventory],
+                &RescaleFlags::default(),
+            )
+            .unwrap(),
+        )
     }
 
     /// RC 20000; cheap A100 (cost 5, 10000 per replica, 2 GPUs) against H100 (15, 20000, 4 GPUs);
@@ -563,6 +573,7 @@ mod score {
             &ms,
             Some(&inventory(&[("A100", 4, 0)])),
             &[Limiter::GpuInventory],
+            &RescaleFlags::default(),
         )
         .unwrap();
         assert_eq!(targets(&g), [3, 1]);
@@ -605,6 +616,7 @@ mod score {
             &ms,
             Some(&inventory(&[("A100", 12, 0)])),
             &[Limiter::GpuInventory],
+            &RescaleFlags::default(),
         )
         .unwrap();
         assert_eq!(targets(&g), [4, 2, 3]);
@@ -634,6 +646,7 @@ mod score {
             &ms,
             Some(&inventory(&[("A100", 4, 0)])),
             &[Limiter::GpuInventory],
+            &RescaleFlags::default(),
         )
         .unwrap();
         assert_eq!(targets(&g), [1, 3]);
@@ -668,13 +681,13 @@ mod score {
         );
         let inv = inventory(&[("A100", 100, 0), ("H100", 100, 0)]);
         let limiters = [Limiter::GpuInventory, q(&[("A100", 4)])];
-        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters).unwrap();
+        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters, &RescaleFlags::default()).unwrap();
         assert_eq!(
             (g[0].target, g[0].limited_by.as_deref()),
             (2, Some("team-quota"))
         );
         let limiters = [Limiter::GpuInventory, q(&[("H100", 4)])];
-        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters).unwrap();
+        let g = limit_by_score(&rs, &ms, Some(&inv), &limiters, &RescaleFlags::default()).unwrap();
         assert_eq!(g[0].target, 1);
     }
 
@@ -763,7 +776,7 @@ mod score {
         ) {
             let (rs, ms, _) = build(&arb);
             let inv = inventory(&[("H100", free[0], 0), ("L40S", free[1], 0), ("A100", free[2], 0)]);
-            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory], &RescaleFlags::default()).unwrap();
             let mut given: BTreeMap<String, i64> = BTreeMap::new();
             for (r, g) in rs.iter().zip(&g) {
                 prop_assert!(g.target >= r.current);
@@ -784,7 +797,7 @@ mod score {
         fn enough_gpus_match_the_unlimited_optimizer(arb in prop::collection::vec(arb_model(), 1..5)) {
             let (rs, ms, _) = build(&arb);
             let inv = inventory(&[("H100", 100_000, 0), ("L40S", 100_000, 0), ("A100", 100_000, 0)]);
-            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory]).unwrap();
+            let g = limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory], &RescaleFlags::default()).unwrap();
             for m in &ms {
                 let analysis = crate::saturation::v2::CapacityAnalysis {
                     thresholds: Default::default(),
@@ -814,6 +827,184 @@ mod score {
                 let got: Vec<i64> = m.requests.iter().map(|r| g[*r].target).collect();
                 prop_assert_eq!(got, unlimited);
             }
+        }
+    }
+}
+
+/// Rescale against WVA v0.9's `rescale_test.go`, and through the optimizer.
+mod rescale {
+    use super::*;
+    use crate::saturation::Role;
+
+    fn input(priority: f64, demand: i64, floor: i64, cap: i64) -> RescaleInput {
+        RescaleInput {
+            priority,
+            demand,
+            floor,
+            cap,
+        }
+    }
+
+    #[test]
+    fn budgets_split_by_priority_and_demand() {
+        for (inputs, budget, want, conflict) in [
+            // A (priority 1, demand 8), B (3, 8), caps 8, budget 8: 2 and 6.
+            (
+                vec![input(1.0, 8, 0, 8), input(3.0, 8, 0, 8)],
+                8,
+                vec![2, 6],
+                false,
+            ),
+            // B needs 4 (cap 4): it keeps 4, A takes the rest.
+            (
+                vec![input(1.0, 8, 0, 8), input(3.0, 4, 0, 4)],
+                8,
+                vec![4, 4],
+                false,
+            ),
+            // A's floor 2, budget 6, equal weights: 2 + 2 and 2.
+            (
+                vec![input(1.0, 8, 2, 8), input(1.0, 8, 0, 8)],
+                6,
+                vec![4, 2],
+                false,
+            ),
+            // Equal weights, budget 7: the odd GPU to the first.
+            (
+                vec![input(1.0, 8, 0, 8), input(1.0, 8, 0, 8)],
+                7,
+                vec![4, 3],
+                false,
+            ),
+            // Idle (demand 0, floor 1) against busy: 1 and 5.
+            (
+                vec![input(1.0, 0, 1, 1), input(1.0, 8, 0, 8)],
+                6,
+                vec![1, 5],
+                false,
+            ),
+            // Floors 4 + 3 over a budget of 6: the floors, and a conflict.
+            (
+                vec![input(1.0, 8, 4, 8), input(1.0, 8, 3, 8)],
+                6,
+                vec![4, 3],
+                true,
+            ),
+        ] {
+            assert_eq!(
+                rescale_targets(&inputs, budget),
+                (want, conflict),
+                "{inputs:?} {budget}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Targets never pass a cap (unless a floor does), never fall below a floor, and never sum
+        /// past the budget unless the floors do.
+        #[test]
+        fn targets_respect_floors_caps_and_budget(
+            raw in prop::collection::vec((0.5f64..4.0, 0i64..20, 0i64..5, 0i64..20), 1..6),
+            budget in 0i64..60,
+        ) {
+            let inputs: Vec<RescaleInput> = raw
+                .into_iter()
+                .map(|(p, d, f, c)| input(p, d, f, c.max(f)))
+                .collect();
+            let (t, conflict) = rescale_targets(&inputs, budget);
+            let floors: i64 = inputs.iter().map(|i| i.floor).sum();
+            prop_assert_eq!(conflict, floors > budget);
+            for (i, t) in inputs.iter().zip(&t) {
+                prop_assert!(*t >= i.floor && *t <= i.cap.max(i.floor));
+            }
+            prop_assert!(t.iter().sum::<i64>() <= budget.max(floors));
+        }
+    }
+
+    /// One H100 type, no GPU free: "low" (priority 1) holds 6 GPUs, "high" (priority 3) holds 2 and
+    /// both need 8. With rescale on, "low" gives back what is over its share; "high" grows once the
+    /// GPUs are free (the next plan, when low's pods are gone). Off, nothing moves.
+    #[test]
+    fn rescale_moves_gpus_to_the_higher_priority() {
+        let model = |name: &str, priority: f64, current: i64| {
+            let r = Request {
+                model: name.into(),
+                current,
+                target: current + 2,
+                ..req(name, current, current + 2, 2, 0.0)
+            };
+            let m = ScoreModel {
+                priority,
+                score: 1.0,
+                required: vec![(Role::Both, 30_000.0)],
+                demand: vec![(Role::Both, 60_000.0)],
+                capacities: vec![score_capacity(name, 15_000.0, current)],
+                requests: vec![],
+            };
+            (r, m)
+        };
+        let (rl, mut ml) = model("low", 1.0, 3);
+        let (rh, mut mh) = model("high", 3.0, 1);
+        ml.requests = vec![0];
+        mh.requests = vec![1];
+        let rs = [rl, rh];
+        let ms = [ml, mh];
+        let run = |free: i64, flags: &RescaleFlags| {
+            let inv = inventory(&[("H100", 8 + free, 8)]);
+            limit_by_score(&rs, &ms, Some(&inv), &[Limiter::GpuInventory], flags).unwrap()
+        };
+        let on = RescaleFlags {
+            cluster: true,
+            namespaces: BTreeSet::new(),
+        };
+        // Off: no GPU free, nobody grows, nobody shrinks.
+        assert_eq!(targets(&run(0, &RescaleFlags::default())), [3, 1]);
+        // On: 8 GPUs, demand 8 each: low's share 2 (1 replica), high's 6. Low gives back 2 replicas;
+        // high cannot grow yet.
+        let g = run(0, &on);
+        assert_eq!(targets(&g), [1, 1]);
+        assert_eq!(g[0].limited_by.as_deref(), Some(RESCALE));
+        assert!(
+            g[0].steps
+                .iter()
+                .any(|s| s.contains("rescale: 2 of the 8 H100 GPUs")),
+            "{g:?}"
+        );
+        // Once low's 4 GPUs are free (low at 1 replica): high takes them.
+        let rs2 = [
+            Request {
+                current: 1,
+                target: 3,
+                ..rs[0].clone()
+            },
+            rs[1].clone(),
+        ];
+        let inv = inventory(&[("H100", 8, 4)]);
+        let g = limit_by_score(&rs2, &ms, Some(&inv), &[Limiter::GpuInventory], &on).unwrap();
+        assert_eq!(targets(&g), [1, 3]);
+    }
+
+    fn score_capacity(
+        name: &str,
+        prc: f64,
+        current: i64,
+    ) -> crate::saturation::v2::VariantCapacity {
+        crate::saturation::v2::VariantCapacity {
+            name: name.into(),
+            role: Role::Both,
+            accelerator: "H100".into(),
+            cost: 10.0,
+            replicas: current,
+            pending: 0,
+            per_replica_capacity: prc,
+            instances_per_replica: 1,
+            total_capacity: prc * current as f64,
+            demand: 0.0,
+            utilization: 0.0,
+            source: crate::saturation::v2::CapacitySource::Observed,
+            kv_tokens_used: 0,
+            kv_tokens_capacity: 0,
+            replica_capacities: vec![],
         }
     }
 }

@@ -11,6 +11,7 @@
 //! Where WVA's sorts are unstable (`cost_aware_optimizer.go:225-232`, `capacity_store.go`'s map order),
 //! ties are broken by name.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use super::{CapacityAnalysis, Role, VariantCapacity, VariantIn};
@@ -105,6 +106,53 @@ pub(crate) fn add_replicas(
                 grow.commit(*i, *k);
             }
         }
+    }
+}
+
+/// WVA's scale-down order and rule (`scaleDownVariantSet`): the role's variants `of_role`, most
+/// expensive first (then the smaller capacity, then by name), each losing the replicas `fits` allows,
+/// never below its minimum; the last variant keeps one replica unless an earlier one still serves.
+/// `removed` hears of each removal.
+pub(crate) fn shed(
+    vcs: &[VariantCapacity],
+    of_role: &[usize],
+    targets: &mut [i64],
+    mins: &[i64],
+    fits: impl Fn(usize) -> i64,
+    mut removed: impl FnMut(usize, i64),
+) {
+    let mut order = of_role.to_vec();
+    order.sort_by(|a, b| {
+        let (va, vb) = (&vcs[*a], &vcs[*b]);
+        vb.cost
+            .partial_cmp(&va.cost)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| {
+                replica_capacity(va)
+                    .partial_cmp(&replica_capacity(vb))
+                    .unwrap_or(Ordering::Equal)
+            })
+            .then_with(|| va.name.cmp(&vb.name))
+    });
+    for (pos, &i) in order.iter().enumerate() {
+        if replica_capacity(&vcs[i]) <= 0.0 {
+            continue;
+        }
+        let current = targets[i];
+        let removable = current - mins[i];
+        if removable <= 0 {
+            continue;
+        }
+        let mut n = fits(i).max(0).min(removable);
+        let earlier_serve = order[..pos].iter().any(|j| targets[*j] > 0);
+        if pos == order.len() - 1 && current - n < 1 && !earlier_serve {
+            n = current - 1;
+        }
+        if n <= 0 {
+            continue;
+        }
+        targets[i] = current - n;
+        removed(i, n);
     }
 }
 
@@ -204,46 +252,20 @@ impl Model<'_> {
     /// Per role, removes replicas from the most expensive variants while the spare capacity covers them.
     fn scale_down(&self, mut targets: Vec<i64>, analysis: &CapacityAnalysis) -> Vec<i64> {
         let vcs = self.vcs;
+        let mins: Vec<i64> = self.bounds.iter().map(|b| b.0).collect();
         for role in self.roles {
-            let mut spare = analysis.totals_for(*role).spare_capacity;
-            if spare <= 0.0 {
+            let spare = Cell::new(analysis.totals_for(*role).spare_capacity);
+            if spare.get() <= 0.0 {
                 continue;
             }
-            let mut order = self.of_role(*role);
-            // Most expensive first; then the smaller capacity; then by name.
-            order.sort_by(|a, b| {
-                let (va, vb) = (&vcs[*a], &vcs[*b]);
-                vb.cost
-                    .partial_cmp(&va.cost)
-                    .unwrap_or(Ordering::Equal)
-                    .then_with(|| {
-                        replica_capacity(va)
-                            .partial_cmp(&replica_capacity(vb))
-                            .unwrap_or(Ordering::Equal)
-                    })
-                    .then_with(|| va.name.cmp(&vb.name))
-            });
-            for (pos, &i) in order.iter().enumerate() {
-                let prc = replica_capacity(&vcs[i]);
-                if prc <= 0.0 {
-                    continue;
-                }
-                let current = targets[i];
-                let removable = current - self.bounds[i].0;
-                if removable <= 0 {
-                    continue;
-                }
-                let mut n = to_int((spare / prc).floor()).max(0).min(removable);
-                let earlier_serve = order[..pos].iter().any(|j| targets[*j] > 0);
-                if pos == order.len() - 1 && current - n < 1 && !earlier_serve {
-                    n = current - 1;
-                }
-                if n <= 0 {
-                    continue;
-                }
-                targets[i] = current - n;
-                spare = (spare - n as f64 * prc).max(0.0);
-            }
+            shed(
+                vcs,
+                &self.of_role(*role),
+                &mut targets,
+                &mins,
+                |i| to_int((spare.get() / replica_capacity(&vcs[i])).floor()),
+                |i, n| spare.set((spare.get() - n as f64 * replica_capacity(&vcs[i])).max(0.0)),
+            );
         }
         targets
     }
