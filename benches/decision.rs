@@ -2,7 +2,8 @@
 //! whole engine path (snapshot, sample lookups, analysis, items) as the HPA request runs it, for V1
 //! (the KV/queue thresholds) and saturation V2 (token capacity and the cost-aware optimizer). The
 //! baseline in the same run is V1's pure decision, so the ratios show what V2 and the engine's joins
-//! cost. And the GPU limiter: one grant over 1,000 variants, the inventory from 1,000 nodes and
+//! cost. And the GPU limiter: one grant over 1,000 variants (V1's, and saturation V2's GreedyByScore
+//! with and without rescale), the inventory from 1,000 nodes and
 //! 10,000 pods, a planning round over 100 models, and the request with the limiter's plan applied,
 //! against the same request with the limiter off.
 #![allow(
@@ -25,8 +26,11 @@ use wva_metrics_server::engine::{
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::{ScalingConfig, Thresholds};
-use wva_metrics_server::saturation::limiter::{limit, Limiter, Request};
+use wva_metrics_server::saturation::limiter::{
+    limit, limit_by_score, Limiter, Request, RescaleFlags, ScoreModel,
+};
 use wva_metrics_server::saturation::v2::{CapacityMemory, EngineParams, Role, V2Thresholds};
+use wva_metrics_server::saturation::v2::{CapacitySource, VariantCapacity};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind, TokenFigures};
 use wva_metrics_server::target::PodTarget;
 
@@ -247,6 +251,51 @@ fn limiter_thresholds() -> Thresholds {
     Thresholds::default().with_global(global)
 }
 
+/// The requests with each model's variants on one type, and each model's V2 view: 20,000 tokens per
+/// replica, a need of 50,000 tokens more, a demand of 100,000.
+fn score_models(requests: &[Request]) -> (Vec<Request>, Vec<ScoreModel>) {
+    let requests: Vec<Request> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Request {
+            accelerator: TYPES[(i / 10) % 4].into(),
+            ..r.clone()
+        })
+        .collect();
+    let models = (0..100)
+        .map(|m| {
+            let capacities = (m * 10..m * 10 + 10)
+                .map(|i| VariantCapacity {
+                    name: requests[i].variant.clone(),
+                    role: Role::Both,
+                    accelerator: requests[i].accelerator.clone(),
+                    cost: requests[i].cost,
+                    replicas: 2,
+                    pending: 0,
+                    per_replica_capacity: 20_000.0,
+                    instances_per_replica: 1,
+                    total_capacity: 40_000.0,
+                    demand: 10_000.0,
+                    utilization: 0.25,
+                    source: CapacitySource::Observed,
+                    kv_tokens_used: 0,
+                    kv_tokens_capacity: 0,
+                    replica_capacities: vec![],
+                })
+                .collect();
+            ScoreModel {
+                priority: 1.0 + (m % 3) as f64,
+                score: 1.0,
+                required: vec![(Role::Both, 50_000.0)],
+                demand: vec![(Role::Both, 100_000.0)],
+                capacities,
+                requests: (m * 10..m * 10 + 10).collect(),
+            }
+        })
+        .collect();
+    (requests, models)
+}
+
 fn bench_limiter(c: &mut Criterion) {
     let (nodes, pods) = fleet();
     let inventory = nodes::inventory(&nodes, &pods, None);
@@ -277,6 +326,37 @@ fn bench_limiter(c: &mut Criterion) {
     });
     g.bench_function("grant-1000-variants", |b| {
         b.iter(|| limit(std::hint::black_box(&requests), Some(&inventory), &limiters).unwrap())
+    });
+    // Saturation V2 under the limiter: the same 1,000 variants, each model on one type and needing
+    // capacity; GreedyByScore's turns, then with rescale on as well.
+    let (v2_requests, models) = score_models(&requests);
+    g.bench_function("greedy-by-score-1000-variants", |b| {
+        b.iter(|| {
+            limit_by_score(
+                std::hint::black_box(&v2_requests),
+                &models,
+                Some(&inventory),
+                &limiters,
+                &RescaleFlags::default(),
+            )
+            .unwrap()
+        })
+    });
+    let rescale = RescaleFlags {
+        cluster: true,
+        namespaces: Default::default(),
+    };
+    g.bench_function("greedy-by-score-rescale-1000-variants", |b| {
+        b.iter(|| {
+            limit_by_score(
+                std::hint::black_box(&v2_requests),
+                &models,
+                Some(&inventory),
+                &limiters,
+                &rescale,
+            )
+            .unwrap()
+        })
     });
     g.bench_function("inventory-1000-nodes-10000-pods", |b| {
         b.iter(|| nodes::inventory(std::hint::black_box(&nodes), &pods, None))

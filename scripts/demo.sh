@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo behind `just demo`: emulated vLLM pods for two variants of one model, the server in
-# standalone mode on manifests/examples/standalone.yaml, a load step, and inferno_desired_replicas
-# for each variant before and after, read through the real HTTPS endpoint. Stops what it started.
+# standalone mode on a copy of manifests/examples/standalone.yaml, a load step, and
+# inferno_desired_replicas for each variant before and after, read through the real HTTPS endpoint;
+# then GPU Nodes and the limiter are added to the copy (the server reloads it) and the +1 moves to the
+# accelerator with free GPUs. Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -17,7 +19,9 @@ token_file=manifests/examples/standalone-epp-token
 "$bin/vllm-emulator" --listen 127.0.0.5:19090 --model ibm-granite/granite-3.3-8b-instruct \
   --epp-token "$(cat "$token_file")" 2>/dev/null &
 pids+=($!)
-"$bin/wva-metrics-server" serve --standalone manifests/examples/standalone.yaml --secure-port "$port" \
+file="$certs/standalone.yaml"
+cp manifests/examples/standalone.yaml "$file"
+"$bin/wva-metrics-server" serve --standalone "$file" --secure-port "$port" \
   --cert-dir "$certs" --scrape-interval 1s --lookback 5s --epp-token-file "$token_file" --log-level warn &
 pids+=($!)
 
@@ -53,4 +57,32 @@ wait_for "the scale-up" 3
 echo "== scale from zero: 2 requests queue at granite's endpoint picker (an emulated EPP behind a bearer token)"
 curl -sf -XPOST "http://127.0.0.5:19090/emulator/queue" -H 'content-type: application/json' -d '{"size": 2}' >/dev/null
 wait_for "the scale from zero" 1 granite-l4
+echo "== GPU limiter: Nodes with 2 L40S (another tenant's pod holds both) and 8 H100, and enableLimiter"
+echo "   in the saturation ConfigMap, added to the file (the server reloads it): the +1 goes where GPUs are free"
+cat >>"$file" <<'YAML'
+---
+apiVersion: v1
+kind: Node
+metadata: {name: gpu-l40s, labels: {nvidia.com/gpu.product: NVIDIA-L40S-48GB}}
+status: {allocatable: {nvidia.com/gpu: "2"}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: gpu-h100, labels: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}
+status: {allocatable: {nvidia.com/gpu: "8"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: training, namespace: tenant}
+spec: {nodeName: gpu-l40s, containers: [{name: train, resources: {requests: {nvidia.com/gpu: "2"}}}]}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: wva-saturation-scaling-config, namespace: wva-metrics-server}
+data:
+  default: |
+    enableLimiter: true
+YAML
+wait_for "the limiter's move" 2 qwen-h100
 echo "== done; to keep it running: just emulators (one terminal), just run (another), then curl --cacert <printed ca.crt> $url"
