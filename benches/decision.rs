@@ -27,7 +27,7 @@ use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::MetricsProvider;
 use wva_metrics_server::saturation::config::{ScalingConfig, Thresholds};
 use wva_metrics_server::saturation::limiter::{
-    limit, limit_by_score, Limiter, Request, RescaleFlags, ScoreModel,
+    limit, limit_by_score, Inventory, Limiter, Request, RescaleFlags, ScoreModel,
 };
 use wva_metrics_server::saturation::v2::{CapacityMemory, EngineParams, Role, V2Thresholds};
 use wva_metrics_server::saturation::v2::{CapacitySource, VariantCapacity};
@@ -252,7 +252,7 @@ fn limiter_thresholds() -> Thresholds {
 }
 
 /// The requests with each model's variants on one type, and each model's V2 view: 20,000 tokens per
-/// replica, a need of 50,000 tokens more, a demand of 100,000.
+/// replica, a need of 50,000 tokens more, a demand of 1,000,000 (50 replicas).
 fn score_models(requests: &[Request]) -> (Vec<Request>, Vec<ScoreModel>) {
     let requests: Vec<Request> = requests
         .iter()
@@ -287,7 +287,7 @@ fn score_models(requests: &[Request]) -> (Vec<Request>, Vec<ScoreModel>) {
                 priority: 1.0 + (m % 3) as f64,
                 score: 1.0,
                 required: vec![(Role::Both, 50_000.0)],
-                demand: vec![(Role::Both, 100_000.0)],
+                demand: vec![(Role::Both, 1_000_000.0)],
                 capacities,
                 requests: (m * 10..m * 10 + 10).collect(),
             }
@@ -330,12 +330,24 @@ fn bench_limiter(c: &mut Criterion) {
     // Saturation V2 under the limiter: the same 1,000 variants, each model on one type and needing
     // capacity; GreedyByScore's turns, then with rescale on as well.
     let (v2_requests, models) = score_models(&requests);
+    // 50 GPUs free per type: some models are cut, and every type's group is contended for rescale.
+    let mut scarce = Inventory::default();
+    for t in TYPES {
+        scarce.add(t, 1_000, 950);
+    }
+    let check = |flags: &RescaleFlags, by: &str| {
+        let g = limit_by_score(&v2_requests, &models, Some(&scarce), &limiters, flags).unwrap();
+        assert!(
+            g.iter().any(|g| g.limited_by.as_deref() == Some(by)),
+            "nothing limited by {by}"
+        );
+    };
     g.bench_function("greedy-by-score-1000-variants", |b| {
         b.iter(|| {
             limit_by_score(
                 std::hint::black_box(&v2_requests),
                 &models,
-                Some(&inventory),
+                Some(&scarce),
                 &limiters,
                 &RescaleFlags::default(),
             )
@@ -346,12 +358,14 @@ fn bench_limiter(c: &mut Criterion) {
         cluster: true,
         namespaces: Default::default(),
     };
+    check(&RescaleFlags::default(), "gpu-limiter");
+    check(&rescale, "rescale");
     g.bench_function("greedy-by-score-rescale-1000-variants", |b| {
         b.iter(|| {
             limit_by_score(
                 std::hint::black_box(&v2_requests),
                 &models,
-                Some(&inventory),
+                Some(&scarce),
                 &limiters,
                 &rescale,
             )

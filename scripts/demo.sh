@@ -57,7 +57,7 @@ wait_for "the scale-up" 3
 echo "== scale from zero: 2 requests queue at granite's endpoint picker (an emulated EPP behind a bearer token)"
 curl -sf -XPOST "http://127.0.0.5:19090/emulator/queue" -H 'content-type: application/json' -d '{"size": 2}' >/dev/null
 wait_for "the scale from zero" 1 granite-l4
-echo "== GPU limiter: Nodes with 2 L40S (another tenant's pod holds both) and 8 H100, and enableLimiter"
+echo "== GPU limiter: Nodes with 2 L40S (another tenant's pod holds both), 8 H100 and 1 L4, and enableLimiter"
 echo "   in the saturation ConfigMap, added to the file (the server reloads it): the +1 goes where GPUs are free"
 cat >>"$file" <<'YAML'
 ---
@@ -70,6 +70,11 @@ apiVersion: v1
 kind: Node
 metadata: {name: gpu-h100, labels: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}
 status: {allocatable: {nvidia.com/gpu: "8"}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: gpu-l4, labels: {nvidia.com/gpu.product: NVIDIA-L4}}
+status: {allocatable: {nvidia.com/gpu: "1"}}
 ---
 apiVersion: v1
 kind: Pod
