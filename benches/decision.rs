@@ -335,43 +335,36 @@ fn bench_limiter(c: &mut Criterion) {
     for t in TYPES {
         scarce.add(t, 1_000, 950);
     }
-    let check = |flags: &RescaleFlags, by: &str| {
-        let g = limit_by_score(&v2_requests, &models, Some(&scarce), &limiters, flags).unwrap();
-        assert!(
-            g.iter().any(|g| g.limited_by.as_deref() == Some(by)),
-            "nothing limited by {by}"
-        );
+    let run = |flags: &RescaleFlags| {
+        limit_by_score(
+            std::hint::black_box(&v2_requests),
+            &models,
+            Some(&scarce),
+            &limiters,
+            flags,
+        )
+        .unwrap()
     };
-    g.bench_function("greedy-by-score-1000-variants", |b| {
-        b.iter(|| {
-            limit_by_score(
-                std::hint::black_box(&v2_requests),
-                &models,
-                Some(&scarce),
-                &limiters,
-                &RescaleFlags::default(),
-            )
-            .unwrap()
-        })
-    });
     let rescale = RescaleFlags {
         cluster: true,
         namespaces: Default::default(),
     };
-    check(&RescaleFlags::default(), "gpu-limiter");
-    check(&rescale, "rescale");
-    g.bench_function("greedy-by-score-rescale-1000-variants", |b| {
-        b.iter(|| {
-            limit_by_score(
-                std::hint::black_box(&v2_requests),
-                &models,
-                Some(&scarce),
-                &limiters,
-                &rescale,
-            )
-            .unwrap()
-        })
-    });
+    for (name, flags, by) in [
+        (
+            "greedy-by-score-1000-variants",
+            RescaleFlags::default(),
+            "gpu-limiter",
+        ),
+        ("greedy-by-score-rescale-1000-variants", rescale, "rescale"),
+    ] {
+        assert!(
+            run(&flags)
+                .iter()
+                .any(|g| g.limited_by.as_deref() == Some(by)),
+            "nothing limited by {by}"
+        );
+        g.bench_function(name, |b| b.iter(|| run(&flags)));
+    }
     g.bench_function("inventory-1000-nodes-10000-pods", |b| {
         b.iter(|| nodes::inventory(std::hint::black_box(&nodes), &pods, None))
     });

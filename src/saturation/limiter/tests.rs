@@ -463,17 +463,17 @@ mod score {
 
     /// A variant of model `model`: `(name, accelerator, cost, capacity per replica, GPUs per replica)`,
     /// at `current` replicas.
-    struct V<'a> {
-        name: &'a str,
-        accel: &'a str,
-        cost: f64,
-        prc: f64,
-        gpr: i64,
-        current: i64,
-        max: Option<i64>,
+    pub(super) struct V<'a> {
+        pub(super) name: &'a str,
+        pub(super) accel: &'a str,
+        pub(super) cost: f64,
+        pub(super) prc: f64,
+        pub(super) gpr: i64,
+        pub(super) current: i64,
+        pub(super) max: Option<i64>,
     }
 
-    fn v<'a>(name: &'a str, accel: &'a str, cost: f64, prc: f64, gpr: i64) -> V<'a> {
+    pub(super) fn v<'a>(name: &'a str, accel: &'a str, cost: f64, prc: f64, gpr: i64) -> V<'a> {
         V {
             name,
             accel,
@@ -485,7 +485,7 @@ mod score {
         }
     }
 
-    fn capacity(v: &V<'_>, role: Role) -> VariantCapacity {
+    pub(super) fn capacity(v: &V<'_>, role: Role) -> VariantCapacity {
         VariantCapacity {
             name: v.name.into(),
             role,
@@ -938,7 +938,13 @@ mod rescale {
                 score: 1.0,
                 required: vec![(Role::Both, 30_000.0)],
                 demand: vec![(Role::Both, 60_000.0)],
-                capacities: vec![score_capacity(name, 15_000.0, current)],
+                capacities: vec![super::score::capacity(
+                    &super::score::V {
+                        current,
+                        ..super::score::v(name, "H100", 10.0, 15_000.0, 2)
+                    },
+                    Role::Both,
+                )],
                 requests: vec![],
             };
             (r, m)
@@ -982,29 +988,5 @@ mod rescale {
         let inv = inventory(&[("H100", 8, 4)]);
         let g = limit_by_score(&rs2, &ms, Some(&inv), &[Limiter::GpuInventory], &on).unwrap();
         assert_eq!(targets(&g), [1, 3]);
-    }
-
-    fn score_capacity(
-        name: &str,
-        prc: f64,
-        current: i64,
-    ) -> crate::saturation::v2::VariantCapacity {
-        crate::saturation::v2::VariantCapacity {
-            name: name.into(),
-            role: Role::Both,
-            accelerator: "H100".into(),
-            cost: 10.0,
-            replicas: current,
-            pending: 0,
-            per_replica_capacity: prc,
-            instances_per_replica: 1,
-            total_capacity: prc * current as f64,
-            demand: 0.0,
-            utilization: 0.0,
-            source: crate::saturation::v2::CapacitySource::Observed,
-            kv_tokens_used: 0,
-            kv_tokens_capacity: 0,
-            replica_capacities: vec![],
-        }
     }
 }
