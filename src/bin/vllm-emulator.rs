@@ -22,6 +22,8 @@
 //!   POST /emulator/load   {"inFlight": 40}     hold 40 synthetic requests in flight (running + waiting)
 //!   POST /emulator/fault  {"metrics": "ok" | "hang" | "error" | "garbage"}
 //!   POST /emulator/queue  {"size": 3}          EPP mode: requests waiting in the flow-control queue
+//!   POST /emulator/signals {"saturation": 0.8, "running": 12}  EPP mode: the pool's saturation (under
+//!                         the current and the deprecated name) and the model's requests in flight
 //!   GET  /emulator/state  the current numbers as JSON
 
 use std::fmt::Write as _;
@@ -41,7 +43,7 @@ use tokio::sync::Semaphore;
 #[command(
     name = "vllm-emulator",
     about = "Emulates vLLM pods' /metrics and a completions endpoint, for demos and tests (not a model server)",
-    after_help = "Per pod: GET /metrics, POST /v1/completions, and for scripted load and faults:\n  POST /emulator/load   {\"inFlight\": 40}   hold 40 synthetic requests in flight\n  POST /emulator/fault  {\"metrics\": \"ok\" | \"hang\" | \"error\" | \"garbage\"}\n  POST /emulator/queue  {\"size\": 3}        (--epp-token) requests waiting at the endpoint picker\n  GET  /emulator/state"
+    after_help = "Per pod: GET /metrics, POST /v1/completions, and for scripted load and faults:\n  POST /emulator/load   {\"inFlight\": 40}   hold 40 synthetic requests in flight\n  POST /emulator/fault  {\"metrics\": \"ok\" | \"hang\" | \"error\" | \"garbage\"}\n  POST /emulator/queue  {\"size\": 3}        (--epp-token) requests waiting at the endpoint picker\n  POST /emulator/signals {\"saturation\": 0.8, \"running\": 12}  (--epp-token) pool saturation, requests in flight\n  GET  /emulator/state"
 )]
 struct Args {
     /// Address of one emulated pod (repeatable): --listen 127.0.0.2:8000 --listen 127.0.0.3:8000
@@ -126,6 +128,9 @@ struct Counters {
     synthetic_done: f64,
     /// EPP mode: requests waiting in the flow-control queue.
     epp_queue: usize,
+    /// EPP mode: the pool's flow-control saturation (none published until set) and the requests in flight.
+    epp_saturation: Option<f64>,
+    epp_running: usize,
 }
 
 struct Pod {
@@ -526,7 +531,7 @@ impl Pod {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = &self.args.model;
         let pool = &self.args.epp_pool;
-        format!(
+        let mut page = format!(
             "# HELP inference_extension_flow_control_queue_size Current number of requests in the flow control queue.\n\
              # TYPE inference_extension_flow_control_queue_size gauge\n\
              inference_extension_flow_control_queue_size{{fairness_id=\"default\",inference_pool=\"{pool}\",model_name=\"{m}\",priority=\"0\",target_model_name=\"{m}\"}} {}\n\
@@ -534,7 +539,32 @@ impl Pod {
              # TYPE inference_pool_ready_pods gauge\n\
              inference_pool_ready_pods{{name=\"{pool}\"}} 0\n",
             c.epp_queue
-        )
+        );
+        // As llm-d-router publishes them: the current name and the deprecated one, side by side.
+        if let Some(sat) = c.epp_saturation {
+            for name in [
+                "llm_d_router_epp_flow_control_pool_saturation",
+                "inference_extension_flow_control_pool_saturation",
+            ] {
+                let _ = write!(
+                    page,
+                    "# TYPE {name} gauge\n{name}{{inference_pool=\"{pool}\"}} {sat}\n"
+                );
+            }
+        }
+        if c.epp_running > 0 {
+            for name in [
+                "llm_d_router_epp_running_requests",
+                "inference_objective_running_requests",
+            ] {
+                let _ = write!(
+                    page,
+                    "# TYPE {name} gauge\n{name}{{model_name=\"{m}\"}} {}\n",
+                    c.epp_running
+                );
+            }
+        }
+        page
     }
 
     fn record(&self, latency: f64, prompt: u64, generated: u64) {
@@ -629,12 +659,19 @@ async fn route(pod: Arc<Pod>, req: Request<Incoming>) -> Response {
         (Method::POST, "/emulator/queue") => {
             control(&pod, req, |c, q: Queue| c.epp_queue = q.size).await
         }
+        (Method::POST, "/emulator/signals") => {
+            control(&pod, req, |c, s: Signals| {
+                c.epp_saturation = s.saturation;
+                c.epp_running = s.running;
+            })
+            .await
+        }
         (Method::GET, "/emulator/state") => state(&pod),
         (Method::GET, "/health") => reply(StatusCode::OK, Some("text/plain"), "ok"),
         (
             _,
             "/metrics" | "/v1/completions" | "/emulator/load" | "/emulator/fault"
-            | "/emulator/queue" | "/emulator/state" | "/health",
+            | "/emulator/queue" | "/emulator/signals" | "/emulator/state" | "/health",
         ) => reply(StatusCode::METHOD_NOT_ALLOWED, None, ""),
         _ => reply(StatusCode::NOT_FOUND, None, ""),
     }
@@ -727,6 +764,14 @@ struct Queue {
     size: usize,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signals {
+    saturation: Option<f64>,
+    #[serde(default)]
+    running: usize,
+}
+
 fn state(pod: &Pod) -> Response {
     let (running, waiting, kv) = pod.gauges();
     let c = pod
@@ -734,7 +779,7 @@ fn state(pod: &Pod) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     json(
-        &serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault, "eppQueue": c.epp_queue}),
+        &serde_json::json!({"running": running, "waiting": waiting, "kvCacheUsage": kv, "inFlight": c.synthetic, "succeeded": c.succeeded, "metricsFault": c.fault, "eppQueue": c.epp_queue, "eppSaturation": c.epp_saturation, "eppRunning": c.epp_running}),
     )
 }
 

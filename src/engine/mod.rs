@@ -13,8 +13,9 @@ pub mod decide;
 pub mod input;
 pub mod learn;
 pub mod limit;
+mod signals;
 
-use crate::provider::metrics::{metric_kind, MetricKind};
+use crate::provider::metrics::{metric_kind, signal_kind, MetricKind};
 pub use decide::{
     decide, decide_refused, decide_v2, decide_with_zero, ModelDecision, ReplicaInput, V2Context,
     VariantInput, ZeroInputs,
@@ -499,6 +500,48 @@ impl Labels for ItemLabels<'_> {
     }
 }
 
+/// Why no variant matches: the variants the selector names that are excluded (503, saying why), else
+/// a 404.
+fn no_variant(
+    snapshot: &Snapshot,
+    namespace: &str,
+    metric: &str,
+    selector: &Selector,
+) -> ProviderError {
+    let excluded: Vec<String> = snapshot
+        .excluded
+        .iter()
+        .filter(|e| e.namespace == namespace)
+        .filter(|e| {
+            let labels = ItemLabels {
+                name: &e.name,
+                namespace: &e.namespace,
+                accelerator: None,
+                controller_instance: None,
+            };
+            // The accelerator may be what is missing, so ignore requirements on it.
+            selector
+                .requirements()
+                .iter()
+                .filter(|r| r.key != "accelerator_type" && r.key != "controller_instance")
+                .all(|r| r.matches(&labels))
+        })
+        .map(|e| format!("{}: {}", e.name, e.reason))
+        .collect();
+    if !excluded.is_empty() {
+        return ProviderError::Unavailable(format!(
+            "variant(s) matching \"{}\" in namespace {namespace} cannot be decided: {}",
+            Echo(&selector.to_string()),
+            Capped(&excluded, MAX_NAMES_LISTED)
+        ));
+    }
+    ProviderError::NoMatch {
+        metric: metric.to_string(),
+        namespace: namespace.to_string(),
+        selector: Echo(&selector.to_string()).to_string(),
+    }
+}
+
 impl MetricsProvider for Engine {
     fn explain(&self, namespace: Option<&str>) -> Option<serde_json::Value> {
         serde_json::to_value(Engine::explain(self, namespace)).ok()
@@ -510,6 +553,9 @@ impl MetricsProvider for Engine {
         metric: &str,
         selector: &Selector,
     ) -> Result<Vec<MetricItem>, ProviderError> {
+        if let Some(signal) = signal_kind(metric) {
+            return self.signal_metric(namespace, metric, signal, selector);
+        }
         let Some(kind) = metric_kind(metric) else {
             return Err(ProviderError::UnknownMetric {
                 metric: metric.to_string(),
@@ -542,38 +588,7 @@ impl MetricsProvider for Engine {
                 .collect(),
         };
         if matching.is_empty() {
-            let excluded: Vec<String> = snapshot
-                .excluded
-                .iter()
-                .filter(|e| e.namespace == namespace)
-                .filter(|e| {
-                    let labels = ItemLabels {
-                        name: &e.name,
-                        namespace: &e.namespace,
-                        accelerator: None,
-                        controller_instance: None,
-                    };
-                    // The accelerator may be what is missing, so ignore requirements on it.
-                    selector
-                        .requirements()
-                        .iter()
-                        .filter(|r| r.key != "accelerator_type" && r.key != "controller_instance")
-                        .all(|r| r.matches(&labels))
-                })
-                .map(|e| format!("{}: {}", e.name, e.reason))
-                .collect();
-            if !excluded.is_empty() {
-                return Err(ProviderError::Unavailable(format!(
-                    "variant(s) matching \"{}\" in namespace {namespace} cannot be decided: {}",
-                    Echo(&selector.to_string()),
-                    Capped(&excluded, MAX_NAMES_LISTED)
-                )));
-            }
-            return Err(ProviderError::NoMatch {
-                metric: metric.to_string(),
-                namespace: namespace.to_string(),
-                selector: Echo(&selector.to_string()).to_string(),
-            });
+            return Err(no_variant(&snapshot, namespace, metric, selector));
         }
 
         let mut decided: BTreeMap<&str, ModelExplanation> = BTreeMap::new();

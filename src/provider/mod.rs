@@ -33,6 +33,15 @@ pub enum ProviderError {
         namespace: String,
         selector: String,
     },
+    /// 404: no endpoint-picker series matches the selector.
+    #[error(
+        "no InferencePool read in namespace {namespace:?} has a series of {metric} matching selector {selector:?} (a pool's endpoint picker is read when the pool selects the pods of a managed variant)"
+    )]
+    NoSeries {
+        metric: String,
+        namespace: String,
+        selector: String,
+    },
     /// 503: the data needed to answer is missing or stale; the message says what is missing.
     #[error("{0}")]
     Unavailable(String),

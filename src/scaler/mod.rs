@@ -98,7 +98,8 @@ impl Scaler {
                 &why,
                 MAX_STATUS_MESSAGE_BYTES,
             ))),
-            Err(e @ ProviderError::UnknownMetric { .. }) => Err(Status::internal(cap(
+            // The scaler asks for the variants' metric only.
+            Err(e @ (ProviderError::UnknownMetric { .. } | ProviderError::NoSeries { .. })) => Err(Status::internal(cap(
                 &e.to_string(),
                 MAX_STATUS_MESSAGE_BYTES,
             ))),

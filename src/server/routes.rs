@@ -541,7 +541,9 @@ fn external_metric(
                 kind: Some(metric),
             }),
         ),
-        Err(e @ ProviderError::NoMatch { .. }) => failure(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ (ProviderError::NoMatch { .. } | ProviderError::NoSeries { .. })) => {
+            failure(StatusCode::NOT_FOUND, &e.to_string())
+        }
         Err(e @ ProviderError::Unavailable(_)) => {
             let reason = e.to_string();
             let selector = selector.to_string();

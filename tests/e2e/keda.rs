@@ -425,6 +425,7 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         );
         wait_replicas(c, &format!("{name}-decode"), 1, Duration::from_secs(60)).await;
     }
+    signals(c, k, models[0].0).await;
     for (name, _, _) in models {
         k.control
             .lock()
@@ -434,6 +435,57 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         c.kubectl(&["-n", NS, "delete", "scaledobject", name])
             .unwrap();
     }
+}
+
+/// The endpoint picker's signals on the external metrics API, under the picker's own names, read
+/// through the real aggregation layer as an HPA would: the pool's saturation and the model's requests
+/// in flight, as the picker publishes them; a pool nobody reads is a 404.
+async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
+    k.control
+        .lock()
+        .unwrap()
+        .signals
+        .insert(format!("{pool}-epp"), (0.8, 12));
+    let raw = |metric: &str, selector: &str| {
+        c.kubectl(&[
+            "get",
+            "--raw",
+            &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector={selector}"),
+        ])
+    };
+    let value = |text: &str| -> Result<String, String> {
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        doc["items"][0]["value"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| text.to_string())
+    };
+    let selector = format!("inference_pool%3D{pool}");
+    eventually(
+        "the pool's saturation and running requests served from its endpoint picker",
+        Duration::from_secs(30),
+        || async {
+            let sat = value(&raw("llm_d_router_epp_flow_control_pool_saturation", &selector)?)?;
+            // Per model, selected by pool: a model ID with a "/" is not a label value an HPA can select.
+            let running = value(&raw("llm_d_router_epp_running_requests", &selector)?)?;
+            if sat == "800m" && running == "12" {
+                Ok(())
+            } else {
+                Err(format!("saturation {sat}, running {running}"))
+            }
+        },
+    )
+    .await;
+    let missing = raw(
+        "llm_d_router_epp_flow_control_pool_saturation",
+        "inference_pool%3Dnobody",
+    );
+    assert!(
+        missing.as_ref().is_err_and(|e| e.contains("NotFound") || e.contains("404")),
+        "{missing:?}"
+    );
+    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names");
+    k.control.lock().unwrap().signals.remove(&format!("{pool}-epp"));
 }
 
 /// Time until the Deployment's `spec.replicas` is at least 1, polled every 50 ms.

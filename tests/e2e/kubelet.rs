@@ -33,6 +33,8 @@ pub struct Control {
     pub faults: BTreeMap<String, String>,
     /// Requests waiting in the flow-control queue of endpoint-picker pods, per `app` label.
     pub queues: BTreeMap<String, usize>,
+    /// Endpoint-picker pods' pool saturation and requests in flight, per `app` label.
+    pub signals: BTreeMap<String, (f64, usize)>,
 }
 
 struct Running {
@@ -46,6 +48,7 @@ struct Running {
     applied_load: Option<usize>,
     applied_fault: String,
     applied_queue: usize,
+    applied_signals: Option<(f64, usize)>,
 }
 
 pub struct Kubelet {
@@ -190,15 +193,21 @@ pub fn start(
                         applied_load: None,
                         applied_fault: "ok".into(),
                         applied_queue: 0,
+                        applied_signals: None,
                     },
                 );
             }
             running.retain(|name, _| seen.contains(name));
 
             // Spread each app's load over its pods, and apply faults.
-            let (load, faults, queues) = {
+            let (load, faults, queues, signals) = {
                 let c = ctl.lock().unwrap();
-                (c.load.clone(), c.faults.clone(), c.queues.clone())
+                (
+                    c.load.clone(),
+                    c.faults.clone(),
+                    c.queues.clone(),
+                    c.signals.clone(),
+                )
             };
             let mut per_app: BTreeMap<String, usize> = BTreeMap::new();
             for r in running.values() {
@@ -219,6 +228,14 @@ pub fn start(
                     let ok = post_all(&http, r, "queue", json!({"size": queue})).await;
                     if ok {
                         r.applied_queue = queue;
+                    }
+                }
+                if let Some(&(saturation, running)) = signals.get(&r.app) {
+                    if r.applied_signals != Some((saturation, running)) {
+                        let body = json!({"saturation": saturation, "running": running});
+                        if post_all(&http, r, "signals", body).await {
+                            r.applied_signals = Some((saturation, running));
+                        }
                     }
                 }
                 let fault = faults.get(name).cloned().unwrap_or_else(|| "ok".into());
