@@ -465,7 +465,10 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
         "the pool's saturation and running requests served from its endpoint picker",
         Duration::from_secs(30),
         || async {
-            let sat = value(&raw("llm_d_router_epp_flow_control_pool_saturation", &selector)?)?;
+            let sat = value(&raw(
+                "llm_d_router_epp_flow_control_pool_saturation",
+                &selector,
+            )?)?;
             // Per model, selected by pool: a model ID with a "/" is not a label value an HPA can select.
             let running = value(&raw("llm_d_router_epp_running_requests", &selector)?)?;
             if sat == "800m" && running == "12" {
@@ -481,11 +484,17 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
         "inference_pool%3Dnobody",
     );
     assert!(
-        missing.as_ref().is_err_and(|e| e.contains("NotFound") || e.contains("404")),
+        missing
+            .as_ref()
+            .is_err_and(|e| e.contains("NotFound") || e.contains("404")),
         "{missing:?}"
     );
     eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names");
-    k.control.lock().unwrap().signals.remove(&format!("{pool}-epp"));
+    k.control
+        .lock()
+        .unwrap()
+        .signals
+        .remove(&format!("{pool}-epp"));
 }
 
 /// Time until the Deployment's `spec.replicas` is at least 1, polled every 50 ms.
