@@ -437,40 +437,60 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
     }
 }
 
-/// The endpoint picker's signals on the external metrics API, under the picker's own names, read
-/// through the real aggregation layer as an HPA would: the pool's saturation and the model's requests
-/// in flight, as the picker publishes them; a pool nobody reads is a 404.
+/// The endpoint picker's signals on our external metrics API, under the picker's own names. KEDA's
+/// adapter holds the APIService here, so the request goes to our server as the aggregation layer sends
+/// it (the front-proxy client certificate and the user in its headers): the pool's saturation and the
+/// model's requests in flight, as the picker publishes them; a pool nobody reads is a 404.
 async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
     k.control
         .lock()
         .unwrap()
         .signals
         .insert(format!("{pool}-epp"), (0.8, 12));
-    let raw = |metric: &str, selector: &str| {
-        c.kubectl(&[
-            "get",
-            "--raw",
-            &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector={selector}"),
-        ])
+    let get = |metric: &str, selector: &str| -> (String, String) {
+        let url = format!(
+            "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector={selector}",
+            c.server_port
+        );
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(c.certs.join("ca.crt"))
+            .arg("--cert")
+            .arg(c.dir.join("front-proxy-client.crt"))
+            .arg("--key")
+            .arg(c.dir.join("front-proxy-client.key"))
+            .args([
+                "-H",
+                "X-Remote-User: system:admin",
+                "-H",
+                "X-Remote-Group: system:masters",
+            ])
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (status.to_string(), body.to_string())
     };
-    let value = |text: &str| -> Result<String, String> {
-        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let value = |(status, body): (String, String)| -> Result<String, String> {
+        let doc: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status} {e}: {body}"))?;
         doc["items"][0]["value"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| text.to_string())
+            .ok_or_else(|| format!("{status}: {body}"))
     };
     let selector = format!("inference_pool%3D{pool}");
     eventually(
         "the pool's saturation and running requests served from its endpoint picker",
         Duration::from_secs(30),
         || async {
-            let sat = value(&raw(
+            let sat = value(get(
                 "llm_d_router_epp_flow_control_pool_saturation",
                 &selector,
-            )?)?;
+            ))?;
             // Per model, selected by pool: a model ID with a "/" is not a label value an HPA can select.
-            let running = value(&raw("llm_d_router_epp_running_requests", &selector)?)?;
+            let running = value(get("llm_d_router_epp_running_requests", &selector))?;
             if sat == "800m" && running == "12" {
                 Ok(())
             } else {
@@ -479,17 +499,12 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
         },
     )
     .await;
-    let missing = raw(
+    let (status, body) = get(
         "llm_d_router_epp_flow_control_pool_saturation",
         "inference_pool%3Dnobody",
     );
-    assert!(
-        missing
-            .as_ref()
-            .is_err_and(|e| e.contains("NotFound") || e.contains("404")),
-        "{missing:?}"
-    );
-    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names");
+    assert_eq!(status, "404", "{body}");
+    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names; an unknown pool 404");
     k.control
         .lock()
         .unwrap()
