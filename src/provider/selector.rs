@@ -84,6 +84,21 @@ impl Selector {
         self.requirements.is_empty()
     }
 
+    /// `key=value` for every pair, without the label-syntax checks: for values that come from elsewhere
+    /// than a label selector (a model ID such as `Qwen/Qwen3-8B` is not a valid label value).
+    pub fn equal(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            requirements: pairs
+                .iter()
+                .map(|(k, v)| Requirement {
+                    key: (*k).to_string(),
+                    operator: Operator::Equals,
+                    values: BTreeSet::from([(*v).to_string()]),
+                })
+                .collect(),
+        }
+    }
+
     pub fn parse(input: &str) -> Result<Self, SelectorError> {
         Parser::new(input).parse()
     }

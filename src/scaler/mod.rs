@@ -8,7 +8,8 @@
 //! `GetMetricSpec` asks for one metric with target 1, so KEDA's HPA uses `AverageValue: 1` = desired
 //! replicas; `IsActive` is desired > 0. An unknown variant is `NOT_FOUND`, missing data `UNAVAILABLE` with
 //! the HPA path's 503 message: never a number that was not computed, and never "inactive" because of an
-//! error.
+//! error. A trigger whose metadata names a `signal` is answered from an endpoint picker's signal instead
+//! ([`signal`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +35,8 @@ use crate::provider::selector::Selector;
 use crate::provider::{MetricsProvider, ProviderError};
 use crate::telemetry::PortMetrics;
 use crate::tls::{ReloadingCert, TlsError};
+
+pub mod signal;
 
 /// The generated messages and service of `proto/externalscaler.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -68,6 +71,23 @@ impl Scaler {
         Scaler {
             provider,
             push_interval,
+        }
+    }
+
+    /// Whether the ScaledObject is active: its signal above the activation threshold, or its variant's
+    /// desired replicas above 0.
+    fn active(&self, r: &ScaledObjectRef) -> Result<bool, Status> {
+        match signal::parse(&r.namespace, &r.scaler_metadata)? {
+            Some(t) => Ok(t.value(&*self.provider)? > t.activation),
+            None => Ok(self.desired(r)? > 0),
+        }
+    }
+
+    /// The metric spec KEDA's HPA is given.
+    fn spec(r: &ScaledObjectRef) -> Result<GetMetricSpecResponse, Status> {
+        match signal::parse(&r.namespace, &r.scaler_metadata)? {
+            Some(t) => Ok(t.spec()),
+            None => variant_of(r).map(|_| metric_spec()),
         }
     }
 
@@ -172,10 +192,8 @@ impl ExternalScaler for Scaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let desired = self.desired(request.get_ref())?;
-        Ok(Response::new(IsActiveResponse {
-            result: desired > 0,
-        }))
+        let result = self.active(request.get_ref())?;
+        Ok(Response::new(IsActiveResponse { result }))
     }
 
     type StreamIsActiveStream = ResponseStream<IsActiveResponse>;
@@ -189,7 +207,7 @@ impl ExternalScaler for Scaler {
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let r = request.into_inner();
         let scaler = self.clone();
-        scaler.desired(&r)?;
+        scaler.active(&r)?;
         let stream = futures::stream::unfold(
             (scaler, r, None::<bool>, false),
             |(scaler, r, last, ended)| async move {
@@ -202,9 +220,8 @@ impl ExternalScaler for Scaler {
                         tokio::time::sleep(scaler.push_interval).await;
                     }
                     first = false;
-                    match scaler.desired(&r) {
-                        Ok(d) if last != Some(d > 0) => {
-                            let active = d > 0;
+                    match scaler.active(&r) {
+                        Ok(active) if last != Some(active) => {
                             return Some((
                                 Ok(IsActiveResponse { result: active }),
                                 (scaler, r, Some(active), false),
@@ -226,8 +243,7 @@ impl ExternalScaler for Scaler {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        variant_of(request.get_ref())?;
-        Ok(Response::new(metric_spec()))
+        Ok(Response::new(Self::spec(request.get_ref())?))
     }
 
     async fn get_metrics(
@@ -238,6 +254,12 @@ impl ExternalScaler for Scaler {
             .into_inner()
             .scaled_object_ref
             .ok_or_else(|| Status::invalid_argument("scaledObjectRef is missing"))?;
+        if let Some(t) = signal::parse(&r.namespace, &r.scaler_metadata)? {
+            let value = t.value(&*self.provider)?;
+            return Ok(Response::new(GetMetricsResponse {
+                metric_values: vec![t.metric_value(value)],
+            }));
+        }
         let desired = self.desired(&r)?;
         Ok(Response::new(GetMetricsResponse {
             metric_values: vec![MetricValue {
@@ -250,13 +272,14 @@ impl ExternalScaler for Scaler {
 
     type StreamMetricSpecStream = ResponseStream<GetMetricSpecResponse>;
 
-    /// The spec never changes: sent once, and the stream stays open until KEDA closes it.
+    /// The spec never changes: sent once (a signal trigger's with its threshold), and the stream stays
+    /// open until KEDA closes it.
     async fn stream_metric_spec(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        variant_of(request.get_ref())?;
-        let once = futures::stream::once(async { Ok(metric_spec()) });
+        let spec = Self::spec(request.get_ref())?;
+        let once = futures::stream::once(async { Ok(spec) });
         Ok(Response::new(Box::pin(futures::StreamExt::chain(
             once,
             futures::stream::pending(),

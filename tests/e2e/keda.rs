@@ -426,6 +426,7 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         wait_replicas(c, &format!("{name}-decode"), 1, Duration::from_secs(60)).await;
     }
     signals(c, k, models[0].0).await;
+    signal_trigger(c, k, models[0].0, models[0].1, port).await;
     for (name, _, _) in models {
         k.control
             .lock()
@@ -505,11 +506,24 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
     );
     assert_eq!(status, "404", "{body}");
     eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names; an unknown pool 404");
+}
+
+/// A guide-shaped signal trigger through the real KEDA: the ScaledObject (still the annotated variant)
+/// now asks for `signal: pool-saturation` with `threshold: 0.3`; at saturation 0.8 KEDA's HPA wants
+/// ⌈0.8 / 0.3⌉ = 3 replicas.
+async fn signal_trigger(c: &mut Cluster, k: &Kubelet, name: &str, model: &str, port: u16) {
+    let started = Instant::now();
+    c.apply(&format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: {model}}}\nspec:\n  scaleTargetRef: {{name: {name}-decode}}\n  pollingInterval: 2\n  cooldownPeriod: 5\n  minReplicaCount: 1\n  maxReplicaCount: 3\n  triggers:\n  - type: external-push\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\", signal: pool-saturation, inferencePool: {name}, threshold: \"0.3\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"));
+    wait_replicas(c, &format!("{name}-decode"), 3, Duration::from_secs(120)).await;
+    eprintln!(
+        "e2e[keda] signal trigger (pool-saturation 0.8, threshold 0.3): {name}-decode at 3 after {:.1}s through the real KEDA",
+        started.elapsed().as_secs_f64()
+    );
     k.control
         .lock()
         .unwrap()
         .signals
-        .remove(&format!("{pool}-epp"));
+        .remove(&format!("{name}-epp"));
 }
 
 /// Time until the Deployment's `spec.replicas` is at least 1, polled every 50 ms.

@@ -290,6 +290,20 @@ fn annotated_and_local_config_examples_are_valid() {
             "{f}"
         );
     }
+    // The EPP-signal examples: each trigger names a signal the scaler accepts, with the guide's threshold.
+    for (doc, threshold) in docs("manifests/examples/keda/epp-signals.yaml")
+        .iter()
+        .zip([0.7, 16.0, 1.0])
+    {
+        let so: wva_metrics_server::cluster::crd::ScaledObject =
+            serde_json::from_value(doc.clone()).unwrap();
+        let meta: std::collections::HashMap<String, String> =
+            serde_json::from_value(so.spec.triggers[0]["metadata"].clone()).unwrap();
+        let t = wva_metrics_server::scaler::signal::parse("llm", &meta)
+            .unwrap()
+            .expect("a signal trigger");
+        assert_eq!(t.threshold, threshold);
+    }
     // The scale-to-zero example: its ConfigMap parses without a rejected entry, and its InferencePool
     // selects the ScaledObject's pods and names an endpoint picker.
     let data: std::collections::BTreeMap<String, String> =
