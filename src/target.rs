@@ -118,7 +118,7 @@ pub trait TargetFeed: Send + Sync + 'static {
     fn pods(&self) -> Vec<PodTarget>;
     /// Every `(namespace, model)` some variant serves.
     fn models(&self) -> BTreeSet<(String, String)>;
-    /// Every endpoint picker of an InferencePool that selects variants' pods.
+    /// Every InferencePool's endpoint picker (with the models of the variants whose pods it selects).
     fn pickers(&self) -> Vec<EndpointPicker>;
     /// The key (`namespace/pool`) of the picker whose pool selects a model's pods, if any.
     fn picker_of(&self, namespace: &str, model_id: &str) -> Option<String>;

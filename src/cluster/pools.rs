@@ -102,8 +102,10 @@ fn picker_pods(
     Ok(targets)
 }
 
-/// Every InferencePool that selects at least one variant's pods, with its EPP pods. `variants` are the
-/// snapshot's (sorted), `workloads` their scale targets (a replica's pod labels are what a pool selects).
+/// Every InferencePool with its EPP pods and the models of the variants whose pods it selects (none for a
+/// pool this server does not manage: its picker is still read, for the signals served to KEDA and HPAs).
+/// `variants` are the snapshot's (sorted), `workloads` their scale targets (a replica's pod labels are
+/// what a pool selects).
 pub(crate) fn endpoint_pickers(
     pools: &[Arc<InferencePool>],
     services: &[Arc<Service>],
@@ -142,9 +144,6 @@ pub(crate) fn endpoint_pickers(
             .map(|v| v.model_id.clone())
             .collect();
         models.dedup();
-        if models.is_empty() {
-            continue;
-        }
         let pods = pods_by_ns.get(namespace).map_or(&[][..], Vec::as_slice);
         out.push(EndpointPicker {
             namespace: namespace.to_string(),
@@ -236,7 +235,7 @@ mod tests {
             &pods,
             &variants,
         );
-        assert_eq!(pickers.len(), 2, "{pickers:?}");
+        assert_eq!(pickers.len(), 3, "{pickers:?}");
         let missing = &pickers[0];
         assert_eq!(missing.models, ["m", "m2"]);
         assert!(missing
@@ -248,6 +247,11 @@ mod tests {
         assert_eq!(
             (p.pool.as_str(), p.models.clone()),
             ("p", vec!["m".to_string()])
+        );
+        // A pool that selects no variant's pods is read too (its signals), serving no model of ours.
+        assert_eq!(
+            (pickers[2].pool.as_str(), pickers[2].models.len()),
+            ("unused", 0)
         );
         let targets = p.pods.as_ref().unwrap();
         assert_eq!(targets.len(), 1);

@@ -35,7 +35,7 @@ pub enum ProviderError {
     },
     /// 404: no endpoint-picker series matches the selector.
     #[error(
-        "no InferencePool read in namespace {namespace:?} has a series of {metric} matching selector {selector:?} (a pool's endpoint picker is read when the pool selects the pods of a managed variant)"
+        "no InferencePool read in namespace {namespace:?} has a series of {metric} matching selector {selector:?}"
     )]
     NoSeries {
         metric: String,

@@ -162,7 +162,7 @@ impl SignalTrigger {
                 Err(Status::unavailable(cap(&why, MAX_STATUS_MESSAGE_BYTES)))
             }
             Err(_) => Err(Status::not_found(format!(
-                "no {} in namespace {} for {}{}: is the pool's endpoint picker read (an InferencePool selecting a managed variant's pods), and the model served by it?",
+                "no {} in namespace {} for {}{}: is there an InferencePool of that name, and does its endpoint picker serve that model?",
                 self.signal,
                 Echo(&self.namespace),
                 self.pool

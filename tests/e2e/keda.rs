@@ -505,7 +505,41 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
         "inference_pool%3Dnobody",
     );
     assert_eq!(status, "404", "{body}");
-    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names; an unknown pool 404");
+    // A pool no variant of ours is behind (llm-d's KEDA users have no VariantAutoscaling): read all the same.
+    let epp = "unmanaged-epp";
+    let objects = [
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {epp}}}}}\n  template:\n    metadata:\n      labels: {{app: {epp}}}\n      annotations: {{e2e.wva/model: other/model, e2e.wva/epp-token: {EPP_TOKEN}}}\n    spec:\n      containers: [{{name: epp, image: registry.k8s.io/gateway-api-inference-extension/epp:emulated}}]\n"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  selector: {{app: {epp}}}\n  ports:\n  - {{name: grpc-ext-proc, port: 9002}}\n  - {{name: http-metrics, port: 9090, targetPort: 8000}}\n"),
+        format!("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: unmanaged, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: no-variant-of-ours}}}}\n  targetPorts: [{{number: 8000}}]\n  endpointPickerRef: {{name: {epp}, port: {{number: 9002}}}}\n"),
+    ];
+    c.apply(&objects.join("---\n"));
+    k.control
+        .lock()
+        .unwrap()
+        .signals
+        .insert(epp.to_string(), (0.5, 0));
+    eventually(
+        "the saturation of a pool no variant is behind",
+        Duration::from_secs(60),
+        || async {
+            let sat = value(get(
+                "llm_d_router_epp_flow_control_pool_saturation",
+                "inference_pool%3Dunmanaged",
+            ))?;
+            (sat == "500m").then_some(()).ok_or(sat)
+        },
+    )
+    .await;
+    k.control.lock().unwrap().signals.remove(epp);
+    for (kind, name) in [
+        ("inferencepool", "unmanaged"),
+        ("service", epp),
+        ("deployment", epp),
+    ] {
+        c.kubectl(&["-n", NS, "delete", kind, name, "--wait=false"])
+            .unwrap();
+    }
+    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names; an unknown pool 404; a pool without variants read too");
 }
 
 /// A guide-shaped signal trigger through the real KEDA: the ScaledObject (still the annotated variant)
