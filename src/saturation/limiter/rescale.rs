@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Budget, Granted, Request, RescaleFlags, ScoreModel};
-use crate::saturation::v2::optimize::{cost_efficiency, replica_capacity, shed, to_int};
+use crate::saturation::v2::optimize::{cheaper, replica_capacity, shed, to_int};
 use crate::saturation::Role;
 
 /// The name rescale's moves are attributed to.
@@ -310,12 +310,7 @@ fn member<'m>(index: usize, model: &'m ScoreModel, books: &Books<'m>) -> Member<
         .map(|role| {
             let best = of_role(*role)
                 .filter(|(i, _)| model.capacities[*i].per_replica_capacity > 0.0)
-                .min_by(|(a, _), (b, _)| {
-                    let (ca, cb) = (&model.capacities[*a], &model.capacities[*b]);
-                    cost_efficiency(ca)
-                        .total_cmp(&cost_efficiency(cb))
-                        .then_with(|| ca.name.cmp(&cb.name))
-                });
+                .min_by(|(a, _), (b, _)| cheaper(&model.capacities[*a], &model.capacities[*b]));
             let tokens = model
                 .demand
                 .iter()
@@ -404,11 +399,7 @@ fn apply(
         } else if want > have {
             let mut wanted = (want - have).min(*free_now);
             let mut order = of_role;
-            order.sort_by(|a, b| {
-                cost_efficiency(&vcs[*a])
-                    .total_cmp(&cost_efficiency(&vcs[*b]))
-                    .then_with(|| vcs[*a].name.cmp(&vcs[*b].name))
-            });
+            order.sort_by(|a, b| cheaper(&vcs[*a], &vcs[*b]));
             for i in order {
                 let r = model.requests[i];
                 let g = books.gpr(r);

@@ -15,9 +15,7 @@ use super::{
     budgets, by_model, move_from_unschedulable, unchanged, Budget, Granted, Inventory, LimitError,
     Limiter, Request, RescaleFlags,
 };
-use crate::saturation::v2::optimize::{
-    add_replicas, cost_efficiency, replica_capacity, to_int, Grow,
-};
+use crate::saturation::v2::optimize::{add_replicas, cheaper, replica_capacity, to_int, Grow};
 use crate::saturation::v2::VariantCapacity;
 use crate::saturation::Role;
 
@@ -92,11 +90,7 @@ impl Grow for Turn<'_, '_> {
         let role = model.required[role].0;
         let vcs = &model.capacities;
         let mut candidates: Vec<usize> = (0..vcs.len()).filter(|i| vcs[*i].role == role).collect();
-        candidates.sort_by(|a, b| {
-            cost_efficiency(&vcs[*a])
-                .total_cmp(&cost_efficiency(&vcs[*b]))
-                .then_with(|| vcs[*a].name.cmp(&vcs[*b].name))
-        });
+        candidates.sort_by(|a, b| cheaper(&vcs[*a], &vcs[*b]));
         candidates.into_iter().find_map(|i| {
             if vcs[i].per_replica_capacity <= 0.0 {
                 return None;

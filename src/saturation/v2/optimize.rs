@@ -31,12 +31,20 @@ pub(crate) fn replica_capacity(v: &VariantCapacity) -> f64 {
 }
 
 /// Cost per token of capacity; a variant without capacity sorts last.
-pub(crate) fn cost_efficiency(v: &VariantCapacity) -> f64 {
+fn cost_efficiency(v: &VariantCapacity) -> f64 {
     if v.per_replica_capacity <= 0.0 {
         f64::MAX
     } else {
         v.cost / replica_capacity(v)
     }
+}
+
+/// The order scale-ups pick variants in: cheapest per token of capacity first (a variant without
+/// capacity last), then by name (WVA's sort is unstable).
+pub(crate) fn cheaper(a: &VariantCapacity, b: &VariantCapacity) -> Ordering {
+    cost_efficiency(a)
+        .total_cmp(&cost_efficiency(b))
+        .then_with(|| a.name.cmp(&b.name))
 }
 
 /// Where a scale-up may add replicas: the cost-aware optimizer's cheapest variant below its maximum,
@@ -225,12 +233,7 @@ impl Model<'_> {
     fn pick(&self, role: Role, targets: &[i64]) -> Option<(usize, i64)> {
         let vcs = self.vcs;
         let mut candidates = self.of_role(role);
-        candidates.sort_by(|a, b| {
-            cost_efficiency(&vcs[*a])
-                .partial_cmp(&cost_efficiency(&vcs[*b]))
-                .unwrap_or(Ordering::Equal)
-                .then_with(|| vcs[*a].name.cmp(&vcs[*b].name))
-        });
+        candidates.sort_by(|a, b| cheaper(&vcs[*a], &vcs[*b]));
         candidates.into_iter().find_map(|i| {
             if vcs[i].per_replica_capacity <= 0.0 {
                 return None;
