@@ -187,7 +187,11 @@ impl InProcess {
         runtime.spawn(scaler::serve(
             scaler_listener,
             scaler_config,
-            scaler::Scaler::new(engine.clone(), scaler::PUSH_INTERVAL),
+            scaler::Scaler::new(
+                engine.clone(),
+                wva_metrics_server::changes::Changes::new(),
+                scaler::RECHECK,
+            ),
             scaler::default_limits(),
             wva_metrics_server::telemetry::PortMetrics::default(),
             futures::future::pending(),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::auth::review::KubeReviewer;
 use crate::auth::watch::AuthConfigWatch;
 use crate::auth::Auth;
+use crate::changes::Changes;
 use crate::cluster::configs::{FollowedConfig, LocalSaturationConfigs};
 use crate::cluster::snapshot::{self, SharedSnapshot, Snapshot};
 use crate::cluster::watch::{SnapshotWatch, SNAPSHOT_DEBOUNCE, SNAPSHOT_RESYNC};
@@ -50,6 +51,8 @@ struct Wiring<'a> {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     tasks: Supervisor,
+    /// What sources bump after each read, and push streams wake on.
+    changes: Changes,
 }
 
 /// The configuration stores decisions read, swapped whole when their ConfigMaps (or the file) change.
@@ -74,6 +77,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Error> {
         tasks: Supervisor::new(metrics.clone(), RestartPolicy::default()),
         metrics,
         health: Health::new(),
+        changes: Changes::new(),
     };
     let standalone = args.cluster.standalone.is_some();
     let bind = args.http.bind_address.unwrap_or(if standalone {
@@ -270,6 +274,7 @@ impl Wiring<'_> {
                 liveness_bound(SNAPSHOT_RESYNC, SNAPSHOT_DEBOUNCE),
             ),
             synced: self.health.store("snapshot"),
+            changes: self.changes.clone(),
         };
         let reviewer = Arc::new(KubeReviewer::new(client.clone(), REVIEW_TIMEOUT));
         let auth = Arc::new(Auth::new(
@@ -306,7 +311,10 @@ impl Wiring<'_> {
         let heartbeat = self
             .health
             .heartbeat("epp-reader", liveness_bound(opts.interval, opts.timeout));
-        let source = Arc::new(EppSource::new(targets.clone(), opts, self.metrics.clone()));
+        let source = Arc::new(
+            EppSource::new(targets.clone(), opts, self.metrics.clone())
+                .notifying(self.changes.clone()),
+        );
         let s = source.clone();
         self.tasks
             .add("epp-reader", move || s.clone().run(heartbeat.clone()));
@@ -330,12 +338,10 @@ impl Wiring<'_> {
             let heartbeat = self
                 .health
                 .heartbeat("scrape-loop", liveness_bound(opts.interval, opts.timeout));
-            let scraper = Arc::new(Scraper::new(
-                cache.clone(),
-                targets.clone(),
-                self.metrics.clone(),
-                opts,
-            ));
+            let scraper = Arc::new(
+                Scraper::new(cache.clone(), targets.clone(), self.metrics.clone(), opts)
+                    .notifying(self.changes.clone()),
+            );
             self.tasks.add("pod-scraper", move || {
                 scraper.clone().run(heartbeat.clone())
             });
@@ -359,13 +365,16 @@ impl Wiring<'_> {
             "prometheus-poll",
             liveness_bound(poll.interval, opts.timeout),
         );
-        let source = Arc::new(PrometheusSource::new(
-            client,
-            poll,
-            targets.clone(),
-            configs.zero.clone(),
-            self.metrics.clone(),
-        ));
+        let source = Arc::new(
+            PrometheusSource::new(
+                client,
+                poll,
+                targets.clone(),
+                configs.zero.clone(),
+                self.metrics.clone(),
+            )
+            .notifying(self.changes.clone()),
+        );
         let s = source.clone();
         self.tasks
             .add("prometheus-poll", move || s.clone().run(heartbeat.clone()));
@@ -488,7 +497,7 @@ impl Wiring<'_> {
         let port = scaler::ScalerPort {
             listener,
             tls: Arc::new(scaler::tls_config(cert.clone(), auth)?),
-            scaler: scaler::Scaler::new(engine.clone(), scaler::PUSH_INTERVAL),
+            scaler: scaler::Scaler::new(engine.clone(), self.changes.clone(), scaler::RECHECK),
             metrics: self.metrics.scaler_port.clone(),
         };
         self.spawn("external-scaler", port, scaler::ScalerPort::run);

@@ -100,6 +100,9 @@ pub struct EndpointPicker {
     pub service: String,
     /// Model IDs of the variants whose Deployment's pod template the pool selects.
     pub models: Vec<String>,
+    /// Those variants' names (the engine splits the pool's size across them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
     /// The EPP's Ready pods with their metrics port, or why there are none to read.
     pub pods: Result<Vec<PodTarget>, String>,
 }

@@ -133,7 +133,7 @@ pub(crate) fn endpoint_pickers(
             continue;
         }
         let match_labels = &pool.spec.selector.match_labels;
-        let mut models: Vec<String> = variants
+        let selected: Vec<&Variant> = variants
             .iter()
             .filter(|v| v.namespace == namespace)
             .filter(|v| {
@@ -141,15 +141,19 @@ pub(crate) fn endpoint_pickers(
                     .get(&(namespace, v.target_kind, v.deployment.as_str()))
                     .is_some_and(|w| selects(match_labels, w.pod_labels()))
             })
-            .map(|v| v.model_id.clone())
             .collect();
+        let mut models: Vec<String> = selected.iter().map(|v| v.model_id.clone()).collect();
         models.dedup();
+        let mut names: Vec<String> = selected.iter().map(|v| v.name.clone()).collect();
+        names.sort();
+        names.dedup();
         let pods = pods_by_ns.get(namespace).map_or(&[][..], Vec::as_slice);
         out.push(EndpointPicker {
             namespace: namespace.to_string(),
             pool: name.to_string(),
             service: pool.spec.endpoint_picker_ref.name.clone(),
             models,
+            variants: names,
             pods: picker_pods(pool, namespace, &services_by_key, pods),
         });
     }

@@ -19,6 +19,7 @@ use super::monitors::{PodMonitor, ServiceMonitor};
 use super::reflect::{optional_store, ready, OptionalCrd, OptionalStore, Reflect, Watched};
 use super::slim;
 use super::snapshot::{self, Objects, Scope, SharedSnapshot, Snapshot, SourceKind};
+use crate::changes::Changes;
 use crate::health::{Heartbeat, Synced};
 use crate::telemetry::Metrics;
 
@@ -40,6 +41,8 @@ pub struct SnapshotWatch {
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
     pub synced: Arc<Synced>,
+    /// Bumped after each rebuild (push streams wake on it).
+    pub changes: Changes,
 }
 
 impl SnapshotWatch {
@@ -133,6 +136,7 @@ impl SnapshotWatch {
             snap.synced = all_synced;
             log_exclusions(&snap, &mut last_excluded);
             self.shared.store(Arc::new(snap));
+            self.changes.notify();
             if all_synced {
                 self.synced.set();
             }

@@ -35,7 +35,7 @@ use crate::cluster::workload::TargetKind;
 use crate::error::{Capped, Echo, MAX_NAMES_LISTED};
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::{Labels, Selector};
-use crate::provider::{MetricItem, MetricsProvider, ProviderError};
+use crate::provider::{MetricItem, MetricsProvider, ProviderError, Share, ShareQuery};
 use crate::saturation::config::{ConfigSource, Resolved, Thresholds};
 use crate::saturation::v2::config::{AnalyzerChoice, V2Fields};
 use crate::saturation::v2::{CapacityMemory, SchedulerQueue};
@@ -545,6 +545,10 @@ fn no_variant(
 impl MetricsProvider for Engine {
     fn explain(&self, namespace: Option<&str>) -> Option<serde_json::Value> {
         serde_json::to_value(Engine::explain(self, namespace)).ok()
+    }
+
+    fn signal_share(&self, query: &ShareQuery<'_>) -> Result<Share, ProviderError> {
+        Engine::signal_share(self, query)
     }
 
     fn external_metric(

@@ -4,14 +4,23 @@
 //! selected by those labels. Nothing matching is a 404 naming the selector; a matching picker that
 //! cannot be read, or a value it publishes unusably, is a 503 saying why, never a zero (a sum that left
 //! out an unreadable pool would scale down).
+//!
+//! [`Engine::signal_share`] answers a variant-level signal trigger: the pool's size that the signal over
+//! the trigger's threshold asks for, split across the model's variants in the pool with
+//! [`saturation::split`](crate::saturation::split) (cost per unit of capacity, bounds, pending replicas
+//! as supply, the GPU limiter's free GPUs when it is on).
 
 use std::collections::BTreeMap;
 
+use crate::cluster::nodes::Gpus;
+use crate::cluster::snapshot::{Snapshot, Variant};
 use crate::error::{Capped, Echo, MAX_NAMES_LISTED};
 use crate::provider::metrics::SignalKind;
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::Selector;
-use crate::provider::{MetricItem, ProviderError};
+use crate::provider::{MetricItem, ProviderError, Share, ShareQuery};
+use crate::saturation::limiter::normalize_accelerator;
+use crate::saturation::split::{split, Shape, SplitVariant};
 use crate::sources::epp::Signals;
 
 use super::Engine;
@@ -113,6 +122,144 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The variant's share of its pool's size (see the module doc).
+    pub(super) fn signal_share(&self, q: &ShareQuery<'_>) -> Result<Share, ProviderError> {
+        let snapshot = self.snapshot();
+        if !snapshot.synced {
+            return Err(ProviderError::Unavailable(
+                "the cluster's objects are not listed yet".into(),
+            ));
+        }
+        let in_ns = snapshot.namespace(q.namespace);
+        let named: Vec<_> = in_ns.iter().filter(|v| v.name == q.variant).collect();
+        let variant = match named.as_slice() {
+            [] => {
+                let selector = Selector::equal(&[("variant_name", q.variant)]);
+                return Err(super::no_variant(
+                    &snapshot,
+                    q.namespace,
+                    q.metric,
+                    &selector,
+                ));
+            }
+            [one] => *one,
+            several => {
+                return Err(ProviderError::Unavailable(format!(
+                    "{} variants named {} in namespace {} (declared by several objects); name one with a unique name",
+                    several.len(),
+                    q.variant,
+                    q.namespace
+                )))
+            }
+        };
+        let picker = snapshot
+            .pickers
+            .iter()
+            .filter(|p| p.namespace == q.namespace && q.pool.is_none_or(|n| p.pool == n))
+            .find(|p| p.variants.iter().any(|v| *v == q.variant))
+            .ok_or_else(|| ProviderError::NotInPool {
+                namespace: q.namespace.to_string(),
+                variant: q.variant.to_string(),
+                pool: q.pool.map(str::to_string),
+            })?;
+        let (mut labels, shape) = (vec![("inference_pool", picker.pool.as_str())], Shape::Total);
+        let shape = match q.signal {
+            SignalKind::PoolSaturation => Shape::PerReplica,
+            SignalKind::RunningRequests | SignalKind::QueueSize => {
+                labels.push(("model_name", variant.model_id.as_str()));
+                shape
+            }
+        };
+        let value: f64 = self
+            .signal_metric(q.namespace, q.metric, q.signal, &Selector::equal(&labels))?
+            .iter()
+            .map(|i| i.value_milli as f64 / 1000.0)
+            .sum();
+        let group: Vec<_> = in_ns
+            .iter()
+            .filter(|v| v.model_id == variant.model_id && picker.variants.contains(&v.name))
+            .collect();
+        let (inputs, free) = self.split_inputs(&snapshot, &group);
+        let s = split(
+            &inputs,
+            shape,
+            value,
+            q.threshold,
+            q.activation,
+            free.as_ref(),
+        );
+        let targets: Vec<(String, i64)> = inputs
+            .iter()
+            .map(|v| v.name.clone())
+            .zip(s.targets)
+            .collect();
+        let target = targets
+            .iter()
+            .find(|(n, _)| *n == q.variant)
+            .map_or(variant.spec_replicas, |(_, t)| *t);
+        Ok(Share {
+            target,
+            pool: picker.pool.clone(),
+            value,
+            demand: s.demand,
+            targets,
+        })
+    }
+
+    /// The split's view of a pool's variants of one model, and the free GPUs by type when the GPU
+    /// limiter is on.
+    fn split_inputs(
+        &self,
+        snapshot: &Snapshot,
+        group: &[&Variant],
+    ) -> (Vec<SplitVariant>, Option<BTreeMap<String, i64>>) {
+        // Capacity per replica: what saturation V2 knows of every variant, else every replica alike.
+        let memory = self.memory.load();
+        let known: Option<Vec<f64>> = group
+            .iter()
+            .map(|v| {
+                memory
+                    .record(&v.namespace, &v.model_id, &v.name)
+                    .map(|r| r.effective_capacity as f64)
+                    .filter(|c| *c > 0.0)
+            })
+            .collect();
+        let capacities = known.unwrap_or_else(|| vec![1.0; group.len()]);
+        let free = match (&snapshot.gpus, self.config.load().limiter().enabled) {
+            (Gpus::Known(inventory), true) => Some(
+                inventory
+                    .types
+                    .iter()
+                    .map(|(t, g)| (t.clone(), g.free()))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let inputs: Vec<SplitVariant> = group
+            .iter()
+            .zip(capacities)
+            .map(|(v, capacity)| SplitVariant {
+                name: v.name.clone(),
+                cost: v.cost,
+                capacity,
+                current: v.spec_replicas,
+                ready: v.ready_replicas,
+                min: v.bounds.min_replicas,
+                max: v.bounds.max_replicas,
+                accelerator: match &snapshot.gpus {
+                    Gpus::Known(i) if crate::saturation::limiter::is_unresolved(&v.accelerator) => {
+                        i.single_type().unwrap_or_default().to_string()
+                    }
+                    _ => normalize_accelerator(&v.accelerator),
+                },
+                gpus: v.gpus_per_replica,
+            })
+            .collect();
+        (inputs, free)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -121,6 +268,7 @@ mod tests {
     use arc_swap::ArcSwap;
 
     use super::*;
+    use crate::cluster::nodes::Gpus;
     use crate::cluster::snapshot::{shared, Snapshot};
     use crate::provider::MetricsProvider;
     use crate::saturation::config::Thresholds;
@@ -171,10 +319,13 @@ mod tests {
     }
 
     fn engine() -> Engine {
-        let snapshot = Snapshot {
+        engine_with(Snapshot {
             synced: true,
             ..Snapshot::default()
-        };
+        })
+    }
+
+    fn engine_with(snapshot: Snapshot) -> Engine {
         Engine::new(
             shared(snapshot),
             Arc::new(NoSamples),
@@ -268,6 +419,146 @@ mod tests {
         assert!(matches!(
             e.external_metric("other", "llm_d_router_epp_running_requests", &selector),
             Err(ProviderError::NoSeries { .. })
+        ));
+    }
+
+    /// Pool "chat" (saturation 0.8) selects model a's variants: "a100" ($10, 1 replica), "h100" ($40,
+    /// 1 replica), and pool "batch" (unreadable) selects "b-l4".
+    fn pool_engine(gpus: Gpus, limiter: bool) -> Engine {
+        use crate::cluster::snapshot::Variant;
+        use crate::target::EndpointPicker;
+        let variant = |name: &str, model: &str, acc: &str, cost: f64| Variant {
+            ..Variant::new(
+                "llm",
+                name,
+                (model, acc),
+                cost,
+                vec![PodTarget::new(
+                    "llm",
+                    &format!("{name}-0"),
+                    "127.0.0.1",
+                    8000,
+                )],
+            )
+        };
+        let picker = |pool: &str, variants: &[&str]| EndpointPicker {
+            namespace: "llm".into(),
+            pool: pool.into(),
+            service: format!("{pool}-epp"),
+            models: vec![],
+            variants: variants.iter().map(ToString::to_string).collect(),
+            pods: Ok(vec![]),
+        };
+        let e = engine_with(Snapshot {
+            synced: true,
+            variants: vec![
+                variant("a100", "a", "A100", 10.0),
+                variant("h100", "a", "H100", 40.0),
+                variant("b-l4", "c", "L4", 5.0),
+            ],
+            pickers: vec![
+                picker("chat", &["a100", "h100"]),
+                picker("batch", &["b-l4"]),
+            ],
+            gpus,
+            ..Snapshot::default()
+        });
+        if limiter {
+            let (global, _) = crate::saturation::config::ScalingConfig::from_configmap(
+                &Default::default(),
+                &crate::saturation::configmap_data(&[("default", "enableLimiter: true\n")]),
+            );
+            e.config
+                .store(Arc::new(Thresholds::default().with_global(global)));
+        }
+        e
+    }
+
+    fn share(
+        e: &Engine,
+        variant: &str,
+        signal: SignalKind,
+        threshold: f64,
+    ) -> Result<Share, ProviderError> {
+        let metric = match signal {
+            SignalKind::PoolSaturation => "llm_d_router_epp_flow_control_pool_saturation",
+            SignalKind::RunningRequests => "llm_d_router_epp_running_requests",
+            SignalKind::QueueSize => "llm_d_router_epp_flow_control_queue_size",
+        };
+        e.signal_share(&ShareQuery {
+            namespace: "llm",
+            variant,
+            signal,
+            metric,
+            pool: None,
+            threshold,
+            activation: 0.0,
+        })
+    }
+
+    #[test]
+    fn a_pools_size_is_split_across_its_variants_cost_aware() {
+        let e = pool_engine(Gpus::default(), false);
+        // 2 ready × 0.8 / 0.4 = 4 replicas: both additions on the cheaper A100 variant.
+        let s = share(&e, "a100", SignalKind::PoolSaturation, 0.4).unwrap();
+        assert_eq!((s.pool.as_str(), s.value, s.demand), ("chat", 0.8, 4.0));
+        assert_eq!(s.targets, vec![("a100".into(), 3), ("h100".into(), 1)]);
+        assert_eq!(s.target, 3);
+        assert_eq!(
+            share(&e, "h100", SignalKind::PoolSaturation, 0.4)
+                .unwrap()
+                .target,
+            1
+        );
+        // 12 running / 4 per replica = 3: one more, on A100. Model a's series only.
+        let s = share(&e, "h100", SignalKind::RunningRequests, 4.0).unwrap();
+        assert_eq!(s.targets, vec![("a100".into(), 2), ("h100".into(), 1)]);
+        // 3 queued / 8 per replica: one replica is enough; the dearer one goes.
+        let s = share(&e, "h100", SignalKind::QueueSize, 8.0).unwrap();
+        assert_eq!((s.target, s.targets[0].1), (0, 1));
+    }
+
+    #[test]
+    fn the_limiter_bounds_the_split_and_failures_say_why() {
+        let mut inventory = crate::saturation::limiter::Inventory::default();
+        inventory.add("NVIDIA-A100-SXM4-80GB", 1, 1);
+        inventory.add("NVIDIA-H100-80GB-HBM3", 4, 1);
+        // No A100 free: the additions land on H100, 3 free.
+        let e = pool_engine(Gpus::Known(inventory.clone()), true);
+        let s = share(&e, "a100", SignalKind::PoolSaturation, 0.4).unwrap();
+        assert_eq!(s.targets, vec![("a100".into(), 1), ("h100".into(), 3)]);
+        // The limiter off: the inventory is not read.
+        let e = pool_engine(Gpus::Known(inventory), false);
+        assert_eq!(
+            share(&e, "a100", SignalKind::PoolSaturation, 0.4)
+                .unwrap()
+                .target,
+            3
+        );
+        // An unreadable picker: 503, never a share of zero.
+        assert!(matches!(
+            share(&e, "b-l4", SignalKind::PoolSaturation, 0.4),
+            Err(ProviderError::Unavailable(why)) if why.contains("connection refused")
+        ));
+        // An unknown variant, and a variant no pool selects.
+        assert!(matches!(
+            share(&e, "nope", SignalKind::PoolSaturation, 0.4),
+            Err(ProviderError::NoMatch { .. })
+        ));
+        let lonely = engine_with(Snapshot {
+            synced: true,
+            variants: vec![crate::cluster::snapshot::Variant::new(
+                "llm",
+                "solo",
+                ("a", "A100"),
+                1.0,
+                vec![],
+            )],
+            ..Snapshot::default()
+        });
+        assert!(matches!(
+            share(&lonely, "solo", SignalKind::PoolSaturation, 0.4),
+            Err(ProviderError::NotInPool { .. })
         ));
     }
 }

@@ -78,7 +78,7 @@ impl Inventory {
     }
 
     /// The only type, when the cluster has exactly one (an unresolved variant is taken to run on it).
-    fn single_type(&self) -> Option<&str> {
+    pub fn single_type(&self) -> Option<&str> {
         let mut types = self.types.keys();
         match (types.next(), types.next()) {
             (Some(t), None) => Some(t),

@@ -6,6 +6,8 @@
 //! * [`targets`]: turn an analysis plus the Deployments' state into one target per variant (WVA v0.5
 //!   semantics: stateless, transition blocking, cheapest up / most expensive down).
 //! * [`role`]: prefill/decode roles; each engine decides each role of a model on its own terms.
+//! * [`split`]: an InferencePool's size, from an endpoint-picker signal, split across the model's
+//!   variants cost-aware (the variant-level signal trigger).
 //! * [`zero`]: scale to zero (idle past the retention period) and from zero (queued demand), after the
 //!   targets.
 
@@ -13,6 +15,7 @@ pub mod analyze;
 pub mod config;
 pub mod limiter;
 pub mod role;
+pub mod split;
 pub mod targets;
 pub mod v2;
 pub mod zero;

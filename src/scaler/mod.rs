@@ -25,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
@@ -44,6 +45,7 @@ pub mod proto {
     tonic::include_proto!("externalscaler");
 }
 
+use crate::changes::Changes;
 use proto::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
@@ -56,21 +58,27 @@ pub const METRIC_NAME: &str = crate::provider::metrics::SCALER_METRIC;
 pub const VARIANT_KEY: &str = "variantName";
 /// Trigger metadata naming the variant's namespace; absent: the ScaledObject's.
 pub const NAMESPACE_KEY: &str = "namespace";
-/// How often an `external-push` stream re-evaluates activity (a change is pushed within this).
-pub const PUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often an `external-push` stream re-evaluates activity when nothing was read meanwhile (a
+/// change of configuration, say); a picker read or a scrape wakes it at once.
+pub const RECHECK: Duration = Duration::from_secs(5);
+/// The least time between two evaluations of one stream, however often sources read.
+pub const PUSH_GAP: Duration = Duration::from_millis(20);
 
 /// What the scaler answers from.
 #[derive(Clone)]
 pub struct Scaler {
     provider: Arc<dyn MetricsProvider>,
-    push_interval: Duration,
+    changes: Changes,
+    recheck: Duration,
 }
 
 impl Scaler {
-    pub fn new(provider: Arc<dyn MetricsProvider>, push_interval: Duration) -> Self {
+    /// A scaler over `provider`; push streams wake on `changes`, and at least every `recheck`.
+    pub fn new(provider: Arc<dyn MetricsProvider>, changes: Changes, recheck: Duration) -> Self {
         Scaler {
             provider,
-            push_interval,
+            changes,
+            recheck,
         }
     }
 
@@ -78,7 +86,7 @@ impl Scaler {
     /// desired replicas above 0.
     fn active(&self, r: &ScaledObjectRef) -> Result<bool, Status> {
         match signal::parse(&r.namespace, &r.scaler_metadata)? {
-            Some(t) => Ok(t.value(&*self.provider)? > t.activation),
+            Some(t) => Ok(t.active(t.value(&*self.provider)?)),
             None => Ok(self.desired(r)? > 0),
         }
     }
@@ -119,7 +127,7 @@ impl Scaler {
                 MAX_STATUS_MESSAGE_BYTES,
             ))),
             // The scaler asks for the variants' metric only.
-            Err(e @ (ProviderError::UnknownMetric { .. } | ProviderError::NoSeries { .. })) => Err(Status::internal(cap(
+            Err(e @ (ProviderError::UnknownMetric { .. } | ProviderError::NoSeries { .. } | ProviderError::NotInPool { .. })) => Err(Status::internal(cap(
                 &e.to_string(),
                 MAX_STATUS_MESSAGE_BYTES,
             ))),
@@ -198,45 +206,28 @@ impl ExternalScaler for Scaler {
 
     type StreamIsActiveStream = ResponseStream<IsActiveResponse>;
 
-    /// Sends the activity at once, then every change of it (checked every [`PUSH_INTERVAL`]). While the
-    /// answer is unavailable nothing is sent (an error is not "inactive"); an unknown variant ends the
-    /// stream with `NOT_FOUND`.
+    /// Sends the activity at once, then every change of it: re-evaluated when a source has read
+    /// something (a picker, a pod, the cluster), at most every [`PUSH_GAP`], and at least every
+    /// [`RECHECK`]. While the answer is unavailable nothing is sent (an error is not "inactive"); an
+    /// unknown variant ends the stream with `NOT_FOUND`.
     async fn stream_is_active(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let r = request.into_inner();
-        let scaler = self.clone();
-        scaler.active(&r)?;
-        let stream = futures::stream::unfold(
-            (scaler, r, None::<bool>, false),
-            |(scaler, r, last, ended)| async move {
-                if ended {
-                    return None;
-                }
-                let mut first = last.is_none();
-                loop {
-                    if !first {
-                        tokio::time::sleep(scaler.push_interval).await;
-                    }
-                    first = false;
-                    match scaler.active(&r) {
-                        Ok(active) if last != Some(active) => {
-                            return Some((
-                                Ok(IsActiveResponse { result: active }),
-                                (scaler, r, Some(active), false),
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(s) if s.code() == tonic::Code::Unavailable => {
-                            tracing::debug!(scaled_object = %format!("{}/{}", r.namespace, r.name), reason = %s.message(), "activity unknown; nothing pushed");
-                        }
-                        Err(s) => return Some((Err(s), (scaler, r, last, true))),
-                    }
-                }
-            },
-        );
-        Ok(Response::new(Box::pin(stream)))
+        let first = self.active(&r)?;
+        let state = Push {
+            rx: self.changes.subscribe(),
+            scaler: self.clone(),
+            r,
+            last: Some(first),
+            ended: false,
+        };
+        let once = futures::stream::once(async move { Ok(IsActiveResponse { result: first }) });
+        let changes = futures::stream::unfold(state, Push::next);
+        Ok(Response::new(Box::pin(futures::StreamExt::chain(
+            once, changes,
+        ))))
     }
 
     async fn get_metric_spec(
@@ -284,6 +275,46 @@ impl ExternalScaler for Scaler {
             once,
             futures::stream::pending(),
         ))))
+    }
+}
+
+/// One `StreamIsActive` stream's state between pushes.
+struct Push {
+    rx: watch::Receiver<u64>,
+    scaler: Scaler,
+    r: ScaledObjectRef,
+    last: Option<bool>,
+    ended: bool,
+}
+
+impl Push {
+    /// Waits for the next change of activity (or the error that ends the stream).
+    async fn next(mut self) -> Option<(Result<IsActiveResponse, Status>, Push)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            tokio::time::sleep(PUSH_GAP).await;
+            let woken = tokio::time::timeout(self.scaler.recheck, self.rx.changed()).await;
+            if matches!(woken, Ok(Err(_))) {
+                // Nothing will notify any more (shutting down): fall back to the recheck period.
+                tokio::time::sleep(self.scaler.recheck).await;
+            }
+            match self.scaler.active(&self.r) {
+                Ok(active) if self.last != Some(active) => {
+                    self.last = Some(active);
+                    return Some((Ok(IsActiveResponse { result: active }), self));
+                }
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    tracing::debug!(scaled_object = %format!("{}/{}", self.r.namespace, self.r.name), reason = %s.message(), "activity unknown; nothing pushed");
+                }
+                Err(s) => {
+                    self.ended = true;
+                    return Some((Err(s), self));
+                }
+            }
+        }
     }
 }
 

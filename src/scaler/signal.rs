@@ -10,10 +10,19 @@
 //! | `threshold` | the target per replica, as the guide's trigger's `threshold` (`AverageValue`) |
 //! | `activationThreshold` | active above this value (default 0), as KEDA's |
 //! | `namespace` | where the pool is (default: the ScaledObject's) |
+//! | `variantName` | a variant-level trigger: this variant's share of its pool's size |
 //!
-//! `GetMetricSpec` returns the threshold as the target, `GetMetrics` the value (the sum of the matching
-//! series), `IsActive` value > activationThreshold. An unknown signal, pool or model is `NOT_FOUND` naming
-//! it; a picker that cannot be read is `UNAVAILABLE`: never a zero.
+//! A pool-level trigger: `GetMetricSpec` returns the threshold as the target, `GetMetrics` the value
+//! (the sum of the matching series), `IsActive` value > activationThreshold.
+//!
+//! A variant-level trigger (`variantName`; `inferencePool` optional, the pool that selects the
+//! variant's pods by default; the model is the variant's): the pool's size the signal over the threshold
+//! asks for, split across the model's variants in the pool cost-aware (`saturation::split`).
+//! `GetMetricSpec` returns 1 as the target and `GetMetrics` the variant's replicas, as the variant
+//! triggers do; `IsActive` is replicas > 0.
+//!
+//! An unknown signal, pool, model or variant is `NOT_FOUND` naming it; a picker that cannot be read is
+//! `UNAVAILABLE`: never a zero.
 
 use std::collections::HashMap;
 
@@ -23,13 +32,14 @@ use super::proto::{GetMetricSpecResponse, MetricSpec, MetricValue};
 use crate::error::{cap, Echo, MAX_ECHO_BYTES, MAX_STATUS_MESSAGE_BYTES};
 use crate::provider::metrics::SignalKind;
 use crate::provider::selector::Selector;
-use crate::provider::{MetricsProvider, ProviderError};
+use crate::provider::{MetricsProvider, ProviderError, ShareQuery};
 
 pub const SIGNAL_KEY: &str = "signal";
 pub const POOL_KEY: &str = "inferencePool";
 pub const MODEL_KEY: &str = "modelName";
 pub const THRESHOLD_KEY: &str = "threshold";
 pub const ACTIVATION_KEY: &str = "activationThreshold";
+pub const VARIANT_KEY: &str = super::VARIANT_KEY;
 
 /// Each signal: its trigger name, what it is, and the metric served for it.
 const SIGNALS: [(&str, SignalKind, &str); 3] = [
@@ -55,8 +65,11 @@ const SIGNALS: [(&str, SignalKind, &str); 3] = [
 pub struct SignalTrigger {
     /// The trigger's `signal` (also the metric name given to KEDA).
     pub signal: &'static str,
+    kind: SignalKind,
     metric: &'static str,
     namespace: String,
+    /// A variant-level trigger's variant.
+    pub variant: Option<String>,
     pool: Option<String>,
     model: Option<String>,
     pub threshold: f64,
@@ -101,8 +114,23 @@ pub fn parse(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let (pool, model) = (text(POOL_KEY), text(MODEL_KEY));
+    let (pool, model, variant) = (text(POOL_KEY), text(MODEL_KEY), text(VARIANT_KEY));
     match kind {
+        _ if variant.is_some() && model.is_some() => {
+            return Err(Status::invalid_argument(format!(
+                "{SIGNAL_KEY} {name} with {VARIANT_KEY} takes no {MODEL_KEY}: the variant's model is read"
+            )))
+        }
+        _ if variant
+            .as_deref()
+            .is_some_and(|v| !super::is_object_name(v)) =>
+        {
+            return Err(Status::invalid_argument(format!(
+                "{VARIANT_KEY} {:?} is not a Kubernetes object name",
+                cap(variant.as_deref().unwrap_or_default(), MAX_ECHO_BYTES)
+            )))
+        }
+        _ if variant.is_some() => {}
         SignalKind::PoolSaturation if pool.is_none() || model.is_some() => {
             return Err(Status::invalid_argument(format!(
                 "{SIGNAL_KEY} {name} needs {POOL_KEY} (and no {MODEL_KEY}: saturation is the pool's)"
@@ -124,8 +152,10 @@ pub fn parse(
         })?;
     Ok(Some(SignalTrigger {
         signal: name,
+        kind,
         metric,
         namespace: text("namespace").unwrap_or_else(|| namespace.to_string()),
+        variant,
         pool,
         model,
         threshold,
@@ -135,20 +165,73 @@ pub fn parse(
 
 impl SignalTrigger {
     pub fn spec(&self) -> GetMetricSpecResponse {
+        // A variant-level trigger's value is the variant's replicas.
+        let target = if self.variant.is_some() {
+            1.0
+        } else {
+            self.threshold
+        };
         #[allow(clippy::cast_possible_truncation)]
         // A threshold is a small positive number; the integer target only matters to old KEDAs.
-        let whole = self.threshold.ceil().max(1.0) as i64;
+        let whole = target.ceil().max(1.0) as i64;
         GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
                 metric_name: self.signal.into(),
                 target_size: whole,
-                target_size_float: self.threshold,
+                target_size_float: target,
             }],
         }
     }
 
-    /// The signal's value now: the sum of the series matching the pool and the model.
+    /// What `GetMetrics` reports: the signal's value, or a variant-level trigger's replicas.
     pub fn value(&self, provider: &dyn MetricsProvider) -> Result<f64, Status> {
+        match &self.variant {
+            None => self.signal_value(provider),
+            Some(v) => self.share(provider, v).map(|t| t as f64),
+        }
+    }
+
+    /// Whether the ScaledObject is active, given [`SignalTrigger::value`].
+    pub fn active(&self, value: f64) -> bool {
+        if self.variant.is_some() {
+            value > 0.0
+        } else {
+            value > self.activation
+        }
+    }
+
+    /// A variant-level trigger's replicas for its variant.
+    fn share(&self, provider: &dyn MetricsProvider, variant: &str) -> Result<i64, Status> {
+        let query = ShareQuery {
+            namespace: &self.namespace,
+            variant,
+            signal: self.kind,
+            metric: self.metric,
+            pool: self.pool.as_deref(),
+            threshold: self.threshold,
+            activation: self.activation,
+        };
+        match provider.signal_share(&query) {
+            Ok(share) => Ok(share.target),
+            Err(ProviderError::Unavailable(why)) => {
+                Err(Status::unavailable(cap(&why, MAX_STATUS_MESSAGE_BYTES)))
+            }
+            Err(e @ (ProviderError::NoMatch { .. } | ProviderError::NotInPool { .. })) => Err(
+                Status::not_found(cap(&e.to_string(), MAX_STATUS_MESSAGE_BYTES)),
+            ),
+            Err(ProviderError::NoSeries { .. } | ProviderError::UnknownMetric { .. }) => {
+                Err(Status::not_found(format!(
+                    "no {} in namespace {} for the InferencePool of variant {}: does its endpoint picker serve the variant's model?",
+                    self.signal,
+                    Echo(&self.namespace),
+                    Echo(variant)
+                )))
+            }
+        }
+    }
+
+    /// The signal's value now: the sum of the series matching the pool and the model.
+    fn signal_value(&self, provider: &dyn MetricsProvider) -> Result<f64, Status> {
         let mut pairs = Vec::new();
         if let Some(p) = &self.pool {
             pairs.push(("inference_pool", p.as_str()));
@@ -194,7 +277,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::provider::MetricItem;
+    use crate::provider::{MetricItem, Share};
 
     /// Pool "chat" (saturation 0.6; models a/b 12 and 3 running) and pool "down", unreadable.
     struct Pickers;
@@ -251,6 +334,33 @@ mod tests {
                 });
             }
             Ok(items)
+        }
+
+        /// Variant "a100" of pool "chat" gets 3 replicas when the threshold is 0.2, 0 at 5; "cold"
+        /// is in pool "down"; "solo" is in no pool.
+        fn signal_share(&self, q: &ShareQuery<'_>) -> Result<Share, ProviderError> {
+            match q.variant {
+                "a100" => Ok(Share {
+                    target: if q.threshold < 1.0 { 3 } else { 0 },
+                    pool: "chat".into(),
+                    value: 0.6,
+                    demand: 3.0,
+                    targets: vec![("a100".into(), 3)],
+                }),
+                "cold" => Err(ProviderError::Unavailable(
+                    "pod down-epp-0: connection refused".into(),
+                )),
+                "solo" => Err(ProviderError::NotInPool {
+                    namespace: q.namespace.into(),
+                    variant: q.variant.into(),
+                    pool: None,
+                }),
+                _ => Err(ProviderError::NoMatch {
+                    metric: q.metric.into(),
+                    namespace: q.namespace.into(),
+                    selector: format!("variant_name={}", q.variant),
+                }),
+            }
         }
     }
 
@@ -395,5 +505,73 @@ mod tests {
         ]);
         assert_eq!(unknown.code(), tonic::Code::NotFound);
         assert!(unknown.message().contains("nope"), "{}", unknown.message());
+    }
+
+    #[test]
+    fn variant_level_triggers_answer_the_variants_share() {
+        let t = |variant: &str, threshold: &str| {
+            trigger(&[
+                ("signal", "pool-saturation"),
+                ("variantName", variant),
+                ("threshold", threshold),
+            ])
+            .unwrap()
+            .unwrap()
+        };
+        let a = t("a100", "0.2");
+        // The value is replicas: the target is 1, whatever the threshold.
+        let spec = a.spec();
+        assert_eq!(
+            (
+                spec.metric_specs[0].target_size,
+                spec.metric_specs[0].target_size_float
+            ),
+            (1, 1.0)
+        );
+        assert_eq!(a.value(&Pickers).unwrap(), 3.0);
+        assert!(a.active(3.0));
+        let idle = t("a100", "5");
+        assert_eq!(idle.value(&Pickers).unwrap(), 0.0);
+        assert!(!idle.active(0.0));
+        for (variant, code, says) in [
+            ("cold", tonic::Code::Unavailable, "connection refused"),
+            (
+                "solo",
+                tonic::Code::NotFound,
+                "no pods in any InferencePool",
+            ),
+            ("nope", tonic::Code::NotFound, "variant_name=nope"),
+        ] {
+            let e = t(variant, "0.2").value(&Pickers).unwrap_err();
+            assert_eq!(e.code(), code, "{variant}: {}", e.message());
+            assert!(e.message().contains(says), "{variant}: {}", e.message());
+        }
+        for (pairs, says) in [
+            (
+                vec![
+                    ("signal", "queue-size"),
+                    ("variantName", "a100"),
+                    ("modelName", "m"),
+                    ("threshold", "1"),
+                ],
+                "takes no modelName",
+            ),
+            (
+                vec![
+                    ("signal", "queue-size"),
+                    ("variantName", "A_100"),
+                    ("threshold", "1"),
+                ],
+                "not a Kubernetes object name",
+            ),
+            (
+                vec![("signal", "queue-size"), ("variantName", "a100")],
+                "needs threshold",
+            ),
+        ] {
+            let e = trigger(&pairs).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{pairs:?}");
+            assert!(e.message().contains(says), "{pairs:?}: {}", e.message());
+        }
     }
 }

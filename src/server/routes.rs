@@ -541,9 +541,11 @@ fn external_metric(
                 kind: Some(metric),
             }),
         ),
-        Err(e @ (ProviderError::NoMatch { .. } | ProviderError::NoSeries { .. })) => {
-            failure(StatusCode::NOT_FOUND, &e.to_string())
-        }
+        Err(
+            e @ (ProviderError::NoMatch { .. }
+            | ProviderError::NoSeries { .. }
+            | ProviderError::NotInPool { .. }),
+        ) => failure(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ ProviderError::Unavailable(_)) => {
             let reason = e.to_string();
             let selector = selector.to_string();

@@ -38,6 +38,7 @@ use super::exposition;
 use super::http1::Pool;
 use super::reach::TokenFile;
 use super::scraper::{fetch_pod, pod_url};
+use crate::changes::Changes;
 use crate::error::{cap, MAX_STATUS_MESSAGE_BYTES};
 use crate::health::Heartbeat;
 use crate::saturation::Demand;
@@ -336,6 +337,8 @@ pub struct EppSource {
     metrics: Arc<Metrics>,
     /// Connections to the pickers' pods, kept between reads (every 500 ms by default).
     connections: Pool,
+    /// Bumped after each read (push streams wake on it).
+    changes: Changes,
 }
 
 /// Endpoint-picker pods kept connected at most (a picker has a few replicas).
@@ -358,7 +361,14 @@ impl EppSource {
             log: LogLimiter::new(Duration::from_secs(60)),
             metrics,
             connections: Pool::new(KEPT_CONNECTIONS),
+            changes: Changes::new(),
         }
+    }
+
+    /// Bumps `changes` after each read.
+    pub fn notifying(mut self, changes: Changes) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Starts a read of every picker every interval (a picker whose read is still running is skipped
@@ -493,11 +503,13 @@ impl EppSource {
                 // Logged when it starts failing or the reason changes, and at most once a minute for a
                 // reason that flaps.
                 if let Some(held) = self.log.allow(&format!("{key}\n{e}")).filter(|_| news) {
-                    tracing::warn!(pool = %key, error = %e, repeats_held_back = held, "reading the endpoint picker's queue failed; models at zero stay there until it can be read");
+                    tracing::warn!(pool = %key, error = %e, repeats_held_back = held, "reading the endpoint picker failed; until it can be read, its signals are unavailable (503, UNAVAILABLE) and the variants at zero in its pool stay there");
                 }
                 s.failed = Some((now, e));
             }
         }
+        drop(state);
+        self.changes.notify();
     }
 
     /// A picker's last good reading while it stands (within the grace period), with what to say when

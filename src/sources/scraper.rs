@@ -15,6 +15,7 @@ use super::exposition::{extract_wanted, Extraction};
 use super::http1::{self, Http1Error, Pool};
 use super::reach::{Reach, ScrapeTls};
 use super::window::{PageFacts, WindowCache};
+use crate::changes::Changes;
 use crate::health::Heartbeat;
 use crate::target::{PodTarget, Scheme, TargetFeed};
 use crate::telemetry::{LogLimiter, Metrics, PodLabels};
@@ -303,6 +304,8 @@ pub struct Scraper {
     classes: Mutex<HashMap<PodKey, Class>>,
     /// Per-pod warnings, at most one a minute per pod.
     log: LogLimiter,
+    /// Bumped after each pod's scrape (push streams wake on it).
+    changes: Changes,
 }
 
 /// A pod's lane, from its last scrape.
@@ -459,6 +462,7 @@ impl<'a> Lanes<'a> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(done.key, done.class);
+        self.scraper.changes.notify();
         self.fill();
     }
 
@@ -488,7 +492,14 @@ impl Scraper {
             warned_capacity: AtomicBool::new(false),
             classes: Mutex::new(HashMap::new()),
             log: LogLimiter::new(Duration::from_secs(60)),
+            changes: Changes::new(),
         }
+    }
+
+    /// Bumps `changes` after each pod's scrape.
+    pub fn notifying(mut self, changes: Changes) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Queues a round every `interval` forever and beats `heartbeat` each time: the loop's liveness,

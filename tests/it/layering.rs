@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("saturation", &["duration"]),
     ("telemetry", &[]),
     ("health", &[]),
+    ("changes", &[]),
     ("error", &["tls"]),
     ("supervisor", &["error", "telemetry"]),
     // Following one ConfigMap: shared by cluster and auth, so it knows neither.
@@ -27,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cluster",
         &[
+            "changes",
             "error",
             "follow",
             "health",
@@ -39,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "sources",
         &[
+            "changes",
             "duration",
             "error",
             "health",
@@ -87,7 +90,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // KEDA's external scaler: another surface over the same provider contract.
-    ("scaler", &["conn", "error", "provider", "telemetry", "tls"]),
+    (
+        "scaler",
+        &["changes", "conn", "error", "provider", "telemetry", "tls"],
+    ),
     // Wiring: flags, the commands, `serve`.
     (
         "config",

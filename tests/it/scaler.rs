@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use support::{install_provider, Ca};
+use wva_metrics_server::changes::Changes;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
@@ -54,6 +55,7 @@ struct Running {
     ca: Ca,
     desired: Arc<AtomicI64>,
     metrics: prometheus_client::registry::Registry,
+    changes: Changes,
 }
 
 async fn start() -> Running {
@@ -82,9 +84,12 @@ async fn start_with(limits: scaler::Limits) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let desired = Arc::new(AtomicI64::new(3));
+    // Pushes wake on `changes`; the recheck period is an hour, so a push in a test is a woken one.
+    let changes = Changes::new();
     let scaler = Scaler::new(
         Arc::new(Provider(desired.clone())),
-        Duration::from_millis(50),
+        changes.clone(),
+        Duration::from_secs(3600),
     );
     let mut metrics = prometheus_client::registry::Registry::default();
     let port_metrics = PortMetrics::register(&mut metrics, "external_scaler_", "the scaler port");
@@ -101,6 +106,7 @@ async fn start_with(limits: scaler::Limits) -> Running {
         ca,
         desired,
         metrics,
+        changes,
     }
 }
 
@@ -222,9 +228,17 @@ async fn the_push_stream_sends_each_change_of_activity() {
     let mut stream = push_stream(&s).await;
     assert!(next(&mut stream).await.unwrap(), "active at 3 replicas");
     s.desired.store(0, Ordering::SeqCst);
+    s.changes.notify();
     assert!(!next(&mut stream).await.unwrap(), "inactive at 0");
+    // A change read while nothing notifies is not pushed (the next wake finds it).
     s.desired.store(1, Ordering::SeqCst);
-    assert!(next(&mut stream).await.unwrap(), "active again");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(quiet.is_err(), "pushed without a notification: {quiet:?}");
+    s.changes.notify();
+    assert!(
+        next(&mut stream).await.unwrap(),
+        "active again once a source has read"
+    );
 }
 
 #[tokio::test]
@@ -396,6 +410,7 @@ async fn a_push_stream_outlives_the_idle_timeout() {
     assert!(next(&mut stream).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.desired.store(0, Ordering::SeqCst);
+    s.changes.notify();
     assert!(!next(&mut stream).await.unwrap(), "the stream still pushes");
     assert_eq!(
         port_count(

@@ -136,6 +136,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
             pool: "pool".into(),
             service: "epp".into(),
             models: vec!["m".into()],
+            variants: vec!["cheap".into(), "pricey".into()],
             pods: Ok(vec![PodTarget {
                 namespace: "ns".into(),
                 name: "epp-0".into(),
@@ -281,6 +282,7 @@ fn pool(name: &str, model: &str, ports: &[u16]) -> EndpointPicker {
         pool: name.into(),
         service: format!("{name}-epp"),
         models: vec![model.into()],
+        variants: vec![],
         pods: Ok(ports
             .iter()
             .enumerate()

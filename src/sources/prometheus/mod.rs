@@ -68,6 +68,8 @@ pub struct PrometheusSource {
     metrics: Arc<Metrics>,
     /// Query failures, at most one line a minute per model and reason.
     log: crate::telemetry::LogLimiter,
+    /// Bumped after each round of queries (push streams wake on it).
+    changes: crate::changes::Changes,
 }
 
 impl PrometheusSource {
@@ -86,7 +88,14 @@ impl PrometheusSource {
             state: RwLock::new(HashMap::new()),
             metrics,
             log: crate::telemetry::LogLimiter::new(Duration::from_secs(60)),
+            changes: crate::changes::Changes::new(),
         }
+    }
+
+    /// Bumps `changes` after each round of queries.
+    pub fn notifying(mut self, changes: crate::changes::Changes) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Queries every model the feed names, every interval.
@@ -102,6 +111,7 @@ impl PrometheusSource {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|k, _| models.contains(k));
             futures::future::join_all(models.iter().map(|(ns, m)| self.refresh(ns, m))).await;
+            self.changes.notify();
         }
     }
 
