@@ -41,6 +41,13 @@ pub const SIGNALS: &[(&str, SignalKind)] = &[
         "inference_extension_flow_control_pool_saturation",
         SignalKind::PoolSaturation,
     ),
+    // llm-d-router v0.10's names, which llm-d's KEDA guide queries.
+    (
+        "llm_d_epp_flow_control_pool_saturation",
+        SignalKind::PoolSaturation,
+    ),
+    ("llm_d_epp_request_running", SignalKind::RunningRequests),
+    ("llm_d_epp_flow_control_queue_size", SignalKind::QueueSize),
     (
         "llm_d_router_epp_running_requests",
         SignalKind::RunningRequests,

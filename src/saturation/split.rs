@@ -238,6 +238,20 @@ mod tests {
         }
     }
 
+    /// README's worked example ("One pool, several variants").
+    #[test]
+    fn the_readmes_worked_example() {
+        let pool = vec![v("chat-a100", 10.0, 2, 2), v("chat-h100", 40.0, 2, 1)];
+        let s = split(&pool, Shape::PerReplica, 0.9, 0.5, 0.0, None);
+        assert_eq!((s.targets, s.demand, s.supply), (vec![4, 2], 5.4, 6.0));
+        let starting = vec![v("chat-a100", 10.0, 4, 2), v("chat-h100", 40.0, 2, 1)];
+        assert_eq!(targets(&starting, Shape::PerReplica, 0.9, 0.5), vec![4, 2]);
+        assert_eq!(targets(&pool, Shape::PerReplica, 0.3, 0.5), vec![2, 0]);
+        let mut floor = pool.clone();
+        floor[1].min = 1;
+        assert_eq!(targets(&floor, Shape::PerReplica, 0.3, 0.5), vec![1, 1]);
+    }
+
     #[test]
     fn capacity_and_cost_together_choose() {
         // H100 replicas give twice the capacity at 1.5× the cost: cheaper per unit of capacity.

@@ -67,8 +67,10 @@ pub const SATURATION_METRICS: [&str; 3] = [
     "inference_extension_flow_control_pool_saturation",
 ];
 /// Requests the picker has in flight to the pool, per `model_name` (the deprecated name is
-/// `inference_objective_running_requests`).
-pub const RUNNING_METRICS: [&str; 3] = [
+/// `inference_objective_running_requests`; `llm_d_epp_request_running` is llm-d-router v0.10's, which
+/// llm-d's KEDA guide queries).
+pub const RUNNING_METRICS: [&str; 4] = [
+    "llm_d_epp_request_running",
     "llm_d_epp_running_requests",
     "llm_d_router_epp_running_requests",
     "inference_objective_running_requests",
@@ -207,7 +209,7 @@ pub(crate) fn read_page(page: &str) -> PickerPage {
     // The same for bytes; an unusable byte count is left out (bytes only ever add demand).
     let mut bytes_by_name: [HashMap<String, f64>; 3] = Default::default();
     let mut saturation_by_name: [Option<Figure>; 3] = Default::default();
-    let mut running_by_name: [HashMap<String, Figure>; 3] = Default::default();
+    let mut running_by_name: [HashMap<String, Figure>; 4] = Default::default();
     exposition::parse_wanted(
         page,
         |name| PICKER_PREFIXES.iter().any(|p| name.starts_with(p)),
@@ -715,6 +717,12 @@ llm_d_epp_flow_control_queue_bytes{target_model_name=\"nan\"} NaN
         assert_eq!(
             (old.saturation, old.running.get("m").cloned()),
             (Some(Ok(0.25)), Some(Ok(2.0)))
+        );
+        // llm-d-router v0.10's names, which llm-d's KEDA guide queries.
+        let v010 = read("llm_d_epp_flow_control_pool_saturation{inference_pool=\"p\"} 0.4\nllm_d_epp_request_running{model_name=\"m\"} 6\n");
+        assert_eq!(
+            (v010.saturation, v010.running.get("m").cloned()),
+            (Some(Ok(0.4)), Some(Ok(6.0)))
         );
         // A picker page without flow control: no saturation (not a zero).
         let none = read("inference_pool_ready_pods{name=\"p\"} 2\n");

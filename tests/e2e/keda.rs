@@ -10,11 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::harness::{eventually, Proc};
+use super::keda_epp;
 use super::kubelet::Kubelet;
 use super::support::{free_port, Ca};
 use super::{
-    deployment_yaml, never_below, replicas, set_load, wait_at_least, wait_replicas, Cluster, NS,
-    ROOT,
+    deployment_yaml, never_below, replicas, set_load, wait_at_least, wait_replicas, Cluster,
+    EPP_TOKEN, NS, ROOT,
 };
 
 /// Builds (once) and locates KEDA: `<dir>/bin/keda-{operator,adapter}` and `<dir>/crds/`.
@@ -144,9 +145,6 @@ fn base64(s: &str) -> String {
     child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }
-
-/// The token the endpoint-picker emulators accept, and that our server presents.
-const EPP_TOKEN: &str = "e2e-epp-token";
 
 /// Restarts our first replica with the external scaler on `port`, trusting make-certs' CA for clients,
 /// and with a bearer token for endpoint pickers.
@@ -364,12 +362,9 @@ pub async fn scenario(c: &mut Cluster, k: &Kubelet) {
 /// ScaledObject (minReplicaCount 0) with the given trigger, and an InferencePool whose endpoint picker
 /// (app `<name>-epp`, an emulator behind [`EPP_TOKEN`]) serves the model's queue.
 fn zero_workload(name: &str, model: &str, trigger: &str, port: u16) -> String {
-    let epp = format!("{name}-epp");
     [
         deployment_yaml(NS, &format!("{name}-decode"), name, model),
-        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {epp}}}}}\n  template:\n    metadata:\n      labels: {{app: {epp}}}\n      annotations: {{e2e.wva/model: {model}, e2e.wva/epp-token: {EPP_TOKEN}}}\n    spec:\n      containers: [{{name: epp, image: registry.k8s.io/gateway-api-inference-extension/epp:emulated}}]\n"),
-        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  selector: {{app: {epp}}}\n  ports:\n  - {{name: grpc-ext-proc, port: 9002}}\n  - {{name: http-metrics, port: 9090, targetPort: 8000}}\n"),
-        format!("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  targetPorts: [{{number: 8000}}]\n  endpointPickerRef: {{name: {epp}, port: {{number: 9002}}}}\n"),
+        keda_epp::picker(name, model, &format!("app: {name}")),
         format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: {model}}}\nspec:\n  scaleTargetRef: {{name: {name}-decode}}\n  pollingInterval: 10\n  cooldownPeriod: 5\n  minReplicaCount: 0\n  maxReplicaCount: 3\n  triggers:\n  - type: {trigger}\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"),
     ]
     .join("---\n")
@@ -425,8 +420,7 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         );
         wait_replicas(c, &format!("{name}-decode"), 1, Duration::from_secs(60)).await;
     }
-    signals(c, k, models[0].0).await;
-    signal_trigger(c, k, models[0].0, models[0].1, port).await;
+    keda_epp::scenario(c, k, models[0].0, models[0].1, port).await;
     for (name, _, _) in models {
         k.control
             .lock()
@@ -436,128 +430,6 @@ async fn zero(c: &mut Cluster, k: &Kubelet, port: u16) {
         c.kubectl(&["-n", NS, "delete", "scaledobject", name])
             .unwrap();
     }
-}
-
-/// The endpoint picker's signals on our external metrics API, under the picker's own names. KEDA's
-/// adapter holds the APIService here, so the request goes to our server as the aggregation layer sends
-/// it (the front-proxy client certificate and the user in its headers): the pool's saturation and the
-/// model's requests in flight, as the picker publishes them; a pool nobody reads is a 404.
-async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
-    k.control
-        .lock()
-        .unwrap()
-        .signals
-        .insert(format!("{pool}-epp"), (0.8, 12));
-    let get = |metric: &str, selector: &str| -> (String, String) {
-        let url = format!(
-            "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector={selector}",
-            c.server_port
-        );
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
-            .arg(c.certs.join("ca.crt"))
-            .arg("--cert")
-            .arg(c.dir.join("front-proxy-client.crt"))
-            .arg("--key")
-            .arg(c.dir.join("front-proxy-client.key"))
-            .args([
-                "-H",
-                "X-Remote-User: system:admin",
-                "-H",
-                "X-Remote-Group: system:masters",
-            ])
-            .arg(url)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
-        (status.to_string(), body.to_string())
-    };
-    let value = |(status, body): (String, String)| -> Result<String, String> {
-        let doc: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{status} {e}: {body}"))?;
-        doc["items"][0]["value"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{status}: {body}"))
-    };
-    let selector = format!("inference_pool%3D{pool}");
-    eventually(
-        "the pool's saturation and running requests served from its endpoint picker",
-        Duration::from_secs(30),
-        || async {
-            let sat = value(get(
-                "llm_d_router_epp_flow_control_pool_saturation",
-                &selector,
-            ))?;
-            // Per model, selected by pool: a model ID with a "/" is not a label value an HPA can select.
-            let running = value(get("llm_d_router_epp_running_requests", &selector))?;
-            if sat == "800m" && running == "12" {
-                Ok(())
-            } else {
-                Err(format!("saturation {sat}, running {running}"))
-            }
-        },
-    )
-    .await;
-    let (status, body) = get(
-        "llm_d_router_epp_flow_control_pool_saturation",
-        "inference_pool%3Dnobody",
-    );
-    assert_eq!(status, "404", "{body}");
-    // A pool no variant of ours is behind (llm-d's KEDA users have no VariantAutoscaling): read all the same.
-    let epp = "unmanaged-epp";
-    let objects = [
-        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {epp}}}}}\n  template:\n    metadata:\n      labels: {{app: {epp}}}\n      annotations: {{e2e.wva/model: other/model, e2e.wva/epp-token: {EPP_TOKEN}}}\n    spec:\n      containers: [{{name: epp, image: registry.k8s.io/gateway-api-inference-extension/epp:emulated}}]\n"),
-        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {epp}, namespace: {NS}}}\nspec:\n  selector: {{app: {epp}}}\n  ports:\n  - {{name: grpc-ext-proc, port: 9002}}\n  - {{name: http-metrics, port: 9090, targetPort: 8000}}\n"),
-        format!("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\nmetadata: {{name: unmanaged, namespace: {NS}}}\nspec:\n  selector: {{matchLabels: {{app: no-variant-of-ours}}}}\n  targetPorts: [{{number: 8000}}]\n  endpointPickerRef: {{name: {epp}, port: {{number: 9002}}}}\n"),
-    ];
-    c.apply(&objects.join("---\n"));
-    k.control
-        .lock()
-        .unwrap()
-        .signals
-        .insert(epp.to_string(), (0.5, 0));
-    eventually(
-        "the saturation of a pool no variant is behind",
-        Duration::from_secs(60),
-        || async {
-            let sat = value(get(
-                "llm_d_router_epp_flow_control_pool_saturation",
-                "inference_pool%3Dunmanaged",
-            ))?;
-            (sat == "500m").then_some(()).ok_or(sat)
-        },
-    )
-    .await;
-    k.control.lock().unwrap().signals.remove(epp);
-    for (kind, name) in [
-        ("inferencepool", "unmanaged"),
-        ("service", epp),
-        ("deployment", epp),
-    ] {
-        c.kubectl(&["-n", NS, "delete", kind, name, "--wait=false"])
-            .unwrap();
-    }
-    eprintln!("e2e[keda] the endpoint picker's pool saturation (0.8) and requests in flight (12) served as external metrics under its own names; an unknown pool 404; a pool without variants read too");
-}
-
-/// A guide-shaped signal trigger through the real KEDA: the ScaledObject (still the annotated variant)
-/// now asks for `signal: pool-saturation` with `threshold: 0.3`; at saturation 0.8 KEDA's HPA wants
-/// ⌈0.8 / 0.3⌉ = 3 replicas.
-async fn signal_trigger(c: &mut Cluster, k: &Kubelet, name: &str, model: &str, port: u16) {
-    let started = Instant::now();
-    c.apply(&format!("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n  namespace: {NS}\n  labels: {{inference.optimization/acceleratorName: L4}}\n  annotations: {{llm-d.ai/managed: \"true\", llm-d.ai/model-id: {model}}}\nspec:\n  scaleTargetRef: {{name: {name}-decode}}\n  pollingInterval: 2\n  cooldownPeriod: 5\n  minReplicaCount: 1\n  maxReplicaCount: 3\n  triggers:\n  - type: external-push\n    metadata: {{scalerAddress: \"127.0.0.1:{port}\", signal: pool-saturation, inferencePool: {name}, threshold: \"0.3\"}}\n    authenticationRef: {{name: wva-metrics-server}}\n"));
-    wait_replicas(c, &format!("{name}-decode"), 3, Duration::from_secs(120)).await;
-    eprintln!(
-        "e2e[keda] signal trigger (pool-saturation 0.8, threshold 0.3): {name}-decode at 3 after {:.1}s through the real KEDA",
-        started.elapsed().as_secs_f64()
-    );
-    k.control
-        .lock()
-        .unwrap()
-        .signals
-        .remove(&format!("{name}-epp"));
 }
 
 /// Time until the Deployment's `spec.replicas` is at least 1, polled every 50 ms.

@@ -151,6 +151,15 @@ pub fn start(
                 {
                     args.extend(["--epp-token".into(), token.clone()]);
                 }
+                // The InferencePool its series name (`inference_pool`), as a Prometheus query selects.
+                if let Some(pool) = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.wva/epp-pool"))
+                {
+                    args.extend(["--epp-pool".into(), pool.clone()]);
+                }
                 let proc = Proc::spawn(&dir, &format!("emulator-{name}"), &emulator, &args);
                 // Wait for the emulator to listen before declaring the pod Ready.
                 for _ in 0..40 {

@@ -12,6 +12,7 @@
 
 mod harness;
 mod keda;
+mod keda_epp;
 mod kubelet;
 mod steps;
 // Only part of the integration tests' fixtures is used here.
@@ -43,6 +44,11 @@ const NS_B: &str = "llm-b";
 /// reaction-time benchmark uses the defaults users run (15 s, 5 s).
 const HPA_SYNC: &str = "5s";
 const SCRAPE_INTERVAL: &str = "1s";
+/// How often Prometheus scrapes the endpoint pickers the KEDA e2e's side-by-side lists: a common
+/// PodMonitor interval (kube-prometheus-stack's default is 30 s).
+const EPP_SCRAPE_INTERVAL: &str = "15s";
+/// The token the endpoint-picker emulators accept, and that our server and Prometheus present.
+const EPP_TOKEN: &str = "e2e-epp-token";
 
 struct Cluster {
     dir: PathBuf,
@@ -380,15 +386,17 @@ fn start_prometheus(c: &mut Cluster) {
     std::fs::write(
         &cfg,
         format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: vllm\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n  - job_name: wva-metrics-server\n    scheme: https\n    tls_config: {server_tls}\n    static_configs: [{{targets: ['127.0.0.1:{}', '127.0.0.1:{}']}}]\n  - job_name: apiserver\n    scheme: https\n    tls_config: {apiserver_tls}\n    static_configs: [{{targets: ['{apiserver}']}}]\n",
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: vllm\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n  - job_name: epp\n    scrape_interval: {EPP_SCRAPE_INTERVAL}\n    authorization: {{credentials: {EPP_TOKEN}}}\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n  - job_name: wva-metrics-server\n    scheme: https\n    tls_config: {server_tls}\n    static_configs: [{{targets: ['127.0.0.1:{}', '127.0.0.1:{}']}}]\n  - job_name: apiserver\n    scheme: https\n    tls_config: {apiserver_tls}\n    static_configs: [{{targets: ['{apiserver}']}}]\n",
             rules.display(),
             c.dir.join("targets.json").display(),
+            c.dir.join("epp-targets.json").display(),
             c.server_port,
             c.replica_b_port,
         ),
     )
     .unwrap();
     std::fs::write(c.dir.join("targets.json"), "[]").unwrap();
+    std::fs::write(c.dir.join("epp-targets.json"), "[]").unwrap();
     let port = free_port();
     std::fs::write(c.dir.join("prometheus.port"), port.to_string()).unwrap();
     let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());

@@ -304,6 +304,26 @@ fn annotated_and_local_config_examples_are_valid() {
             .expect("a signal trigger");
         assert_eq!(t.threshold, threshold);
     }
+    // The split example: each variant's ScaledObject asks for its VariantAutoscaling's share of the pool
+    // whose selector its pods carry.
+    let split = docs("manifests/examples/keda/epp-split.yaml");
+    let pool: wva_metrics_server::cluster::crd::InferencePool =
+        serde_json::from_value(split[0].clone()).unwrap();
+    assert_eq!(pool.spec.selector.match_labels["pool"], "chat");
+    for (va, so) in [(&split[1], &split[3]), (&split[2], &split[4])] {
+        let so: wva_metrics_server::cluster::crd::ScaledObject =
+            serde_json::from_value(so.clone()).unwrap();
+        let meta: std::collections::HashMap<String, String> =
+            serde_json::from_value(so.spec.triggers[0]["metadata"].clone()).unwrap();
+        let t = wva_metrics_server::scaler::signal::parse("llm", &meta)
+            .unwrap()
+            .expect("a signal trigger");
+        assert_eq!(t.variant.as_deref(), va["metadata"]["name"].as_str());
+        assert_eq!(
+            so.spec.scale_target_ref.name,
+            va["spec"]["scaleTargetRef"]["name"].as_str().unwrap()
+        );
+    }
     // The scale-to-zero example: its ConfigMap parses without a rejected entry, and its InferencePool
     // selects the ScaledObject's pods and names an endpoint picker.
     let data: std::collections::BTreeMap<String, String> =
