@@ -50,11 +50,7 @@ fn set_signals(k: &Kubelet, epp: &str, saturation: f64, running: usize) {
 /// it (the front-proxy client certificate and the user in its headers): the pool's saturation and the
 /// model's requests in flight, as the picker publishes them; a pool nobody reads is a 404.
 async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
-    k.control
-        .lock()
-        .unwrap()
-        .signals
-        .insert(format!("{pool}-epp"), (0.8, 12));
+    set_signals(k, &format!("{pool}-epp"), 0.8, 12);
     let get = |metric: &str, selector: &str| -> (String, String) {
         let url = format!(
             "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector={selector}",
@@ -119,11 +115,7 @@ async fn signals(c: &Cluster, k: &Kubelet, pool: &str) {
         "other/model",
         "app: no-variant-of-ours",
     ));
-    k.control
-        .lock()
-        .unwrap()
-        .signals
-        .insert(epp.to_string(), (0.5, 0));
+    set_signals(k, epp, 0.5, 0);
     eventually(
         "the saturation of a pool no variant is behind",
         Duration::from_secs(60),

@@ -133,32 +133,18 @@ pub fn start(
                     "--max-num-seqs".into(),
                     "16".into(),
                 ]);
-                // An SGLang server: its page instead of vLLM's.
-                if let Some(engine) = pod
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("e2e.wva/engine"))
-                {
-                    args.extend(["--engine".into(), engine.clone()]);
-                }
-                // An endpoint picker (scale from zero): the queue gauge behind a bearer token.
-                if let Some(token) = pod
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("e2e.wva/epp-token"))
-                {
-                    args.extend(["--epp-token".into(), token.clone()]);
-                }
-                // The InferencePool its series name (`inference_pool`), as a Prometheus query selects.
-                if let Some(pool) = pod
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("e2e.wva/epp-pool"))
-                {
-                    args.extend(["--epp-pool".into(), pool.clone()]);
+                // Annotations that become flags: an SGLang server (its page instead of vLLM's); an
+                // endpoint picker (its signals behind a bearer token), and the InferencePool its series
+                // name (`inference_pool`, as a Prometheus query selects).
+                let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+                for (annotation, flag) in [
+                    ("e2e.wva/engine", "--engine"),
+                    ("e2e.wva/epp-token", "--epp-token"),
+                    ("e2e.wva/epp-pool", "--epp-pool"),
+                ] {
+                    if let Some(v) = annotations.get(annotation) {
+                        args.extend([flag.to_string(), v.clone()]);
+                    }
                 }
                 let proc = Proc::spawn(&dir, &format!("emulator-{name}"), &emulator, &args);
                 // Wait for the emulator to listen before declaring the pod Ready.
