@@ -176,10 +176,19 @@ impl SignalTrigger {
         let whole = target.ceil().max(1.0) as i64;
         GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
-                metric_name: self.signal.into(),
+                metric_name: self.metric_name(),
                 target_size: whole,
                 target_size_float: target,
             }],
+        }
+    }
+
+    /// The metric KEDA's HPA shows: the signal, or for a variant-level trigger `<signal>-replicas` (its
+    /// value is replicas, not the signal: `kubectl get hpa` should not read "pool-saturation 3/1").
+    fn metric_name(&self) -> String {
+        match self.variant {
+            Some(_) => format!("{}-replicas", self.signal),
+            None => self.signal.to_string(),
         }
     }
 
@@ -212,7 +221,19 @@ impl SignalTrigger {
             activation: self.activation,
         };
         match provider.signal_share(&query) {
-            Ok(share) => Ok(share.target),
+            Ok(share) => {
+                tracing::debug!(
+                    namespace = %Echo(&self.namespace),
+                    variant = %Echo(variant),
+                    pool = %share.pool,
+                    signal = self.signal,
+                    value = share.value,
+                    demand = share.demand,
+                    targets = ?share.targets,
+                    "a variant's share of its pool"
+                );
+                Ok(share.target)
+            }
             Err(ProviderError::Unavailable(why)) => {
                 Err(Status::unavailable(cap(&why, MAX_STATUS_MESSAGE_BYTES)))
             }
@@ -265,7 +286,7 @@ impl SignalTrigger {
         // Saturates; the float is what KEDA reads.
         let whole = value.round() as i64;
         MetricValue {
-            metric_name: self.signal.into(),
+            metric_name: self.metric_name(),
             metric_value: whole,
             metric_value_float: value,
         }
