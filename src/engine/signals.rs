@@ -19,7 +19,7 @@ use crate::provider::metrics::SignalKind;
 use crate::provider::quantity::milli_from_f64;
 use crate::provider::selector::Selector;
 use crate::provider::{MetricItem, ProviderError, Share, ShareQuery};
-use crate::saturation::limiter::normalize_accelerator;
+use crate::saturation::limiter::charged_type;
 use crate::saturation::split::{split, Shape, SplitVariant};
 use crate::sources::epp::Signals;
 
@@ -131,8 +131,7 @@ impl Engine {
                 "the cluster's objects are not listed yet".into(),
             ));
         }
-        let in_ns = snapshot.namespace(q.namespace);
-        let named: Vec<_> = in_ns.iter().filter(|v| v.name == q.variant).collect();
+        let named: Vec<_> = snapshot.named(q.namespace, q.variant).collect();
         let variant = match named.as_slice() {
             [] => {
                 let selector = Selector::equal(&[("variant_name", q.variant)]);
@@ -163,20 +162,20 @@ impl Engine {
                 variant: q.variant.to_string(),
                 pool: q.pool.map(str::to_string),
             })?;
-        let (mut labels, shape) = (vec![("inference_pool", picker.pool.as_str())], Shape::Total);
-        let shape = match q.signal {
-            SignalKind::PoolSaturation => Shape::PerReplica,
-            SignalKind::RunningRequests | SignalKind::QueueSize => {
-                labels.push(("model_name", variant.model_id.as_str()));
-                shape
-            }
+        let mut labels = vec![("inference_pool", picker.pool.as_str())];
+        let shape = if q.signal == SignalKind::PoolSaturation {
+            Shape::PerReplica
+        } else {
+            labels.push(("model_name", variant.model_id.as_str()));
+            Shape::Total
         };
         let value: f64 = self
             .signal_metric(q.namespace, q.metric, q.signal, &Selector::equal(&labels))?
             .iter()
             .map(|i| i.value_milli as f64 / 1000.0)
             .sum();
-        let group: Vec<_> = in_ns
+        let group: Vec<_> = snapshot
+            .namespace(q.namespace)
             .iter()
             .filter(|v| v.model_id == variant.model_id && picker.variants.contains(&v.name))
             .collect();
@@ -236,6 +235,10 @@ impl Engine {
             ),
             _ => None,
         };
+        let single = match &snapshot.gpus {
+            Gpus::Known(i) => i.single_type(),
+            Gpus::Unknown { .. } => None,
+        };
         let inputs: Vec<SplitVariant> = group
             .iter()
             .zip(capacities)
@@ -247,12 +250,7 @@ impl Engine {
                 ready: v.ready_replicas,
                 min: v.bounds.min_replicas,
                 max: v.bounds.max_replicas,
-                accelerator: match &snapshot.gpus {
-                    Gpus::Known(i) if crate::saturation::limiter::is_unresolved(&v.accelerator) => {
-                        i.single_type().unwrap_or_default().to_string()
-                    }
-                    _ => normalize_accelerator(&v.accelerator),
-                },
+                accelerator: charged_type(&v.accelerator, single),
                 gpus: v.gpus_per_replica,
             })
             .collect();

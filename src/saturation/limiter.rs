@@ -297,6 +297,16 @@ fn inventory_budget(inventory: &Inventory) -> Budget {
     }
 }
 
+/// The type a variant's GPUs are charged to: its accelerator normalised, or for an unresolved one the
+/// cluster's only type (`single`), else none (`""`, which no budget lists).
+pub fn charged_type(accelerator: &str, single: Option<&str>) -> String {
+    if is_unresolved(accelerator) {
+        single.map_or_else(String::new, str::to_string)
+    } else {
+        normalize_accelerator(accelerator)
+    }
+}
+
 /// The requests' normalised types (an unresolved variant runs on the only type, when the cluster has
 /// one) and each limiter's budget. `inventory` is needed by a `gpu-inventory` limiter: without it
 /// nothing can be limited (WVA's fallback), and the error says why.
@@ -320,13 +330,7 @@ fn budgets(
         .and_then(Inventory::single_type);
     let types: Vec<String> = requests
         .iter()
-        .map(|r| {
-            if is_unresolved(&r.accelerator) {
-                single.map_or_else(String::new, str::to_string)
-            } else {
-                normalize_accelerator(&r.accelerator)
-            }
-        })
+        .map(|r| charged_type(&r.accelerator, single))
         .collect();
     let budgets = limiters
         .iter()

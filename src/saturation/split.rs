@@ -82,14 +82,17 @@ fn cheaper(a: &SplitVariant, b: &SplitVariant) -> Ordering {
         .then_with(|| a.name.cmp(&b.name))
 }
 
-/// The pool's demand in replica capacity.
-pub fn demand(variants: &[SplitVariant], shape: Shape, signal: f64, threshold: f64) -> f64 {
-    let ready: i64 = variants.iter().map(|v| v.ready.max(0)).sum();
-    let ready_supply: f64 = variants
+/// What the ready replicas give, in replica capacity.
+fn ready_supply(variants: &[SplitVariant]) -> f64 {
+    variants
         .iter()
         .map(|v| v.ready.max(0) as f64 * v.capacity)
-        .sum();
-    let ratio = signal / threshold;
+        .sum()
+}
+
+/// The pool's demand in replica capacity, given what its ready replicas give.
+fn demand(variants: &[SplitVariant], ready_supply: f64, shape: Shape, ratio: f64) -> f64 {
+    let ready: i64 = variants.iter().map(|v| v.ready.max(0)).sum();
     match shape {
         Shape::PerReplica => ready_supply * ratio,
         Shape::Total => {
@@ -115,11 +118,8 @@ pub fn split(
     activation: f64,
     free_gpus: Option<&BTreeMap<String, i64>>,
 ) -> Split {
-    let mut demand = demand(variants, shape, signal, threshold);
-    let ready_supply: f64 = variants
-        .iter()
-        .map(|v| v.ready.max(0) as f64 * v.capacity)
-        .sum();
+    let ready_supply = ready_supply(variants);
+    let mut demand = demand(variants, ready_supply, shape, signal / threshold);
     let mut targets: Vec<i64> = variants
         .iter()
         .map(|v| {
