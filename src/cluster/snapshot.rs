@@ -163,17 +163,24 @@ pub struct Snapshot {
     /// InferencePools that select variants' pods, with their endpoint pickers (scale from zero).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pickers: Vec<EndpointPicker>,
-    /// Positions in `variants` by namespace and name, built on first use and kept with this snapshot
-    /// (the request path looks a variant up by name on every call).
+    /// Positions in `variants` by namespace and name, and each model's range, built on first use and
+    /// kept with this snapshot (the request path looks a variant and its model up on every call).
     #[serde(skip)]
     pub by_name: NameIndex,
     /// The cluster's GPUs by type, for the GPU limiter.
     pub gpus: super::nodes::Gpus,
 }
 
-/// Variant positions by namespace, then name (an HPA and a VA may share a name).
+/// Variant positions by namespace, then name (an HPA and a VA may share a name); and the range of each
+/// model's variants by namespace, then model.
 #[derive(Debug, Clone, Default)]
-pub struct NameIndex(OnceLock<HashMap<String, HashMap<String, Vec<usize>>>>);
+pub struct NameIndex(OnceLock<Positions>);
+
+#[derive(Debug, Clone, Default)]
+struct Positions {
+    names: HashMap<String, HashMap<String, Vec<usize>>>,
+    models: HashMap<String, HashMap<String, std::ops::Range<usize>>>,
+}
 
 /// The index is derived from the variants, so it never makes two snapshots differ.
 impl PartialEq for NameIndex {
@@ -201,32 +208,44 @@ impl Snapshot {
 
     /// Variants of one model in one namespace (a sub-slice of [`Snapshot::namespace`]).
     pub fn model(&self, namespace: &str, model_id: &str) -> &[Variant] {
-        let in_namespace = self.namespace(namespace);
-        let start = in_namespace.partition_point(|v| v.model_id.as_str() < model_id);
-        let len = in_namespace[start..].partition_point(|v| v.model_id == model_id);
-        &in_namespace[start..start + len]
+        self.positions()
+            .models
+            .get(namespace)
+            .and_then(|models| models.get(model_id))
+            .map_or(&[], |r| &self.variants[r.clone()])
     }
 
     /// The variants of `namespace` named `name`, in snapshot order.
     pub fn named(&self, namespace: &str, name: &str) -> impl Iterator<Item = &Variant> {
-        let index = self.by_name.0.get_or_init(|| {
-            let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
-            for (i, v) in self.variants.iter().enumerate() {
-                index
-                    .entry(v.namespace.clone())
-                    .or_default()
-                    .entry(v.name.clone())
-                    .or_default()
-                    .push(i);
-            }
-            index
-        });
-        index
+        self.positions()
+            .names
             .get(namespace)
             .and_then(|names| names.get(name))
             .into_iter()
             .flatten()
             .map(|&i| &self.variants[i])
+    }
+
+    fn positions(&self) -> &Positions {
+        self.by_name.0.get_or_init(|| {
+            let mut p = Positions::default();
+            for (i, v) in self.variants.iter().enumerate() {
+                p.names
+                    .entry(v.namespace.clone())
+                    .or_default()
+                    .entry(v.name.clone())
+                    .or_default()
+                    .push(i);
+                // Sorted by (namespace, model, name): a model's variants are contiguous.
+                p.models
+                    .entry(v.namespace.clone())
+                    .or_default()
+                    .entry(v.model_id.clone())
+                    .and_modify(|r| r.end = i + 1)
+                    .or_insert(i..i + 1);
+            }
+            p
+        })
     }
 
     /// The endpoint picker of the InferencePool that selects the model's pods (the first by name).
@@ -876,7 +895,7 @@ mod tests {
     }
 
     /// The name index finds every variant of a name in its namespace (two kinds may share a name), in
-    /// snapshot order, and nothing elsewhere.
+    /// snapshot order, and nothing elsewhere; a model's variants are its contiguous range.
     #[test]
     fn variants_are_found_by_name() {
         let v = |ns: &str, model: &str, name: &str, kind: SourceKind| Variant {
@@ -910,6 +929,16 @@ mod tests {
             [("b", "m1", SourceKind::VariantAutoscaling)]
         );
         assert!(found("b", "y").is_empty() && found("c", "x").is_empty());
+        let model = |ns, model| {
+            snap.model(ns, model)
+                .iter()
+                .map(|v| (v.namespace.as_str(), v.name.as_str()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(model("a", "m2"), [("a", "x"), ("a", "y")]);
+        assert_eq!(model("a", "m1"), [("a", "x")]);
+        assert_eq!(model("b", "m1"), [("b", "x")]);
+        assert!(model("b", "m2").is_empty() && model("c", "m1").is_empty());
     }
 
     /// WVA's order: the GPU product the pod template selects (nodeSelector, then required node

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::saturation::role::{self, Role};
+use crate::saturation::targets::CapacityVerb;
 use crate::saturation::v2::{
     self, CapacityAnalysis, CapacityMemory, EngineParams, ReplicaRow, SchedulerQueue, V2Thresholds,
     VariantIn,
 };
 use crate::saturation::{
-    analyze, compute_targets, enforce, Activity, Analysis, Demand, ReplicaMetrics,
+    analyze, compute_targets, enforce, Activity, Analysis, Demand, Message, ReplicaMetrics,
     SaturationConfig, TargetReason, VariantState, VariantTarget, ZeroPolicy,
 };
 
@@ -373,44 +374,40 @@ fn v2_targets(
             };
             let c = &capacity.variants[i];
             let t = capacity.totals_for(c.role);
-            let figures = || {
-                format!(
-                    "required {:.0} and spare {:.0} tokens of capacity; {:.0} per replica ({})",
-                    t.required_capacity,
-                    t.spare_capacity,
-                    c.per_replica_capacity,
-                    c.source.wva_label()
-                )
+            let message = |verb| Message::Capacity {
+                verb,
+                required: t.required_capacity,
+                spare: t.spare_capacity,
+                per_replica: c.per_replica_capacity,
+                source: c.source.wva_label(),
             };
             let target = moved[i];
             let (target, reason, message) = if target > v.spec_replicas {
                 (
                     target,
                     TargetReason::ScaleUp,
-                    format!("scale up: {}", figures()),
+                    message(CapacityVerb::ScaleUp),
                 )
             } else if target < v.spec_replicas && unsampled {
                 (
                     v.spec_replicas,
                     TargetReason::NoChange,
-                    format!(
-                        "scale-down held: {} of {} ready pods have no fresh samples; {}",
-                        v.ready_replicas - v.sampled_pods(),
-                        v.ready_replicas,
-                        figures()
-                    ),
+                    message(CapacityVerb::DownHeld {
+                        unsampled: v.ready_replicas - v.sampled_pods(),
+                        ready: v.ready_replicas,
+                    }),
                 )
             } else if target < v.spec_replicas {
                 (
                     target,
                     TargetReason::ScaleDown,
-                    format!("scale down: {}", figures()),
+                    message(CapacityVerb::ScaleDown),
                 )
             } else {
                 (
                     target,
                     TargetReason::NoChange,
-                    format!("no change: {}", figures()),
+                    message(CapacityVerb::NoChange),
                 )
             };
             VariantTarget {
@@ -431,7 +428,7 @@ fn held(states: &[VariantState], reason: TargetReason, why: &str) -> Vec<Variant
             name: s.name.clone(),
             target: s.spec_replicas,
             reason: reason.clone(),
-            message: why.to_string(),
+            message: why.to_string().into(),
         })
         .collect()
 }

@@ -525,7 +525,7 @@ mod tests {
         let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
         assert_eq!(cheap.reason, crate::saturation::TargetReason::Limited);
         assert!(
-            cheap.message.contains("limited by gpu-limiter"),
+            cheap.message.text().contains("limited by gpu-limiter"),
             "{}",
             cheap.message
         );

@@ -364,7 +364,7 @@ pub(super) fn set_decision_target(d: &mut super::ModelDecision, name: &str, g: &
         } else {
             r.reason = TargetReason::ScaleUp;
         }
-        r.message = g.steps.join("; ");
+        r.message = g.steps.join("; ").into();
     }
 }
 

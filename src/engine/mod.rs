@@ -777,7 +777,7 @@ mod tests {
         let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
         assert_eq!(cheap.reason, TargetReason::Limited);
         assert!(
-            cheap.message.contains("limited by gpu-limiter"),
+            cheap.message.text().contains("limited by gpu-limiter"),
             "{}",
             cheap.message
         );
@@ -1286,7 +1286,7 @@ mod tests {
             let r = &hi.decision.reasons[0];
             assert_eq!(r.reason, crate::saturation::TargetReason::Limited);
             assert!(
-                r.message.contains("limited by gpu-limiter"),
+                r.message.text().contains("limited by gpu-limiter"),
                 "{}",
                 r.message
             );
@@ -1349,6 +1349,7 @@ mod tests {
             assert!(
                 x.models[0].decision.reasons[0]
                     .message
+                    .text()
                     .starts_with("scale-down held"),
                 "{:?}",
                 x.models[0].decision.reasons

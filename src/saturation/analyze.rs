@@ -40,8 +40,8 @@ pub struct Analysis {
     pub should_scale_up: bool,
     pub scale_down_safe: bool,
     /// Why scale-up fired (or why not), in words an operator can act on.
-    pub scale_up_reason: String,
-    pub scale_down_reason: String,
+    pub scale_up_reason: ScaleUpWhy,
+    pub scale_down_reason: ScaleDownWhy,
     pub variants: Vec<VariantAnalysis>,
 }
 
@@ -115,33 +115,18 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
     // An empty model is "no action" (A10): there is nothing to scale and nothing measured.
     let should_scale_up = !replicas.is_empty() && (kv_fires || q_fires);
     let scale_up_reason = if replicas.is_empty() {
-        "no replicas with metrics".to_string()
+        ScaleUpWhy::NoReplicas
+    } else if kv_fires || q_fires {
+        ScaleUpWhy::Fires {
+            kv: kv_fires.then_some((avg_kv, cfg.kv_spare_trigger)),
+            queue: q_fires.then_some((avg_q, cfg.queue_spare_trigger)),
+            non_saturated: total_non_sat,
+            replicas: replicas.len(),
+        }
     } else {
-        let mut parts = Vec::new();
-        if kv_fires {
-            parts.push(format!(
-                "avg spare KV {avg_kv:.3} < trigger {}",
-                cfg.kv_spare_trigger
-            ));
-        }
-        if q_fires {
-            parts.push(format!(
-                "avg spare queue {avg_q:.2} < trigger {}",
-                cfg.queue_spare_trigger
-            ));
-        }
-        if parts.is_empty() {
-            format!(
-                "spare capacity sufficient (avg spare KV {avg_kv:.3} >= {}, avg spare queue {avg_q:.2} >= {})",
-                cfg.kv_spare_trigger, cfg.queue_spare_trigger
-            )
-        } else {
-            format!(
-                "{} across {} non-saturated of {} replicas",
-                parts.join(" and "),
-                total_non_sat,
-                replicas.len()
-            )
+        ScaleUpWhy::Sufficient {
+            kv: (avg_kv, cfg.kv_spare_trigger),
+            queue: (avg_q, cfg.queue_spare_trigger),
         }
     };
 
@@ -160,14 +145,11 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
 }
 
 /// Worst-case simulation: spread the non-saturated load over one replica fewer.
-fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bool, String) {
+fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bool, ScaleDownWhy) {
     let non_sat: Vec<&ReplicaMetrics> = replicas.iter().filter(|r| !is_saturated(r, cfg)).collect();
     let n = non_sat.len();
     if n < MIN_NON_SATURATED_FOR_SCALE_DOWN {
-        return (
-            false,
-            format!("{n} non-saturated replica(s); scale-down needs at least {MIN_NON_SATURATED_FOR_SCALE_DOWN}"),
-        );
+        return (false, ScaleDownWhy::TooFew { non_saturated: n });
     }
     let total_kv: f64 = non_sat.iter().map(|r| r.kv_cache_usage).sum();
     let total_q: i64 = non_sat.iter().map(|r| r.queue_length).sum();
@@ -176,14 +158,99 @@ fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bo
     let rem_kv = cfg.kv_cache_threshold - kv_after;
     let rem_q = cfg.queue_length_threshold - q_after;
     let safe = rem_kv >= cfg.kv_spare_trigger && rem_q >= cfg.queue_spare_trigger;
-    let reason = format!(
-        "with {} replicas the remaining spare would be KV {rem_kv:.3} (trigger {}) and queue {rem_q:.2} (trigger {})",
-        n - 1,
-        cfg.kv_spare_trigger,
-        cfg.queue_spare_trigger
-    );
+    let reason = ScaleDownWhy::Simulated {
+        replicas: n - 1,
+        kv: (rem_kv, cfg.kv_spare_trigger),
+        queue: (rem_q, cfg.queue_spare_trigger),
+    };
     (safe, reason)
 }
+
+/// Why scale-up fires, or why not: the figures, written out only when someone reads them (the HPA's
+/// request path decides on every call and never does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScaleUpWhy {
+    /// No replica has metrics: nothing measured, no action (A10).
+    NoReplicas,
+    /// A spare average is under its trigger: `(average, trigger)` for each that fired.
+    Fires {
+        kv: Option<(f64, f64)>,
+        queue: Option<(f64, f64)>,
+        non_saturated: usize,
+        replicas: usize,
+    },
+    /// Both spare averages are at or over their triggers: `(average, trigger)`.
+    Sufficient { kv: (f64, f64), queue: (f64, f64) },
+}
+
+impl std::fmt::Display for ScaleUpWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ScaleUpWhy::NoReplicas => f.write_str("no replicas with metrics"),
+            ScaleUpWhy::Fires {
+                kv,
+                queue,
+                non_saturated,
+                replicas,
+            } => {
+                if let Some((avg, trigger)) = kv {
+                    write!(f, "avg spare KV {avg:.3} < trigger {trigger}")?;
+                }
+                if let Some((avg, trigger)) = queue {
+                    if kv.is_some() {
+                        f.write_str(" and ")?;
+                    }
+                    write!(f, "avg spare queue {avg:.2} < trigger {trigger}")?;
+                }
+                write!(
+                    f,
+                    " across {non_saturated} non-saturated of {replicas} replicas"
+                )
+            }
+            ScaleUpWhy::Sufficient {
+                kv: (kv, kv_trigger),
+                queue: (q, q_trigger),
+            } => write!(
+                f,
+                "spare capacity sufficient (avg spare KV {kv:.3} >= {kv_trigger}, avg spare queue {q:.2} >= {q_trigger})"
+            ),
+        }
+    }
+}
+
+/// Why scale-down is safe or not, written out only when read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScaleDownWhy {
+    /// Fewer non-saturated replicas than WVA's minimum for a scale-down.
+    TooFew { non_saturated: usize },
+    /// The spare left with one replica fewer: `(remaining, trigger)` for KV and queue.
+    Simulated {
+        replicas: usize,
+        kv: (f64, f64),
+        queue: (f64, f64),
+    },
+}
+
+impl std::fmt::Display for ScaleDownWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ScaleDownWhy::TooFew { non_saturated } => write!(
+                f,
+                "{non_saturated} non-saturated replica(s); scale-down needs at least {MIN_NON_SATURATED_FOR_SCALE_DOWN}"
+            ),
+            ScaleDownWhy::Simulated {
+                replicas,
+                kv: (kv, kv_trigger),
+                queue: (q, q_trigger),
+            } => write!(
+                f,
+                "with {replicas} replicas the remaining spare would be KV {kv:.3} (trigger {kv_trigger}) and queue {q:.2} (trigger {q_trigger})"
+            ),
+        }
+    }
+}
+
+super::serialize_as_text!(ScaleUpWhy, ScaleDownWhy);
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation, clippy::too_many_lines)] // Golden vectors, as WVA's spec writes them.
@@ -201,6 +268,48 @@ mod tests {
                 queue_length: *q,
             })
             .collect()
+    }
+
+    /// The reasons keep their figures and read, when written out, exactly as the strings they replace.
+    #[test]
+    fn reasons_read_as_before() {
+        let cfg = SaturationConfig::default();
+        type Case<'a> = (&'a [(f64, i64)], &'a str, &'a str);
+        let cases: [Case; 5] = [
+            (
+                &[],
+                "no replicas with metrics",
+                "0 non-saturated replica(s); scale-down needs at least 2",
+            ),
+            (
+                &[(0.75, 2), (0.76, 2)],
+                "avg spare KV 0.045 < trigger 0.1 across 2 non-saturated of 2 replicas",
+                "with 1 replicas the remaining spare would be KV -0.710 (trigger 0.1) and queue 1.00 (trigger 3)",
+            ),
+            (
+                &[(0.75, 4), (0.76, 4)],
+                "avg spare KV 0.045 < trigger 0.1 and avg spare queue 1.00 < trigger 3 across 2 non-saturated of 2 replicas",
+                "with 1 replicas the remaining spare would be KV -0.710 (trigger 0.1) and queue -3.00 (trigger 3)",
+            ),
+            (
+                &[(0.1, 4), (0.1, 4), (0.9, 0)],
+                "avg spare queue 1.00 < trigger 3 across 2 non-saturated of 3 replicas",
+                "with 1 replicas the remaining spare would be KV 0.600 (trigger 0.1) and queue -3.00 (trigger 3)",
+            ),
+            (
+                &[(0.1, 0), (0.1, 0), (0.1, 0)],
+                "spare capacity sufficient (avg spare KV 0.700 >= 0.1, avg spare queue 5.00 >= 3)",
+                "with 2 replicas the remaining spare would be KV 0.650 (trigger 0.1) and queue 5.00 (trigger 3)",
+            ),
+        ];
+        for (pairs, up, down) in cases {
+            let a = analyze(&reps("v", pairs), &cfg);
+            assert_eq!(a.scale_up_reason.to_string(), up, "{pairs:?}");
+            assert_eq!(a.scale_down_reason.to_string(), down, "{pairs:?}");
+            let json = serde_json::to_value(&a).unwrap();
+            assert_eq!(json["scaleUpReason"], up);
+            assert_eq!(json["scaleDownReason"], down);
+        }
     }
 
     struct Vector {

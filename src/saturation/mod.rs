@@ -11,6 +11,19 @@
 //! * [`zero`]: scale to zero (idle past the retention period) and from zero (queued demand), after the
 //!   targets.
 
+/// Serializes types whose JSON form is their [`std::fmt::Display`] text: the explanations that are
+/// written out only when read (`/debug/variants`, status, events), never on the request path.
+macro_rules! serialize_as_text {
+    ($($t:ty),+ $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )+};
+}
+pub(crate) use serialize_as_text;
+
 pub mod analyze;
 pub mod config;
 pub mod limiter;
@@ -32,5 +45,5 @@ pub(crate) fn configmap_data(pairs: &[(&str, &str)]) -> std::collections::BTreeM
 pub use analyze::{analyze, Analysis, ReplicaMetrics};
 pub use config::SaturationConfig;
 pub use role::Role;
-pub use targets::{compute_targets, TargetReason, VariantState, VariantTarget};
+pub use targets::{compute_targets, Message, TargetReason, VariantState, VariantTarget};
 pub use zero::{enforce, Activity, Demand, ZeroConfig, ZeroPolicy};

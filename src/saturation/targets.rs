@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::analyze::{ScaleDownWhy, ScaleUpWhy};
 use super::{Analysis, Role};
 
 /// What the cluster says about one variant, plus how many of its Ready pods have fresh samples.
@@ -107,8 +108,135 @@ pub struct VariantTarget {
     pub name: String,
     pub target: i64,
     pub reason: TargetReason,
-    pub message: String,
+    pub message: Message,
 }
+
+/// A target's message. The common decisions keep their figures and are written out only when read
+/// (`/debug/variants`, status conditions, Events, `analyze`): the HPA's request path decides on every
+/// call and drops the message, and formatting floats was a third of a decision's cost.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Text(std::borrow::Cow<'static, str>),
+    /// WVA v0.5's rules moved nothing: why not up, why not down.
+    NoChange {
+        up: ScaleUpWhy,
+        down: ScaleDownWhy,
+    },
+    /// The +1, on the cheapest variant of this cost.
+    ScaleUp {
+        cost: f64,
+        why: ScaleUpWhy,
+    },
+    /// The −1, on the most expensive variant of this cost.
+    ScaleDown {
+        cost: f64,
+        why: ScaleDownWhy,
+    },
+    /// Saturation V2's decision: `verb` ("scale up", "no change", …) and the figures it rests on.
+    Capacity {
+        verb: CapacityVerb,
+        required: f64,
+        spare: f64,
+        per_replica: f64,
+        source: &'static str,
+    },
+}
+
+/// What saturation V2 did with a variant, for [`Message::Capacity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityVerb {
+    ScaleUp,
+    ScaleDown,
+    NoChange,
+    /// A scale-down held because `unsampled` of `ready` Ready pods have no fresh samples.
+    DownHeld {
+        unsampled: i64,
+        ready: i64,
+    },
+}
+
+impl Message {
+    /// The message as text (what status, Events and tables show).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Message::Text(t) => std::borrow::Cow::Borrowed(t),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Text(t) => f.write_str(t),
+            Message::NoChange { up, down } => {
+                write!(f, "no change: {up}; scale-down unsafe: {down}")
+            }
+            Message::ScaleUp { cost, why } => write!(
+                f,
+                "scale up (cheapest variant with replicas below its maximum, cost {cost}): {why}"
+            ),
+            Message::ScaleDown { cost, why } => write!(
+                f,
+                "scale down (most expensive variant above its minimum, cost {cost}): {why}"
+            ),
+            Message::Capacity {
+                verb,
+                required,
+                spare,
+                per_replica,
+                source,
+            } => {
+                match verb {
+                    CapacityVerb::ScaleUp => f.write_str("scale up: ")?,
+                    CapacityVerb::ScaleDown => f.write_str("scale down: ")?,
+                    CapacityVerb::NoChange => f.write_str("no change: ")?,
+                    CapacityVerb::DownHeld { unsampled, ready } => write!(
+                        f,
+                        "scale-down held: {unsampled} of {ready} ready pods have no fresh samples; "
+                    )?,
+                }
+                write!(
+                    f,
+                    "required {required:.0} and spare {spare:.0} tokens of capacity; {per_replica:.0} per replica ({source})"
+                )
+            }
+        }
+    }
+}
+
+/// Two messages are equal when they read the same.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl PartialEq<&str> for Message {
+    fn eq(&self, other: &&str) -> bool {
+        self.text() == *other
+    }
+}
+
+impl Default for Message {
+    fn default() -> Self {
+        Message::Text(std::borrow::Cow::Borrowed(""))
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s.into())
+    }
+}
+
+impl From<&'static str> for Message {
+    fn from(s: &'static str) -> Self {
+        Message::Text(s.into())
+    }
+}
+
+super::serialize_as_text!(Message);
 
 /// Computes the target of every variant of one model.
 pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<VariantTarget> {
@@ -130,7 +258,8 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
                 name: v.name.clone(),
                 target: v.clamp(v.spec_replicas),
                 reason: TargetReason::HoldTransition,
-                message: format!("holding spec.replicas while the model is in transition: {why}"),
+                message: format!("holding spec.replicas while the model is in transition: {why}")
+                    .into(),
             })
             .collect();
     }
@@ -142,12 +271,12 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
             target: v.ready_replicas,
             reason: TargetReason::NoChange,
             message: if analysis.should_scale_up || analysis.scale_down_safe {
-                "another variant of the model was chosen".to_string()
+                "another variant of the model was chosen".into()
             } else {
-                format!(
-                    "no change: {}; scale-down unsafe: {}",
-                    analysis.scale_up_reason, analysis.scale_down_reason
-                )
+                Message::NoChange {
+                    up: analysis.scale_up_reason,
+                    down: analysis.scale_down_reason,
+                }
             },
         })
         .collect();
@@ -176,10 +305,10 @@ fn scale_up(variants: &[VariantState], analysis: &Analysis, targets: &mut [Varia
     if let Some((i, v)) = cheapest {
         targets[i].target = v.ready_replicas + 1;
         targets[i].reason = TargetReason::ScaleUp;
-        targets[i].message = format!(
-            "scale up (cheapest variant with replicas below its maximum, cost {}): {}",
-            v.cost, analysis.scale_up_reason
-        );
+        targets[i].message = Message::ScaleUp {
+            cost: v.cost,
+            why: analysis.scale_up_reason,
+        };
     } else {
         let at_max: Vec<String> = variants
             .iter()
@@ -212,7 +341,8 @@ fn scale_up(variants: &[VariantState], analysis: &Analysis, targets: &mut [Varia
             t.message = format!(
                 "scale-up needed ({}) but no variant can take it: {why}",
                 analysis.scale_up_reason
-            );
+            )
+            .into();
         }
     }
 }
@@ -227,14 +357,13 @@ fn scale_down(variants: &[VariantState], analysis: &Analysis, targets: &mut [Var
     if let Some((i, v)) = most_expensive {
         targets[i].target = v.ready_replicas - 1;
         targets[i].reason = TargetReason::ScaleDown;
-        targets[i].message = format!(
-            "scale down (most expensive variant above its minimum, cost {}): {}",
-            v.cost, analysis.scale_down_reason
-        );
+        targets[i].message = Message::ScaleDown {
+            cost: v.cost,
+            why: analysis.scale_down_reason,
+        };
     } else {
         for t in targets.iter_mut() {
-            t.message =
-                "scale-down safe but no variant is above its minimum (at least 1)".to_string();
+            t.message = "scale-down safe but no variant is above its minimum (at least 1)".into();
         }
     }
 }
@@ -243,6 +372,54 @@ fn scale_down(variants: &[VariantState], analysis: &Analysis, targets: &mut [Var
 mod tests {
     use super::*;
     use crate::saturation::{analyze, SaturationConfig};
+
+    /// Every message reads, when written out, as the text it stands for, and serializes as that text.
+    #[test]
+    fn messages_read_as_text() {
+        use crate::saturation::analyze::{ScaleDownWhy, ScaleUpWhy};
+        let up = ScaleUpWhy::Fires {
+            kv: Some((0.045, 0.1)),
+            queue: None,
+            non_saturated: 2,
+            replicas: 2,
+        };
+        let down = ScaleDownWhy::TooFew { non_saturated: 1 };
+        let capacity = |verb| Message::Capacity {
+            verb,
+            required: 30_937.4,
+            spare: 0.0,
+            per_replica: 26_214.0,
+            source: "P1-obs",
+        };
+        let figures = "required 30937 and spare 0 tokens of capacity; 26214 per replica (P1-obs)";
+        let cases = [
+            (Message::from("held"), "held".to_string()),
+            (
+                Message::NoChange { up, down },
+                "no change: avg spare KV 0.045 < trigger 0.1 across 2 non-saturated of 2 replicas; scale-down unsafe: 1 non-saturated replica(s); scale-down needs at least 2".to_string(),
+            ),
+            (
+                Message::ScaleUp { cost: 5.0, why: up },
+                "scale up (cheapest variant with replicas below its maximum, cost 5): avg spare KV 0.045 < trigger 0.1 across 2 non-saturated of 2 replicas".to_string(),
+            ),
+            (
+                Message::ScaleDown { cost: 2.5, why: down },
+                "scale down (most expensive variant above its minimum, cost 2.5): 1 non-saturated replica(s); scale-down needs at least 2".to_string(),
+            ),
+            (capacity(CapacityVerb::ScaleUp), format!("scale up: {figures}")),
+            (capacity(CapacityVerb::ScaleDown), format!("scale down: {figures}")),
+            (capacity(CapacityVerb::NoChange), format!("no change: {figures}")),
+            (
+                capacity(CapacityVerb::DownHeld { unsampled: 1, ready: 3 }),
+                format!("scale-down held: 1 of 3 ready pods have no fresh samples; {figures}"),
+            ),
+        ];
+        for (message, text) in cases {
+            assert_eq!(message.text(), text);
+            assert_eq!(message, Message::from(text.clone()));
+            assert_eq!(serde_json::to_value(&message).unwrap(), text.as_str());
+        }
+    }
 
     fn state(name: &str, cost: f64, seen: i64, spec: i64, ready: i64) -> VariantState {
         VariantState {
@@ -407,7 +584,7 @@ mod tests {
         let t = compute_targets(&[state("only", 5.0, 0, 0, 0)], &flags(true, false));
         assert_eq!(by_name(&t), vec![("only", 0)]);
         assert!(
-            t[0].message.contains("no variant can take it"),
+            t[0].message.text().contains("no variant can take it"),
             "{}",
             t[0].message
         );
@@ -484,6 +661,7 @@ mod tests {
             if reason == TargetReason::ScaleUpBlocked {
                 assert!(
                     t[0].message
+                        .text()
                         .contains("at its maxReplicas: cheap (3/3), pricey (2/2)"),
                     "{}",
                     t[0].message

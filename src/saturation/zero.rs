@@ -290,7 +290,8 @@ pub fn enforce(
                     "scale to zero: no request during the retention period ({}, {})",
                     crate::duration::format(policy.retention),
                     policy.source
-                );
+                )
+                .into();
             }
             return;
         }
@@ -325,7 +326,7 @@ pub fn enforce(
             } else {
                 TargetReason::KeepOne
             };
-            targets[i].message.clone_from(&why);
+            targets[i].message = why.clone().into();
         }
     }
 }
@@ -442,7 +443,7 @@ mod tests {
                 name: v.name.clone(),
                 target: v.ready_replicas,
                 reason: TargetReason::NoChange,
-                message: String::new(),
+                message: crate::saturation::Message::default(),
             })
             .collect()
     }

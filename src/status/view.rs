@@ -183,8 +183,8 @@ fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> V
         (None, Some(t)) => (
             Some(t.target),
             Some(t.reason.clone()),
-            t.message.clone(),
-            cond(true, "OptimizationSucceeded", t.message.clone()),
+            t.message.to_string(),
+            cond(true, "OptimizationSucceeded", t.message.to_string()),
         ),
         (None, None) => (
             None,

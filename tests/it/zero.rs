@@ -177,7 +177,7 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
     let cheap = decision.reasons.iter().find(|r| r.name == "cheap").unwrap();
     assert_eq!(cheap.reason, TargetReason::ScaleFromZero);
     assert!(
-        cheap.message.contains("3 request(s) queued"),
+        cheap.message.text().contains("3 request(s) queued"),
         "{}",
         cheap.message
     );
