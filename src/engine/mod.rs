@@ -480,10 +480,10 @@ impl<'a> ItemLabels<'a> {
         }
     }
 
-    pub(crate) fn to_map(&self) -> BTreeMap<String, String> {
+    pub(crate) fn to_map(&self) -> BTreeMap<&'static str, String> {
         Self::KEYS
             .iter()
-            .filter_map(|k| self.get(k).map(|v| (k.to_string(), v.to_string())))
+            .filter_map(|&k| self.get(k).map(|v| (k, v.to_string())))
             .collect()
     }
 }

@@ -26,7 +26,7 @@ use crate::sources::epp::Signals;
 use super::Engine;
 
 /// What one series is: its labels, and its value or why it is not known.
-type Series = (BTreeMap<String, String>, Result<f64, String>);
+type Series = (BTreeMap<&'static str, String>, Result<f64, String>);
 
 /// The series of one pool's signal.
 fn series(
@@ -36,9 +36,9 @@ fn series(
     kind: SignalKind,
 ) -> Vec<Series> {
     let labels = |model: Option<&str>| {
-        let mut l = BTreeMap::from([("inference_pool".to_string(), pool.to_string())]);
+        let mut l = BTreeMap::from([("inference_pool", pool.to_string())]);
         if let Some(m) = model {
-            l.insert("model_name".to_string(), m.to_string());
+            l.insert("model_name", m.to_string());
         }
         l
     };

@@ -14,7 +14,8 @@ use selector::Selector;
 /// One series of an ExternalMetricValueList.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricItem {
-    pub labels: BTreeMap<String, String>,
+    /// Label names are this server's own (static); values come from the cluster.
+    pub labels: BTreeMap<&'static str, String>,
     /// The value in milli-units (Quantity semantics).
     pub value_milli: i64,
 }

@@ -65,6 +65,12 @@ impl Labels for std::collections::BTreeMap<String, String> {
     }
 }
 
+impl Labels for std::collections::BTreeMap<&str, String> {
+    fn get(&self, key: &str) -> Option<&str> {
+        std::collections::BTreeMap::get(self, key).map(String::as_str)
+    }
+}
+
 impl Labels for [(&str, &str)] {
     fn get(&self, key: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
@@ -403,7 +409,8 @@ impl<'a> Parser<'a> {
                         Token::In => "in",
                         _ => "notin",
                     };
-                    values.insert(self.value(word, at)?);
+                    self.value(word, at)?;
+                    values.insert(word.to_string());
                     match self.next() {
                         (Token::Comma, _) => continue,
                         (Token::Close, _) => break,
@@ -445,9 +452,8 @@ impl<'a> Parser<'a> {
         Ok(key.to_string())
     }
 
-    fn value(&self, value: &str, at: usize) -> Result<String, SelectorError> {
-        validate_value(value).map_err(|reason| self.error(at, reason))?;
-        Ok(value.to_string())
+    fn value(&self, value: &str, at: usize) -> Result<(), SelectorError> {
+        validate_value(value).map_err(|reason| self.error(at, reason))
     }
 }
 

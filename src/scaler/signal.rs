@@ -309,12 +309,9 @@ mod tests {
             metric: &str,
             selector: &Selector,
         ) -> Result<Vec<MetricItem>, ProviderError> {
-            let series: Vec<(BTreeMap<String, String>, i64)> = match metric {
+            let series: Vec<(BTreeMap<&'static str, String>, i64)> = match metric {
                 "llm_d_router_epp_flow_control_pool_saturation" => {
-                    vec![(
-                        BTreeMap::from([("inference_pool".into(), "chat".into())]),
-                        600,
-                    )]
+                    vec![(BTreeMap::from([("inference_pool", "chat".into())]), 600)]
                 }
                 "llm_d_router_epp_running_requests" => ["Qwen/Qwen3-8B", "b"]
                     .iter()
@@ -322,8 +319,8 @@ mod tests {
                     .map(|(m, v)| {
                         (
                             BTreeMap::from([
-                                ("inference_pool".into(), "chat".into()),
-                                ("model_name".into(), m.to_string()),
+                                ("inference_pool", "chat".into()),
+                                ("model_name", m.to_string()),
                             ]),
                             v,
                         )

@@ -477,7 +477,7 @@ struct ValueList<'a> {
 #[serde(rename_all = "camelCase")]
 struct Value<'a> {
     metric_name: &'a str,
-    metric_labels: std::collections::BTreeMap<String, String>,
+    metric_labels: std::collections::BTreeMap<&'static str, String>,
     timestamp: &'a str,
     value: String,
 }
