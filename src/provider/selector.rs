@@ -59,13 +59,8 @@ pub trait Labels {
     fn get(&self, key: &str) -> Option<&str>;
 }
 
-impl Labels for std::collections::BTreeMap<String, String> {
-    fn get(&self, key: &str) -> Option<&str> {
-        std::collections::BTreeMap::get(self, key).map(String::as_str)
-    }
-}
-
-impl Labels for std::collections::BTreeMap<&str, String> {
+/// Label maps keyed by owned names (objects' labels) or by static ones (metric items).
+impl<K: std::borrow::Borrow<str> + Ord> Labels for std::collections::BTreeMap<K, String> {
     fn get(&self, key: &str) -> Option<&str> {
         std::collections::BTreeMap::get(self, key).map(String::as_str)
     }
@@ -354,7 +349,7 @@ impl<'a> Parser<'a> {
                         return Err(self.error(at, format!("value {value:?} for key {key:?} must be an integer for '>' and '<'")));
                     }
                 } else {
-                    self.value(&value, at)?;
+                    self.check_value(&value, at)?;
                 }
                 BTreeSet::from([value])
             }
@@ -409,7 +404,7 @@ impl<'a> Parser<'a> {
                         Token::In => "in",
                         _ => "notin",
                     };
-                    self.value(word, at)?;
+                    self.check_value(word, at)?;
                     values.insert(word.to_string());
                     match self.next() {
                         (Token::Comma, _) => continue,
@@ -452,7 +447,7 @@ impl<'a> Parser<'a> {
         Ok(key.to_string())
     }
 
-    fn value(&self, value: &str, at: usize) -> Result<(), SelectorError> {
+    fn check_value(&self, value: &str, at: usize) -> Result<(), SelectorError> {
         validate_value(value).map_err(|reason| self.error(at, reason))
     }
 }
