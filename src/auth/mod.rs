@@ -81,7 +81,7 @@ const CHAIN_VERDICT_TTL: Duration = Duration::from_secs(10);
 /// The peer certificate chain of a TLS connection, as a request extension shared by the requests of
 /// that connection, with the outcome of verifying it against the current trust configuration.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PeerCertificates {
+pub struct PeerCertificates {
     chain: Option<Arc<Vec<CertificateDer<'static>>>>,
     verdict: Arc<Mutex<Option<ChainVerdict>>>,
 }
@@ -132,7 +132,7 @@ pub struct Auth {
     config: ArcSwapOption<AuthConfig>,
     reviewer: Option<Arc<dyn Reviewer>>,
     tokens: TtlCache<String, TokenOutcome>,
-    decisions: TtlCache<String, Decision>,
+    decisions: TtlCache<Vec<u8>, Decision>,
     metrics: Arc<Metrics>,
 }
 
