@@ -125,6 +125,12 @@ async fn one(sender: &mut Sender, req: Request<Empty<Bytes>>) -> Result<(), Stri
 /// (handshakes, the server's authorization cache, allocators). Panics on the first non-200 answer: a
 /// benchmark that measures errors measures nothing.
 pub async fn run(target: &Target, paths: Arc<Vec<String>>, shape: Shape) -> Figures {
+    let (all, elapsed) = latencies(target, paths, shape).await;
+    figures(all, elapsed)
+}
+
+/// [`run`]'s raw material: every request's latency (ns) and the seconds they took together.
+pub async fn latencies(target: &Target, paths: Arc<Vec<String>>, shape: Shape) -> (Vec<u64>, f64) {
     let streams = if shape.http2 { shape.streams.max(1) } else { 1 };
     let mut workers = Vec::new();
     for c in 0..shape.connections {
@@ -167,7 +173,7 @@ pub async fn run(target: &Target, paths: Arc<Vec<String>>, shape: Shape) -> Figu
     for h in handles {
         all.extend(h.await.expect("load worker"));
     }
-    figures(all, start.elapsed().as_secs_f64())
+    (all, start.elapsed().as_secs_f64())
 }
 
 /// Quantiles (µs) and throughput of request latencies given in nanoseconds, measured over `elapsed` s.

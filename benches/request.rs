@@ -3,10 +3,14 @@
 //! certificate and a warm authorization cache, over HTTP/1.1 and h2, for 1, 100 and 1,000 variants.
 //!
 //! Baseline in the same run: the same server answering the static discovery document (same TLS, same
-//! authentication, no authorization and no engine), i.e. the transport floor. Beside it: KEDA's poll of
-//! the external scaler (GetMetrics then IsActive over gRPC with mTLS, one pair at a time) on the same engine. Client and server share the
-//! machine's cores, so throughput is "both sides on this machine". (Issue #7's Prometheus Adapter baseline
-//! is not built yet.)
+//! authentication, no authorization and no engine), i.e. the transport floor. The two are measured side
+//! by side, in alternating slices, so the machine's noise falls on both alike. Before them, the handler
+//! alone (no sockets): CPU time and allocations per request, floor and metric, figures that the noise of
+//! a shared machine barely moves (`WVA_BENCH_HANDLER_ONLY=1` stops there). Beside them: KEDA's poll of
+//! the external scaler (GetMetrics then IsActive over gRPC with mTLS, one pair at a time) on the same
+//! engine. Client and server share the machine's cores, so throughput is "both sides on this machine".
+//! With `WVA_BENCH_ADAPTER` unset, Prometheus Adapter with WVA's rule answers the same requests as the
+//! baseline of record.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::cast_possible_wrap,
@@ -32,13 +36,13 @@ use wva_metrics_server::auth::config::{AuthConfig, AuthOverrides};
 use wva_metrics_server::auth::review::{
     Attributes, BoxFuture, ReviewError, Reviewer, TokenOutcome,
 };
-use wva_metrics_server::auth::{Auth, Decision, UserInfo};
+use wva_metrics_server::auth::{Auth, Decision, PeerCertificates, UserInfo};
 use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::scaler;
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
-use wva_metrics_server::server::routes::AppState;
+use wva_metrics_server::server::routes::{self, AppState};
 use wva_metrics_server::server::{serve, ServeOptions};
 use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
 use wva_metrics_server::target::PodTarget;
@@ -113,6 +117,118 @@ fn snapshot_of(variants: usize) -> Snapshot {
     s
 }
 
+/// The server's request state: the engine on [`snapshot_of`]`(variants)` with fresh samples, front-proxy
+/// authentication trusting `front_ca`, and an allow-all reviewer behind a one-hour decision cache.
+fn app_state(variants: usize, front_ca: &str) -> (Arc<AppState>, Arc<Engine>) {
+    let metrics = Metrics::new();
+    let auth = Arc::new(Auth::new(
+        Some(Arc::new(AllowAll)),
+        Duration::from_secs(3600),
+        metrics.clone(),
+    ));
+    let data = std::collections::BTreeMap::from([
+        (
+            "requestheader-client-ca-file".to_string(),
+            front_ca.to_string(),
+        ),
+        (
+            "requestheader-allowed-names".to_string(),
+            r#"["front-proxy-client"]"#.to_string(),
+        ),
+        (
+            "requestheader-username-headers".to_string(),
+            r#"["X-Remote-User"]"#.to_string(),
+        ),
+    ]);
+    auth.set_config(
+        AuthConfig::from_configmap(&data, &AuthOverrides::default(), &tls::provider()).unwrap(),
+    );
+    let engine = Arc::new(Engine::new(
+        snapshot::shared(snapshot_of(variants)),
+        Arc::new(Moderate),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
+        Duration::from_secs(120),
+    ));
+    let state = Arc::new(AppState {
+        provider: engine.clone(),
+        auth: Some(auth),
+        metrics,
+        health: wva_metrics_server::health::Health::new(),
+    });
+    (state, engine)
+}
+
+/// The handler alone, without TLS, HTTP framing or a client: mean CPU time per request of `paths` (taken
+/// in turn) on one thread, as the best of five batches, so a neighbour's burst on this shared machine
+/// does not count. What the metric path costs beyond the floor is the engine's and the route's own work.
+fn handler_cost(state: &Arc<AppState>, peer: &PeerCertificates, paths: &[String]) -> (f64, f64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let batch = 20_000;
+    let request = |path: &str| {
+        let mut req = http::Request::get(path)
+            .header(
+                "X-Remote-User",
+                "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+            )
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(peer.clone());
+        req
+    };
+    runtime.block_on(async {
+        let mut best = f64::INFINITY;
+        let mut allocations = 0;
+        for _ in 0..5 {
+            let (start, before) = (std::time::Instant::now(), Counting::allocations());
+            for i in 0..batch {
+                let resp = routes::handle(state.clone(), request(&paths[i % paths.len()])).await;
+                assert_eq!(resp.status(), http::StatusCode::OK);
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
+            allocations = Counting::allocations() - before;
+        }
+        (best, allocations as f64 / batch as f64)
+    })
+}
+
+/// The system allocator, counting allocations: a figure per request that the noise of a shared machine
+/// does not move.
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Counting {
+    fn allocations() -> u64 {
+        ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+// `GlobalAlloc` is an unsafe trait, so the crate's `unsafe_code` denial is lifted for this measurement
+// allocator alone; the product has no unsafe code.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 /// Our server in this process on its own 2-worker runtime (as the binary runs on 2 cores), serving
 /// `variants` variants with fresh samples for every pod, front-proxy authentication and a warm, allow-all
 /// authorization cache.
@@ -138,35 +254,7 @@ impl InProcess {
             .build()
             .unwrap();
         let provider = tls::provider();
-        let metrics = Metrics::new();
-        let auth = Arc::new(Auth::new(
-            Some(Arc::new(AllowAll)),
-            Duration::from_secs(3600),
-            metrics.clone(),
-        ));
-        let data = std::collections::BTreeMap::from([
-            (
-                "requestheader-client-ca-file".to_string(),
-                front_ca.to_string(),
-            ),
-            (
-                "requestheader-allowed-names".to_string(),
-                r#"["front-proxy-client"]"#.to_string(),
-            ),
-            (
-                "requestheader-username-headers".to_string(),
-                r#"["X-Remote-User"]"#.to_string(),
-            ),
-        ]);
-        auth.set_config(
-            AuthConfig::from_configmap(&data, &AuthOverrides::default(), &provider).unwrap(),
-        );
-        let engine = Arc::new(Engine::new(
-            snapshot::shared(snapshot_of(variants)),
-            Arc::new(Moderate),
-            Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
-            Duration::from_secs(120),
-        ));
+        let (state, engine) = app_state(variants, front_ca);
         let resolver = ReloadingCert::load(
             &cert_dir.join("tls.crt"),
             &cert_dir.join("tls.key"),
@@ -197,12 +285,6 @@ impl InProcess {
             futures::future::pending(),
         ));
         let config = Arc::new(tls::server_config(resolver, provider.clone()).unwrap());
-        let state = Arc::new(AppState {
-            provider: engine,
-            auth: Some(auth),
-            metrics,
-            health: wva_metrics_server::health::Health::new(),
-        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -259,6 +341,40 @@ fn shape(
         streams: h2_streams,
         duration,
     }
+}
+
+/// Slices per measurement in [`side_by_side`].
+const ROUNDS: u32 = 5;
+
+/// Latency and peak throughput of each path list, measured side by side: [`ROUNDS`] alternating slices
+/// of `duration / ROUNDS` each, so that a burst from a neighbour on this shared machine falls on every
+/// list alike rather than on whichever ran at the time.
+fn side_by_side<const N: usize>(
+    client: &tokio::runtime::Runtime,
+    target: &load::Target,
+    lists: &[Arc<Vec<String>>; N],
+    http2: bool,
+    duration: Duration,
+) -> [(load::Figures, load::Figures); N] {
+    let slice = duration / ROUNDS;
+    let measure = |load_shape: (usize, usize)| {
+        let mut acc: [(Vec<u64>, f64); N] = std::array::from_fn(|_| (Vec::new(), 0.0));
+        for _ in 0..ROUNDS {
+            for (paths, (all, elapsed)) in lists.iter().zip(acc.iter_mut()) {
+                let (lat, took) = client.block_on(load::latencies(
+                    target,
+                    paths.clone(),
+                    shape(http2, load_shape, slice),
+                ));
+                all.extend(lat);
+                *elapsed += took;
+            }
+        }
+        acc.map(|(all, elapsed)| load::figures(all, elapsed))
+    };
+    let latency = measure(LATENCY);
+    let peak = measure(PEAK);
+    std::array::from_fn(|i| (latency[i], peak[i]))
 }
 
 /// Latency of KEDA's poll pair (GetMetrics, then IsActive) on one connection, one pair at a time.
@@ -353,6 +469,36 @@ fn main() {
         "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",
         "variants", "proto", "path", "p50 µs", "p99 µs", "p999 µs", "req/s", "peak req/s"
     );
+    // The handler alone: what each request costs the server beyond the floor, without the noise of
+    // sockets, TLS and a client sharing the cores.
+    let peer = PeerCertificates::new(Some(support::pem_certs(&fp.cert_pem)));
+    println!(
+        "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "variants",
+        "",
+        "handler only (1 thread)",
+        "floor µs",
+        "metric µs",
+        "extra µs",
+        "floor allocs",
+        "metric allocs"
+    );
+    for variants in sizes {
+        let (state, _) = app_state(variants, &front.pem);
+        let (floor, floor_allocs) = handler_cost(
+            &state,
+            &peer,
+            &["/apis/external.metrics.k8s.io/v1beta1".to_string()],
+        );
+        let (metric, metric_allocs) = handler_cost(&state, &peer, &metric_paths(variants));
+        println!(
+            "[request] {variants:>8} {:>8} {:>26} {floor:>9.2} {metric:>9.2} {:>9.2} {floor_allocs:>10.1} {metric_allocs:>10.1}",
+            "", "", metric - floor
+        );
+    }
+    if std::env::var("WVA_BENCH_HANDLER_ONLY").as_deref() == Ok("1") {
+        return;
+    }
     for variants in sizes {
         let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
         let mut hpa_h2 = None;
@@ -369,18 +515,19 @@ fn main() {
         let paths = metric_paths(variants);
         for http2 in [false, true] {
             let proto = if http2 { "h2" } else { "http/1.1" };
-            let mut rows = Vec::new();
-            for (name, p) in [
+            let lists = [
                 ("discovery (floor)", &floor_paths),
                 ("inferno_desired_replicas", &paths),
-            ] {
-                let lat = client.block_on(load::run(
-                    &target,
-                    p.clone(),
-                    shape(http2, LATENCY, duration),
-                ));
-                let peak =
-                    client.block_on(load::run(&target, p.clone(), shape(http2, PEAK, duration)));
+            ];
+            let figures = side_by_side(
+                &client,
+                &target,
+                &lists.map(|(_, p)| p.clone()),
+                http2,
+                duration,
+            );
+            let mut rows = Vec::new();
+            for ((name, _), (lat, peak)) in lists.iter().zip(figures) {
                 println!("[request] {variants:>8} {proto:>8} {name:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}", lat.p50, lat.p99, lat.p999, lat.rps, peak.rps);
                 rows.push((lat, peak));
             }
