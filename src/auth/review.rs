@@ -1,5 +1,6 @@
 //! TokenReview and SubjectAccessReview against the Kubernetes API.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -17,17 +18,20 @@ use super::{Decision, UserInfo};
 
 /// What a request asks to do, in SubjectAccessReview terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// The routes' verbs, groups and paths are static; only what a request names (its namespace and metric)
+/// is owned, so building the attributes of an authorized request allocates for those alone.
 pub enum Attributes {
     Resource {
-        verb: String,
-        group: String,
-        version: String,
-        resource: String,
-        namespace: String,
+        verb: Cow<'static, str>,
+        group: Cow<'static, str>,
+        version: Cow<'static, str>,
+        resource: Cow<'static, str>,
+        namespace: Cow<'static, str>,
     },
     NonResource {
-        path: String,
-        verb: String,
+        path: Cow<'static, str>,
+        verb: Cow<'static, str>,
     },
 }
 
@@ -188,18 +192,18 @@ impl KubeReviewer {
                 namespace,
             } => {
                 spec.resource_attributes = Some(ResourceAttributes {
-                    verb: Some(verb.clone()),
-                    group: Some(group.clone()),
-                    version: Some(version.clone()),
-                    resource: Some(resource.clone()),
-                    namespace: Some(namespace.clone()),
+                    verb: Some(verb.to_string()),
+                    group: Some(group.to_string()),
+                    version: Some(version.to_string()),
+                    resource: Some(resource.to_string()),
+                    namespace: Some(namespace.to_string()),
                     ..Default::default()
                 });
             }
             Attributes::NonResource { path, verb } => {
                 spec.non_resource_attributes = Some(NonResourceAttributes {
-                    path: Some(path.clone()),
-                    verb: Some(verb.clone()),
+                    path: Some(path.to_string()),
+                    verb: Some(verb.to_string()),
                 });
             }
         }
@@ -280,7 +284,7 @@ mod tests {
             groups: groups.iter().map(ToString::to_string).collect(),
             ..Default::default()
         };
-        let list = |ns: &str, resource: &str| Attributes::Resource {
+        let list = |ns: &'static str, resource: &'static str| Attributes::Resource {
             verb: "list".into(),
             group: "external.metrics.k8s.io".into(),
             version: "v1beta1".into(),
@@ -331,14 +335,17 @@ mod tests {
         prop_oneof![
             (part(), part(), part(), part(), part()).prop_map(
                 |(verb, group, version, resource, namespace)| Attributes::Resource {
-                    verb,
-                    group,
-                    version,
-                    resource,
-                    namespace,
+                    verb: verb.into(),
+                    group: group.into(),
+                    version: version.into(),
+                    resource: resource.into(),
+                    namespace: namespace.into(),
                 }
             ),
-            (part(), part()).prop_map(|(path, verb)| Attributes::NonResource { path, verb }),
+            (part(), part()).prop_map(|(path, verb)| Attributes::NonResource {
+                path: path.into(),
+                verb: verb.into(),
+            }),
         ]
     }
 
@@ -372,15 +379,15 @@ mod tests {
         r.0 = rest;
         let attrs = match tag {
             b'R' => Attributes::Resource {
-                verb: r.string()?,
-                group: r.string()?,
-                version: r.string()?,
-                resource: r.string()?,
-                namespace: r.string()?,
+                verb: r.string()?.into(),
+                group: r.string()?.into(),
+                version: r.string()?.into(),
+                resource: r.string()?.into(),
+                namespace: r.string()?.into(),
             },
             b'N' => Attributes::NonResource {
-                path: r.string()?,
-                verb: r.string()?,
+                path: r.string()?.into(),
+                verb: r.string()?.into(),
             },
             _ => return None,
         };

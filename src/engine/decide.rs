@@ -2,6 +2,7 @@
 //! then one target per variant. Pure and infallible: the inputs' invariants are established where the
 //! inputs are made (the engine's snapshot join, or `analyze`'s validation in [`super::input`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -265,12 +266,14 @@ pub fn decide_with_zero(
     d
 }
 
-fn replica_metrics<'a>(variants: impl Iterator<Item = &'a VariantInput>) -> Vec<ReplicaMetrics> {
+fn replica_metrics<'a>(
+    variants: impl Iterator<Item = &'a VariantInput>,
+) -> Vec<ReplicaMetrics<'a>> {
     variants
         .flat_map(|v| {
             v.replicas.iter().map(|r| ReplicaMetrics {
-                pod: r.pod.clone(),
-                variant: v.name.clone(),
+                pod: Cow::Borrowed(&r.pod),
+                variant: Cow::Borrowed(&v.name),
                 kv_cache_usage: r.kv_cache_usage,
                 queue_length: queue_as_integer(r.queue_length),
             })

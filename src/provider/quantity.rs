@@ -30,29 +30,37 @@ pub(crate) fn milli_from_f64(value: f64) -> Result<i64, QuantityError> {
     Ok(milli as i64)
 }
 
-/// Formats milli-units as a canonical decimal-SI Quantity string.
-pub(crate) fn format_milli(milli: i64) -> String {
-    if milli % 1000 == 0 {
-        format_whole(milli / 1000)
-    } else {
-        format!("{milli}m")
+/// Milli-units that print (and serialize) as a canonical decimal-SI Quantity, straight into the
+/// writer: the request path writes each answer's value without a string of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Milli(pub i64);
+
+impl std::fmt::Display for Milli {
+    /// Whole numbers use the largest SI suffix that keeps the mantissa an integer (`2000` → `"2k"`),
+    /// which is what apimachinery's canonical form prints; others are milli-units (`1500m`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SUFFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
+        let milli = self.0;
+        if milli % 1000 != 0 {
+            return write!(f, "{milli}m");
+        }
+        let mut mantissa = milli / 1000;
+        if mantissa == 0 {
+            return f.write_str("0");
+        }
+        let mut exp = 0;
+        while mantissa % 1000 == 0 && exp < SUFFIXES.len() - 1 {
+            mantissa /= 1000;
+            exp += 1;
+        }
+        write!(f, "{mantissa}{}", SUFFIXES[exp])
     }
 }
 
-/// Whole numbers use the largest SI suffix that keeps the mantissa an integer (`2000` → `"2k"`),
-/// which is what apimachinery's canonical form prints.
-fn format_whole(value: i64) -> String {
-    if value == 0 {
-        return "0".to_string();
+impl serde::Serialize for Milli {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
-    const SUFFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
-    let mut mantissa = value;
-    let mut exp = 0;
-    while mantissa % 1000 == 0 && exp < SUFFIXES.len() - 1 {
-        mantissa /= 1000;
-        exp += 1;
-    }
-    format!("{mantissa}{}", SUFFIXES[exp])
 }
 
 #[cfg(test)]
@@ -74,7 +82,11 @@ mod tests {
             (10_000_000_000, "10M"),
         ];
         for (milli, want) in cases {
-            assert_eq!(format_milli(*milli), *want, "milli={milli}");
+            assert_eq!(Milli(*milli).to_string(), *want, "milli={milli}");
+            assert_eq!(
+                serde_json::to_string(&Milli(*milli)).unwrap(),
+                format!("{want:?}")
+            );
         }
     }
 

@@ -1,6 +1,8 @@
 //! Step 1–4 of WVA's capacity analyzer (`internal/capacity/analyzer.go` at v0.4.1), reproduced exactly, float order included,
 //! because the golden vectors (A12 in particular) sit on floating-point edges.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::SaturationConfig;
@@ -8,9 +10,10 @@ use super::SaturationConfig;
 /// One Ready replica's signals, as WVA's `ReplicaMetrics`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplicaMetrics {
-    pub pod: String,
-    pub variant: String,
+pub struct ReplicaMetrics<'a> {
+    /// Borrowed from the decision's input on the request path; owned where rows are made up (tests).
+    pub pod: Cow<'a, str>,
+    pub variant: Cow<'a, str>,
     pub kv_cache_usage: f64,
     /// Waiting requests, truncated to an integer as WVA does with the float sample.
     pub queue_length: i64,
@@ -48,7 +51,7 @@ pub struct Analysis {
 /// WVA's `MinNonSaturatedReplicasForScaleDown`.
 pub(crate) const MIN_NON_SATURATED_FOR_SCALE_DOWN: usize = 2;
 
-pub(crate) fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
+pub(crate) fn is_saturated(r: &ReplicaMetrics<'_>, cfg: &SaturationConfig) -> bool {
     r.kv_cache_usage >= cfg.kv_cache_threshold
         || r.queue_length as f64 >= cfg.queue_length_threshold
 }
@@ -57,7 +60,7 @@ pub(crate) fn is_saturated(r: &ReplicaMetrics, cfg: &SaturationConfig) -> bool {
 ///
 /// Variants appear in the output in the order of their first replica, which keeps the per-variant
 /// accumulation order (and so the float results) identical to WVA's.
-pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis {
+pub fn analyze(replicas: &[ReplicaMetrics<'_>], cfg: &SaturationConfig) -> Analysis {
     let mut variants: Vec<VariantAnalysis> = Vec::new();
     let mut spare_sums: Vec<(f64, f64)> = Vec::new();
     for r in replicas {
@@ -65,7 +68,7 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
             Some(i) => i,
             None => {
                 variants.push(VariantAnalysis {
-                    variant: r.variant.clone(),
+                    variant: r.variant.to_string(),
                     replicas: 0,
                     non_saturated_replicas: 0,
                     avg_spare_kv_capacity: 0.0,
@@ -83,7 +86,7 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
         v.max_kv_cache_usage = v.max_kv_cache_usage.max(r.kv_cache_usage);
         v.max_queue_length = v.max_queue_length.max(r.queue_length);
         if is_saturated(r, cfg) {
-            v.saturated_pods.push(r.pod.clone());
+            v.saturated_pods.push(r.pod.to_string());
         } else {
             v.non_saturated_replicas += 1;
             spare_sums[idx].0 += cfg.kv_cache_threshold - r.kv_cache_usage;
@@ -145,8 +148,12 @@ pub fn analyze(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> Analysis 
 }
 
 /// Worst-case simulation: spread the non-saturated load over one replica fewer.
-fn scale_down_safety(replicas: &[ReplicaMetrics], cfg: &SaturationConfig) -> (bool, ScaleDownWhy) {
-    let non_sat: Vec<&ReplicaMetrics> = replicas.iter().filter(|r| !is_saturated(r, cfg)).collect();
+fn scale_down_safety(
+    replicas: &[ReplicaMetrics<'_>],
+    cfg: &SaturationConfig,
+) -> (bool, ScaleDownWhy) {
+    let non_sat: Vec<&ReplicaMetrics<'_>> =
+        replicas.iter().filter(|r| !is_saturated(r, cfg)).collect();
     let n = non_sat.len();
     if n < MIN_NON_SATURATED_FOR_SCALE_DOWN {
         return (false, ScaleDownWhy::TooFew { non_saturated: n });
@@ -257,13 +264,13 @@ super::serialize_as_text!(ScaleUpWhy, ScaleDownWhy);
 mod tests {
     use super::*;
 
-    fn reps(variant: &str, pairs: &[(f64, i64)]) -> Vec<ReplicaMetrics> {
+    fn reps(variant: &str, pairs: &[(f64, i64)]) -> Vec<ReplicaMetrics<'static>> {
         pairs
             .iter()
             .enumerate()
             .map(|(i, (kv, q))| ReplicaMetrics {
-                pod: format!("{variant}-pod-{}", i + 1),
-                variant: variant.to_string(),
+                pod: format!("{variant}-pod-{}", i + 1).into(),
+                variant: variant.to_string().into(),
                 kv_cache_usage: *kv,
                 queue_length: *q,
             })
@@ -314,7 +321,7 @@ mod tests {
 
     struct Vector {
         name: &'static str,
-        replicas: Vec<ReplicaMetrics>,
+        replicas: Vec<ReplicaMetrics<'static>>,
         non_sat: usize,
         avg_kv: f64,
         avg_q: f64,

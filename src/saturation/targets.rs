@@ -707,7 +707,7 @@ mod proptests {
                 let name = format!("v{i}");
                 states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None, role: Role::Both });
                 for (j, (kv, q)) in samples.iter().enumerate() {
-                    replicas.push(ReplicaMetrics { pod: format!("{name}-{j}"), variant: name.clone(), kv_cache_usage: *kv, queue_length: *q });
+                    replicas.push(ReplicaMetrics { pod: format!("{name}-{j}").into(), variant: name.clone().into(), kv_cache_usage: *kv, queue_length: *q });
                 }
             }
             let analysis = analyze(&replicas, &SaturationConfig::default());

@@ -5,6 +5,7 @@
 //! * [`enforce`]: after the targets, what idleness and queued demand do to them. A model goes to zero only
 //!   when it is known to be idle: every source answered and the observation covers the retention period.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -225,8 +226,9 @@ pub enum Activity {
     },
     /// No request during the retention period, with complete data.
     Idle,
-    /// Not known; targets stay as they are.
-    Unknown { reason: String },
+    /// Not known; targets stay as they are. Fixed reasons are static: a model with scale to zero
+    /// disabled says so on every request without allocating.
+    Unknown { reason: Cow<'static, str> },
 }
 
 /// Requests waiting at the model's endpoint picker (its InferencePool's EPP).

@@ -78,8 +78,10 @@ pub(crate) fn failure_with_details(
 /// Every JSON body carries `Content-Type: application/json`: without it client-go decodes with its own
 /// default (protobuf for the HPA) and fails.
 pub(crate) fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response<Body> {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(b) => b,
+    // Room for an answer to an HPA or a Status in one allocation; larger documents grow from there.
+    let mut bytes = Vec::with_capacity(1024);
+    let bytes = match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => bytes,
         // Serializing our own plain structs cannot fail; answer something well-formed if it ever does.
         Err(e) => format!(r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"encoding error: {e}","reason":"InternalError","code":500}}"#)
             .into_bytes(),

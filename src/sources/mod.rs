@@ -163,7 +163,7 @@ impl SampleSource for Chain {
         if answers.contains(&Activity::Idle) {
             return Activity::Idle;
         }
-        let reasons: Vec<String> = answers
+        let reasons: Vec<std::borrow::Cow<'static, str>> = answers
             .into_iter()
             .filter_map(|a| match a {
                 Activity::Unknown { reason } => Some(reason),
@@ -174,7 +174,7 @@ impl SampleSource for Chain {
             reason: if reasons.is_empty() {
                 "no metric source".into()
             } else {
-                reasons.join("; ")
+                reasons.join("; ").into()
             },
         }
     }

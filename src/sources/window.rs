@@ -348,7 +348,8 @@ impl WindowCache {
             return Activity::Unknown {
                 reason: format!(
                     "no page of model {model:?} has shown vllm:request_success_total yet"
-                ),
+                )
+                .into(),
             };
         };
         if let Some(last) = a.last_active {
@@ -366,7 +367,8 @@ impl WindowCache {
                     "observed for {}s of the {}s retention period",
                     observed.as_secs(),
                     retention.as_secs()
-                ),
+                )
+                .into(),
             };
         }
         let map = self
@@ -395,7 +397,7 @@ impl WindowCache {
             };
             if let Some(why) = why {
                 return Activity::Unknown {
-                    reason: format!("pod {}: {why}", pod.instance()),
+                    reason: format!("pod {}: {why}", pod.instance()).into(),
                 };
             }
         }

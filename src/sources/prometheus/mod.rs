@@ -380,7 +380,9 @@ impl PrometheusSource {
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let unknown = |reason: String| Activity::Unknown { reason };
+        let unknown = |reason: String| Activity::Unknown {
+            reason: reason.into(),
+        };
         let Some((at, asked, answer)) = s.get(&key).and_then(|e| e.activity.clone()) else {
             return unknown("Prometheus has not been asked yet".into());
         };
