@@ -82,46 +82,35 @@ pub trait Reviewer: Send + Sync {
 /// (user, attributes) pairs share a key, whatever bytes the names hold. It runs on every authorized
 /// request, so it is one pre-sized buffer and plain copies, not a formatter.
 pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes) -> Vec<u8> {
-    fn put_len(key: &mut Vec<u8>, n: usize) {
-        key.extend_from_slice(&(n as u64).to_le_bytes());
+    // Two passes over one encoding: the first only measures, so the key is a single allocation.
+    let mut size = 0;
+    encode(user, attrs, &mut |part: &[u8]| size += part.len());
+    let mut key = Vec::with_capacity(size);
+    encode(user, attrs, &mut |part: &[u8]| key.extend_from_slice(part));
+    key
+}
+
+/// The cache key's encoding, handed to `out` part by part.
+fn encode(user: &UserInfo, attrs: &Attributes, out: &mut impl FnMut(&[u8])) {
+    fn len(out: &mut impl FnMut(&[u8]), n: usize) {
+        out(&(n as u64).to_le_bytes());
     }
-    fn put(key: &mut Vec<u8>, s: &str) {
-        put_len(key, s.len());
-        key.extend_from_slice(s.as_bytes());
+    fn put(out: &mut impl FnMut(&[u8]), s: &str) {
+        len(out, s.len());
+        out(s.as_bytes());
     }
-    let strings = match attrs {
-        Attributes::Resource {
-            verb,
-            group,
-            version,
-            resource,
-            namespace,
-        } => [verb, group, version, resource, namespace]
-            .iter()
-            .map(|s| s.len() + 8)
-            .sum::<usize>(),
-        Attributes::NonResource { path, verb } => path.len() + verb.len() + 16,
-    } + user.username.len()
-        + user.uid.len()
-        + user.groups.iter().map(|g| g.len() + 8).sum::<usize>()
-        + user
-            .extra
-            .iter()
-            .map(|(k, v)| k.len() + 16 + v.iter().map(|s| s.len() + 8).sum::<usize>())
-            .sum::<usize>();
-    let mut key = Vec::with_capacity(strings + 40);
-    put(&mut key, &user.username);
-    put(&mut key, &user.uid);
-    put_len(&mut key, user.groups.len());
+    put(out, &user.username);
+    put(out, &user.uid);
+    len(out, user.groups.len());
     for g in &user.groups {
-        put(&mut key, g);
+        put(out, g);
     }
-    put_len(&mut key, user.extra.len());
+    len(out, user.extra.len());
     for (k, values) in &user.extra {
-        put(&mut key, k);
-        put_len(&mut key, values.len());
+        put(out, k);
+        len(out, values.len());
         for v in values {
-            put(&mut key, v);
+            put(out, v);
         }
     }
     match attrs {
@@ -132,18 +121,17 @@ pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes) -> Vec<u8> {
             resource,
             namespace,
         } => {
-            key.push(b'R');
+            out(b"R");
             for s in [verb, group, version, resource, namespace] {
-                put(&mut key, s);
+                put(out, s);
             }
         }
         Attributes::NonResource { path, verb } => {
-            key.push(b'N');
-            put(&mut key, path);
-            put(&mut key, verb);
+            out(b"N");
+            put(out, path);
+            put(out, verb);
         }
     }
-    key
 }
 
 pub struct KubeReviewer {
