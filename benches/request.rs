@@ -6,7 +6,8 @@
 //! authentication, no authorization and no engine), i.e. the transport floor. The two are measured side
 //! by side, in alternating slices, so the machine's noise falls on both alike. Before them, the handler
 //! alone (no sockets): CPU time and allocations per request, floor and metric, figures that the noise of
-//! a shared machine barely moves (`WVA_BENCH_HANDLER_ONLY=1` stops there). Beside them: KEDA's poll of
+//! a shared machine barely moves (`WVA_BENCH_HANDLER_ONLY=1` stops there). `WVA_BENCH_STUB_ENGINE=1`
+//! answers the metric rows without the engine, to tell the route's cost from the decision's. Beside them: KEDA's poll of
 //! the external scaler (GetMetrics then IsActive over gRPC with mTLS, one pair at a time) on the same
 //! engine. Client and server share the machine's cores, so throughput is "both sides on this machine".
 //! With `WVA_BENCH_ADAPTER` unset, Prometheus Adapter with WVA's rule answers the same requests as the
@@ -39,6 +40,8 @@ use wva_metrics_server::auth::review::{
 use wva_metrics_server::auth::{Auth, Decision, PeerCertificates, UserInfo};
 use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
+use wva_metrics_server::provider::selector::Selector;
+use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
 use wva_metrics_server::saturation::config::Thresholds;
 use wva_metrics_server::scaler;
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
@@ -115,6 +118,35 @@ fn snapshot_of(variants: usize) -> Snapshot {
     s.variants
         .sort_by(|a, b| (&a.model_id, &a.name).cmp(&(&b.model_id, &b.name)));
     s
+}
+
+/// `WVA_BENCH_STUB_ENGINE=1`: the HPA route answers from this provider instead of the engine (one item
+/// per request, no decision), which separates what the route, authorization and JSON cost from what the
+/// decision costs.
+struct Fixed;
+
+impl MetricsProvider for Fixed {
+    fn external_metric(
+        &self,
+        namespace: &str,
+        _: &str,
+        selector: &Selector,
+    ) -> Result<Vec<MetricItem>, ProviderError> {
+        let name = selector
+            .required_values("variant_name")
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_default();
+        Ok(vec![MetricItem {
+            labels: [
+                ("variant_name", name),
+                ("namespace", namespace.to_string()),
+                ("exported_namespace", namespace.to_string()),
+                ("accelerator_type", "H100".to_string()),
+            ]
+            .into(),
+            value_milli: 2000,
+        }])
+    }
 }
 
 /// The server's request state: the engine on [`snapshot_of`]`(variants)` with fresh samples, front-proxy
@@ -254,7 +286,12 @@ impl InProcess {
             .build()
             .unwrap();
         let provider = tls::provider();
-        let (state, engine) = app_state(variants, front_ca);
+        let (mut state, engine) = app_state(variants, front_ca);
+        if std::env::var("WVA_BENCH_STUB_ENGINE").as_deref() == Ok("1") {
+            if let Some(s) = Arc::get_mut(&mut state) {
+                s.provider = Arc::new(Fixed);
+            }
+        }
         let resolver = ReloadingCert::load(
             &cert_dir.join("tls.crt"),
             &cert_dir.join("tls.key"),
