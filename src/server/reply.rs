@@ -22,8 +22,9 @@ struct ApiStatus<'a> {
     code: u16,
 }
 
+/// `{}`: an object with no fields (metav1.ListMeta and ObjectMeta when there is nothing to say).
 #[derive(Debug, Serialize)]
-struct Empty {}
+pub(crate) struct Empty {}
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Details<'a> {

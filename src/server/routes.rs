@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::discovery::{self, ApisFormat, GROUP, VERSION};
 use super::openapi;
-use super::reply::{failure, failure_with_details, json_response, Body, Details};
+use super::reply::{failure, failure_with_details, json_response, Body, Details, Empty};
 use crate::auth::review::Attributes;
 use crate::auth::{Auth, AuthError, PeerCertificates, UserInfo};
 use crate::error::{cap, Echo, MAX_STATUS_MESSAGE_BYTES};
@@ -472,9 +472,6 @@ struct ValueList<'a> {
     metadata: Empty,
     items: Vec<Value<'a>>,
 }
-
-#[derive(Serialize)]
-struct Empty {}
 
 /// A time as metav1.Time serializes it: RFC 3339 in UTC with second precision. Written straight into
 /// the answer, without a string of its own.
