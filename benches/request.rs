@@ -239,7 +239,7 @@ impl Counting {
 
 // SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
 // `GlobalAlloc` is an unsafe trait, so the crate's `unsafe_code` denial is lifted for this measurement
-// allocator alone; the product has no unsafe code.
+// allocator alone.
 #[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
