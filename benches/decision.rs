@@ -53,7 +53,7 @@ fn input() -> ModelInput {
             .map(|v| VariantInput {
                 min_replicas: None,
                 max_replicas: None,
-                name: format!("variant-{v}"),
+                name: format!("variant-{v}").into(),
                 cost: 5.0 + v as f64,
                 accelerator: "H100".into(),
                 spec_replicas: REPLICAS as i64,
@@ -64,12 +64,12 @@ fn input() -> ModelInput {
                         avg_input_tokens: 400.0 + r as f64,
                         avg_output_tokens: 150.0,
                         prefix_cache_hit_rate: 0.2,
-                        ..ReplicaInput::new(&format!("variant-{v}-{r}"), kv(v, r), (r % 7) as f64)
+                        ..ReplicaInput::new(format!("variant-{v}-{r}"), kv(v, r), (r % 7) as f64)
                     })
                     .collect(),
                 role: Role::Both,
                 gpus_per_replica: 1,
-                engine_params: Some(EngineParams::default()),
+                engine_params: Some(std::borrow::Cow::Owned(EngineParams::default())),
             })
             .collect(),
     }

@@ -21,13 +21,13 @@ use crate::saturation::{
 /// One replica's input to a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "super::input::RawReplica")]
-pub struct ReplicaInput {
+pub struct ReplicaInput<'a> {
     /// The row's serving instance: the pod, or `pod:port` for one data-parallel rank of a pod read at
-    /// several ports (WVA v0.9's row key).
-    pub pod: String,
+    /// several ports (WVA v0.9's row key). Borrowed from the cluster snapshot on the request path.
+    pub pod: Cow<'a, str>,
     /// For a rank's row, the pod it is a rank of: the pod's rows together are one replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rank_of: Option<String>,
+    pub rank_of: Option<Cow<'a, str>>,
     pub kv_cache_usage: f64,
     pub queue_length: f64,
     /// Saturation V2: KV tokens (`num_gpu_blocks × block_size`; unset: the variant's record decides).
@@ -43,11 +43,11 @@ pub struct ReplicaInput {
     pub prefix_cache_hit_rate: f64,
 }
 
-impl ReplicaInput {
+impl<'a> ReplicaInput<'a> {
     /// A replica with V1's two signals only.
-    pub fn new(pod: &str, kv_cache_usage: f64, queue_length: f64) -> Self {
+    pub fn new(pod: impl Into<Cow<'a, str>>, kv_cache_usage: f64, queue_length: f64) -> Self {
         Self {
-            pod: pod.to_string(),
+            pod: pod.into(),
             rank_of: None,
             kv_cache_usage,
             queue_length,
@@ -60,7 +60,7 @@ impl ReplicaInput {
 
     fn row(&self) -> ReplicaRow {
         ReplicaRow {
-            pod: self.pod.clone(),
+            pod: self.pod.to_string(),
             kv_cache_usage: self.kv_cache_usage,
             queue_length: queue_as_integer(self.queue_length),
             total_kv_tokens: self.total_kv_tokens.unwrap_or(0),
@@ -74,20 +74,21 @@ impl ReplicaInput {
 /// One variant's input to a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantInput {
-    pub name: String,
+pub struct VariantInput<'a> {
+    /// Borrowed from the cluster snapshot on the request path; owned when `analyze` reads it.
+    pub name: Cow<'a, str>,
     #[serde(
         default = "default_cost",
         deserialize_with = "super::input::cost_number_or_string"
     )]
     pub cost: f64,
     #[serde(default)]
-    pub accelerator: String,
+    pub accelerator: Cow<'a, str>,
     pub spec_replicas: i64,
     pub ready_replicas: i64,
     /// Ready pods with fresh samples.
     #[serde(default)]
-    pub replicas: Vec<ReplicaInput>,
+    pub replicas: Vec<ReplicaInput<'a>>,
     /// The autoscaler's bounds; targets never leave them. Unset: 0 and unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_replicas: Option<i64>,
@@ -106,7 +107,7 @@ pub struct VariantInput {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "super::input::params_or_args"
     )]
-    pub engine_params: Option<EngineParams>,
+    pub engine_params: Option<Cow<'a, EngineParams>>,
 }
 
 fn one() -> i64 {
@@ -117,37 +118,46 @@ fn is_one(n: &i64) -> bool {
     *n == 1
 }
 
-impl VariantInput {
+impl<'a> VariantInput<'a> {
     /// Ready pods with fresh samples: a pod of several ranks counts once (the engine gives its rows only
     /// when every rank has a fresh sample).
     pub fn sampled_pods(&self) -> i64 {
-        let mut pods: Vec<&str> = self
-            .replicas
-            .iter()
-            .map(|r| r.rank_of.as_deref().unwrap_or(&r.pod))
-            .collect();
-        pods.sort_unstable();
-        pods.dedup();
-        i64::try_from(pods.len()).unwrap_or(i64::MAX)
+        fn pod<'r>(r: &'r ReplicaInput<'_>) -> &'r str {
+            r.rank_of.as_deref().unwrap_or(&r.pod)
+        }
+        let rows = &self.replicas;
+        // A decision runs on every HPA request: a variant's few rows are counted without allocating
+        // (first occurrences); many rows are sorted instead.
+        let pods = if rows.len() <= 32 {
+            (0..rows.len())
+                .filter(|&i| !rows[..i].iter().any(|r| pod(r) == pod(&rows[i])))
+                .count()
+        } else {
+            let mut pods: Vec<&str> = rows.iter().map(pod).collect();
+            pods.sort_unstable();
+            pods.dedup();
+            pods.len()
+        };
+        i64::try_from(pods).unwrap_or(i64::MAX)
     }
 
     fn v2(&self) -> VariantIn {
         VariantIn {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             cost: self.cost,
-            accelerator: self.accelerator.clone(),
+            accelerator: self.accelerator.to_string(),
             role: self.role,
             current: self.spec_replicas,
             ready: self.ready_replicas,
             gpus_per_replica: self.gpus_per_replica,
             min_replicas: self.min_replicas,
             max_replicas: self.max_replicas,
-            params: self.engine_params.clone(),
+            params: self.engine_params.as_deref().cloned(),
             rows: self.replicas.iter().map(ReplicaInput::row).collect(),
         }
     }
 
-    fn state(&self) -> VariantState {
+    fn state(&self) -> VariantState<'a> {
         VariantState {
             name: self.name.clone(),
             cost: self.cost,
@@ -167,25 +177,25 @@ fn default_cost() -> f64 {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ModelDecision {
+pub struct ModelDecision<'a> {
     /// `v1`, `saturation-v2`, or `queueing-model` (refused: every variant held).
     pub analyzer: &'static str,
     pub config: SaturationConfig,
     /// V1's analysis (of the whole model; a disaggregated model has one per role instead).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<Analysis>,
+    pub analysis: Option<Analysis<'a>>,
     /// V1's analysis of each prefill/decode role of a disaggregated model.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub analysis_by_role: BTreeMap<Role, Analysis>,
+    pub analysis_by_role: BTreeMap<Role, Analysis<'a>>,
     /// Saturation V2's analysis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityAnalysis>,
     pub in_transition: bool,
-    pub targets: BTreeMap<String, i64>,
+    pub targets: BTreeMap<Cow<'a, str>, i64>,
     /// What the GPU limiter did to the targets (absent when it is not enabled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limiter: Option<super::limit::LimiterNote>,
-    pub reasons: Vec<VariantTarget>,
+    pub reasons: Vec<VariantTarget<'a>>,
     /// Scale to and from zero: the policy in force, the model's activity and its queued demand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zero: Option<ZeroInputs>,
@@ -200,7 +210,7 @@ pub struct ZeroInputs {
     pub demand: Demand,
 }
 
-impl ModelDecision {
+impl ModelDecision<'_> {
     /// The decision for a model with no variants to decide (nothing to analyze).
     pub fn empty(config: SaturationConfig) -> Self {
         decide(&config, &[])
@@ -220,7 +230,7 @@ fn queue_as_integer(q: f64) -> i64 {
 ///
 /// Expects: variant names unique within the model, replica counts ≥ 0, samples finite and ≥ 0. The
 /// engine's inputs satisfy this by construction; `analyze` checks it in [`super::input`].
-pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDecision {
+pub fn decide<'a>(config: &SaturationConfig, variants: &[VariantInput<'a>]) -> ModelDecision<'a> {
     decide_with_zero(config, variants, None)
 }
 
@@ -229,12 +239,12 @@ pub fn decide(config: &SaturationConfig, variants: &[VariantInput]) -> ModelDeci
 /// A disaggregated model (some variant is `prefill` or `decode`) is analysed per role, as WVA v0.9's V1
 /// does: each role's replicas get their own analysis, transition hold and ±1 among that role's variants,
 /// so a saturated prefill pool is not starved by an idle decode pool. Scale to zero stays per model.
-pub fn decide_with_zero(
+pub fn decide_with_zero<'a>(
     config: &SaturationConfig,
-    variants: &[VariantInput],
+    variants: &[VariantInput<'a>],
     zero: Option<ZeroInputs>,
-) -> ModelDecision {
-    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+) -> ModelDecision<'a> {
+    let states: Vec<VariantState<'a>> = variants.iter().map(VariantInput::state).collect();
     if !role::disaggregated(variants.iter().map(|v| &v.role)) {
         let analysis = analyze(&replica_metrics(variants.iter()), config);
         let reasons = compute_targets(&states, &analysis);
@@ -253,7 +263,7 @@ pub fn decide_with_zero(
             &replica_metrics(members.iter().map(|&i| &variants[i])),
             config,
         );
-        let group: Vec<VariantState> = members.iter().map(|&i| states[i].clone()).collect();
+        let group: Vec<VariantState<'a>> = members.iter().map(|&i| states[i].clone()).collect();
         for (&i, t) in members.iter().zip(compute_targets(&group, &analysis)) {
             reasons[i] = Some(t);
         }
@@ -266,14 +276,15 @@ pub fn decide_with_zero(
     d
 }
 
-fn replica_metrics<'a>(
-    variants: impl Iterator<Item = &'a VariantInput>,
+/// The rows V1 analyses. The names are the inputs' (a copy of a borrowed name is a pointer).
+fn replica_metrics<'a: 'v, 'v>(
+    variants: impl Iterator<Item = &'v VariantInput<'a>>,
 ) -> Vec<ReplicaMetrics<'a>> {
     variants
         .flat_map(|v| {
             v.replicas.iter().map(|r| ReplicaMetrics {
-                pod: Cow::Borrowed(&r.pod),
-                variant: Cow::Borrowed(&v.name),
+                pod: r.pod.clone(),
+                variant: v.name.clone(),
                 kv_cache_usage: r.kv_cache_usage,
                 queue_length: queue_as_integer(r.queue_length),
             })
@@ -282,14 +293,14 @@ fn replica_metrics<'a>(
 }
 
 /// Zero enforcement, then the decision.
-fn finish(
+fn finish<'a>(
     analyzer: &'static str,
     config: &SaturationConfig,
-    (analysis, capacity): (Option<Analysis>, Option<CapacityAnalysis>),
-    states: &[VariantState],
-    mut reasons: Vec<VariantTarget>,
+    (analysis, capacity): (Option<Analysis<'a>>, Option<CapacityAnalysis>),
+    states: &[VariantState<'a>],
+    mut reasons: Vec<VariantTarget<'a>>,
     zero: Option<ZeroInputs>,
-) -> ModelDecision {
+) -> ModelDecision<'a> {
     if let Some(z) = &zero {
         enforce(states, &mut reasons, &z.policy, &z.activity, &z.demand);
     }
@@ -325,11 +336,11 @@ pub struct V2Context<'a> {
 /// and from zero. Variants at 0 replicas are left to scale from zero, as in WVA. Never a scale-down
 /// while Ready pods lack samples (their load is unknown), and every variant is held when no variant's
 /// capacity is known or the saturation analyzer does not vote.
-pub fn decide_v2(
+pub fn decide_v2<'a>(
     ctx: &V2Context<'_>,
-    variants: &[VariantInput],
+    variants: &[VariantInput<'a>],
     zero: Option<ZeroInputs>,
-) -> ModelDecision {
+) -> ModelDecision<'a> {
     let rows: Vec<VariantIn> = variants.iter().map(VariantInput::v2).collect();
     let capacity = v2::analyze(
         ctx.namespace,
@@ -339,7 +350,7 @@ pub fn decide_v2(
         &ctx.thresholds,
         ctx.memory,
     );
-    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+    let states: Vec<VariantState<'a>> = variants.iter().map(VariantInput::state).collect();
     let reasons = if !ctx.votes {
         held(&states, TargetReason::NoChange, "held: the saturation analyzer is disabled for this model and no other analyzer runs here")
     } else if !capacity.informative() {
@@ -357,11 +368,11 @@ pub fn decide_v2(
     )
 }
 
-fn v2_targets(
-    variants: &[VariantInput],
+fn v2_targets<'a>(
+    variants: &[VariantInput<'a>],
     rows: &[VariantIn],
     capacity: &CapacityAnalysis,
-) -> Vec<VariantTarget> {
+) -> Vec<VariantTarget<'a>> {
     let moved = v2::optimize(rows, capacity);
     variants
         .iter()
@@ -424,7 +435,11 @@ fn v2_targets(
 }
 
 /// Every variant at its `spec.replicas`, for one reason.
-fn held(states: &[VariantState], reason: TargetReason, why: &str) -> Vec<VariantTarget> {
+fn held<'a>(
+    states: &[VariantState<'a>],
+    reason: TargetReason,
+    why: &str,
+) -> Vec<VariantTarget<'a>> {
     states
         .iter()
         .map(|s| VariantTarget {
@@ -437,12 +452,12 @@ fn held(states: &[VariantState], reason: TargetReason, why: &str) -> Vec<Variant
 }
 
 /// The queueing-model path, which WVA v0.9 refuses: every variant keeps `spec.replicas`.
-pub fn decide_refused(
+pub fn decide_refused<'a>(
     config: &SaturationConfig,
-    variants: &[VariantInput],
+    variants: &[VariantInput<'a>],
     why: &str,
-) -> ModelDecision {
-    let states: Vec<VariantState> = variants.iter().map(VariantInput::state).collect();
+) -> ModelDecision<'a> {
+    let states: Vec<VariantState<'a>> = variants.iter().map(VariantInput::state).collect();
     let reasons = held(&states, TargetReason::Refused, why);
     finish(
         "queueing-model",
@@ -459,7 +474,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_variant(i: usize) -> impl Strategy<Value = VariantInput> {
+    fn arb_variant(i: usize) -> impl Strategy<Value = VariantInput<'static>> {
         (
             1i64..6,
             0i64..3,
@@ -469,7 +484,7 @@ mod tests {
         )
             .prop_map(move |(spec, not_ready, cost, samples, extra)| {
                 let ready = (spec - not_ready).max(0);
-                let replicas: Vec<ReplicaInput> = samples
+                let replicas: Vec<ReplicaInput<'static>> = samples
                     .iter()
                     .take(usize::try_from(ready).unwrap_or(0))
                     .enumerate()
@@ -477,11 +492,11 @@ mod tests {
                         total_kv_tokens: Some(16_000),
                         avg_input_tokens: 100.0,
                         avg_output_tokens: 50.0,
-                        ..ReplicaInput::new(&format!("v{i}-{p}"), *kv, *q)
+                        ..ReplicaInput::new(format!("v{i}-{p}"), *kv, *q)
                     })
                     .collect();
                 VariantInput {
-                    name: format!("v{i}"),
+                    name: format!("v{i}").into(),
                     cost,
                     accelerator: "H100".into(),
                     spec_replicas: spec,
@@ -528,15 +543,15 @@ mod tests {
         }
     }
 
-    fn pool(name: &str, role: Role, spec: i64, kv: f64, queue: f64) -> VariantInput {
+    fn pool(name: &str, role: Role, spec: i64, kv: f64, queue: f64) -> VariantInput<'static> {
         VariantInput {
-            name: name.into(),
+            name: name.to_string().into(),
             cost: 10.0,
             accelerator: "H100".into(),
             spec_replicas: spec,
             ready_replicas: spec,
             replicas: (0..spec)
-                .map(|i| ReplicaInput::new(&format!("{name}-rank-{i}"), kv, queue))
+                .map(|i| ReplicaInput::new(format!("{name}-rank-{i}"), kv, queue))
                 .collect(),
             min_replicas: Some(1),
             max_replicas: Some(10),
@@ -633,7 +648,7 @@ mod tests {
             &[VariantInput {
                 name: "a".into(),
                 cost: 1.0,
-                accelerator: String::new(),
+                accelerator: "".into(),
                 spec_replicas: 1,
                 ready_replicas: 1,
                 replicas: vec![ReplicaInput::new("p", 0.1, 9.3e18)],

@@ -1,6 +1,7 @@
 //! The `analyze` command's input: one model's thresholds and variants as JSON, checked at this edge so
 //! that [`super::decide`] can stay infallible.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ pub struct ModelInput {
     pub model_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_queue: Option<SchedulerQueue>,
-    pub variants: Vec<VariantInput>,
+    pub variants: Vec<VariantInput<'static>>,
     /// The GPU limiter, for this model's decision: GPUs per accelerator type
     /// (`{"H100": {"allocatable": 8, "requested": 6}}`), as the nodes report them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,29 +143,29 @@ impl ModelInput {
         }
         let mut names = BTreeSet::new();
         for v in &self.variants {
-            if !names.insert(v.name.as_str()) {
-                return Err(InputError::DuplicateVariant(v.name.clone()));
+            if !names.insert(v.name.as_ref()) {
+                return Err(InputError::DuplicateVariant(v.name.to_string()));
             }
             if v.spec_replicas < 0 || v.ready_replicas < 0 {
-                return Err(InputError::NegativeReplicas(v.name.clone()));
+                return Err(InputError::NegativeReplicas(v.name.to_string()));
             }
             let min = v.min_replicas.unwrap_or(0);
             if min < 0 || v.max_replicas.is_some_and(|max| max < 1 || max < min) {
-                return Err(InputError::BadBounds(v.name.clone()));
+                return Err(InputError::BadBounds(v.name.to_string()));
             }
             if v.gpus_per_replica < 1 {
-                return Err(InputError::BadGpus(v.name.clone()));
+                return Err(InputError::BadGpus(v.name.to_string()));
             }
             for r in &v.replicas {
                 if !usable(r.kv_cache_usage) || !usable(r.queue_length) {
                     return Err(InputError::BadSample {
-                        variant: v.name.clone(),
-                        pod: r.pod.clone(),
+                        variant: v.name.to_string(),
+                        pod: r.pod.to_string(),
                     });
                 }
                 let bad = |why| InputError::BadTokens {
-                    variant: v.name.clone(),
-                    pod: r.pod.clone(),
+                    variant: v.name.to_string(),
+                    pod: r.pod.to_string(),
                     why,
                 };
                 if r.total_kv_tokens.is_some_and(|t| t < 0) {
@@ -186,7 +187,7 @@ impl ModelInput {
     /// Validates, then decides with the engine the config selects (no scale to zero: `analyze` has
     /// no activity to go on). Saturation V2 starts from an empty memory, so k2 is observed, estimated
     /// from the engine parameters, or k1.
-    pub fn decide(&self) -> Result<ModelDecision, InputError> {
+    pub fn decide(&self) -> Result<ModelDecision<'static>, InputError> {
         let config = self.validate()?;
         let entry = self.config.v2();
         Ok(match V2Fields::choice(Some(&entry)) {
@@ -212,7 +213,11 @@ impl ModelInput {
 impl ModelInput {
     /// The decision under the GPU limiter, when the input gives GPUs or quotas: V1's, or saturation
     /// V2's (`v2`, its entry) with the model's scale-up given the GPUs its cheapest variants can have.
-    fn limited(&self, mut d: ModelDecision, v2: Option<&V2Fields>) -> ModelDecision {
+    fn limited(
+        &self,
+        mut d: ModelDecision<'static>,
+        v2: Option<&V2Fields>,
+    ) -> ModelDecision<'static> {
         let mut limiters = Vec::new();
         let inventory = self.gpus.as_ref().map(|types| {
             let mut inv = Inventory::default();
@@ -242,8 +247,8 @@ impl ModelInput {
             .map(|v| Request {
                 namespace: String::new(),
                 model: model.clone(),
-                variant: v.name.clone(),
-                accelerator: v.accelerator.clone(),
+                variant: v.name.to_string(),
+                accelerator: v.accelerator.to_string(),
                 current: v.spec_replicas,
                 target: d.targets.get(&v.name).copied().unwrap_or(v.spec_replicas),
                 gpus_per_replica: v.gpus_per_replica,
@@ -306,7 +311,7 @@ pub fn parse(text: &str) -> Result<ModelInput, Error> {
 }
 
 /// `analyze` end to end: JSON in, the decision out.
-pub(crate) fn analyze_json(text: &str) -> Result<ModelDecision, Error> {
+pub(crate) fn analyze_json(text: &str) -> Result<ModelDecision<'static>, Error> {
     parse(text)?.decide().map_err(|e| Error::Input {
         path: None,
         message: e.to_string(),
@@ -335,7 +340,7 @@ pub(super) struct RawReplica {
     prefix_cache_hit_rate: f64,
 }
 
-impl TryFrom<RawReplica> for ReplicaInput {
+impl TryFrom<RawReplica> for ReplicaInput<'_> {
     type Error = String;
 
     fn try_from(r: RawReplica) -> Result<Self, String> {
@@ -371,8 +376,8 @@ impl TryFrom<RawReplica> for ReplicaInput {
             avg_input_tokens: r.avg_input_tokens,
             avg_output_tokens: r.avg_output_tokens,
             prefix_cache_hit_rate: r.prefix_cache_hit_rate,
-            rank_of: r.rank_of,
-            ..ReplicaInput::new(&r.pod, kv, r.queue_length)
+            rank_of: r.rank_of.map(Cow::Owned),
+            ..ReplicaInput::new(r.pod, kv, r.queue_length)
         })
     }
 }
@@ -380,20 +385,20 @@ impl TryFrom<RawReplica> for ReplicaInput {
 /// Engine parameters as an object, or a container's command line (`["vllm", "serve", "m", "--max-num-seqs", "64"]`).
 pub(super) fn params_or_args<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Option<EngineParams>, D::Error> {
+) -> Result<Option<Cow<'static, EngineParams>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Form {
         Args(Vec<String>),
         Params(EngineParams),
     }
-    Ok(Some(match Form::deserialize(d)? {
+    Ok(Some(Cow::Owned(match Form::deserialize(d)? {
         Form::Params(p) => p,
         Form::Args(args) => EngineParams::from_containers(&[ContainerArgs {
             args: &args,
             ..ContainerArgs::default()
         }]),
-    }))
+    })))
 }
 
 pub(super) fn cost_number_or_string<'de, D: serde::Deserializer<'de>>(

@@ -218,7 +218,7 @@ impl Engine {
                 .or_default();
             for v in snapshot.model(ns, model) {
                 // A model without an answer (503) still holds its GPUs: it asks for nothing more.
-                let target = match (&e.unavailable, d.targets.get(&v.name)) {
+                let target = match (&e.unavailable, d.targets.get(v.name.as_str())) {
                     (None, Some(t)) => *t,
                     _ => v.spec_replicas,
                 };
@@ -281,7 +281,7 @@ impl Engine {
             return;
         }
         let current: BTreeMap<String, i64> = snapshot
-            .model(&e.namespace, &e.model_id)
+            .model(e.namespace, e.model_id)
             .iter()
             .map(|v| (v.name.clone(), v.spec_replicas))
             .collect();
@@ -308,7 +308,7 @@ impl Engine {
             }
             Outcome::Planned(models) => models,
         };
-        let key = (e.namespace.clone(), e.model_id.clone());
+        let key = (e.namespace.to_string(), e.model_id.to_string());
         let Some(plan) = models.get(&key) else {
             // A model the plan has not seen yet: no scale-up until it has.
             cap_scale_ups(e, current, &BTreeMap::new());
@@ -317,7 +317,12 @@ impl Engine {
             });
             return;
         };
-        if plan.unlimited == e.decision.targets {
+        let unchanged = plan.unlimited.iter().map(|(n, t)| (n.as_str(), *t)).eq(e
+            .decision
+            .targets
+            .iter()
+            .map(|(n, t)| (n.as_ref(), *t)));
+        if unchanged {
             for (name, g) in &plan.granted {
                 set_target(e, name, g);
             }
@@ -374,10 +379,10 @@ fn cap_scale_ups(
     current: &BTreeMap<String, i64>,
     granted: &BTreeMap<String, Granted>,
 ) {
-    let names: Vec<String> = e.decision.targets.keys().cloned().collect();
+    let names: Vec<String> = e.decision.targets.keys().map(ToString::to_string).collect();
     for name in names {
         let now = current.get(&name).copied().unwrap_or_default();
-        let t = e.decision.targets[&name];
+        let t = e.decision.targets[name.as_str()];
         if t <= now {
             continue;
         }

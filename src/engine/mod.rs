@@ -22,6 +22,7 @@ pub use decide::{
 };
 pub use input::ModelInput;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +64,9 @@ pub struct PodInput {
 /// A decision in context, for the request path and for explanations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ModelExplanation {
-    pub namespace: String,
-    pub model_id: String,
+pub struct ModelExplanation<'a> {
+    pub namespace: &'a str,
+    pub model_id: &'a str,
     /// The ConfigMap and entry the thresholds come from (empty: the built-in defaults).
     pub config: ConfigSource,
     /// The model's variants as the decision saw them (explanations only).
@@ -75,7 +76,7 @@ pub struct ModelExplanation {
     /// Model-level load from Prometheus, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadFigures>,
-    pub decision: ModelDecision,
+    pub decision: ModelDecision<'a>,
     /// Set when ready pods have been without samples for too long to hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
@@ -108,9 +109,9 @@ pub struct VariantSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Explanation {
+pub struct Explanation<'a> {
     pub synced: bool,
-    pub models: Vec<ModelExplanation>,
+    pub models: Vec<ModelExplanation<'a>>,
     pub excluded: Vec<ExcludedVariant>,
 }
 
@@ -200,14 +201,14 @@ impl Engine {
     }
 
     /// The engine the configuration selects, on one model's inputs.
-    fn decide(
+    fn decide<'a>(
         &self,
         analyzer: &AnalyzerChoice,
         (namespace, model): (&str, &str),
         (config, entry): (&SaturationConfig, &V2Fields),
-        variants: &[VariantInput],
+        variants: &[VariantInput<'a>],
         zero: ZeroInputs,
-    ) -> ModelDecision {
+    ) -> ModelDecision<'a> {
         match analyzer {
             AnalyzerChoice::V1 => decide_with_zero(config, variants, Some(zero)),
             AnalyzerChoice::V2 => {
@@ -242,38 +243,39 @@ impl Engine {
 
     /// Decides one model from the current state. `with_pods`: also list every pod's input (for
     /// explanations); the request path leaves it out, which halves its allocations at 1,000 pods.
-    pub fn explain_model(
+    pub fn explain_model<'a>(
         &self,
-        snapshot: &Snapshot,
-        namespace: &str,
-        model_id: &str,
+        snapshot: &'a Snapshot,
+        namespace: &'a str,
+        model_id: &'a str,
         with_pods: bool,
-    ) -> ModelExplanation {
+    ) -> ModelExplanation<'a> {
         let mut e = self.explain_unlimited(snapshot, namespace, model_id, with_pods);
         self.apply_limits(&mut e, snapshot, std::time::Instant::now());
         e
     }
 
     /// [`Engine::explain_model`] without the GPU limiter (what the limiter's plan is made from).
-    fn explain_unlimited(
+    fn explain_unlimited<'a>(
         &self,
-        snapshot: &Snapshot,
-        namespace: &str,
-        model_id: &str,
+        snapshot: &'a Snapshot,
+        namespace: &'a str,
+        model_id: &'a str,
         with_pods: bool,
-    ) -> ModelExplanation {
+    ) -> ModelExplanation<'a> {
         let scaling = self.config.load();
         let Resolved {
             v1: config,
             v2: entry,
             source: config_source,
         } = scaling.resolve_all(model_id, namespace);
+        let model = snapshot.model(namespace, model_id);
         let mut pods = Vec::new();
         let mut summaries = Vec::new();
-        let mut variants = Vec::new();
+        let mut variants = Vec::with_capacity(model.len());
         let mut overdue = Vec::new();
-        for v in snapshot.model(namespace, model_id) {
-            let mut replicas = Vec::new();
+        for v in model {
+            let mut replicas = Vec::with_capacity(v.pods.len());
             // A pod read at several ports (data-parallel ranks) is one replica: its rows count only
             // when every rank has a fresh sample, else the pod is a Ready pod without samples.
             let mut partial: BTreeSet<&str> = BTreeSet::new();
@@ -281,8 +283,8 @@ impl Engine {
                 let instance = pod.instance();
                 let (sample, missing) = match usable_sample(self.samples.lookup(pod, model_id)) {
                     Ok(sample) => {
-                        let mut row = replica_input(&instance, &sample);
-                        row.rank_of = pod.per_port.then(|| pod.name.clone());
+                        let mut row = replica_input(instance.clone(), &sample);
+                        row.rank_of = pod.per_port.then_some(Cow::Borrowed(pod.name.as_str()));
                         replicas.push(row);
                         (Some(sample), None)
                     }
@@ -336,8 +338,8 @@ impl Engine {
             .then(|| self.samples.model_load(namespace, model_id))
             .flatten();
         ModelExplanation {
-            namespace: namespace.to_string(),
-            model_id: model_id.to_string(),
+            namespace,
+            model_id,
             config: config_source,
             variants: summaries,
             pods,
@@ -347,20 +349,20 @@ impl Engine {
         }
     }
 
-    /// Every model (optionally of one namespace) with its inputs, analysis and targets, and every
-    /// VariantAutoscaling that cannot be decided with the reason: the `/debug/variants` document.
-    pub fn explain(&self, namespace: Option<&str>) -> Explanation {
-        self.explain_at(&self.snapshot(), namespace)
-    }
-
-    /// [`Engine::explain`] against a snapshot the caller holds, so what it joins the explanation with
-    /// is the snapshot the explanation was made from.
-    pub fn explain_at(&self, snapshot: &Snapshot, namespace: Option<&str>) -> Explanation {
-        let mut models: Vec<(String, String)> = snapshot
+    /// Every model (optionally of one namespace) of `snapshot` with its inputs, analysis and targets,
+    /// and every VariantAutoscaling that cannot be decided with the reason: the `/debug/variants`
+    /// document. The explanation borrows the snapshot's names, so the caller holds the snapshot (and
+    /// joins the explanation with the snapshot it was made from).
+    pub fn explain_at<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        namespace: Option<&str>,
+    ) -> Explanation<'a> {
+        let mut models: Vec<(&str, &str)> = snapshot
             .variants
             .iter()
             .filter(|v| namespace.is_none_or(|ns| v.namespace == ns))
-            .map(|v| (v.namespace.clone(), v.model_id.clone()))
+            .map(|v| (v.namespace.as_str(), v.model_id.as_str()))
             .collect();
         models.dedup();
         Explanation {
@@ -399,11 +401,11 @@ impl VariantSummary {
 }
 
 /// A snapshot variant and its sampled replicas as a decision's input.
-fn variant_input(v: &Variant, replicas: Vec<ReplicaInput>) -> VariantInput {
+fn variant_input<'a>(v: &'a Variant, replicas: Vec<ReplicaInput<'a>>) -> VariantInput<'a> {
     VariantInput {
-        name: v.name.clone(),
+        name: Cow::Borrowed(&v.name),
         cost: v.cost,
-        accelerator: v.accelerator.clone(),
+        accelerator: Cow::Borrowed(&v.accelerator),
         spec_replicas: v.spec_replicas,
         ready_replicas: v.ready_replicas,
         replicas,
@@ -411,12 +413,12 @@ fn variant_input(v: &Variant, replicas: Vec<ReplicaInput>) -> VariantInput {
         max_replicas: v.bounds.max_replicas,
         role: v.role,
         gpus_per_replica: v.gpus_per_replica,
-        engine_params: v.engine_params.clone(),
+        engine_params: v.engine_params.as_ref().map(Cow::Borrowed),
     }
 }
 
 /// A pod's fresh sample as a decision's input.
-fn replica_input(pod: &str, sample: &PodSample) -> ReplicaInput {
+fn replica_input<'a>(pod: Cow<'a, str>, sample: &PodSample) -> ReplicaInput<'a> {
     let t = sample.tokens.unwrap_or_default();
     ReplicaInput {
         total_kv_tokens: t.total_kv_tokens,
@@ -544,7 +546,8 @@ fn no_variant(
 
 impl MetricsProvider for Engine {
     fn explain(&self, namespace: Option<&str>) -> Option<serde_json::Value> {
-        serde_json::to_value(Engine::explain(self, namespace)).ok()
+        let snapshot = self.snapshot();
+        serde_json::to_value(self.explain_at(&snapshot, namespace)).ok()
     }
 
     fn signal_share(&self, query: &ShareQuery<'_>) -> Result<Share, ProviderError> {
@@ -612,7 +615,7 @@ impl MetricsProvider for Engine {
             let current = v.ready_replicas;
             let desired = decided
                 .get(v.model_id.as_str())
-                .and_then(|r| r.decision.targets.get(&v.name).copied());
+                .and_then(|r| r.decision.targets.get(v.name.as_str()).copied());
             let value = match (kind, desired) {
                 (MetricKind::CurrentReplicas, _) => current as f64,
                 (MetricKind::DesiredReplicas, Some(d)) => d as f64,
@@ -772,7 +775,8 @@ mod tests {
             desired(&e),
             vec![("cheap".into(), 1000), ("pricey".into(), 2000)]
         );
-        let explained = e.explain(Some("ns"));
+        let snapshot = e.snapshot();
+        let explained = e.explain_at(&snapshot, Some("ns"));
         let d = &explained.models[0].decision;
         let cheap = d.reasons.iter().find(|r| r.name == "cheap").unwrap();
         assert_eq!(cheap.reason, TargetReason::Limited);
@@ -805,7 +809,8 @@ mod tests {
             desired(&e),
             vec![("cheap".into(), 2000), ("pricey".into(), 1000)]
         );
-        let explained = e.explain(Some("ns"));
+        let snapshot = e.snapshot();
+        let explained = e.explain_at(&snapshot, Some("ns"));
         assert_eq!(
             explained.models[0].decision.limiter,
             Some(limit::LimiterNote::Unlimited {
@@ -873,7 +878,8 @@ mod tests {
         ];
         let e = engine(vec![ranked(&[8000, 8001])], &all_ranks);
         let all = Selector::everything();
-        let explained = e.explain_model(&e.snapshot.load(), "ns", "m", true);
+        let snapshot = e.snapshot();
+        let explained = e.explain_model(&snapshot, "ns", "m", true);
         let analysis = explained.decision.analysis.as_ref().unwrap();
         assert_eq!(analysis.total_replicas, 4);
         assert!(!explained.decision.in_transition);
@@ -887,7 +893,8 @@ mod tests {
         );
         // One rank of dp-1 unread: dp-1's other rank is no replica on its own.
         let e = engine(vec![ranked(&[8000, 8001])], &all_ranks[..3]);
-        let explained = e.explain_model(&e.snapshot.load(), "ns", "m", true);
+        let snapshot = e.snapshot();
+        let explained = e.explain_model(&snapshot, "ns", "m", true);
         assert_eq!(
             explained.decision.analysis.as_ref().unwrap().total_replicas,
             2
@@ -1130,7 +1137,7 @@ mod tests {
             shared: &snapshot::SharedSnapshot,
             cache: &Arc<WindowCache>,
             yaml: &str,
-        ) -> crate::engine::decide::ModelDecision {
+        ) -> (BTreeMap<String, i64>, Option<crate::engine::ZeroInputs>) {
             let entries = BTreeMap::from([("default".to_string(), yaml.to_string())]);
             let (zero, issues) = ZeroConfig::from_configmap(&ZeroConfig::default(), &entries);
             assert!(issues.rejected.is_empty(), "{issues:?}");
@@ -1144,7 +1151,10 @@ mod tests {
                 Arc::new(ArcSwap::from_pointee(zero)),
                 Arc::new(crate::sources::epp::NoDemand),
             );
-            engine.explain(None).models.remove(0).decision
+            let snapshot = engine.snapshot();
+            let d = engine.explain_at(&snapshot, None).models.remove(0).decision;
+            let targets = d.targets.iter().map(|(n, t)| (n.to_string(), *t));
+            (targets.collect(), d.zero)
         }
 
         /// A model idle for its retention period goes to zero; a request brings it back to its saturation
@@ -1170,20 +1180,20 @@ mod tests {
                 ..Snapshot::default()
             });
             // Retention 60 s: the last request was 100 s ago.
-            let idle = targets(&shared, &cache, on);
-            let zero = idle.zero.as_ref().map(|z| (&z.activity, &*z.policy.source));
+            let (idle, zero) = targets(&shared, &cache, on);
+            let zero = zero.as_ref().map(|z| (&z.activity, &*z.policy.source));
             assert_eq!(zero, Some((&Activity::Idle, "entry \"default\"")));
-            assert_eq!(idle.targets["a"], 0);
+            assert_eq!(idle["a"], 0);
             // Retention 5 min: observed for only 100 s, so unknown, so the target stays.
-            assert_eq!(targets(&shared, &cache, long).targets["a"], 1);
+            assert_eq!(targets(&shared, &cache, long).0["a"], 1);
             // Disabled: the saturation target.
-            assert_eq!(targets(&shared, &cache, off).targets["a"], 1);
+            assert_eq!(targets(&shared, &cache, off).0["a"], 1);
             // A request: active again.
             cache.record(&pod, Instant::now(), &counter_page(6.0));
-            assert_eq!(targets(&shared, &cache, on).targets["a"], 1);
+            assert_eq!(targets(&shared, &cache, on).0["a"], 1);
 
             // A parked model (every variant at spec.replicas 0) is not woken, enabled or not.
-            let pick = |d: crate::engine::decide::ModelDecision| (d.targets["a"], d.targets["b"]);
+            let pick = |(d, _): (BTreeMap<String, i64>, _)| (d["a"], d["b"]);
             shared.store(Arc::new(Snapshot {
                 variants: vec![
                     variant("a", "m", 1.0, 0, 0, 0),
@@ -1281,7 +1291,8 @@ mod tests {
             e.plan_limits(Instant::now());
             // Same need, priority 4 against 1: "lo" gets the GPU (with equal priorities, the first).
             assert_eq!(desired(&e), [("hi-v".into(), 1000), ("lo-v".into(), 2000)]);
-            let x = e.explain(None);
+            let snapshot = e.snapshot();
+            let x = e.explain_at(&snapshot, None);
             let hi = x.models.iter().find(|m| m.model_id == "hi").unwrap();
             let r = &hi.decision.reasons[0];
             assert_eq!(r.reason, crate::saturation::TargetReason::Limited);
@@ -1310,7 +1321,8 @@ mod tests {
                 v2.clone(),
             );
             assert_eq!(desired(&e), [("cheap".into(), 2000), ("dear".into(), 1000)]);
-            let x = e.explain(None);
+            let snapshot = e.snapshot();
+            let x = e.explain_at(&snapshot, None);
             let d = &x.models[0].decision;
             assert_eq!(d.analyzer, "saturation-v2");
             assert!(d.analysis.is_none() && d.capacity.is_some());
@@ -1331,7 +1343,8 @@ mod tests {
                 v2.clone(),
             );
             next.memory.store(e.memory.load_full());
-            let x = next.explain(None);
+            let snapshot = next.snapshot();
+            let x = next.explain_at(&snapshot, None);
             let c = x.models[0].decision.capacity.as_ref().unwrap();
             assert_eq!(c.variants[0].per_replica_capacity, 8000.0);
             assert_eq!(
@@ -1345,15 +1358,10 @@ mod tests {
                 v2.clone(),
             );
             assert_eq!(desired(&e), [("b".into(), 3000)]);
-            let x = e.explain(None);
-            assert!(
-                x.models[0].decision.reasons[0]
-                    .message
-                    .text()
-                    .starts_with("scale-down held"),
-                "{:?}",
-                x.models[0].decision.reasons
-            );
+            let snapshot = e.snapshot();
+            let x = e.explain_at(&snapshot, None);
+            let held = x.models[0].decision.reasons[0].message.text();
+            assert!(held.starts_with("scale-down held"), "{held}");
             let e = with(engine(vec![variant("b", "m", 5.0, 2, 2, 2)], &idle), v2);
             assert_eq!(desired(&e), [("b".into(), 1000)]);
             // The endpoint picker's queue (requests and bytes) is demand: 10 requests, 20,000 bytes =
@@ -1380,7 +1388,8 @@ mod tests {
                 Arc::new(ArcSwap::from_pointee(ZeroConfig::default())),
                 Arc::new(Queue),
             );
-            let x = e.explain(None);
+            let snapshot = e.snapshot();
+            let x = e.explain_at(&snapshot, None);
             let c = x.models[0].decision.capacity.as_ref().unwrap();
             assert_eq!(c.scheduler_demand, 5500.0);
             // The queueing model: refused, every variant held at spec.replicas.
@@ -1392,7 +1401,8 @@ mod tests {
                 thresholds("analyzerName: queueing-model\n"),
             );
             assert_eq!(desired(&e), [("q".into(), 2000)]);
-            let x = e.explain(None);
+            let snapshot = e.snapshot();
+            let x = e.explain_at(&snapshot, None);
             assert_eq!(
                 x.models[0].decision.reasons[0].reason,
                 crate::saturation::TargetReason::Refused

@@ -22,20 +22,21 @@ pub struct ReplicaMetrics<'a> {
 /// Per-variant part of the analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantAnalysis {
-    pub variant: String,
+pub struct VariantAnalysis<'a> {
+    /// Borrowed from the replicas' rows, like their pod names.
+    pub variant: Cow<'a, str>,
     pub replicas: usize,
     pub non_saturated_replicas: usize,
     pub avg_spare_kv_capacity: f64,
     pub avg_spare_queue_length: f64,
     pub max_kv_cache_usage: f64,
     pub max_queue_length: i64,
-    pub saturated_pods: Vec<String>,
+    pub saturated_pods: Vec<Cow<'a, str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Analysis {
+pub struct Analysis<'a> {
     pub total_replicas: usize,
     pub non_saturated_replicas: usize,
     pub avg_spare_kv_capacity: f64,
@@ -45,7 +46,7 @@ pub struct Analysis {
     /// Why scale-up fired (or why not), in words an operator can act on.
     pub scale_up_reason: ScaleUpWhy,
     pub scale_down_reason: ScaleDownWhy,
-    pub variants: Vec<VariantAnalysis>,
+    pub variants: Vec<VariantAnalysis<'a>>,
 }
 
 /// WVA's `MinNonSaturatedReplicasForScaleDown`.
@@ -60,15 +61,15 @@ pub(crate) fn is_saturated(r: &ReplicaMetrics<'_>, cfg: &SaturationConfig) -> bo
 ///
 /// Variants appear in the output in the order of their first replica, which keeps the per-variant
 /// accumulation order (and so the float results) identical to WVA's.
-pub fn analyze(replicas: &[ReplicaMetrics<'_>], cfg: &SaturationConfig) -> Analysis {
-    let mut variants: Vec<VariantAnalysis> = Vec::new();
+pub fn analyze<'a>(replicas: &[ReplicaMetrics<'a>], cfg: &SaturationConfig) -> Analysis<'a> {
+    let mut variants: Vec<VariantAnalysis<'a>> = Vec::new();
     let mut spare_sums: Vec<(f64, f64)> = Vec::new();
     for r in replicas {
         let idx = match variants.iter().position(|v| v.variant == r.variant) {
             Some(i) => i,
             None => {
                 variants.push(VariantAnalysis {
-                    variant: r.variant.to_string(),
+                    variant: r.variant.clone(),
                     replicas: 0,
                     non_saturated_replicas: 0,
                     avg_spare_kv_capacity: 0.0,
@@ -86,7 +87,7 @@ pub fn analyze(replicas: &[ReplicaMetrics<'_>], cfg: &SaturationConfig) -> Analy
         v.max_kv_cache_usage = v.max_kv_cache_usage.max(r.kv_cache_usage);
         v.max_queue_length = v.max_queue_length.max(r.queue_length);
         if is_saturated(r, cfg) {
-            v.saturated_pods.push(r.pod.to_string());
+            v.saturated_pods.push(r.pod.clone());
         } else {
             v.non_saturated_replicas += 1;
             spare_sums[idx].0 += cfg.kv_cache_threshold - r.kv_cache_usage;
@@ -152,14 +153,16 @@ fn scale_down_safety(
     replicas: &[ReplicaMetrics<'_>],
     cfg: &SaturationConfig,
 ) -> (bool, ScaleDownWhy) {
-    let non_sat: Vec<&ReplicaMetrics<'_>> =
-        replicas.iter().filter(|r| !is_saturated(r, cfg)).collect();
-    let n = non_sat.len();
+    // One pass in replica order: the float sum is WVA's, term for term.
+    let (mut n, mut total_kv, mut total_q) = (0usize, 0.0f64, 0i64);
+    for r in replicas.iter().filter(|r| !is_saturated(r, cfg)) {
+        n += 1;
+        total_kv += r.kv_cache_usage;
+        total_q += r.queue_length;
+    }
     if n < MIN_NON_SATURATED_FOR_SCALE_DOWN {
         return (false, ScaleDownWhy::TooFew { non_saturated: n });
     }
-    let total_kv: f64 = non_sat.iter().map(|r| r.kv_cache_usage).sum();
-    let total_q: i64 = non_sat.iter().map(|r| r.queue_length).sum();
     let kv_after = total_kv / (n - 1) as f64;
     let q_after = total_q as f64 / (n - 1) as f64;
     let rem_kv = cfg.kv_cache_threshold - kv_after;
@@ -496,7 +499,7 @@ mod tests {
         assert_eq!(
             a.variants
                 .iter()
-                .map(|v| (v.variant.as_str(), v.replicas))
+                .map(|v| (v.variant.as_ref(), v.replicas))
                 .collect::<Vec<_>>(),
             vec![("variant-1", 2), ("variant-2", 2)]
         );

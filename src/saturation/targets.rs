@@ -6,6 +6,8 @@
 //! any variant is in transition (that is what stops v0.4.1's runaway scale-up, spec B3'/B7), the cheapest
 //! variant gets +1, and the most expensive variant with more than one replica gets −1 when safe.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::analyze::{ScaleDownWhy, ScaleUpWhy};
@@ -14,8 +16,9 @@ use super::{Analysis, Role};
 /// What the cluster says about one variant, plus how many of its Ready pods have fresh samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantState {
-    pub name: String,
+pub struct VariantState<'a> {
+    /// Borrowed from the decision's input (and so from the cluster snapshot) on the request path.
+    pub name: Cow<'a, str>,
     pub cost: f64,
     /// Deployment `spec.replicas`: what the HPA last applied.
     pub spec_replicas: i64,
@@ -32,7 +35,7 @@ pub struct VariantState {
     pub role: Role,
 }
 
-impl VariantState {
+impl VariantState<'_> {
     pub(crate) fn in_transition(&self) -> bool {
         self.spec_replicas != self.ready_replicas || self.seen_replicas != self.ready_replicas
     }
@@ -104,8 +107,8 @@ impl TargetReason {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantTarget {
-    pub name: String,
+pub struct VariantTarget<'a> {
+    pub name: Cow<'a, str>,
     pub target: i64,
     pub reason: TargetReason,
     pub message: Message,
@@ -239,8 +242,11 @@ impl From<&'static str> for Message {
 super::serialize_as_text!(Message);
 
 /// Computes the target of every variant of one model.
-pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<VariantTarget> {
-    let moving: Vec<&VariantState> = variants.iter().filter(|v| v.in_transition()).collect();
+pub fn compute_targets<'a>(
+    variants: &[VariantState<'a>],
+    analysis: &Analysis<'_>,
+) -> Vec<VariantTarget<'a>> {
+    let moving: Vec<&VariantState<'_>> = variants.iter().filter(|v| v.in_transition()).collect();
     if !moving.is_empty() {
         let why = moving
             .iter()
@@ -264,7 +270,7 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
             .collect();
     }
 
-    let mut targets: Vec<VariantTarget> = variants
+    let mut targets: Vec<VariantTarget<'a>> = variants
         .iter()
         .map(|v| VariantTarget {
             name: v.name.clone(),
@@ -293,7 +299,11 @@ pub fn compute_targets(variants: &[VariantState], analysis: &Analysis) -> Vec<Va
 }
 
 /// The +1: the cheapest variant that can act on it.
-fn scale_up(variants: &[VariantState], analysis: &Analysis, targets: &mut [VariantTarget]) {
+fn scale_up(
+    variants: &[VariantState<'_>],
+    analysis: &Analysis<'_>,
+    targets: &mut [VariantTarget<'_>],
+) {
     // WVA chooses among variants whose pods report metrics: a variant at 0 replicas has none, and
     // its HPA would not act on a +1 ("scaling is disabled" at 0), so the model would stay saturated.
     // A variant at its maxReplicas cannot act on a +1 either: its HPA would clamp it.
@@ -348,7 +358,11 @@ fn scale_up(variants: &[VariantState], analysis: &Analysis, targets: &mut [Varia
 }
 
 /// The −1: the most expensive variant above its floor.
-fn scale_down(variants: &[VariantState], analysis: &Analysis, targets: &mut [VariantTarget]) {
+fn scale_down(
+    variants: &[VariantState<'_>],
+    analysis: &Analysis<'_>,
+    targets: &mut [VariantTarget<'_>],
+) {
     let most_expensive = variants
         .iter()
         .enumerate()
@@ -421,9 +435,9 @@ mod tests {
         }
     }
 
-    fn state(name: &str, cost: f64, seen: i64, spec: i64, ready: i64) -> VariantState {
+    fn state(name: &str, cost: f64, seen: i64, spec: i64, ready: i64) -> VariantState<'static> {
         VariantState {
-            name: name.into(),
+            name: name.to_string().into(),
             cost,
             spec_replicas: spec,
             ready_replicas: ready,
@@ -434,15 +448,15 @@ mod tests {
         }
     }
 
-    fn flags(up: bool, safe: bool) -> Analysis {
+    fn flags(up: bool, safe: bool) -> Analysis<'static> {
         let mut a = analyze(&[], &SaturationConfig::default());
         a.should_scale_up = up;
         a.scale_down_safe = safe;
         a
     }
 
-    fn by_name(t: &[VariantTarget]) -> Vec<(&str, i64)> {
-        t.iter().map(|t| (t.name.as_str(), t.target)).collect()
+    fn by_name<'t>(t: &'t [VariantTarget<'_>]) -> Vec<(&'t str, i64)> {
+        t.iter().map(|t| (t.name.as_ref(), t.target)).collect()
     }
 
     /// Golden vectors B1, B2, B3', B4, B5, B6, B7 (v0.5 semantics, from WVA's
@@ -470,8 +484,8 @@ mod tests {
     fn golden_vectors_b() {
         type Case = (
             &'static str,
-            Vec<VariantState>,
-            Analysis,
+            Vec<VariantState<'static>>,
+            Analysis<'static>,
             Vec<(&'static str, i64)>,
         );
         let cases: Vec<Case> = vec![
@@ -590,7 +604,7 @@ mod tests {
         );
     }
 
-    fn bounded(mut s: VariantState, min: i64, max: Option<i64>) -> VariantState {
+    fn bounded(mut s: VariantState<'static>, min: i64, max: Option<i64>) -> VariantState<'static> {
         s.min_replicas = min;
         s.max_replicas = max;
         s
@@ -603,7 +617,7 @@ mod tests {
     fn bounds_rules() {
         type Case = (
             &'static str,
-            Vec<VariantState>,
+            Vec<VariantState<'static>>,
             (bool, bool),
             Vec<(&'static str, i64)>,
             TargetReason,
@@ -705,7 +719,7 @@ mod proptests {
             let mut replicas = Vec::new();
             for (i, (cost, spec, ready, seen, samples)) in vs.iter().enumerate() {
                 let name = format!("v{i}");
-                states.push(VariantState { name: name.clone(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None, role: Role::Both });
+                states.push(VariantState { name: name.clone().into(), cost: *cost, spec_replicas: *spec, ready_replicas: *ready, seen_replicas: *seen, min_replicas: 0, max_replicas: None, role: Role::Both });
                 for (j, (kv, q)) in samples.iter().enumerate() {
                     replicas.push(ReplicaMetrics { pod: format!("{name}-{j}").into(), variant: name.clone().into(), kv_cache_usage: *kv, queue_length: *q });
                 }
@@ -741,11 +755,11 @@ mod proptests {
             up in any::<bool>(),
             safe in any::<bool>(),
         ) {
-            let states: Vec<VariantState> = vs
+            let states: Vec<VariantState<'_>> = vs
                 .iter()
                 .enumerate()
                 .map(|(i, (cost, n, min, span))| VariantState {
-                    name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n,
+                    name: format!("v{i}").into(), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n,
                     min_replicas: *min, max_replicas: Some((*min).max(1) + span - 1), role: Role::Both,
                 })
                 .collect();
@@ -775,10 +789,10 @@ mod proptests {
             up in any::<bool>(),
         ) {
             // Stable states (spec = ready = seen) so the model is not in transition.
-            let states: Vec<VariantState> = vs
+            let states: Vec<VariantState<'_>> = vs
                 .iter()
                 .enumerate()
-                .map(|(i, (cost, n))| VariantState { name: format!("v{i}"), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n, min_replicas: 0, max_replicas: None, role: Role::Both })
+                .map(|(i, (cost, n))| VariantState { name: format!("v{i}").into(), cost: *cost, spec_replicas: *n, ready_replicas: *n, seen_replicas: *n, min_replicas: 0, max_replicas: None, role: Role::Both })
                 .collect();
             let mut analysis = analyze(&[], &SaturationConfig::default());
             analysis.should_scale_up = up;
@@ -796,9 +810,9 @@ mod proptests {
                 .iter()
                 .filter(|s| s.can_take_scale_up())
                 .min_by(|a, b| a.cost.total_cmp(&b.cost).then_with(|| a.name.cmp(&b.name)));
-            let chosen: Vec<&str> = targets.iter().filter(|t| t.reason == TargetReason::ScaleUp).map(|t| t.name.as_str()).collect();
+            let chosen: Vec<&str> = targets.iter().filter(|t| t.reason == TargetReason::ScaleUp).map(|t| t.name.as_ref()).collect();
             match (up, eligible) {
-                (true, Some(e)) => prop_assert_eq!(chosen, vec![e.name.as_str()]),
+                (true, Some(e)) => prop_assert_eq!(chosen, vec![e.name.as_ref()]),
                 _ => prop_assert!(chosen.is_empty()),
             }
         }

@@ -426,7 +426,7 @@ mod tests {
         assert!(issues.ignored_keys[0].1.contains("retention"));
     }
 
-    fn v(name: &str, cost: f64, ready: i64) -> VariantState {
+    fn v(name: &str, cost: f64, ready: i64) -> VariantState<'_> {
         VariantState {
             name: name.into(),
             cost,
@@ -439,7 +439,7 @@ mod tests {
         }
     }
 
-    fn t(vs: &[VariantState]) -> Vec<VariantTarget> {
+    fn t<'a>(vs: &[VariantState<'a>]) -> Vec<VariantTarget<'a>> {
         vs.iter()
             .map(|v| VariantTarget {
                 name: v.name.clone(),
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(run(&zero, &off, &unknown, &Demand::NoPool), [0, 0]);
         assert_eq!(run(&zero, &off, &unknown, &queued), [1, 0]);
         // Disaggregated: the cheapest of each role wakes, and is kept, together.
-        let role = |mut s: VariantState, r: Role| {
+        let role = |mut s: VariantState<'static>, r: Role| {
             s.role = r;
             s
         };

@@ -73,7 +73,7 @@ pub(crate) fn views(
 ) -> Vec<VariantView> {
     let mut out = Vec::new();
     for model in &explanation.models {
-        for v in engine_snapshot.model(&model.namespace, &model.model_id) {
+        for v in engine_snapshot.model(model.namespace, model.model_id) {
             out.push(view_of(model, v));
         }
     }
@@ -218,7 +218,7 @@ fn view_of(model: &ModelExplanation, v: &crate::cluster::snapshot::Variant) -> V
             let vc = c.variants.iter().find(|x| x.name == v.name)?;
             let t = c.totals_for(vc.role);
             Some(CapacityFigures {
-                model_id: model.model_id.clone(),
+                model_id: model.model_id.to_string(),
                 utilization: vc.utilization,
                 required: t.required_capacity,
                 spare: t.spare_capacity,

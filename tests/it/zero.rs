@@ -172,7 +172,8 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
         (desired(&engine, "cheap"), desired(&engine, "pricey")),
         (1, 0)
     );
-    let report = engine.explain(Some("ns"));
+    let snapshot = engine.snapshot();
+    let report = engine.explain_at(&snapshot, Some("ns"));
     let decision = &report.models[0].decision;
     let cheap = decision.reasons.iter().find(|r| r.name == "cheap").unwrap();
     assert_eq!(cheap.reason, TargetReason::ScaleFromZero);
@@ -202,7 +203,8 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
         (desired(&engine, "cheap"), desired(&engine, "pricey")),
         (1, 0)
     );
-    let report = engine.explain(Some("ns"));
+    let snapshot = engine.snapshot();
+    let report = engine.explain_at(&snapshot, Some("ns"));
     let demand = &report.models[0].decision.zero.as_ref().unwrap().demand;
     assert!(
         matches!(demand, Demand::Queued { requests, held: Some(why), .. } if *requests == 3.0 && why.contains("HTTP 401")),
@@ -215,7 +217,8 @@ async fn queued_requests_at_the_endpoint_picker_bring_the_cheapest_variant_back(
         (desired(&engine, "cheap"), desired(&engine, "pricey")),
         (0, 0)
     );
-    let report = engine.explain(Some("ns"));
+    let snapshot = engine.snapshot();
+    let report = engine.explain_at(&snapshot, Some("ns"));
     let demand = &report.models[0].decision.zero.as_ref().unwrap().demand;
     assert!(
         matches!(demand, Demand::Unknown { reason, .. } if reason.contains("HTTP 401")),
@@ -427,7 +430,8 @@ async fn unreadable_picker_pages_are_unknown_never_zero() {
     );
     let engine = zero_engine(shared, &epp);
     epp.read_once().await;
-    let report = engine.explain(Some("ns"));
+    let snapshot = engine.snapshot();
+    let report = engine.explain_at(&snapshot, Some("ns"));
     let demand = &report.models[0].decision.zero.as_ref().unwrap().demand;
     assert!(matches!(demand, Demand::Unknown { .. }), "{demand:?}");
 }
@@ -459,7 +463,8 @@ async fn a_flapping_picker_does_not_flip_the_answer() {
         answers.push(desired(&engine, "cheap"));
     }
     assert!(answers.iter().all(|a| *a == 1), "{answers:?}");
-    let report = engine.explain(Some("ns"));
+    let snapshot = engine.snapshot();
+    let report = engine.explain_at(&snapshot, Some("ns"));
     let demand = &report.models[0].decision.zero.as_ref().unwrap().demand;
     assert!(
         matches!(demand, Demand::Queued { held: Some(why), .. } if why.contains("HTTP 503")),
