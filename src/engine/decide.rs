@@ -304,7 +304,11 @@ fn finish<'a>(
     if let Some(z) = &zero {
         enforce(states, &mut reasons, &z.policy, &z.activity, &z.demand);
     }
-    let targets = reasons.iter().map(|t| (t.name.clone(), t.target)).collect();
+    // Inserted one by one: a map collected from an iterator is first gathered in a vector.
+    let mut targets = BTreeMap::new();
+    for t in &reasons {
+        targets.insert(t.name.clone(), t.target);
+    }
     ModelDecision {
         analyzer,
         config: *config,

@@ -483,10 +483,14 @@ impl<'a> ItemLabels<'a> {
     }
 
     pub(crate) fn to_map(&self) -> BTreeMap<&'static str, String> {
-        Self::KEYS
-            .iter()
-            .filter_map(|&k| self.get(k).map(|v| (k, v.to_string())))
-            .collect()
+        // Inserted one by one: a map collected from an iterator is first gathered in a vector.
+        let mut map = BTreeMap::new();
+        for k in Self::KEYS {
+            if let Some(v) = self.get(k) {
+                map.insert(k, v.to_string());
+            }
+        }
+        map
     }
 }
 

@@ -62,8 +62,8 @@ pub(crate) fn is_saturated(r: &ReplicaMetrics<'_>, cfg: &SaturationConfig) -> bo
 /// Variants appear in the output in the order of their first replica, which keeps the per-variant
 /// accumulation order (and so the float results) identical to WVA's.
 pub fn analyze<'a>(replicas: &[ReplicaMetrics<'a>], cfg: &SaturationConfig) -> Analysis<'a> {
+    // The averages' fields hold the spare sums until every replica is counted.
     let mut variants: Vec<VariantAnalysis<'a>> = Vec::new();
-    let mut spare_sums: Vec<(f64, f64)> = Vec::new();
     for r in replicas {
         let idx = match variants.iter().position(|v| v.variant == r.variant) {
             Some(i) => i,
@@ -78,7 +78,6 @@ pub fn analyze<'a>(replicas: &[ReplicaMetrics<'a>], cfg: &SaturationConfig) -> A
                     max_queue_length: 0,
                     saturated_pods: Vec::new(),
                 });
-                spare_sums.push((0.0, 0.0));
                 variants.len() - 1
             }
         };
@@ -90,14 +89,14 @@ pub fn analyze<'a>(replicas: &[ReplicaMetrics<'a>], cfg: &SaturationConfig) -> A
             v.saturated_pods.push(r.pod.clone());
         } else {
             v.non_saturated_replicas += 1;
-            spare_sums[idx].0 += cfg.kv_cache_threshold - r.kv_cache_usage;
-            spare_sums[idx].1 += cfg.queue_length_threshold - r.queue_length as f64;
+            v.avg_spare_kv_capacity += cfg.kv_cache_threshold - r.kv_cache_usage;
+            v.avg_spare_queue_length += cfg.queue_length_threshold - r.queue_length as f64;
         }
     }
-    for (v, (kv, q)) in variants.iter_mut().zip(&spare_sums) {
+    for v in &mut variants {
         if v.non_saturated_replicas > 0 {
-            v.avg_spare_kv_capacity = kv / v.non_saturated_replicas as f64;
-            v.avg_spare_queue_length = q / v.non_saturated_replicas as f64;
+            v.avg_spare_kv_capacity /= v.non_saturated_replicas as f64;
+            v.avg_spare_queue_length /= v.non_saturated_replicas as f64;
         }
     }
 

@@ -17,7 +17,7 @@ use crate::error::{cap, Echo, MAX_STATUS_MESSAGE_BYTES};
 use crate::health::{self, Health};
 use crate::provider::quantity::Milli;
 use crate::provider::selector::Selector;
-use crate::provider::{MetricsProvider, ProviderError};
+use crate::provider::{MetricItem, MetricsProvider, ProviderError};
 use crate::telemetry::{LogLimiter, Metrics, PathLabels, RequestLabels};
 
 /// The aggregated path of `/debug/variants`: kube-apiserver authorizes `get` on `debug` in the group, then
@@ -470,7 +470,25 @@ struct ValueList<'a> {
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
     metadata: Empty,
-    items: Vec<Value<'a>>,
+    items: Values<'a>,
+}
+
+/// The provider's items as the answer's `items`, written straight from them (no vector of their own).
+struct Values<'a> {
+    metric: &'a str,
+    timestamp: Seconds,
+    items: &'a [MetricItem],
+}
+
+impl Serialize for Values<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.items.iter().map(|i| Value {
+            metric_name: self.metric,
+            metric_labels: &i.labels,
+            timestamp: self.timestamp,
+            value: Milli(i.value_milli),
+        }))
+    }
 }
 
 /// A time as metav1.Time serializes it: RFC 3339 in UTC with second precision. Written straight into
@@ -500,7 +518,7 @@ impl Serialize for Seconds {
 #[serde(rename_all = "camelCase")]
 struct Value<'a> {
     metric_name: &'a str,
-    metric_labels: std::collections::BTreeMap<&'static str, String>,
+    metric_labels: &'a std::collections::BTreeMap<&'static str, String>,
     timestamp: Seconds,
     value: Milli,
 }
@@ -527,27 +545,19 @@ fn external_metric(
         Err(e) => return failure(StatusCode::BAD_REQUEST, &e),
     };
     match state.provider.external_metric(namespace, metric, &selector) {
-        Ok(items) => {
-            let timestamp = Seconds::now();
-            let items = items
-                .into_iter()
-                .map(|i| Value {
-                    metric_name: metric,
-                    metric_labels: i.labels,
-                    timestamp,
-                    value: Milli(i.value_milli),
-                })
-                .collect();
-            json_response(
-                StatusCode::OK,
-                &ValueList {
-                    kind: "ExternalMetricValueList",
-                    api_version: discovery::GROUP_VERSION,
-                    metadata: Empty {},
-                    items,
+        Ok(items) => json_response(
+            StatusCode::OK,
+            &ValueList {
+                kind: "ExternalMetricValueList",
+                api_version: discovery::GROUP_VERSION,
+                metadata: Empty {},
+                items: Values {
+                    metric,
+                    timestamp: Seconds::now(),
+                    items: &items,
                 },
-            )
-        }
+            },
+        ),
         Err(e @ ProviderError::UnknownMetric { .. }) => failure_with_details(
             StatusCode::NOT_FOUND,
             &e.to_string(),
