@@ -42,7 +42,7 @@ use wva_metrics_server::cluster::snapshot::{self, Snapshot, Variant};
 use wva_metrics_server::engine::Engine;
 use wva_metrics_server::provider::selector::Selector;
 use wva_metrics_server::provider::{MetricItem, MetricsProvider, ProviderError};
-use wva_metrics_server::saturation::config::Thresholds;
+use wva_metrics_server::saturation::config::{ScalingConfig, Thresholds};
 use wva_metrics_server::scaler;
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use wva_metrics_server::server::routes::{self, AppState};
@@ -149,6 +149,26 @@ impl MetricsProvider for Fixed {
     }
 }
 
+/// The saturation ConfigMap as WVA v0.4.1-v0.8 deployments ship it: a `default` entry with V1's
+/// thresholds, and an override for a model of another namespace (every request resolves its model
+/// against the entries).
+fn thresholds() -> Thresholds {
+    let data = std::collections::BTreeMap::from([
+        (
+            "default".to_string(),
+            "kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.10\nqueueSpareTrigger: 3\n"
+                .to_string(),
+        ),
+        (
+            "other".to_string(),
+            "model_id: other/model\nnamespace: elsewhere\nkvCacheThreshold: 0.85\n".to_string(),
+        ),
+    ]);
+    let (global, issues) = ScalingConfig::from_configmap(&ScalingConfig::default(), &data);
+    assert!(issues.rejected.is_empty(), "{issues:?}");
+    Thresholds::new("wva-metrics-server", "wva-saturation-scaling-config").with_global(global)
+}
+
 /// The server's request state: the engine on [`snapshot_of`]`(variants)` with fresh samples, front-proxy
 /// authentication trusting `front_ca`, and an allow-all reviewer behind a one-hour decision cache.
 fn app_state(variants: usize, front_ca: &str) -> (Arc<AppState>, Arc<Engine>) {
@@ -178,7 +198,7 @@ fn app_state(variants: usize, front_ca: &str) -> (Arc<AppState>, Arc<Engine>) {
     let engine = Arc::new(Engine::new(
         snapshot::shared(snapshot_of(variants)),
         Arc::new(Moderate),
-        Arc::new(arc_swap::ArcSwap::from_pointee(Thresholds::default())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(thresholds())),
         Duration::from_secs(120),
     ));
     let state = Arc::new(AppState {

@@ -19,7 +19,9 @@
 //! "unset"), an invalid entry keeps its previous good version instead of silently falling back to defaults,
 //! and when several overrides match one model the first by entry key wins (WVA: Go map order, random).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +130,8 @@ impl SaturationConfig {
 /// One parsed, valid ConfigMap entry.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Entry {
+    /// The entry's key, shared by every decision it configures (as their source).
+    pub key: Arc<str>,
     pub model_id: Option<String>,
     pub namespace: Option<String>,
     pub fields: PartialConfig,
@@ -219,10 +223,6 @@ impl ScalingConfig {
         (ScalingConfig { entries }, issues)
     }
 
-    pub(crate) fn has_default(&self) -> bool {
-        self.entries.contains_key(DEFAULT_ENTRY)
-    }
-
     pub(crate) fn default_config(&self) -> SaturationConfig {
         self.entries
             .get(DEFAULT_ENTRY)
@@ -232,38 +232,43 @@ impl ScalingConfig {
 
     /// The thresholds for one model: defaults, then the `default` entry, then the first matching override.
     pub fn resolve(&self, model_id: &str, namespace: &str) -> (SaturationConfig, Option<&str>) {
-        let (v1, _, key) = self.resolve_all(model_id, namespace);
-        (v1, key)
+        let (v1, _, hit) = self.resolve_all(model_id, namespace);
+        (v1, hit.map(|e| &*e.key))
     }
 
-    /// [`ScalingConfig::resolve`] with the v0.9 fields, merged the same way.
-    pub fn resolve_all(
+    /// The entry a model's configuration is named after: its override, else the `default` entry.
+    fn source_entry<'a>(&'a self, hit: Option<&'a Entry>) -> Option<&'a Arc<str>> {
+        hit.or_else(|| self.entries.get(DEFAULT_ENTRY))
+            .map(|e| &e.key)
+    }
+
+    /// [`ScalingConfig::resolve`] with the v0.9 fields, merged the same way, and the entry itself.
+    /// Resolved on every HPA request: a model without an override entry borrows the `default`
+    /// entry's fields.
+    pub(crate) fn resolve_all(
         &self,
         model_id: &str,
         namespace: &str,
-    ) -> (SaturationConfig, V2Fields, Option<&str>) {
+    ) -> (SaturationConfig, Cow<'_, V2Fields>, Option<&Entry>) {
         let base = self.default_config();
-        let base_v2 = self.default_v2();
         let hit = self.entries.iter().find(|(key, e)| {
             key.as_str() != DEFAULT_ENTRY
                 && e.model_id.as_deref() == Some(model_id)
                 && e.namespace.as_deref() == Some(namespace)
         });
+        let default = self.entries.get(DEFAULT_ENTRY);
         match hit {
-            Some((key, e)) => (
+            Some((_, e)) => (
                 base.merged(&e.fields),
-                base_v2.merged(&e.v2),
-                Some(key.as_str()),
+                Cow::Owned(default.map_or_else(|| e.v2.clone(), |d| d.v2.merged(&e.v2))),
+                Some(e),
             ),
-            None => (base, base_v2, None),
+            None => (
+                base,
+                default.map_or_else(Cow::default, |d| Cow::Borrowed(&d.v2)),
+                None,
+            ),
         }
-    }
-
-    fn default_v2(&self) -> V2Fields {
-        self.entries
-            .get(DEFAULT_ENTRY)
-            .map(|e| e.v2.clone())
-            .unwrap_or_default()
     }
 
     /// V1 or V2, as the `default` entry selects (WVA reads the global ConfigMap's only).
@@ -290,21 +295,23 @@ impl ScalingConfig {
 
 /// One model's configuration: V1's thresholds, the v0.9 fields, and where they come from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Resolved {
+pub struct Resolved<'a> {
     pub v1: SaturationConfig,
-    pub v2: V2Fields,
+    /// Borrowed from the configuration in force unless an override entry is merged in.
+    pub v2: Cow<'a, V2Fields>,
     pub source: ConfigSource,
 }
 
 /// Where a model's thresholds come from: a ConfigMap (`namespace/name`) and its entry, or neither
-/// (the built-in defaults).
+/// (the built-in defaults). The names are made when the configuration is loaded and shared by every
+/// decision (each request's costs a reference count, not a string).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigSource {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub config_map: Option<String>,
+    pub config_map: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entry: Option<String>,
+    pub entry: Option<Arc<str>>,
 }
 
 /// The thresholds in force: the global ConfigMap's, and namespace-local ConfigMaps' (same name, in
@@ -313,16 +320,23 @@ pub struct ConfigSource {
 pub struct Thresholds {
     global: ScalingConfig,
     /// `namespace/name` of the global ConfigMap (for reports).
-    global_name: String,
+    global_name: Arc<str>,
     /// The ConfigMap name, shared by the global and the local ones.
     name: String,
-    local: BTreeMap<String, ScalingConfig>,
+    local: BTreeMap<String, Local>,
+}
+
+/// A namespace-local ConfigMap's configuration and its `namespace/name`.
+#[derive(Debug, Clone, PartialEq)]
+struct Local {
+    config: ScalingConfig,
+    name: Arc<str>,
 }
 
 impl Thresholds {
     pub fn new(global_namespace: &str, name: &str) -> Self {
         Thresholds {
-            global_name: format!("{global_namespace}/{name}"),
+            global_name: format!("{global_namespace}/{name}").into(),
             name: name.to_string(),
             ..Default::default()
         }
@@ -333,7 +347,7 @@ impl Thresholds {
     }
 
     pub fn local(&self, namespace: &str) -> Option<&ScalingConfig> {
-        self.local.get(namespace)
+        self.local.get(namespace).map(|l| &l.config)
     }
 
     pub fn with_global(&self, global: ScalingConfig) -> Self {
@@ -345,6 +359,13 @@ impl Thresholds {
 
     /// Replaces the namespace-local configurations (by namespace).
     pub fn with_local(&self, local: BTreeMap<String, ScalingConfig>) -> Self {
+        let local = local
+            .into_iter()
+            .map(|(ns, config)| {
+                let name = format!("{ns}/{}", self.name).into();
+                (ns, Local { config, name })
+            })
+            .collect();
         Thresholds {
             local,
             ..self.clone()
@@ -361,28 +382,28 @@ impl Thresholds {
     }
 
     /// [`Thresholds::resolve`] with the v0.9 fields of the same entries.
-    pub fn resolve_all(&self, model_id: &str, namespace: &str) -> Resolved {
+    pub fn resolve_all(&self, model_id: &str, namespace: &str) -> Resolved<'_> {
         if let Some(local) = self.local.get(namespace) {
-            let (v1, v2, key) = local.resolve_all(model_id, namespace);
-            if let Some(entry) = key.or(local.has_default().then_some(DEFAULT_ENTRY)) {
+            let (v1, v2, hit) = local.config.resolve_all(model_id, namespace);
+            if let Some(entry) = local.config.source_entry(hit) {
                 return Resolved {
                     v1,
                     v2,
                     source: ConfigSource {
-                        config_map: Some(format!("{namespace}/{}", self.name)),
-                        entry: Some(entry.to_string()),
+                        config_map: Some(local.name.clone()),
+                        entry: Some(entry.clone()),
                     },
                 };
             }
         }
-        let (v1, v2, key) = self.global.resolve_all(model_id, namespace);
-        let entry = key.or(self.global.has_default().then_some(DEFAULT_ENTRY));
+        let (v1, v2, hit) = self.global.resolve_all(model_id, namespace);
+        let entry = self.global.source_entry(hit);
         Resolved {
             v1,
             v2,
             source: ConfigSource {
                 config_map: entry.map(|_| self.global_name.clone()),
-                entry: entry.map(str::to_string),
+                entry: entry.cloned(),
             },
         }
     }
@@ -406,7 +427,7 @@ impl Thresholds {
             namespaces: self
                 .local
                 .iter()
-                .filter(|(_, c)| c.rescale())
+                .filter(|(_, l)| l.config.rescale())
                 .map(|(ns, _)| ns.clone())
                 .collect(),
         }
@@ -734,6 +755,7 @@ fn parse_entry(
         (_, namespace) => namespace,
     };
     let entry = Entry {
+        key: key.into(),
         model_id: raw.model_id,
         namespace,
         fields: PartialConfig {
@@ -1136,7 +1158,7 @@ mod tests {
             "{noted:?}"
         );
         let (_, v2, key) = cfg.resolve_all("meta/llama", "llm");
-        assert_eq!(key, Some("llama"));
+        assert_eq!(key.map(|e| &*e.key), Some("llama"));
         assert_eq!(v2.scale_to_zero.and_then(|z| z.enabled), Some(true));
         let t = v2.thresholds(&SaturationConfig::default());
         assert_eq!(
