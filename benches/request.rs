@@ -6,7 +6,9 @@
 //! authentication, no authorization and no engine), i.e. the transport floor. The two are measured side
 //! by side, in alternating slices, so the machine's noise falls on both alike. Before them, the handler
 //! alone (no sockets): CPU time and allocations per request, floor and metric, figures that the noise of
-//! a shared machine barely moves (`WVA_BENCH_HANDLER_ONLY=1` stops there). `WVA_BENCH_STUB_ENGINE=1`
+//! a shared machine barely moves, with the model decided by V1 (as in the network rows) and by saturation
+//! V2 (`WVA_BENCH_HANDLER_ONLY=1` stops there). The saturation ConfigMap has a `default` entry, as
+//! deployments' do. `WVA_BENCH_STUB_ENGINE=1`
 //! answers the metric rows without the engine, to tell the route's cost from the decision's. Beside them: KEDA's poll of
 //! the external scaler (GetMetrics then IsActive over gRPC with mTLS, one pair at a time) on the same
 //! engine. Client and server share the machine's cores, so throughput is "both sides on this machine".
@@ -47,7 +49,7 @@ use wva_metrics_server::scaler;
 use wva_metrics_server::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use wva_metrics_server::server::routes::{self, AppState};
 use wva_metrics_server::server::{serve, ServeOptions};
-use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind};
+use wva_metrics_server::sources::{Lookup, PodSample, SampleSource, SourceKind, TokenFigures};
 use wva_metrics_server::target::PodTarget;
 use wva_metrics_server::telemetry::Metrics;
 use wva_metrics_server::tls::{self, ReloadingCert};
@@ -85,7 +87,13 @@ impl SampleSource for Moderate {
             running_requests: None,
             age: Duration::from_secs(1),
             source: SourceKind::Pods,
-            tokens: None,
+            // What saturation V2 reads (V1 ignores it): 16,000 KV tokens, 400 tokens in, 150 out.
+            tokens: Some(TokenFigures {
+                total_kv_tokens: Some(16_000),
+                avg_input_tokens: 400.0,
+                avg_output_tokens: 150.0,
+                prefix_cache_hit_rate: 0.2,
+            }),
         })
     }
 }
@@ -151,13 +159,17 @@ impl MetricsProvider for Fixed {
 
 /// The saturation ConfigMap as WVA v0.4.1-v0.8 deployments ship it: a `default` entry with V1's
 /// thresholds, and an override for a model of another namespace (every request resolves its model
-/// against the entries).
-fn thresholds() -> Thresholds {
+/// against the entries). `v2`: the `default` entry selects saturation V2, as WVA v0.9's does.
+fn thresholds(v2: bool) -> Thresholds {
+    let analyzers = if v2 {
+        "scaleUpThreshold: 0.85\nscaleDownBoundary: 0.70\nanalyzers:\n  - name: saturation\n"
+    } else {
+        ""
+    };
     let data = std::collections::BTreeMap::from([
         (
             "default".to_string(),
-            "kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.10\nqueueSpareTrigger: 3\n"
-                .to_string(),
+            format!("kvCacheThreshold: 0.80\nqueueLengthThreshold: 5\nkvSpareTrigger: 0.10\nqueueSpareTrigger: 3\n{analyzers}"),
         ),
         (
             "other".to_string(),
@@ -171,7 +183,7 @@ fn thresholds() -> Thresholds {
 
 /// The server's request state: the engine on [`snapshot_of`]`(variants)` with fresh samples, front-proxy
 /// authentication trusting `front_ca`, and an allow-all reviewer behind a one-hour decision cache.
-fn app_state(variants: usize, front_ca: &str) -> (Arc<AppState>, Arc<Engine>) {
+fn app_state(variants: usize, front_ca: &str, v2: bool) -> (Arc<AppState>, Arc<Engine>) {
     let metrics = Metrics::new();
     let auth = Arc::new(Auth::new(
         Some(Arc::new(AllowAll)),
@@ -198,7 +210,7 @@ fn app_state(variants: usize, front_ca: &str) -> (Arc<AppState>, Arc<Engine>) {
     let engine = Arc::new(Engine::new(
         snapshot::shared(snapshot_of(variants)),
         Arc::new(Moderate),
-        Arc::new(arc_swap::ArcSwap::from_pointee(thresholds())),
+        Arc::new(arc_swap::ArcSwap::from_pointee(thresholds(v2))),
         Duration::from_secs(120),
     ));
     let state = Arc::new(AppState {
@@ -246,14 +258,24 @@ fn handler_cost(state: &Arc<AppState>, peer: &PeerCertificates, paths: &[String]
 }
 
 /// The system allocator, counting allocations: a figure per request that the noise of a shared machine
-/// does not move.
+/// does not move. Each thread counts its own (the handler-only section runs on one): a counter shared
+/// by every thread made each allocation of the server's workers and of the client contend for one cache
+/// line, a cost the product does not have and that weighed on the path that allocates more.
 struct Counting;
 
-static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    /// Const-initialised and without a destructor: usable inside the allocator, at any time.
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 impl Counting {
+    /// This thread's allocations so far.
     fn allocations() -> u64 {
-        ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+        ALLOCATIONS.with(std::cell::Cell::get)
+    }
+
+    fn count() {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -263,7 +285,7 @@ impl Counting {
 #[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::count();
         // SAFETY: the caller's contract is the system allocator's.
         unsafe { std::alloc::System.alloc(layout) }
     }
@@ -272,7 +294,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::count();
         // SAFETY: as above.
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
@@ -306,7 +328,7 @@ impl InProcess {
             .build()
             .unwrap();
         let provider = tls::provider();
-        let (mut state, engine) = app_state(variants, front_ca);
+        let (mut state, engine) = app_state(variants, front_ca, false);
         if std::env::var("WVA_BENCH_STUB_ENGINE").as_deref() == Ok("1") {
             if let Some(s) = Arc::get_mut(&mut state) {
                 s.provider = Arc::new(Fixed);
@@ -541,7 +563,7 @@ fn main() {
         "metric allocs"
     );
     for variants in sizes {
-        let (state, _) = app_state(variants, &front.pem);
+        let (state, _) = app_state(variants, &front.pem, false);
         let (floor, floor_allocs) = handler_cost(
             &state,
             &peer,
@@ -550,7 +572,15 @@ fn main() {
         let (metric, metric_allocs) = handler_cost(&state, &peer, &metric_paths(variants));
         println!(
             "[request] {variants:>8} {:>8} {:>26} {floor:>9.2} {metric:>9.2} {:>9.2} {floor_allocs:>10.1} {metric_allocs:>10.1}",
-            "", "", metric - floor
+            "", "V1", metric - floor
+        );
+        // The same requests decided by saturation V2 (WVA v0.9's default engine), for reference: the
+        // network rows below are V1's.
+        let (state, _) = app_state(variants, &front.pem, true);
+        let (metric, metric_allocs) = handler_cost(&state, &peer, &metric_paths(variants));
+        println!(
+            "[request] {variants:>8} {:>8} {:>26} {floor:>9.2} {metric:>9.2} {:>9.2} {floor_allocs:>10.1} {metric_allocs:>10.1}",
+            "", "saturation V2", metric - floor
         );
     }
     if std::env::var("WVA_BENCH_HANDLER_ONLY").as_deref() == Ok("1") {

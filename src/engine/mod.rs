@@ -573,7 +573,9 @@ impl MetricsProvider for Engine {
                 namespace: namespace.to_string(),
             });
         };
-        let snapshot = self.snapshot();
+        // A guard, not a clone of the Arc: requests on different workers would otherwise all write the
+        // snapshot's one reference count.
+        let snapshot = self.snapshot.load();
         if !snapshot.synced {
             return Err(ProviderError::Unavailable(
                 "the cluster state has not been loaded yet; retry in a few seconds".into(),
