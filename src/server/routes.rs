@@ -73,8 +73,9 @@ impl Route {
     }
 }
 
-/// Splits the raw path into percent-decoded segments, ignoring one trailing slash.
-fn segments(path: &str) -> Result<Vec<String>, String> {
+/// Splits the raw path into percent-decoded segments, ignoring one trailing slash. A segment without
+/// escapes is borrowed from the path.
+fn segments(path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, String> {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -85,7 +86,6 @@ fn segments(path: &str) -> Result<Vec<String>, String> {
         .map(|s| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
-                .map(std::borrow::Cow::into_owned)
                 .map_err(|_| {
                     format!("path segment {s:?} is not valid UTF-8 after percent-decoding")
                 })
@@ -109,8 +109,15 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
     let Ok(segs) = segments(path) else {
         return (Route::NotFound, None);
     };
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match segs.as_slice() {
+    // No route has more than six segments.
+    let mut parts = [""; 6];
+    if segs.len() > parts.len() {
+        return (Route::NotFound, None);
+    }
+    for (part, seg) in parts.iter_mut().zip(&segs) {
+        *part = seg;
+    }
+    match &parts[..segs.len()] {
         ["apis"] => (Route::ApiGroupList, None),
         ["apis", g] if *g == GROUP => (Route::ApiGroup, None),
         ["apis", g, v] if *g == GROUP && *v == VERSION => (Route::ApiResourceList, None),
