@@ -838,10 +838,29 @@ mod tests {
         let (c, s) = t.resolve("meta/llama", "team-b");
         assert_eq!((c.kv_cache_threshold, c.queue_spare_trigger), (0.7, 3.0));
         assert_eq!(s, source("wva/cm", "default"));
+        // What explanations (and the CLI's tables) read: the shared names serialize as plain strings.
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({"configMap": "wva/cm", "entry": "default"})
+        );
+        // A model without an override borrows the default entry's v0.9 fields; one with an override
+        // gets them merged.
+        assert!(matches!(
+            t.resolve_all("meta/llama", "team-b").v2,
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            t.resolve_all("meta/llama", "team-a").v2,
+            std::borrow::Cow::Owned(_)
+        ));
         // Nothing configured anywhere: the built-in defaults, no source.
         assert_eq!(
             Thresholds::default().resolve("m", "ns"),
             (SaturationConfig::default(), ConfigSource::default())
+        );
+        assert_eq!(
+            serde_json::to_value(ConfigSource::default()).unwrap(),
+            serde_json::json!({})
         );
     }
 
