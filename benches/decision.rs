@@ -266,9 +266,9 @@ fn score_models(requests: &[Request]) -> (Vec<Request>, Vec<ScoreModel>) {
         .map(|m| {
             let capacities = (m * 10..m * 10 + 10)
                 .map(|i| VariantCapacity {
-                    name: requests[i].variant.clone(),
+                    name: requests[i].variant.clone().into(),
                     role: Role::Both,
-                    accelerator: requests[i].accelerator.clone(),
+                    accelerator: requests[i].accelerator.clone().into(),
                     cost: requests[i].cost,
                     replicas: 2,
                     pending: 0,

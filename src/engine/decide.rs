@@ -58,9 +58,9 @@ impl<'a> ReplicaInput<'a> {
         }
     }
 
-    fn row(&self) -> ReplicaRow {
+    fn row(&self) -> ReplicaRow<'a> {
         ReplicaRow {
-            pod: self.pod.to_string(),
+            pod: self.pod.clone(),
             kv_cache_usage: self.kv_cache_usage,
             queue_length: queue_as_integer(self.queue_length),
             total_kv_tokens: self.total_kv_tokens.unwrap_or(0),
@@ -141,18 +141,18 @@ impl<'a> VariantInput<'a> {
         i64::try_from(pods).unwrap_or(i64::MAX)
     }
 
-    fn v2(&self) -> VariantIn {
+    fn v2(&self) -> VariantIn<'a> {
         VariantIn {
-            name: self.name.to_string(),
+            name: self.name.clone(),
             cost: self.cost,
-            accelerator: self.accelerator.to_string(),
+            accelerator: self.accelerator.clone(),
             role: self.role,
             current: self.spec_replicas,
             ready: self.ready_replicas,
             gpus_per_replica: self.gpus_per_replica,
             min_replicas: self.min_replicas,
             max_replicas: self.max_replicas,
-            params: self.engine_params.as_deref().cloned(),
+            params: self.engine_params.clone(),
             rows: self.replicas.iter().map(ReplicaInput::row).collect(),
         }
     }
@@ -189,7 +189,7 @@ pub struct ModelDecision<'a> {
     pub analysis_by_role: BTreeMap<Role, Analysis<'a>>,
     /// Saturation V2's analysis.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<CapacityAnalysis>,
+    pub capacity: Option<CapacityAnalysis<'a>>,
     pub in_transition: bool,
     pub targets: BTreeMap<Cow<'a, str>, i64>,
     /// What the GPU limiter did to the targets (absent when it is not enabled).
@@ -296,7 +296,7 @@ fn replica_metrics<'a: 'v, 'v>(
 fn finish<'a>(
     analyzer: &'static str,
     config: &SaturationConfig,
-    (analysis, capacity): (Option<Analysis<'a>>, Option<CapacityAnalysis>),
+    (analysis, capacity): (Option<Analysis<'a>>, Option<CapacityAnalysis<'a>>),
     states: &[VariantState<'a>],
     mut reasons: Vec<VariantTarget<'a>>,
     zero: Option<ZeroInputs>,
@@ -345,7 +345,7 @@ pub fn decide_v2<'a>(
     variants: &[VariantInput<'a>],
     zero: Option<ZeroInputs>,
 ) -> ModelDecision<'a> {
-    let rows: Vec<VariantIn> = variants.iter().map(VariantInput::v2).collect();
+    let rows: Vec<VariantIn<'a>> = variants.iter().map(VariantInput::v2).collect();
     let capacity = v2::analyze(
         ctx.namespace,
         ctx.model,

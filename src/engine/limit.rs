@@ -138,7 +138,7 @@ pub(super) fn score_work(
     let mut indices = Vec::new();
     for c in &capacity.variants {
         if let Some(i) = (first..requests.len()).find(|i| requests[*i].variant == c.name) {
-            capacities.push(c.clone());
+            capacities.push(c.to_static());
             indices.push(i);
         }
     }

@@ -35,7 +35,7 @@ pub struct ScoreModel {
     /// Tokens each role's load asks for (the analysis' demand; rescale weighs models by it).
     pub demand: Vec<(Role, f64)>,
     /// The analysed variants' capacities, and for each the index of its [`Request`].
-    pub capacities: Vec<VariantCapacity>,
+    pub capacities: Vec<VariantCapacity<'static>>,
     pub requests: Vec<usize>,
 }
 

@@ -485,11 +485,11 @@ mod score {
         }
     }
 
-    pub(super) fn capacity(v: &V<'_>, role: Role) -> VariantCapacity {
+    pub(super) fn capacity(v: &V<'_>, role: Role) -> VariantCapacity<'static> {
         VariantCapacity {
-            name: v.name.into(),
+            name: v.name.to_string().into(),
             role,
-            accelerator: v.accel.into(),
+            accelerator: v.accel.to_string().into(),
             cost: v.cost,
             replicas: v.current,
             pending: 0,
@@ -810,9 +810,9 @@ mod score {
                 let states: Vec<crate::saturation::v2::VariantIn> = m.requests.iter().map(|r| {
                     let r = &rs[*r];
                     crate::saturation::v2::VariantIn {
-                        name: r.variant.clone(),
+                        name: r.variant.as_str().into(),
                         cost: r.cost,
-                        accelerator: r.accelerator.clone(),
+                        accelerator: r.accelerator.as_str().into(),
                         role: Role::Both,
                         current: r.current,
                         ready: r.current,

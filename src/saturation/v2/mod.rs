@@ -17,6 +17,7 @@ pub mod config;
 pub mod memory;
 pub mod optimize;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -55,8 +56,9 @@ impl Default for V2Thresholds {
 /// One serving instance's signals (a pod, or one data-parallel rank of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplicaRow {
-    pub pod: String,
+pub struct ReplicaRow<'a> {
+    /// Borrowed from the decision's input (and so from the cluster snapshot) on the request path.
+    pub pod: Cow<'a, str>,
     /// KV-cache usage, 0–1 (`vllm:kv_cache_usage_perc`, peak over a minute).
     pub kv_cache_usage: f64,
     /// Waiting requests (`vllm:num_requests_waiting`, peak over a minute), truncated.
@@ -75,7 +77,7 @@ pub struct ReplicaRow {
     pub prefix_cache_hit_rate: f64,
 }
 
-impl ReplicaRow {
+impl ReplicaRow<'_> {
     /// `clamp(round(kv × total), 0, total)`.
     pub fn tokens_in_use(&self) -> i64 {
         if self.total_kv_tokens <= 0 {
@@ -101,10 +103,10 @@ impl ReplicaRow {
 /// One variant as V2 sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantIn {
-    pub name: String,
+pub struct VariantIn<'a> {
+    pub name: Cow<'a, str>,
     pub cost: f64,
-    pub accelerator: String,
+    pub accelerator: Cow<'a, str>,
     pub role: Role,
     /// Replicas asked for (`spec.replicas`); ready ones are `ready`, the rest are pending.
     pub current: i64,
@@ -113,11 +115,11 @@ pub struct VariantIn {
     pub min_replicas: Option<i64>,
     pub max_replicas: Option<i64>,
     /// From the pod template's command line; `None` when it has no containers.
-    pub params: Option<EngineParams>,
-    pub rows: Vec<ReplicaRow>,
+    pub params: Option<Cow<'a, EngineParams>>,
+    pub rows: Vec<ReplicaRow<'a>>,
 }
 
-impl VariantIn {
+impl VariantIn<'_> {
     pub fn pending(&self) -> i64 {
         (self.current - self.ready).max(0)
     }
@@ -172,8 +174,8 @@ impl CapacitySource {
 /// One replica's capacity and demand, in tokens.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplicaCapacity {
-    pub pod: String,
+pub struct ReplicaCapacity<'a> {
+    pub pod: Cow<'a, str>,
     pub tokens_in_use: i64,
     pub total_kv_tokens: i64,
     /// Memory-bound capacity: `total × kvCacheThreshold`.
@@ -191,10 +193,10 @@ pub struct ReplicaCapacity {
 /// One variant's capacity: per replica (the median of its replicas), total, and its demand.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VariantCapacity {
-    pub name: String,
+pub struct VariantCapacity<'a> {
+    pub name: Cow<'a, str>,
     pub role: Role,
-    pub accelerator: String,
+    pub accelerator: Cow<'a, str>,
     pub cost: f64,
     /// Serving instances counted (replicas with samples; data-parallel ranks count one each).
     pub replicas: i64,
@@ -212,7 +214,26 @@ pub struct VariantCapacity {
     /// Σ tokens in use and Σ KV tokens of its replicas (WVA's `wva_kv_cache_tokens_*`).
     pub kv_tokens_used: i64,
     pub kv_tokens_capacity: i64,
-    pub replica_capacities: Vec<ReplicaCapacity>,
+    pub replica_capacities: Vec<ReplicaCapacity<'a>>,
+}
+
+impl VariantCapacity<'_> {
+    /// A copy that owns its names (the GPU limiter's plan outlives the snapshot it was made from).
+    pub fn to_static(&self) -> VariantCapacity<'static> {
+        VariantCapacity {
+            name: Cow::Owned(self.name.to_string()),
+            accelerator: Cow::Owned(self.accelerator.to_string()),
+            replica_capacities: self
+                .replica_capacities
+                .iter()
+                .map(|r| ReplicaCapacity {
+                    pod: Cow::Owned(r.pod.to_string()),
+                    ..r.clone()
+                })
+                .collect(),
+            ..*self
+        }
+    }
 }
 
 /// Supply, anticipated supply (pending replicas counted), demand, and what they call for.
@@ -262,10 +283,10 @@ pub struct LiveCapacity {
 /// One model's V2 analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CapacityAnalysis {
+pub struct CapacityAnalysis<'a> {
     pub thresholds: V2Thresholds,
     /// Active variants (`spec.replicas` > 0), in input order.
-    pub variants: Vec<VariantCapacity>,
+    pub variants: Vec<VariantCapacity<'a>>,
     pub model: Totals,
     /// Per role, when the model is disaggregated (some variant is `prefill` or `decode`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -276,7 +297,7 @@ pub struct CapacityAnalysis {
     pub learned: Learned,
 }
 
-impl CapacityAnalysis {
+impl CapacityAnalysis<'_> {
     /// Required and spare capacity for a role (the model's when the model is not disaggregated).
     pub fn totals_for(&self, role: Role) -> &Totals {
         self.roles.get(&role).unwrap_or(&self.model)
@@ -292,7 +313,7 @@ impl CapacityAnalysis {
 
 /// The waiting queue's tokens: each request costs its prompt (prefill) or prompt and output (decode,
 /// both); 0 when the product is not a finite positive int64 (WVA's `waitingQueueDemand`).
-fn waiting_queue_demand(row: &ReplicaRow, role: Role) -> i64 {
+fn waiting_queue_demand(row: &ReplicaRow<'_>, role: Role) -> i64 {
     if row.queue_length <= 0 {
         return 0;
     }
@@ -343,7 +364,9 @@ fn median(values: &mut [i64]) -> i64 {
 }
 
 /// Mean prompt tokens, output tokens and hit rate over replicas that completed requests.
-fn workload_averages<'a>(rows: impl Iterator<Item = &'a ReplicaRow>) -> (f64, f64, f64) {
+fn workload_averages<'r, 'a: 'r>(
+    rows: impl Iterator<Item = &'r ReplicaRow<'a>>,
+) -> (f64, f64, f64) {
     let (mut i, mut o, mut h, mut n) = (0.0, 0.0, 0.0, 0u32);
     for r in rows.filter(|r| r.avg_input_tokens > 0.0 || r.avg_output_tokens > 0.0) {
         i += r.avg_input_tokens;
@@ -392,15 +415,15 @@ impl History<'_> {
 
 /// Analyses one model: `namespace` and `model` key the memory; variants at 0 replicas are left out
 /// (WVA analyses active variants only).
-pub fn analyze(
+pub fn analyze<'a>(
     namespace: &str,
     model: &str,
-    variants: &[VariantIn],
+    variants: &[VariantIn<'a>],
     scheduler: Option<SchedulerQueue>,
     thresholds: &V2Thresholds,
     memory: &CapacityMemory,
-) -> CapacityAnalysis {
-    let active: Vec<&VariantIn> = variants.iter().filter(|v| v.is_active()).collect();
+) -> CapacityAnalysis<'a> {
+    let active: Vec<&VariantIn<'a>> = variants.iter().filter(|v| v.is_active()).collect();
     let mut ctx = Context {
         namespace,
         model,
@@ -413,7 +436,7 @@ pub fn analyze(
         workload: workload_averages(active.iter().flat_map(|v| v.rows.iter())),
     };
     let mut live = Vec::new();
-    let out: Vec<VariantCapacity> = active
+    let out: Vec<VariantCapacity<'a>> = active
         .iter()
         .map(|v| {
             let (capacity, learned) = ctx.variant_capacity(v);
@@ -475,7 +498,7 @@ pub fn analyze(
 }
 
 /// Supply, anticipated supply and demand over variants.
-fn sum<'a>(variants: impl Iterator<Item = &'a VariantCapacity>) -> Totals {
+fn sum<'r, 'a: 'r>(variants: impl Iterator<Item = &'r VariantCapacity<'a>>) -> Totals {
     let mut t = Totals::default();
     for v in variants {
         t.supply += v.replicas as f64 * v.per_replica_capacity;
@@ -497,7 +520,10 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// One variant's capacity (WVA's `aggregateByVariant`), and what it measured of itself.
-    fn variant_capacity(&mut self, v: &VariantIn) -> (VariantCapacity, Option<LiveCapacity>) {
+    fn variant_capacity<'v>(
+        &mut self,
+        v: &VariantIn<'v>,
+    ) -> (VariantCapacity<'v>, Option<LiveCapacity>) {
         let memory = self.history.memory;
         // The variant's record: live if learned, else derived from its Deployment (WVA reloads it each
         // cycle unless live).
@@ -512,11 +538,11 @@ impl Context<'_> {
         // The variant's three k2 history keys (by output-length bucket), made once.
         let keys = [Bucket::Short, Bucket::Medium, Bucket::Long].map(|bucket| HistoryKey {
             model: self.model.to_string(),
-            accelerator: v.accelerator.clone(),
+            accelerator: v.accelerator.to_string(),
             gpus: v.gpus_per_replica,
             bucket,
         });
-        let replicas: Vec<ReplicaCapacity> = v
+        let replicas: Vec<ReplicaCapacity<'v>> = v
             .rows
             .iter()
             .filter_map(|row| {
@@ -555,7 +581,7 @@ impl Context<'_> {
             }
             let demand: f64 = replicas.iter().map(|r| r.demand as f64).sum();
             // The lower-median replica's source (a stable sort: ties keep input order).
-            let mut by_capacity: Vec<&ReplicaCapacity> = replicas.iter().collect();
+            let mut by_capacity: Vec<&ReplicaCapacity<'_>> = replicas.iter().collect();
             by_capacity.sort_by_key(|r| r.effective_capacity);
             let source = by_capacity[(by_capacity.len() - 1) / 2].source;
             // Rows with `vllm:cache_config_info` measure the variant; fallback rows only borrow its
@@ -567,8 +593,8 @@ impl Context<'_> {
                 .collect();
             if let Some(first) = replicas.iter().find(|r| r.total_kv_tokens > 0) {
                 live = Some(LiveCapacity {
-                    variant: v.name.clone(),
-                    accelerator: v.accelerator.clone(),
+                    variant: v.name.to_string(),
+                    accelerator: v.accelerator.to_string(),
                     gpus: v.gpus_per_replica,
                     total_kv_tokens: first.total_kv_tokens,
                     effective_capacity: median(&mut measured),
@@ -604,14 +630,14 @@ impl Context<'_> {
 
 /// One row's capacity (WVA's `computeReplicaCapacity`), or `None` when neither the row nor the
 /// variant's record says what it holds.
-fn replica_capacity(
-    row: &ReplicaRow,
-    v: &VariantIn,
+fn replica_capacity<'a>(
+    row: &ReplicaRow<'a>,
+    v: &VariantIn<'_>,
     keys: &[HistoryKey; 3],
     thresholds: &V2Thresholds,
     own: Option<&CapacityRecord>,
     history: &mut History<'_>,
-) -> Option<ReplicaCapacity> {
+) -> Option<ReplicaCapacity<'a>> {
     let wait = waiting_queue_demand(row, v.role);
     if row.total_kv_tokens <= 0 {
         // The fallback path: no `vllm:cache_config_info`. A live record already has the threshold
@@ -653,7 +679,7 @@ fn replica_capacity(
     } else {
         let mean = history.mean(key);
         let estimate = estimate_capacity(
-            v.params.as_ref(),
+            v.params.as_deref(),
             row.avg_input_tokens,
             row.avg_output_tokens,
         );

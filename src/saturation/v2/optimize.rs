@@ -206,7 +206,7 @@ pub fn optimize(states: &[VariantIn], analysis: &CapacityAnalysis) -> Vec<i64> {
 
 /// One model's variants, their bounds `(min, max)` and its roles.
 struct Model<'a> {
-    vcs: &'a [VariantCapacity],
+    vcs: &'a [VariantCapacity<'a>],
     bounds: &'a [(i64, Option<i64>)],
     roles: &'a [Role],
 }

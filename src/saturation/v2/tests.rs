@@ -11,9 +11,9 @@ use super::*;
 const MODEL: &str = "test-model";
 
 /// A row `(tokensInUse, totalKv, queue, I, O)` as the examples write them.
-fn row(tokens: i64, total: i64, queue: i64, i: f64, o: f64) -> ReplicaRow {
+fn row(tokens: i64, total: i64, queue: i64, i: f64, o: f64) -> ReplicaRow<'static> {
     ReplicaRow {
-        pod: format!("p{tokens}-{queue}"),
+        pod: format!("p{tokens}-{queue}").into(),
         kv_cache_usage: if total > 0 {
             tokens as f64 / total as f64
         } else {
@@ -27,9 +27,14 @@ fn row(tokens: i64, total: i64, queue: i64, i: f64, o: f64) -> ReplicaRow {
     }
 }
 
-fn variant(name: &str, cost: f64, current: i64, rows: Vec<ReplicaRow>) -> VariantIn {
+fn variant(
+    name: &str,
+    cost: f64,
+    current: i64,
+    rows: Vec<ReplicaRow<'static>>,
+) -> VariantIn<'static> {
     VariantIn {
-        name: name.into(),
+        name: name.to_string().into(),
         cost,
         accelerator: "H100".into(),
         role: Role::Both,
@@ -43,7 +48,7 @@ fn variant(name: &str, cost: f64, current: i64, rows: Vec<ReplicaRow>) -> Varian
     }
 }
 
-fn run(variants: &[VariantIn], memory: &CapacityMemory) -> CapacityAnalysis {
+fn run<'a>(variants: &[VariantIn<'a>], memory: &CapacityMemory) -> CapacityAnalysis<'a> {
     analyze(
         "ns",
         MODEL,
@@ -143,7 +148,7 @@ fn v3_compute_bound_below_memory_bound() {
 #[test]
 fn v5_capacity_estimated_from_the_deployment() {
     let mut v = variant("a", 10.0, 1, vec![row(5000, 16000, 2, 500.0, 100.0)]);
-    v.params = Some(params(2048, 256));
+    v.params = Some(Cow::Owned(params(2048, 256)));
     let a = run(&[v], &CapacityMemory::default());
     // N = min(341.3, 256) = 256; k2 = 256 × 550 = 140800 > k1.
     assert_eq!(a.variants[0].replica_capacities[0].k2, 140_800);
@@ -167,7 +172,7 @@ fn v5_capacity_estimated_from_the_deployment() {
 fn v6_variants_without_rows_use_their_record() {
     let waiting = |p: Option<EngineParams>| VariantIn {
         ready: 0,
-        params: p,
+        params: p.map(Cow::Owned),
         ..variant("cold", 10.0, 1, vec![])
     };
     let sibling = {
@@ -255,7 +260,7 @@ fn v7_fallback_path_without_cache_config() {
     rows[1].kv_cache_usage = 1.0;
     rows[2].kv_cache_usage = 0.5;
     let mut v = variant("a", 10.0, 3, rows);
-    v.params = Some(params(10000, 256));
+    v.params = Some(Cow::Owned(params(10000, 256)));
     let a = run(&[v], &CapacityMemory::default());
     let demands: Vec<(i64, i64, bool)> = a.variants[0]
         .replica_capacities
@@ -313,7 +318,7 @@ fn v9_prefill_decode_demand() {
 fn v10_data_parallel_ranks_are_replicas() {
     let rows = (0..8)
         .map(|i| ReplicaRow {
-            pod: format!("p:{i}"),
+            pod: format!("p:{i}").into(),
             ..row(8000, 16000, 0, 100.0, 50.0)
         })
         .collect();
@@ -341,7 +346,7 @@ fn ranks_move_with_their_replica() {
     let ranked = |tokens: i64, queue: i64| -> Vec<ReplicaRow> {
         (0..8)
             .map(|i| ReplicaRow {
-                pod: format!("p{}:{}", i / 4, 8000 + i % 4),
+                pod: format!("p{}:{}", i / 4, 8000 + i % 4).into(),
                 ..row(tokens, 16000, queue, 100.0, 50.0)
             })
             .collect()
@@ -357,7 +362,7 @@ fn ranks_move_with_their_replica() {
     let vs = [variant("a", 10.0, 4, {
         let mut rows = ranked(6000, 0);
         rows.extend(ranked(6000, 0).into_iter().map(|r| ReplicaRow {
-            pod: format!("q{}", r.pod),
+            pod: format!("q{}", r.pod).into(),
             ..r
         }));
         rows
@@ -395,11 +400,14 @@ fn v11_required_and_spare_capacity() {
 
 /// An analysis with the given variants `(name, cost, prc, role)` and the model's (or roles') required
 /// and spare capacity.
-fn sized(variants: &[(&str, f64, f64, Role)], roles: &[(Role, f64, f64)]) -> CapacityAnalysis {
+fn sized(
+    variants: &[(&str, f64, f64, Role)],
+    roles: &[(Role, f64, f64)],
+) -> CapacityAnalysis<'static> {
     let vcs = variants
         .iter()
         .map(|(name, cost, prc, role)| VariantCapacity {
-            name: name.to_string(),
+            name: name.to_string().into(),
             role: *role,
             accelerator: "H100".into(),
             cost: *cost,
@@ -442,7 +450,7 @@ fn sized(variants: &[(&str, f64, f64, Role)], roles: &[(Role, f64, f64)]) -> Cap
     }
 }
 
-fn states(v: &[(&str, i64, Option<i64>, Option<i64>)]) -> Vec<VariantIn> {
+fn states(v: &[(&str, i64, Option<i64>, Option<i64>)]) -> Vec<VariantIn<'static>> {
     v.iter()
         .map(|(name, current, min, max)| VariantIn {
             min_replicas: *min,
@@ -578,7 +586,7 @@ fn no_capacity_no_scale_up() {
     assert_eq!(optimize(&s, &a), [1]);
 }
 
-fn arb_row() -> impl Strategy<Value = ReplicaRow> {
+fn arb_row() -> impl Strategy<Value = ReplicaRow<'static>> {
     (
         0.0f64..=1.0,
         0i64..20,
@@ -587,7 +595,7 @@ fn arb_row() -> impl Strategy<Value = ReplicaRow> {
         0.0f64..2000.0,
     )
         .prop_map(|(kv, q, total, i, o)| ReplicaRow {
-            pod: String::new(),
+            pod: "".into(),
             kv_cache_usage: kv,
             queue_length: q,
             total_kv_tokens: total,
@@ -597,7 +605,7 @@ fn arb_row() -> impl Strategy<Value = ReplicaRow> {
         })
 }
 
-fn arb_variant(i: usize) -> impl Strategy<Value = VariantIn> {
+fn arb_variant(i: usize) -> impl Strategy<Value = VariantIn<'static>> {
     (
         1i64..6,
         0i64..4,
@@ -611,7 +619,7 @@ fn arb_variant(i: usize) -> impl Strategy<Value = VariantIn> {
             move |(current, not_ready, min, extra, cost, rows, with_params)| {
                 let min_replicas = min.map(|m| m.min(current));
                 VariantIn {
-                    name: format!("v{i}"),
+                    name: format!("v{i}").into(),
                     cost,
                     accelerator: "H100".into(),
                     role: Role::Both,
@@ -620,7 +628,7 @@ fn arb_variant(i: usize) -> impl Strategy<Value = VariantIn> {
                     gpus_per_replica: 1,
                     min_replicas,
                     max_replicas: extra.map(|e| current + e - 1),
-                    params: with_params.then(EngineParams::default),
+                    params: with_params.then(|| Cow::Owned(EngineParams::default())),
                     rows,
                 }
             },
@@ -652,7 +660,7 @@ proptest! {
     }
 }
 
-fn arb_pd_model() -> impl Strategy<Value = Vec<VariantIn>> {
+fn arb_pd_model() -> impl Strategy<Value = Vec<VariantIn<'static>>> {
     proptest::collection::vec(
         (
             arb_variant(0),
@@ -665,7 +673,7 @@ fn arb_pd_model() -> impl Strategy<Value = Vec<VariantIn>> {
             .into_iter()
             .enumerate()
             .map(|(i, (v, role))| VariantIn {
-                name: format!("v{i}"),
+                name: format!("v{i}").into(),
                 role,
                 ..v
             })
