@@ -360,7 +360,7 @@ pub fn decide_v2<'a>(
     } else if !capacity.informative() {
         held(&states, TargetReason::NoChange, "held: no variant's capacity is known yet (no replica with samples, no Deployment to estimate from)")
     } else {
-        v2_targets(variants, &rows, &capacity)
+        v2_targets(variants, &states, &rows, &capacity)
     };
     finish(
         "saturation-v2",
@@ -372,16 +372,20 @@ pub fn decide_v2<'a>(
     )
 }
 
+/// Each variant's target from the optimizer's moves; `states` are the variants' (same order), with the
+/// sampled pods counted once.
 fn v2_targets<'a>(
     variants: &[VariantInput<'a>],
+    states: &[VariantState<'a>],
     rows: &[VariantIn],
     capacity: &CapacityAnalysis,
 ) -> Vec<VariantTarget<'a>> {
     let moved = v2::optimize(rows, capacity);
     variants
         .iter()
-        .map(|v| {
-            let unsampled = v.ready_replicas > v.sampled_pods();
+        .zip(states)
+        .map(|(v, s)| {
+            let unsampled = v.ready_replicas > s.seen_replicas;
             let Some(i) = capacity.variants.iter().position(|c| c.name == v.name) else {
                 return VariantTarget {
                     name: v.name.clone(),
@@ -411,7 +415,7 @@ fn v2_targets<'a>(
                     v.spec_replicas,
                     TargetReason::NoChange,
                     message(CapacityVerb::DownHeld {
-                        unsampled: v.ready_replicas - v.sampled_pods(),
+                        unsampled: v.ready_replicas - s.seen_replicas,
                         ready: v.ready_replicas,
                     }),
                 )
