@@ -72,7 +72,7 @@ impl Reviewer for AllowAll {
         Box::pin(async {
             Ok(Decision {
                 allowed: true,
-                reason: String::new(),
+                reason: "".into(),
             })
         })
     }

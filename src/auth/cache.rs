@@ -1,16 +1,20 @@
 //! A small TTL cache for authentication and authorization decisions (Go's delegating defaults: 10 s for
 //! allow and deny). Bounded: when full, expired entries are dropped first, then the whole map, which keeps
 //! memory flat under a flood of distinct tokens without an LRU's bookkeeping on the hot path.
+//!
+//! Every authorized request reads it, from every worker at once, so lookups share a read lock and take
+//! a borrowed key (no owned key is built to look one up).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 pub(crate) struct TtlCache<K, V> {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    entries: RwLock<HashMap<K, (Instant, V)>>,
 }
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
@@ -18,15 +22,16 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         Self {
             ttl,
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -37,10 +42,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
             entries.retain(|_, (at, _)| at.elapsed() < ttl);
@@ -53,8 +55,8 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     pub fn clear(&self) {
         self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
 }
@@ -73,7 +75,7 @@ mod tests {
         for i in 0..10 {
             c.insert(i, "x");
         }
-        assert!(c.entries.lock().unwrap().len() <= 3);
+        assert!(c.entries.read().unwrap().len() <= 3);
         assert_eq!(c.get(&9), Some("x"));
     }
 }

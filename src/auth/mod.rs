@@ -20,7 +20,7 @@ use thiserror::Error;
 use self::cache::TtlCache;
 use self::config::AuthConfig;
 use self::review::{Attributes, Reviewer, TokenOutcome};
-use crate::telemetry::Metrics;
+use crate::telemetry::{AuthCache, Metrics};
 
 pub(crate) const AUTHENTICATED_GROUP: &str = "system:authenticated";
 pub(crate) const MASTERS_GROUP: &str = "system:masters";
@@ -69,7 +69,8 @@ pub(crate) enum AuthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    pub reason: String,
+    /// Shared with the cached decision: answering from the cache copies no text.
+    pub reason: Arc<str>,
 }
 
 /// How long a connection's verified client certificate is trusted before its chain is checked again.
@@ -127,6 +128,15 @@ impl ChainVerdict {
         }
     }
 }
+
+thread_local! {
+    /// The authorization cache key of the request this worker is checking, built in place.
+    static DECISION_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A worker keeps its key buffer up to this size; a larger one (a user with very many groups) is freed
+/// after use.
+const MAX_KEPT_KEY_BYTES: usize = 16 * 1024;
 
 pub struct Auth {
     config: ArcSwapOption<AuthConfig>,
@@ -318,11 +328,11 @@ impl Auth {
 
     /// The token's review outcome (cached either way), or `Err` when the review could not be obtained.
     async fn review_token(&self, token: &str) -> Result<TokenOutcome, AuthError> {
-        if let Some(hit) = self.tokens.get(&token.to_string()) {
-            self.metrics.cache_lookup("token", true);
+        if let Some(hit) = self.tokens.get(token) {
+            self.metrics.cache_lookup(AuthCache::Token, true);
             return Ok(hit);
         }
-        self.metrics.cache_lookup("token", false);
+        self.metrics.cache_lookup(AuthCache::Token, false);
         let reviewer = self.reviewer.as_ref().ok_or_else(|| {
             AuthError::Unauthorized(
                 "bearer tokens are not accepted: no Kubernetes API to review them".into(),
@@ -340,20 +350,35 @@ impl Auth {
     pub(crate) async fn authorize(
         &self,
         user: &UserInfo,
-        attrs: &Attributes,
+        attrs: &Attributes<'_>,
     ) -> Result<Decision, AuthError> {
         if user.groups.iter().any(|g| g == MASTERS_GROUP) {
             return Ok(Decision {
                 allowed: true,
-                reason: "system:masters".into(),
+                reason: Arc::from("system:masters"),
             });
         }
-        let key = review::cache_key(user, attrs);
-        if let Some(hit) = self.decisions.get(&key) {
-            self.metrics.cache_lookup("authorization", true);
-            return Ok(hit);
-        }
-        self.metrics.cache_lookup("authorization", false);
+        // The key is written into this worker's buffer, so a hit allocates nothing; a miss takes a copy
+        // to keep.
+        let looked_up = DECISION_KEY.with_borrow_mut(|key| {
+            review::write_cache_key(user, attrs, key);
+            let hit = self
+                .decisions
+                .get(key.as_slice())
+                .ok_or_else(|| key.clone());
+            if key.capacity() > MAX_KEPT_KEY_BYTES {
+                *key = Vec::new();
+            }
+            hit
+        });
+        let key = match looked_up {
+            Ok(hit) => {
+                self.metrics.cache_lookup(AuthCache::Authorization, true);
+                return Ok(hit);
+            }
+            Err(key) => key,
+        };
+        self.metrics.cache_lookup(AuthCache::Authorization, false);
         let reviewer = self.reviewer.as_ref().ok_or_else(|| {
             AuthError::Unavailable("no Kubernetes API to authorize requests".into())
         })?;

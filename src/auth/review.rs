@@ -17,21 +17,21 @@ use thiserror::Error;
 use super::{Decision, UserInfo};
 
 /// What a request asks to do, in SubjectAccessReview terms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 ///
-/// The routes' verbs, groups and paths are static; only what a request names (its namespace and metric)
-/// is owned, so building the attributes of an authorized request allocates for those alone.
-pub enum Attributes {
+/// The routes' verbs, groups and paths are static, and what a request names (its namespace and metric)
+/// is borrowed from its path: building the attributes of an authorized request allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Attributes<'a> {
     Resource {
-        verb: Cow<'static, str>,
-        group: Cow<'static, str>,
-        version: Cow<'static, str>,
-        resource: Cow<'static, str>,
-        namespace: Cow<'static, str>,
+        verb: Cow<'a, str>,
+        group: Cow<'a, str>,
+        version: Cow<'a, str>,
+        resource: Cow<'a, str>,
+        namespace: Cow<'a, str>,
     },
     NonResource {
-        path: Cow<'static, str>,
-        verb: Cow<'static, str>,
+        path: Cow<'a, str>,
+        verb: Cow<'a, str>,
     },
 }
 
@@ -71,27 +71,31 @@ pub trait Reviewer: Send + Sync {
     fn review_access<'a>(
         &'a self,
         user: &'a UserInfo,
-        attrs: &'a Attributes,
+        attrs: &'a Attributes<'_>,
     ) -> BoxFuture<'a, Result<Decision, ReviewError>>;
 }
 
-/// The cache key is the review's spec, as in Go's webhook authorizer: every distinct user, verb,
-/// resource and namespace is its own entry.
+/// Writes the cache key into `key` (cleared first). The key is the review's spec, as in Go's webhook
+/// authorizer: every distinct user, verb, resource and namespace is its own entry.
 ///
 /// Every string and list is written after its length, so the encoding is injective: no two different
 /// (user, attributes) pairs share a key, whatever bytes the names hold. It runs on every authorized
-/// request, so it is one pre-sized buffer and plain copies, not a formatter.
-pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes) -> Vec<u8> {
-    // Two passes over one encoding: the first only measures, so the key is a single allocation.
-    let mut size = 0;
-    encode(user, attrs, &mut |part: &[u8]| size += part.len());
-    let mut key = Vec::with_capacity(size);
+/// request, so it is plain copies into a buffer the caller reuses: no formatter, no new allocation.
+pub(crate) fn write_cache_key(user: &UserInfo, attrs: &Attributes<'_>, key: &mut Vec<u8>) {
+    key.clear();
     encode(user, attrs, &mut |part: &[u8]| key.extend_from_slice(part));
+}
+
+/// The cache key in a buffer of its own.
+#[cfg(test)]
+pub(crate) fn cache_key(user: &UserInfo, attrs: &Attributes<'_>) -> Vec<u8> {
+    let mut key = Vec::new();
+    write_cache_key(user, attrs, &mut key);
     key
 }
 
 /// The cache key's encoding, handed to `out` part by part.
-fn encode(user: &UserInfo, attrs: &Attributes, out: &mut impl FnMut(&[u8])) {
+fn encode(user: &UserInfo, attrs: &Attributes<'_>, out: &mut impl FnMut(&[u8])) {
     fn len(out: &mut impl FnMut(&[u8]), n: usize) {
         out(&(n as u64).to_le_bytes());
     }
@@ -163,7 +167,7 @@ impl KubeReviewer {
             .map_err(|source| ReviewError::Api { review, source })
     }
 
-    fn sar_spec(user: &UserInfo, attrs: &Attributes) -> SubjectAccessReviewSpec {
+    fn sar_spec(user: &UserInfo, attrs: &Attributes<'_>) -> SubjectAccessReviewSpec {
         let mut spec = SubjectAccessReviewSpec {
             user: Some(user.username.clone()),
             uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
@@ -234,7 +238,7 @@ impl Reviewer for KubeReviewer {
     fn review_access<'a>(
         &'a self,
         user: &'a UserInfo,
-        attrs: &'a Attributes,
+        attrs: &'a Attributes<'_>,
     ) -> BoxFuture<'a, Result<Decision, ReviewError>> {
         Box::pin(async move {
             let review = SubjectAccessReview {
@@ -253,7 +257,7 @@ impl Reviewer for KubeReviewer {
             }
             Ok(Decision {
                 allowed: status.allowed && status.denied != Some(true),
-                reason,
+                reason: reason.into(),
             })
         })
     }
@@ -318,7 +322,7 @@ mod tests {
             })
     }
 
-    fn arb_attrs() -> impl Strategy<Value = Attributes> {
+    fn arb_attrs() -> impl Strategy<Value = Attributes<'static>> {
         let part = || "[ab\"\\:,]{0,3}";
         prop_oneof![
             (part(), part(), part(), part(), part()).prop_map(
@@ -338,7 +342,7 @@ mod tests {
     }
 
     /// Reads a key back; `None` when it is not a whole, well-formed key.
-    fn decode(key: &[u8]) -> Option<(UserInfo, Attributes)> {
+    fn decode(key: &[u8]) -> Option<(UserInfo, Attributes<'static>)> {
         struct Reader<'a>(&'a [u8]);
         impl Reader<'_> {
             fn len(&mut self) -> Option<usize> {

@@ -2,6 +2,7 @@
 //! authentication and authorization. Hand-routed on the raw path so every miss is a metav1.Status (an
 //! extractor rejection would be plain text) and percent-decoding is ours to control.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -75,7 +76,7 @@ impl Route {
 
 /// Splits the raw path into percent-decoded segments, ignoring one trailing slash. A segment without
 /// escapes is borrowed from the path.
-fn segments(path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, String> {
+fn segments(path: &str) -> Result<Vec<Cow<'_, str>>, String> {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -93,8 +94,12 @@ fn segments(path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, String> {
         .collect()
 }
 
-/// Classifies a path; for the metric route also returns (namespace, metric).
-pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
+/// The (namespace, metric) a metric request names, borrowed from its path unless escaped (or, for the
+/// metric, not in lower case).
+pub(crate) type MetricTarget<'p> = (Cow<'p, str>, Cow<'p, str>);
+
+/// Classifies a path; for the metric route also returns its [`MetricTarget`].
+pub(crate) fn classify(path: &str) -> (Route, Option<MetricTarget<'_>>) {
     match path {
         "/healthz" => return (Route::Health("/healthz"), None),
         "/livez" => return (Route::Health("/livez"), None),
@@ -106,7 +111,7 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
     if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
         return (Route::OpenApi, None);
     }
-    let Ok(segs) = segments(path) else {
+    let Ok(mut segs) = segments(path) else {
         return (Route::NotFound, None);
     };
     // No route has more than six segments.
@@ -127,10 +132,11 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
         ["apis", g, v, "namespaces", ns, metric]
             if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() =>
         {
-            (
-                Route::ExternalMetric,
-                Some((ns.to_string(), metric.to_ascii_lowercase())),
-            )
+            let mut metric = segs.swap_remove(5);
+            if metric.bytes().any(|b| b.is_ascii_uppercase()) {
+                metric = Cow::Owned(metric.to_ascii_lowercase());
+            }
+            (Route::ExternalMetric, Some((segs.swap_remove(4), metric)))
         }
         _ => (Route::NotFound, None),
     }
@@ -139,7 +145,7 @@ pub(crate) fn classify(path: &str) -> (Route, Option<(String, String)>) {
 pub async fn handle(state: Arc<AppState>, req: Request<()>) -> Response<Body> {
     let start = Instant::now();
     let (route, target) = classify(req.uri().path());
-    let resp = dispatch(&state, route, target, req).await;
+    let resp = dispatch(&state, route, target, &req).await;
     let label = route.label();
     state
         .metrics
@@ -169,17 +175,17 @@ fn text(code: StatusCode, body: String) -> Response<Body> {
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, PartialEq)]
-enum Access {
+enum Access<'a> {
     /// No credentials: kubelet probes present none, and OpenAPI is answered before authorization so a
     /// denial can never put the aggregator's OpenAPI controller into error backoff.
     Public,
     /// Any authenticated caller (discovery, like Go's `system:discovery` binding).
     Authenticated,
     /// A SubjectAccessReview for these attributes must allow it.
-    Authorized(Attributes),
+    Authorized(Attributes<'a>),
 }
 
-fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
+fn required_access<'a>(route: Route, target: Option<&'a MetricTarget<'_>>) -> Access<'a> {
     match route {
         Route::Health(_) | Route::OpenApi => Access::Public,
         Route::ExternalMetric => match target {
@@ -187,8 +193,8 @@ fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
                 verb: "list".into(),
                 group: GROUP.into(),
                 version: VERSION.into(),
-                resource: metric.clone().into(),
-                namespace: namespace.clone().into(),
+                resource: Cow::Borrowed(metric),
+                namespace: Cow::Borrowed(namespace),
             }),
             None => Access::Authenticated,
         },
@@ -215,7 +221,7 @@ fn required_access(route: Route, target: Option<&(String, String)>) -> Access {
 }
 
 /// The 403 message kube-apiserver would give for these attributes.
-fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
+fn forbidden_message(user: &UserInfo, attrs: &Attributes<'_>) -> String {
     match attrs {
         Attributes::Resource {
             verb,
@@ -248,8 +254,8 @@ fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
 async fn dispatch(
     state: &AppState,
     route: Route,
-    target: Option<(String, String)>,
-    req: Request<()>,
+    target: Option<MetricTarget<'_>>,
+    req: &Request<()>,
 ) -> Response<Body> {
     let method = req.method().clone();
     if route != Route::NotFound && method != Method::GET && method != Method::HEAD {
@@ -274,13 +280,13 @@ async fn dispatch(
             return denied;
         }
     }
-    answer(state, route, target, &req)
+    answer(state, route, target, req)
 }
 
 /// Authenticates the caller and, when the route needs it, authorizes them. `None` lets the request on.
 async fn check_access(
     state: &AppState,
-    access: &Access,
+    access: &Access<'_>,
     peer: &PeerCertificates,
     headers: &HeaderMap,
     path: &str,
@@ -378,7 +384,7 @@ fn aggregated_discovery(version: &'static str, req: &Request<()>) -> Response<Bo
 fn answer(
     state: &AppState,
     route: Route,
-    target: Option<(String, String)>,
+    target: Option<MetricTarget<'_>>,
     req: &Request<()>,
 ) -> Response<Body> {
     let accept = req
@@ -492,32 +498,70 @@ impl Serialize for Values<'_> {
         serializer.collect_seq(self.items.iter().map(|i| Value {
             metric_name: self.metric,
             metric_labels: &i.labels,
-            timestamp: self.timestamp,
+            timestamp: &self.timestamp,
             value: Milli(i.value_milli),
         }))
     }
 }
 
-/// A time as metav1.Time serializes it: RFC 3339 in UTC with second precision. Written straight into
-/// the answer, without a string of its own.
+/// A time as metav1.Time serializes it: RFC 3339 in UTC with second precision. Formatted once per
+/// answer (every item carries it), into a buffer of its own rather than a string.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Seconds(jiff::Timestamp);
+pub(crate) struct Seconds {
+    text: [u8; SECONDS_CAPACITY],
+    len: u8,
+}
+
+/// Room for any RFC 3339 time jiff can print (`-009999-…` included).
+const SECONDS_CAPACITY: usize = 32;
+
+thread_local! {
+    /// The last second this worker formatted: answers within one second share its text.
+    static LAST_SECOND: std::cell::Cell<Option<(i64, Seconds)>> = const { std::cell::Cell::new(None) };
+}
 
 impl Seconds {
     pub fn now() -> Self {
-        Self(jiff::Timestamp::now())
+        Self::at(jiff::Timestamp::now())
+    }
+
+    fn at(time: jiff::Timestamp) -> Self {
+        let second = time.as_second();
+        if let Some((last, text)) = LAST_SECOND.get() {
+            if last == second {
+                return text;
+            }
+        }
+        let mut text = [0; SECONDS_CAPACITY];
+        let mut out = &mut text[..];
+        // A write to a byte slice fails only when the slice is full: the capacity holds any time.
+        let _ = std::io::Write::write_fmt(
+            &mut out,
+            format_args!("{}", time.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        );
+        let len = SECONDS_CAPACITY - out.len();
+        let formatted = Self {
+            text,
+            len: u8::try_from(len).unwrap_or(0),
+        };
+        LAST_SECOND.set(Some((second, formatted)));
+        formatted
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for Seconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.strftime("%Y-%m-%dT%H:%M:%SZ").fmt(f)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for Seconds {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -526,7 +570,7 @@ impl Serialize for Seconds {
 struct Value<'a> {
     metric_name: &'a str,
     metric_labels: &'a std::collections::BTreeMap<&'static str, String>,
-    timestamp: Seconds,
+    timestamp: &'a Seconds,
     value: Milli,
 }
 
@@ -728,7 +772,9 @@ mod tests {
             ),
         ];
         for (path, route, target) in cases {
-            assert_eq!(classify(path), (*route, target.clone()), "{path}");
+            let (got, named) = classify(path);
+            let named = named.map(|(ns, metric)| (ns.into_owned(), metric.into_owned()));
+            assert_eq!((got, named), (*route, target.clone()), "{path}");
         }
     }
 
@@ -758,5 +804,30 @@ mod tests {
         assert_eq!(ts.len(), 20, "{ts}");
         assert_eq!(serde_json::to_string(&Seconds::now()).unwrap().len(), 22);
         assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T');
+    }
+
+    #[test]
+    fn a_second_is_formatted_once_and_each_new_second_again() {
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        assert_eq!(
+            Seconds::at(at(1_780_000_000)).to_string(),
+            "2026-05-28T20:26:40Z"
+        );
+        // The same second from the worker's last answer, then the next one: never a stale text.
+        assert_eq!(
+            Seconds::at(at(1_780_000_000)).to_string(),
+            "2026-05-28T20:26:40Z"
+        );
+        assert_eq!(
+            Seconds::at(at(1_780_000_001)).to_string(),
+            "2026-05-28T20:26:41Z"
+        );
+        assert_eq!(Seconds::at(at(0)).to_string(), "1970-01-01T00:00:00Z");
+        for extreme in [jiff::Timestamp::MIN, jiff::Timestamp::MAX] {
+            assert_eq!(
+                Seconds::at(extreme).to_string(),
+                extreme.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+            );
+        }
     }
 }
