@@ -74,24 +74,31 @@ impl Route {
     }
 }
 
-/// Splits the raw path into percent-decoded segments, ignoring one trailing slash. A segment without
-/// escapes is borrowed from the path.
-fn segments(path: &str) -> Result<Vec<Cow<'_, str>>, String> {
+/// No route has more segments than this.
+const MAX_SEGMENTS: usize = 6;
+
+/// Splits the raw path into percent-decoded segments, ignoring one trailing slash: the segments and
+/// their count, or `None` when there are more than [`MAX_SEGMENTS`] (no route has them) or a segment is
+/// not UTF-8 once decoded. A segment without escapes is borrowed from the path. Runs on every request:
+/// it neither allocates nor validates again what is already a `str`, unless a segment is escaped.
+fn segments(path: &str) -> Option<([Cow<'_, str>; MAX_SEGMENTS], usize)> {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let mut out: [Cow<'_, str>; MAX_SEGMENTS] = Default::default();
     if trimmed.is_empty() {
-        return Ok(Vec::new());
+        return Some((out, 0));
     }
-    trimmed
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map_err(|_| {
-                    format!("path segment {s:?} is not valid UTF-8 after percent-decoding")
-                })
-        })
-        .collect()
+    let mut n = 0;
+    for s in trimmed.split('/') {
+        let slot = out.get_mut(n)?;
+        *slot = if s.contains('%') {
+            percent_encoding::percent_decode_str(s).decode_utf8().ok()?
+        } else {
+            Cow::Borrowed(s)
+        };
+        n += 1;
+    }
+    Some((out, n))
 }
 
 /// The (namespace, metric) a metric request names, borrowed from its path unless escaped (or, for the
@@ -111,18 +118,11 @@ pub(crate) fn classify(path: &str) -> (Route, Option<MetricTarget<'_>>) {
     if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
         return (Route::OpenApi, None);
     }
-    let Ok(mut segs) = segments(path) else {
+    let Some((mut segs, n)) = segments(path) else {
         return (Route::NotFound, None);
     };
-    // No route has more than six segments.
-    let mut parts = [""; 6];
-    if segs.len() > parts.len() {
-        return (Route::NotFound, None);
-    }
-    for (part, seg) in parts.iter_mut().zip(&segs) {
-        *part = seg;
-    }
-    match &parts[..segs.len()] {
+    let parts: [&str; MAX_SEGMENTS] = std::array::from_fn(|i| segs[i].as_ref());
+    match &parts[..n] {
         ["apis"] => (Route::ApiGroupList, None),
         ["apis", g] if *g == GROUP => (Route::ApiGroup, None),
         ["apis", g, v] if *g == GROUP && *v == VERSION => (Route::ApiResourceList, None),
@@ -132,11 +132,14 @@ pub(crate) fn classify(path: &str) -> (Route, Option<MetricTarget<'_>>) {
         ["apis", g, v, "namespaces", ns, metric]
             if *g == GROUP && *v == VERSION && !ns.is_empty() && !metric.is_empty() =>
         {
-            let mut metric = segs.swap_remove(5);
+            let mut metric = std::mem::take(&mut segs[5]);
             if metric.bytes().any(|b| b.is_ascii_uppercase()) {
                 metric = Cow::Owned(metric.to_ascii_lowercase());
             }
-            (Route::ExternalMetric, Some((segs.swap_remove(4), metric)))
+            (
+                Route::ExternalMetric,
+                Some((std::mem::take(&mut segs[4]), metric)),
+            )
         }
         _ => (Route::NotFound, None),
     }
@@ -765,6 +768,18 @@ mod tests {
                 None,
             ),
             ("/", Route::NotFound, None),
+            // One segment more than any route has.
+            (
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/metric/extra",
+                Route::NotFound,
+                None,
+            ),
+            // Escapes are decoded wherever they are, and only there.
+            (
+                "/apis/external%2Emetrics.k8s.io/v1beta1/namespaces/n%73/m",
+                Route::ExternalMetric,
+                m("ns", "m"),
+            ),
             (
                 "/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/%FF",
                 Route::NotFound,
