@@ -422,6 +422,28 @@ fn shape(
     }
 }
 
+/// CPU time (ns, kernel time on their behalf included) of this thread, the client's, and of every other
+/// thread of the process, the server's, from Linux's schedstat; `None` where it cannot be read.
+fn thread_cpu() -> Option<(u64, u64)> {
+    let me = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let my_tid = me.split_whitespace().next()?.to_string();
+    let mut out = (0, 0);
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let e = e.ok()?;
+        // A thread may end between listing and reading.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue;
+        };
+        let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+        if e.file_name().to_string_lossy() == my_tid {
+            out.0 += ns;
+        } else {
+            out.1 += ns;
+        }
+    }
+    Some(out)
+}
+
 /// Slices per measurement in [`side_by_side`].
 const ROUNDS: u32 = 5;
 
@@ -434,26 +456,38 @@ fn side_by_side<const N: usize>(
     lists: &[Arc<Vec<String>>; N],
     http2: bool,
     duration: Duration,
-) -> [(load::Figures, load::Figures); N] {
+) -> [(load::Figures, load::Figures, Option<(f64, f64)>); N] {
     let slice = duration / ROUNDS;
     let measure = |load_shape: (usize, usize)| {
         let mut acc: [(Vec<u64>, f64); N] = std::array::from_fn(|_| (Vec::new(), 0.0));
+        let mut cpu = [Some((0u64, 0u64)); N];
         for _ in 0..ROUNDS {
-            for (paths, (all, elapsed)) in lists.iter().zip(acc.iter_mut()) {
+            for ((paths, (all, elapsed)), c) in lists.iter().zip(acc.iter_mut()).zip(cpu.iter_mut())
+            {
+                let before = thread_cpu();
                 let (lat, took) = client.block_on(load::latencies(
                     target,
                     paths.clone(),
                     shape(http2, load_shape, slice),
                 ));
+                *c = match (*c, before, thread_cpu()) {
+                    (Some(c), Some(b), Some(a)) => Some((c.0 + a.0 - b.0, c.1 + a.1 - b.1)),
+                    _ => None,
+                };
                 all.extend(lat);
                 *elapsed += took;
             }
         }
-        acc.map(|(all, elapsed)| load::figures(all, elapsed))
+        let figures = acc.map(|(all, elapsed)| load::figures(all, elapsed));
+        let cpu: [Option<(f64, f64)>; N] = std::array::from_fn(|i| {
+            let n = figures[i].requests as f64;
+            cpu[i].map(|(client, server)| (client as f64 / n / 1e3, server as f64 / n / 1e3))
+        });
+        (figures, cpu)
     };
-    let latency = measure(LATENCY);
-    let peak = measure(PEAK);
-    std::array::from_fn(|i| (latency[i], peak[i]))
+    let (latency, cpu) = measure(LATENCY);
+    let (peak, _) = measure(PEAK);
+    std::array::from_fn(|i| (latency[i], peak[i], cpu[i]))
 }
 
 /// Latency of KEDA's poll pair (GetMetrics, then IsActive) on one connection, one pair at a time.
@@ -545,9 +579,48 @@ fn main() {
     println!("\n[request] {} cores | client (1 thread) and server (2 workers) share them | {seconds} s per row", std::thread::available_parallelism().map_or(0, std::num::NonZero::get));
     println!("[request] latency at {}×1 (http/1.1) or 2×{} (h2) requests in flight; peak at {}×1 or 2×{}", LATENCY.0, LATENCY.1, PEAK.0, PEAK.1);
     println!(
-        "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "variants", "proto", "path", "p50 µs", "p99 µs", "p999 µs", "req/s", "peak req/s"
+        "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10} {:>14}",
+        "variants",
+        "proto",
+        "path",
+        "p50 µs",
+        "p99 µs",
+        "p999 µs",
+        "req/s",
+        "peak req/s",
+        "CPU µs/req"
     );
+    println!("[request] CPU µs/req: client / server threads, per request at the latency load (schedstat, kernel time included)");
+    // One path alone over h2 for 20 s (100 variants), to profile it (`perf record`) or count its
+    // context switches (`perf stat`) without the other path in the same process.
+    if let Ok(which) = std::env::var("WVA_BENCH_PROFILE") {
+        let variants = 100;
+        let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
+        let target = load::Target {
+            addr: format!("127.0.0.1:{}", server.port).parse().unwrap(),
+            server_name: "127.0.0.1".try_into().unwrap(),
+            tls: client_tls.clone(),
+            headers: vec![(
+                "X-Remote-User".into(),
+                "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
+            )],
+        };
+        let paths = match which.as_str() {
+            "floor" => Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]),
+            "metric" => metric_paths(variants),
+            other => panic!("WVA_BENCH_PROFILE is floor or metric, not {other:?}"),
+        };
+        let f = client.block_on(load::run(
+            &target,
+            paths,
+            shape(true, LATENCY, Duration::from_secs(20)),
+        ));
+        println!(
+            "[request] {which} alone, h2: {} requests, {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
+            f.requests, f.rps, f.p50, f.p99
+        );
+        return;
+    }
     // The handler alone: what each request costs the server beyond the floor, without the noise of
     // sockets, TLS and a client sharing the cores.
     let peer = PeerCertificates::new(Some(support::pem_certs(&fp.cert_pem)));
@@ -614,11 +687,13 @@ fn main() {
                 duration,
             );
             let mut rows = Vec::new();
-            for ((name, _), (lat, peak)) in lists.iter().zip(figures) {
-                println!("[request] {variants:>8} {proto:>8} {name:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0}", lat.p50, lat.p99, lat.p999, lat.rps, peak.rps);
-                rows.push((lat, peak));
+            for ((name, _), (lat, peak, cpu)) in lists.iter().zip(figures) {
+                let cpu = cpu.map_or_else(|| "-".to_string(), |(c, s)| format!("{c:.1} / {s:.1}"));
+                println!("[request] {variants:>8} {proto:>8} {name:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {cpu:>14}", lat.p50, lat.p99, lat.p999, lat.rps, peak.rps);
+                rows.push((lat, peak, cpu));
             }
-            let ((fl, fp), (ml, mp)) = (rows[0], rows[1]);
+            let ((fl, fp, _), (ml, mp, _)) = (&rows[0], &rows[1]);
+            let (fl, fp, ml, mp) = (*fl, *fp, *ml, *mp);
             if http2 {
                 hpa_h2 = Some(ml);
             }
