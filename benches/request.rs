@@ -444,6 +444,10 @@ fn thread_cpu() -> Option<(u64, u64)> {
     Some(out)
 }
 
+/// One path list's figures in [`side_by_side`]: latency, peak throughput, and client and server CPU
+/// µs per request at the latency load (`None` where schedstat cannot be read).
+type Measured = (load::Figures, load::Figures, Option<(f64, f64)>);
+
 /// Slices per measurement in [`side_by_side`].
 const ROUNDS: u32 = 5;
 
@@ -456,7 +460,7 @@ fn side_by_side<const N: usize>(
     lists: &[Arc<Vec<String>>; N],
     http2: bool,
     duration: Duration,
-) -> [(load::Figures, load::Figures, Option<(f64, f64)>); N] {
+) -> [Measured; N] {
     let slice = duration / ROUNDS;
     let measure = |load_shape: (usize, usize)| {
         let mut acc: [(Vec<u64>, f64); N] = std::array::from_fn(|_| (Vec::new(), 0.0));
