@@ -396,6 +396,19 @@ impl Drop for InProcess {
     }
 }
 
+/// The in-process server on `port`, asked as the HPA through the aggregator's front proxy.
+fn hpa_target(port: u16, tls: &rustls::ClientConfig) -> load::Target {
+    load::Target {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        server_name: "127.0.0.1".try_into().unwrap(),
+        tls: tls.clone(),
+        headers: vec![(
+            "X-Remote-User".into(),
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
+        )],
+    }
+}
+
 /// The HPA's request for `variant-{i}` in namespace `ns`.
 fn metric_paths(variants: usize) -> Arc<Vec<String>> {
     Arc::new(
@@ -600,15 +613,7 @@ fn main() {
     if let Ok(which) = std::env::var("WVA_BENCH_PROFILE") {
         let variants = 100;
         let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
-        let target = load::Target {
-            addr: format!("127.0.0.1:{}", server.port).parse().unwrap(),
-            server_name: "127.0.0.1".try_into().unwrap(),
-            tls: client_tls.clone(),
-            headers: vec![(
-                "X-Remote-User".into(),
-                "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
-            )],
-        };
+        let target = hpa_target(server.port, &client_tls);
         let paths = match which.as_str() {
             "floor" => Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]),
             "metric" => metric_paths(variants),
@@ -666,15 +671,7 @@ fn main() {
     for variants in sizes {
         let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
         let mut hpa_h2 = None;
-        let target = load::Target {
-            addr: format!("127.0.0.1:{}", server.port).parse().unwrap(),
-            server_name: "127.0.0.1".try_into().unwrap(),
-            tls: client_tls.clone(),
-            headers: vec![(
-                "X-Remote-User".into(),
-                "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
-            )],
-        };
+        let target = hpa_target(server.port, &client_tls);
         let floor_paths = Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]);
         let paths = metric_paths(variants);
         for http2 in [false, true] {
