@@ -409,6 +409,9 @@ fn hpa_target(port: u16, tls: &rustls::ClientConfig) -> load::Target {
     }
 }
 
+/// The transport floor's request: the group-version's discovery document.
+const FLOOR_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
 /// The HPA's request for `variant-{i}` in namespace `ns`.
 fn metric_paths(variants: usize) -> Arc<Vec<String>> {
     Arc::new(
@@ -615,7 +618,7 @@ fn main() {
         let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
         let target = hpa_target(server.port, &client_tls);
         let paths = match which.as_str() {
-            "floor" => Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]),
+            "floor" => Arc::new(vec![FLOOR_PATH.to_string()]),
             "metric" => metric_paths(variants),
             other => panic!("WVA_BENCH_PROFILE is floor or metric, not {other:?}"),
         };
@@ -646,11 +649,7 @@ fn main() {
     );
     for variants in sizes {
         let (state, _) = app_state(variants, &front.pem, false);
-        let (floor, floor_allocs) = handler_cost(
-            &state,
-            &peer,
-            &["/apis/external.metrics.k8s.io/v1beta1".to_string()],
-        );
+        let (floor, floor_allocs) = handler_cost(&state, &peer, &[FLOOR_PATH.to_string()]);
         let (metric, metric_allocs) = handler_cost(&state, &peer, &metric_paths(variants));
         println!(
             "[request] {variants:>8} {:>8} {:>26} {floor:>9.2} {metric:>9.2} {:>9.2} {floor_allocs:>10.1} {metric_allocs:>10.1}",
@@ -672,7 +671,7 @@ fn main() {
         let server = InProcess::start(variants, &front.pem, &serving.pem, &dir);
         let mut hpa_h2 = None;
         let target = hpa_target(server.port, &client_tls);
-        let floor_paths = Arc::new(vec!["/apis/external.metrics.k8s.io/v1beta1".to_string()]);
+        let floor_paths = Arc::new(vec![FLOOR_PATH.to_string()]);
         let paths = metric_paths(variants);
         for http2 in [false, true] {
             let proto = if http2 { "h2" } else { "http/1.1" };
@@ -691,10 +690,9 @@ fn main() {
             for ((name, _), (lat, peak, cpu)) in lists.iter().zip(figures) {
                 let cpu = cpu.map_or_else(|| "-".to_string(), |(c, s)| format!("{c:.1} / {s:.1}"));
                 println!("[request] {variants:>8} {proto:>8} {name:>26} {:>9.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {cpu:>14}", lat.p50, lat.p99, lat.p999, lat.rps, peak.rps);
-                rows.push((lat, peak, cpu));
+                rows.push((lat, peak));
             }
-            let ((fl, fp, _), (ml, mp, _)) = (&rows[0], &rows[1]);
-            let (fl, fp, ml, mp) = (*fl, *fp, *ml, *mp);
+            let ((fl, fp), (ml, mp)) = (rows[0], rows[1]);
             if http2 {
                 hpa_h2 = Some(ml);
             }
