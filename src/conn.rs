@@ -75,8 +75,6 @@ struct ConnState {
     last_done_ms: AtomicU64,
     evicted: AtomicBool,
     close: Notify,
-    /// Poked when a request ends, so the idle timer is re-armed from then.
-    activity: Notify,
 }
 
 impl ConnState {
@@ -88,12 +86,26 @@ impl ConnState {
             last_done_ms: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             close: Notify::new(),
-            activity: Notify::new(),
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The earliest moment this connection could become closable, whatever requests come meanwhile: a
+    /// request that starts later ends later, and then counts `idle_timeout` from its end.
+    fn earliest_close(&self, limits: &Limits) -> Instant {
+        // Read before the deadline: a count above zero stays so, a zero one may be stale by then.
+        let asked = self.requests.load(Ordering::Acquire) > 0;
+        let soonest_after_a_request = Instant::now() + limits.idle_timeout;
+        match self.idle_deadline(limits) {
+            Some(d) if asked => d,
+            // Before the first request the first-request timeout runs, but a request may still come
+            // and end under a shorter idle timeout.
+            Some(d) => d.min(soonest_after_a_request),
+            None => soonest_after_a_request,
+        }
     }
 
     /// When this connection becomes closable for idleness, if no request is in flight.
@@ -121,7 +133,6 @@ impl Drop for InFlight {
             .last_done_ms
             .store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.activity.notify_one();
     }
 }
 
@@ -215,10 +226,11 @@ impl Conn {
         tokio::pin!(conn);
         let remote = self.remote;
         let limits = &self.port.port.limits;
+        // The timer is armed for the earliest moment the connection could be closable, and looks again
+        // when it fires. Requests only move that moment later, so they never wake this task or re-arm a
+        // timer (that was a wake-up and a timer registration per request).
         let close_within = loop {
-            let deadline = self.state.idle_deadline(limits);
-            // While a request is in flight, look again after the idle timeout (or when it ends).
-            let wake = deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+            let wake = self.state.earliest_close(limits);
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -228,10 +240,9 @@ impl Conn {
                 }
                 // Evicted to make room: it is idle, so it is closed at once and frees its slot now.
                 () = self.state.close.notified() => return,
-                () = self.state.activity.notified() => {}
                 _ = self.stop.wait_for(|s| *s) => break limits.shutdown_grace,
                 () = tokio::time::sleep_until(wake.into()) => {
-                    if deadline.is_some() && self.state.idle_deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                    if self.state.idle_deadline(limits).is_some_and(|d| d <= Instant::now()) {
                         if self.state.requests.load(Ordering::Acquire) == 0 {
                             // Never asked for anything: nothing to close gracefully.
                             self.port.port.metrics.closed(Closed::FirstRequestTimeout.label());

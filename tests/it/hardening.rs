@@ -204,6 +204,47 @@ async fn idle_http2_connections_are_closed_though_they_answer_pings() {
     assert!(closed_count(&s.metrics, "idle") >= 1);
 }
 
+/// The idle timeout counts from the end of the last request: a connection asked something more often
+/// than the timeout stays open for longer than it, then closes once the requests stop. Requests do not
+/// wake the connection's timer; it looks again when it fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_counts_from_the_last_request() {
+    let s = start(
+        ServeOptions {
+            idle_timeout: Duration::from_millis(800),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    let tls = tls_connect(&s, &[b"h2"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let mut driver = tokio::spawn(conn);
+    let started = tokio::time::Instant::now();
+    // 2.5 s of requests 300 ms apart: three idle timeouts' worth, never one without a request.
+    while started.elapsed() < Duration::from_millis(2500) {
+        let req = hyper::Request::get(format!("https://127.0.0.1:{}/healthz", s.port))
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("closed after {:?} of requests: {e}", started.elapsed()));
+        assert_eq!(resp.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(closed_count(&s.metrics, "idle"), 0);
+    assert!(!driver.is_finished(), "the busy connection was closed");
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut driver).await;
+    assert!(ended.is_ok(), "the connection was not closed once idle");
+    assert_eq!(closed_count(&s.metrics, "idle"), 1);
+}
+
 /// Issue item 9: the protocol follows ALPN. An HTTP/2 preface on a connection that negotiated
 /// http/1.1 is an HTTP/1 request the server refuses; it never answers with HTTP/2 frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
