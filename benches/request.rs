@@ -21,6 +21,7 @@
     clippy::too_many_lines
 )] // Fixtures and measurements, not product code.
 
+use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,6 +256,27 @@ fn handler_cost(state: &Arc<AppState>, peer: &PeerCertificates, paths: &[String]
         }
         (best, allocations as f64 / batch as f64)
     })
+}
+
+/// [`handler_cost`] on two threads at once, each with a peer of its own (as two connections): the mean
+/// of their figures. Beside the one-thread figure it shows what a request costs when another worker
+/// answers at the same time: writes to memory both read (a shared lock's count, a shared reference
+/// count) move between the cores' caches, a cost one thread alone never pays.
+fn handler_cost_parallel(
+    state: &Arc<AppState>,
+    chain: &[CertificateDer<'static>],
+    paths: &[String],
+) -> f64 {
+    let costs: Vec<f64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let peer = PeerCertificates::new(Some(chain.to_vec()));
+                s.spawn(move || handler_cost(state, &peer, paths).0)
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    costs.iter().sum::<f64>() / costs.len() as f64
 }
 
 /// The system allocator, counting allocations: a figure per request that the noise of a shared machine
@@ -635,7 +657,8 @@ fn main() {
     }
     // The handler alone: what each request costs the server beyond the floor, without the noise of
     // sockets, TLS and a client sharing the cores.
-    let peer = PeerCertificates::new(Some(support::pem_certs(&fp.cert_pem)));
+    let chain = support::pem_certs(&fp.cert_pem);
+    let peer = PeerCertificates::new(Some(chain.clone()));
     println!(
         "[request] {:>8} {:>8} {:>26} {:>9} {:>9} {:>9} {:>10} {:>10}",
         "variants",
@@ -654,6 +677,12 @@ fn main() {
         println!(
             "[request] {variants:>8} {:>8} {:>26} {floor:>9.2} {metric:>9.2} {:>9.2} {floor_allocs:>10.1} {metric_allocs:>10.1}",
             "", "V1", metric - floor
+        );
+        let floor2 = handler_cost_parallel(&state, &chain, &[FLOOR_PATH.to_string()]);
+        let metric2 = handler_cost_parallel(&state, &chain, &metric_paths(variants));
+        println!(
+            "[request] {variants:>8} {:>8} {:>26} {floor2:>9.2} {metric2:>9.2} {:>9.2} {:>10} {:>10}",
+            "", "V1, 2 threads at once", metric2 - floor2, "-", "-"
         );
         // The same requests decided by saturation V2 (WVA v0.9's default engine), for reference: the
         // network rows below are V1's.
