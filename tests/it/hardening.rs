@@ -170,6 +170,40 @@ async fn silent_tls_connections_cannot_lock_clients_out() {
     }
 }
 
+/// An HTTP/2 client connection to `s` (pinging every `ping`, even while idle, when given) and the task
+/// driving it, which ends when the server closes the connection.
+async fn h2_session(
+    s: &Server,
+    ping: Option<Duration>,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<axum::body::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tls = tls_connect(s, &[b"h2"]).await;
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(ping)
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// `GET /healthz` on an HTTP/2 session: it must answer 200.
+async fn healthz(
+    s: &Server,
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<axum::body::Bytes>>,
+) -> hyper::Result<()> {
+    let req = hyper::Request::get(format!("https://127.0.0.1:{}/healthz", s.port))
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    Ok(())
+}
+
 /// Issue item 1, HTTP/2: a connection whose client answers PINGs but sends no request is idle, and
 /// is closed (GOAWAY, then EOF) after the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,22 +216,8 @@ async fn idle_http2_connections_are_closed_though_they_answer_pings() {
         None,
     )
     .await;
-    let tls = tls_connect(&s, &[b"h2"]).await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_millis(200)))
-            .keep_alive_while_idle(true)
-            .handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    let driver = tokio::spawn(conn);
-    let req = hyper::Request::get(format!("https://127.0.0.1:{}/healthz", s.port))
-        .body(http_body_util::Empty::<axum::body::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    drop(resp);
+    let (mut sender, driver) = h2_session(&s, Some(Duration::from_millis(200))).await;
+    healthz(&s, &mut sender).await.unwrap();
     // The client keeps pinging; the server still ends the connection.
     let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
     assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
@@ -217,25 +237,13 @@ async fn idle_timeout_counts_from_the_last_request() {
         None,
     )
     .await;
-    let tls = tls_connect(&s, &[b"h2"]).await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    let mut driver = tokio::spawn(conn);
+    let (mut sender, mut driver) = h2_session(&s, None).await;
     let started = tokio::time::Instant::now();
     // 2.5 s of requests 300 ms apart: three idle timeouts' worth, never one without a request.
     while started.elapsed() < Duration::from_millis(2500) {
-        let req = hyper::Request::get(format!("https://127.0.0.1:{}/healthz", s.port))
-            .body(http_body_util::Empty::<axum::body::Bytes>::new())
-            .unwrap();
-        let resp = sender
-            .send_request(req)
+        healthz(&s, &mut sender)
             .await
             .unwrap_or_else(|e| panic!("closed after {:?} of requests: {e}", started.elapsed()));
-        assert_eq!(resp.status().as_u16(), 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(closed_count(&s.metrics, "idle"), 0);
