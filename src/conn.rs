@@ -3,7 +3,7 @@
 //! timeouts, graceful shutdown, and counters by reason. What a connection speaks once its handshake is
 //! done is the caller's (`server` serves HTTP/1.1 and HTTP/2, `scaler` gRPC over HTTP/2).
 //!
-//! A connection counts as busy only while a request is in flight ([`Conn::request`]). One that has not
+//! A connection counts as busy only while a request is in flight ([`Conn::requests`]). One that has not
 //! finished its TLS handshake within `handshake_timeout`, has not started a request within
 //! `first_request_timeout` of its handshake, or has had nothing in flight for `idle_timeout` (HTTP/2
 //! PINGs do not count) is closed. When every slot is taken, the connection idle the longest (one still in
