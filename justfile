@@ -30,6 +30,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
     promtool check rules manifests/monitoring/rules.yml
     @if cargo tree -e normal,build -i aws-lc-sys >/dev/null 2>&1; then echo "aws-lc-sys is in the dependency tree" >&2; exit 1; fi
     @command -v cargo-deny >/dev/null || { echo "cargo-deny is not installed: cargo install cargo-deny --locked" >&2; exit 1; }

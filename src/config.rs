@@ -218,7 +218,7 @@ pub struct ClusterArgs {
         default_value = crate::saturation::zero::CONFIGMAP_NAME
     )]
     pub scale_to_zero_configmap: String,
-    /// Serve only variants labelled wva.llmd.ai/controller-instance=<this> (WVA v0.5.1 isolation).
+    /// Serve only variants labelled `wva.llmd.ai/controller-instance=<this>` (WVA v0.5.1 isolation).
     /// Unset: every variant, whatever its instance; items carry controller_instance either way.
     #[arg(long, env = "CONTROLLER_INSTANCE")]
     pub controller_instance: Option<String>,
@@ -288,7 +288,7 @@ pub struct SourceArgs {
     /// Largest metrics page read; larger pages are cut (and logged).
     #[arg(long, env = "WVA_MAX_PAGE_BYTES", default_value_t = crate::sources::scraper::DEFAULT_MAX_PAGE_BYTES)]
     pub max_page_bytes: usize,
-    /// Look-back window: the peak over this window is used (WVA's max_over_time[1m]).
+    /// Look-back window: the peak over this window is used (WVA's `max_over_time[1m]`).
     #[arg(long, env = "WVA_LOOKBACK", default_value = "60s", value_parser = parse_duration)]
     pub lookback: Duration,
     /// While Ready pods lack fresh samples, answer spec.replicas for this long; after that answer 503.

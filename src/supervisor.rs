@@ -1,7 +1,7 @@
 //! Every long-lived task runs under one supervisor: a `JoinSet` selected against shutdown. A task that
 //! ends or panics is restarted with exponential backoff and counted in
 //! `wva_metrics_server_task_restarts_total{task}`; one that keeps failing without ever running for
-//! [`RestartPolicy::stable_after`] ends the process with a clear log line, so kubelet restarts the pod
+//! `RestartPolicy::stable_after` ends the process with a clear log line, so kubelet restarts the pod
 //! instead of leaving a server that answers from a frozen snapshot.
 
 use std::future::Future;

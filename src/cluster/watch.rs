@@ -1,5 +1,5 @@
 //! The snapshot loop: reflectors for everything that declares or locates a variant, and a rebuild of
-//! the joined [`Snapshot`] after every change (debounced) and every [`SNAPSHOT_RESYNC`]. Nothing here is
+//! the joined [`Snapshot`] after every change (debounced) and every `SNAPSHOT_RESYNC`. Nothing here is
 //! on the request path.
 
 use std::collections::BTreeMap;

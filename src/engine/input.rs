@@ -1,5 +1,5 @@
 //! The `analyze` command's input: one model's thresholds and variants as JSON, checked at this edge so
-//! that [`super::decide`] can stay infallible.
+//! that [`super::decide`](fn@super::decide) can stay infallible.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

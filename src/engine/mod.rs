@@ -3,11 +3,11 @@
 //! It is stateless: every answer is computed from the current snapshot and samples, so any replica of
 //! the server answers the same for the same cluster state.
 //!
-//! * [`metrics`]: the metric names served and what they mean.
-//! * [`decide`]: one model's pure, infallible decision (analysis, then targets).
+//! * [`decide`](mod@decide): one model's pure, infallible decision (analysis, then targets).
 //! * [`input`]: the `analyze` command's JSON input, validated at its own edge.
 //! * this module: the [`Engine`], which joins the stores into decisions and implements the provider
-//!   contract for the API surfaces.
+//!   contract for the API surfaces. The metric names it serves, and what they mean, are
+//!   [`crate::provider::metrics`]'s.
 
 pub mod decide;
 pub mod input;

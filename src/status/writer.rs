@@ -33,7 +33,7 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    /// A writer that competes for [`LEASE_NAME`] in `namespace`.
+    /// A writer that competes for the Lease `wva-metrics-server-status` in `namespace`.
     pub fn new(
         client: Client,
         engine: Arc<Engine>,

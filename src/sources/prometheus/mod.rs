@@ -1,6 +1,6 @@
 //! The Prometheus source: WVA's per-pod peak queries, run in the background for every model the
 //! variants serve, so the request path reads a cache and a burst of HPA requests costs no query at all.
-//! [`promql`] writes the queries, [`client`] runs them; the poller here keeps the answers.
+//! `promql` writes the queries, `client` runs them; the poller here keeps the answers.
 
 mod client;
 pub(crate) mod promql;
