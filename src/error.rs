@@ -1,7 +1,8 @@
 //! The crate's typed errors: every place where a caller decides something from an error matches on a
 //! variant here, never on the text of a message.
 //!
-//! * [`Error`](enum@Error): what ends a command (`serve`, `analyze`, `scrape`) with a message for the operator.
+//! * [`Error`](enum@Error): what ends a command (`serve`, `analyze`, `scrape`) with a message for the
+//!   operator.
 //!
 //! The other typed errors live with the module that produces them: `cluster::Exclusion` (why a variant
 //! cannot be decided) and `sources::MissingSample` (why a pod has no usable sample).

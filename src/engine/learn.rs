@@ -1,6 +1,7 @@
 //! Saturation V2's learning cycle: once per `--capacity-learn-interval` (WVA's 15 s optimization
 //! interval) every model is analysed, and what the analysis observed (k2 observations, each variant's
-//! measured capacity) is added to the engine's [`CapacityMemory`](crate::saturation::v2::CapacityMemory); records derived from Deployments are
+//! measured capacity) is added to the engine's
+//! [`CapacityMemory`](crate::saturation::v2::CapacityMemory); records derived from Deployments are
 //! reloaded, and entries nobody updates are evicted. Requests only read the memory, so an answer never
 //! depends on how many requests came before it.
 

@@ -1,8 +1,8 @@
 //! Saturation ("capacity") analysis with WVA parity: pure functions, no I/O.
 //!
 //! * [`config`]: thresholds, their defaults, ConfigMap parsing and per-model overrides.
-//! * [`analyze`](mod@analyze): classify replicas and compute spare capacity, the scale-up signal and scale-down safety
-//!   (WVA v0.4.1 `AnalyzeModelCapacity`).
+//! * [`analyze`](mod@analyze): classify replicas and compute spare capacity, the scale-up signal and
+//!   scale-down safety (WVA v0.4.1 `AnalyzeModelCapacity`).
 //! * [`targets`]: turn an analysis plus the Deployments' state into one target per variant (WVA v0.5
 //!   semantics: stateless, transition blocking, cheapest up / most expensive down).
 //! * [`role`]: prefill/decode roles; each engine decides each role of a model on its own terms.

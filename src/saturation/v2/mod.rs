@@ -2,8 +2,8 @@
 //! 2976e4ee, `internal/engines/analyzers/saturation_v2/` and `internal/engines/pipeline/`): capacity per
 //! replica in KV tokens (memory-bound k1, compute-bound k2), demand in tokens (tokens in use plus the
 //! waiting queue's and the endpoint picker's), per-variant and per-role totals, required and spare
-//! capacity against the scale-up threshold and scale-down boundary, then [`optimize`](fn@optimize): replicas are added
-//! where capacity is cheapest and removed where it is dearest.
+//! capacity against the scale-up threshold and scale-down boundary, then [`optimize`](fn@optimize):
+//! replicas are added where capacity is cheapest and removed where it is dearest.
 //!
 //! * [`args`]: engine parameters from the Deployment's command line (for the capacity estimate).
 //! * [`memory`]: what is learned over time (k2 history, capacity records).
